@@ -1,0 +1,88 @@
+//! The admin listener: liveness and readiness for orchestrators and load balancers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use crate::error::GatewayError;
+use crate::proxy::Proxy;
+use crate::response::{json, GatewayResponse};
+use crate::server::Handler;
+
+/// Routes of the admin listener.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    proxy: Proxy,
+    probe_timeout: Duration,
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    upstream: String,
+}
+
+impl Admin {
+    /// Admin routes checking the upstream behind `proxy`; a probe gets `probe_timeout`.
+    pub fn new(proxy: Proxy, probe_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                proxy,
+                probe_timeout,
+            }),
+        }
+    }
+
+    /// Ready when a TCP connection to the upstream opens within the probe timeout.
+    async fn readiness(&self) -> GatewayResponse {
+        let target = self.inner.proxy.authority().as_str().to_owned();
+        let upstream = match tokio::time::timeout(
+            self.inner.probe_timeout,
+            TcpStream::connect(target.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("upstream {target} unreachable: {e}")),
+            Err(_) => Some(format!(
+                "upstream {target} did not accept a connection in time"
+            )),
+        };
+        match upstream {
+            None => json(
+                StatusCode::OK,
+                &Readiness {
+                    ready: true,
+                    upstream: "ok".to_owned(),
+                },
+            ),
+            Some(reason) => GatewayError::NotReady(reason).into_response(),
+        }
+    }
+}
+
+impl Handler for Admin {
+    async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> GatewayResponse {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                json(StatusCode::OK, &Health { status: "ok" })
+            }
+            (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
+            _ => GatewayError::NotFound.into_response(),
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! Configuration: one TOML file, every key overridable by `--set key=value` or a
+//! `FLASHGATE_SECTION_KEY` environment variable, validated before anything starts.
+//!
+//! Loading runs in three steps so that every error can name the key it is about:
+//! the file is parsed into a TOML table, overrides are written into that table, and
+//! the table is deserialised (with the failing key's path tracked) and validated.
+
+mod overrides;
+mod timestamp;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use overrides::{env_overrides, Override};
+pub use timestamp::Timestamp;
+
+/// Everything flashgate reads from its config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and per-connection protection limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The backend everything that is not a sale route is proxied to.
+    pub upstream: UpstreamConfig,
+    /// Default queue settings for every sale.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// The sales this gateway shapes traffic for.
+    #[serde(default, rename = "sale")]
+    pub sales: Vec<SaleConfig>,
+    /// Logging format and level.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[server]`: listeners and per-connection protection limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the public listener (sale routes and proxied traffic).
+    pub listen: SocketAddr,
+    /// Address of the admin listener (`/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// Open client connections beyond this are closed at once instead of waiting.
+    pub max_connections: usize,
+    /// A client must send a request's complete header within this time (slowloris guard);
+    /// it also bounds how long an idle keep-alive connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Largest request body accepted, in bytes; larger ones get 413 `body_too_large`.
+    pub body_limit: u64,
+    /// Runtime worker threads; 0 means one per CPU core.
+    pub threads: usize,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            body_limit: 1024 * 1024,
+            threads: 0,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[upstream]`: the backend behind the gateway.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL, `http://host:port[/prefix]`.
+    pub url: String,
+    /// Time allowed for the upstream to answer with a response head; past it, 504.
+    #[serde(default = "UpstreamConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time allowed to open a TCP connection to the upstream; past it, 502.
+    #[serde(
+        default = "UpstreamConfig::default_connect_timeout",
+        with = "humantime_serde"
+    )]
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept open to the upstream.
+    #[serde(default = "UpstreamConfig::default_pool_size")]
+    pub pool_size: usize,
+    /// An idle pooled connection is closed after this long.
+    #[serde(
+        default = "UpstreamConfig::default_pool_idle_timeout",
+        with = "humantime_serde"
+    )]
+    pub pool_idle_timeout: Duration,
+    /// Pass the client's Host header to the upstream (true) or use the upstream's own (false).
+    #[serde(default = "default_true")]
+    pub preserve_host: bool,
+}
+
+impl UpstreamConfig {
+    fn default_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_pool_size() -> usize {
+        256
+    }
+    fn default_pool_idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What to do with an order that finds the sale's queue full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overflow {
+    /// Answer 503 `queue_full` with Retry-After.
+    Reject,
+    /// Answer 303 to `queue.redirect_url` (a busy page).
+    Redirect,
+}
+
+/// How an admitted order is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseMode {
+    /// Hold the request until its outcome, up to `max_wait`.
+    Wait,
+    /// Answer 202 with a ticket at once.
+    Async,
+}
+
+/// `[queue]`: the default queue settings of every sale.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most requests one sale's queue holds; overflow is refused, never buffered.
+    pub capacity: usize,
+    /// Queued requests released to the order workers per second.
+    pub drain_rate: u32,
+    /// Concurrent order workers per sale.
+    pub workers: usize,
+    /// What a full queue answers.
+    pub overflow: Overflow,
+    /// Busy page for `overflow = "redirect"`; empty means the built-in page.
+    pub redirect_url: String,
+    /// `wait` or `async` answers to admitted orders.
+    pub response: ResponseMode,
+    /// In wait mode, how long a request is held before it is answered 202 with its ticket.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Queued requests may reach remaining stock × this factor before orders are refused as sold out.
+    pub admit_factor: f64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            drain_rate: 500,
+            workers: 16,
+            overflow: Overflow::Reject,
+            redirect_url: String::new(),
+            response: ResponseMode::Wait,
+            max_wait: Duration::from_secs(5),
+            admit_factor: 1.5,
+        }
+    }
+}
+
+/// One `[[sale]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleConfig {
+    /// Stock keeping unit: the sale's id in URLs and store keys (`[A-Za-z0-9_.-]`, 1–64 chars).
+    pub sku: String,
+    /// Units for sale.
+    pub stock: u64,
+    /// Opening time (RFC 3339); absent means open from start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<Timestamp>,
+    /// Closing time (RFC 3339); absent means open until sold out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<Timestamp>,
+    /// Most units one user may reserve in this sale.
+    #[serde(default = "SaleConfig::default_per_user_limit")]
+    pub per_user_limit: u32,
+    /// Overrides of `[queue]` for this sale.
+    #[serde(default, skip_serializing_if = "QueueOverrides::is_empty")]
+    pub queue: QueueOverrides,
+}
+
+impl SaleConfig {
+    fn default_per_user_limit() -> u32 {
+        1
+    }
+}
+
+/// Per-sale overrides of the `[queue]` defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueOverrides {
+    /// Overrides `queue.capacity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<usize>,
+    /// Overrides `queue.drain_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_rate: Option<u32>,
+    /// Overrides `queue.workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+}
+
+impl QueueOverrides {
+    fn is_empty(&self) -> bool {
+        self.capacity.is_none() && self.drain_rate.is_none() && self.workers.is_none()
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[log]`: format and level.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `flashgate=debug,hyper=warn`, …
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration was refused; every variant names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// An override flag or environment variable is malformed.
+    #[error("override {origin}: {reason}")]
+    Override {
+        /// `--set …` or the environment variable's name.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key has a value that is not allowed.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `server.max_connections`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, overrides and validates the config file at `path`.
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parses, overrides and validates config text; `origin` names it in errors.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        overrides: &[Override],
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: origin.to_owned(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
+        for o in overrides {
+            o.apply(&mut table)?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(table).map_err(validate::from_serde_error)?;
+        validate::check(&config)?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML (what `check-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The queue settings of one sale: its overrides over the `[queue]` defaults.
+    pub fn queue_for(&self, sale: &SaleConfig) -> QueueConfig {
+        let mut q = self.queue.clone();
+        if let Some(c) = sale.queue.capacity {
+            q.capacity = c;
+        }
+        if let Some(r) = sale.queue.drain_rate {
+            q.drain_rate = r;
+        }
+        if let Some(w) = sale.queue.workers {
+            q.workers = w;
+        }
+        q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n";
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = Config::from_toml(MINIMAL, "t", &[]).expect("minimal config is valid");
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.queue.overflow, Overflow::Reject);
+        assert!(c.sales.is_empty());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let text = format!(
+            "{MINIMAL}[[sale]]\nsku = \"phone\"\nstock = 5\nstarts_at = \"2026-11-11T00:00:00+08:00\"\n"
+        );
+        let c = Config::from_toml(&text, "t", &[]).expect("valid");
+        let again = Config::from_toml(&c.to_toml(), "t", &[]).expect("printed config is valid");
+        assert_eq!(again.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn per_sale_overrides_win() {
+        let text =
+            format!("{MINIMAL}[[sale]]\nsku = \"a\"\nstock = 1\nqueue = {{ capacity = 7 }}\n");
+        let c = Config::from_toml(&text, "t", &[]).expect("valid");
+        let q = c.queue_for(&c.sales[0]);
+        assert_eq!(q.capacity, 7);
+        assert_eq!(q.drain_rate, c.queue.drain_rate);
+    }
+}

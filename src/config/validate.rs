@@ -1,0 +1,208 @@
+//! Checks that go beyond types: ranges, URLs, time windows, uniqueness.
+
+use std::collections::HashSet;
+
+use super::{Config, ConfigError, Overflow};
+
+/// Turns a deserialisation error into one that names the dotted key at fault.
+pub(super) fn from_serde_error(e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+    let path = e.path().to_string();
+    let message = e.inner().message().trim_end().to_owned();
+    // For a missing field serde reports the containing table's path (for an unknown one,
+    // the field's own); the field itself is in the message between backticks.
+    let field = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    let key = match field {
+        Some(f) if path == "." => f.to_owned(),
+        Some(f) if !path.ends_with(&format!(".{f}")) && path != f => format!("{path}.{f}"),
+        _ => path,
+    };
+    ConfigError::invalid(key, message)
+}
+
+/// Validates value ranges and cross-key rules.
+pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
+    check_server(c)?;
+    check_upstream(c)?;
+    check_queue(c)?;
+    check_sales(c)?;
+    check_log(c)
+}
+
+fn positive(key: &str, ok: bool) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, "must be greater than zero"))
+    }
+}
+
+fn check_server(c: &Config) -> Result<(), ConfigError> {
+    let s = &c.server;
+    positive("server.max_connections", s.max_connections > 0)?;
+    positive("server.header_timeout", !s.header_timeout.is_zero())?;
+    positive("server.body_limit", s.body_limit > 0)?;
+    positive("server.shutdown_timeout", !s.shutdown_timeout.is_zero())?;
+    if s.threads > 1024 {
+        return Err(ConfigError::invalid("server.threads", "at most 1024"));
+    }
+    if s.listen == s.admin_listen && s.listen.port() != 0 {
+        return Err(ConfigError::invalid(
+            "server.admin_listen",
+            "must differ from server.listen",
+        ));
+    }
+    Ok(())
+}
+
+fn check_upstream(c: &Config) -> Result<(), ConfigError> {
+    let u = &c.upstream;
+    let uri: http::Uri = u.url.parse().map_err(|e| {
+        ConfigError::invalid("upstream.url", format!("`{}` is not a URL ({e})", u.url))
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "upstream.url",
+                format!("scheme `{other}` is not supported; use http://"),
+            ))
+        }
+        None => {
+            return Err(ConfigError::invalid(
+                "upstream.url",
+                format!("`{}` has no scheme; write http://host:port", u.url),
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid("upstream.url", "has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(ConfigError::invalid(
+            "upstream.url",
+            "must not have a query",
+        ));
+    }
+    positive("upstream.timeout", !u.timeout.is_zero())?;
+    positive("upstream.connect_timeout", !u.connect_timeout.is_zero())
+}
+
+fn check_queue(c: &Config) -> Result<(), ConfigError> {
+    let q = &c.queue;
+    positive("queue.capacity", q.capacity > 0)?;
+    positive("queue.drain_rate", q.drain_rate > 0)?;
+    positive("queue.workers", q.workers > 0)?;
+    positive("queue.max_wait", !q.max_wait.is_zero())?;
+    if !(q.admit_factor.is_finite() && q.admit_factor >= 1.0) {
+        return Err(ConfigError::invalid(
+            "queue.admit_factor",
+            "must be a number of at least 1.0",
+        ));
+    }
+    if q.overflow == Overflow::Redirect && !q.redirect_url.is_empty() {
+        q.redirect_url.parse::<http::Uri>().map_err(|e| {
+            ConfigError::invalid("queue.redirect_url", format!("not a URL or path ({e})"))
+        })?;
+    }
+    Ok(())
+}
+
+fn check_sales(c: &Config) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for (i, sale) in c.sales.iter().enumerate() {
+        let key = |k: &str| format!("sale.{i}.{k}");
+        let sku_ok = !sale.sku.is_empty()
+            && sale.sku.len() <= 64
+            && sale
+                .sku
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !sku_ok {
+            return Err(ConfigError::invalid(
+                key("sku"),
+                format!(
+                    "`{}` must be 1-64 characters of A-Z a-z 0-9 _ - .",
+                    sale.sku
+                ),
+            ));
+        }
+        if !seen.insert(sale.sku.as_str()) {
+            return Err(ConfigError::invalid(
+                key("sku"),
+                format!("`{}` is used by another sale", sale.sku),
+            ));
+        }
+        positive(&key("per_user_limit"), sale.per_user_limit > 0)?;
+        if let (Some(start), Some(end)) = (sale.starts_at, sale.ends_at) {
+            if end <= start {
+                return Err(ConfigError::invalid(
+                    key("ends_at"),
+                    format!("{end} is not after starts_at {start}"),
+                ));
+            }
+        }
+        if let Some(cap) = sale.queue.capacity {
+            positive(&key("queue.capacity"), cap > 0)?;
+        }
+        if let Some(rate) = sale.queue.drain_rate {
+            positive(&key("queue.drain_rate"), rate > 0)?;
+        }
+        if let Some(w) = sale.queue.workers {
+            positive(&key("queue.workers"), w > 0)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_log(c: &Config) -> Result<(), ConfigError> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&c.log.level)
+        .map(|_| ())
+        .map_err(|e| ConfigError::invalid("log.level", format!("`{}`: {e}", c.log.level)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError, Override};
+
+    fn key_of(text: &str, overrides: &[Override]) -> String {
+        match Config::from_toml(text, "t", overrides) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    const UP: &str = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n";
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(
+            key_of("[upstream]\nurl = \"ftp://x\"\n", &[]),
+            "upstream.url"
+        );
+        assert_eq!(key_of("[upstream]\n", &[]), "upstream.url");
+        assert_eq!(
+            key_of(&format!("{UP}[server]\nmaxconn = 3\n"), &[]),
+            "server.maxconn"
+        );
+        assert_eq!(key_of(&format!("bogus = 1\n{UP}"), &[]), "bogus");
+        assert_eq!(key_of(&format!("{UP}bogus = 1\n"), &[]), "upstream.bogus");
+        assert_eq!(
+            key_of(&format!("{UP}[queue]\ncapacity = 0\n"), &[]),
+            "queue.capacity"
+        );
+        assert_eq!(
+            key_of(&format!("{UP}[server]\nmax_connections = \"many\"\n"), &[]),
+            "server.max_connections"
+        );
+        let window = format!(
+            "{UP}[[sale]]\nsku = \"a\"\nstock = 1\nstarts_at = \"2026-01-02T00:00:00Z\"\nends_at = \"2026-01-01T00:00:00Z\"\n"
+        );
+        assert_eq!(key_of(&window, &[]), "sale.0.ends_at");
+        let o = Override::from_flag("server.header_timeout=0s").expect("flag");
+        assert_eq!(key_of(UP, &[o]), "server.header_timeout");
+    }
+}

@@ -1,0 +1,155 @@
+//! Wiring: binds the listeners, builds the request pipeline, and runs until shut down.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Request;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::proxy::Proxy;
+use crate::response::GatewayResponse;
+use crate::server::{self, Handler, Limits};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener's address could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The config key of the address.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A component could not be built from the config.
+    #[error("{0}")]
+    Setup(#[from] GatewayError),
+}
+
+/// The public listener's pipeline.
+#[derive(Clone)]
+struct Public {
+    inner: Arc<PublicInner>,
+}
+
+struct PublicInner {
+    proxy: Proxy,
+}
+
+impl Handler for Public {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> GatewayResponse {
+        // Cloning method and URI costs a little; only pay it when the line is logged.
+        let logged = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
+        let resp = self.inner.proxy.forward(req, peer).await;
+        if let Some((method, uri, start)) = logged {
+            tracing::debug!(
+                %peer, %method, path = uri.path(), status = resp.status().as_u16(),
+                elapsed_us = start.elapsed().as_micros() as u64, "request"
+            );
+        }
+        resp
+    }
+}
+
+/// A running gateway: its bound addresses and the handle to stop it.
+pub struct Gateway {
+    /// Where the public listener is bound (the real port when `:0` was asked for).
+    pub public_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds both listeners and starts serving; call inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let bind = |key: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { key, addr, source })
+        };
+        let public = bind("server.listen", config.server.listen).await?;
+        let admin = bind("server.admin_listen", config.server.admin_listen).await?;
+        let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+            key: "server.listen",
+            addr: config.server.listen,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+            key: "server.admin_listen",
+            addr: config.server.admin_listen,
+            source,
+        })?;
+
+        let proxy = Proxy::new(&config.upstream, &config.server)?;
+        let limits = Limits {
+            max_connections: config.server.max_connections,
+            header_timeout: config.server.header_timeout,
+            shutdown_timeout: config.server.shutdown_timeout,
+        };
+        // The admin listener is for a handful of operators and probes, not the crowd.
+        let admin_limits = Limits {
+            max_connections: 64,
+            ..limits
+        };
+        let shutdown = CancellationToken::new();
+        let public_handler = Public {
+            inner: Arc::new(PublicInner {
+                proxy: proxy.clone(),
+            }),
+        };
+        let admin_handler = Admin::new(proxy, config.upstream.connect_timeout);
+        let tasks = vec![
+            tokio::spawn(server::serve(
+                public,
+                public_handler,
+                limits,
+                shutdown.clone(),
+            )),
+            tokio::spawn(server::serve(
+                admin,
+                admin_handler,
+                admin_limits,
+                shutdown.clone(),
+            )),
+        ];
+        tracing::info!(%public_addr, %admin_addr, upstream = %config.upstream.url, "flashgate listening");
+        Ok(Self {
+            public_addr,
+            admin_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Starts a graceful shutdown: stop accepting, let in-flight requests finish.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that starts the shutdown when cancelled (for signal handlers).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until both listeners have shut down and their connections have drained.
+    pub async fn wait(self) {
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "listener task failed");
+            }
+        }
+    }
+}

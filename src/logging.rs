@@ -1,0 +1,19 @@
+//! Log setup: text or JSON lines on stderr, filtered by `log.level`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber; a second call (tests) leaves the first in place.
+pub fn init(cfg: &LogConfig) {
+    // The level was validated with the config; fall back to `info` rather than fail.
+    let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match cfg.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,52 @@
+//! Response bodies and the JSON answers the gateway writes itself.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::error::GatewayError;
+
+/// Body of every response: streamed from the upstream, or written whole by the gateway.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// A response the gateway answers itself.
+pub type GatewayResponse = Response<ResponseBody>;
+
+/// A JSON answer with the given status.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> GatewayResponse {
+    // Serialising our own plain structs cannot fail; the fallback keeps the type honest.
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl GatewayError {
+    /// The contract's JSON refusal: `{"error": code, "message": text}`, Retry-After where due.
+    pub fn into_response(self) -> GatewayResponse {
+        let mut resp = json(
+            self.status(),
+            &ErrorBody {
+                error: self.code(),
+                message: self.to_string(),
+            },
+        );
+        if let Some(secs) = self.retry_after() {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
