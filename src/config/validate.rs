@@ -6,7 +6,22 @@ use super::{Config, ConfigError, Overflow};
 
 /// Turns a deserialisation error into one that names the dotted key at fault.
 pub(super) fn from_serde_error(e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
-    let path = e.path().to_string();
+    // Written the way `--set` takes keys: `sale.0.stock`, not `sale[0].stock`.
+    let parts: Vec<String> = e
+        .path()
+        .iter()
+        .filter_map(|seg| match seg {
+            serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+            serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect();
+    let path = if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join(".")
+    };
     let message = e.inner().message().trim_end().to_owned();
     // For a missing field serde reports the containing table's path (for an unknown one,
     // the field's own); the field itself is in the message between backticks.

@@ -1,0 +1,160 @@
+//! The command line refuses bad configuration with a message naming the key, and prints
+//! the effective configuration of a good one.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flashgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+fn flashgate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run flashgate")
+}
+
+const UP: &str = "[upstream]\nurl = \"http://127.0.0.1:9\"\n";
+
+/// Runs `check-config` on `text` and returns stderr, asserting a non-zero exit.
+fn refused(name: &str, text: &str, extra: &[&str]) -> String {
+    let path = temp_file(name, text);
+    let p = path.to_str().expect("utf-8 path");
+    let mut args = vec!["check-config", p];
+    args.extend_from_slice(extra);
+    let out = flashgate(&args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{name} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_key() {
+    let cases: &[(&str, String, &str)] = &[
+        ("unknown.toml", format!("{UP}[server]\nmax_conn = 1\n"), "server.max_conn"),
+        ("url.toml", "[upstream]\nurl = \"not a url\"\n".into(), "upstream.url"),
+        ("scheme.toml", "[upstream]\nurl = \"ftp://h\"\n".into(), "upstream.url"),
+        ("missing.toml", "[server]\n".into(), "upstream"),
+        ("nourl.toml", "[upstream]\ntimeout = \"1s\"\n".into(), "upstream.url"),
+        ("capacity.toml", format!("{UP}[queue]\ncapacity = 0\n"), "queue.capacity"),
+        ("type.toml", format!("{UP}[server]\nbody_limit = \"big\"\n"), "server.body_limit"),
+        ("listen.toml", format!("{UP}[server]\nlisten = \"nowhere\"\n"), "server.listen"),
+        ("duration.toml", format!("{UP}[server]\nheader_timeout = \"soon\"\n"), "server.header_timeout"),
+        (
+            "window.toml",
+            format!("{UP}[[sale]]\nsku = \"a\"\nstock = 1\nstarts_at = 2026-11-11T02:00:00Z\nends_at = 2026-11-11T01:00:00Z\n"),
+            "sale.0.ends_at",
+        ),
+        ("sku.toml", format!("{UP}[[sale]]\nsku = \"a b\"\nstock = 1\n"), "sale.0.sku"),
+        ("nostock.toml", format!("{UP}[[sale]]\nsku = \"a\"\n"), "sale.0.stock"),
+        ("level.toml", format!("{UP}[log]\nlevel = \"loud=[\"\n"), "log.level"),
+    ];
+    for (name, text, key) in cases {
+        let err = refused(name, text, &[]);
+        assert!(err.contains(&format!("`{key}`")), "{name}: {err}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_file_and_line() {
+    let err = refused("syntax.toml", "[upstream\nurl = 1\n", &[]);
+    assert!(
+        err.contains("syntax.toml") && err.contains("line 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn overrides_are_validated_like_the_file() {
+    let err = refused("ok.toml", UP, &["--set", "queue.capacity=0"]);
+    assert!(err.contains("`queue.capacity`"), "{err}");
+    let path = temp_file("ok2.toml", UP);
+    let p = path.to_str().expect("utf-8 path");
+    let out = flashgate(
+        &["check-config", p],
+        &[("FLASHGATE_SERVER_BODY_LIMIT", "0")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`server.body_limit`"));
+    let out = flashgate(&["check-config", p], &[("FLASHGATE_NOSUCH_KEY", "1")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FLASHGATE_NOSUCH_KEY"));
+}
+
+#[test]
+fn effective_config_shows_overrides_in_precedence_order() {
+    let path = temp_file("eff.toml", &format!("{UP}[queue]\ncapacity = 10\n"));
+    let p = path.to_str().expect("utf-8 path");
+    let out = flashgate(
+        &[
+            "check-config",
+            p,
+            "--set",
+            "queue.capacity=30",
+            "--listen",
+            "127.0.0.1:7000",
+        ],
+        &[
+            ("FLASHGATE_QUEUE_CAPACITY", "20"),
+            ("FLASHGATE_QUEUE_DRAIN_RATE", "42"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("capacity = 30"),
+        "flag wins over env: {printed}"
+    );
+    assert!(
+        printed.contains("drain_rate = 42"),
+        "env wins over file: {printed}"
+    );
+    assert!(printed.contains("listen = \"127.0.0.1:7000\""), "{printed}");
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/flashgate.toml");
+    let out = flashgate(&["check-config", example], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_an_address_in_use_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let path = temp_file("serve.toml", UP);
+    let p = path.to_str().expect("utf-8 path");
+    let out = flashgate(
+        &[
+            "serve",
+            "--config",
+            p,
+            "--listen",
+            &addr,
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.listen") && err.contains(&addr),
+        "{err}"
+    );
+}
