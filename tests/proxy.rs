@@ -174,7 +174,7 @@ async fn upstream_path_prefix_is_prepended() {
 async fn h2c_prior_knowledge_is_served_and_forwarded_as_http11() {
     let up = Upstream::start().await;
     let gw = gateway(&config_text(&up.url(), "")).await;
-    let req = Request::post(format!("http://shop.example/h2?x=1"))
+    let req = Request::post("http://shop.example/h2?x=1")
         .body(Full::new(Bytes::from_static(b"over h2")))
         .expect("request");
     let a = send_h2(gw.public_addr, req).await;
