@@ -1,6 +1,5 @@
 //! The admin listener: liveness and readiness for orchestrators and load balancers.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use tokio::net::TcpStream;
 use crate::error::GatewayError;
 use crate::proxy::Proxy;
 use crate::response::{json, GatewayResponse};
-use crate::server::Handler;
+use crate::server::{Handler, Peer};
 
 /// Routes of the admin listener.
 #[derive(Clone)]
@@ -76,7 +75,7 @@ impl Admin {
 }
 
 impl Handler for Admin {
-    async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> GatewayResponse {
+    async fn handle(&self, req: Request<Incoming>, _peer: &Peer) -> GatewayResponse {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json(StatusCode::OK, &Health { status: "ok" })

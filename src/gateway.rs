@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::proxy::Proxy;
 use crate::response::GatewayResponse;
-use crate::server::{self, Handler, Limits};
+use crate::server::{self, Handler, Limits, Peer};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,14 +47,14 @@ struct PublicInner {
 }
 
 impl Handler for Public {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> GatewayResponse {
+    async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> GatewayResponse {
         // Cloning method and URI costs a little; only pay it when the line is logged.
         let logged = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
         let resp = self.inner.proxy.forward(req, peer).await;
         if let Some((method, uri, start)) = logged {
             tracing::debug!(
-                %peer, %method, path = uri.path(), status = resp.status().as_u16(),
+                peer = %peer.addr, %method, path = uri.path(), status = resp.status().as_u16(),
                 elapsed_us = start.elapsed().as_micros() as u64, "request"
             );
         }

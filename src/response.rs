@@ -4,13 +4,13 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::error::GatewayError;
+use crate::proxy::PooledBody;
 
 /// Body of every response: streamed from the upstream, or written whole by the gateway.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 /// A response the gateway answers itself.
 pub type GatewayResponse = Response<ResponseBody>;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
+use http::{HeaderValue, Request};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,8 +25,26 @@ pub trait Handler: Clone + Send + Sync + 'static {
     fn handle(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> impl Future<Output = GatewayResponse> + Send;
+}
+
+/// The client at the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its IP formatted as a header value, once per connection rather than per request.
+    pub ip: HeaderValue,
+}
+
+impl Peer {
+    /// Describes the client at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { addr, ip }
+    }
 }
 
 /// Per-listener protection limits.
@@ -129,9 +147,11 @@ impl<H: Handler> Conn<H> {
             }
         };
         let handler = self.handler;
+        let client = Peer::new(peer);
         let svc = service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(handler.handle(req, &client).await) }
         });
         let io = TokioIo::new(stream);
         let result = match protocol {

@@ -76,11 +76,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 
     let in_flight = tokio::spawn(async move { send(addr, get("/hold")).await });
     assert_eq!(up.arrival().await, "/hold");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill failed");
     guarded("listener to close", async {
         while TcpStream::connect(addr).await.is_ok() {
             tokio::task::yield_now().await;

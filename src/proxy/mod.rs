@@ -1,0 +1,199 @@
+//! Reverse proxy for every request that is not a sale route: pooled keep-alive client,
+//! bodies streamed both ways, hop-by-hop headers stripped, `X-Forwarded-*` added.
+
+mod headers;
+mod pool;
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, Uri, Version};
+use http_body_util::{Either, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use crate::config::{ServerConfig, UpstreamConfig};
+use crate::error::GatewayError;
+use crate::response::GatewayResponse;
+use crate::server::Peer;
+
+pub use headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+pub use pool::{Pool, PooledBody, UpstreamError};
+
+/// Request body as sent upstream: the client's body, cut off at `server.body_limit`.
+pub type UpstreamBody = Limited<Incoming>;
+
+/// Forwards requests to the configured upstream.
+#[derive(Clone)]
+pub struct Proxy {
+    pool: Pool,
+    authority: Authority,
+    /// The upstream's own `host:port`, sent as Host when the client's is not preserved.
+    upstream_host: HeaderValue,
+    /// Path the upstream URL carries, prefixed to every forwarded path; empty for `/`.
+    prefix: String,
+    timeout: Duration,
+    body_limit: u64,
+    preserve_host: bool,
+}
+
+impl Proxy {
+    /// Builds the connection pool; the URL was checked by config validation.
+    pub fn new(upstream: &UpstreamConfig, server: &ServerConfig) -> Result<Self, GatewayError> {
+        let uri: Uri = upstream
+            .url
+            .parse()
+            .map_err(|_| GatewayError::BadRequest("upstream.url is not a URL"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or(GatewayError::BadRequest("upstream.url has no host"))?;
+        let upstream_host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| GatewayError::BadRequest("upstream.url has an invalid host"))?;
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        let pool = Pool::new(
+            authority.clone(),
+            upstream.pool_size,
+            upstream.pool_idle_timeout,
+            upstream.connect_timeout,
+        );
+        Ok(Self {
+            pool,
+            authority,
+            upstream_host,
+            prefix,
+            timeout: upstream.timeout,
+            body_limit: server.body_limit,
+            preserve_host: upstream.preserve_host,
+        })
+    }
+
+    /// The upstream's `host:port`, for readiness checks.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Idle keep-alive connections to the upstream right now.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
+    }
+
+    /// Sends `req` upstream and streams the answer back, or answers the failure.
+    pub async fn forward(&self, req: Request<Incoming>, peer: &Peer) -> GatewayResponse {
+        match self.try_forward(req, peer).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn try_forward(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<GatewayResponse, GatewayError> {
+        let (mut parts, body) = req.into_parts();
+        if parts.method == Method::CONNECT {
+            return Err(GatewayError::BadRequest("CONNECT is not proxied"));
+        }
+        if declared_length(&parts.headers).is_some_and(|len| len > self.body_limit) {
+            return Err(GatewayError::BodyTooLarge {
+                limit: self.body_limit,
+            });
+        }
+        // The client's view of the host: its Host header, or the h2 :authority.
+        let client_host = match parts.headers.get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h);
+        headers::append_forwarded_for(h, &peer.ip);
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        match client_host {
+            Some(host) if self.preserve_host => {
+                h.insert(X_FORWARDED_HOST.clone(), host.clone());
+                h.insert(header::HOST, host);
+            }
+            Some(host) => {
+                h.insert(X_FORWARDED_HOST.clone(), host);
+                h.insert(header::HOST, self.upstream_host.clone());
+            }
+            None => {
+                h.insert(header::HOST, self.upstream_host.clone());
+            }
+        }
+        parts.uri = self.upstream_target(&parts.uri)?;
+        // The upstream leg is HTTP/1.1 whatever the client spoke.
+        parts.version = Version::HTTP_11;
+
+        let upstream_req = Request::from_parts(parts, Limited::new(body, self.body_limit as usize));
+        let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
+            Err(_) => {
+                tracing::warn!(upstream = %self.authority, "upstream timed out");
+                return Err(GatewayError::UpstreamTimeout(self.timeout));
+            }
+            Ok(Err(e)) if caused_by_body_limit(&e) => {
+                return Err(GatewayError::BodyTooLarge {
+                    limit: self.body_limit,
+                })
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %self.authority, error = %error_chain(&e), "upstream request failed");
+                return Err(GatewayError::UpstreamUnavailable);
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(GatewayResponse::from_parts(parts, Either::Left(body)))
+    }
+
+    /// The origin-form request target sent upstream: the prefix, then the client's path and query.
+    fn upstream_target(&self, original: &Uri) -> Result<Uri, GatewayError> {
+        let pq = original
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if self.prefix.is_empty() {
+            return Ok(Uri::from(pq));
+        }
+        Uri::try_from(format!("{}{}", self.prefix, pq.as_str()))
+            .map_err(|_| GatewayError::BadRequest("request path cannot be forwarded"))
+    }
+}
+
+/// The Content-Length a request declares, if it declares a valid one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn caused_by_body_limit(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn error_chain(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        cur = err.source();
+    }
+    out
+}

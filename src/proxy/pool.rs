@@ -1,0 +1,237 @@
+//! Keep-alive connections to the upstream.
+//!
+//! A connection goes back to the pool when the response body it carried has been read to
+//! the end, not before: HTTP/1.1 cannot start the next exchange earlier, and returning it at
+//! that moment needs no extra task per request. A body dropped half-read takes its
+//! connection with it, since the connection's state is then unknown.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::UpstreamBody;
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No TCP connection could be opened in time.
+    #[error("connect to {authority}: {source}")]
+    Connect {
+        /// The upstream's `host:port`.
+        authority: Authority,
+        /// The I/O error, or `TimedOut`.
+        source: io::Error,
+    },
+    /// The HTTP exchange failed (reset, malformed answer, request body error, …).
+    #[error("exchange with the upstream: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// Idle keep-alive connections to one upstream.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    authority: Authority,
+    /// Most recently used last; the oldest are at the front.
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    builder: http1::Builder,
+}
+
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+impl Pool {
+    /// A pool for `authority` keeping at most `max_idle` idle connections.
+    pub fn new(
+        authority: Authority,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        let mut builder = http1::Builder::new();
+        builder.writev(true);
+        Self {
+            inner: Arc::new(PoolInner {
+                authority,
+                idle: Mutex::new(Vec::new()),
+                max_idle,
+                idle_timeout,
+                connect_timeout,
+                builder,
+            }),
+        }
+    }
+
+    /// Idle connections held right now.
+    pub fn idle_count(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// Sends `req` on an idle connection, or on a new one if none is usable.
+    pub async fn send(
+        &self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        while let Some(mut sender) = self.inner.checkout() {
+            // An idle connection may still be finishing its last exchange; it is ready
+            // within a poll or two. An error here means the upstream closed it.
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.wrap(resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    // Not written: the connection died idle. Try the next one.
+                    Some(unsent) => req = unsent,
+                    None => return Err(e.into_error().into()),
+                },
+            }
+        }
+        let mut sender = self.inner.connect().await?;
+        let resp = sender.send_request(req).await?;
+        Ok(self.wrap(resp, sender))
+    }
+
+    fn wrap(
+        &self,
+        resp: Response<Incoming>,
+        sender: SendRequest<UpstreamBody>,
+    ) -> Response<PooledBody> {
+        resp.map(|body| PooledBody {
+            body,
+            sender: Some(sender),
+            pool: self.inner.clone(),
+        })
+    }
+}
+
+impl PoolInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // The list stays consistent even if a holder panicked: every push and pop is whole.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+        let mut idle = self.lock();
+        let entry = idle.pop()?;
+        if entry.since.elapsed() > self.idle_timeout {
+            // The newest is too old, so all are: let them close.
+            idle.clear();
+            return None;
+        }
+        Some(entry.sender)
+    }
+
+    fn release(&self, sender: SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() >= self.max_idle {
+            return;
+        }
+        if idle
+            .first()
+            .is_some_and(|oldest| oldest.since.elapsed() > self.idle_timeout)
+        {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let fail = |source| UpstreamError::Connect {
+            authority: self.authority.clone(),
+            source,
+        };
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect(self.authority.as_str()),
+        )
+        .await
+        .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+        .map_err(fail)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = self.builder.handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection closed with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// A response body from the upstream that hands its connection back to the pool once it
+/// has been read to the end.
+pub struct PooledBody {
+    body: Incoming,
+    sender: Option<SendRequest<UpstreamBody>>,
+    pool: Arc<PoolInner>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.release(sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &polled {
+            None => self.release(),
+            Some(Err(_)) => drop(self.sender.take()),
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Servers stop polling a body whose end they know from its length, so "read to the
+        // end" is also "dropped with nothing left".
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
