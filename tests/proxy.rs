@@ -289,3 +289,55 @@ async fn responses_without_body_keep_their_status() {
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.body.is_empty());
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = Upstream::start().await;
+    let gw = gateway(&config_text(&up.url(), "")).await;
+    for i in 0..20 {
+        let a = send(gw.public_addr, get(&format!("/seq/{i}"))).await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    // Sequential requests, each on a new client connection, share one upstream connection.
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn upstream_closing_its_connection_is_not_an_error_for_the_next_request() {
+    let up = Upstream::start().await;
+    let gw = gateway(&config_text(&up.url(), "")).await;
+    for _ in 0..3 {
+        let a = send(gw.public_addr, get("/close")).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body.as_ref(), b"closing");
+        assert!(
+            a.headers.get("connection").is_none(),
+            "hop-by-hop header leaked"
+        );
+        let a = send(gw.public_addr, get("/after-close")).await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_each_get_their_own_answer() {
+    let up = Upstream::start().await;
+    let gw = gateway(&config_text(&up.url(), "")).await;
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let addr = gw.public_addr;
+        tasks.push(tokio::spawn(async move {
+            let payload = pattern(1000 + i as usize * 37, i);
+            let req = Request::post(format!("/c/{i}"))
+                .header("host", "shop.example")
+                .body(Full::new(Bytes::from(payload.clone())))
+                .expect("request");
+            let a = send(addr, req).await;
+            assert_eq!(a.status, StatusCode::OK);
+            assert_eq!(a.body.as_ref(), payload.as_slice(), "answer {i} mixed up");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+}

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,9 +46,12 @@ pub struct Seen {
 /// - `/stream-in`: reports each request body frame's size as it arrives, then echoes;
 /// - `/stream-out`: sends "first;", waits for a release, then sends "second";
 /// - `/hop-response`: answers with hop-by-hop headers the gateway must strip;
+/// - `/close`: answers with `Connection: close`, so the upstream closes the connection;
 /// - anything else: records the request and echoes its body.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// TCP connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
     seen: Mutex<mpsc::UnboundedReceiver<Seen>>,
     arrivals: Mutex<mpsc::UnboundedReceiver<String>>,
     frames: Mutex<mpsc::UnboundedReceiver<usize>>,
@@ -75,6 +79,8 @@ impl Upstream {
         let (arr_tx, arr_rx) = mpsc::unbounded_channel();
         let (frames_tx, frames_rx) = mpsc::unbounded_channel();
         let release = Arc::new(Semaphore::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let state = UpstreamState {
             seen: seen_tx,
             arrivals: arr_tx,
@@ -83,6 +89,7 @@ impl Upstream {
         };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let state = state.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -97,6 +104,7 @@ impl Upstream {
         });
         Arc::new(Self {
             addr,
+            connections,
             seen: Mutex::new(seen_rx),
             arrivals: Mutex::new(arr_rx),
             frames: Mutex::new(frames_rx),
@@ -204,6 +212,10 @@ async fn upstream_route(state: UpstreamState, req: Request<Incoming>) -> Respons
             });
             Response::new(UpBody::Right(chan))
         }
+        "/close" => Response::builder()
+            .header("connection", "close")
+            .body(UpBody::Left(Full::new(Bytes::from_static(b"closing"))))
+            .expect("response"),
         "/hop-response" => Response::builder()
             .header("connection", "x-upstream-secret")
             .header("x-upstream-secret", "1")
