@@ -26,6 +26,9 @@ pub enum GatewayError {
     /// The upstream did not answer with a response head in time.
     #[error("the upstream did not answer within {}", humantime::format_duration(*.0))]
     UpstreamTimeout(Duration),
+    /// The listener already holds `server.max_connections` connections.
+    #[error("connection limit reached, retry shortly")]
+    TooManyConnections,
     /// The gateway is not ready to serve (admin `/readyz`).
     #[error("not ready: {0}")]
     NotReady(String),
@@ -40,7 +43,7 @@ impl GatewayError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyConnections | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -52,6 +55,7 @@ impl GatewayError {
             Self::NotFound => "not_found",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::TooManyConnections => "too_many_connections",
             Self::NotReady(_) => "not_ready",
         }
     }
@@ -59,7 +63,7 @@ impl GatewayError {
     /// Seconds a client should wait before retrying, sent as Retry-After on 429 and 503.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            Self::NotReady(_) => Some(1),
+            Self::TooManyConnections | Self::NotReady(_) => Some(1),
             _ => None,
         }
     }
@@ -77,6 +81,7 @@ mod tests {
             GatewayError::NotFound,
             GatewayError::UpstreamUnavailable,
             GatewayError::UpstreamTimeout(Duration::from_secs(1)),
+            GatewayError::TooManyConnections,
             GatewayError::NotReady("x".into()),
         ];
         for e in all {

@@ -34,15 +34,22 @@ struct ErrorBody<'a> {
 }
 
 impl GatewayError {
-    /// The contract's JSON refusal: `{"error": code, "message": text}`, Retry-After where due.
+    /// The JSON body of the refusal: `{"error": code, "message": text}`.
+    pub fn body(&self) -> Vec<u8> {
+        let body = ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        };
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// The contract's JSON refusal, with Retry-After where due.
     pub fn into_response(self) -> GatewayResponse {
-        let mut resp = json(
-            self.status(),
-            &ErrorBody {
-                error: self.code(),
-                message: self.to_string(),
-            },
-        );
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(self.body()))));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::GatewayError;
 use crate::response::GatewayResponse;
 
 /// Answers one request; implemented by the public gateway and the admin API.
@@ -60,8 +61,21 @@ pub struct Limits {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Sent, best effort, to a connection over the limit before it is closed.
-const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 83\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"connection limit reached, retry shortly\"}";
+/// The raw HTTP/1.1 answer written, best effort, to a connection over the limit before it
+/// is closed; no HTTP machinery is spent on a connection that is refused.
+fn too_many_connections() -> Vec<u8> {
+    let e = GatewayError::TooManyConnections;
+    let body = e.body();
+    let mut out = format!(
+        "HTTP/1.1 {}\r\ncontent-type: application/json\r\nretry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        e.status(),
+        e.retry_after().unwrap_or(1),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
 
 /// Serves `listener` with `handler` until `shutdown` fires, then stops accepting and lets
 /// in-flight requests finish for up to `limits.shutdown_timeout`.
@@ -72,6 +86,7 @@ pub async fn serve<H: Handler>(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusal = too_many_connections();
     let graceful = GracefulShutdown::new();
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
@@ -98,7 +113,7 @@ pub async fn serve<H: Handler>(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             // Refuse at once: a crowd must not pile up in accepted-but-unserved sockets.
-            let _ = stream.try_write(TOO_MANY);
+            let _ = stream.try_write(&refusal);
             tracing::debug!(%peer, "connection refused: max_connections reached");
             continue;
         };
