@@ -23,3 +23,5 @@ pub mod signal;
 
 pub use config::Config;
 pub use gateway::Gateway;
+pub mod store;
+pub mod types;

@@ -1,0 +1,160 @@
+//! The store: where stock, tokens, per-user counts and orders live, and the atomic steps
+//! that change them. One trait, implementations with the same semantics (`memory` here;
+//! `redis` for many instances), one test suite for all of them (`tests/store_suite.rs`).
+//!
+//! Store calls happen at the drain rate, never on the admission path, so a boxed future
+//! per call costs nothing that matters and keeps `dyn Store` simple to pass around.
+
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::types::{OrderId, Sku, Token, UserId};
+
+pub use memory::MemoryStore;
+
+/// What a store call returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a store call failed; the operation may or may not have happened.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds no such sale (its stock was never loaded).
+    #[error("the store has no sale `{0}`")]
+    UnknownSale(Sku),
+}
+
+/// One reserve step's input: spend `token` on `quantity` units of `sku` for `user`.
+#[derive(Debug, Clone)]
+pub struct ReserveRequest {
+    /// The sale.
+    pub sku: Sku,
+    /// Who buys.
+    pub user: UserId,
+    /// The one-time token they were issued.
+    pub token: Token,
+    /// Units wanted.
+    pub quantity: u32,
+    /// Most units this user may hold in this sale.
+    pub per_user_limit: u32,
+}
+
+/// The outcome of a reserve step; a token's first outcome is remembered and replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Stock was decremented and the order recorded in the outbox.
+    Reserved {
+        /// The new order.
+        order_id: OrderId,
+        /// Stock left after this reservation.
+        remaining: u64,
+    },
+    /// Not enough stock left.
+    SoldOut {
+        /// Stock left (less than was asked for).
+        remaining: u64,
+    },
+    /// The user already holds `per_user_limit` units.
+    LimitReached,
+    /// The token is unknown, expired, another user's or another sale's.
+    InvalidToken,
+}
+
+/// A reserve step's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveReply {
+    /// What happened (or, on a replay, what happened the first time).
+    pub outcome: Reservation,
+    /// True when the token had been spent before and this is its first outcome again.
+    pub replayed: bool,
+}
+
+/// A reserved order, as the backend receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    /// Unique id, also the delivery's idempotency key.
+    pub order_id: OrderId,
+    /// The sale.
+    pub sku: String,
+    /// The buyer.
+    pub user_id: String,
+    /// Units.
+    pub quantity: u32,
+    /// When it was reserved, milliseconds since the Unix epoch.
+    pub reserved_at: u64,
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// Stock taken, waiting in the outbox for delivery.
+    Reserved,
+    /// The backend acknowledged it.
+    Confirmed,
+    /// Delivery failed for good; stock and the user's count were restored.
+    Failed,
+}
+
+/// What a compensation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compensation {
+    /// Stock and the user's count were restored; the order is now failed.
+    Restored {
+        /// Stock after restoring.
+        remaining: u64,
+    },
+    /// The order had been compensated already; nothing changed.
+    AlreadyFailed,
+    /// The order was confirmed by the backend and is not undone.
+    Confirmed,
+    /// No such order.
+    Unknown,
+}
+
+/// The store's operations. Every method is one atomic step.
+pub trait Store: Send + Sync + 'static {
+    /// Sets a sale's stock if the store holds none for it yet (the first instance to start
+    /// loads it); returns the stock now held.
+    fn init_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, u64>;
+
+    /// Sets a sale's stock, replacing what is there (operator action).
+    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, ()>;
+
+    /// Stock left for a sale.
+    fn stock(&self, sku: &Sku) -> StoreFuture<'_, u64>;
+
+    /// Issues a one-time token for `user` in `sku`, valid for `ttl`.
+    fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token>;
+
+    /// Spends a token: checks it, checks the user's limit, decrements stock only if enough
+    /// remains, records the order in the outbox — all or nothing.
+    fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply>;
+
+    /// Up to `max` reserved, undelivered orders of `sku`, oldest first.
+    fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>>;
+
+    /// Marks an order delivered and takes it out of the outbox; `false` if it was not reserved.
+    fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool>;
+
+    /// Undoes a reserved order: restores stock and the user's count, marks it failed,
+    /// takes it out of the outbox. Running it twice changes nothing the second time.
+    fn compensate(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Compensation>;
+
+    /// An order's state, if the store knows the order.
+    fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>>;
+}
+
+/// Milliseconds since the Unix epoch, for order records.
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

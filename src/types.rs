@@ -1,0 +1,165 @@
+//! Domain types: what a value means travels with it, not in a variable name.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rand::RngCore;
+
+/// A sale's stock keeping unit, validated by the config (`[A-Za-z0-9_.-]`, 1–64 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sku(Arc<str>);
+
+impl Sku {
+    /// Wraps a sku the config has validated.
+    pub fn new(s: &str) -> Self {
+        Self(Arc::from(s))
+    }
+
+    /// The sku as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user id, as the auth layer in front asserts it: 1–128 bytes of
+/// `A-Z a-z 0-9 _ - . : @`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Arc<str>);
+
+impl UserId {
+    /// Longest accepted id, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Parses an id, refusing empty, overlong and odd-character ones.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@')
+            });
+        ok.then(|| Self(Arc::from(s)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Writes 16 random bytes as 32 lowercase hex digits.
+fn random_hex128() -> [u8; 32] {
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    let mut out = [0u8; 32];
+    // Cannot fail: the output is exactly twice the input.
+    let _ = hex::encode_to_slice(raw, &mut out);
+    out
+}
+
+/// Parses 32 lowercase hex digits.
+fn parse_hex128(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 32 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(b);
+    Some(out)
+}
+
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; 32]);
+
+        impl $name {
+            /// A fresh random id (128 bits).
+            pub fn random() -> Self {
+                Self(random_hex128())
+            }
+
+            /// Parses the 32-hex-digit text form; anything else is `None`.
+            pub fn parse(s: &str) -> Option<Self> {
+                parse_hex128(s).map(Self)
+            }
+
+            /// The 32-hex-digit text form.
+            pub fn as_str(&self) -> &str {
+                // Only ever built from ASCII hex digits.
+                std::str::from_utf8(&self.0).unwrap_or("")
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+hex_id!(
+    /// A one-time purchase token, bound to one user and one sale.
+    Token
+);
+hex_id!(
+    /// An admitted order request's ticket: how its owner follows it.
+    TicketId
+);
+hex_id!(
+    /// A reserved order's id; also the backend's idempotency key.
+    OrderId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_other_text() {
+        let t = Token::random();
+        assert_eq!(Token::parse(t.as_str()), Some(t));
+        assert_ne!(Token::random(), t);
+        assert!(Token::parse("").is_none());
+        assert!(
+            Token::parse(&"A".repeat(32)).is_none(),
+            "uppercase is not our form"
+        );
+        assert!(Token::parse(&"0".repeat(31)).is_none());
+        assert!(Token::parse(&"é".repeat(16)).is_none());
+    }
+
+    #[test]
+    fn user_ids_are_checked() {
+        assert!(UserId::parse("alice@example.com").is_some());
+        assert!(UserId::parse("u:42").is_some());
+        assert!(UserId::parse("").is_none());
+        assert!(UserId::parse("a b").is_none());
+        assert!(UserId::parse(&"a".repeat(129)).is_none());
+    }
+}
