@@ -32,6 +32,60 @@ pub enum GatewayError {
     /// The gateway is not ready to serve (admin `/readyz`).
     #[error("not ready: {0}")]
     NotReady(String),
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The identity header is absent.
+    #[error("the identity header is missing")]
+    MissingIdentity,
+    /// The identity header is malformed, or its signature does not match.
+    #[error("the identity header is malformed or its signature does not match")]
+    BadIdentity,
+    /// No sale has this sku.
+    #[error("no sale `{0}`")]
+    UnknownSale(String),
+    /// The sale has not started.
+    #[error("the sale has not started")]
+    SaleNotStarted {
+        /// When it starts, RFC 3339.
+        starts_at: String,
+    },
+    /// The sale has ended.
+    #[error("the sale has ended")]
+    SaleClosed,
+    /// An operator paused the sale.
+    #[error("the sale is paused")]
+    SalePaused,
+    /// The user already holds the most units allowed.
+    #[error("you already hold the most units allowed in this sale")]
+    Duplicate,
+    /// No stock is left (or none that could reach this request).
+    #[error("sold out")]
+    SoldOut,
+    /// The token is unknown, expired, or another user's or sale's.
+    #[error("the sale token is unknown, expired, or not yours")]
+    InvalidToken,
+    /// Too many requests from this user or address.
+    #[error("too many requests, slow down")]
+    RateLimited {
+        /// Seconds until a request would pass.
+        retry_after: u32,
+    },
+    /// The sale's queue is full.
+    #[error("the queue is full, retry shortly")]
+    QueueFull {
+        /// Seconds a retry should wait.
+        retry_after: u32,
+    },
+    /// The store did not answer.
+    #[error("the order store is unavailable, retry shortly")]
+    StoreUnavailable,
+    /// The gateway is shutting down and did not process this request.
+    #[error("the gateway is shutting down, retry shortly")]
+    ShuttingDown,
+    /// No ticket has this id (or it expired).
+    #[error("unknown or expired ticket")]
+    UnknownTicket,
 }
 
 impl GatewayError {
@@ -44,6 +98,19 @@ impl GatewayError {
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::TooManyConnections | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MissingIdentity | Self::BadIdentity => StatusCode::UNAUTHORIZED,
+            Self::UnknownSale(_) | Self::UnknownTicket => StatusCode::NOT_FOUND,
+            Self::SaleNotStarted { .. } | Self::SaleClosed | Self::SalePaused => {
+                StatusCode::FORBIDDEN
+            }
+            Self::Duplicate => StatusCode::CONFLICT,
+            Self::SoldOut => StatusCode::GONE,
+            Self::InvalidToken => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull { .. } | Self::StoreUnavailable | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -57,13 +124,34 @@ impl GatewayError {
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::TooManyConnections => "too_many_connections",
             Self::NotReady(_) => "not_ready",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MissingIdentity => "missing_identity",
+            Self::BadIdentity => "bad_identity",
+            Self::UnknownSale(_) => "unknown_sale",
+            Self::SaleNotStarted { .. } => "sale_not_started",
+            Self::SaleClosed => "sale_closed",
+            Self::SalePaused => "sale_paused",
+            Self::Duplicate => "duplicate",
+            Self::SoldOut => "sold_out",
+            Self::InvalidToken => "invalid_token",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QueueFull { .. } => "queue_full",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::ShuttingDown => "shutting_down",
+            Self::UnknownTicket => "unknown_ticket",
         }
     }
 
     /// Seconds a client should wait before retrying, sent as Retry-After on 429 and 503.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            Self::TooManyConnections | Self::NotReady(_) => Some(1),
+            Self::TooManyConnections
+            | Self::NotReady(_)
+            | Self::StoreUnavailable
+            | Self::ShuttingDown => Some(1),
+            Self::RateLimited { retry_after } | Self::QueueFull { retry_after } => {
+                Some((*retry_after).max(1))
+            }
             _ => None,
         }
     }
@@ -83,6 +171,23 @@ mod tests {
             GatewayError::UpstreamTimeout(Duration::from_secs(1)),
             GatewayError::TooManyConnections,
             GatewayError::NotReady("x".into()),
+            GatewayError::MethodNotAllowed,
+            GatewayError::MissingIdentity,
+            GatewayError::BadIdentity,
+            GatewayError::UnknownSale("x".into()),
+            GatewayError::SaleNotStarted {
+                starts_at: "x".into(),
+            },
+            GatewayError::SaleClosed,
+            GatewayError::SalePaused,
+            GatewayError::Duplicate,
+            GatewayError::SoldOut,
+            GatewayError::InvalidToken,
+            GatewayError::RateLimited { retry_after: 0 },
+            GatewayError::QueueFull { retry_after: 0 },
+            GatewayError::StoreUnavailable,
+            GatewayError::ShuttingDown,
+            GatewayError::UnknownTicket,
         ];
         for e in all {
             let needs = matches!(e.status().as_u16(), 429 | 503);

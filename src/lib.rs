@@ -25,3 +25,6 @@ pub use config::Config;
 pub use gateway::Gateway;
 pub mod store;
 pub mod types;
+pub mod queue;
+pub mod ratelimit;
+pub mod ticket;

@@ -33,6 +33,18 @@ pub struct Config {
     /// The sales this gateway shapes traffic for.
     #[serde(default, rename = "sale")]
     pub sales: Vec<SaleConfig>,
+    /// Where the user's identity comes from.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// Rate limits on sale routes.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Where stock, tokens and orders live.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// How reserved orders reach the backend.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
     /// Logging format and level.
     #[serde(default)]
     pub log: LogConfig,
@@ -164,6 +176,11 @@ pub struct QueueConfig {
     pub max_wait: Duration,
     /// Queued requests may reach remaining stock × this factor before orders are refused as sold out.
     pub admit_factor: f64,
+    /// A finished ticket can be looked up for this long.
+    #[serde(with = "humantime_serde")]
+    pub ticket_ttl: Duration,
+    /// Most tickets remembered at once; the oldest finished ones are forgotten first.
+    pub max_tickets: usize,
 }
 
 impl Default for QueueConfig {
@@ -177,6 +194,8 @@ impl Default for QueueConfig {
             response: ResponseMode::Wait,
             max_wait: Duration::from_secs(5),
             admit_factor: 1.5,
+            ticket_ttl: Duration::from_secs(600),
+            max_tickets: 200_000,
         }
     }
 }
@@ -227,6 +246,112 @@ pub struct QueueOverrides {
 impl QueueOverrides {
     fn is_empty(&self) -> bool {
         self.capacity.is_none() && self.drain_rate.is_none() && self.workers.is_none()
+    }
+}
+
+/// `[identity]`: who the user is, as the auth layer in front says.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Request header carrying the user id.
+    pub header: String,
+    /// When set, the header must be `user.signature` with signature = hex HMAC-SHA256 of
+    /// the user id under this secret; forged ids are refused 401 `bad_identity`.
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "redacted")]
+    pub secret: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            header: "x-user-id".to_owned(),
+            secret: String::new(),
+        }
+    }
+}
+
+fn redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
+}
+
+/// `[limits]`: request rates on sale routes, per user and per client IP.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Sale requests per second one user may make; 0 turns the limit off.
+    pub per_user_rate: u32,
+    /// Requests a user may make in a burst above the rate.
+    pub per_user_burst: u32,
+    /// Sale requests per second from one client IP; 0 (default) turns it off, since crowds
+    /// share NATs and load balancers.
+    pub per_ip_rate: u32,
+    /// Requests an IP may make in a burst above the rate.
+    pub per_ip_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_user_rate: 5,
+            per_user_burst: 10,
+            per_ip_rate: 0,
+            per_ip_burst: 100,
+        }
+    }
+}
+
+/// Which store implementation holds the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In this process: one gateway instance, and `flashgate demo`.
+    Memory,
+}
+
+/// `[store]`: where stock, tokens and orders live.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The implementation.
+    pub kind: StoreKind,
+    /// How long an issued purchase token stays valid.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// How long a spent token's outcome is kept, so a resubmission gets the same answer.
+    #[serde(with = "humantime_serde")]
+    pub replay_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            token_ttl: Duration::from_secs(300),
+            replay_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `[delivery]`: how reserved orders reach the backend.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Path on the upstream that orders are POSTed to.
+    pub path: String,
+    /// Orders POSTed to the backend at once, at most.
+    pub max_in_flight: usize,
+    /// Wait between delivery attempts of an order the backend did not accept.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            path: "/orders".to_owned(),
+            max_in_flight: 16,
+            retry_interval: Duration::from_secs(1),
+        }
     }
 }
 

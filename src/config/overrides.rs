@@ -4,7 +4,9 @@ use super::ConfigError;
 
 /// Sections whose keys may be overridden; used to split `FLASHGATE_SECTION_KEY` names,
 /// whose keys themselves contain underscores.
-const SECTIONS: &[&str] = &["server", "upstream", "queue", "sale", "log"];
+const SECTIONS: &[&str] = &[
+    "server", "upstream", "queue", "sale", "identity", "limits", "store", "delivery", "log",
+];
 
 /// Environment variables that configure the command line rather than a key.
 const NOT_KEYS: &[&str] = &["FLASHGATE_CONFIG"];

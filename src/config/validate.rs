@@ -43,6 +43,9 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     check_upstream(c)?;
     check_queue(c)?;
     check_sales(c)?;
+    check_identity(c)?;
+    check_limits(c)?;
+    check_store_and_delivery(c)?;
     check_log(c)
 }
 
@@ -168,6 +171,43 @@ fn check_sales(c: &Config) -> Result<(), ConfigError> {
         if let Some(w) = sale.queue.workers {
             positive(&key("queue.workers"), w > 0)?;
         }
+    }
+    Ok(())
+}
+
+fn check_identity(c: &Config) -> Result<(), ConfigError> {
+    if http::HeaderName::from_bytes(c.identity.header.as_bytes()).is_err() {
+        return Err(ConfigError::invalid(
+            "identity.header",
+            format!("`{}` is not a header name", c.identity.header),
+        ));
+    }
+    Ok(())
+}
+
+fn check_limits(c: &Config) -> Result<(), ConfigError> {
+    let l = &c.limits;
+    if l.per_user_rate > 0 {
+        positive("limits.per_user_burst", l.per_user_burst > 0)?;
+    }
+    if l.per_ip_rate > 0 {
+        positive("limits.per_ip_burst", l.per_ip_burst > 0)?;
+    }
+    Ok(())
+}
+
+fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
+    positive("store.token_ttl", !c.store.token_ttl.is_zero())?;
+    positive("store.replay_ttl", !c.store.replay_ttl.is_zero())?;
+    positive("queue.ticket_ttl", !c.queue.ticket_ttl.is_zero())?;
+    positive("queue.max_tickets", c.queue.max_tickets > 0)?;
+    positive("delivery.max_in_flight", c.delivery.max_in_flight > 0)?;
+    positive("delivery.retry_interval", !c.delivery.retry_interval.is_zero())?;
+    if !c.delivery.path.starts_with('/') || c.delivery.path.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err(ConfigError::invalid(
+            "delivery.path",
+            format!("`{}` is not an absolute path", c.delivery.path),
+        ));
     }
     Ok(())
 }

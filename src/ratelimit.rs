@@ -1,0 +1,95 @@
+//! Keyed rate limits (per user, per client IP) on sale routes, with memory kept bounded by
+//! forgetting keys whose bucket is full again.
+
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// A GCRA limiter per key; `None` when configured off (rate 0).
+pub struct KeyedLimit<K: Hash + Eq + Clone> {
+    limiter: Option<DefaultKeyedRateLimiter<K>>,
+    clock: DefaultClock,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimit<K> {
+    /// `rate` requests per second per key with bursts of `burst`; rate 0 allows everything.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(rate).map(|r| {
+            let burst = NonZeroU32::new(burst).unwrap_or(r);
+            RateLimiter::keyed(Quota::per_second(r).allow_burst(burst))
+        });
+        Self {
+            limiter,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// `Ok` if `key` may proceed now, else how long until it may.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
+        match &self.limiter {
+            None => Ok(()),
+            Some(l) => l
+                .check_key(key)
+                .map_err(|not_until| not_until.wait_time_from(self.clock.now())),
+        }
+    }
+
+    /// Forgets keys whose bucket has refilled: they would behave exactly like new keys.
+    pub fn sweep(&self) {
+        if let Some(l) = &self.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
+    /// Keys currently remembered.
+    pub fn len(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |l| l.len())
+    }
+
+    /// True when no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whole seconds to put in Retry-After for a wait (at least 1).
+pub fn retry_after_secs(wait: Duration) -> u32 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.clamp(1, u64::from(u32::MAX)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refusal_with_a_wait() {
+        let l = KeyedLimit::new(1, 2);
+        assert!(l.check(&"a").is_ok());
+        assert!(l.check(&"a").is_ok());
+        let wait = l.check(&"a").expect_err("third within the second is refused");
+        assert!(wait > Duration::ZERO);
+        assert!(l.check(&"b").is_ok(), "keys are independent");
+        assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn rate_zero_is_off() {
+        let l = KeyedLimit::new(0, 0);
+        for _ in 0..1000 {
+            assert!(l.check(&1u32).is_ok());
+        }
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}

@@ -1,0 +1,289 @@
+//! Tickets: how the owner of an admitted request follows it from queued to its outcome.
+//!
+//! Sharded maps (no lock shared by all requests), bounded in count, and finished tickets
+//! forgotten after `queue.ticket_ttl`.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::types::{OrderId, Sku, TicketId};
+
+const SHARDS: usize = 32;
+
+/// Why a ticket ended without a store outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalCode {
+    /// The store did not answer.
+    StoreUnavailable,
+    /// The gateway shut down before processing it.
+    ShuttingDown,
+    /// The queue turned out to be full.
+    QueueFull,
+}
+
+/// Where a ticket is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketStatus {
+    /// Waiting in the sale's queue.
+    Queued,
+    /// Taken by an order worker.
+    Processing,
+    /// Stock reserved; the order waits for delivery.
+    Reserved(OrderId),
+    /// The backend acknowledged the order.
+    Confirmed(OrderId),
+    /// No stock was left.
+    SoldOut,
+    /// The user already held the most units allowed.
+    Duplicate,
+    /// The token was unknown, expired, or not this user's or sale's.
+    InvalidToken,
+    /// Delivery failed for good; the stock was put back.
+    Failed(OrderId),
+    /// Ended without reaching the store.
+    Refused(RefusalCode),
+}
+
+impl TicketStatus {
+    /// True once the ticket will not change any more (or changes only by delivery).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::Queued | Self::Processing)
+    }
+}
+
+/// One ticket's record.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    /// The sale.
+    pub sku: Sku,
+    /// Its admission sequence number in that sale.
+    pub seq: u64,
+    /// Where it is.
+    pub status: TicketStatus,
+    finished_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Shard {
+    tickets: HashMap<TicketId, Ticket>,
+    /// Creation order, for forgetting the oldest finished tickets first.
+    order: VecDeque<TicketId>,
+    by_order: HashMap<OrderId, TicketId>,
+}
+
+/// All tickets of this gateway.
+pub struct TicketBook {
+    shards: Vec<Mutex<Shard>>,
+    hasher: RandomState,
+    per_shard: usize,
+    ttl: Duration,
+}
+
+impl TicketBook {
+    /// A book holding at most about `max` tickets, finished ones for `ttl`.
+    pub fn new(max: usize, ttl: Duration) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+            per_shard: max.div_ceil(SHARDS).max(1),
+            ttl,
+        }
+    }
+
+    fn shard_of<K: std::hash::Hash>(&self, key: &K) -> MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a new queued ticket; `false` when the book is full of unfinished tickets.
+    pub fn open(&self, id: TicketId, sku: Sku, seq: u64) -> bool {
+        let now = Instant::now();
+        let mut shard = self.shard_of(&id);
+        let mut evicted = Vec::new();
+        self.expire(&mut shard, now, &mut evicted);
+        if shard.tickets.len() >= self.per_shard && !self.evict_oldest_finished(&mut shard, &mut evicted) {
+            drop(shard);
+            self.unlink(evicted);
+            return false;
+        }
+        shard.tickets.insert(
+            id,
+            Ticket {
+                sku,
+                seq,
+                status: TicketStatus::Queued,
+                finished_at: None,
+            },
+        );
+        shard.order.push_back(id);
+        drop(shard);
+        self.unlink(evicted);
+        true
+    }
+
+    /// Moves a ticket to `status`, linking it to its order when it has one.
+    pub fn update(&self, id: &TicketId, status: TicketStatus) {
+        let order = match &status {
+            TicketStatus::Reserved(o) | TicketStatus::Confirmed(o) | TicketStatus::Failed(o) => {
+                Some(*o)
+            }
+            _ => None,
+        };
+        {
+            let mut shard = self.shard_of(id);
+            let Some(t) = shard.tickets.get_mut(id) else {
+                return;
+            };
+            if status.is_final() && t.finished_at.is_none() {
+                t.finished_at = Some(Instant::now());
+            }
+            t.status = status;
+        }
+        if let Some(order) = order {
+            self.shard_of(&order).by_order.insert(order, *id);
+        }
+    }
+
+    /// Moves the ticket of `order` to `status` (delivery outcomes).
+    pub fn update_by_order(&self, order: &OrderId, status: TicketStatus) {
+        let id = self.shard_of(order).by_order.get(order).copied();
+        if let Some(id) = id {
+            self.update(&id, status);
+        }
+    }
+
+    /// A ticket's record, if known and not expired.
+    pub fn get(&self, id: &TicketId) -> Option<Ticket> {
+        let shard = self.shard_of(id);
+        let t = shard.tickets.get(id)?;
+        let expired = t.finished_at.is_some_and(|f| f.elapsed() > self.ttl);
+        (!expired).then(|| t.clone())
+    }
+
+    /// Tickets held right now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).tickets.len())
+            .sum()
+    }
+
+    /// True when no ticket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops finished tickets past their TTL from the front of the creation order.
+    fn expire(&self, shard: &mut Shard, now: Instant, evicted: &mut Vec<OrderId>) {
+        while let Some(id) = shard.order.front().copied() {
+            match shard.tickets.get(&id) {
+                None => {
+                    shard.order.pop_front();
+                }
+                Some(t) if t.finished_at.is_some_and(|f| now.duration_since(f) > self.ttl) => {
+                    shard.order.pop_front();
+                    if let Some(t) = shard.tickets.remove(&id) {
+                        evicted.extend(order_of(&t.status));
+                    }
+                }
+                // The oldest is still queued or fresh: later ones are younger.
+                Some(_) => break,
+            }
+        }
+    }
+
+    /// Forgets the oldest finished ticket to make room; `false` if every ticket is unfinished.
+    fn evict_oldest_finished(&self, shard: &mut Shard, evicted: &mut Vec<OrderId>) -> bool {
+        let Some(pos) = shard
+            .order
+            .iter()
+            .position(|id| shard.tickets.get(id).is_none_or(|t| t.finished_at.is_some()))
+        else {
+            return false;
+        };
+        if let Some(id) = shard.order.remove(pos) {
+            if let Some(t) = shard.tickets.remove(&id) {
+                evicted.extend(order_of(&t.status));
+            }
+        }
+        true
+    }
+
+    fn unlink(&self, orders: Vec<OrderId>) {
+        for o in orders {
+            self.shard_of(&o).by_order.remove(&o);
+        }
+    }
+}
+
+fn order_of(status: &TicketStatus) -> Option<OrderId> {
+    match status {
+        TicketStatus::Reserved(o) | TicketStatus::Confirmed(o) | TicketStatus::Failed(o) => Some(*o),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_and_order_link() {
+        let book = TicketBook::new(100, Duration::from_secs(60));
+        let id = TicketId::random();
+        assert!(book.open(id, Sku::new("a"), 0));
+        assert_eq!(book.get(&id).map(|t| t.status), Some(TicketStatus::Queued));
+        let order = OrderId::random();
+        book.update(&id, TicketStatus::Reserved(order));
+        book.update_by_order(&order, TicketStatus::Confirmed(order));
+        assert_eq!(
+            book.get(&id).map(|t| t.status),
+            Some(TicketStatus::Confirmed(order))
+        );
+        assert!(book.get(&TicketId::random()).is_none());
+    }
+
+    #[test]
+    fn bounded_finished_tickets_make_room_unfinished_do_not() {
+        let book = TicketBook::new(SHARDS, Duration::from_secs(3600));
+        let mut open = Vec::new();
+        let mut refused = 0;
+        // One slot per shard: unfinished tickets fill them and further ones are refused.
+        for _ in 0..20 * SHARDS {
+            let id = TicketId::random();
+            if book.open(id, Sku::new("a"), 0) {
+                open.push(id);
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(book.len() <= SHARDS, "held {}", book.len());
+        assert!(refused > 0);
+        // Finish them all: now new tickets evict old ones instead of being refused.
+        for id in &open {
+            book.update(id, TicketStatus::SoldOut);
+        }
+        for _ in 0..100 {
+            let id = TicketId::random();
+            assert!(book.open(id, Sku::new("a"), 0));
+            book.update(&id, TicketStatus::SoldOut);
+        }
+        assert!(book.len() <= SHARDS);
+    }
+
+    #[test]
+    fn finished_tickets_expire() {
+        let book = TicketBook::new(100, Duration::ZERO);
+        let id = TicketId::random();
+        assert!(book.open(id, Sku::new("a"), 0));
+        book.update(&id, TicketStatus::Duplicate);
+        // Any time at all past finishing is past a zero TTL.
+        let gone = (0..1_000_000).any(|_| book.get(&id).is_none());
+        assert!(gone, "a finished ticket outlived its TTL");
+    }
+}
