@@ -12,11 +12,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
+use crate::engine::Engine;
 use crate::error::GatewayError;
 use crate::proxy::Proxy;
 use crate::response::GatewayResponse;
+use crate::sale_api::{Route, SaleApi};
 use crate::server::{self, Handler, Limits, Peer};
+use crate::store::{MemoryStore, Store, StoreError};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,9 @@ pub enum StartError {
     /// A component could not be built from the config.
     #[error("{0}")]
     Setup(#[from] GatewayError),
+    /// The store could not be reached to load stock.
+    #[error("cannot load stock into the store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// The public listener's pipeline.
@@ -44,6 +50,7 @@ struct Public {
 
 struct PublicInner {
     proxy: Proxy,
+    sales: SaleApi,
 }
 
 impl Handler for Public {
@@ -51,7 +58,15 @@ impl Handler for Public {
         // Cloning method and URI costs a little; only pay it when the line is logged.
         let logged = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
-        let resp = self.inner.proxy.forward(req, peer).await;
+        let resp = if req.uri().path().starts_with("/sale/") {
+            let path = req.uri().path().to_owned();
+            match Route::of(&path) {
+                Some(route) => self.inner.sales.handle(route, req, peer).await,
+                None => self.inner.proxy.forward(req, peer).await,
+            }
+        } else {
+            self.inner.proxy.forward(req, peer).await
+        };
         if let Some((method, uri, start)) = logged {
             tracing::debug!(
                 peer = %peer.addr, %method, path = uri.path(), status = resp.status().as_u16(),
@@ -70,6 +85,7 @@ pub struct Gateway {
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    engine: Arc<Engine>,
 }
 
 impl Gateway {
@@ -105,9 +121,15 @@ impl Gateway {
             ..limits
         };
         let shutdown = CancellationToken::new();
+        let store: Arc<dyn Store> = match config.store.kind {
+            StoreKind::Memory => Arc::new(MemoryStore::with_replay_ttl(config.store.replay_ttl)),
+        };
+        let engine = Arc::new(Engine::new(&config, store));
+        engine.load_stock(&config).await?;
         let public_handler = Public {
             inner: Arc::new(PublicInner {
                 proxy: proxy.clone(),
+                sales: SaleApi::new(engine.clone()),
             }),
         };
         let admin_handler = Admin::new(proxy, config.upstream.connect_timeout);
@@ -131,7 +153,13 @@ impl Gateway {
             admin_addr,
             shutdown,
             tasks,
+            engine,
         })
+    }
+
+    /// The sale engine: sales (pause, drain rate, drain hold), store, tickets.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Starts a graceful shutdown: stop accepting, let in-flight requests finish.
@@ -144,7 +172,8 @@ impl Gateway {
         self.shutdown.clone()
     }
 
-    /// Waits until both listeners have shut down and their connections have drained.
+    /// Waits until the listeners have shut down, their connections have drained, every
+    /// admitted request has its outcome and the deliverer has stopped.
     pub async fn wait(self) {
         for task in self.tasks {
             if let Err(e) = task.await {

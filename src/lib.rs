@@ -3,28 +3,41 @@
 //!
 //! Module map, in the order a request meets them:
 //! - [`server`]: accept, connection limit, HTTP/1.1 or h2c, header timeout, graceful shutdown.
-//! - [`gateway`]: binds the listeners and routes each request.
+//! - [`gateway`]: binds the listeners and routes each request: sale route or proxy.
+//! - [`sale_api`]: the sale routes; [`identity`] and [`ratelimit`] guard them.
+//! - [`sale`], [`queue`], [`ticket`]: a sale's state, its bounded FIFO queue, the tickets.
+//! - [`drain`]: releases queued requests at the drain rate to the order workers.
+//! - [`store`]: the atomic store steps (memory implementation).
+//! - [`delivery`]: hands reserved orders to the backend, or puts the stock back.
+//! - [`engine`]: what the sale path shares, and its background tasks.
 //! - [`proxy`]: forwards everything that is not a sale route to the upstream.
 //! - [`admin`]: `/healthz` and `/readyz` on the admin listener.
-//! - [`config`], [`error`], [`response`], [`logging`], [`signal`], [`cli`]: the supporting cast.
+//! - [`config`], [`types`], [`error`], [`response`], [`logging`], [`signal`], [`cli`]: the
+//!   supporting cast.
 
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod delivery;
+pub mod drain;
+pub mod engine;
 pub mod error;
 pub mod gateway;
+pub mod identity;
 pub mod logging;
 pub mod proxy;
+pub mod queue;
+pub mod ratelimit;
 pub mod response;
+pub mod sale;
+pub mod sale_api;
 pub mod server;
 pub mod signal;
+pub mod store;
+pub mod ticket;
+pub mod types;
 
 pub use config::Config;
 pub use gateway::Gateway;
-pub mod store;
-pub mod types;
-pub mod queue;
-pub mod ratelimit;
-pub mod ticket;

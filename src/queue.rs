@@ -74,9 +74,18 @@ impl SaleQueue {
     pub fn reserve(&self) -> Option<u64> {
         let cap = self.items.capacity();
         self.len
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
             .ok()?;
         Some(self.admitted.fetch_add(1, Ordering::AcqRel))
+    }
+
+    /// Gives back a slot [`reserve`](Self::reserve) granted without pushing; its sequence
+    /// number counts as released so later positions stay exact.
+    pub fn cancel_reservation(&self) {
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.released.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Enqueues an item whose slot [`reserve`](Self::reserve) granted.

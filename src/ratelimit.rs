@@ -71,7 +71,9 @@ mod tests {
         let l = KeyedLimit::new(1, 2);
         assert!(l.check(&"a").is_ok());
         assert!(l.check(&"a").is_ok());
-        let wait = l.check(&"a").expect_err("third within the second is refused");
+        let wait = l
+            .check(&"a")
+            .expect_err("third within the second is refused");
         assert!(wait > Duration::ZERO);
         assert!(l.check(&"b").is_ok(), "keys are independent");
         assert_eq!(l.len(), 2);

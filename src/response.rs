@@ -7,10 +7,10 @@ use http_body_util::{Either, Full};
 use serde::Serialize;
 
 use crate::error::GatewayError;
-use crate::proxy::PooledBody;
+use crate::proxy::{PooledBody, UpstreamBody};
 
 /// Body of every response: streamed from the upstream, or written whole by the gateway.
-pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
+pub type ResponseBody = Either<PooledBody<UpstreamBody>, Full<Bytes>>;
 
 /// A response the gateway answers itself.
 pub type GatewayResponse = Response<ResponseBody>;

@@ -106,7 +106,9 @@ impl TicketBook {
         let mut shard = self.shard_of(&id);
         let mut evicted = Vec::new();
         self.expire(&mut shard, now, &mut evicted);
-        if shard.tickets.len() >= self.per_shard && !self.evict_oldest_finished(&mut shard, &mut evicted) {
+        if shard.tickets.len() >= self.per_shard
+            && !self.evict_oldest_finished(&mut shard, &mut evicted)
+        {
             drop(shard);
             self.unlink(evicted);
             return false;
@@ -169,7 +171,12 @@ impl TicketBook {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).tickets.len())
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .tickets
+                    .len()
+            })
             .sum()
     }
 
@@ -185,7 +192,10 @@ impl TicketBook {
                 None => {
                     shard.order.pop_front();
                 }
-                Some(t) if t.finished_at.is_some_and(|f| now.duration_since(f) > self.ttl) => {
+                Some(t)
+                    if t.finished_at
+                        .is_some_and(|f| now.duration_since(f) > self.ttl) =>
+                {
                     shard.order.pop_front();
                     if let Some(t) = shard.tickets.remove(&id) {
                         evicted.extend(order_of(&t.status));
@@ -199,11 +209,12 @@ impl TicketBook {
 
     /// Forgets the oldest finished ticket to make room; `false` if every ticket is unfinished.
     fn evict_oldest_finished(&self, shard: &mut Shard, evicted: &mut Vec<OrderId>) -> bool {
-        let Some(pos) = shard
-            .order
-            .iter()
-            .position(|id| shard.tickets.get(id).is_none_or(|t| t.finished_at.is_some()))
-        else {
+        let Some(pos) = shard.order.iter().position(|id| {
+            shard
+                .tickets
+                .get(id)
+                .is_none_or(|t| t.finished_at.is_some())
+        }) else {
             return false;
         };
         if let Some(id) = shard.order.remove(pos) {
@@ -223,7 +234,9 @@ impl TicketBook {
 
 fn order_of(status: &TicketStatus) -> Option<OrderId> {
     match status {
-        TicketStatus::Reserved(o) | TicketStatus::Confirmed(o) | TicketStatus::Failed(o) => Some(*o),
+        TicketStatus::Reserved(o) | TicketStatus::Confirmed(o) | TicketStatus::Failed(o) => {
+            Some(*o)
+        }
         _ => None,
     }
 }

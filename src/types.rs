@@ -21,6 +21,13 @@ impl Sku {
     }
 }
 
+// A `Sku` hashes exactly as its text, so maps keyed by `Sku` can be searched with a `&str`.
+impl std::borrow::Borrow<str> for Sku {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Sku {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

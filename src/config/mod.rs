@@ -314,6 +314,9 @@ pub enum StoreKind {
 pub struct StoreConfig {
     /// The implementation.
     pub kind: StoreKind,
+    /// Bound on any single store call; past it the call counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
     /// How long an issued purchase token stays valid.
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
@@ -326,6 +329,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             kind: StoreKind::Memory,
+            timeout: Duration::from_secs(1),
             token_ttl: Duration::from_secs(300),
             replay_ttl: Duration::from_secs(3600),
         }

@@ -147,6 +147,12 @@ fn check_sales(c: &Config) -> Result<(), ConfigError> {
                 ),
             ));
         }
+        if crate::sale_api::RESERVED_SKUS.contains(&sale.sku.as_str()) {
+            return Err(ConfigError::invalid(
+                key("sku"),
+                format!("`{}` is reserved for a route under /sale/", sale.sku),
+            ));
+        }
         if !seen.insert(sale.sku.as_str()) {
             return Err(ConfigError::invalid(
                 key("sku"),
@@ -197,13 +203,19 @@ fn check_limits(c: &Config) -> Result<(), ConfigError> {
 }
 
 fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
+    positive("store.timeout", !c.store.timeout.is_zero())?;
     positive("store.token_ttl", !c.store.token_ttl.is_zero())?;
     positive("store.replay_ttl", !c.store.replay_ttl.is_zero())?;
     positive("queue.ticket_ttl", !c.queue.ticket_ttl.is_zero())?;
     positive("queue.max_tickets", c.queue.max_tickets > 0)?;
     positive("delivery.max_in_flight", c.delivery.max_in_flight > 0)?;
-    positive("delivery.retry_interval", !c.delivery.retry_interval.is_zero())?;
-    if !c.delivery.path.starts_with('/') || c.delivery.path.parse::<http::uri::PathAndQuery>().is_err() {
+    positive(
+        "delivery.retry_interval",
+        !c.delivery.retry_interval.is_zero(),
+    )?;
+    if !c.delivery.path.starts_with('/')
+        || c.delivery.path.parse::<http::uri::PathAndQuery>().is_err()
+    {
         return Err(ConfigError::invalid(
             "delivery.path",
             format!("`{}` is not an absolute path", c.delivery.path),

@@ -19,7 +19,7 @@ use crate::response::GatewayResponse;
 use crate::server::Peer;
 
 pub use headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
-pub use pool::{Pool, PooledBody, UpstreamError};
+pub use pool::{Pool, PooledBody, SendBody, UpstreamError};
 
 /// Request body as sent upstream: the client's body, cut off at `server.body_limit`.
 pub type UpstreamBody = Limited<Incoming>;
@@ -27,7 +27,7 @@ pub type UpstreamBody = Limited<Incoming>;
 /// Forwards requests to the configured upstream.
 #[derive(Clone)]
 pub struct Proxy {
-    pool: Pool,
+    pool: Pool<UpstreamBody>,
     authority: Authority,
     /// The upstream's own `host:port`, sent as Host when the client's is not preserved.
     upstream_host: HeaderValue,

@@ -20,8 +20,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::UpstreamBody;
-
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -38,28 +36,49 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
 }
 
-/// Idle keep-alive connections to one upstream.
-#[derive(Clone)]
-pub struct Pool {
-    inner: Arc<PoolInner>,
+/// Idle keep-alive connections to one upstream, sending request bodies of type `B`.
+pub struct Pool<B> {
+    inner: Arc<PoolInner<B>>,
 }
 
-struct PoolInner {
+impl<B> Clone for Pool<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// What a request body must be to go upstream.
+pub trait SendBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
+{
+}
+
+impl<T> SendBody for T where
+    T: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+struct PoolInner<B> {
     authority: Authority,
     /// Most recently used last; the oldest are at the front.
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<Vec<Idle<B>>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
     builder: http1::Builder,
 }
 
-struct Idle {
-    sender: SendRequest<UpstreamBody>,
+struct Idle<B> {
+    sender: SendRequest<B>,
     since: Instant,
 }
 
-impl Pool {
+impl<B: SendBody> Pool<B> {
     /// A pool for `authority` keeping at most `max_idle` idle connections.
     pub fn new(
         authority: Authority,
@@ -89,8 +108,8 @@ impl Pool {
     /// Sends `req` on an idle connection, or on a new one if none is usable.
     pub async fn send(
         &self,
-        mut req: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+        mut req: Request<B>,
+    ) -> Result<Response<PooledBody<B>>, UpstreamError> {
         while let Some(mut sender) = self.inner.checkout() {
             // An idle connection may still be finishing its last exchange; it is ready
             // within a poll or two. An error here means the upstream closed it.
@@ -111,11 +130,7 @@ impl Pool {
         Ok(self.wrap(resp, sender))
     }
 
-    fn wrap(
-        &self,
-        resp: Response<Incoming>,
-        sender: SendRequest<UpstreamBody>,
-    ) -> Response<PooledBody> {
+    fn wrap(&self, resp: Response<Incoming>, sender: SendRequest<B>) -> Response<PooledBody<B>> {
         resp.map(|body| PooledBody {
             body,
             sender: Some(sender),
@@ -124,13 +139,13 @@ impl Pool {
     }
 }
 
-impl PoolInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+impl<B: SendBody> PoolInner<B> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle<B>>> {
         // The list stays consistent even if a holder panicked: every push and pop is whole.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+    fn checkout(&self) -> Option<SendRequest<B>> {
         let mut idle = self.lock();
         let entry = idle.pop()?;
         if entry.since.elapsed() > self.idle_timeout {
@@ -141,7 +156,7 @@ impl PoolInner {
         Some(entry.sender)
     }
 
-    fn release(&self, sender: SendRequest<UpstreamBody>) {
+    fn release(&self, sender: SendRequest<B>) {
         if sender.is_closed() {
             return;
         }
@@ -161,7 +176,7 @@ impl PoolInner {
         });
     }
 
-    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+    async fn connect(&self) -> Result<SendRequest<B>, UpstreamError> {
         let fail = |source| UpstreamError::Connect {
             authority: self.authority.clone(),
             source,
@@ -186,13 +201,13 @@ impl PoolInner {
 
 /// A response body from the upstream that hands its connection back to the pool once it
 /// has been read to the end.
-pub struct PooledBody {
+pub struct PooledBody<B: SendBody> {
     body: Incoming,
-    sender: Option<SendRequest<UpstreamBody>>,
-    pool: Arc<PoolInner>,
+    sender: Option<SendRequest<B>>,
+    pool: Arc<PoolInner<B>>,
 }
 
-impl PooledBody {
+impl<B: SendBody> PooledBody<B> {
     fn release(&mut self) {
         if let Some(sender) = self.sender.take() {
             self.pool.release(sender);
@@ -200,7 +215,7 @@ impl PooledBody {
     }
 }
 
-impl Body for PooledBody {
+impl<B: SendBody> Body for PooledBody<B> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -226,7 +241,7 @@ impl Body for PooledBody {
     }
 }
 
-impl Drop for PooledBody {
+impl<B: SendBody> Drop for PooledBody<B> {
     fn drop(&mut self) {
         // Servers stop polling a body whose end they know from its length, so "read to the
         // end" is also "dropped with nothing left".

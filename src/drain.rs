@@ -1,0 +1,144 @@
+//! Drain and order workers: per sale, queued requests are released at `drain_rate` per
+//! second (governor's GCRA, bursts of at most 10 ms worth) to at most `workers` concurrent
+//! store steps, in admission order.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::queue::QueueItem;
+use crate::sale::Sale;
+use crate::store::{Reservation, ReserveRequest};
+use crate::ticket::{RefusalCode, TicketStatus};
+
+fn limiter(rate: u32) -> DefaultDirectRateLimiter {
+    let per_second = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(rate.div_ceil(100)).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
+}
+
+/// Runs one sale's drain until `shutdown`; then refuses what is still queued with
+/// `shutting_down` and waits for the steps in flight, so every admitted request is answered.
+pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationToken) {
+    let workers = Arc::new(Semaphore::new(sale.settings.workers));
+    let mut rate = sale.watch_rate();
+    let mut paused = sale.watch_paused();
+    let mut draining = sale.watch_draining();
+    let mut bucket = limiter(*rate.borrow_and_update());
+    let clock = DefaultClock::default();
+    loop {
+        if *paused.borrow_and_update() || !*draining.borrow_and_update() {
+            tokio::select! {
+                _ = paused.changed() => continue,
+                _ = draining.changed() => continue,
+                () = shutdown.cancelled() => break,
+            }
+        }
+        if sale.queue.is_empty() {
+            tokio::select! {
+                () = sale.queue.wait_ready() => {}
+                _ = paused.changed() => {}
+                _ = rate.changed() => bucket = limiter(*rate.borrow_and_update()),
+                () = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        if let Err(not_until) = bucket.check() {
+            let wait = not_until.wait_time_from(clock.now());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = rate.changed() => bucket = limiter(*rate.borrow_and_update()),
+                _ = paused.changed() => {}
+                () = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let permit = tokio::select! {
+            p = workers.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        // Only this task pops, so the queue still holds what it held above.
+        let Some(item) = sale.queue.pop() else {
+            continue;
+        };
+        engine
+            .tickets
+            .update(&item.ticket, TicketStatus::Processing);
+        tokio::spawn(work(engine.clone(), sale.clone(), item, permit));
+    }
+    while let Some(item) = sale.queue.pop() {
+        conclude(
+            &engine,
+            &sale,
+            item,
+            TicketStatus::Refused(RefusalCode::ShuttingDown),
+        );
+    }
+    let all = u32::try_from(sale.settings.workers).unwrap_or(u32::MAX);
+    let _ = workers.acquire_many(all).await;
+}
+
+/// One order worker: the store step for one admitted request, then its outcome.
+async fn work(
+    engine: Arc<Engine>,
+    sale: Arc<Sale>,
+    item: QueueItem,
+    _permit: OwnedSemaphorePermit,
+) {
+    let req = ReserveRequest {
+        sku: sale.sku.clone(),
+        user: item.user.clone(),
+        token: item.token,
+        quantity: item.quantity,
+        per_user_limit: sale.per_user_limit,
+    };
+    let step = tokio::time::timeout(engine.store_timeout, engine.store.reserve(&req)).await;
+    let status = match step {
+        Ok(Ok(reply)) => match reply.outcome {
+            Reservation::Reserved {
+                order_id,
+                remaining,
+            } => {
+                if !reply.replayed {
+                    sale.set_remaining(remaining);
+                    engine.outbox_ready.notify_one();
+                }
+                TicketStatus::Reserved(order_id)
+            }
+            Reservation::SoldOut { remaining } => {
+                if !reply.replayed {
+                    sale.set_remaining(remaining);
+                }
+                TicketStatus::SoldOut
+            }
+            Reservation::LimitReached => TicketStatus::Duplicate,
+            Reservation::InvalidToken => TicketStatus::InvalidToken,
+        },
+        Ok(Err(e)) => {
+            tracing::warn!(sku = %sale.sku, error = %e, "reserve step failed");
+            TicketStatus::Refused(RefusalCode::StoreUnavailable)
+        }
+        Err(_) => {
+            tracing::warn!(sku = %sale.sku, "reserve step timed out");
+            TicketStatus::Refused(RefusalCode::StoreUnavailable)
+        }
+    };
+    conclude(&engine, &sale, item, status);
+}
+
+/// Records an admitted request's outcome and tells whoever waits for it.
+fn conclude(engine: &Engine, sale: &Sale, item: QueueItem, status: TicketStatus) {
+    engine.tickets.update(&item.ticket, status.clone());
+    if let Some(reply) = item.reply {
+        let _ = reply.send(status);
+    }
+    sale.finish();
+}

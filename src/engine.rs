@@ -1,0 +1,116 @@
+//! The sale engine: everything the sale routes, the drains and the deliverer share, and the
+//! start-up that loads stock and starts the background tasks.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::ratelimit::KeyedLimit;
+use crate::sale::Sales;
+use crate::store::{Store, StoreError};
+use crate::ticket::TicketBook;
+use crate::types::UserId;
+
+/// How often rate-limit keys whose buckets refilled are forgotten.
+const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Shared state of the sale path.
+pub struct Engine {
+    /// The sales.
+    pub sales: Sales,
+    /// Where stock, tokens and orders live.
+    pub store: Arc<dyn Store>,
+    /// Tickets of admitted requests.
+    pub tickets: TicketBook,
+    /// Identity header reader.
+    pub identity: Identity,
+    /// Per-user request limit on sale routes.
+    pub per_user: KeyedLimit<UserId>,
+    /// Per-IP request limit on sale routes.
+    pub per_ip: KeyedLimit<IpAddr>,
+    /// How long issued tokens stay valid.
+    pub token_ttl: Duration,
+    /// Bound on any single store call.
+    pub store_timeout: Duration,
+    /// Woken when an order is reserved, so the deliverer does not wait for its next round.
+    pub outbox_ready: Notify,
+}
+
+impl Engine {
+    /// Builds the engine for `config` over `store`.
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+        Self {
+            sales: Sales::from_config(config),
+            store,
+            tickets: TicketBook::new(config.queue.max_tickets, config.queue.ticket_ttl),
+            identity: Identity::new(&config.identity),
+            per_user: KeyedLimit::new(config.limits.per_user_rate, config.limits.per_user_burst),
+            per_ip: KeyedLimit::new(config.limits.per_ip_rate, config.limits.per_ip_burst),
+            token_ttl: config.store.token_ttl,
+            store_timeout: config.store.timeout,
+            outbox_ready: Notify::new(),
+        }
+    }
+
+    /// Loads each sale's stock into the store (the first instance's figure wins) and takes
+    /// the store's figure as the sale's remaining stock.
+    pub async fn load_stock(&self, config: &Config) -> Result<(), StoreError> {
+        for cfg in &config.sales {
+            let Some(sale) = self.sales.get(&cfg.sku) else {
+                continue;
+            };
+            let held = tokio::time::timeout(
+                self.store_timeout,
+                self.store.init_stock(&sale.sku, cfg.stock),
+            )
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out loading stock".into()))??;
+            sale.set_remaining(held);
+        }
+        Ok(())
+    }
+
+    /// Starts the drains, the deliverer and the limiter sweeper; they stop on `shutdown`.
+    pub fn start(
+        self: &Arc<Self>,
+        config: &Config,
+        shutdown: CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
+        let mut tasks: Vec<JoinHandle<()>> = self
+            .sales
+            .iter()
+            .map(|sale| {
+                tokio::spawn(crate::drain::run(
+                    self.clone(),
+                    sale.clone(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
+        tasks.push(tokio::spawn(crate::delivery::run(
+            self.clone(),
+            crate::delivery::Settings::new(config),
+            shutdown.clone(),
+        )));
+        let engine = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LIMITER_SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        engine.per_user.sweep();
+                        engine.per_ip.sweep();
+                    }
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }));
+        tasks
+    }
+}

@@ -1,0 +1,240 @@
+//! A sale at run time: its window, its local view of stock, its queue and the knobs the
+//! drain reads (rate, pause). Everything the admission path reads is an atomic.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::{Config, Overflow, QueueConfig, ResponseMode, Timestamp};
+use crate::queue::SaleQueue;
+use crate::types::Sku;
+
+/// A sale's state as `GET /sale/{sku}` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    /// Before `starts_at`.
+    Upcoming,
+    /// Taking orders.
+    Open,
+    /// Paused by an operator.
+    Paused,
+    /// No stock left.
+    SoldOut,
+    /// After `ends_at`.
+    Closed,
+}
+
+/// The queue settings a sale runs with.
+#[derive(Debug, Clone)]
+pub struct SaleSettings {
+    /// What a full queue answers.
+    pub overflow: Overflow,
+    /// Where `overflow = "redirect"` sends people.
+    pub redirect_url: String,
+    /// Wait or async answers.
+    pub response: ResponseMode,
+    /// How long a wait-mode request is held.
+    pub max_wait: Duration,
+    /// Queued requests allowed per unit of remaining stock.
+    pub admit_factor: f64,
+    /// Concurrent order workers.
+    pub workers: usize,
+}
+
+/// One sale.
+pub struct Sale {
+    /// Its sku.
+    pub sku: Sku,
+    /// Opening time, if any.
+    pub starts_at: Option<Timestamp>,
+    /// Closing time, if any.
+    pub ends_at: Option<Timestamp>,
+    starts: Option<SystemTime>,
+    ends: Option<SystemTime>,
+    /// Most units per user.
+    pub per_user_limit: u32,
+    /// Its queue.
+    pub queue: SaleQueue,
+    /// Its settings.
+    pub settings: SaleSettings,
+    /// Stock left, as the last store step reported it.
+    remaining: AtomicU64,
+    /// Set once the store reports no stock; cleared when stock comes back.
+    sold_out: AtomicBool,
+    /// Admitted requests not finished yet (queued or being processed).
+    pending: AtomicUsize,
+    rate: watch::Sender<u32>,
+    paused: watch::Sender<bool>,
+    draining: watch::Sender<bool>,
+}
+
+impl Sale {
+    /// Builds a sale from its config and the effective queue settings.
+    pub fn new(cfg: &crate::config::SaleConfig, q: &QueueConfig) -> Self {
+        Self {
+            sku: Sku::new(&cfg.sku),
+            starts_at: cfg.starts_at,
+            ends_at: cfg.ends_at,
+            starts: cfg.starts_at.map(Timestamp::system_time),
+            ends: cfg.ends_at.map(Timestamp::system_time),
+            per_user_limit: cfg.per_user_limit,
+            queue: SaleQueue::new(q.capacity),
+            settings: SaleSettings {
+                overflow: q.overflow,
+                redirect_url: q.redirect_url.clone(),
+                response: q.response,
+                max_wait: q.max_wait,
+                admit_factor: q.admit_factor,
+                workers: q.workers,
+            },
+            remaining: AtomicU64::new(cfg.stock),
+            sold_out: AtomicBool::new(cfg.stock == 0),
+            pending: AtomicUsize::new(0),
+            rate: watch::Sender::new(q.drain_rate),
+            paused: watch::Sender::new(false),
+            draining: watch::Sender::new(true),
+        }
+    }
+
+    /// The state at `now`.
+    pub fn state(&self, now: SystemTime) -> SaleState {
+        if self.starts.is_some_and(|s| now < s) {
+            SaleState::Upcoming
+        } else if self.ends.is_some_and(|e| now >= e) {
+            SaleState::Closed
+        } else if self.is_paused() {
+            SaleState::Paused
+        } else if self.sold_out.load(Ordering::Acquire) {
+            SaleState::SoldOut
+        } else {
+            SaleState::Open
+        }
+    }
+
+    /// Stock left as last reported by the store.
+    pub fn remaining(&self) -> u64 {
+        self.remaining.load(Ordering::Acquire)
+    }
+
+    /// Records the store's latest stock figure; zero sets the sold-out flag, more clears it.
+    pub fn set_remaining(&self, remaining: u64) {
+        self.remaining.store(remaining, Ordering::Release);
+        self.sold_out.store(remaining == 0, Ordering::Release);
+    }
+
+    /// Admitted requests not finished yet.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Counts an admitted request; returns the new total.
+    pub fn begin(&self) -> usize {
+        self.pending.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Un-counts an admitted request that reached its outcome.
+    pub fn finish(&self) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Stock-aware admission: may one more request join, given what is already pending?
+    /// Pending requests may reach remaining × admit_factor; beyond that a new one could
+    /// only reserve if many ahead of it fail, so it is told sold out at once.
+    pub fn has_room_for_one_more(&self) -> bool {
+        let limit = (self.remaining() as f64 * self.settings.admit_factor).ceil();
+        (self.pending() as f64) < limit
+    }
+
+    /// Queued requests released per second.
+    pub fn drain_rate(&self) -> u32 {
+        *self.rate.borrow()
+    }
+
+    /// Changes the drain rate; the drain picks it up at once.
+    pub fn set_drain_rate(&self, rate: u32) {
+        self.rate.send_replace(rate.max(1));
+    }
+
+    /// Follows drain-rate changes.
+    pub fn watch_rate(&self) -> watch::Receiver<u32> {
+        self.rate.subscribe()
+    }
+
+    /// True while an operator has paused the sale.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Pauses (true) or resumes (false) admission and the drain.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    /// Follows pause changes.
+    pub fn watch_paused(&self) -> watch::Receiver<bool> {
+        self.paused.subscribe()
+    }
+
+    /// Holds (false) or restarts (true) the drain alone: admission goes on filling the
+    /// bounded queue, e.g. while the backend is briefly down.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.send_replace(draining);
+    }
+
+    /// True unless the drain is held.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Follows drain-hold changes.
+    pub fn watch_draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
+    /// Estimated milliseconds until queue position `position` is processed.
+    pub fn eta_ms(&self, position: u64) -> u64 {
+        position.saturating_mul(1000) / u64::from(self.drain_rate().max(1))
+    }
+
+    /// Seconds a refused client should wait before retrying: how long the drain takes to
+    /// make real room (a tenth of the queue), at least one.
+    pub fn retry_after_secs(&self) -> u32 {
+        let tenth = (self.queue.capacity() as u64).div_ceil(10);
+        (tenth / u64::from(self.drain_rate().max(1))).clamp(1, 60) as u32
+    }
+}
+
+/// All sales, by sku; built once at start-up, read without locks.
+pub struct Sales {
+    by_sku: HashMap<Sku, Arc<Sale>>,
+}
+
+impl Sales {
+    /// The sales of a configuration.
+    pub fn from_config(config: &Config) -> Self {
+        let by_sku = config
+            .sales
+            .iter()
+            .map(|s| {
+                let sale = Arc::new(Sale::new(s, &config.queue_for(s)));
+                (sale.sku.clone(), sale)
+            })
+            .collect();
+        Self { by_sku }
+    }
+
+    /// The sale with this sku.
+    pub fn get(&self, sku: &str) -> Option<&Arc<Sale>> {
+        self.by_sku.get(sku)
+    }
+
+    /// Every sale.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Sale>> {
+        self.by_sku.values()
+    }
+}

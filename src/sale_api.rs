@@ -1,0 +1,468 @@
+//! The public sale routes (DESIGN.md, "Public HTTP contract"):
+//! `GET /sale/{sku}`, `POST /sale/{sku}/token`, `POST /sale/{sku}/order`,
+//! `GET /sale/tickets/{ticket}`, and the built-in busy page `GET /sale/busy`.
+//!
+//! Every refusal on the order path before the queue is decided here, in process, from
+//! atomics: the store is only touched by token issue and by the order workers.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::config::{Overflow, ResponseMode};
+use crate::engine::Engine;
+use crate::error::GatewayError;
+use crate::queue::QueueItem;
+use crate::ratelimit::retry_after_secs;
+use crate::response::{json, GatewayResponse};
+use crate::sale::{Sale, SaleState};
+use crate::server::Peer;
+use crate::ticket::{RefusalCode, Ticket, TicketStatus};
+use crate::types::{TicketId, Token, UserId};
+
+/// Largest order request body (it carries at most a token and a quantity).
+const ORDER_BODY_LIMIT: usize = 4096;
+
+/// Path segments reserved for routes, so no sale may use them as its sku.
+pub const RESERVED_SKUS: &[&str] = &["tickets", "busy"];
+
+/// A sale route, recognised from the path alone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/sale/{sku}`
+    Sale(&'a str),
+    /// `/sale/{sku}/token`
+    Token(&'a str),
+    /// `/sale/{sku}/order`
+    Order(&'a str),
+    /// `/sale/tickets/{ticket}`
+    Ticket(&'a str),
+    /// `/sale/busy`
+    Busy,
+}
+
+impl<'a> Route<'a> {
+    /// The sale route `path` names, or `None` for a path that is proxied.
+    pub fn of(path: &'a str) -> Option<Self> {
+        let rest = path.strip_prefix("/sale/")?;
+        let mut parts = rest.split('/');
+        let first = parts.next()?;
+        let second = parts.next();
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(match (first, second) {
+            ("busy", None) => Route::Busy,
+            ("tickets", Some(id)) => Route::Ticket(id),
+            (sku, None) => Route::Sale(sku),
+            (sku, Some("token")) => Route::Token(sku),
+            (sku, Some("order")) => Route::Order(sku),
+            _ => return None,
+        })
+    }
+}
+
+/// Handles sale routes.
+#[derive(Clone)]
+pub struct SaleApi {
+    engine: Arc<Engine>,
+}
+
+#[derive(Serialize)]
+struct SaleView<'a> {
+    sku: &'a str,
+    state: SaleState,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    remaining: u64,
+    queued: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderBody {
+    token: Option<String>,
+    quantity: Option<u32>,
+}
+
+impl SaleApi {
+    /// Routes over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// Answers a request whose path is a sale route.
+    pub async fn handle(
+        &self,
+        route: Route<'_>,
+        req: Request<Incoming>,
+        peer: &Peer,
+    ) -> GatewayResponse {
+        let result = match (route, req.method()) {
+            (Route::Sale(sku), &Method::GET | &Method::HEAD) => self.status(sku),
+            (Route::Token(sku), &Method::POST) => self.token(sku, req.headers(), peer).await,
+            (Route::Order(sku), &Method::POST) => {
+                let sku = sku.to_owned();
+                self.order(&sku, req, peer).await
+            }
+            (Route::Ticket(id), &Method::GET | &Method::HEAD) => self.ticket(id),
+            (Route::Busy, &Method::GET | &Method::HEAD) => Ok(busy_page(req.uri().query())),
+            _ => Err(GatewayError::MethodNotAllowed),
+        };
+        result.unwrap_or_else(GatewayError::into_response)
+    }
+
+    fn sale(&self, sku: &str) -> Result<&Arc<Sale>, GatewayError> {
+        self.engine
+            .sales
+            .get(sku)
+            .ok_or_else(|| GatewayError::UnknownSale(sku.chars().take(64).collect()))
+    }
+
+    fn status(&self, sku: &str) -> Result<GatewayResponse, GatewayError> {
+        let sale = self.sale(sku)?;
+        Ok(json(
+            StatusCode::OK,
+            &SaleView {
+                sku: sale.sku.as_str(),
+                state: sale.state(SystemTime::now()),
+                starts_at: sale.starts_at.map(|t| t.to_string()),
+                ends_at: sale.ends_at.map(|t| t.to_string()),
+                remaining: sale.remaining(),
+                queued: sale.queue.len(),
+            },
+        ))
+    }
+
+    /// The checks every buying request passes, cheapest first: window, pause, sold-out
+    /// flag, then the rate limits.
+    fn edge_checks(&self, sale: &Sale, user: &UserId, peer: &Peer) -> Result<(), GatewayError> {
+        match sale.state(SystemTime::now()) {
+            SaleState::Open => {}
+            SaleState::Upcoming => {
+                return Err(GatewayError::SaleNotStarted {
+                    starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
+                })
+            }
+            SaleState::Closed => return Err(GatewayError::SaleClosed),
+            SaleState::Paused => return Err(GatewayError::SalePaused),
+            SaleState::SoldOut => return Err(GatewayError::SoldOut),
+        }
+        if let Err(wait) = self.engine.per_user.check(user) {
+            return Err(GatewayError::RateLimited {
+                retry_after: retry_after_secs(wait),
+            });
+        }
+        if let Err(wait) = self.engine.per_ip.check(&peer.addr.ip()) {
+            return Err(GatewayError::RateLimited {
+                retry_after: retry_after_secs(wait),
+            });
+        }
+        Ok(())
+    }
+
+    async fn token(
+        &self,
+        sku: &str,
+        headers: &HeaderMap,
+        peer: &Peer,
+    ) -> Result<GatewayResponse, GatewayError> {
+        let user = self.engine.identity.user(headers)?;
+        let sale = self.sale(sku)?;
+        self.edge_checks(sale, &user, peer)?;
+        let ttl = self.engine.token_ttl;
+        let issued = tokio::time::timeout(
+            self.engine.store_timeout,
+            self.engine.store.issue_token(&sale.sku, &user, ttl),
+        )
+        .await;
+        match issued {
+            Ok(Ok(token)) => Ok(json(
+                StatusCode::OK,
+                &json!({ "token": token, "expires_in": ttl.as_secs() }),
+            )),
+            Ok(Err(e)) => {
+                tracing::warn!(%sku, error = %e, "token issue failed");
+                Err(GatewayError::StoreUnavailable)
+            }
+            Err(_) => Err(GatewayError::StoreUnavailable),
+        }
+    }
+
+    async fn order(
+        &self,
+        sku: &str,
+        req: Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<GatewayResponse, GatewayError> {
+        let user = self.engine.identity.user(req.headers())?;
+        let sale = self.sale(sku)?.clone();
+        self.edge_checks(&sale, &user, peer)?;
+        let (token, quantity) = read_order(req, sale.per_user_limit).await?;
+        // Stock-aware admission: beyond remaining × admit_factor pending requests a new one
+        // could only reserve if many ahead of it fail; say sold out now, not after a wait.
+        if !sale.has_room_for_one_more() {
+            return Err(GatewayError::SoldOut);
+        }
+        let Some(seq) = sale.queue.reserve() else {
+            return Ok(queue_full(&sale));
+        };
+        let ticket = TicketId::random();
+        if !self.engine.tickets.open(ticket, sale.sku.clone(), seq) {
+            // Every remembered ticket is still unfinished: as good as a full queue.
+            sale.queue.cancel_reservation();
+            return Ok(queue_full(&sale));
+        }
+        sale.begin();
+        let wait = sale.settings.response == ResponseMode::Wait;
+        let (reply, outcome) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        sale.queue.push(QueueItem {
+            seq,
+            ticket,
+            user,
+            token,
+            quantity,
+            admitted_at: std::time::Instant::now(),
+            reply,
+        });
+        if let Some(rx) = outcome {
+            if let Ok(Ok(status)) = tokio::time::timeout(sale.settings.max_wait, rx).await {
+                return outcome_response(ticket, &status);
+            }
+        }
+        Ok(accepted(&sale, ticket, seq))
+    }
+
+    fn ticket(&self, id: &str) -> Result<GatewayResponse, GatewayError> {
+        let id = TicketId::parse(id).ok_or(GatewayError::UnknownTicket)?;
+        let ticket = self
+            .engine
+            .tickets
+            .get(&id)
+            .ok_or(GatewayError::UnknownTicket)?;
+        Ok(ticket_view(&self.engine, id, &ticket))
+    }
+}
+
+/// Reads the token (header `X-Sale-Token`, else JSON `{"token"}`) and the quantity.
+async fn read_order(
+    req: Request<Incoming>,
+    per_user_limit: u32,
+) -> Result<(Token, u32), GatewayError> {
+    let (parts, body) = req.into_parts();
+    let from_header = parts.headers.get("x-sale-token").map(HeaderValue::as_bytes);
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > ORDER_BODY_LIMIT) {
+        return Err(GatewayError::BodyTooLarge {
+            limit: ORDER_BODY_LIMIT as u64,
+        });
+    }
+    let bytes = Limited::new(body, ORDER_BODY_LIMIT)
+        .collect()
+        .await
+        .map_err(|_| GatewayError::BodyTooLarge {
+            limit: ORDER_BODY_LIMIT as u64,
+        })?
+        .to_bytes();
+    let parsed: Option<OrderBody> = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(
+            serde_json::from_slice(&bytes)
+                .map_err(|_| GatewayError::BadRequest("the body is not the expected JSON"))?,
+        )
+    };
+    let token_text = match (
+        from_header,
+        parsed.as_ref().and_then(|b| b.token.as_deref()),
+    ) {
+        (Some(h), _) => {
+            std::str::from_utf8(h).map_err(|_| GatewayError::BadRequest("malformed sale token"))?
+        }
+        (None, Some(t)) => t,
+        (None, None) => {
+            return Err(GatewayError::BadRequest(
+                "no sale token (X-Sale-Token header or JSON token)",
+            ))
+        }
+    };
+    let token = Token::parse(token_text).ok_or(GatewayError::BadRequest("malformed sale token"))?;
+    let quantity = parsed.and_then(|b| b.quantity).unwrap_or(1);
+    if quantity == 0 || quantity > per_user_limit {
+        return Err(GatewayError::BadRequest(
+            "quantity must be between 1 and the per-user limit",
+        ));
+    }
+    Ok((token, quantity))
+}
+
+/// 202 with the ticket, its position and ETA, and where to follow it.
+fn accepted(sale: &Sale, ticket: TicketId, seq: u64) -> GatewayResponse {
+    let position = sale.queue.position(seq).unwrap_or(0);
+    let mut resp = json(
+        StatusCode::ACCEPTED,
+        &json!({
+            "status": "queued",
+            "ticket": ticket,
+            "position": position,
+            "eta_ms": sale.eta_ms(position),
+        }),
+    );
+    let h = resp.headers_mut();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/sale/tickets/{ticket}")) {
+        h.insert(LOCATION, loc);
+    }
+    h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// The wait-mode answer for a finished ticket.
+fn outcome_response(
+    ticket: TicketId,
+    status: &TicketStatus,
+) -> Result<GatewayResponse, GatewayError> {
+    match status {
+        TicketStatus::Reserved(order) | TicketStatus::Confirmed(order) => Ok(json(
+            StatusCode::CREATED,
+            &json!({ "status": "reserved", "order_id": order, "ticket": ticket }),
+        )),
+        TicketStatus::SoldOut => Err(GatewayError::SoldOut),
+        TicketStatus::Duplicate => Err(GatewayError::Duplicate),
+        TicketStatus::InvalidToken => Err(GatewayError::InvalidToken),
+        TicketStatus::Failed(_) | TicketStatus::Refused(RefusalCode::StoreUnavailable) => {
+            Err(GatewayError::StoreUnavailable)
+        }
+        TicketStatus::Refused(RefusalCode::ShuttingDown) => Err(GatewayError::ShuttingDown),
+        TicketStatus::Refused(RefusalCode::QueueFull) => {
+            Err(GatewayError::QueueFull { retry_after: 1 })
+        }
+        TicketStatus::Queued | TicketStatus::Processing => Err(GatewayError::StoreUnavailable),
+    }
+}
+
+fn ticket_view(engine: &Engine, id: TicketId, t: &Ticket) -> GatewayResponse {
+    let body = match &t.status {
+        TicketStatus::Queued | TicketStatus::Processing => {
+            let (position, eta) = match engine.sales.get(t.sku.as_str()) {
+                Some(sale) => {
+                    let p = sale.queue.position(t.seq).unwrap_or(0);
+                    (p, sale.eta_ms(p))
+                }
+                None => (0, 0),
+            };
+            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "queued", "position": position, "eta_ms": eta })
+        }
+        TicketStatus::Reserved(o) => {
+            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "reserved", "order_id": o })
+        }
+        TicketStatus::Confirmed(o) => {
+            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "confirmed", "order_id": o })
+        }
+        TicketStatus::Failed(o) => {
+            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "failed", "order_id": o, "error": "delivery_failed" })
+        }
+        TicketStatus::SoldOut => {
+            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "sold_out" })
+        }
+        TicketStatus::Duplicate => {
+            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "duplicate" })
+        }
+        TicketStatus::InvalidToken => {
+            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "invalid_token" })
+        }
+        TicketStatus::Refused(code) => {
+            let error = match code {
+                RefusalCode::StoreUnavailable => "store_unavailable",
+                RefusalCode::ShuttingDown => "shutting_down",
+                RefusalCode::QueueFull => "queue_full",
+            };
+            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "failed", "error": error })
+        }
+    };
+    let mut resp = json(StatusCode::OK, &body);
+    if !t.status.is_final() {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// A full queue's answer: 503 `queue_full` with Retry-After, or with
+/// `overflow = "redirect"` a 303 to the busy page carrying the same JSON body.
+fn queue_full(sale: &Sale) -> GatewayResponse {
+    let mut resp = GatewayError::QueueFull {
+        retry_after: sale.retry_after_secs(),
+    }
+    .into_response();
+    if sale.settings.overflow == Overflow::Redirect {
+        let target = if sale.settings.redirect_url.is_empty() {
+            format!("/sale/busy?sku={}", sale.sku)
+        } else {
+            sale.settings.redirect_url.clone()
+        };
+        *resp.status_mut() = StatusCode::SEE_OTHER;
+        if let Ok(v) = HeaderValue::from_str(&target) {
+            resp.headers_mut().insert(LOCATION, v);
+        }
+    }
+    resp
+}
+
+/// The built-in busy page.
+fn busy_page(query: Option<&str>) -> GatewayResponse {
+    let sku = query
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("sku=")))
+        .filter(|s| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        })
+        .unwrap_or("");
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Very busy</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"></head><body>\
+         <h1>So many people want this right now</h1>\
+         <p>The queue for <b>{sku}</b> is full. Please try again in a few seconds.</p>\
+         </body></html>"
+    );
+    let mut resp = GatewayResponse::new(Either::Right(Full::new(Bytes::from(html))));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_recognised_from_the_path() {
+        assert_eq!(Route::of("/sale/phone"), Some(Route::Sale("phone")));
+        assert_eq!(Route::of("/sale/phone/token"), Some(Route::Token("phone")));
+        assert_eq!(Route::of("/sale/phone/order"), Some(Route::Order("phone")));
+        assert_eq!(Route::of("/sale/tickets/abc"), Some(Route::Ticket("abc")));
+        assert_eq!(Route::of("/sale/busy"), Some(Route::Busy));
+        assert_eq!(Route::of("/sale/phone/reviews"), None);
+        assert_eq!(Route::of("/sale/phone/order/x"), None);
+        assert_eq!(Route::of("/sales/phone"), None);
+        assert_eq!(Route::of("/api/x"), None);
+    }
+}
