@@ -133,7 +133,7 @@ impl Gateway {
             }),
         };
         let admin_handler = Admin::new(proxy, config.upstream.connect_timeout);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(server::serve(
                 public,
                 public_handler,
@@ -147,6 +147,7 @@ impl Gateway {
                 shutdown.clone(),
             )),
         ];
+        tasks.extend(engine.start(&config, shutdown.clone()));
         tracing::info!(%public_addr, %admin_addr, upstream = %config.upstream.url, "flashgate listening");
         Ok(Self {
             public_addr,

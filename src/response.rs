@@ -31,14 +31,21 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> GatewayResponse {
 struct ErrorBody<'a> {
     error: &'a str,
     message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starts_at: Option<&'a str>,
 }
 
 impl GatewayError {
     /// The JSON body of the refusal: `{"error": code, "message": text}`.
     pub fn body(&self) -> Vec<u8> {
+        let starts_at = match self {
+            GatewayError::SaleNotStarted { starts_at } => Some(starts_at.as_str()),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.code(),
             message: self.to_string(),
+            starts_at,
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
     }

@@ -346,3 +346,56 @@ pub fn channel_body() -> (http_body_util::channel::Sender<Bytes>, Channel<Bytes>
 pub fn data(b: &[u8]) -> Frame<Bytes> {
     Frame::data(Bytes::copy_from_slice(b))
 }
+
+/// A gateway in front of `up` with the given extra TOML (sections after `[upstream]`).
+pub async fn sale_gateway(up: &Upstream, extra: &str) -> Gateway {
+    gateway(&format!("{}{extra}", config_text(&up.url(), ""))).await
+}
+
+/// A request with a method, path, headers and body.
+pub fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "shop.example");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .expect("request")
+}
+
+/// `POST /sale/{sku}/token` as `user`; returns the token text.
+pub async fn token_for(addr: SocketAddr, sku: &str, user: &str) -> String {
+    let a = send(
+        addr,
+        request(
+            "POST",
+            &format!("/sale/{sku}/token"),
+            &[("x-user-id", user)],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "token for {user}: {:?}", a.body);
+    a.json()["token"].as_str().expect("token field").to_owned()
+}
+
+/// `POST /sale/{sku}/order` as `user` with `token` in the header.
+pub async fn order(addr: SocketAddr, sku: &str, user: &str, token: &str) -> Answer {
+    send(
+        addr,
+        request(
+            "POST",
+            &format!("/sale/{sku}/order"),
+            &[("x-user-id", user), ("x-sale-token", token)],
+            "",
+        ),
+    )
+    .await
+}
