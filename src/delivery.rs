@@ -77,33 +77,32 @@ enum Verdict {
 pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: CancellationToken) {
     let settings = Arc::new(settings);
     loop {
-        let (delivered, waiting) = round(&engine, &settings).await;
+        let (settled, waiting) = round(&engine, &settings).await;
         if shutdown.is_cancelled() {
             break;
         }
-        if waiting == 0 || delivered == 0 {
-            // Nothing left, or the backend takes nothing right now: wait for new orders or
-            // the retry interval.
-            let pause = if waiting == 0 {
-                Duration::from_secs(3600)
-            } else {
-                settings.retry_interval
-            };
-            tokio::select! {
-                () = engine.outbox_ready.notified() => {}
-                () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => {}
-            }
+        if settled > 0 {
+            // A batch went through; more may be waiting behind it.
+            continue;
+        }
+        // Nothing settled: the outbox is empty, or the backend takes nothing right now.
+        let pause = if waiting == 0 {
+            Duration::from_secs(3600)
+        } else {
+            settings.retry_interval
+        };
+        tokio::select! {
+            () = engine.outbox_ready.notified() => {}
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => {}
         }
     }
     let flush = async {
         loop {
-            let (delivered, waiting) = round(&engine, &settings).await;
-            if waiting == 0 {
-                return;
-            }
-            if delivered == 0 {
-                tokio::time::sleep(settings.retry_interval).await;
+            match round(&engine, &settings).await {
+                (0, 0) => return,
+                (0, _) => tokio::time::sleep(settings.retry_interval).await,
+                _ => {}
             }
         }
     };
@@ -115,7 +114,8 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
     }
 }
 
-/// One pass over every sale's outbox; returns (orders settled, orders left waiting).
+/// One pass over every sale's outbox, a batch of at most `max_in_flight` orders each;
+/// returns (orders settled, orders that must be retried).
 async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>) -> (usize, usize) {
     let mut settled = 0;
     let mut waiting = 0;

@@ -205,8 +205,21 @@ impl SaleApi {
     ) -> Result<GatewayResponse, GatewayError> {
         let user = self.engine.identity.user(req.headers())?;
         let sale = self.sale(sku)?.clone();
-        self.edge_checks(&sale, &user, peer)?;
         let (token, quantity) = read_order(req, sale.per_user_limit).await?;
+        // A token seen before gets its first answer again, whatever the sale's state now:
+        // a double click joins the request already queued, a resubmission after the sale
+        // sold out still learns it won.
+        if let Some((ticket, t)) = self.engine.tickets.by_token(&token) {
+            if t.user == user && t.sku == sale.sku && t.status.binds_token() {
+                return match t.status {
+                    TicketStatus::Queued | TicketStatus::Processing => {
+                        Ok(accepted(&sale, ticket, t.seq))
+                    }
+                    ref status => outcome_response(ticket, status),
+                };
+            }
+        }
+        self.edge_checks(&sale, &user, peer)?;
         // Stock-aware admission: beyond remaining × admit_factor pending requests a new one
         // could only reserve if many ahead of it fail; say sold out now, not after a wait.
         if !sale.has_room_for_one_more() {
@@ -216,7 +229,11 @@ impl SaleApi {
             return Ok(queue_full(&sale));
         };
         let ticket = TicketId::random();
-        if !self.engine.tickets.open(ticket, sale.sku.clone(), seq) {
+        if !self
+            .engine
+            .tickets
+            .open(ticket, sale.sku.clone(), seq, user.clone(), token)
+        {
             // Every remembered ticket is still unfinished: as good as a full queue.
             sale.queue.cancel_reservation();
             return Ok(queue_full(&sale));

@@ -9,7 +9,7 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::types::{OrderId, Sku, TicketId};
+use crate::types::{OrderId, Sku, TicketId, Token, UserId};
 
 const SHARDS: usize = 32;
 
@@ -52,6 +52,13 @@ impl TicketStatus {
     pub fn is_final(&self) -> bool {
         !matches!(self, Self::Queued | Self::Processing)
     }
+
+    /// True when a resubmission of the same token must get this answer again: the store
+    /// decided it, or the request is still on its way. Refusals that never reached the
+    /// store leave the token unspent, so a retry goes through.
+    pub fn binds_token(&self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
 }
 
 /// One ticket's record.
@@ -61,6 +68,10 @@ pub struct Ticket {
     pub sku: Sku,
     /// Its admission sequence number in that sale.
     pub seq: u64,
+    /// Who it belongs to.
+    pub user: UserId,
+    /// The token it spends.
+    pub token: Token,
     /// Where it is.
     pub status: TicketStatus,
     finished_at: Option<Instant>,
@@ -72,6 +83,7 @@ struct Shard {
     /// Creation order, for forgetting the oldest finished tickets first.
     order: VecDeque<TicketId>,
     by_order: HashMap<OrderId, TicketId>,
+    by_token: HashMap<Token, TicketId>,
 }
 
 /// All tickets of this gateway.
@@ -101,7 +113,7 @@ impl TicketBook {
     }
 
     /// Records a new queued ticket; `false` when the book is full of unfinished tickets.
-    pub fn open(&self, id: TicketId, sku: Sku, seq: u64) -> bool {
+    pub fn open(&self, id: TicketId, sku: Sku, seq: u64, user: UserId, token: Token) -> bool {
         let now = Instant::now();
         let mut shard = self.shard_of(&id);
         let mut evicted = Vec::new();
@@ -118,6 +130,8 @@ impl TicketBook {
             Ticket {
                 sku,
                 seq,
+                user,
+                token,
                 status: TicketStatus::Queued,
                 finished_at: None,
             },
@@ -125,6 +139,7 @@ impl TicketBook {
         shard.order.push_back(id);
         drop(shard);
         self.unlink(evicted);
+        self.shard_of(&token).by_token.insert(token, id);
         true
     }
 
@@ -159,6 +174,12 @@ impl TicketBook {
         }
     }
 
+    /// The ticket that spends `token`, if this gateway remembers one.
+    pub fn by_token(&self, token: &Token) -> Option<(TicketId, Ticket)> {
+        let id = *self.shard_of(token).by_token.get(token)?;
+        self.get(&id).map(|t| (id, t))
+    }
+
     /// A ticket's record, if known and not expired.
     pub fn get(&self, id: &TicketId) -> Option<Ticket> {
         let shard = self.shard_of(id);
@@ -186,7 +207,7 @@ impl TicketBook {
     }
 
     /// Drops finished tickets past their TTL from the front of the creation order.
-    fn expire(&self, shard: &mut Shard, now: Instant, evicted: &mut Vec<OrderId>) {
+    fn expire(&self, shard: &mut Shard, now: Instant, evicted: &mut Vec<Evicted>) {
         while let Some(id) = shard.order.front().copied() {
             match shard.tickets.get(&id) {
                 None => {
@@ -198,7 +219,7 @@ impl TicketBook {
                 {
                     shard.order.pop_front();
                     if let Some(t) = shard.tickets.remove(&id) {
-                        evicted.extend(order_of(&t.status));
+                        evicted.push(Evicted::of(id, &t));
                     }
                 }
                 // The oldest is still queued or fresh: later ones are younger.
@@ -208,7 +229,7 @@ impl TicketBook {
     }
 
     /// Forgets the oldest finished ticket to make room; `false` if every ticket is unfinished.
-    fn evict_oldest_finished(&self, shard: &mut Shard, evicted: &mut Vec<OrderId>) -> bool {
+    fn evict_oldest_finished(&self, shard: &mut Shard, evicted: &mut Vec<Evicted>) -> bool {
         let Some(pos) = shard.order.iter().position(|id| {
             shard
                 .tickets
@@ -219,15 +240,40 @@ impl TicketBook {
         };
         if let Some(id) = shard.order.remove(pos) {
             if let Some(t) = shard.tickets.remove(&id) {
-                evicted.extend(order_of(&t.status));
+                evicted.push(Evicted::of(id, &t));
             }
         }
         true
     }
 
-    fn unlink(&self, orders: Vec<OrderId>) {
-        for o in orders {
-            self.shard_of(&o).by_order.remove(&o);
+    /// Drops the order and token links of forgotten tickets (taken after the ticket's shard
+    /// lock is released: links live in other shards).
+    fn unlink(&self, evicted: Vec<Evicted>) {
+        for e in evicted {
+            if let Some(o) = e.order {
+                self.shard_of(&o).by_order.remove(&o);
+            }
+            let mut shard = self.shard_of(&e.token);
+            if shard.by_token.get(&e.token) == Some(&e.ticket) {
+                shard.by_token.remove(&e.token);
+            }
+        }
+    }
+}
+
+/// What a forgotten ticket leaves behind in other shards.
+struct Evicted {
+    ticket: TicketId,
+    token: Token,
+    order: Option<OrderId>,
+}
+
+impl Evicted {
+    fn of(ticket: TicketId, t: &Ticket) -> Self {
+        Self {
+            ticket,
+            token: t.token,
+            order: order_of(&t.status),
         }
     }
 }
@@ -245,11 +291,15 @@ fn order_of(status: &TicketStatus) -> Option<OrderId> {
 mod tests {
     use super::*;
 
+    fn user() -> UserId {
+        UserId::parse("u").expect("user")
+    }
+
     #[test]
     fn lifecycle_and_order_link() {
         let book = TicketBook::new(100, Duration::from_secs(60));
         let id = TicketId::random();
-        assert!(book.open(id, Sku::new("a"), 0));
+        assert!(book.open(id, Sku::new("a"), 0, user(), Token::random()));
         assert_eq!(book.get(&id).map(|t| t.status), Some(TicketStatus::Queued));
         let order = OrderId::random();
         book.update(&id, TicketStatus::Reserved(order));
@@ -269,7 +319,7 @@ mod tests {
         // One slot per shard: unfinished tickets fill them and further ones are refused.
         for _ in 0..20 * SHARDS {
             let id = TicketId::random();
-            if book.open(id, Sku::new("a"), 0) {
+            if book.open(id, Sku::new("a"), 0, user(), Token::random()) {
                 open.push(id);
             } else {
                 refused += 1;
@@ -283,7 +333,7 @@ mod tests {
         }
         for _ in 0..100 {
             let id = TicketId::random();
-            assert!(book.open(id, Sku::new("a"), 0));
+            assert!(book.open(id, Sku::new("a"), 0, user(), Token::random()));
             book.update(&id, TicketStatus::SoldOut);
         }
         assert!(book.len() <= SHARDS);
@@ -293,7 +343,7 @@ mod tests {
     fn finished_tickets_expire() {
         let book = TicketBook::new(100, Duration::ZERO);
         let id = TicketId::random();
-        assert!(book.open(id, Sku::new("a"), 0));
+        assert!(book.open(id, Sku::new("a"), 0, user(), Token::random()));
         book.update(&id, TicketStatus::Duplicate);
         // Any time at all past finishing is past a zero TTL.
         let gone = (0..1_000_000).any(|_| book.get(&id).is_none());
