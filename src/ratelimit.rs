@@ -95,3 +95,23 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
     }
 }
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_forgotten_once_their_bucket_refills() {
+        // 1000/s with burst 1: a key's bucket refills 1 ms after its request.
+        let l = KeyedLimit::new(1000, 1);
+        for user in 0..10_000u32 {
+            assert!(l.check(&user).is_ok());
+        }
+        assert_eq!(l.len(), 10_000);
+        let start = std::time::Instant::now();
+        while !l.is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(20), "keys never forgotten");
+            l.sweep();
+        }
+    }
+}

@@ -364,3 +364,22 @@ async fn a_user_hammering_is_rate_limited() {
     .await;
     assert_eq!(a.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_refused_delivery_puts_the_stock_back() {
+    let up = Upstream::start().await;
+    let cfg = "[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\npath = \"/reject\"\n";
+    let gw = sale_gateway(&up, cfg).await;
+    let addr = gw.public_addr;
+    let t = token_for(addr, "phone", "alice").await;
+    let a = order(addr, "phone", "alice", &t).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let ticket = a.json()["ticket"].as_str().expect("ticket").to_owned();
+    let v = ticket_until(addr, &ticket, |v| v["status"] == "failed").await;
+    assert_eq!(v["error"], "delivery_failed");
+    // Stock is back, the sold-out flag is cleared, and alice may buy again.
+    let s = send(addr, get("/sale/phone")).await.json();
+    assert_eq!((s["remaining"].as_u64(), s["state"].as_str()), (Some(1), Some("open")));
+    let t2 = token_for(addr, "phone", "alice").await;
+    assert_eq!(order(addr, "phone", "alice", &t2).await.status, StatusCode::CREATED);
+}

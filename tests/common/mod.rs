@@ -47,6 +47,7 @@ pub struct Seen {
 /// - `/stream-out`: sends "first;", waits for a release, then sends "second";
 /// - `/hop-response`: answers with hop-by-hop headers the gateway must strip;
 /// - `/close`: answers with `Connection: close`, so the upstream closes the connection;
+/// - `/reject`: answers 400, a permanent refusal under the backend contract;
 /// - anything else: records the request and echoes its body.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -212,6 +213,10 @@ async fn upstream_route(state: UpstreamState, req: Request<Incoming>) -> Respons
             });
             Response::new(UpBody::Right(chan))
         }
+        "/reject" => Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .body(UpBody::Left(Full::new(Bytes::from_static(b"no such product"))))
+            .expect("response"),
         "/close" => Response::builder()
             .header("connection", "close")
             .body(UpBody::Left(Full::new(Bytes::from_static(b"closing"))))
