@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{env_overrides, Config, ConfigError, Override};
 use crate::gateway::Gateway;
+use tokio_util::sync::CancellationToken;
 
 /// flashgate: a flash-sale traffic-shaping gateway.
 #[derive(Debug, Parser)]
@@ -26,6 +27,8 @@ enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+    /// Run a whole flash sale on this machine: demo backend, gateway, memory store, one sale.
+    Demo(DemoArgs),
     /// Validate a config file and print the effective configuration.
     CheckConfig {
         /// The TOML config file.
@@ -34,6 +37,81 @@ enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+}
+
+/// `flashgate demo` settings; every one maps to a config key of the demo's gateway.
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Gateway listener.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Admin listener.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: String,
+    /// Demo backend listener.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    backend_listen: std::net::SocketAddr,
+    /// The demo sale's sku.
+    #[arg(long, default_value = "demo-phone")]
+    sku: String,
+    /// Units for sale.
+    #[arg(long, default_value_t = 100)]
+    stock: u64,
+    /// Queued requests released per second.
+    #[arg(long, default_value_t = 50)]
+    drain_rate: u32,
+    /// Queue capacity.
+    #[arg(long, default_value_t = 1000)]
+    capacity: usize,
+    /// Concurrent order workers.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Full queue: reject or redirect.
+    #[arg(long, default_value = "reject")]
+    overflow: String,
+    /// Answer orders in wait or async mode.
+    #[arg(long, default_value = "wait")]
+    response: String,
+    /// Units one user may buy.
+    #[arg(long, default_value_t = 1)]
+    per_user_limit: u32,
+    /// Requests per second per user on sale routes (0 = off).
+    #[arg(long, default_value_t = 5)]
+    per_user_rate: u32,
+    /// Runtime worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Log filter.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+impl DemoArgs {
+    fn config_text(&self, backend: std::net::SocketAddr) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        format!(
+            "[server]\nlisten = {}\nadmin_listen = {}\nthreads = {}\nshutdown_timeout = \"10s\"\n\
+             [upstream]\nurl = \"http://{backend}\"\n\
+             [queue]\ncapacity = {}\ndrain_rate = {}\nworkers = {}\noverflow = {}\nresponse = {}\n\
+             [limits]\nper_user_rate = {}\nper_user_burst = {}\n\
+             [[sale]]\nsku = {}\nstock = {}\nper_user_limit = {}\n\
+             [log]\nlevel = {}\n",
+            q(&self.listen),
+            q(&self.admin_listen),
+            self.threads,
+            self.capacity,
+            self.drain_rate,
+            self.workers,
+            q(&self.overflow),
+            q(&self.response),
+            self.per_user_rate,
+            self.per_user_rate.saturating_mul(2),
+            q(&self.sku),
+            self.stock,
+            self.per_user_limit,
+            q(&self.log_level),
+        )
+    }
 }
 
 /// Flags that override config keys; they win over `FLASHGATE_*` variables, which win over the file.
@@ -108,6 +186,7 @@ pub fn main() -> ExitCode {
             Ok(c) => serve(c),
             Err(e) => config_failure(&e),
         },
+        Command::Demo(args) => demo(&args),
     }
 }
 
@@ -143,6 +222,95 @@ fn serve(config: Config) -> ExitCode {
         tracing::info!("flashgate stopped");
         ExitCode::SUCCESS
     })
+}
+
+fn demo(args: &DemoArgs) -> ExitCode {
+    // Validate everything before binding anything; the backend port is checked by binding.
+    let probe = match Config::from_toml(&args.config_text(args.backend_listen), "demo flags", &[]) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&e),
+    };
+    crate::logging::init(&probe.log);
+    let runtime = match build_runtime(probe.server.threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let stop = CancellationToken::new();
+        let (backend_addr, backend, backend_task) =
+            match crate::demo::start_backend(args.backend_listen, stop.clone()).await {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot listen on {} (--backend-listen): {e}",
+                        args.backend_listen
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+        let config = match Config::from_toml(&args.config_text(backend_addr), "demo flags", &[]) {
+            Ok(c) => c,
+            Err(e) => return config_failure(&e),
+        };
+        let gateway = match Gateway::start(config).await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print_demo_banner(args, gateway.public_addr, gateway.admin_addr, backend_addr);
+        let token = gateway.shutdown_token();
+        tokio::spawn(async move {
+            crate::signal::terminated().await;
+            token.cancel();
+        });
+        gateway.wait().await;
+        stop.cancel();
+        let _ = backend_task.await;
+        println!(
+            "demo stopped: the backend recorded {} orders",
+            backend.orders()
+        );
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_demo_banner(
+    args: &DemoArgs,
+    gw: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    backend: std::net::SocketAddr,
+) {
+    let sku = &args.sku;
+    println!("flashgate demo");
+    println!("  gateway  http://{gw}   (admin http://{admin}/healthz)");
+    println!("  backend  http://{backend}   (orders: http://{backend}/orders/stats)");
+    println!(
+        "  sale     {sku}: {} units, drain {}/s, queue {} ({}), {} mode, {} per user",
+        args.stock,
+        args.drain_rate,
+        args.capacity,
+        args.overflow,
+        args.response,
+        args.per_user_limit
+    );
+    println!();
+    println!("Try it:");
+    println!("  curl -s http://{gw}/sale/{sku}");
+    println!(
+        "  TOKEN=$(curl -s -X POST -H 'X-User-Id: alice' http://{gw}/sale/{sku}/token | sed 's/.*\"token\":\"\\([0-9a-f]*\\)\".*/\\1/')"
+    );
+    println!(
+        "  curl -s -X POST -H 'X-User-Id: alice' -H \"X-Sale-Token: $TOKEN\" http://{gw}/sale/{sku}/order"
+    );
+    println!("  curl -s http://{backend}/orders/stats");
+    println!("  curl -s http://{gw}/   (anything else is proxied to the backend)");
+    println!();
+    println!("Ctrl-C stops it.");
 }
 
 /// One runtime thread runs a current-thread scheduler (no work-stealing overhead);

@@ -41,3 +41,4 @@ pub mod types;
 
 pub use config::Config;
 pub use gateway::Gateway;
+pub mod demo;

@@ -110,7 +110,10 @@ mod memory_tests {
         assert_eq!(l.len(), 10_000);
         let start = std::time::Instant::now();
         while !l.is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(20), "keys never forgotten");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "keys never forgotten"
+            );
             l.sweep();
         }
     }

@@ -379,7 +379,13 @@ async fn a_refused_delivery_puts_the_stock_back() {
     assert_eq!(v["error"], "delivery_failed");
     // Stock is back, the sold-out flag is cleared, and alice may buy again.
     let s = send(addr, get("/sale/phone")).await.json();
-    assert_eq!((s["remaining"].as_u64(), s["state"].as_str()), (Some(1), Some("open")));
+    assert_eq!(
+        (s["remaining"].as_u64(), s["state"].as_str()),
+        (Some(1), Some("open"))
+    );
     let t2 = token_for(addr, "phone", "alice").await;
-    assert_eq!(order(addr, "phone", "alice", &t2).await.status, StatusCode::CREATED);
+    assert_eq!(
+        order(addr, "phone", "alice", &t2).await.status,
+        StatusCode::CREATED
+    );
 }

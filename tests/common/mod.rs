@@ -215,7 +215,9 @@ async fn upstream_route(state: UpstreamState, req: Request<Incoming>) -> Respons
         }
         "/reject" => Response::builder()
             .status(StatusCode::BAD_REQUEST)
-            .body(UpBody::Left(Full::new(Bytes::from_static(b"no such product"))))
+            .body(UpBody::Left(Full::new(Bytes::from_static(
+                b"no such product",
+            ))))
             .expect("response"),
         "/close" => Response::builder()
             .header("connection", "close")

@@ -1,0 +1,126 @@
+//! `flashgate demo`: a whole flash sale on one machine — a demo seckill backend, the
+//! gateway with the memory store in front of it, and one sale.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::response::{json, GatewayResponse};
+use crate::server::{self, Handler, Limits, Peer};
+
+/// What the demo backend has recorded.
+#[derive(Default)]
+struct Ledger {
+    keys: HashSet<String>,
+    by_sku: HashMap<String, u64>,
+    duplicates: u64,
+}
+
+/// A seckill backend that records orders, deduplicated by Idempotency-Key.
+#[derive(Clone, Default)]
+pub struct DemoBackend {
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl DemoBackend {
+    /// Orders recorded (without duplicates).
+    pub fn orders(&self) -> u64 {
+        let l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        l.by_sku.values().sum()
+    }
+
+    async fn record(&self, req: Request<Incoming>) -> GatewayResponse {
+        let key = req
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let Some(key) = key else {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": "missing Idempotency-Key" }),
+            );
+        };
+        let body = match Limited::new(req.into_body(), 16 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &json!({ "error": "unreadable body" }),
+                )
+            }
+        };
+        let order: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => return json(StatusCode::BAD_REQUEST, &json!({ "error": "not JSON" })),
+        };
+        let sku = order["sku"].as_str().unwrap_or("").to_owned();
+        let mut l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        if !l.keys.insert(key.clone()) {
+            l.duplicates += 1;
+            return json(
+                StatusCode::OK,
+                &json!({ "order_id": key, "duplicate": true }),
+            );
+        }
+        *l.by_sku.entry(sku).or_default() += 1;
+        json(StatusCode::CREATED, &json!({ "order_id": key }))
+    }
+
+    fn stats(&self) -> GatewayResponse {
+        let l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        json(
+            StatusCode::OK,
+            &json!({
+                "orders": l.by_sku.values().sum::<u64>(),
+                "duplicates": l.duplicates,
+                "by_sku": l.by_sku,
+            }),
+        )
+    }
+}
+
+impl Handler for DemoBackend {
+    async fn handle(&self, req: Request<Incoming>, _peer: &Peer) -> GatewayResponse {
+        match (req.method(), req.uri().path()) {
+            (&Method::POST, "/orders") => self.record(req).await,
+            (&Method::GET, "/orders/stats") => self.stats(),
+            (&Method::GET, "/") => {
+                let mut r = GatewayResponse::new(Either::Right(Full::new(Bytes::from_static(
+                    b"flashgate demo backend: everything that is not a sale route lands here\n",
+                ))));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain"),
+                );
+                r
+            }
+            _ => json(StatusCode::NOT_FOUND, &json!({ "error": "not_found" })),
+        }
+    }
+}
+
+/// Starts the demo backend on `addr`; it stops with `shutdown`.
+pub async fn start_backend(
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, DemoBackend, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let backend = DemoBackend::default();
+    let limits = Limits {
+        max_connections: 1024,
+        header_timeout: std::time::Duration::from_secs(10),
+        shutdown_timeout: std::time::Duration::from_secs(5),
+    };
+    let task = tokio::spawn(server::serve(listener, backend.clone(), limits, shutdown));
+    Ok((bound, backend, task))
+}

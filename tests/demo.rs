@@ -1,0 +1,111 @@
+//! `flashgate demo` runs a whole sale: backend, gateway, store, one sale.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::*;
+use http::StatusCode;
+
+fn addr_after(line: &str, label: &str) -> Option<SocketAddr> {
+    let rest = line.trim_start().strip_prefix(label)?.trim_start();
+    rest.strip_prefix("http://")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn demo_sells_through_its_own_backend_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--backend-listen",
+            "127.0.0.1:0",
+            "--stock",
+            "3",
+            "--drain-rate",
+            "1000",
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut gw, mut backend) = (None, None);
+    while gw.is_none() || backend.is_none() {
+        let line = lines.next().expect("demo exited early").expect("read");
+        gw = gw.or_else(|| addr_after(&line, "gateway"));
+        backend = backend.or_else(|| addr_after(&line, "backend"));
+    }
+    let (gw, backend) = (gw.expect("gateway"), backend.expect("backend"));
+
+    let status = send(gw, get("/sale/demo-phone")).await;
+    assert_eq!(status.json()["remaining"], 3);
+    for user in ["alice", "bob", "carol"] {
+        let t = token_for(gw, "demo-phone", user).await;
+        let a = order(gw, "demo-phone", user, &t).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{user}");
+    }
+    // Sold out: the next buyer is refused at the edge, before any token is issued.
+    let a = send(
+        gw,
+        request(
+            "POST",
+            "/sale/demo-phone/token",
+            &[("x-user-id", "dave")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::GONE);
+    let stats = guarded("the backend to record the orders", async {
+        loop {
+            let s = send(backend, get("/orders/stats")).await.json();
+            if s["orders"] == 3 {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(stats["duplicates"], 0);
+    assert_eq!(stats["by_sku"]["demo-phone"], 3);
+    assert_eq!(
+        send(gw, get("/")).await.status,
+        StatusCode::OK,
+        "passthrough to the backend"
+    );
+
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on a child we spawned, with a valid signal.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("the backend recorded 3 orders")),
+        "{rest:?}"
+    );
+    let code = child.wait().expect("wait");
+    assert!(code.success());
+}
+
+#[test]
+fn demo_flags_are_validated_like_config() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["demo", "--capacity", "0", "--backend-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run demo");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`queue.capacity`"));
+}
