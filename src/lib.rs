@@ -5,6 +5,7 @@
 //! - [`server`]: accept, connection limit, HTTP/1.1 or h2c, header timeout, graceful shutdown.
 //! - [`gateway`]: binds the listeners and routes each request: sale route or proxy.
 //! - [`sale_api`]: the sale routes; [`identity`] and [`ratelimit`] guard them.
+//! - [`admission`]: the in-process admit-or-refuse decision.
 //! - [`sale`], [`queue`], [`ticket`]: a sale's state, its bounded FIFO queue, the tickets.
 //! - [`drain`]: releases queued requests at the drain rate to the order workers.
 //! - [`store`]: the atomic store steps (memory implementation).
@@ -12,15 +13,18 @@
 //! - [`engine`]: what the sale path shares, and its background tasks.
 //! - [`proxy`]: forwards everything that is not a sale route to the upstream.
 //! - [`admin`]: `/healthz` and `/readyz` on the admin listener.
+//! - [`demo`]: the demo backend behind `flashgate demo`.
 //! - [`config`], [`types`], [`error`], [`response`], [`logging`], [`signal`], [`cli`]: the
 //!   supporting cast.
 
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod drain;
 pub mod engine;
 pub mod error;
@@ -41,4 +45,3 @@ pub mod types;
 
 pub use config::Config;
 pub use gateway::Gateway;
-pub mod demo;

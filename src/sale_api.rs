@@ -17,16 +17,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::admission::{self, Refusal};
 use crate::config::{Overflow, ResponseMode};
 use crate::engine::Engine;
 use crate::error::GatewayError;
 use crate::queue::QueueItem;
-use crate::ratelimit::retry_after_secs;
 use crate::response::{json, GatewayResponse};
 use crate::sale::{Sale, SaleState};
 use crate::server::Peer;
 use crate::ticket::{RefusalCode, Ticket, TicketStatus};
-use crate::types::{TicketId, Token, UserId};
+use crate::types::{TicketId, Token};
 
 /// Largest order request body (it carries at most a token and a quantity).
 const ORDER_BODY_LIMIT: usize = 4096;
@@ -142,33 +142,6 @@ impl SaleApi {
         ))
     }
 
-    /// The checks every buying request passes, cheapest first: window, pause, sold-out
-    /// flag, then the rate limits.
-    fn edge_checks(&self, sale: &Sale, user: &UserId, peer: &Peer) -> Result<(), GatewayError> {
-        match sale.state(SystemTime::now()) {
-            SaleState::Open => {}
-            SaleState::Upcoming => {
-                return Err(GatewayError::SaleNotStarted {
-                    starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
-                })
-            }
-            SaleState::Closed => return Err(GatewayError::SaleClosed),
-            SaleState::Paused => return Err(GatewayError::SalePaused),
-            SaleState::SoldOut => return Err(GatewayError::SoldOut),
-        }
-        if let Err(wait) = self.engine.per_user.check(user) {
-            return Err(GatewayError::RateLimited {
-                retry_after: retry_after_secs(wait),
-            });
-        }
-        if let Err(wait) = self.engine.per_ip.check(&peer.addr.ip()) {
-            return Err(GatewayError::RateLimited {
-                retry_after: retry_after_secs(wait),
-            });
-        }
-        Ok(())
-    }
-
     async fn token(
         &self,
         sku: &str,
@@ -177,7 +150,7 @@ impl SaleApi {
     ) -> Result<GatewayResponse, GatewayError> {
         let user = self.engine.identity.user(headers)?;
         let sale = self.sale(sku)?;
-        self.edge_checks(sale, &user, peer)?;
+        admission::check_edge(&self.engine, sale, &user, peer.addr.ip(), SystemTime::now())?;
         let ttl = self.engine.token_ttl;
         let issued = tokio::time::timeout(
             self.engine.store_timeout,
@@ -219,14 +192,16 @@ impl SaleApi {
                 };
             }
         }
-        self.edge_checks(&sale, &user, peer)?;
-        // Stock-aware admission: beyond remaining × admit_factor pending requests a new one
-        // could only reserve if many ahead of it fail; say sold out now, not after a wait.
-        if !sale.has_room_for_one_more() {
-            return Err(GatewayError::SoldOut);
-        }
-        let Some(seq) = sale.queue.reserve() else {
-            return Ok(queue_full(&sale));
+        let seq = match admission::admit(
+            &self.engine,
+            &sale,
+            &user,
+            peer.addr.ip(),
+            SystemTime::now(),
+        ) {
+            Ok(seq) => seq,
+            Err(Refusal::Error(e)) => return Err(e),
+            Err(Refusal::QueueFull) => return Ok(queue_full(&sale)),
         };
         let ticket = TicketId::random();
         if !self
