@@ -1,0 +1,101 @@
+//! Microbenchmarks of the hot path: the admission decision (each refusal kind and an
+//! admit), and the queue's push and pop. `cargo bench --bench admission`.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use flashgate::admission::admit;
+use flashgate::config::Config;
+use flashgate::engine::Engine;
+use flashgate::queue::{QueueItem, SaleQueue};
+use flashgate::store::MemoryStore;
+use flashgate::types::{TicketId, Token, UserId};
+
+/// An engine with one sale; `per_user_rate` 0 turns the user limit off.
+fn engine(per_user_rate: u32, sale: &str) -> Engine {
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:9\"\n[limits]\nper_user_rate = {per_user_rate}\nper_user_burst = 1\n{sale}"
+    );
+    let config = Config::from_toml(&text, "bench", &[]).expect("bench config");
+    Engine::new(&config, Arc::new(MemoryStore::new()))
+}
+
+fn item(seq: u64, user: &UserId) -> QueueItem {
+    QueueItem {
+        seq,
+        ticket: TicketId::random(),
+        user: user.clone(),
+        token: Token::random(),
+        quantity: 1,
+        admitted_at: Instant::now(),
+        reply: None,
+    }
+}
+
+fn admission(c: &mut Criterion) {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let user = UserId::parse("bench-user").expect("user");
+    let now = SystemTime::now();
+
+    let sold_out = engine(0, "[[sale]]\nsku = \"s\"\nstock = 0\n");
+    let sale = sold_out.sales.get("s").expect("sale").clone();
+    c.bench_function("admit/refuse_sold_out", |b| {
+        b.iter(|| black_box(admit(&sold_out, &sale, &user, ip, now).is_err()))
+    });
+
+    let full = engine(
+        0,
+        "[[sale]]\nsku = \"s\"\nstock = 1000000\nqueue = { capacity = 1 }\n",
+    );
+    let sale = full.sales.get("s").expect("sale").clone();
+    let seq = admit(&full, &sale, &user, ip, now).expect("first is admitted");
+    sale.queue.push(item(seq, &user));
+    c.bench_function("admit/refuse_queue_full", |b| {
+        b.iter(|| black_box(admit(&full, &sale, &user, ip, now).is_err()))
+    });
+
+    let open = engine(
+        0,
+        "[[sale]]\nsku = \"s\"\nstock = 1000000000\nqueue = { capacity = 1024 }\n",
+    );
+    let sale = open.sales.get("s").expect("sale").clone();
+    c.bench_function("admit/admit_push_pop", |b| {
+        b.iter(|| {
+            let seq = admit(&open, &sale, &user, ip, now).expect("room");
+            sale.begin();
+            sale.queue.push(item(seq, &user));
+            let popped = sale.queue.pop();
+            sale.finish();
+            black_box(popped.is_some())
+        })
+    });
+
+    let limited = engine(1, "[[sale]]\nsku = \"s\"\nstock = 1000\n");
+    let sale = limited.sales.get("s").expect("sale").clone();
+    let _ = admit(&limited, &sale, &user, ip, now);
+    c.bench_function("admit/refuse_rate_limited", |b| {
+        b.iter(|| black_box(admit(&limited, &sale, &user, ip, now).is_err()))
+    });
+}
+
+fn queue(c: &mut Criterion) {
+    let q = SaleQueue::new(1024);
+    let user = UserId::parse("u").expect("user");
+    // Items are recycled so the bench measures the queue, not building items.
+    let mut spare: Vec<QueueItem> = (0..4).map(|i| item(i, &user)).collect();
+    c.bench_function("queue/push_pop", |b| {
+        b.iter(|| {
+            let seq = q.reserve().expect("room");
+            let mut it = spare.pop().expect("spare item");
+            it.seq = seq;
+            q.push(it);
+            spare.push(q.pop().expect("item"));
+        })
+    });
+}
+
+criterion_group!(benches, admission, queue);
+criterion_main!(benches);

@@ -1,0 +1,84 @@
+//! Drain accuracy: fills a sale's queue, lets the drain run for a measured window, and
+//! prints the rate actually released against the configured `drain_rate`.
+//!
+//!   cargo bench --bench drain_rate                 # 1000/s over 10 s
+//!   DRAIN_RATE=5000 SECONDS=10 cargo bench --bench drain_rate
+//!
+//! Under `cargo test` (no `--bench` argument) it runs a one-second smoke check instead.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flashgate::config::Config;
+use flashgate::engine::Engine;
+use flashgate::queue::QueueItem;
+use flashgate::store::{MemoryStore, Store};
+use flashgate::types::{TicketId, UserId};
+use tokio_util::sync::CancellationToken;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let rate = env_or("DRAIN_RATE", 1000);
+    let seconds = if benching { env_or("SECONDS", 10) } else { 1 };
+    // Enough queued work that the queue never runs dry during the window.
+    let queued = rate * (seconds + 2);
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:9\"\n\
+         [queue]\ndrain_rate = {rate}\nworkers = 32\ncapacity = {queued}\nadmit_factor = 1.0\n\
+         [[sale]]\nsku = \"bench\"\nstock = {}\nper_user_limit = 1\n",
+        queued * 2
+    );
+    let config = Config::from_toml(&text, "bench", &[]).expect("bench config");
+    let store = Arc::new(MemoryStore::new());
+    let engine = Arc::new(Engine::new(&config, store.clone()));
+    engine.load_stock(&config).await.expect("stock");
+    let sale = engine.sales.get("bench").expect("sale").clone();
+    sale.set_draining(false);
+    for i in 0..queued {
+        let user = UserId::parse(&format!("u{i}")).expect("user");
+        let token = store
+            .issue_token(&sale.sku, &user, Duration::from_secs(600))
+            .await
+            .expect("token");
+        let seq = sale.queue.reserve().expect("room");
+        sale.begin();
+        sale.queue.push(QueueItem {
+            seq,
+            ticket: TicketId::random(),
+            user,
+            token,
+            quantity: 1,
+            admitted_at: Instant::now(),
+            reply: None,
+        });
+    }
+    let shutdown = CancellationToken::new();
+    let drain = tokio::spawn(flashgate::drain::run(
+        engine.clone(),
+        sale.clone(),
+        shutdown.clone(),
+    ));
+    sale.set_draining(true);
+    // Skip the first second: it includes the bucket's initial burst.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start_stock = store.stock(&sale.sku).await.expect("stock");
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let end_stock = store.stock(&sale.sku).await.expect("stock");
+    let elapsed = start.elapsed().as_secs_f64();
+    shutdown.cancel();
+    let _ = drain.await;
+    let measured = (start_stock - end_stock) as f64 / elapsed;
+    let deviation = (measured - rate as f64) / rate as f64 * 100.0;
+    println!(
+        "drain_rate: configured {rate}/s, measured {measured:.1}/s over {elapsed:.2} s, deviation {deviation:+.2}% (target within ±2%)"
+    );
+}
