@@ -59,8 +59,9 @@ impl Handler for Public {
         let logged = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
         let resp = if req.uri().path().starts_with("/sale/") {
-            let path = req.uri().path().to_owned();
-            match Route::of(&path) {
+            // A clone of the URI shares its bytes: the route borrows from it, not from `req`.
+            let uri = req.uri().clone();
+            match Route::of(uri.path()) {
                 Some(route) => self.inner.sales.handle(route, req, peer).await,
                 None => self.inner.proxy.forward(req, peer).await,
             }

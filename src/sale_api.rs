@@ -266,13 +266,17 @@ async fn read_order(
             limit: ORDER_BODY_LIMIT as u64,
         });
     }
-    let bytes = Limited::new(body, ORDER_BODY_LIMIT)
-        .collect()
-        .await
-        .map_err(|_| GatewayError::BodyTooLarge {
-            limit: ORDER_BODY_LIMIT as u64,
-        })?
-        .to_bytes();
+    let bytes = if http_body::Body::is_end_stream(&body) {
+        Bytes::new()
+    } else {
+        Limited::new(body, ORDER_BODY_LIMIT)
+            .collect()
+            .await
+            .map_err(|_| GatewayError::BodyTooLarge {
+                limit: ORDER_BODY_LIMIT as u64,
+            })?
+            .to_bytes()
+    };
     let parsed: Option<OrderBody> = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {

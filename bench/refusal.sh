@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Refusal path: how fast flashgate says no to a flash crowd, against nginx's limit_req
+# refusing the same traffic.
+#
+# flashgate refuses orders for a sold-out sale (410 sold_out, decided in process from the
+# sold-out flag); nginx refuses with limit_req (1 r/s for the one client address, 503).
+# Both run one worker pinned to CPU 0; wrk runs on CPU 1. Everything is on loopback.
+#
+#   bash bench/refusal.sh                  # 3 runs × 10 s, 64 connections
+#   DURATION=30 RUNS=5 CONNS=256 bash bench/refusal.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/ensure-packages.sh
+ensure_packages wrk:wrk nginx:nginx-light
+
+DURATION=${DURATION:-10}
+RUNS=${RUNS:-3}
+CONNS=${CONNS:-64}
+NGINX_PORT=${NGINX_PORT:-19182}
+FG_PORT=${FG_PORT:-19183}
+FG_ADMIN_PORT=${FG_ADMIN_PORT:-19184}
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --locked -q
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PIN_PROXY="taskset -c 0"
+PIN_LOAD="taskset -c 1"
+if [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; then PIN_PROXY=""; PIN_LOAD=""; fi
+
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes 1;
+error_log $WORK/error.log crit;
+pid $WORK/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    limit_req_zone \$binary_remote_addr zone=sale:10m rate=1r/s;
+    limit_req_status 503;
+    limit_req_log_level warn;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        # limit_req runs in the preaccess phase, so the location needs a content handler
+        # rather than "return" (which answers earlier, in the rewrite phase). The one
+        # request a second that passes gets the static handler's answer; it does not matter.
+        location /sale/ { limit_req zone=sale; root $WORK/www; }
+    }
+}
+CONF
+
+# The upstream is never contacted on this path; it points at a closed port on purpose.
+cat > "$WORK/flashgate.toml" <<CONF
+[server]
+listen = "127.0.0.1:$FG_PORT"
+admin_listen = "127.0.0.1:$FG_ADMIN_PORT"
+threads = 1
+[upstream]
+url = "http://127.0.0.1:9"
+[[sale]]
+sku = "phone"
+stock = 0
+[log]
+level = "warn"
+CONF
+
+mkdir -p "$WORK/www"
+cat > "$WORK/order.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["X-User-Id"] = "crowd-member"
+wrk.headers["X-Sale-Token"] = "0123456789abcdef0123456789abcdef"
+LUA
+
+$PIN_PROXY "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+$PIN_PROXY ./target/release/flashgate serve --config "$WORK/flashgate.toml" & PIDS+=($!)
+for port in "$NGINX_PORT" "$FG_PORT"; do
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+done
+
+run() { # port -> "requests/s refused-share" of one run
+    $PIN_LOAD wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$WORK/order.lua" "http://127.0.0.1:$1/sale/phone/order" \
+        | awk '/requests in/ { total = $1 } /Non-2xx/ { bad = $5 } /Requests\/sec/ { rps = $2 }
+               END { printf "%s %.4f\n", rps, (total > 0 ? bad / total : 0) }'
+}
+check() { # port status: one request must be refused with that status
+    local got
+    got=$(exec 3<>"/dev/tcp/127.0.0.1/$1"; printf 'POST /sale/phone/order HTTP/1.1\r\nHost: x\r\nX-User-Id: crowd-member\r\nX-Sale-Token: 0123456789abcdef0123456789abcdef\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' >&3; head -1 <&3)
+    case "$got" in *" $2 "*) ;; *) echo "port $1 answered '$got', expected $2" >&2; exit 1;; esac
+}
+check "$FG_PORT" 410
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+echo "refusal path: ${RUNS} runs × ${DURATION}s, ${CONNS} connections, one worker each on one core"
+NG=(); FG=()
+for i in $(seq 1 "$RUNS"); do
+    read -r n nshare < <(run "$NGINX_PORT"); read -r f fshare < <(run "$FG_PORT")
+    echo "  run $i: nginx limit_req ${n} req/s (${nshare} refused)   flashgate sold_out ${f} req/s (${fshare} refused)"
+    NG+=("$n"); FG+=("$f")
+done
+n=$(printf '%s\n' "${NG[@]}" | median); f=$(printf '%s\n' "${FG[@]}" | median)
+ratio=$(awk -v f="$f" -v n="$n" 'BEGIN { printf "%.2f", f / n }')
+echo "median: nginx limit_req ${n} req/s, flashgate ${f} req/s, ratio ${ratio}x (target >= 1.20x)"
