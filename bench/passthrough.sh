@@ -9,8 +9,7 @@
 #   DURATION=30 RUNS=5 CONNS=128 bash bench/passthrough.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/ensure-packages.sh
-ensure_packages wrk:wrk nginx:nginx-light
+source scripts/bench-lib.sh
 
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
@@ -19,21 +18,6 @@ UP_PORT=${UP_PORT:-19081}
 NGINX_PORT=${NGINX_PORT:-19082}
 FG_PORT=${FG_PORT:-19083}
 FG_ADMIN_PORT=${FG_ADMIN_PORT:-19084}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-cargo build --release --locked -q
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PIN_PROXY="taskset -c 0"
-PIN_LOAD="taskset -c 1"
-if [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; then PIN_PROXY=""; PIN_LOAD=""; fi
 
 # The upstream: a fixed 128-byte JSON answer, keep-alive without a request cap.
 BODY='{"status":"ok","service":"backend","items":[1,2,3,4,5,6,7,8,9,10],"note":"fixed upstream answer for benchmarks"}'
@@ -96,13 +80,6 @@ $PIN_LOAD "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" -g 'daemon off;' & PID
 $PIN_PROXY "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 $PIN_PROXY ./target/release/flashgate serve --config "$WORK/flashgate.toml" & PIDS+=($!)
 
-wait_port() {
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2; exit 1
-}
 wait_port "$UP_PORT"; wait_port "$NGINX_PORT"; wait_port "$FG_PORT"
 
 # Both proxies must answer the upstream's body before anything is measured.
@@ -115,7 +92,6 @@ rps() { # port -> requests/s of one run
     $PIN_LOAD wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$1/api/items?page=1" \
         | awk '/Non-2xx/ { bad = 1 } /Requests\/sec/ { r = $2 } END { if (bad) print "ERR"; else print r }'
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 echo "passthrough: ${RUNS} runs × ${DURATION}s, ${CONNS} connections, proxies pinned to one core"
 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null   # warm-up

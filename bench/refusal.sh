@@ -10,8 +10,7 @@
 #   DURATION=30 RUNS=5 CONNS=256 bash bench/refusal.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/ensure-packages.sh
-ensure_packages wrk:wrk nginx:nginx-light
+source scripts/bench-lib.sh
 
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
@@ -19,21 +18,6 @@ CONNS=${CONNS:-64}
 NGINX_PORT=${NGINX_PORT:-19182}
 FG_PORT=${FG_PORT:-19183}
 FG_ADMIN_PORT=${FG_ADMIN_PORT:-19184}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-cargo build --release --locked -q
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PIN_PROXY="taskset -c 0"
-PIN_LOAD="taskset -c 1"
-if [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; then PIN_PROXY=""; PIN_LOAD=""; fi
 
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes 1;
@@ -80,9 +64,7 @@ LUA
 
 $PIN_PROXY "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 $PIN_PROXY ./target/release/flashgate serve --config "$WORK/flashgate.toml" & PIDS+=($!)
-for port in "$NGINX_PORT" "$FG_PORT"; do
-    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+wait_port "$NGINX_PORT"; wait_port "$FG_PORT"
 
 run() { # port -> "requests/s refused-share" of one run
     $PIN_LOAD wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$WORK/order.lua" "http://127.0.0.1:$1/sale/phone/order" \
@@ -96,7 +78,6 @@ check() { # port status: one request must be refused with that status
 }
 check "$FG_PORT" 410
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "refusal path: ${RUNS} runs × ${DURATION}s, ${CONNS} connections, one worker each on one core"
 NG=(); FG=()
 for i in $(seq 1 "$RUNS"); do

@@ -10,8 +10,7 @@
 # if any request failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/ensure-packages.sh
-ensure_packages wrk:wrk nginx:nginx-light
+source scripts/bench-lib.sh
 
 DURATION=${DURATION:-60}
 KEEPALIVE=${KEEPALIVE:-256}
@@ -19,17 +18,6 @@ CHURN=${CHURN:-64}
 UP_PORT=${UP_PORT:-19181}
 FG_PORT=${FG_PORT:-19183}
 FG_ADMIN_PORT=${FG_ADMIN_PORT:-19184}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-cargo build --release --locked -q
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes 1;
@@ -58,9 +46,7 @@ CONF
 
 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 ./target/release/flashgate serve --config "$WORK/flashgate.toml" & FG_PID=$!; PIDS+=($FG_PID)
-for port in "$UP_PORT" "$FG_PORT"; do
-    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+wait_port "$UP_PORT"; wait_port "$FG_PORT"
 
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$FG_PID/status"; }
 echo "soak: ${DURATION}s, ${KEEPALIVE} keep-alive + ${CHURN} churning connections"

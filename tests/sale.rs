@@ -107,44 +107,18 @@ async fn identity_is_required_and_checked() {
         request("POST", "/sale/phone/token", &[], ""),
     )
     .await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::UNAUTHORIZED, "missing_identity")
-    );
-    let a = send(
-        gw.public_addr,
-        request(
-            "POST",
-            "/sale/phone/token",
-            &[("x-user-id", "not valid")],
-            "",
-        ),
-    )
-    .await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::UNAUTHORIZED, "bad_identity")
-    );
+    assert_refused(&a, StatusCode::UNAUTHORIZED, "missing_identity");
+    let a = ask_token(gw.public_addr, "phone", "not valid").await;
+    assert_refused(&a, StatusCode::UNAUTHORIZED, "bad_identity");
 
     let signed = sale_gateway(&up, &format!("{SALE}[identity]\nsecret = \"k\"\n")).await;
     let good = flashgate::identity::sign("k", "alice");
-    let a = send(
-        signed.public_addr,
-        request("POST", "/sale/phone/token", &[("x-user-id", &good)], ""),
-    )
-    .await;
+    let a = ask_token(signed.public_addr, "phone", &good).await;
     assert_eq!(a.status, StatusCode::OK);
     let forged = flashgate::identity::sign("guess", "alice");
     for id in [forged.as_str(), "alice"] {
-        let a = send(
-            signed.public_addr,
-            request("POST", "/sale/phone/token", &[("x-user-id", id)], ""),
-        )
-        .await;
-        assert_eq!(
-            (a.status, code(&a).as_str()),
-            (StatusCode::UNAUTHORIZED, "bad_identity")
-        );
+        let a = ask_token(signed.public_addr, "phone", id).await;
+        assert_refused(&a, StatusCode::UNAUTHORIZED, "bad_identity");
     }
 }
 
@@ -157,19 +131,13 @@ async fn bad_and_foreign_tokens_are_refused() {
     let alices = token_for(addr, "phone", "alice").await;
 
     let a = order(addr, "phone", "alice", "short").await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_request")
-    );
+    assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
     let a = send(
         addr,
         request("POST", "/sale/phone/order", &[("x-user-id", "alice")], ""),
     )
     .await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_request")
-    );
+    assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
     let a = send(
         addr,
         request(
@@ -180,20 +148,14 @@ async fn bad_and_foreign_tokens_are_refused() {
         ),
     )
     .await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_request")
-    );
+    assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
     let big = format!("{{\"token\": \"{}\"}}", "a".repeat(5000));
     let a = send(
         addr,
         request("POST", "/sale/phone/order", &[("x-user-id", "alice")], &big),
     )
     .await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
-    );
+    assert_refused(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 
     let unknown = "0123456789abcdef0123456789abcdef";
     for (user, sku, token) in [
@@ -235,10 +197,7 @@ async fn a_second_unit_over_the_limit_is_a_duplicate() {
     );
     let t2 = token_for(addr, "phone", "alice").await;
     let a = order(addr, "phone", "alice", &t2).await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::CONFLICT, "duplicate")
-    );
+    assert_refused(&a, StatusCode::CONFLICT, "duplicate");
 }
 
 #[tokio::test]
@@ -253,24 +212,14 @@ async fn sold_out_is_410_and_then_refused_at_the_edge() {
         StatusCode::CREATED
     );
     let a = order(addr, "phone", "b", &tb).await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::GONE, "sold_out")
-    );
+    assert_refused(&a, StatusCode::GONE, "sold_out");
     assert_eq!(
         send(addr, get("/sale/phone")).await.json()["state"],
         "sold_out"
     );
     // Now tokens and orders are refused before any queue or store.
-    let a = send(
-        addr,
-        request("POST", "/sale/phone/token", &[("x-user-id", "c")], ""),
-    )
-    .await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::GONE, "sold_out")
-    );
+    let a = ask_token(addr, "phone", "c").await;
+    assert_refused(&a, StatusCode::GONE, "sold_out");
 }
 
 #[tokio::test]
@@ -280,29 +229,15 @@ async fn the_sale_window_and_pause_are_enforced() {
                   [[sale]]\nsku = \"past\"\nstock = 1\nstarts_at = \"2000-01-01T00:00:00Z\"\nends_at = \"2000-01-02T00:00:00Z\"\n";
     let gw = sale_gateway(&up, &format!("{SALE}{window}")).await;
     let addr = gw.public_addr;
-    let a = send(
-        addr,
-        request("POST", "/sale/later/token", &[("x-user-id", "a")], ""),
-    )
-    .await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::FORBIDDEN, "sale_not_started")
-    );
+    let a = ask_token(addr, "later", "a").await;
+    assert_refused(&a, StatusCode::FORBIDDEN, "sale_not_started");
     assert_eq!(a.json()["starts_at"], "2999-01-01T00:00:00Z");
     assert_eq!(
         send(addr, get("/sale/later")).await.json()["state"],
         "upcoming"
     );
-    let a = send(
-        addr,
-        request("POST", "/sale/past/token", &[("x-user-id", "a")], ""),
-    )
-    .await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::FORBIDDEN, "sale_closed")
-    );
+    let a = ask_token(addr, "past", "a").await;
+    assert_refused(&a, StatusCode::FORBIDDEN, "sale_closed");
     assert_eq!(
         send(addr, get("/sale/past")).await.json()["state"],
         "closed"
@@ -312,10 +247,7 @@ async fn the_sale_window_and_pause_are_enforced() {
     let sale = gw.engine().sales.get("phone").expect("sale").clone();
     sale.set_paused(true);
     let a = order(addr, "phone", "a", &token).await;
-    assert_eq!(
-        (a.status, code(&a).as_str()),
-        (StatusCode::FORBIDDEN, "sale_paused")
-    );
+    assert_refused(&a, StatusCode::FORBIDDEN, "sale_paused");
     assert_eq!(
         send(addr, get("/sale/phone")).await.json()["state"],
         "paused"
@@ -334,11 +266,7 @@ async fn a_user_hammering_is_rate_limited() {
     let gw = sale_gateway(&up, &format!("{SALE}{limits}")).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let a = send(
-            gw.public_addr,
-            request("POST", "/sale/phone/token", &[("x-user-id", "bot")], ""),
-        )
-        .await;
+        let a = ask_token(gw.public_addr, "phone", "bot").await;
         statuses.push(a.status);
         if a.status == StatusCode::TOO_MANY_REQUESTS {
             assert_eq!(code(&a), "rate_limited");
@@ -357,11 +285,7 @@ async fn a_user_hammering_is_rate_limited() {
         .iter()
         .all(|s| *s == StatusCode::TOO_MANY_REQUESTS));
     // Another user is not affected.
-    let a = send(
-        gw.public_addr,
-        request("POST", "/sale/phone/token", &[("x-user-id", "human")], ""),
-    )
-    .await;
+    let a = ask_token(gw.public_addr, "phone", "human").await;
     assert_eq!(a.status, StatusCode::OK);
 }
 

@@ -163,6 +163,13 @@ impl Upstream {
     }
 }
 
+async fn next<T>(rx: &Mutex<mpsc::UnboundedReceiver<T>>, what: &str) -> T {
+    guarded(what, async {
+        rx.lock().await.recv().await.expect("upstream running")
+    })
+    .await
+}
+
 async fn upstream_route(state: UpstreamState, req: Request<Incoming>) -> Response<UpBody> {
     let path = req.uri().path().to_owned();
     let (parts, mut body) = req.into_parts();
@@ -377,9 +384,9 @@ pub fn request(
         .expect("request")
 }
 
-/// `POST /sale/{sku}/token` as `user`; returns the token text.
-pub async fn token_for(addr: SocketAddr, sku: &str, user: &str) -> String {
-    let a = send(
+/// `POST /sale/{sku}/token` as `user`, whatever the answer.
+pub async fn ask_token(addr: SocketAddr, sku: &str, user: &str) -> Answer {
+    send(
         addr,
         request(
             "POST",
@@ -388,7 +395,23 @@ pub async fn token_for(addr: SocketAddr, sku: &str, user: &str) -> String {
             "",
         ),
     )
-    .await;
+    .await
+}
+
+/// Asserts a JSON refusal with this status and error code.
+#[track_caller]
+pub fn assert_refused(a: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(
+        (a.status, a.json()["error"].as_str().unwrap_or("")),
+        (status, code),
+        "{:?}",
+        String::from_utf8_lossy(&a.body)
+    );
+}
+
+/// `POST /sale/{sku}/token` as `user`; returns the token text.
+pub async fn token_for(addr: SocketAddr, sku: &str, user: &str) -> String {
+    let a = ask_token(addr, sku, user).await;
     assert_eq!(a.status, StatusCode::OK, "token for {user}: {:?}", a.body);
     a.json()["token"].as_str().expect("token field").to_owned()
 }
