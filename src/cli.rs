@@ -195,16 +195,21 @@ fn config_failure(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn serve(config: Config) -> ExitCode {
+/// Starts logging and the runtime for `config`, then runs `main` on it.
+fn run<F: std::future::Future<Output = ExitCode>>(config: &Config, main: F) -> ExitCode {
     crate::logging::init(&config.log);
-    let runtime = match build_runtime(config.server.threads) {
-        Ok(rt) => rt,
+    match build_runtime(config.server.threads) {
+        Ok(rt) => rt.block_on(main),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    runtime.block_on(async move {
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let settings = config.clone();
+    run(&settings, async move {
         let gateway = match Gateway::start(config).await {
             Ok(g) => g,
             Err(e) => {
@@ -230,15 +235,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_failure(&e),
     };
-    crate::logging::init(&probe.log);
-    let runtime = match build_runtime(probe.server.threads) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
+    run(&probe, async move {
         let stop = CancellationToken::new();
         let (backend_addr, backend, backend_task) =
             match crate::demo::start_backend(args.backend_listen, stop.clone()).await {
