@@ -313,3 +313,41 @@ async fn a_refused_delivery_puts_the_stock_back() {
         StatusCode::CREATED
     );
 }
+
+#[tokio::test]
+async fn one_address_hammering_is_rate_limited_when_asked() {
+    let up = Upstream::start().await;
+    let limits = "[limits]\nper_user_rate = 0\nper_ip_rate = 1\nper_ip_burst = 2\n";
+    let gw = sale_gateway(&up, &format!("{SALE}{limits}")).await;
+    let statuses: Vec<StatusCode> = {
+        let mut v = Vec::new();
+        for user in ["a", "b", "c", "d"] {
+            v.push(ask_token(gw.public_addr, "phone", user).await.status);
+        }
+        v
+    };
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ],
+        "different users, one address"
+    );
+}
+
+#[tokio::test]
+async fn the_identity_header_is_configurable() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(&up, &format!("{SALE}[identity]\nheader = \"x-customer\"\n")).await;
+    let a = ask_token(gw.public_addr, "phone", "alice").await;
+    assert_refused(&a, StatusCode::UNAUTHORIZED, "missing_identity");
+    let a = send(
+        gw.public_addr,
+        request("POST", "/sale/phone/token", &[("x-customer", "alice")], ""),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+}

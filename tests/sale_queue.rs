@@ -141,6 +141,9 @@ async fn async_tickets_show_position_then_outcome() {
     assert_eq!(v["status"], "queued");
     assert_eq!(v["position"], 4);
     assert_eq!(v["eta_ms"], 40, "4 ahead at 100/s");
+    // The drain rate is a live knob; estimates follow it at once.
+    s.set_drain_rate(400);
+    assert_eq!(ticket_status(addr, &tickets[3]).await["eta_ms"], 10);
     s.set_draining(true);
     for t in &tickets {
         let v = until_final(addr, t).await;
