@@ -19,7 +19,7 @@ use crate::proxy::Proxy;
 use crate::response::GatewayResponse;
 use crate::sale_api::{Route, SaleApi};
 use crate::server::{self, Handler, Limits, Peer};
-use crate::store::{MemoryStore, Store, StoreError};
+use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,7 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let store: Arc<dyn Store> = match config.store.kind {
             StoreKind::Memory => Arc::new(MemoryStore::with_replay_ttl(config.store.replay_ttl)),
+            StoreKind::Redis => Arc::new(RedisStore::new(&config.store, config.store.replay_ttl)?),
         };
         let engine = Arc::new(Engine::new(&config, store));
         engine.load_stock(&config).await?;

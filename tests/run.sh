@@ -4,6 +4,10 @@
 # crates (servers it starts on loopback) is installed here when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/ensure-packages.sh
+
+# The store tests run a real redis-server on a free loopback port (never 6379).
+ensure_packages redis-server:redis-server
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -274,6 +274,24 @@ fn redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("<redacted>")
 }
 
+fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+/// The URL with any password replaced, for printing and logging.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:<redacted>@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// `[limits]`: request rates on sale routes, per user and per client IP.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -306,6 +324,8 @@ impl Default for LimitsConfig {
 pub enum StoreKind {
     /// In this process: one gateway instance, and `flashgate demo`.
     Memory,
+    /// Redis (or a Redis Cluster slot per sale): many instances share it.
+    Redis,
 }
 
 /// `[store]`: where stock, tokens and orders live.
@@ -314,6 +334,13 @@ pub enum StoreKind {
 pub struct StoreConfig {
     /// The implementation.
     pub kind: StoreKind,
+    /// Redis URL, `redis://` or `rediss://` (TLS); a password in it is never printed.
+    #[serde(serialize_with = "redacted_url")]
+    pub url: String,
+    /// Connections to Redis; each is multiplexed, so a few carry many concurrent calls.
+    pub pool_size: usize,
+    /// Prefix of every Redis key: `{prefix}:{{sku}}:…`.
+    pub key_prefix: String,
     /// Bound on any single store call; past it the call counts as failed.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -329,6 +356,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             kind: StoreKind::Memory,
+            url: "redis://127.0.0.1:6379".to_owned(),
+            pool_size: 8,
+            key_prefix: "flashgate".to_owned(),
             timeout: Duration::from_secs(1),
             token_ttl: Duration::from_secs(300),
             replay_ttl: Duration::from_secs(3600),

@@ -204,6 +204,25 @@ fn check_limits(c: &Config) -> Result<(), ConfigError> {
 
 fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
     positive("store.timeout", !c.store.timeout.is_zero())?;
+    positive("store.pool_size", c.store.pool_size > 0)?;
+    if c.store.kind == super::StoreKind::Redis {
+        let scheme = c.store.url.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("redis" | "rediss")) {
+            return Err(ConfigError::invalid(
+                "store.url",
+                format!(
+                    "`{}` is not a redis:// or rediss:// URL",
+                    super::redact_url(&c.store.url)
+                ),
+            ));
+        }
+    }
+    if c.store.key_prefix.is_empty() || c.store.key_prefix.contains(['{', '}']) {
+        return Err(ConfigError::invalid(
+            "store.key_prefix",
+            "must be non-empty and free of { and } (they mark the per-sale hash tag)",
+        ));
+    }
     positive("store.token_ttl", !c.store.token_ttl.is_zero())?;
     positive("store.replay_ttl", !c.store.replay_ttl.is_zero())?;
     positive("queue.ticket_ttl", !c.queue.ticket_ttl.is_zero())?;

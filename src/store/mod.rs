@@ -1,11 +1,12 @@
 //! The store: where stock, tokens, per-user counts and orders live, and the atomic steps
-//! that change them. One trait, implementations with the same semantics (`memory` here;
-//! `redis` for many instances), one test suite for all of them (`tests/store_suite.rs`).
+//! that change them. One trait, two implementations with the same semantics (`memory` for
+//! one instance, `redis` for many), one test suite for both (`tests/store_suite/`).
 //!
 //! Store calls happen at the drain rate, never on the admission path, so a boxed future
 //! per call costs nothing that matters and keeps `dyn Store` simple to pass around.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use crate::types::{OrderId, Sku, Token, UserId};
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 /// What a store call returns.

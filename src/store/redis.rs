@@ -1,0 +1,307 @@
+//! The Redis store: every step is one Lua script (one round trip, atomic on the server),
+//! called by EVALSHA and reloaded by redis-rs on NOSCRIPT. All of a sale's keys share the
+//! hash tag `{sku}`, so each script touches one Redis Cluster slot:
+//!
+//! | key | holds |
+//! |---|---|
+//! | `{prefix}:{sku}:stock` | units left |
+//! | `{prefix}:{sku}:tok:<token>` | hash: user, issued/spent, and the first outcome for replays |
+//! | `{prefix}:{sku}:buyers` | hash: user → units held |
+//! | `{prefix}:{sku}:order:<id>` | hash: the order and its state |
+//! | `{prefix}:{sku}:outbox` | stream of reserved, undelivered orders |
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use redis::{AsyncCommands, Script};
+
+use super::{
+    unix_millis, Compensation, Order, OrderState, Reservation, ReserveReply, ReserveRequest, Store,
+    StoreError, StoreFuture,
+};
+use crate::config::{redact_url, StoreConfig};
+use crate::types::{OrderId, Sku, Token, UserId};
+
+/// Stock, tokens and orders in Redis, shared by every gateway instance.
+pub struct RedisStore {
+    pool: Pool,
+    prefix: String,
+    replay_ttl: Duration,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    reserve: Script,
+    issue_token: Script,
+    confirm: Script,
+    compensate: Script,
+}
+
+/// One sale's key names.
+struct Keys {
+    base: String,
+}
+
+impl Keys {
+    fn stock(&self) -> String {
+        format!("{}:stock", self.base)
+    }
+    fn token(&self, t: &Token) -> String {
+        format!("{}:tok:{t}", self.base)
+    }
+    fn buyers(&self) -> String {
+        format!("{}:buyers", self.base)
+    }
+    fn order(&self, id: &OrderId) -> String {
+        format!("{}:order:{id}", self.base)
+    }
+    fn outbox(&self) -> String {
+        format!("{}:outbox", self.base)
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// A pool of `store.pool_size` connections to `store.url`; nothing is contacted yet.
+    pub fn new(cfg: &StoreConfig, replay_ttl: Duration) -> Result<Self, StoreError> {
+        let mut pc = PoolConfig::from_url(cfg.url.clone());
+        let mut pool_cfg = deadpool_redis::PoolConfig::new(cfg.pool_size);
+        // A dead Redis must not make callers wait forever for a connection.
+        pool_cfg.timeouts.wait = Some(cfg.timeout);
+        pool_cfg.timeouts.create = Some(cfg.timeout);
+        pool_cfg.timeouts.recycle = Some(cfg.timeout);
+        pc.pool = Some(pool_cfg);
+        let pool = pc
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redact_url(&cfg.url))))?;
+        Ok(Self {
+            pool,
+            prefix: cfg.key_prefix.clone(),
+            replay_ttl,
+            scripts: Scripts {
+                reserve: Script::new(include_str!("lua/reserve.lua")),
+                issue_token: Script::new(include_str!("lua/issue_token.lua")),
+                confirm: Script::new(include_str!("lua/confirm.lua")),
+                compensate: Script::new(include_str!("lua/compensate.lua")),
+            },
+        })
+    }
+
+    fn keys(&self, sku: &Sku) -> Keys {
+        Keys {
+            base: format!("{}:{{{sku}}}", self.prefix),
+        }
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    /// Answers PING: for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn reserve_now(&self, req: &ReserveRequest) -> Result<ReserveReply, StoreError> {
+        let k = self.keys(&req.sku);
+        let order_id = OrderId::random();
+        let mut c = self.conn().await?;
+        let reply: Vec<String> = self
+            .scripts
+            .reserve
+            .key(k.token(&req.token))
+            .key(k.stock())
+            .key(k.buyers())
+            .key(k.outbox())
+            .key(k.order(&order_id))
+            .arg(req.user.as_str())
+            .arg(req.quantity)
+            .arg(req.per_user_limit)
+            .arg(order_id.as_str())
+            .arg(unix_millis(SystemTime::now()))
+            .arg(self.replay_ttl.as_millis() as u64)
+            .arg(req.sku.as_str())
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or("");
+        let remaining = field(2).parse::<u64>().unwrap_or(0);
+        let outcome = match field(0) {
+            "reserved" => Reservation::Reserved {
+                order_id: OrderId::parse(field(1))
+                    .ok_or_else(|| unavailable("store returned a malformed order id"))?,
+                remaining,
+            },
+            "sold_out" => Reservation::SoldOut { remaining },
+            "limit" => Reservation::LimitReached,
+            "invalid" => Reservation::InvalidToken,
+            "unknown_sale" => return Err(StoreError::UnknownSale(req.sku.clone())),
+            other => return Err(unavailable(format!("unexpected reserve outcome `{other}`"))),
+        };
+        Ok(ReserveReply {
+            outcome,
+            replayed: field(3) == "1",
+        })
+    }
+
+    async fn outbox_now(&self, sku: &Sku, max: usize) -> Result<Vec<Order>, StoreError> {
+        let k = self.keys(sku);
+        let mut c = self.conn().await?;
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(k.outbox())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(_, f)| {
+                Some(Order {
+                    order_id: OrderId::parse(f.get("order_id")?)?,
+                    sku: f.get("sku")?.clone(),
+                    user_id: f.get("user_id")?.clone(),
+                    quantity: f.get("quantity")?.parse().ok()?,
+                    reserved_at: f.get("reserved_at")?.parse().ok()?,
+                })
+            })
+            .collect())
+    }
+}
+
+impl Store for RedisStore {
+    fn init_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, u64> {
+        let key = self.keys(sku).stock();
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(stock)
+                .arg("NX")
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            let held: Option<u64> = c.get(&key).await.map_err(unavailable)?;
+            held.ok_or_else(|| unavailable("stock vanished right after it was set"))
+        })
+    }
+
+    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, ()> {
+        let key = self.keys(sku).stock();
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            c.set::<_, _, ()>(&key, stock).await.map_err(unavailable)
+        })
+    }
+
+    fn stock(&self, sku: &Sku) -> StoreFuture<'_, u64> {
+        let key = self.keys(sku).stock();
+        let sku = sku.clone();
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let held: Option<u64> = c.get(&key).await.map_err(unavailable)?;
+            held.ok_or(StoreError::UnknownSale(sku))
+        })
+    }
+
+    fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token> {
+        let k = self.keys(sku);
+        let (sku, user) = (sku.clone(), user.clone());
+        Box::pin(async move {
+            let token = Token::random();
+            let mut c = self.conn().await?;
+            let issued: i64 = self
+                .scripts
+                .issue_token
+                .key(k.stock())
+                .key(k.token(&token))
+                .arg(user.as_str())
+                .arg(ttl.as_millis() as u64)
+                .invoke_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if issued == 1 {
+                Ok(token)
+            } else {
+                Err(StoreError::UnknownSale(sku))
+            }
+        })
+    }
+
+    fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
+        let req = req.clone();
+        Box::pin(async move { self.reserve_now(&req).await })
+    }
+
+    fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
+        let sku = sku.clone();
+        Box::pin(async move { self.outbox_now(&sku, max).await })
+    }
+
+    fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool> {
+        let k = self.keys(sku);
+        let id = *order_id;
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let done: i64 = self
+                .scripts
+                .confirm
+                .key(k.order(&id))
+                .key(k.outbox())
+                .invoke_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            Ok(done == 1)
+        })
+    }
+
+    fn compensate(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Compensation> {
+        let k = self.keys(sku);
+        let id = *order_id;
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let reply: Vec<String> = self
+                .scripts
+                .compensate
+                .key(k.order(&id))
+                .key(k.stock())
+                .key(k.buyers())
+                .key(k.outbox())
+                .invoke_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            let remaining = reply.get(1).and_then(|r| r.parse().ok()).unwrap_or(0);
+            Ok(match reply.first().map(String::as_str) {
+                Some("restored") => Compensation::Restored { remaining },
+                Some("already_failed") => Compensation::AlreadyFailed,
+                Some("confirmed") => Compensation::Confirmed,
+                _ => Compensation::Unknown,
+            })
+        })
+    }
+
+    fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
+        let key = self.keys(sku).order(order_id);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let state: Option<String> = c.hget(&key, "state").await.map_err(unavailable)?;
+            Ok(match state.as_deref() {
+                Some("reserved") => Some(OrderState::Reserved),
+                Some("confirmed") => Some(OrderState::Confirmed),
+                Some("failed") => Some(OrderState::Failed),
+                _ => None,
+            })
+        })
+    }
+}
