@@ -12,6 +12,7 @@ use crate::error::GatewayError;
 use crate::proxy::Proxy;
 use crate::response::{json, GatewayResponse};
 use crate::server::{Handler, Peer};
+use crate::store::Store;
 
 /// Routes of the admin listener.
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct Admin {
 struct Inner {
     proxy: Proxy,
     probe_timeout: Duration,
+    store: Arc<dyn Store>,
 }
 
 #[derive(Serialize)]
@@ -32,22 +34,30 @@ struct Health {
 #[derive(Serialize)]
 struct Readiness {
     ready: bool,
-    upstream: String,
+    upstream: &'static str,
+    store: &'static str,
 }
 
 impl Admin {
-    /// Admin routes checking the upstream behind `proxy`; a probe gets `probe_timeout`.
-    pub fn new(proxy: Proxy, probe_timeout: Duration) -> Self {
+    /// Admin routes checking the upstream behind `proxy` and the store; a probe gets
+    /// `probe_timeout`.
+    pub fn new(proxy: Proxy, probe_timeout: Duration, store: Arc<dyn Store>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 proxy,
                 probe_timeout,
+                store,
             }),
         }
     }
 
-    /// Ready when a TCP connection to the upstream opens within the probe timeout.
+    /// Ready when a TCP connection to the upstream opens and the store answers, each
+    /// within the probe timeout.
     async fn readiness(&self) -> GatewayResponse {
+        let store = tokio::time::timeout(self.inner.probe_timeout, self.inner.store.ping()).await;
+        if !matches!(store, Ok(Ok(()))) {
+            return GatewayError::NotReady("the store does not answer".to_owned()).into_response();
+        }
         let target = self.inner.proxy.authority().as_str().to_owned();
         let upstream = match tokio::time::timeout(
             self.inner.probe_timeout,
@@ -66,7 +76,8 @@ impl Admin {
                 StatusCode::OK,
                 &Readiness {
                     ready: true,
-                    upstream: "ok".to_owned(),
+                    upstream: "ok",
+                    store: "ok",
                 },
             ),
             Some(reason) => GatewayError::NotReady(reason).into_response(),

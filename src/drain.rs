@@ -100,9 +100,9 @@ async fn work(
         quantity: item.quantity,
         per_user_limit: sale.per_user_limit,
     };
-    let step = tokio::time::timeout(engine.store_timeout, engine.store.reserve(&req)).await;
-    let status = match step {
-        Ok(Ok(reply)) => match reply.outcome {
+    // The store is behind the breaker, which bounds the call by the store timeout.
+    let status = match engine.store.reserve(&req).await {
+        Ok(reply) => match reply.outcome {
             Reservation::Reserved {
                 order_id,
                 remaining,
@@ -122,12 +122,8 @@ async fn work(
             Reservation::LimitReached => TicketStatus::Duplicate,
             Reservation::InvalidToken => TicketStatus::InvalidToken,
         },
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(sku = %sale.sku, error = %e, "reserve step failed");
-            TicketStatus::Refused(RefusalCode::StoreUnavailable)
-        }
-        Err(_) => {
-            tracing::warn!(sku = %sale.sku, "reserve step timed out");
             TicketStatus::Refused(RefusalCode::StoreUnavailable)
         }
     };

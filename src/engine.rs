@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::identity::Identity;
 use crate::ratelimit::KeyedLimit;
 use crate::sale::Sales;
@@ -36,8 +36,8 @@ pub struct Engine {
     pub per_ip: KeyedLimit<IpAddr>,
     /// How long issued tokens stay valid.
     pub token_ttl: Duration,
-    /// Bound on any single store call.
-    pub store_timeout: Duration,
+    /// How often sales' stock is read back from a shared store; `None` for the memory store.
+    pub stock_sync: Option<Duration>,
     /// Woken when an order is reserved, so the deliverer does not wait for its next round.
     pub outbox_ready: Notify,
 }
@@ -53,7 +53,8 @@ impl Engine {
             per_user: KeyedLimit::new(config.limits.per_user_rate, config.limits.per_user_burst),
             per_ip: KeyedLimit::new(config.limits.per_ip_rate, config.limits.per_ip_burst),
             token_ttl: config.store.token_ttl,
-            store_timeout: config.store.timeout,
+            stock_sync: (config.store.kind == StoreKind::Redis)
+                .then_some(config.store.sync_interval),
             outbox_ready: Notify::new(),
         }
     }
@@ -65,12 +66,7 @@ impl Engine {
             let Some(sale) = self.sales.get(&cfg.sku) else {
                 continue;
             };
-            let held = tokio::time::timeout(
-                self.store_timeout,
-                self.store.init_stock(&sale.sku, cfg.stock),
-            )
-            .await
-            .map_err(|_| StoreError::Unavailable("timed out loading stock".into()))??;
+            let held = self.store.init_stock(&sale.sku, cfg.stock).await?;
             sale.set_remaining(held);
         }
         Ok(())
@@ -98,6 +94,13 @@ impl Engine {
             crate::delivery::Settings::new(config),
             shutdown.clone(),
         )));
+        if let Some(every) = self.stock_sync {
+            tasks.push(tokio::spawn(sync_stock(
+                self.clone(),
+                every,
+                shutdown.clone(),
+            )));
+        }
         let engine = self.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(LIMITER_SWEEP_EVERY);
@@ -112,5 +115,27 @@ impl Engine {
             }
         }));
         tasks
+    }
+}
+
+/// Reads each sale's stock back from the shared store: how an instance learns that another
+/// one sold the sale out (the flag then refuses at its edge too) or that stock came back.
+///
+/// Polling rather than pub/sub: a few GETs a second per sale cost nothing, and a missed
+/// message (a reconnect, a restart) cannot leave a flag wrong; the next read corrects it.
+async fn sync_stock(engine: Arc<Engine>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for sale in engine.sales.iter() {
+            match engine.store.stock(&sale.sku).await {
+                Ok(stock) => sale.set_remaining(stock),
+                Err(e) => tracing::debug!(sku = %sale.sku, error = %e, "stock sync failed"),
+            }
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::proxy::Proxy;
 use crate::response::GatewayResponse;
 use crate::sale_api::{Route, SaleApi};
 use crate::server::{self, Handler, Limits, Peer};
-use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::store::{Breaker, MemoryStore, RedisStore, Store, StoreError};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +122,16 @@ impl Gateway {
             ..limits
         };
         let shutdown = CancellationToken::new();
-        let store: Arc<dyn Store> = match config.store.kind {
+        let backend: Arc<dyn Store> = match config.store.kind {
             StoreKind::Memory => Arc::new(MemoryStore::with_replay_ttl(config.store.replay_ttl)),
             StoreKind::Redis => Arc::new(RedisStore::new(&config.store, config.store.replay_ttl)?),
         };
+        let store: Arc<dyn Store> = Arc::new(Breaker::new(
+            backend,
+            config.store.timeout,
+            config.store.breaker_threshold,
+            config.store.breaker_cooldown,
+        ));
         let engine = Arc::new(Engine::new(&config, store));
         engine.load_stock(&config).await?;
         let public_handler = Public {
@@ -134,7 +140,8 @@ impl Gateway {
                 sales: SaleApi::new(engine.clone()),
             }),
         };
-        let admin_handler = Admin::new(proxy, config.upstream.connect_timeout);
+        let admin_handler =
+            Admin::new(proxy, config.upstream.connect_timeout, engine.store.clone());
         let mut tasks = vec![
             tokio::spawn(server::serve(
                 public,

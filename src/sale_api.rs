@@ -152,21 +152,15 @@ impl SaleApi {
         let sale = self.sale(sku)?;
         admission::check_edge(&self.engine, sale, &user, peer.addr.ip(), SystemTime::now())?;
         let ttl = self.engine.token_ttl;
-        let issued = tokio::time::timeout(
-            self.engine.store_timeout,
-            self.engine.store.issue_token(&sale.sku, &user, ttl),
-        )
-        .await;
-        match issued {
-            Ok(Ok(token)) => Ok(json(
+        match self.engine.store.issue_token(&sale.sku, &user, ttl).await {
+            Ok(token) => Ok(json(
                 StatusCode::OK,
                 &json!({ "token": token, "expires_in": ttl.as_secs() }),
             )),
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(%sku, error = %e, "token issue failed");
                 Err(GatewayError::StoreUnavailable)
             }
-            Err(_) => Err(GatewayError::StoreUnavailable),
         }
     }
 

@@ -344,6 +344,15 @@ pub struct StoreConfig {
     /// Bound on any single store call; past it the call counts as failed.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Store failures in a row that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker fails calls at once before one call probes the store.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// How often each sale's stock is read back from the store, so that every instance
+    /// learns of a sell-out (or restored stock) another instance caused.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
     /// How long an issued purchase token stays valid.
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
@@ -360,6 +369,9 @@ impl Default for StoreConfig {
             pool_size: 8,
             key_prefix: "flashgate".to_owned(),
             timeout: Duration::from_secs(1),
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(1),
+            sync_interval: Duration::from_millis(250),
             token_ttl: Duration::from_secs(300),
             replay_ttl: Duration::from_secs(3600),
         }

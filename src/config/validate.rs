@@ -205,6 +205,12 @@ fn check_limits(c: &Config) -> Result<(), ConfigError> {
 fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
     positive("store.timeout", !c.store.timeout.is_zero())?;
     positive("store.pool_size", c.store.pool_size > 0)?;
+    positive("store.breaker_threshold", c.store.breaker_threshold > 0)?;
+    positive(
+        "store.breaker_cooldown",
+        !c.store.breaker_cooldown.is_zero(),
+    )?;
+    positive("store.sync_interval", !c.store.sync_interval.is_zero())?;
     if c.store.kind == super::StoreKind::Redis {
         let scheme = c.store.url.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("redis" | "rediss")) {

@@ -262,6 +262,10 @@ impl Store for MemoryStore {
         }))
     }
 
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        ready(Ok(()))
+    }
+
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
         ready(
             self.sale(sku)

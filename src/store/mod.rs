@@ -5,6 +5,7 @@
 //! Store calls happen at the drain rate, never on the admission path, so a boxed future
 //! per call costs nothing that matters and keeps `dyn Store` simple to pass around.
 
+pub mod breaker;
 pub mod memory;
 pub mod redis;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 use crate::types::{OrderId, Sku, Token, UserId};
 
 pub use self::redis::RedisStore;
+pub use breaker::{Breaker, BreakerState};
 pub use memory::MemoryStore;
 
 /// What a store call returns.
@@ -152,6 +154,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// An order's state, if the store knows the order.
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>>;
+
+    /// Succeeds when the store answers (readiness).
+    fn ping(&self) -> StoreFuture<'_, ()>;
 }
 
 /// Milliseconds since the Unix epoch, for order records.

@@ -101,16 +101,6 @@ impl RedisStore {
         self.pool.get().await.map_err(unavailable)
     }
 
-    /// Answers PING: for readiness checks.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
-    }
-
     async fn reserve_now(&self, req: &ReserveRequest) -> Result<ReserveReply, StoreError> {
         let k = self.keys(&req.sku);
         let order_id = OrderId::random();
@@ -288,6 +278,17 @@ impl Store for RedisStore {
                 Some("confirmed") => Compensation::Confirmed,
                 _ => Compensation::Unknown,
             })
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
         })
     }
 

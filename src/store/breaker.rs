@@ -1,0 +1,177 @@
+//! A circuit breaker in front of a store: every call is bounded by the store timeout, and
+//! after a run of failures calls fail at once for a cool-down instead of piling onto a dead
+//! or drowning Redis. After the cool-down one call at a time probes; a success closes it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{
+    Compensation, Order, OrderState, ReserveReply, ReserveRequest, Store, StoreError, StoreFuture,
+};
+use crate::types::{OrderId, Sku, Token, UserId};
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const PROBING: u8 = 2;
+
+/// Whether the breaker lets calls through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls fail at once until the cool-down ends.
+    Open,
+    /// One call is probing whether the store is back.
+    Probing,
+}
+
+/// A store behind a timeout and a circuit breaker.
+pub struct Breaker {
+    inner: Arc<dyn Store>,
+    timeout: Duration,
+    threshold: u32,
+    cooldown: Duration,
+    state: AtomicU8,
+    failures: AtomicU32,
+    /// When the breaker last opened, in ms since `epoch`.
+    opened_at: AtomicU64,
+    epoch: Instant,
+}
+
+impl Breaker {
+    /// Wraps `inner`: calls time out after `timeout`; `threshold` failures in a row open the
+    /// breaker for `cooldown`.
+    pub fn new(
+        inner: Arc<dyn Store>,
+        timeout: Duration,
+        threshold: u32,
+        cooldown: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            timeout,
+            threshold: threshold.max(1),
+            cooldown,
+            state: AtomicU8::new(CLOSED),
+            failures: AtomicU32::new(0),
+            opened_at: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The breaker's state now.
+    pub fn state(&self) -> BreakerState {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => BreakerState::Closed,
+            OPEN => BreakerState::Open,
+            _ => BreakerState::Probing,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// May a call go through now? Moves Open → Probing for exactly one caller after the
+    /// cool-down.
+    fn admit(&self) -> bool {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => true,
+            OPEN => {
+                let since = self
+                    .now_ms()
+                    .saturating_sub(self.opened_at.load(Ordering::Acquire));
+                since >= self.cooldown.as_millis() as u64
+                    && self
+                        .state
+                        .compare_exchange(OPEN, PROBING, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+            }
+            // Someone is probing already.
+            _ => false,
+        }
+    }
+
+    fn success(&self) {
+        self.failures.store(0, Ordering::Release);
+        self.state.store(CLOSED, Ordering::Release);
+    }
+
+    fn failure(&self) {
+        let probing = self.state.load(Ordering::Acquire) == PROBING;
+        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if probing || n >= self.threshold {
+            self.opened_at.store(self.now_ms(), Ordering::Release);
+            if self.state.swap(OPEN, Ordering::AcqRel) != OPEN {
+                tracing::warn!(failures = n, "store circuit breaker opened");
+            }
+        }
+    }
+
+    fn call<'a, T: Send + 'a>(
+        &'a self,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        Box::pin(async move {
+            if !self.admit() {
+                return Err(StoreError::Unavailable("circuit open".into()));
+            }
+            let result = match tokio::time::timeout(self.timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Unavailable("timed out".into())),
+            };
+            match &result {
+                Err(StoreError::Unavailable(_)) => self.failure(),
+                // Any answer from the store, even "no such sale", shows it is up.
+                _ => self.success(),
+            }
+            result
+        })
+    }
+}
+
+impl Store for Breaker {
+    fn init_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, u64> {
+        self.call(self.inner.init_stock(sku, stock))
+    }
+    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, ()> {
+        self.call(self.inner.set_stock(sku, stock))
+    }
+    fn stock(&self, sku: &Sku) -> StoreFuture<'_, u64> {
+        self.call(self.inner.stock(sku))
+    }
+    fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token> {
+        self.call(self.inner.issue_token(sku, user, ttl))
+    }
+    fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
+        self.call(self.inner.reserve(req))
+    }
+    fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
+        self.call(self.inner.outbox(sku, max))
+    }
+    fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool> {
+        self.call(self.inner.confirm(sku, order_id))
+    }
+    fn compensate(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Compensation> {
+        self.call(self.inner.compensate(sku, order_id))
+    }
+    fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
+        self.call(self.inner.order_state(sku, order_id))
+    }
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        // Readiness probes bypass the breaker so they see the store itself, and a
+        // successful probe closes the breaker early.
+        Box::pin(async move {
+            let r = match tokio::time::timeout(self.timeout, self.inner.ping()).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Unavailable("timed out".into())),
+            };
+            if r.is_ok() {
+                self.success();
+            }
+            r
+        })
+    }
+}
