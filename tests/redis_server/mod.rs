@@ -14,6 +14,7 @@ pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
+    persistent: bool,
 }
 
 fn free_port() -> u16 {
@@ -22,8 +23,18 @@ fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    /// Starts one and waits until it answers PING.
+    /// Starts one without persistence and waits until it answers PING.
     pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    /// Starts one that writes every change to its append-only file before answering, so a
+    /// SIGKILL and restart lose nothing.
+    pub fn start_persistent() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(persistent: bool) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("flashgate-redis-{}-{port}", std::process::id()));
@@ -32,15 +43,22 @@ impl RedisServer {
             child: None,
             port,
             dir,
+            persistent,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
+        let aof: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"])
+            .args(aof)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -84,14 +102,15 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty (no persistence).
+    /// Starts it again on the same port (empty unless persistent).
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
     }
 
-    /// Runs a command with redis-cli-like raw RESP over a fresh connection; returns the
-    /// first line of the reply.
+    /// Runs a command over a fresh connection. Returns the reply as text: a status or
+    /// error line as sent (`+OK`, `-ERR …`), an integer as `:n`, a bulk string's value, or
+    /// `(nil)`.
     pub fn command(&self, args: &[&str]) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
         let mut req = format!("*{}\r\n", args.len());
@@ -99,12 +118,12 @@ impl RedisServer {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         s.write_all(req.as_bytes()).expect("write");
-        let mut out = Vec::new();
-        let mut byte = [0u8; 1];
-        while s.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
-            out.push(byte[0]);
+        let first = read_line(&mut s);
+        match first.strip_prefix('$') {
+            Some("-1") => "(nil)".to_owned(),
+            Some(_) => read_line(&mut s),
+            None => first,
         }
-        String::from_utf8_lossy(&out).trim_end().to_owned()
     }
 }
 
@@ -113,4 +132,13 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn read_line(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        out.push(byte[0]);
+    }
+    String::from_utf8_lossy(&out).trim_end().to_owned()
 }
