@@ -29,6 +29,16 @@ enum Command {
     },
     /// Run a whole flash sale on this machine: demo backend, gateway, memory store, one sale.
     Demo(DemoArgs),
+    /// Read or load sale stock in the shared (Redis) store.
+    Stock {
+        /// The TOML config file (its `[store]` says where the stock lives).
+        #[arg(long, short, env = "FLASHGATE_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        #[command(subcommand)]
+        action: StockAction,
+    },
     /// Validate a config file and print the effective configuration.
     CheckConfig {
         /// The TOML config file.
@@ -37,6 +47,25 @@ enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+}
+
+/// What `flashgate stock` does.
+#[derive(Debug, Subcommand)]
+enum StockAction {
+    /// Print one sale's stock.
+    Get {
+        /// The sale.
+        sku: String,
+    },
+    /// Set one sale's stock (replacing what is there).
+    Set {
+        /// The sale.
+        sku: String,
+        /// Units.
+        units: u64,
+    },
+    /// Print the stock of every configured sale.
+    List,
 }
 
 /// `flashgate demo` settings; every one maps to a config key of the demo's gateway.
@@ -187,6 +216,14 @@ pub fn main() -> ExitCode {
             Err(e) => config_failure(&e),
         },
         Command::Demo(args) => demo(&args),
+        Command::Stock {
+            config,
+            overrides,
+            action,
+        } => match overrides.load(&config) {
+            Ok(c) => stock(c, action),
+            Err(e) => config_failure(&e),
+        },
     }
 }
 
@@ -227,6 +264,80 @@ fn serve(config: Config) -> ExitCode {
         tracing::info!("flashgate stopped");
         ExitCode::SUCCESS
     })
+}
+
+fn stock(config: Config, action: StockAction) -> ExitCode {
+    use crate::config::StoreKind;
+    use crate::store::{RedisStore, Store};
+    use crate::types::Sku;
+    if config.store.kind != StoreKind::Redis {
+        eprintln!(
+            "error: config key `store.kind`: stock commands need \"redis\"; the memory store \
+             lives inside the serving process"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let store = match RedisStore::new(&config.store, config.store.replay_ttl) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let t = config.store.timeout;
+        let result = match action {
+            StockAction::Get { sku } => bounded(t, store.stock(&Sku::new(&sku)))
+                .await
+                .map(|n| println!("{sku} {n}")),
+            StockAction::Set { sku, units } => bounded(t, store.set_stock(&Sku::new(&sku), units))
+                .await
+                .map(|()| println!("{sku} {units}")),
+            StockAction::List => {
+                let mut out = Ok(());
+                for sale in &config.sales {
+                    match bounded(t, store.stock(&Sku::new(&sale.sku))).await {
+                        Ok(n) => println!("{} {n}", sale.sku),
+                        Err(crate::store::StoreError::UnknownSale(_)) => {
+                            println!("{} (not loaded)", sale.sku)
+                        }
+                        Err(e) => {
+                            out = Err(e);
+                            break;
+                        }
+                    }
+                }
+                out
+            }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// A store call bounded by `timeout`.
+async fn bounded<T>(
+    timeout: std::time::Duration,
+    call: crate::store::StoreFuture<'_, T>,
+) -> Result<T, crate::store::StoreError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(crate::store::StoreError::Unavailable("timed out".into())))
 }
 
 fn demo(args: &DemoArgs) -> ExitCode {
