@@ -103,3 +103,20 @@ async fn keys_of_a_sale_share_one_cluster_slot() {
     assert_eq!(count, tagged);
     assert_ne!(count, ":0");
 }
+
+#[tokio::test]
+async fn rediss_urls_speak_tls() {
+    let server = RedisServer::start_tls();
+    let tls_port = server.tls_port.expect("tls port");
+    // The test certificate is self-signed: `#insecure` skips verification (tests only;
+    // production URLs are verified against the system's roots).
+    let cfg = StoreConfig {
+        kind: StoreKind::Redis,
+        url: format!("rediss://127.0.0.1:{tls_port}/#insecure"),
+        ..StoreConfig::default()
+    };
+    let store = RedisStore::new(&cfg, Duration::from_secs(60)).expect("pool");
+    let sku = Sku::new("tls");
+    assert_eq!(store.init_stock(&sku, 7).await.expect("init over TLS"), 7);
+    assert_eq!(server.command(&["GET", "flashgate:{tls}:stock"]), "7");
+}

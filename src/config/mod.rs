@@ -553,6 +553,31 @@ mod tests {
     }
 
     #[test]
+    fn store_passwords_are_never_printed() {
+        assert_eq!(
+            redact_url("redis://:hunter2@10.0.0.1:6379/0"),
+            "redis://:<redacted>@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://app:hunter2@cache:6380"),
+            "rediss://app:<redacted>@cache:6380"
+        );
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        let text =
+            format!("{MINIMAL}[store]\nkind = \"redis\"\nurl = \"redis://:hunter2@cache:6379\"\n");
+        let c = Config::from_toml(&text, "t", &[]).expect("valid");
+        assert!(!c.to_toml().contains("hunter2"));
+        let bad = format!("{MINIMAL}[store]\nkind = \"redis\"\nurl = \"http://:hunter2@cache\"\n");
+        let err = Config::from_toml(&bad, "t", &[])
+            .expect_err("not a redis URL")
+            .to_string();
+        assert!(
+            err.contains("store.url") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn per_sale_overrides_win() {
         let text =
             format!("{MINIMAL}[[sale]]\nsku = \"a\"\nstock = 1\nqueue = {{ capacity = 7 }}\n");

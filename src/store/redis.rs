@@ -68,6 +68,9 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl RedisStore {
     /// A pool of `store.pool_size` connections to `store.url`; nothing is contacted yet.
     pub fn new(cfg: &StoreConfig, replay_ttl: Duration) -> Result<Self, StoreError> {
+        // rediss:// connections use rustls with the ring provider; installing it twice is a
+        // no-op that reports an error we can ignore.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut pc = PoolConfig::from_url(cfg.url.clone());
         let mut pool_cfg = deadpool_redis::PoolConfig::new(cfg.pool_size);
         // A dead Redis must not make callers wait forever for a connection.

@@ -15,6 +15,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     persistent: bool,
+    /// The TLS port, when started with [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
 }
 
 fn free_port() -> u16 {
@@ -34,19 +36,40 @@ impl RedisServer {
         Self::launch(true)
     }
 
+    /// Starts one that also serves TLS on a second port, with a fresh self-signed
+    /// certificate for 127.0.0.1.
+    pub fn start_tls() -> Self {
+        let mut s = Self::launch_with(false, true);
+        s.spawn();
+        s
+    }
+
     fn launch(persistent: bool) -> Self {
+        let mut s = Self::launch_with(persistent, false);
+        s.spawn();
+        s
+    }
+
+    fn launch_with(persistent: bool, tls: bool) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("flashgate-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = Self {
+        let tls_port = tls.then(|| {
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+                .expect("self-signed certificate");
+            std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("write cert");
+            std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem())
+                .expect("write key");
+            free_port()
+        });
+        Self {
             child: None,
             port,
             dir,
             persistent,
-        };
-        server.spawn();
-        server
+            tls_port,
+        }
     }
 
     fn spawn(&mut self) {
@@ -55,10 +78,27 @@ impl RedisServer {
         } else {
             &["--appendonly", "no"]
         };
+        let mut tls: Vec<String> = Vec::new();
+        if let Some(p) = self.tls_port {
+            let file = |f: &str| self.dir.join(f).display().to_string();
+            tls = vec![
+                "--tls-port".into(),
+                p.to_string(),
+                "--tls-cert-file".into(),
+                file("cert.pem"),
+                "--tls-key-file".into(),
+                file("key.pem"),
+                "--tls-ca-cert-file".into(),
+                file("cert.pem"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ];
+        }
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--protected-mode", "no"])
             .args(aof)
+            .args(&tls)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
