@@ -13,7 +13,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
 
 use super::{
@@ -24,10 +28,21 @@ use crate::config::{redact_url, StoreConfig};
 use crate::types::{OrderId, Sku, Token, UserId};
 
 /// Stock, tokens and orders in Redis, shared by every gateway instance.
+///
+/// deadpool opens and health-checks the connections; calls then go over clones of those
+/// multiplexed connections, round-robin, so concurrent calls pipeline on each connection
+/// instead of each taking a connection (and a health-check PING) for itself. When a call
+/// fails, the clones are dropped and the next call takes fresh ones from the pool.
 pub struct RedisStore {
     pool: Pool,
+    pool_size: usize,
+    live: RwLock<Arc<Vec<MultiplexedConnection>>>,
+    next: AtomicUsize,
     prefix: String,
     replay_ttl: Duration,
+    /// Bound on one Redis exchange, a little under `store.timeout` so that a connection
+    /// that hangs is noticed (and dropped) here before the breaker gives up on the call.
+    call_timeout: Duration,
     scripts: Scripts,
 }
 
@@ -83,8 +98,12 @@ impl RedisStore {
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redact_url(&cfg.url))))?;
         Ok(Self {
             pool,
+            pool_size: cfg.pool_size,
+            live: RwLock::new(Arc::new(Vec::new())),
+            next: AtomicUsize::new(0),
             prefix: cfg.key_prefix.clone(),
             replay_ttl,
+            call_timeout: cfg.timeout.mul_f64(0.9),
             scripts: Scripts {
                 reserve: Script::new(include_str!("lua/reserve.lua")),
                 issue_token: Script::new(include_str!("lua/issue_token.lua")),
@@ -100,8 +119,51 @@ impl RedisStore {
         }
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        self.pool.get().await.map_err(unavailable)
+    /// A connection to send one call on.
+    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        let live = self
+            .live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if !live.is_empty() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % live.len();
+            return Ok(live[i].clone());
+        }
+        // Take every pooled connection at once (so they are distinct), keep clones.
+        let mut taken = Vec::with_capacity(self.pool_size);
+        for _ in 0..self.pool_size {
+            taken.push(self.pool.get().await.map_err(unavailable)?);
+        }
+        let fresh: Vec<MultiplexedConnection> = taken.iter().map(|c| (**c).clone()).collect();
+        let first = fresh[0].clone();
+        *self.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        Ok(first)
+    }
+
+    /// Runs one Redis exchange. A broken or silent connection drops the cached ones, so the
+    /// next call reconnects through the pool.
+    async fn exec<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
+                    self.forget_connections();
+                }
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                self.forget_connections();
+                Err(unavailable("redis did not answer in time"))
+            }
+        }
+    }
+
+    fn forget_connections(&self) {
+        *self.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Vec::new());
     }
 
     async fn reserve_now(&self, req: &ReserveRequest) -> Result<ReserveReply, StoreError> {
@@ -109,23 +171,24 @@ impl RedisStore {
         let order_id = OrderId::random();
         let mut c = self.conn().await?;
         let reply: Vec<String> = self
-            .scripts
-            .reserve
-            .key(k.token(&req.token))
-            .key(k.stock())
-            .key(k.buyers())
-            .key(k.outbox())
-            .key(k.order(&order_id))
-            .arg(req.user.as_str())
-            .arg(req.quantity)
-            .arg(req.per_user_limit)
-            .arg(order_id.as_str())
-            .arg(unix_millis(SystemTime::now()))
-            .arg(self.replay_ttl.as_millis() as u64)
-            .arg(req.sku.as_str())
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
+            .exec(
+                self.scripts
+                    .reserve
+                    .key(k.token(&req.token))
+                    .key(k.stock())
+                    .key(k.buyers())
+                    .key(k.outbox())
+                    .key(k.order(&order_id))
+                    .arg(req.user.as_str())
+                    .arg(req.quantity)
+                    .arg(req.per_user_limit)
+                    .arg(order_id.as_str())
+                    .arg(unix_millis(SystemTime::now()))
+                    .arg(self.replay_ttl.as_millis() as u64)
+                    .arg(req.sku.as_str())
+                    .invoke_async(&mut c),
+            )
+            .await?;
         let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or("");
         let remaining = field(2).parse::<u64>().unwrap_or(0);
         let outcome = match field(0) {
@@ -149,15 +212,17 @@ impl RedisStore {
     async fn outbox_now(&self, sku: &Sku, max: usize) -> Result<Vec<Order>, StoreError> {
         let k = self.keys(sku);
         let mut c = self.conn().await?;
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(k.outbox())
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(max)
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
+        let entries: Vec<(String, HashMap<String, String>)> = self
+            .exec(
+                redis::cmd("XRANGE")
+                    .arg(k.outbox())
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max)
+                    .query_async(&mut c),
+            )
+            .await?;
         Ok(entries
             .into_iter()
             .filter_map(|(_, f)| {
@@ -178,14 +243,16 @@ impl Store for RedisStore {
         let key = self.keys(sku).stock();
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let _: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(stock)
-                .arg("NX")
-                .query_async(&mut c)
-                .await
-                .map_err(unavailable)?;
-            let held: Option<u64> = c.get(&key).await.map_err(unavailable)?;
+            let _: Option<String> = self
+                .exec(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(stock)
+                        .arg("NX")
+                        .query_async(&mut c),
+                )
+                .await?;
+            let held: Option<u64> = self.exec(c.get(&key)).await?;
             held.ok_or_else(|| unavailable("stock vanished right after it was set"))
         })
     }
@@ -194,7 +261,7 @@ impl Store for RedisStore {
         let key = self.keys(sku).stock();
         Box::pin(async move {
             let mut c = self.conn().await?;
-            c.set::<_, _, ()>(&key, stock).await.map_err(unavailable)
+            self.exec(c.set::<_, _, ()>(&key, stock)).await
         })
     }
 
@@ -203,7 +270,7 @@ impl Store for RedisStore {
         let sku = sku.clone();
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let held: Option<u64> = c.get(&key).await.map_err(unavailable)?;
+            let held: Option<u64> = self.exec(c.get(&key)).await?;
             held.ok_or(StoreError::UnknownSale(sku))
         })
     }
@@ -215,15 +282,16 @@ impl Store for RedisStore {
             let token = Token::random();
             let mut c = self.conn().await?;
             let issued: i64 = self
-                .scripts
-                .issue_token
-                .key(k.stock())
-                .key(k.token(&token))
-                .arg(user.as_str())
-                .arg(ttl.as_millis() as u64)
-                .invoke_async(&mut c)
-                .await
-                .map_err(unavailable)?;
+                .exec(
+                    self.scripts
+                        .issue_token
+                        .key(k.stock())
+                        .key(k.token(&token))
+                        .arg(user.as_str())
+                        .arg(ttl.as_millis() as u64)
+                        .invoke_async(&mut c),
+                )
+                .await?;
             if issued == 1 {
                 Ok(token)
             } else {
@@ -248,13 +316,14 @@ impl Store for RedisStore {
         Box::pin(async move {
             let mut c = self.conn().await?;
             let done: i64 = self
-                .scripts
-                .confirm
-                .key(k.order(&id))
-                .key(k.outbox())
-                .invoke_async(&mut c)
-                .await
-                .map_err(unavailable)?;
+                .exec(
+                    self.scripts
+                        .confirm
+                        .key(k.order(&id))
+                        .key(k.outbox())
+                        .invoke_async(&mut c),
+                )
+                .await?;
             Ok(done == 1)
         })
     }
@@ -265,15 +334,16 @@ impl Store for RedisStore {
         Box::pin(async move {
             let mut c = self.conn().await?;
             let reply: Vec<String> = self
-                .scripts
-                .compensate
-                .key(k.order(&id))
-                .key(k.stock())
-                .key(k.buyers())
-                .key(k.outbox())
-                .invoke_async(&mut c)
-                .await
-                .map_err(unavailable)?;
+                .exec(
+                    self.scripts
+                        .compensate
+                        .key(k.order(&id))
+                        .key(k.stock())
+                        .key(k.buyers())
+                        .key(k.outbox())
+                        .invoke_async(&mut c),
+                )
+                .await?;
             let remaining = reply.get(1).and_then(|r| r.parse().ok()).unwrap_or(0);
             Ok(match reply.first().map(String::as_str) {
                 Some("restored") => Compensation::Restored { remaining },
@@ -287,11 +357,9 @@ impl Store for RedisStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut c = self.conn().await?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut c)
+            self.exec(redis::cmd("PING").query_async::<String>(&mut c))
                 .await
                 .map(|_| ())
-                .map_err(unavailable)
         })
     }
 
@@ -299,7 +367,7 @@ impl Store for RedisStore {
         let key = self.keys(sku).order(order_id);
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let state: Option<String> = c.hget(&key, "state").await.map_err(unavailable)?;
+            let state: Option<String> = self.exec(c.hget(&key, "state")).await?;
             Ok(match state.as_deref() {
                 Some("reserved") => Some(OrderState::Reserved),
                 Some("confirmed") => Some(OrderState::Confirmed),
