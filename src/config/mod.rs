@@ -386,9 +386,22 @@ pub struct DeliveryConfig {
     pub path: String,
     /// Orders POSTed to the backend at once, at most.
     pub max_in_flight: usize,
-    /// Wait between delivery attempts of an order the backend did not accept.
+    /// Attempts per order before it counts as refused for good (0 = until the deadline).
+    pub retries: u32,
+    /// An order not delivered this long after it was reserved is compensated.
     #[serde(with = "humantime_serde")]
-    pub retry_interval: Duration,
+    pub deadline: Duration,
+    /// First wait before retrying an order; doubles each attempt, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Longest wait between two attempts of an order.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Failed deliveries in a row that open the breaker toward the backend.
+    pub breaker_threshold: u32,
+    /// How long an open breaker holds deliveries back before one probes the backend.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -396,7 +409,12 @@ impl Default for DeliveryConfig {
         Self {
             path: "/orders".to_owned(),
             max_in_flight: 16,
-            retry_interval: Duration::from_secs(1),
+            retries: 0,
+            deadline: Duration::from_secs(600),
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(2),
         }
     }
 }

@@ -234,10 +234,22 @@ fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
     positive("queue.ticket_ttl", !c.queue.ticket_ttl.is_zero())?;
     positive("queue.max_tickets", c.queue.max_tickets > 0)?;
     positive("delivery.max_in_flight", c.delivery.max_in_flight > 0)?;
+    positive("delivery.deadline", !c.delivery.deadline.is_zero())?;
+    positive("delivery.retry_base", !c.delivery.retry_base.is_zero())?;
     positive(
-        "delivery.retry_interval",
-        !c.delivery.retry_interval.is_zero(),
+        "delivery.breaker_threshold",
+        c.delivery.breaker_threshold > 0,
     )?;
+    positive(
+        "delivery.breaker_cooldown",
+        !c.delivery.breaker_cooldown.is_zero(),
+    )?;
+    if c.delivery.retry_max < c.delivery.retry_base {
+        return Err(ConfigError::invalid(
+            "delivery.retry_max",
+            "must be at least delivery.retry_base",
+        ));
+    }
     if !c.delivery.path.starts_with('/')
         || c.delivery.path.parse::<http::uri::PathAndQuery>().is_err()
     {

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,11 +48,14 @@ pub struct Seen {
 /// - `/hop-response`: answers with hop-by-hop headers the gateway must strip;
 /// - `/close`: answers with `Connection: close`, so the upstream closes the connection;
 /// - `/reject`: answers 400, a permanent refusal under the backend contract;
+/// - `/orders`: records and echoes, or answers `orders_status` when that is set;
 /// - anything else: records the request and echoes its body.
 pub struct Upstream {
     pub addr: SocketAddr,
     /// TCP connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// When non-zero, `POST /orders` is answered with this status instead of 200.
+    pub orders_status: Arc<AtomicU16>,
     seen: Mutex<mpsc::UnboundedReceiver<Seen>>,
     arrivals: Mutex<mpsc::UnboundedReceiver<String>>,
     frames: Mutex<mpsc::UnboundedReceiver<usize>>,
@@ -61,6 +64,7 @@ pub struct Upstream {
 
 #[derive(Clone)]
 struct UpstreamState {
+    orders_status: Arc<AtomicU16>,
     seen: mpsc::UnboundedSender<Seen>,
     arrivals: mpsc::UnboundedSender<String>,
     frames: mpsc::UnboundedSender<usize>,
@@ -82,7 +86,9 @@ impl Upstream {
         let release = Arc::new(Semaphore::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
         let accepted = connections.clone();
+        let orders_status = Arc::new(AtomicU16::new(0));
         let state = UpstreamState {
+            orders_status: orders_status.clone(),
             seen: seen_tx,
             arrivals: arr_tx,
             frames: frames_tx,
@@ -106,6 +112,7 @@ impl Upstream {
         Arc::new(Self {
             addr,
             connections,
+            orders_status,
             seen: Mutex::new(seen_rx),
             arrivals: Mutex::new(arr_rx),
             frames: Mutex::new(frames_rx),
@@ -197,6 +204,15 @@ async fn upstream_route(state: UpstreamState, req: Request<Incoming>) -> Respons
         headers: parts.headers.clone(),
         body: body.clone(),
     });
+    let forced = state.orders_status.load(Ordering::SeqCst);
+    if path == "/orders" && forced != 0 {
+        return Response::builder()
+            .status(forced)
+            .body(UpBody::Left(Full::new(Bytes::from_static(
+                b"backend says no",
+            ))))
+            .expect("response");
+    }
     match path.as_str() {
         "/hold" => {
             let _ = state.arrivals.send(path.clone());

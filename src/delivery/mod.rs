@@ -1,10 +1,16 @@
 //! The deliverer: hands reserved orders from the outbox to the backend with an
 //! idempotency key. 2xx or 409 is an acknowledgement (confirm); other 4xx is a permanent
-//! refusal (compensate: stock and the user's count go back); 5xx and transport errors are
-//! retried on the next round.
+//! refusal (compensate: stock and the user's count go back); 5xx, 408, 429 and transport
+//! errors are retried with exponential backoff and jitter until `delivery.deadline` (or
+//! `delivery.retries`) runs out, which compensates too. A breaker holds deliveries back
+//! while the backend keeps failing, so retries are not burnt against a dead backend.
+
+mod retry;
+
+pub use retry::{BackendBreaker, Backoff};
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
@@ -17,7 +23,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::proxy::Pool;
 use crate::sale::Sale;
-use crate::store::{Compensation, Order};
+use crate::store::{unix_millis, Compensation, Order};
 use crate::ticket::TicketStatus;
 
 /// What the deliverer needs from the config.
@@ -26,7 +32,12 @@ pub struct Settings {
     host: HeaderValue,
     path: String,
     max_in_flight: usize,
-    retry_interval: Duration,
+    retries: u32,
+    deadline: Duration,
+    retry_base: Duration,
+    retry_max: Duration,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
     timeout: Duration,
     shutdown_timeout: Duration,
 }
@@ -57,7 +68,12 @@ impl Settings {
             host,
             path: format!("{prefix}{}", config.delivery.path),
             max_in_flight: config.delivery.max_in_flight,
-            retry_interval: config.delivery.retry_interval,
+            retries: config.delivery.retries,
+            deadline: config.delivery.deadline,
+            retry_base: config.delivery.retry_base,
+            retry_max: config.delivery.retry_max,
+            breaker_threshold: config.delivery.breaker_threshold,
+            breaker_cooldown: config.delivery.breaker_cooldown,
             timeout: config.upstream.timeout,
             shutdown_timeout: config.server.shutdown_timeout,
         }
@@ -72,37 +88,52 @@ enum Verdict {
     Retry,
 }
 
+/// The deliverer's memory between rounds.
+struct State {
+    backoff: Backoff,
+    breaker: BackendBreaker,
+}
+
+/// What one round did.
+#[derive(Default)]
+struct Round {
+    /// Orders that left the outbox (confirmed or compensated).
+    settled: usize,
+    /// Orders still waiting (backing off, held by the breaker, or failed again).
+    waiting: usize,
+}
+
 /// Delivers until `shutdown`, then keeps delivering what is left for up to
-/// `server.shutdown_timeout`, since the memory store's outbox does not outlive the process.
+/// `server.shutdown_timeout`: the memory store's outbox does not outlive the process.
 pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: CancellationToken) {
     let settings = Arc::new(settings);
+    let mut state = State {
+        backoff: Backoff::new(settings.retry_base, settings.retry_max),
+        breaker: BackendBreaker::new(settings.breaker_threshold, settings.breaker_cooldown),
+    };
     loop {
-        let (settled, waiting) = round(&engine, &settings).await;
+        let r = round(&engine, &settings, &mut state).await;
         if shutdown.is_cancelled() {
             break;
         }
-        if settled > 0 {
+        if r.settled > 0 {
             // A batch went through; more may be waiting behind it.
             continue;
         }
-        // Nothing settled: the outbox is empty, or the backend takes nothing right now.
-        let pause = if waiting == 0 {
-            Duration::from_secs(3600)
-        } else {
-            settings.retry_interval
-        };
         tokio::select! {
             () = engine.outbox_ready.notified() => {}
-            () = tokio::time::sleep(pause) => {}
+            () = sleep_until_due(&state, r.waiting) => {}
             () = shutdown.cancelled() => {}
         }
     }
     let flush = async {
         loop {
-            match round(&engine, &settings).await {
-                (0, 0) => return,
-                (0, _) => tokio::time::sleep(settings.retry_interval).await,
-                _ => {}
+            let r = round(&engine, &settings, &mut state).await;
+            if r.settled == 0 && r.waiting == 0 {
+                return;
+            }
+            if r.settled == 0 {
+                sleep_until_due(&state, r.waiting).await;
             }
         }
     };
@@ -114,20 +145,65 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
     }
 }
 
-/// One pass over every sale's outbox, a batch of at most `max_in_flight` orders each;
-/// returns (orders settled, orders that must be retried).
-async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>) -> (usize, usize) {
-    let mut settled = 0;
-    let mut waiting = 0;
+/// Sleeps until the next order is due or the breaker lets a probe through; with nothing
+/// waiting, until woken (an hour at most, to re-read the outbox now and then).
+async fn sleep_until_due(state: &State, waiting: usize) {
+    let now = Instant::now();
+    let next = [state.backoff.next_due(), state.breaker.open_until()]
+        .into_iter()
+        .flatten()
+        .min();
+    let wait = match next {
+        Some(at) => at.saturating_duration_since(now),
+        // Something waits with no schedule (the outbox could not be read): retry soon.
+        None if waiting > 0 => Duration::from_millis(200),
+        None => Duration::from_secs(3600),
+    };
+    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+}
+
+/// One pass over every sale's outbox.
+async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State) -> Round {
+    let mut r = Round::default();
+    let mut seen = std::collections::HashSet::new();
     for sale in engine.sales.iter() {
-        let batch = match engine.store.outbox(&sale.sku, settings.max_in_flight).await {
+        // Read past the orders that are backing off so newer ones are not starved.
+        let window = settings.max_in_flight.saturating_mul(8);
+        let outbox = match engine.store.outbox(&sale.sku, window).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(sku = %sale.sku, error = %e, "cannot read the outbox");
-                waiting += 1;
+                r.waiting += 1;
                 continue;
             }
         };
+        let now = Instant::now();
+        let now_ms = unix_millis(SystemTime::now());
+        let mut batch = Vec::new();
+        seen.extend(outbox.iter().map(|o| o.order_id));
+        for order in outbox {
+            let expired =
+                now_ms.saturating_sub(order.reserved_at) > settings.deadline.as_millis() as u64;
+            let exhausted =
+                settings.retries > 0 && state.backoff.attempts(&order.order_id) >= settings.retries;
+            if expired || exhausted {
+                tracing::warn!(order = %order.order_id, attempts = state.backoff.attempts(&order.order_id),
+                    "delivery gave up (deadline or retries); compensating");
+                if settle(engine, sale, &order, Verdict::Refused).await {
+                    state.backoff.done(&order.order_id);
+                    r.settled += 1;
+                } else {
+                    r.waiting += 1;
+                }
+            } else if state.backoff.due(&order.order_id, now) {
+                batch.push(order);
+            } else {
+                r.waiting += 1;
+            }
+        }
+        let allowed = state.breaker.allowance(now, settings.max_in_flight);
+        r.waiting += batch.len().saturating_sub(allowed);
+        batch.truncate(allowed);
         let mut set = JoinSet::new();
         for order in batch {
             let settings = settings.clone();
@@ -138,16 +214,30 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>) -> (usize, usize)
         }
         while let Some(joined) = set.join_next().await {
             let Ok((order, verdict)) = joined else {
-                waiting += 1;
+                r.waiting += 1;
                 continue;
             };
-            match settle(engine, sale, &order, verdict).await {
-                true => settled += 1,
-                false => waiting += 1,
+            match verdict {
+                Verdict::Retry => {
+                    state.breaker.failure(Instant::now());
+                    state.backoff.failed(order.order_id, Instant::now());
+                    r.waiting += 1;
+                }
+                _ => {
+                    state.breaker.success();
+                    if settle(engine, sale, &order, verdict).await {
+                        state.backoff.done(&order.order_id);
+                        r.settled += 1;
+                    } else {
+                        r.waiting += 1;
+                    }
+                }
             }
         }
     }
-    (settled, waiting)
+    // Orders that left the outbox elsewhere (another instance delivered them) are forgotten.
+    state.backoff.retain(|o| seen.contains(o));
+    r
 }
 
 /// Applies the backend's verdict to the store and the ticket; `true` if the order left the outbox.
@@ -171,7 +261,7 @@ async fn settle(engine: &Engine, sale: &Sale, order: &Order, verdict: Verdict) -
                 if let Compensation::Restored { remaining } = result {
                     sale.set_remaining(remaining);
                 }
-                tracing::warn!(order = %order.order_id, "backend refused the order; stock restored");
+                tracing::warn!(order = %order.order_id, "order not delivered; stock restored");
                 engine
                     .tickets
                     .update_by_order(&order.order_id, TicketStatus::Failed(order.order_id));
