@@ -201,6 +201,9 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 r.waiting += 1;
             }
         }
+        // Fewest attempts first: while the breaker lets only a probe through, every order
+        // gets its turn instead of the oldest one being tried again and again.
+        batch.sort_by_key(|o| state.backoff.attempts(&o.order_id));
         let allowed = state.breaker.allowance(now, settings.max_in_flight);
         r.waiting += batch.len().saturating_sub(allowed);
         batch.truncate(allowed);

@@ -133,6 +133,12 @@ impl Upstream {
         .await
     }
 
+    /// Every request recorded and not read yet, without waiting for more.
+    pub async fn drain_seen(&self) -> Vec<Seen> {
+        let mut rx = self.seen.lock().await;
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
     /// Waits until a held request (`/hold`, `/stream-out`) has reached the upstream; returns its path.
     pub async fn arrival(&self) -> String {
         guarded("arrival at the upstream", async {

@@ -1,0 +1,242 @@
+//! Delivery to the backend: retries until it recovers, compensation when it refuses or
+//! stays down past the deadline, and nothing lost when a gateway is killed mid-delivery.
+
+mod common;
+mod redis_server;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use redis_server::RedisServer;
+
+const FAST_RETRY: &str =
+    "[delivery]\nretry_base = \"10ms\"\nretry_max = \"50ms\"\nbreaker_cooldown = \"50ms\"\n";
+
+async fn buy(addr: SocketAddr, user: &str) -> (String, String) {
+    let t = token_for(addr, "phone", user).await;
+    let a = order(addr, "phone", user, &t).await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{:?}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let v = a.json();
+    (
+        v["order_id"].as_str().expect("order").to_owned(),
+        v["ticket"].as_str().expect("ticket").to_owned(),
+    )
+}
+
+async fn ticket_status(addr: SocketAddr, ticket: &str) -> String {
+    let v = send(addr, get(&format!("/sale/tickets/{ticket}")))
+        .await
+        .json();
+    v["status"].as_str().unwrap_or("").to_owned()
+}
+
+async fn until_status(addr: SocketAddr, ticket: &str, want: &str) {
+    guarded("ticket to reach its state", async {
+        while ticket_status(addr, ticket).await != want {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Collects deliveries (idempotency keys, with how often each arrived) until `done` holds.
+async fn deliveries_until(
+    up: &Upstream,
+    done: impl Fn(&HashMap<String, usize>) -> bool,
+) -> HashMap<String, usize> {
+    guarded("the expected deliveries", async {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        while !done(&seen) {
+            let s = up.next_seen().await;
+            if s.uri.path() == "/orders" {
+                let key = s.headers["idempotency-key"]
+                    .to_str()
+                    .expect("ascii")
+                    .to_owned();
+                *seen.entry(key).or_default() += 1;
+            }
+        }
+        seen
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_backend_is_retried_until_it_recovers() {
+    let up = Upstream::start().await;
+    up.orders_status.store(500, Ordering::SeqCst);
+    let gw = sale_gateway(
+        &up,
+        &format!("[[sale]]\nsku = \"phone\"\nstock = 10\n{FAST_RETRY}"),
+    )
+    .await;
+    let mut orders = Vec::new();
+    for u in ["a", "b", "c"] {
+        orders.push(buy(gw.public_addr, u).await);
+    }
+    // Every order is attempted (and refused with 500) at least twice...
+    let ids: HashSet<String> = orders.iter().map(|(o, _)| o.clone()).collect();
+    deliveries_until(&up, |s| {
+        ids.iter().all(|id| s.get(id).copied().unwrap_or(0) >= 2)
+    })
+    .await;
+    for (_, ticket) in &orders {
+        assert_eq!(ticket_status(gw.public_addr, ticket).await, "reserved");
+    }
+    // ...and once the backend recovers, each is confirmed; nothing was compensated.
+    up.orders_status.store(0, Ordering::SeqCst);
+    for (_, ticket) in &orders {
+        until_status(gw.public_addr, ticket, "confirmed").await;
+    }
+    assert_eq!(
+        send(gw.public_addr, get("/sale/phone")).await.json()["remaining"],
+        7
+    );
+}
+
+#[tokio::test]
+async fn a_backend_down_past_the_deadline_gets_the_stock_back() {
+    let up = Upstream::start().await;
+    up.orders_status.store(503, Ordering::SeqCst);
+    let cfg = format!("[[sale]]\nsku = \"phone\"\nstock = 1\n{FAST_RETRY}deadline = \"300ms\"\n");
+    let gw = sale_gateway(&up, &cfg).await;
+    let (_, ticket) = buy(gw.public_addr, "alice").await;
+    until_status(gw.public_addr, &ticket, "failed").await;
+    let s = send(gw.public_addr, get("/sale/phone")).await.json();
+    assert_eq!(
+        (s["remaining"].as_u64(), s["state"].as_str()),
+        (Some(1), Some("open"))
+    );
+}
+
+#[tokio::test]
+async fn a_retry_limit_compensates_too() {
+    let up = Upstream::start().await;
+    up.orders_status.store(502, Ordering::SeqCst);
+    let cfg = format!("[[sale]]\nsku = \"phone\"\nstock = 1\n{FAST_RETRY}retries = 3\n");
+    let gw = sale_gateway(&up, &cfg).await;
+    let (order_id, ticket) = buy(gw.public_addr, "alice").await;
+    until_status(gw.public_addr, &ticket, "failed").await;
+    let attempts = up
+        .drain_seen()
+        .await
+        .iter()
+        .filter(|s| {
+            s.headers
+                .get("idempotency-key")
+                .is_some_and(|k| k == order_id.as_str())
+        })
+        .count();
+    assert_eq!(attempts, 3, "three attempts, then compensation");
+}
+
+#[tokio::test]
+async fn the_backend_applies_a_redelivered_order_once() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, backend, _task) =
+        flashgate::demo::start_backend("127.0.0.1:0".parse().expect("addr"), stop.clone())
+            .await
+            .expect("backend");
+    let body = r#"{"order_id":"x","sku":"phone","user_id":"a","quantity":1,"reserved_at":1}"#;
+    for expected in [StatusCode::CREATED, StatusCode::OK, StatusCode::OK] {
+        let a = send(
+            addr,
+            request(
+                "POST",
+                "/orders",
+                &[("idempotency-key", "0123456789abcdef0123456789abcdef")],
+                body,
+            ),
+        )
+        .await;
+        assert_eq!(a.status, expected);
+    }
+    let stats = send(addr, get("/orders/stats")).await.json();
+    assert_eq!(
+        (stats["orders"].as_u64(), stats["duplicates"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(backend.orders(), 1);
+    stop.cancel();
+}
+
+/// Starts the gateway binary; returns it and its public address.
+fn spawn_gateway(config: &std::path::Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--log-format", "json", "--log-level", "info"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn flashgate");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines.next().expect("flashgate exited early").expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log");
+        if v["message"] == "flashgate listening" {
+            break v["public_addr"]
+                .as_str()
+                .expect("addr")
+                .parse()
+                .expect("addr");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_delivery_then_restart_delivers_everything() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    up.orders_status.store(503, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("flashgate-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("gw.toml");
+    let text = format!(
+        "{}[store]\nkind = \"redis\"\nurl = \"{}\"\n[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 20\n{FAST_RETRY}",
+        config_text(&up.url(), ""),
+        redis.url()
+    );
+    std::fs::write(&cfg, text).expect("config");
+
+    let (mut first, addr) = spawn_gateway(&cfg);
+    let mut ids = HashSet::new();
+    for u in 0..5 {
+        ids.insert(buy(addr, &format!("user{u}")).await.0);
+    }
+    // The backend has been refusing; every order is still waiting in Redis's outbox.
+    deliveries_until(&up, |s| ids.iter().all(|id| s.contains_key(id))).await;
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+
+    up.orders_status.store(0, Ordering::SeqCst);
+    let (mut second, _) = spawn_gateway(&cfg);
+    // The restarted gateway delivers every order the dead one left behind.
+    guarded("the outbox to drain", async {
+        while redis.command(&["XLEN", "flashgate:{phone}:outbox"]) != ":0" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    for id in &ids {
+        let state = redis.command(&["HGET", &format!("flashgate:{{phone}}:order:{id}"), "state"]);
+        assert_eq!(state, "confirmed", "{id}");
+    }
+    assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "15");
+    second.kill().expect("kill");
+    let _ = second.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
