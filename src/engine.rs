@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, DeliveryMode, StoreKind};
 use crate::identity::Identity;
 use crate::ratelimit::KeyedLimit;
 use crate::sale::Sales;
@@ -89,11 +89,14 @@ impl Engine {
                 ))
             })
             .collect();
-        tasks.push(tokio::spawn(crate::delivery::run(
-            self.clone(),
-            crate::delivery::Settings::new(config),
-            shutdown.clone(),
-        )));
+        // In stream mode the backend consumes the outbox itself; the gateway only reserves.
+        if config.delivery.mode == DeliveryMode::Http {
+            tasks.push(tokio::spawn(crate::delivery::run(
+                self.clone(),
+                crate::delivery::Settings::new(config),
+                shutdown.clone(),
+            )));
+        }
         if let Some(every) = self.stock_sync {
             tasks.push(tokio::spawn(sync_stock(
                 self.clone(),

@@ -378,10 +378,22 @@ impl Default for StoreConfig {
     }
 }
 
+/// How reserved orders reach the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// The gateway POSTs each order to the backend.
+    Http,
+    /// Orders stay in the Redis outbox stream for the backend's own consumer group.
+    Stream,
+}
+
 /// `[delivery]`: how reserved orders reach the backend.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
+    /// `http` (the gateway delivers) or `stream` (the backend consumes the outbox stream).
+    pub mode: DeliveryMode,
     /// Path on the upstream that orders are POSTed to.
     pub path: String,
     /// Orders POSTed to the backend at once, at most.
@@ -407,6 +419,7 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
+            mode: DeliveryMode::Http,
             path: "/orders".to_owned(),
             max_in_flight: 16,
             retries: 0,

@@ -234,6 +234,12 @@ fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
     positive("queue.ticket_ttl", !c.queue.ticket_ttl.is_zero())?;
     positive("queue.max_tickets", c.queue.max_tickets > 0)?;
     positive("delivery.max_in_flight", c.delivery.max_in_flight > 0)?;
+    if c.delivery.mode == super::DeliveryMode::Stream && c.store.kind != super::StoreKind::Redis {
+        return Err(ConfigError::invalid(
+            "delivery.mode",
+            "\"stream\" needs store.kind = \"redis\": the backend reads the Redis outbox stream",
+        ));
+    }
     positive("delivery.deadline", !c.delivery.deadline.is_zero())?;
     positive("delivery.retry_base", !c.delivery.retry_base.is_zero())?;
     positive(
