@@ -87,7 +87,9 @@ fn main() -> redis::RedisResult<()> {
                 from = ">";
                 continue;
             }
-            if args.idle_exit_ms > 0 && last_order.elapsed() > Duration::from_millis(args.idle_exit_ms) {
+            if args.idle_exit_ms > 0
+                && last_order.elapsed() > Duration::from_millis(args.idle_exit_ms)
+            {
                 break;
             }
             continue;

@@ -312,6 +312,11 @@ mod tests {
             "{UP}[[sale]]\nsku = \"a\"\nstock = 1\nstarts_at = \"2026-01-02T00:00:00Z\"\nends_at = \"2026-01-01T00:00:00Z\"\n"
         );
         assert_eq!(key_of(&window, &[]), "sale.0.ends_at");
+        assert_eq!(
+            key_of(&format!("{UP}[delivery]\nmode = \"stream\"\n"), &[]),
+            "delivery.mode",
+            "stream delivery needs the Redis store"
+        );
         let o = Override::from_flag("server.header_timeout=0s").expect("flag");
         assert_eq!(key_of(UP, &[o]), "server.header_timeout");
     }
