@@ -206,7 +206,7 @@ async fn sigkill_mid_delivery_then_restart_delivers_everything() {
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = dir.join("gw.toml");
     let text = format!(
-        "{}[store]\nkind = \"redis\"\nurl = \"{}\"\n[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 20\n{FAST_RETRY}",
+        "{}[store]\nkind = \"redis\"\nurl = \"{}\"\n[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 20\n{FAST_RETRY}claim_idle = \"100ms\"\n",
         config_text(&up.url(), ""),
         redis.url()
     );

@@ -120,3 +120,52 @@ async fn rediss_urls_speak_tls() {
     assert_eq!(store.init_stock(&sku, 7).await.expect("init over TLS"), 7);
     assert_eq!(server.command(&["GET", "flashgate:{tls}:stock"]), "7");
 }
+
+#[tokio::test]
+async fn deliverers_share_the_outbox_and_take_over_a_dead_ones_orders() {
+    let server = RedisServer::start();
+    let store = store_on(&server);
+    let sku = Sku::new("claim");
+    store.init_stock(&sku, 10).await.expect("init");
+    for i in 0..4 {
+        let u = UserId::parse(&format!("u{i}")).expect("user");
+        let t = store
+            .issue_token(&sku, &u, Duration::from_secs(60))
+            .await
+            .expect("token");
+        let req = ReserveRequest {
+            sku: sku.clone(),
+            user: u,
+            token: t,
+            quantity: 1,
+            per_user_limit: 1,
+        };
+        store.reserve(&req).await.expect("reserve");
+    }
+    let long = Duration::from_secs(3600);
+    let a = store.claim(&sku, "a", 3, long).await.expect("claim");
+    assert_eq!(a.len(), 3);
+    // b gets only what a does not hold.
+    let b = store.claim(&sku, "b", 10, long).await.expect("claim");
+    assert_eq!(b.len(), 1);
+    assert!(a.iter().all(|o| o.order_id != b[0].order_id));
+    // a asks again: the same three (its pending ones), nothing of b's.
+    let again = store.claim(&sku, "a", 10, long).await.expect("claim");
+    assert_eq!(again.len(), 3);
+    // a dies; with its orders idle past the threshold, c takes them over.
+    let c = store
+        .claim(&sku, "c", 10, Duration::ZERO)
+        .await
+        .expect("claim");
+    assert_eq!(c.len(), 4);
+    // Confirmed orders leave the stream and the group for good.
+    for o in &c {
+        assert!(store.confirm(&sku, &o.order_id).await.expect("confirm"));
+    }
+    assert!(store
+        .claim(&sku, "c", 10, Duration::ZERO)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert_eq!(server.command(&["XLEN", "flashgate:{claim}:outbox"]), ":0");
+}

@@ -414,6 +414,10 @@ pub struct DeliveryConfig {
     /// How long an open breaker holds deliveries back before one probes the backend.
     #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
+    /// Redis store: orders another instance's deliverer has held this long without
+    /// settling are taken over (it probably died). Keep it above `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -428,6 +432,7 @@ impl Default for DeliveryConfig {
             retry_max: Duration::from_secs(30),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(2),
+            claim_idle: Duration::from_secs(60),
         }
     }
 }

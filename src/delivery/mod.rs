@@ -40,6 +40,9 @@ pub struct Settings {
     breaker_cooldown: Duration,
     timeout: Duration,
     shutdown_timeout: Duration,
+    /// This deliverer's name in the store's consumer group: unique per process.
+    consumer: String,
+    claim_idle: Duration,
 }
 
 impl Settings {
@@ -74,6 +77,12 @@ impl Settings {
             retry_max: config.delivery.retry_max,
             breaker_threshold: config.delivery.breaker_threshold,
             breaker_cooldown: config.delivery.breaker_cooldown,
+            consumer: format!(
+                "{}-{}",
+                std::process::id(),
+                &crate::types::OrderId::random().as_str()[..8]
+            ),
+            claim_idle: config.delivery.claim_idle,
             timeout: config.upstream.timeout,
             shutdown_timeout: config.server.shutdown_timeout,
         }
@@ -122,7 +131,7 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
         }
         tokio::select! {
             () = engine.outbox_ready.notified() => {}
-            () = sleep_until_due(&state, r.waiting) => {}
+            () = sleep_until_due(&state, r.waiting, settings.claim_idle) => {}
             () = shutdown.cancelled() => {}
         }
     }
@@ -133,7 +142,7 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
                 return;
             }
             if r.settled == 0 {
-                sleep_until_due(&state, r.waiting).await;
+                sleep_until_due(&state, r.waiting, settings.claim_idle).await;
             }
         }
     };
@@ -146,8 +155,9 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
 }
 
 /// Sleeps until the next order is due or the breaker lets a probe through; with nothing
-/// waiting, until woken (an hour at most, to re-read the outbox now and then).
-async fn sleep_until_due(state: &State, waiting: usize) {
+/// waiting, until woken or `claim_idle` has passed (another instance's orders may be
+/// ours to take over by then).
+async fn sleep_until_due(state: &State, waiting: usize, claim_idle: Duration) {
     let now = Instant::now();
     let next = [state.backoff.next_due(), state.breaker.open_until()]
         .into_iter()
@@ -157,7 +167,7 @@ async fn sleep_until_due(state: &State, waiting: usize) {
         Some(at) => at.saturating_duration_since(now),
         // Something waits with no schedule (the outbox could not be read): retry soon.
         None if waiting > 0 => Duration::from_millis(200),
-        None => Duration::from_secs(3600),
+        None => claim_idle,
     };
     tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
 }
@@ -169,7 +179,11 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
     for sale in engine.sales.iter() {
         // Read past the orders that are backing off so newer ones are not starved.
         let window = settings.max_in_flight.saturating_mul(8);
-        let outbox = match engine.store.outbox(&sale.sku, window).await {
+        let claimed = engine
+            .store
+            .claim(&sale.sku, &settings.consumer, window, settings.claim_idle)
+            .await;
+        let outbox = match claimed {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(sku = %sale.sku, error = %e, "cannot read the outbox");

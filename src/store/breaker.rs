@@ -151,6 +151,15 @@ impl Store for Breaker {
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
         self.call(self.inner.outbox(sku, max))
     }
+    fn claim(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        max: usize,
+        claim_idle: Duration,
+    ) -> StoreFuture<'_, Vec<Order>> {
+        self.call(self.inner.claim(sku, consumer, max, claim_idle))
+    }
     fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool> {
         self.call(self.inner.confirm(sku, order_id))
     }

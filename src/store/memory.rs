@@ -222,6 +222,17 @@ impl Store for MemoryStore {
         }))
     }
 
+    fn claim(
+        &self,
+        sku: &Sku,
+        _consumer: &str,
+        max: usize,
+        _idle: Duration,
+    ) -> StoreFuture<'_, Vec<Order>> {
+        // One process, one deliverer: everything in the outbox is its to deliver.
+        self.outbox(sku, max)
+    }
+
     fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool> {
         ready(self.sale(sku).map(|sale| {
             let mut d = lock(&sale);

@@ -145,6 +145,17 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `max` reserved, undelivered orders of `sku`, oldest first.
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>>;
 
+    /// Up to `max` orders for deliverer `consumer` to deliver: those it already holds,
+    /// new ones, and those another deliverer has held for longer than `claim_idle` (it
+    /// probably died). With one deliverer this is [`outbox`](Self::outbox).
+    fn claim(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        max: usize,
+        claim_idle: Duration,
+    ) -> StoreFuture<'_, Vec<Order>>;
+
     /// Marks an order delivered and takes it out of the outbox; `false` if it was not reserved.
     fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool>;
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, Script, Value};
 
 use super::{
     unix_millis, Compensation, Order, OrderState, Reservation, ReserveReply, ReserveRequest, Store,
@@ -209,6 +209,82 @@ impl RedisStore {
         })
     }
 
+    async fn claim_now(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        max: usize,
+        claim_idle: Duration,
+    ) -> Result<Vec<Order>, StoreError> {
+        let k = self.keys(sku);
+        let stream = k.outbox();
+        let mut c = self.conn().await?;
+        // The group is created from the stream's start; BUSYGROUP means it exists already.
+        let created: Result<(), StoreError> = self
+            .exec(
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&stream)
+                    .arg(DELIVERERS)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async(&mut c),
+            )
+            .await;
+        if let Err(e) = created {
+            if !e.to_string().contains("BUSYGROUP") {
+                return Err(e);
+            }
+        }
+        let mut found: Vec<(String, HashMap<String, String>)> = Vec::new();
+        // Ours already (retries, or a previous life of this consumer), then new ones.
+        for from in ["0", ">"] {
+            let reply: Value = self
+                .exec(
+                    redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(DELIVERERS)
+                        .arg(consumer)
+                        .arg("COUNT")
+                        .arg(max)
+                        .arg("STREAMS")
+                        .arg(&stream)
+                        .arg(from)
+                        .query_async(&mut c),
+                )
+                .await?;
+            for per_stream in items(&reply) {
+                if let Some(entries) = items(per_stream).get(1) {
+                    found.extend(entries_of(entries));
+                }
+            }
+        }
+        // Orders another deliverer has sat on for too long: it probably died.
+        let reply: Value = self
+            .exec(
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(DELIVERERS)
+                    .arg(consumer)
+                    .arg(claim_idle.as_millis() as u64)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(max)
+                    .query_async(&mut c),
+            )
+            .await?;
+        if let Some(entries) = items(&reply).get(1) {
+            found.extend(entries_of(entries));
+        }
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|(id, _)| seen.insert(id.clone()));
+        found.truncate(max);
+        Ok(found
+            .into_iter()
+            .filter_map(|(_, f)| order_of(&f))
+            .collect())
+    }
+
     async fn outbox_now(&self, sku: &Sku, max: usize) -> Result<Vec<Order>, StoreError> {
         let k = self.keys(sku);
         let mut c = self.conn().await?;
@@ -225,17 +301,56 @@ impl RedisStore {
             .await?;
         Ok(entries
             .into_iter()
-            .filter_map(|(_, f)| {
-                Some(Order {
-                    order_id: OrderId::parse(f.get("order_id")?)?,
-                    sku: f.get("sku")?.clone(),
-                    user_id: f.get("user_id")?.clone(),
-                    quantity: f.get("quantity")?.parse().ok()?,
-                    reserved_at: f.get("reserved_at")?.parse().ok()?,
-                })
-            })
+            .filter_map(|(_, f)| order_of(&f))
             .collect())
     }
+}
+
+/// The consumer group of gateway deliverers on every outbox stream.
+const DELIVERERS: &str = "flashgate-deliverers";
+
+fn order_of(f: &HashMap<String, String>) -> Option<Order> {
+    Some(Order {
+        order_id: OrderId::parse(f.get("order_id")?)?,
+        sku: f.get("sku")?.clone(),
+        user_id: f.get("user_id")?.clone(),
+        quantity: f.get("quantity")?.parse().ok()?,
+        reserved_at: f.get("reserved_at")?.parse().ok()?,
+    })
+}
+
+/// The elements of an array reply (empty for anything else, e.g. nil).
+fn items(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(items) => items,
+        _ => &[],
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Stream entries `[[id, [field, value, …]], …]`; entries deleted meanwhile (nil fields)
+/// are skipped.
+fn entries_of(v: &Value) -> Vec<(String, HashMap<String, String>)> {
+    items(v)
+        .iter()
+        .filter_map(|entry| {
+            let pair = items(entry);
+            let id = text(pair.first()?)?;
+            let fields = items(pair.get(1)?);
+            let map = fields
+                .chunks(2)
+                .filter_map(|kv| Some((text(kv.first()?)?, text(kv.get(1)?)?)))
+                .collect();
+            Some((id, map))
+        })
+        .collect()
 }
 
 impl Store for RedisStore {
@@ -308,6 +423,17 @@ impl Store for RedisStore {
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
         let sku = sku.clone();
         Box::pin(async move { self.outbox_now(&sku, max).await })
+    }
+
+    fn claim(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        max: usize,
+        claim_idle: Duration,
+    ) -> StoreFuture<'_, Vec<Order>> {
+        let (sku, consumer) = (sku.clone(), consumer.to_owned());
+        Box::pin(async move { self.claim_now(&sku, &consumer, max, claim_idle).await })
     }
 
     fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool> {
