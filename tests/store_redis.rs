@@ -20,6 +20,23 @@ fn store_on(server: &RedisServer) -> RedisStore {
     RedisStore::new(&cfg, Duration::from_secs(3600)).expect("pool")
 }
 
+/// Issues a token for `user` and spends it on one unit; returns the reply's outcome.
+async fn reserve_one(store: &RedisStore, sku: &Sku, user: &str) -> Reservation {
+    let u = UserId::parse(user).expect("user");
+    let token = store
+        .issue_token(sku, &u, Duration::from_secs(60))
+        .await
+        .expect("token");
+    let req = ReserveRequest {
+        sku: sku.clone(),
+        user: u,
+        token,
+        quantity: 1,
+        per_user_limit: 1,
+    };
+    store.reserve(&req).await.expect("reserve").outcome
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         $(
@@ -51,25 +68,11 @@ async fn scripts_are_reloaded_after_script_flush() {
     let store = store_on(&server);
     let sku = Sku::new("noscript");
     store.init_stock(&sku, 5).await.expect("init");
-    let u = UserId::parse("u").expect("user");
-    let t = store
-        .issue_token(&sku, &u, Duration::from_secs(60))
-        .await
-        .expect("token");
     assert_eq!(server.command(&["SCRIPT", "FLUSH"]), "+OK");
-    let req = ReserveRequest {
-        sku: sku.clone(),
-        user: u,
-        token: t,
-        quantity: 1,
-        per_user_limit: 1,
-    };
-    let reply = store
-        .reserve(&req)
-        .await
-        .expect("reserve after SCRIPT FLUSH");
+    // Both the token and the reserve scripts are gone; each is reloaded on NOSCRIPT.
+    let outcome = reserve_one(&store, &sku, "u").await;
     assert!(matches!(
-        reply.outcome,
+        outcome,
         Reservation::Reserved { remaining: 4, .. }
     ));
 }
@@ -80,19 +83,7 @@ async fn keys_of_a_sale_share_one_cluster_slot() {
     let store = store_on(&server);
     let sku = Sku::new("slot");
     store.init_stock(&sku, 1).await.expect("init");
-    let u = UserId::parse("u").expect("user");
-    let t = store
-        .issue_token(&sku, &u, Duration::from_secs(60))
-        .await
-        .expect("token");
-    let req = ReserveRequest {
-        sku: sku.clone(),
-        user: u,
-        token: t,
-        quantity: 1,
-        per_user_limit: 1,
-    };
-    store.reserve(&req).await.expect("reserve");
+    reserve_one(&store, &sku, "u").await;
     // Every key of the sale carries the {sku} hash tag.
     let count = server.command(&["EVAL", "return #redis.call('KEYS', '*')", "0"]);
     let tagged = server.command(&[
@@ -128,19 +119,7 @@ async fn deliverers_share_the_outbox_and_take_over_a_dead_ones_orders() {
     let sku = Sku::new("claim");
     store.init_stock(&sku, 10).await.expect("init");
     for i in 0..4 {
-        let u = UserId::parse(&format!("u{i}")).expect("user");
-        let t = store
-            .issue_token(&sku, &u, Duration::from_secs(60))
-            .await
-            .expect("token");
-        let req = ReserveRequest {
-            sku: sku.clone(),
-            user: u,
-            token: t,
-            quantity: 1,
-            per_user_limit: 1,
-        };
-        store.reserve(&req).await.expect("reserve");
+        reserve_one(&store, &sku, &format!("u{i}")).await;
     }
     let long = Duration::from_secs(3600);
     let a = store.claim(&sku, "a", 3, long).await.expect("claim");
