@@ -68,13 +68,13 @@ async fn scripts_are_reloaded_after_script_flush() {
     let store = store_on(&server);
     let sku = Sku::new("noscript");
     store.init_stock(&sku, 5).await.expect("init");
+    // The scripts are loaded and in use...
+    let first = reserve_one(&store, &sku, "u1").await;
+    assert!(matches!(first, Reservation::Reserved { remaining: 4, .. }));
     assert_eq!(server.command(&["SCRIPT", "FLUSH"]), "+OK");
-    // Both the token and the reserve scripts are gone; each is reloaded on NOSCRIPT.
-    let outcome = reserve_one(&store, &sku, "u").await;
-    assert!(matches!(
-        outcome,
-        Reservation::Reserved { remaining: 4, .. }
-    ));
+    // ...then gone: EVALSHA answers NOSCRIPT and each script is loaded again.
+    let second = reserve_one(&store, &sku, "u2").await;
+    assert!(matches!(second, Reservation::Reserved { remaining: 3, .. }));
 }
 
 #[tokio::test]
