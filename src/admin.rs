@@ -1,4 +1,5 @@
-//! The admin listener: liveness and readiness for orchestrators and load balancers.
+//! The admin listener: liveness and readiness for orchestrators and load balancers, and
+//! the admin API under `/admin/` (see [`crate::admin_api`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use crate::admin_api::AdminApi;
 use crate::error::GatewayError;
 use crate::proxy::Proxy;
 use crate::response::{json, GatewayResponse};
@@ -24,6 +26,7 @@ struct Inner {
     proxy: Proxy,
     probe_timeout: Duration,
     store: Arc<dyn Store>,
+    api: AdminApi,
 }
 
 #[derive(Serialize)]
@@ -41,12 +44,18 @@ struct Readiness {
 impl Admin {
     /// Admin routes checking the upstream behind `proxy` and the store; a probe gets
     /// `probe_timeout`.
-    pub fn new(proxy: Proxy, probe_timeout: Duration, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        proxy: Proxy,
+        probe_timeout: Duration,
+        store: Arc<dyn Store>,
+        api: AdminApi,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 proxy,
                 probe_timeout,
                 store,
+                api,
             }),
         }
     }
@@ -92,6 +101,7 @@ impl Handler for Admin {
                 json(StatusCode::OK, &Health { status: "ok" })
             }
             (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
+            (_, path) if path.starts_with("/admin/") => self.inner.api.handle(req).await,
             _ => GatewayError::NotFound.into_response(),
         }
     }

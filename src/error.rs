@@ -83,6 +83,9 @@ pub enum GatewayError {
     /// The gateway is shutting down and did not process this request.
     #[error("the gateway is shutting down, retry shortly")]
     ShuttingDown,
+    /// The admin API needs a valid bearer token.
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
     /// No ticket has this id (or it expired).
     #[error("unknown or expired ticket")]
     UnknownTicket,
@@ -99,7 +102,9 @@ impl GatewayError {
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::TooManyConnections | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::MissingIdentity | Self::BadIdentity => StatusCode::UNAUTHORIZED,
+            Self::MissingIdentity | Self::BadIdentity | Self::Unauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::UnknownSale(_) | Self::UnknownTicket => StatusCode::NOT_FOUND,
             Self::SaleNotStarted { .. } | Self::SaleClosed | Self::SalePaused => {
                 StatusCode::FORBIDDEN
@@ -139,6 +144,7 @@ impl GatewayError {
             Self::StoreUnavailable => "store_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::UnknownTicket => "unknown_ticket",
+            Self::Unauthorized => "unauthorized",
         }
     }
 
@@ -188,6 +194,7 @@ mod tests {
             GatewayError::StoreUnavailable,
             GatewayError::ShuttingDown,
             GatewayError::UnknownTicket,
+            GatewayError::Unauthorized,
         ];
         for e in all {
             let needs = matches!(e.status().as_u16(), 429 | 503);

@@ -140,8 +140,12 @@ impl Gateway {
                 sales: SaleApi::new(engine.clone()),
             }),
         };
-        let admin_handler =
-            Admin::new(proxy, config.upstream.connect_timeout, engine.store.clone());
+        let admin_handler = Admin::new(
+            proxy,
+            config.upstream.connect_timeout,
+            engine.store.clone(),
+            crate::admin_api::AdminApi::new(engine.clone(), &config.admin.token),
+        );
         let mut tasks = vec![
             tokio::spawn(server::serve(
                 public,

@@ -12,7 +12,7 @@
 //! - [`delivery`]: hands reserved orders to the backend, or puts the stock back.
 //! - [`engine`]: what the sale path shares, and its background tasks.
 //! - [`proxy`]: forwards everything that is not a sale route to the upstream.
-//! - [`admin`]: `/healthz` and `/readyz` on the admin listener.
+//! - [`admin`]: `/healthz` and `/readyz` on the admin listener; [`admin_api`] under `/admin/`.
 //! - [`demo`]: the demo backend behind `flashgate demo`.
 //! - [`config`], [`types`], [`error`], [`response`], [`logging`], [`signal`], [`cli`]: the
 //!   supporting cast.
@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admin_api;
 pub mod admission;
 pub mod cli;
 pub mod config;

@@ -45,6 +45,9 @@ pub struct Config {
     /// How reserved orders reach the backend.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// The admin API on the admin listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Logging format and level.
     #[serde(default)]
     pub log: LogConfig,
@@ -247,6 +250,15 @@ impl QueueOverrides {
     fn is_empty(&self) -> bool {
         self.capacity.is_none() && self.drain_rate.is_none() && self.workers.is_none()
     }
+}
+
+/// `[admin]`: the admin API's credentials.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token the admin API requires; empty turns the API off (every call 401).
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "redacted")]
+    pub token: String,
 }
 
 /// `[identity]`: who the user is, as the auth layer in front says.

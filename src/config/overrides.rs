@@ -5,7 +5,8 @@ use super::ConfigError;
 /// Sections whose keys may be overridden; used to split `FLASHGATE_SECTION_KEY` names,
 /// whose keys themselves contain underscores.
 const SECTIONS: &[&str] = &[
-    "server", "upstream", "queue", "sale", "identity", "limits", "store", "delivery", "log",
+    "server", "upstream", "queue", "sale", "identity", "limits", "store", "delivery", "admin",
+    "log",
 ];
 
 /// Environment variables that configure the command line rather than a key.

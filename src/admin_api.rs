@@ -1,0 +1,160 @@
+//! The admin API on the admin listener, behind a bearer token: list sales with live
+//! figures, pause and resume a sale, change its drain rate, load its stock.
+//!
+//! | request | does |
+//! |---|---|
+//! | `GET /admin/sales` | every sale: state, remaining, queued, pending, capacity, drain rate, paused |
+//! | `POST /admin/sales/{sku}/pause`, `…/resume` | stops / restarts admission and the drain |
+//! | `PUT /admin/sales/{sku}/drain_rate` `{"rate": n}` | changes the drain rate at once |
+//! | `PUT /admin/sales/{sku}/stock` `{"units": n}` | sets the stock in the store |
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::engine::Engine;
+use crate::error::GatewayError;
+use crate::response::{json, GatewayResponse};
+use crate::sale::Sale;
+
+/// The admin API over a sale engine.
+pub struct AdminApi {
+    engine: Arc<Engine>,
+    /// `None` when no token is configured: the API is off.
+    token: Option<Vec<u8>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rate {
+    rate: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Units {
+    units: u64,
+}
+
+impl AdminApi {
+    /// The API over `engine`, accepting `token` (empty: off).
+    pub fn new(engine: Arc<Engine>, token: &str) -> Self {
+        Self {
+            engine,
+            token: (!token.is_empty()).then(|| token.as_bytes().to_vec()),
+        }
+    }
+
+    /// Answers a request under `/admin/`.
+    pub async fn handle(&self, req: Request<Incoming>) -> GatewayResponse {
+        match self.route(req).await {
+            Ok(r) => r,
+            Err(GatewayError::Unauthorized) => {
+                let mut r = GatewayError::Unauthorized.into_response();
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                r
+            }
+            Err(e) => e.into_response(),
+        }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.token else {
+            return false;
+        };
+        let given = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or(b"");
+        // Constant time, so the token cannot be guessed byte by byte from response times.
+        given.ct_eq(expected).into()
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<GatewayResponse, GatewayError> {
+        if !self.authorized(req.headers()) {
+            return Err(GatewayError::Unauthorized);
+        }
+        let path = req.uri().path().to_owned();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (req.method().clone(), parts.as_slice()) {
+            (Method::GET, ["admin", "sales"]) => Ok(self.list()),
+            (Method::POST, ["admin", "sales", sku, action @ ("pause" | "resume")]) => {
+                let sale = self.sale(sku)?;
+                sale.set_paused(*action == "pause");
+                Ok(json(StatusCode::OK, &view(sale)))
+            }
+            (Method::PUT, ["admin", "sales", sku, "drain_rate"]) => {
+                let sale = self.sale(sku)?.clone();
+                let Rate { rate } = read_json(req).await?;
+                if rate == 0 {
+                    return Err(GatewayError::BadRequest("rate must be at least 1"));
+                }
+                sale.set_drain_rate(rate);
+                Ok(json(StatusCode::OK, &view(&sale)))
+            }
+            (Method::PUT, ["admin", "sales", sku, "stock"]) => {
+                let sale = self.sale(sku)?.clone();
+                let Units { units } = read_json(req).await?;
+                self.engine
+                    .store
+                    .set_stock(&sale.sku, units)
+                    .await
+                    .map_err(|_| GatewayError::StoreUnavailable)?;
+                sale.set_remaining(units);
+                Ok(json(StatusCode::OK, &view(&sale)))
+            }
+            (_, ["admin", "sales", ..]) => Err(GatewayError::MethodNotAllowed),
+            _ => Err(GatewayError::NotFound),
+        }
+    }
+
+    fn sale(&self, sku: &str) -> Result<&Arc<Sale>, GatewayError> {
+        self.engine
+            .sales
+            .get(sku)
+            .ok_or_else(|| GatewayError::UnknownSale(sku.chars().take(64).collect()))
+    }
+
+    fn list(&self) -> GatewayResponse {
+        let mut sales: Vec<Value> = self.engine.sales.iter().map(|s| view(s)).collect();
+        sales.sort_by(|a, b| a["sku"].as_str().cmp(&b["sku"].as_str()));
+        json(StatusCode::OK, &json!({ "sales": sales }))
+    }
+}
+
+/// A sale's live figures.
+fn view(s: &Sale) -> Value {
+    json!({
+        "sku": s.sku.as_str(),
+        "state": s.state(SystemTime::now()),
+        "remaining": s.remaining(),
+        "queued": s.queue.len(),
+        "pending": s.pending(),
+        "capacity": s.queue.capacity(),
+        "drain_rate": s.drain_rate(),
+        "paused": s.is_paused(),
+        "draining": s.is_draining(),
+    })
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+) -> Result<T, GatewayError> {
+    let body = Limited::new(req.into_body(), 4096)
+        .collect()
+        .await
+        .map_err(|_| GatewayError::BodyTooLarge { limit: 4096 })?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|_| GatewayError::BadRequest("the body is not the expected JSON"))
+}

@@ -1,0 +1,157 @@
+//! The admin API: bearer token required; list, pause/resume, drain rate and stock, live.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+
+const SALES: &str = "[[sale]]\nsku = \"phone\"\nstock = 10\n[[sale]]\nsku = \"tv\"\nstock = 3\n";
+const TOKEN: &str = "s3cret-admin-token";
+
+fn admin(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    request(method, path, &headers, body)
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_token() {
+    let up = Upstream::start().await;
+    let off = sale_gateway(&up, SALES).await;
+    let a = send(
+        off.admin_addr,
+        admin("GET", "/admin/sales", Some("anything"), ""),
+    )
+    .await;
+    assert_refused(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let on = sale_gateway(&up, &format!("{SALES}[admin]\ntoken = \"{TOKEN}\"\n")).await;
+    for token in [
+        None,
+        Some("wrong"),
+        Some("s3cret-admin-toke"),
+        Some("s3cret-admin-token-"),
+    ] {
+        let a = send(on.admin_addr, admin("GET", "/admin/sales", token, "")).await;
+        assert_refused(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(a.headers["www-authenticate"], "Bearer");
+    }
+    let a = send(on.admin_addr, admin("GET", "/admin/sales", Some(TOKEN), "")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let sales = a.json()["sales"].as_array().expect("list").clone();
+    assert_eq!(sales.len(), 2);
+    assert_eq!(
+        (sales[0]["sku"].as_str(), sales[0]["remaining"].as_u64()),
+        (Some("phone"), Some(10))
+    );
+    assert_eq!(sales[1]["capacity"], 10000);
+}
+
+#[tokio::test]
+async fn operators_steer_a_sale_live() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(&up, &format!("{SALES}[admin]\ntoken = \"{TOKEN}\"\n")).await;
+    let (addr, adm) = (gw.public_addr, gw.admin_addr);
+
+    let a = send(
+        adm,
+        admin("POST", "/admin/sales/phone/pause", Some(TOKEN), ""),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.json()["state"].as_str()),
+        (StatusCode::OK, Some("paused"))
+    );
+    assert_refused(
+        &ask_token(addr, "phone", "u").await,
+        StatusCode::FORBIDDEN,
+        "sale_paused",
+    );
+    let a = send(
+        adm,
+        admin("POST", "/admin/sales/phone/resume", Some(TOKEN), ""),
+    )
+    .await;
+    assert_eq!(a.json()["state"], "open");
+    assert_eq!(ask_token(addr, "phone", "u").await.status, StatusCode::OK);
+
+    let a = send(
+        adm,
+        admin(
+            "PUT",
+            "/admin/sales/phone/drain_rate",
+            Some(TOKEN),
+            r#"{"rate": 123}"#,
+        ),
+    )
+    .await;
+    assert_eq!(a.json()["drain_rate"], 123);
+    let a = send(
+        adm,
+        admin(
+            "PUT",
+            "/admin/sales/phone/drain_rate",
+            Some(TOKEN),
+            r#"{"rate": 0}"#,
+        ),
+    )
+    .await;
+    assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
+
+    let a = send(
+        adm,
+        admin(
+            "PUT",
+            "/admin/sales/tv/stock",
+            Some(TOKEN),
+            r#"{"units": 0}"#,
+        ),
+    )
+    .await;
+    assert_eq!(a.json()["state"], "sold_out");
+    assert_refused(
+        &ask_token(addr, "tv", "u").await,
+        StatusCode::GONE,
+        "sold_out",
+    );
+    let a = send(
+        adm,
+        admin(
+            "PUT",
+            "/admin/sales/tv/stock",
+            Some(TOKEN),
+            r#"{"units": 50}"#,
+        ),
+    )
+    .await;
+    assert_eq!(a.json()["remaining"], 50);
+    assert_eq!(send(addr, get("/sale/tv")).await.json()["remaining"], 50);
+    assert_eq!(ask_token(addr, "tv", "u").await.status, StatusCode::OK);
+
+    let a = send(
+        adm,
+        admin("PUT", "/admin/sales/tv/stock", Some(TOKEN), "units=5"),
+    )
+    .await;
+    assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
+    let a = send(
+        adm,
+        admin("POST", "/admin/sales/nope/pause", Some(TOKEN), ""),
+    )
+    .await;
+    assert_refused(&a, StatusCode::NOT_FOUND, "unknown_sale");
+    let a = send(
+        adm,
+        admin("DELETE", "/admin/sales/tv/stock", Some(TOKEN), ""),
+    )
+    .await;
+    assert_refused(&a, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
