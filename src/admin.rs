@@ -101,6 +101,7 @@ impl Handler for Admin {
                 json(StatusCode::OK, &Health { status: "ok" })
             }
             (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
+            (&Method::GET, "/metrics") => self.inner.api.metrics(),
             (_, path) if path.starts_with("/admin/") => self.inner.api.handle(req).await,
             _ => GatewayError::NotFound.into_response(),
         }

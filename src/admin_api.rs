@@ -52,6 +52,20 @@ impl AdminApi {
         }
     }
 
+    /// `GET /metrics`: the Prometheus text exposition (no token: scrapers and dashboards
+    /// read it; it holds no user data).
+    pub fn metrics(&self) -> GatewayResponse {
+        self.engine.refresh_gauges();
+        let mut r = GatewayResponse::new(http_body_util::Either::Right(http_body_util::Full::new(
+            bytes::Bytes::from(self.engine.metrics.render()),
+        )));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        r
+    }
+
     /// Answers a request under `/admin/`.
     pub async fn handle(&self, req: Request<Incoming>) -> GatewayResponse {
         match self.route(req).await {

@@ -121,6 +121,12 @@ pub async fn start_backend(
         header_timeout: std::time::Duration::from_secs(10),
         shutdown_timeout: std::time::Duration::from_secs(5),
     };
-    let task = tokio::spawn(server::serve(listener, backend.clone(), limits, shutdown));
+    let task = tokio::spawn(server::serve(
+        listener,
+        backend.clone(),
+        limits,
+        None,
+        shutdown,
+    ));
     Ok((bound, backend, task))
 }

@@ -72,6 +72,11 @@ pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationTok
         engine
             .tickets
             .update(&item.ticket, TicketStatus::Processing);
+        if let Some(c) = engine.counters(&sale.sku) {
+            c.drained.inc();
+            c.queue_wait
+                .observe(item.admitted_at.elapsed().as_secs_f64());
+        }
         tokio::spawn(work(engine.clone(), sale.clone(), item, permit));
     }
     while let Some(item) = sale.queue.pop() {
@@ -127,6 +132,16 @@ async fn work(
             TicketStatus::Refused(RefusalCode::StoreUnavailable)
         }
     };
+    if let Some(c) = engine.counters(&sale.sku) {
+        let i = match status {
+            TicketStatus::Reserved(_) => 0,
+            TicketStatus::SoldOut => 1,
+            TicketStatus::Duplicate => 2,
+            TicketStatus::InvalidToken => 3,
+            _ => 4,
+        };
+        c.reserve[i].inc();
+    }
     conclude(&engine, &sale, item, status);
 }
 

@@ -1,6 +1,7 @@
 //! The sale engine: everything the sale routes, the drains and the deliverer share, and the
 //! start-up that loads stock and starts the background tasks.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryMode, StoreKind};
 use crate::identity::Identity;
+use crate::metrics::{Metrics, SaleCounters};
 use crate::ratelimit::KeyedLimit;
 use crate::sale::Sales;
 use crate::store::{Store, StoreError};
 use crate::ticket::TicketBook;
-use crate::types::UserId;
+use crate::types::{Sku, UserId};
 
 /// How often rate-limit keys whose buckets refilled are forgotten.
 const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -40,13 +42,29 @@ pub struct Engine {
     pub stock_sync: Option<Duration>,
     /// Woken when an order is reserved, so the deliverer does not wait for its next round.
     pub outbox_ready: Notify,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Each sale's pre-resolved counters.
+    counters: HashMap<Sku, SaleCounters>,
 }
 
 impl Engine {
     /// Builds the engine for `config` over `store`.
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+        Self::with_metrics(config, store, Arc::new(Metrics::new()))
+    }
+
+    /// Builds the engine, recording into `metrics`.
+    pub fn with_metrics(config: &Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        let sales = Sales::from_config(config);
+        let counters = sales
+            .iter()
+            .map(|s| (s.sku.clone(), metrics.for_sale(s.sku.as_str())))
+            .collect();
         Self {
-            sales: Sales::from_config(config),
+            metrics,
+            counters,
+            sales,
             store,
             tickets: TicketBook::new(config.queue.max_tickets, config.queue.ticket_ttl),
             identity: Identity::new(&config.identity),
@@ -56,6 +74,31 @@ impl Engine {
             stock_sync: (config.store.kind == StoreKind::Redis)
                 .then_some(config.store.sync_interval),
             outbox_ready: Notify::new(),
+        }
+    }
+
+    /// The counters of sale `sku` (every configured sale has them).
+    pub fn counters(&self, sku: &Sku) -> Option<&SaleCounters> {
+        self.counters.get(sku)
+    }
+
+    /// Sets the gauges that are read from live state, just before a scrape.
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        for s in self.sales.iter() {
+            let sku = [s.sku.as_str()];
+            m.queue_depth
+                .with_label_values(&sku)
+                .set(s.queue.len() as i64);
+            m.queue_capacity
+                .with_label_values(&sku)
+                .set(s.queue.capacity() as i64);
+            m.drain_rate
+                .with_label_values(&sku)
+                .set(i64::from(s.drain_rate()));
+            m.stock
+                .with_label_values(&sku)
+                .set(s.remaining().min(i64::MAX as u64) as i64);
         }
     }
 

@@ -15,11 +15,13 @@ use crate::admin::Admin;
 use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::response::GatewayResponse;
 use crate::sale_api::{Route, SaleApi};
 use crate::server::{self, Handler, Limits, Peer};
 use crate::store::{Breaker, MemoryStore, RedisStore, Store, StoreError};
+use prometheus::{Histogram, IntCounter};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,16 @@ struct Public {
 struct PublicInner {
     proxy: Proxy,
     sales: SaleApi,
+    /// Requests answered by route (sale, proxy) and status class, resolved once.
+    answered: [[IntCounter; 5]; 2],
+    /// Proxied requests' time to the upstream's response head, by status class.
+    upstream: [Histogram; 5],
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(code: u16) -> usize {
+    usize::from((code / 100).clamp(1, 5) - 1)
 }
 
 impl Handler for Public {
@@ -58,16 +70,22 @@ impl Handler for Public {
         // Cloning method and URI costs a little; only pay it when the line is logged.
         let logged = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
-        let resp = if req.uri().path().starts_with("/sale/") {
+        let started = Instant::now();
+        let (route, resp) = if req.uri().path().starts_with("/sale/") {
             // A clone of the URI shares its bytes: the route borrows from it, not from `req`.
             let uri = req.uri().clone();
             match Route::of(uri.path()) {
-                Some(route) => self.inner.sales.handle(route, req, peer).await,
-                None => self.inner.proxy.forward(req, peer).await,
+                Some(route) => (0, self.inner.sales.handle(route, req, peer).await),
+                None => (1, self.inner.proxy.forward(req, peer).await),
             }
         } else {
-            self.inner.proxy.forward(req, peer).await
+            (1, self.inner.proxy.forward(req, peer).await)
         };
+        let class = class_index(resp.status().as_u16());
+        self.inner.answered[route][class].inc();
+        if route == 1 {
+            self.inner.upstream[class].observe(started.elapsed().as_secs_f64());
+        }
         if let Some((method, uri, start)) = logged {
             tracing::debug!(
                 peer = %peer.addr, %method, path = uri.path(), status = resp.status().as_u16(),
@@ -126,18 +144,26 @@ impl Gateway {
             StoreKind::Memory => Arc::new(MemoryStore::with_replay_ttl(config.store.replay_ttl)),
             StoreKind::Redis => Arc::new(RedisStore::new(&config.store, config.store.replay_ttl)?),
         };
-        let store: Arc<dyn Store> = Arc::new(Breaker::new(
-            backend,
-            config.store.timeout,
-            config.store.breaker_threshold,
-            config.store.breaker_cooldown,
-        ));
-        let engine = Arc::new(Engine::new(&config, store));
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn Store> = Arc::new(
+            Breaker::new(
+                backend,
+                config.store.timeout,
+                config.store.breaker_threshold,
+                config.store.breaker_cooldown,
+            )
+            .with_metrics(metrics.clone()),
+        );
+        let engine = Arc::new(Engine::with_metrics(&config, store, metrics));
         engine.load_stock(&config).await?;
         let public_handler = Public {
             inner: Arc::new(PublicInner {
                 proxy: proxy.clone(),
                 sales: SaleApi::new(engine.clone()),
+                answered: ["sale", "proxy"].map(|route| {
+                    CLASSES.map(|c| engine.metrics.requests.with_label_values(&[route, c]))
+                }),
+                upstream: CLASSES.map(|c| engine.metrics.upstream_seconds.with_label_values(&[c])),
             }),
         };
         let admin_handler = Admin::new(
@@ -151,12 +177,14 @@ impl Gateway {
                 public,
                 public_handler,
                 limits,
+                Some(engine.metrics.open_connections.clone()),
                 shutdown.clone(),
             )),
             tokio::spawn(server::serve(
                 admin,
                 admin_handler,
                 admin_limits,
+                None,
                 shutdown.clone(),
             )),
         ];

@@ -14,6 +14,7 @@
 //! - [`proxy`]: forwards everything that is not a sale route to the upstream.
 //! - [`admin`]: `/healthz` and `/readyz` on the admin listener; [`admin_api`] under `/admin/`.
 //! - [`demo`]: the demo backend behind `flashgate demo`.
+//! - [`metrics`]: Prometheus metrics at `/metrics` on the admin listener.
 //! - [`config`], [`types`], [`error`], [`response`], [`logging`], [`signal`], [`cli`]: the
 //!   supporting cast.
 
@@ -32,6 +33,7 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod queue;
 pub mod ratelimit;

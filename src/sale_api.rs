@@ -6,7 +6,7 @@
 //! atomics: the store is only touched by token issue and by the order workers.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
@@ -186,17 +186,40 @@ impl SaleApi {
                 };
             }
         }
-        let seq = match admission::admit(
+        let decided = Instant::now();
+        let decision = admission::admit(
             &self.engine,
             &sale,
             &user,
             peer.addr.ip(),
             SystemTime::now(),
-        ) {
+        );
+        self.engine
+            .metrics
+            .admission_seconds
+            .observe(decided.elapsed().as_secs_f64());
+        let counters = self.engine.counters(&sale.sku);
+        let seq = match decision {
             Ok(seq) => seq,
-            Err(Refusal::Error(e)) => return Err(e),
-            Err(Refusal::QueueFull) => return Ok(queue_full(&sale)),
+            Err(Refusal::Error(e)) => {
+                if let Some(c) = counters {
+                    c.admission(refusal_outcome(&e));
+                }
+                return Err(e);
+            }
+            Err(Refusal::QueueFull) => {
+                if let Some(c) = counters {
+                    c.admission(match sale.settings.overflow {
+                        Overflow::Redirect => "redirected",
+                        Overflow::Reject => "queue_full",
+                    });
+                }
+                return Ok(queue_full(&sale));
+            }
         };
+        if let Some(c) = counters {
+            c.admission("admitted");
+        }
         let ticket = TicketId::random();
         if !self
             .engine
@@ -240,6 +263,17 @@ impl SaleApi {
             .get(&id)
             .ok_or(GatewayError::UnknownTicket)?;
         Ok(ticket_view(&self.engine, id, &ticket))
+    }
+}
+
+/// The `outcome` label of an admission refusal.
+fn refusal_outcome(e: &GatewayError) -> &'static str {
+    match e {
+        GatewayError::SaleNotStarted { .. } => "not_started",
+        GatewayError::SaleClosed => "closed",
+        GatewayError::SalePaused => "paused",
+        GatewayError::RateLimited { .. } => "rate_limited",
+        _ => "sold_out",
     }
 }
 

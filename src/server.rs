@@ -78,11 +78,13 @@ fn too_many_connections() -> Vec<u8> {
 }
 
 /// Serves `listener` with `handler` until `shutdown` fires, then stops accepting and lets
-/// in-flight requests finish for up to `limits.shutdown_timeout`.
+/// in-flight requests finish for up to `limits.shutdown_timeout`. `open`, if given, counts
+/// the connections being served.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: H,
     limits: Limits,
+    open: Option<prometheus::IntGauge>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -125,9 +127,16 @@ pub async fn serve<H: Handler>(
             watcher: graceful.watcher(),
             header_timeout: limits.header_timeout,
         };
+        let open = open.clone();
+        if let Some(g) = &open {
+            g.inc();
+        }
         tokio::spawn(async move {
             conn.run(stream, peer).await;
             drop(permit);
+            if let Some(g) = open {
+                g.dec();
+            }
         });
     }
     drop(listener);

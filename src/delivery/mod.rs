@@ -234,6 +234,12 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 r.waiting += 1;
                 continue;
             };
+            let result = match verdict {
+                Verdict::Accepted => "confirmed",
+                Verdict::Refused => "refused",
+                Verdict::Retry => "retry",
+            };
+            engine.metrics.deliveries.with_label_values(&[result]).inc();
             match verdict {
                 Verdict::Retry => {
                     state.breaker.failure(Instant::now());
@@ -254,6 +260,12 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
     }
     // Orders that left the outbox elsewhere (another instance delivered them) are forgotten.
     state.backoff.retain(|o| seen.contains(o));
+    let m = &engine.metrics;
+    m.outbox_backlog.set(r.waiting as i64);
+    let open = state.breaker.open_until().is_some();
+    m.breaker_open
+        .with_label_values(&["backend"])
+        .set(i64::from(open));
     r
 }
 
@@ -277,6 +289,9 @@ async fn settle(engine: &Engine, sale: &Sale, order: &Order, verdict: Verdict) -
             Ok(result) => {
                 if let Compensation::Restored { remaining } = result {
                     sale.set_remaining(remaining);
+                    if let Some(c) = engine.counters(&sale.sku) {
+                        c.compensations.inc();
+                    }
                 }
                 tracing::warn!(order = %order.order_id, "order not delivered; stock restored");
                 engine

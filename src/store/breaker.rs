@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::{
     Compensation, Order, OrderState, ReserveReply, ReserveRequest, Store, StoreError, StoreFuture,
 };
+use crate::metrics::Metrics;
 use crate::types::{OrderId, Sku, Token, UserId};
 
 const CLOSED: u8 = 0;
@@ -38,6 +39,7 @@ pub struct Breaker {
     /// When the breaker last opened, in ms since `epoch`.
     opened_at: AtomicU64,
     epoch: Instant,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Breaker {
@@ -58,6 +60,22 @@ impl Breaker {
             failures: AtomicU32::new(0),
             opened_at: AtomicU64::new(0),
             epoch: Instant::now(),
+            metrics: None,
+        }
+    }
+
+    /// Records step latency, failures and the breaker's state in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.breaker_open.with_label_values(&["store"]).set(0);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn set_open_gauge(&self, open: bool) {
+        if let Some(m) = &self.metrics {
+            m.breaker_open
+                .with_label_values(&["store"])
+                .set(i64::from(open));
         }
     }
 
@@ -96,7 +114,9 @@ impl Breaker {
 
     fn success(&self) {
         self.failures.store(0, Ordering::Release);
-        self.state.store(CLOSED, Ordering::Release);
+        if self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {
+            self.set_open_gauge(false);
+        }
     }
 
     fn failure(&self) {
@@ -106,24 +126,40 @@ impl Breaker {
             self.opened_at.store(self.now_ms(), Ordering::Release);
             if self.state.swap(OPEN, Ordering::AcqRel) != OPEN {
                 tracing::warn!(failures = n, "store circuit breaker opened");
+                self.set_open_gauge(true);
             }
         }
     }
 
     fn call<'a, T: Send + 'a>(
         &'a self,
+        step: &'static str,
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'a,
     ) -> StoreFuture<'a, T> {
         Box::pin(async move {
             if !self.admit() {
+                if let Some(m) = &self.metrics {
+                    m.store_errors.with_label_values(&[step]).inc();
+                }
                 return Err(StoreError::Unavailable("circuit open".into()));
             }
+            let started = Instant::now();
             let result = match tokio::time::timeout(self.timeout, fut).await {
                 Ok(r) => r,
                 Err(_) => Err(StoreError::Unavailable("timed out".into())),
             };
+            if let Some(m) = &self.metrics {
+                m.store_seconds
+                    .with_label_values(&[step])
+                    .observe(started.elapsed().as_secs_f64());
+            }
             match &result {
-                Err(StoreError::Unavailable(_)) => self.failure(),
+                Err(StoreError::Unavailable(_)) => {
+                    if let Some(m) = &self.metrics {
+                        m.store_errors.with_label_values(&[step]).inc();
+                    }
+                    self.failure()
+                }
                 // Any answer from the store, even "no such sale", shows it is up.
                 _ => self.success(),
             }
@@ -134,22 +170,22 @@ impl Breaker {
 
 impl Store for Breaker {
     fn init_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, u64> {
-        self.call(self.inner.init_stock(sku, stock))
+        self.call("init_stock", self.inner.init_stock(sku, stock))
     }
     fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, ()> {
-        self.call(self.inner.set_stock(sku, stock))
+        self.call("set_stock", self.inner.set_stock(sku, stock))
     }
     fn stock(&self, sku: &Sku) -> StoreFuture<'_, u64> {
-        self.call(self.inner.stock(sku))
+        self.call("stock", self.inner.stock(sku))
     }
     fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token> {
-        self.call(self.inner.issue_token(sku, user, ttl))
+        self.call("issue_token", self.inner.issue_token(sku, user, ttl))
     }
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
-        self.call(self.inner.reserve(req))
+        self.call("reserve", self.inner.reserve(req))
     }
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
-        self.call(self.inner.outbox(sku, max))
+        self.call("outbox", self.inner.outbox(sku, max))
     }
     fn claim(
         &self,
@@ -158,16 +194,16 @@ impl Store for Breaker {
         max: usize,
         claim_idle: Duration,
     ) -> StoreFuture<'_, Vec<Order>> {
-        self.call(self.inner.claim(sku, consumer, max, claim_idle))
+        self.call("claim", self.inner.claim(sku, consumer, max, claim_idle))
     }
     fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool> {
-        self.call(self.inner.confirm(sku, order_id))
+        self.call("confirm", self.inner.confirm(sku, order_id))
     }
     fn compensate(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Compensation> {
-        self.call(self.inner.compensate(sku, order_id))
+        self.call("compensate", self.inner.compensate(sku, order_id))
     }
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
-        self.call(self.inner.order_state(sku, order_id))
+        self.call("order_state", self.inner.order_state(sku, order_id))
     }
     fn ping(&self) -> StoreFuture<'_, ()> {
         // Readiness probes bypass the breaker so they see the store itself, and a

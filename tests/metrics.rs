@@ -1,0 +1,97 @@
+//! `/metrics` on the admin listener reflects what the gateway did.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+
+async fn scrape(admin: std::net::SocketAddr) -> String {
+    let a = send(admin, get("/metrics")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.headers["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/plain"));
+    String::from_utf8(a.body.to_vec()).expect("utf-8")
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_follow_a_sale() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(&up, "[[sale]]\nsku = \"phone\"\nstock = 1\n").await;
+    let (addr, admin) = (gw.public_addr, gw.admin_addr);
+    let t = token_for(addr, "phone", "alice").await;
+    assert_eq!(
+        order(addr, "phone", "alice", &t).await.status,
+        StatusCode::CREATED
+    );
+    // Sold out now: bob's order (with any well-formed token) is refused at the edge.
+    let a = order(addr, "phone", "bob", "0123456789abcdef0123456789abcdef").await;
+    assert_refused(&a, StatusCode::GONE, "sold_out");
+    assert_eq!(send(addr, get("/catalog")).await.status, StatusCode::OK);
+
+    let text = guarded("the delivery to be counted", async {
+        loop {
+            let text = scrape(admin).await;
+            if value(&text, "flashgate_deliveries_total{result=\"confirmed\"}") == Some(1.0) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let expect = [
+        (
+            "flashgate_admission_decisions_total{outcome=\"admitted\",sku=\"phone\"}",
+            1.0,
+        ),
+        (
+            "flashgate_admission_decisions_total{outcome=\"sold_out\",sku=\"phone\"}",
+            1.0,
+        ),
+        ("flashgate_drained_total{sku=\"phone\"}", 1.0),
+        (
+            "flashgate_reserve_outcomes_total{outcome=\"reserved\",sku=\"phone\"}",
+            1.0,
+        ),
+        ("flashgate_queue_capacity{sku=\"phone\"}", 10000.0),
+        ("flashgate_queue_depth{sku=\"phone\"}", 0.0),
+        ("flashgate_stock_remaining{sku=\"phone\"}", 0.0),
+        ("flashgate_queue_wait_seconds_count{sku=\"phone\"}", 1.0),
+        ("flashgate_admission_decision_seconds_count", 2.0),
+        (
+            "flashgate_requests_total{route=\"proxy\",status=\"2xx\"}",
+            1.0,
+        ),
+        (
+            "flashgate_requests_total{route=\"sale\",status=\"4xx\"}",
+            1.0,
+        ),
+        (
+            "flashgate_requests_total{route=\"sale\",status=\"2xx\"}",
+            2.0,
+        ),
+        (
+            "flashgate_upstream_response_seconds_count{status=\"2xx\"}",
+            1.0,
+        ),
+        ("flashgate_store_step_seconds_count{step=\"reserve\"}", 1.0),
+        (
+            "flashgate_store_step_seconds_count{step=\"issue_token\"}",
+            1.0,
+        ),
+        ("flashgate_circuit_breaker_open{breaker=\"store\"}", 0.0),
+        ("flashgate_circuit_breaker_open{breaker=\"backend\"}", 0.0),
+        ("flashgate_compensations_total{sku=\"phone\"}", 0.0),
+    ];
+    for (series, want) in expect {
+        assert_eq!(value(&text, series), Some(want), "{series}\n{text}");
+    }
+}
