@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-packages.sh
 
-# The store tests run a real redis-server on a free loopback port (never 6379).
-ensure_packages redis-server:redis-server
+# The store tests run a real redis-server on a free loopback port (never 6379); the
+# monitoring tests check the shipped Prometheus config and alert rules with promtool.
+ensure_packages redis-server:redis-server promtool:prometheus
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
