@@ -122,15 +122,7 @@ impl Upstream {
 
     /// The next request the upstream recorded.
     pub async fn next_seen(&self) -> Seen {
-        guarded("upstream request", async {
-            self.seen
-                .lock()
-                .await
-                .recv()
-                .await
-                .expect("upstream running")
-        })
-        .await
+        next(&self.seen, "upstream request").await
     }
 
     /// Every request recorded and not read yet, without waiting for more.
@@ -141,28 +133,12 @@ impl Upstream {
 
     /// Waits until a held request (`/hold`, `/stream-out`) has reached the upstream; returns its path.
     pub async fn arrival(&self) -> String {
-        guarded("arrival at the upstream", async {
-            self.arrivals
-                .lock()
-                .await
-                .recv()
-                .await
-                .expect("upstream running")
-        })
-        .await
+        next(&self.arrivals, "arrival at the upstream").await
     }
 
     /// Waits until the upstream has received one more request body frame; returns its size.
     pub async fn frame(&self) -> usize {
-        guarded("body frame at the upstream", async {
-            self.frames
-                .lock()
-                .await
-                .recv()
-                .await
-                .expect("upstream running")
-        })
-        .await
+        next(&self.frames, "body frame at the upstream").await
     }
 
     /// Lets one held request answer.
