@@ -6,6 +6,7 @@
 //! | `GET /admin/sales` | every sale: state, remaining, queued, pending, capacity, drain rate, paused |
 //! | `POST /admin/sales/{sku}/pause`, `…/resume` | stops / restarts admission and the drain |
 //! | `PUT /admin/sales/{sku}/drain_rate` `{"rate": n}` | changes the drain rate at once |
+//! | `PUT /admin/sales/{sku}/capacity` `{"capacity": n}` | changes the queue capacity (up to `max_capacity`) |
 //! | `PUT /admin/sales/{sku}/stock` `{"units": n}` | sets the stock in the store |
 
 use std::sync::Arc;
@@ -35,6 +36,12 @@ pub struct AdminApi {
 #[serde(deny_unknown_fields)]
 struct Rate {
     rate: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Capacity {
+    capacity: usize,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +123,14 @@ impl AdminApi {
                 sale.set_drain_rate(rate);
                 Ok(json(StatusCode::OK, &view(&sale)))
             }
+            (Method::PUT, ["admin", "sales", sku, "capacity"]) => {
+                let sale = self.sale(sku)?.clone();
+                let Capacity { capacity } = read_json(req).await?;
+                sale.queue.set_capacity(capacity).map_err(|_| {
+                    GatewayError::BadRequest("capacity must be between 1 and max_capacity")
+                })?;
+                Ok(json(StatusCode::OK, &view(&sale)))
+            }
             (Method::PUT, ["admin", "sales", sku, "stock"]) => {
                 let sale = self.sale(sku)?.clone();
                 let Units { units } = read_json(req).await?;
@@ -155,6 +170,7 @@ fn view(s: &Sale) -> Value {
         "queued": s.queue.len(),
         "pending": s.pending(),
         "capacity": s.queue.capacity(),
+        "max_capacity": s.queue.max_capacity(),
         "drain_rate": s.drain_rate(),
         "paused": s.is_paused(),
         "draining": s.is_draining(),

@@ -32,6 +32,8 @@ pub struct QueueItem {
 /// The queue of one sale.
 pub struct SaleQueue {
     items: ArrayQueue<QueueItem>,
+    /// The capacity in force, at most the allocated slots; operators may change it live.
+    limit: AtomicUsize,
     /// Admission sequence numbers handed out so far.
     admitted: AtomicU64,
     /// Items taken out by the drain so far.
@@ -43,10 +45,16 @@ pub struct SaleQueue {
 }
 
 impl SaleQueue {
-    /// An empty queue holding at most `capacity` items.
+    /// Slots allocated per unit of configured capacity: room to raise it live.
+    pub const HEADROOM: usize = 4;
+
+    /// An empty queue holding at most `capacity` items; [`HEADROOM`](Self::HEADROOM) times
+    /// as many slots are allocated so the capacity can be raised live.
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         Self {
-            items: ArrayQueue::new(capacity.max(1)),
+            items: ArrayQueue::new(capacity.saturating_mul(Self::HEADROOM)),
+            limit: AtomicUsize::new(capacity),
             admitted: AtomicU64::new(0),
             released: AtomicU64::new(0),
             len: AtomicUsize::new(0),
@@ -54,9 +62,24 @@ impl SaleQueue {
         }
     }
 
-    /// The most items it holds.
+    /// The most items it holds now.
     pub fn capacity(&self) -> usize {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// The most the capacity can be raised to.
+    pub fn max_capacity(&self) -> usize {
         self.items.capacity()
+    }
+
+    /// Changes the capacity, within 1..=[`max_capacity`](Self::max_capacity); lowering it
+    /// below what is queued refuses new items until the queue drains below it.
+    pub fn set_capacity(&self, capacity: usize) -> Result<(), usize> {
+        if capacity == 0 || capacity > self.max_capacity() {
+            return Err(self.max_capacity());
+        }
+        self.limit.store(capacity, Ordering::Release);
+        Ok(())
     }
 
     /// Items waiting now.
@@ -72,7 +95,7 @@ impl SaleQueue {
     /// Reserves a slot and a sequence number, or `None` when full. The caller must
     /// [`push`](Self::push) an item with that number.
     pub fn reserve(&self) -> Option<u64> {
-        let cap = self.items.capacity();
+        let cap = self.capacity();
         self.len
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < cap).then_some(n + 1)
@@ -157,5 +180,25 @@ mod tests {
         let order: Vec<u64> = std::iter::from_fn(|| q.pop().map(|i| i.seq)).collect();
         assert_eq!(order, [1, 2, 3]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn capacity_changes_live_within_the_allocation() {
+        let q = SaleQueue::new(2);
+        assert_eq!(q.max_capacity(), 2 * SaleQueue::HEADROOM);
+        for _ in 0..2 {
+            let seq = q.reserve().expect("room");
+            q.push(item(seq));
+        }
+        assert!(q.reserve().is_none());
+        q.set_capacity(3).expect("raise");
+        assert!(q.reserve().is_some(), "raised capacity admits one more");
+        assert!(q.set_capacity(0).is_err());
+        assert!(q.set_capacity(q.max_capacity() + 1).is_err());
+        q.set_capacity(1).expect("lower");
+        assert!(
+            q.reserve().is_none(),
+            "lowered below the queued count: refused"
+        );
     }
 }

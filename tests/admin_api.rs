@@ -155,3 +155,57 @@ async fn operators_steer_a_sale_live() {
     .await;
     assert_refused(&a, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
+
+#[tokio::test]
+async fn queue_capacity_changes_live() {
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "[queue]\nresponse = \"async\"\n[[sale]]\nsku = \"phone\"\nstock = 100\nqueue = {{ capacity = 1 }}\n[admin]\ntoken = \"{TOKEN}\"\n"
+    );
+    let gw = sale_gateway(&up, &cfg).await;
+    let (addr, adm) = (gw.public_addr, gw.admin_addr);
+    gw.engine()
+        .sales
+        .get("phone")
+        .expect("sale")
+        .set_draining(false);
+    let buy = |user: &'static str| async move {
+        let t = token_for(addr, "phone", user).await;
+        order(addr, "phone", user, &t).await.status
+    };
+    assert_eq!(buy("a").await, StatusCode::ACCEPTED);
+    assert_eq!(
+        buy("b").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "capacity 1: full"
+    );
+    let a = send(
+        adm,
+        admin(
+            "PUT",
+            "/admin/sales/phone/capacity",
+            Some(TOKEN),
+            r#"{"capacity": 2}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (
+            a.json()["capacity"].as_u64(),
+            a.json()["max_capacity"].as_u64()
+        ),
+        (Some(2), Some(4))
+    );
+    assert_eq!(buy("c").await, StatusCode::ACCEPTED, "raised live");
+    let a = send(
+        adm,
+        admin(
+            "PUT",
+            "/admin/sales/phone/capacity",
+            Some(TOKEN),
+            r#"{"capacity": 5}"#,
+        ),
+    )
+    .await;
+    assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
+}
