@@ -70,6 +70,8 @@ pub struct Metrics {
     pub breaker_open: IntGaugeVec,
     /// Admission decision latency (sampled on every decision).
     pub admission_seconds: Histogram,
+    /// Times the store reported negative stock (the oversell guard tripped).
+    pub oversell_guard: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -131,7 +133,15 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(admission_seconds.clone()))
             .expect("unique metric");
+        let oversell_guard = IntCounter::new(
+            "flashgate_oversell_guard_trips_total",
+            "Times the store reported negative stock; should stay 0",
+        )
+        .expect("valid metric");
+        r.register(Box::new(oversell_guard.clone()))
+            .expect("unique metric");
         Self {
+            oversell_guard,
             requests: counter(
                 &r,
                 "flashgate_requests_total",

@@ -214,3 +214,31 @@ async fn a_lost_reply_then_the_same_token_gives_one_order() {
     ]);
     assert_eq!(orders, ":1", "one order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_stock_trips_the_oversell_guard() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let gw = redis_gateway(&up, &redis, "[[sale]]\nsku = \"phone\"\nstock = 5\n").await;
+    let token = token_for(gw.public_addr, "phone", "alice").await;
+    // Stock broken behind the gateway's back.
+    assert_eq!(
+        redis.command(&["SET", "flashgate:{phone}:stock", "-1"]),
+        "+OK"
+    );
+    let a = order(gw.public_addr, "phone", "alice", &token).await;
+    assert_refused(&a, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    let metrics =
+        String::from_utf8_lossy(&send(gw.admin_addr, get("/metrics")).await.body).into_owned();
+    let trips: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flashgate_oversell_guard_trips_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("guard metric");
+    assert!(trips >= 1.0, "{metrics}");
+    assert_eq!(
+        redis.command(&["XLEN", "flashgate:{phone}:outbox"]),
+        ":0",
+        "nothing reserved"
+    );
+}

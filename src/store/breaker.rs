@@ -160,6 +160,13 @@ impl Breaker {
                     }
                     self.failure()
                 }
+                Err(StoreError::Invariant(why)) => {
+                    tracing::error!(step, %why, "oversell guard tripped");
+                    if let Some(m) = &self.metrics {
+                        m.oversell_guard.inc();
+                    }
+                    self.success()
+                }
                 // Any answer from the store, even "no such sale", shows it is up.
                 _ => self.success(),
             }

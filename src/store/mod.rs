@@ -33,6 +33,10 @@ pub enum StoreError {
     /// The store holds no such sale (its stock was never loaded).
     #[error("the store has no sale `{0}`")]
     UnknownSale(Sku),
+    /// The store reported a state that breaks an invariant (negative stock): the oversell
+    /// guard. Nothing is reserved on such an answer.
+    #[error("oversell guard: {0}")]
+    Invariant(String),
 }
 
 /// One reserve step's input: spend `token` on `quantity` units of `sku` for `user`.

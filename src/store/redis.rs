@@ -190,7 +190,7 @@ impl RedisStore {
             )
             .await?;
         let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or("");
-        let remaining = field(2).parse::<u64>().unwrap_or(0);
+        let remaining = stock_figure(field(2), &req.sku)?;
         let outcome = match field(0) {
             "reserved" => Reservation::Reserved {
                 order_id: OrderId::parse(field(1))
@@ -306,6 +306,18 @@ impl RedisStore {
     }
 }
 
+/// A stock figure from Redis; a negative one means stock was oversold (or set wrong by
+/// hand) and trips the oversell guard instead of being read as zero.
+fn stock_figure(text: &str, sku: &Sku) -> Result<u64, StoreError> {
+    match text.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n as u64),
+        Ok(n) => Err(StoreError::Invariant(format!("sale `{sku}` has stock {n}"))),
+        Err(_) => Err(unavailable(format!(
+            "sale `{sku}`: stock `{text}` is not a number"
+        ))),
+    }
+}
+
 /// The consumer group of gateway deliverers on every outbox stream.
 const DELIVERERS: &str = "flashgate-deliverers";
 
@@ -385,8 +397,11 @@ impl Store for RedisStore {
         let sku = sku.clone();
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let held: Option<u64> = self.exec(c.get(&key)).await?;
-            held.ok_or(StoreError::UnknownSale(sku))
+            let held: Option<String> = self.exec(c.get(&key)).await?;
+            match held {
+                Some(text) => stock_figure(&text, &sku),
+                None => Err(StoreError::UnknownSale(sku)),
+            }
         })
     }
 
