@@ -268,8 +268,9 @@ fn serve(config: Config) -> ExitCode {
 
 fn stock(config: Config, action: StockAction) -> ExitCode {
     use crate::config::StoreKind;
-    use crate::store::{RedisStore, Store};
+    use crate::store::{Breaker, RedisStore, Store};
     use crate::types::Sku;
+    use std::sync::Arc;
     if config.store.kind != StoreKind::Redis {
         eprintln!(
             "error: config key `store.kind`: stock commands need \"redis\"; the memory store \
@@ -295,18 +296,27 @@ fn stock(config: Config, action: StockAction) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let t = config.store.timeout;
+        // The breaker bounds every call by store.timeout: a dead Redis is an error, not a hang.
+        let c = &config.store;
+        let store = Breaker::new(
+            Arc::new(store),
+            c.timeout,
+            c.breaker_threshold,
+            c.breaker_cooldown,
+        );
         let result = match action {
-            StockAction::Get { sku } => bounded(t, store.stock(&Sku::new(&sku)))
+            StockAction::Get { sku } => store
+                .stock(&Sku::new(&sku))
                 .await
                 .map(|n| println!("{sku} {n}")),
-            StockAction::Set { sku, units } => bounded(t, store.set_stock(&Sku::new(&sku), units))
+            StockAction::Set { sku, units } => store
+                .set_stock(&Sku::new(&sku), units)
                 .await
                 .map(|()| println!("{sku} {units}")),
             StockAction::List => {
                 let mut out = Ok(());
                 for sale in &config.sales {
-                    match bounded(t, store.stock(&Sku::new(&sale.sku))).await {
+                    match store.stock(&Sku::new(&sale.sku)).await {
                         Ok(n) => println!("{} {n}", sale.sku),
                         Err(crate::store::StoreError::UnknownSale(_)) => {
                             println!("{} (not loaded)", sale.sku)
@@ -328,16 +338,6 @@ fn stock(config: Config, action: StockAction) -> ExitCode {
             }
         }
     })
-}
-
-/// A store call bounded by `timeout`.
-async fn bounded<T>(
-    timeout: std::time::Duration,
-    call: crate::store::StoreFuture<'_, T>,
-) -> Result<T, crate::store::StoreError> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or_else(|_| Err(crate::store::StoreError::Unavailable("timed out".into())))
 }
 
 fn demo(args: &DemoArgs) -> ExitCode {

@@ -1,5 +1,6 @@
 //! The store contract, run against the in-process memory store.
 
+#[macro_use]
 mod store_suite;
 
 use std::sync::Arc;
@@ -8,32 +9,7 @@ use std::time::Duration;
 use flashgate::store::{MemoryStore, Store};
 use flashgate::types::{Sku, UserId};
 
-fn store() -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new())
-}
-
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                store_suite::$name(store()).await;
-            }
-        )*
-    };
-}
-
-suite!(
-    stock_init_and_set,
-    token_buys_once_and_replays,
-    foreign_tokens_are_invalid,
-    expired_tokens_are_invalid,
-    per_user_limit_holds,
-    no_oversell_when_sold_out,
-    outbox_holds_orders_until_confirmed,
-    compensation_restores_once,
-    concurrent_crowd_never_oversells,
-);
+store_suite!(|| ((), Arc::new(MemoryStore::new()) as Arc<dyn Store>));
 
 #[tokio::test]
 async fn expired_tokens_are_forgotten() {

@@ -1,6 +1,7 @@
 //! The store contract, run against the Redis store on a real redis-server.
 
 mod redis_server;
+#[macro_use]
 mod store_suite;
 
 use std::sync::Arc;
@@ -37,30 +38,11 @@ async fn reserve_one(store: &RedisStore, sku: &Sku, user: &str) -> Reservation {
     store.reserve(&req).await.expect("reserve").outcome
 }
 
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let server = RedisServer::start();
-                let store: Arc<dyn Store> = Arc::new(store_on(&server));
-                store_suite::$name(store).await;
-            }
-        )*
-    };
-}
-
-suite!(
-    stock_init_and_set,
-    token_buys_once_and_replays,
-    foreign_tokens_are_invalid,
-    expired_tokens_are_invalid,
-    per_user_limit_holds,
-    no_oversell_when_sold_out,
-    outbox_holds_orders_until_confirmed,
-    compensation_restores_once,
-    concurrent_crowd_never_oversells,
-);
+store_suite!(|| {
+    let server = RedisServer::start();
+    let store: Arc<dyn Store> = Arc::new(store_on(&server));
+    (server, store)
+});
 
 #[tokio::test]
 async fn scripts_are_reloaded_after_script_flush() {

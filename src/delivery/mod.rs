@@ -14,14 +14,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::proxy::Pool;
+use crate::proxy::{Pool, UpstreamTarget};
 use crate::sale::Sale;
 use crate::store::{unix_millis, Compensation, Order};
 use crate::ticket::TicketStatus;
@@ -48,19 +48,17 @@ pub struct Settings {
 impl Settings {
     /// From `[delivery]` and `[upstream]`.
     pub fn new(config: &Config) -> Self {
-        let uri: Option<Uri> = config.upstream.url.parse().ok();
-        let authority = uri.as_ref().and_then(|u| u.authority().cloned());
-        let prefix = uri
+        let target = UpstreamTarget::parse(&config.upstream.url).ok();
+        let host = target
             .as_ref()
-            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .map_or(HeaderValue::from_static("localhost"), |t| t.host.clone());
+        let prefix = target
+            .as_ref()
+            .map(|t| t.prefix.clone())
             .unwrap_or_default();
-        let host = authority
-            .as_ref()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .unwrap_or(HeaderValue::from_static("localhost"));
-        let pool = authority.map(|a| {
+        let pool = target.map(|t| {
             Pool::new(
-                a,
+                t.authority,
                 config.delivery.max_in_flight,
                 config.upstream.pool_idle_timeout,
                 config.upstream.connect_timeout,

@@ -24,6 +24,36 @@ pub use pool::{Pool, PooledBody, SendBody, UpstreamError};
 /// Request body as sent upstream: the client's body, cut off at `server.body_limit`.
 pub type UpstreamBody = Limited<Incoming>;
 
+/// Where `upstream.url` points: shared by the proxy and the deliverer.
+pub struct UpstreamTarget {
+    /// `host:port`, to connect to.
+    pub authority: Authority,
+    /// The same as a Host header value.
+    pub host: HeaderValue,
+    /// The URL's path without a trailing slash, prefixed to every request path.
+    pub prefix: String,
+}
+
+impl UpstreamTarget {
+    /// Parses the upstream URL (config validation has checked it already).
+    pub fn parse(url: &str) -> Result<Self, GatewayError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| GatewayError::BadRequest("upstream.url is not a URL"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or(GatewayError::BadRequest("upstream.url has no host"))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| GatewayError::BadRequest("upstream.url has an invalid host"))?;
+        Ok(Self {
+            authority,
+            host,
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
 /// Forwards requests to the configured upstream.
 #[derive(Clone)]
 pub struct Proxy {
@@ -41,17 +71,11 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the connection pool; the URL was checked by config validation.
     pub fn new(upstream: &UpstreamConfig, server: &ServerConfig) -> Result<Self, GatewayError> {
-        let uri: Uri = upstream
-            .url
-            .parse()
-            .map_err(|_| GatewayError::BadRequest("upstream.url is not a URL"))?;
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or(GatewayError::BadRequest("upstream.url has no host"))?;
-        let upstream_host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| GatewayError::BadRequest("upstream.url has an invalid host"))?;
-        let prefix = uri.path().trim_end_matches('/').to_owned();
+        let UpstreamTarget {
+            authority,
+            host: upstream_host,
+            prefix,
+        } = UpstreamTarget::parse(&upstream.url)?;
         let pool = Pool::new(
             authority.clone(),
             upstream.pool_size,

@@ -3,6 +3,33 @@
 
 #![allow(dead_code)] // each test binary runs the checks for its store
 
+/// Defines one test per check of the contract. `$make` is a closure returning
+/// `(guard, Arc<dyn Store>)`; the guard (e.g. a redis-server) lives as long as the test.
+macro_rules! store_suite {
+    ($make:expr) => {
+        store_suite!(@each $make;
+            stock_init_and_set,
+            token_buys_once_and_replays,
+            foreign_tokens_are_invalid,
+            expired_tokens_are_invalid,
+            per_user_limit_holds,
+            no_oversell_when_sold_out,
+            outbox_holds_orders_until_confirmed,
+            compensation_restores_once,
+            concurrent_crowd_never_oversells
+        );
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, store) = ($make)();
+                store_suite::$name(store).await;
+            }
+        )*
+    };
+}
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
