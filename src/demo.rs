@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -16,11 +17,21 @@ use tokio_util::sync::CancellationToken;
 use crate::response::{json, GatewayResponse};
 use crate::server::{self, Handler, Limits, Peer};
 
+/// One order as the backend applied it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Applied {
+    order_id: String,
+    sku: String,
+    user_id: String,
+    quantity: u64,
+}
+
 /// What the demo backend has recorded.
 #[derive(Default)]
 struct Ledger {
     keys: HashSet<String>,
     by_sku: HashMap<String, u64>,
+    orders: Vec<Applied>,
     duplicates: u64,
 }
 
@@ -28,9 +39,19 @@ struct Ledger {
 #[derive(Clone, Default)]
 pub struct DemoBackend {
     ledger: Arc<Mutex<Ledger>>,
+    /// How long each order takes to apply: a slow backend for load tests.
+    delay: Duration,
 }
 
 impl DemoBackend {
+    /// A backend that takes `delay` to answer each order.
+    pub fn with_delay(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
+        }
+    }
+
     /// Orders recorded (without duplicates).
     pub fn orders(&self) -> u64 {
         let l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
@@ -62,7 +83,10 @@ impl DemoBackend {
             Ok(v) => v,
             Err(_) => return json(StatusCode::BAD_REQUEST, &json!({ "error": "not JSON" })),
         };
-        let sku = order["sku"].as_str().unwrap_or("").to_owned();
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let field = |name: &str| order[name].as_str().unwrap_or("").to_owned();
         let mut l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
         if !l.keys.insert(key.clone()) {
             l.duplicates += 1;
@@ -71,7 +95,14 @@ impl DemoBackend {
                 &json!({ "order_id": key, "duplicate": true }),
             );
         }
-        *l.by_sku.entry(sku).or_default() += 1;
+        let applied = Applied {
+            order_id: key.clone(),
+            sku: field("sku"),
+            user_id: field("user_id"),
+            quantity: order["quantity"].as_u64().unwrap_or(1),
+        };
+        *l.by_sku.entry(applied.sku.clone()).or_default() += 1;
+        l.orders.push(applied);
         json(StatusCode::CREATED, &json!({ "order_id": key }))
     }
 
@@ -86,6 +117,15 @@ impl DemoBackend {
             }),
         )
     }
+
+    /// Every applied order, for load tests that check who bought what.
+    fn ledger(&self) -> GatewayResponse {
+        let l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        json(
+            StatusCode::OK,
+            &json!({ "orders": l.orders, "duplicates": l.duplicates }),
+        )
+    }
 }
 
 impl Handler for DemoBackend {
@@ -93,6 +133,7 @@ impl Handler for DemoBackend {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/orders") => self.record(req).await,
             (&Method::GET, "/orders/stats") => self.stats(),
+            (&Method::GET, "/orders/ledger") => self.ledger(),
             (&Method::GET, "/") => {
                 let mut r = GatewayResponse::new(Either::Right(Full::new(Bytes::from_static(
                     b"flashgate demo backend: everything that is not a sale route lands here\n",
@@ -113,13 +154,21 @@ pub async fn start_backend(
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, DemoBackend, tokio::task::JoinHandle<()>)> {
+    serve_backend(addr, DemoBackend::default(), shutdown).await
+}
+
+/// Serves `backend` on `addr`; it stops with `shutdown`.
+pub async fn serve_backend(
+    addr: SocketAddr,
+    backend: DemoBackend,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, DemoBackend, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let backend = DemoBackend::default();
     let limits = Limits {
         max_connections: 1024,
-        header_timeout: std::time::Duration::from_secs(10),
-        shutdown_timeout: std::time::Duration::from_secs(5),
+        header_timeout: Duration::from_secs(10),
+        shutdown_timeout: Duration::from_secs(5),
     };
     let task = tokio::spawn(server::serve(
         listener,
