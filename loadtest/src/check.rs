@@ -1,0 +1,287 @@
+//! The invariants every run must keep, checked against what the crowd was told, what the
+//! store holds and what the backend applied.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::Expect;
+use crate::user::{Journey, Outcome};
+
+/// One order as the demo backend applied it (`GET /orders/ledger`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Applied {
+    /// The order id (the delivery's idempotency key).
+    pub order_id: String,
+    /// The sale.
+    pub sku: String,
+    /// The buyer.
+    pub user_id: String,
+    /// Units.
+    pub quantity: u64,
+}
+
+/// Everything the checks look at.
+pub struct Evidence<'a> {
+    /// Every user's journey.
+    pub journeys: &'a [Journey],
+    /// Requests that got no answer.
+    pub unanswered_requests: u64,
+    /// Stock before the crowd.
+    pub stock_initial: u64,
+    /// Stock in the store after delivery settled.
+    pub stock_final: u64,
+    /// Units one user may buy.
+    pub per_user_limit: u32,
+    /// The backend's orders for this sale.
+    pub ledger: &'a [Applied],
+    /// Whether delivery settled (outbox empty, backend caught up) within the allowed time.
+    pub settled: bool,
+    /// Answers `store_unavailable` the crowd got.
+    pub store_unavailable_answers: u64,
+    /// The scenario's own promises.
+    pub expect: &'a Expect,
+}
+
+/// One invariant's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What must hold.
+    pub name: &'static str,
+    /// Whether it did.
+    pub ok: bool,
+    /// The figures behind the verdict.
+    pub detail: String,
+}
+
+fn check(name: &'static str, ok: bool, detail: String) -> Check {
+    Check { name, ok, detail }
+}
+
+/// Runs every check.
+pub fn all(e: &Evidence<'_>) -> Vec<Check> {
+    let mut out = Vec::new();
+    let stuck = e
+        .journeys
+        .iter()
+        .filter(|j| matches!(j.outcome, Outcome::Unanswered | Outcome::Unfinished))
+        .count();
+    out.push(check(
+        "every request answered",
+        e.unanswered_requests == 0 && stuck == 0,
+        format!(
+            "{} requests without an answer, {stuck} users unanswered or unfinished",
+            e.unanswered_requests
+        ),
+    ));
+    out.push(check(
+        "delivery settled",
+        e.settled,
+        if e.settled {
+            "outbox empty and the backend holds every sold unit".into()
+        } else {
+            "the outbox did not drain to the backend in time".into()
+        },
+    ));
+
+    let sold = e.stock_initial.saturating_sub(e.stock_final);
+    let applied_units: u64 = e.ledger.iter().map(|a| a.quantity).sum();
+    out.push(check(
+        "reserved == stock sold",
+        applied_units == sold && e.stock_final <= e.stock_initial,
+        format!(
+            "stock {} -> {}: {sold} sold; backend applied {applied_units} units",
+            e.stock_initial, e.stock_final
+        ),
+    ));
+
+    let mut ids = HashSet::new();
+    let repeated = e.ledger.iter().filter(|a| !ids.insert(a.order_id.as_str())).count();
+    let failed: HashSet<&str> = e
+        .journeys
+        .iter()
+        .flat_map(|j| j.failed_orders.iter().map(String::as_str))
+        .collect();
+    let known: HashSet<&str> = e
+        .journeys
+        .iter()
+        .flat_map(|j| j.orders.iter().map(String::as_str))
+        .collect();
+    let missing = known
+        .iter()
+        .filter(|id| !ids.contains(*id) && !failed.contains(*id))
+        .count();
+    out.push(check(
+        "every order delivered exactly once",
+        repeated == 0 && missing == 0,
+        format!(
+            "{} orders at the backend, {repeated} applied twice; {} orders told to users, {missing} of them never delivered",
+            e.ledger.len(),
+            known.len()
+        ),
+    ));
+
+    let mut units: HashMap<&str, u64> = HashMap::new();
+    for a in e.ledger {
+        *units.entry(a.user_id.as_str()).or_default() += a.quantity;
+    }
+    let limit = u64::from(e.per_user_limit);
+    let over_backend = units.values().filter(|n| **n > limit).count();
+    let over_told = e
+        .journeys
+        .iter()
+        .filter(|j| j.orders.len() as u64 > limit)
+        .count();
+    out.push(check(
+        "no user above its limit",
+        over_backend == 0 && over_told == 0,
+        format!(
+            "limit {limit}: {over_backend} users above it at the backend, {over_told} told of more orders"
+        ),
+    ));
+
+    let by_user: HashMap<&str, &Journey> = e.journeys.iter().map(|j| (j.user.as_str(), j)).collect();
+    let unexplained = e
+        .ledger
+        .iter()
+        .filter(|a| !known.contains(a.order_id.as_str()))
+        .filter(|a| {
+            by_user
+                .get(a.user_id.as_str())
+                .is_none_or(|j| !j.lost_reply_possible || !j.orders.is_empty())
+        })
+        .count();
+    let unheard = e
+        .ledger
+        .iter()
+        .filter(|a| !known.contains(a.order_id.as_str()))
+        .count();
+    out.push(check(
+        "no order nobody asked for",
+        unexplained == 0,
+        format!(
+            "{unheard} backend orders no user was told of, {unexplained} of them without a lost reply to explain them"
+        ),
+    ));
+
+    let mismatches: u32 = e.journeys.iter().map(|j| j.mismatches).sum();
+    out.push(check(
+        "same token, same answer",
+        mismatches == 0,
+        format!("{mismatches} answers to a repeated token disagreed with the first"),
+    ));
+
+    if e.expect.sold_out {
+        out.push(check(
+            "sold out (scenario)",
+            e.stock_final == 0,
+            format!("{} units left", e.stock_final),
+        ));
+    }
+    if e.expect.store_outage_seen {
+        out.push(check(
+            "store outage reached the crowd (scenario)",
+            e.store_unavailable_answers > 0,
+            format!("{} store_unavailable answers", e.store_unavailable_answers),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journey(user: &str, orders: &[&str]) -> Journey {
+        Journey {
+            user: user.into(),
+            outcome: if orders.is_empty() {
+                Outcome::SoldOut
+            } else {
+                Outcome::Reserved
+            },
+            orders: orders.iter().map(|s| s.to_string()).collect(),
+            failed_orders: Vec::new(),
+            mismatches: 0,
+            lost_reply_possible: false,
+        }
+    }
+
+    fn applied(id: &str, user: &str) -> Applied {
+        Applied {
+            order_id: id.into(),
+            sku: "s".into(),
+            user_id: user.into(),
+            quantity: 1,
+        }
+    }
+
+    fn failures(journeys: &[Journey], ledger: &[Applied], stock_final: u64) -> Vec<&'static str> {
+        let expect = Expect {
+            sold_out: true,
+            ..Expect::default()
+        };
+        let e = Evidence {
+            journeys,
+            unanswered_requests: 0,
+            stock_initial: 2,
+            stock_final,
+            per_user_limit: 1,
+            ledger,
+            settled: true,
+            store_unavailable_answers: 0,
+            expect: &expect,
+        };
+        all(&e).into_iter().filter(|c| !c.ok).map(|c| c.name).collect()
+    }
+
+    #[test]
+    fn a_clean_sale_passes() {
+        let j = [journey("a", &["o1"]), journey("b", &["o2"]), journey("c", &[])];
+        let l = [applied("o1", "a"), applied("o2", "b")];
+        assert_eq!(failures(&j, &l, 0), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_oversell_or_a_lost_order_fails() {
+        let j = [journey("a", &["o1"]), journey("b", &["o2"]), journey("c", &["o3"])];
+        let l = [applied("o1", "a"), applied("o2", "b"), applied("o3", "c")];
+        assert_eq!(failures(&j, &l, 0), ["reserved == stock sold"]);
+        let l = [applied("o1", "a")];
+        let f = failures(&j[..2], &l, 0);
+        assert!(f.contains(&"reserved == stock sold"), "{f:?}");
+        assert!(f.contains(&"every order delivered exactly once"), "{f:?}");
+    }
+
+    #[test]
+    fn a_user_above_the_limit_or_a_double_delivery_fails() {
+        let j = [journey("a", &["o1", "o2"])];
+        let l = [applied("o1", "a"), applied("o2", "a")];
+        assert_eq!(failures(&j, &l, 0), ["no user above its limit"]);
+        let j = [journey("a", &["o1"])];
+        let l = [applied("o1", "a"), applied("o1", "a")];
+        assert!(failures(&j, &l, 0).contains(&"every order delivered exactly once"));
+    }
+
+    #[test]
+    fn an_order_nobody_heard_of_needs_a_lost_reply() {
+        let mut j = [journey("a", &["o1"]), journey("b", &[])];
+        let l = [applied("o1", "a"), applied("o2", "b")];
+        assert_eq!(failures(&j, &l, 0), ["no order nobody asked for"]);
+        j[1].lost_reply_possible = true;
+        assert_eq!(failures(&j, &l, 0), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn disagreeing_replays_unsold_stock_and_silence_fail() {
+        let mut j = [journey("a", &["o1"])];
+        j[0].mismatches = 1;
+        let l = [applied("o1", "a")];
+        let f = failures(&j, &l, 1);
+        assert!(f.contains(&"same token, same answer"), "{f:?}");
+        assert!(f.contains(&"sold out (scenario)"), "{f:?}");
+        j[0].mismatches = 0;
+        j[0].outcome = Outcome::Unfinished;
+        assert!(failures(&j, &l, 1).contains(&"every request answered"));
+    }
+}

@@ -1,0 +1,406 @@
+//! flashgate-loadtest: runs a flash-crowd scenario against a real gateway and checks that
+//! the sale kept its promises.
+//!
+//! It starts what the scenario needs (demo backend, redis-server, the flashgate binary), lets
+//! the crowd loose through the public HTTP API, samples the gateway while it goes, waits for
+//! delivery to settle, then reports and checks the invariants. Exit 0: every check held;
+//! 1: a check failed; 2: the scenario or the command line is wrong; 3: the stack would not start.
+
+mod chart;
+mod check;
+mod client;
+mod report;
+mod sampler;
+mod scenario;
+mod stack;
+mod tally;
+mod user;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::check::{Applied, Evidence};
+use crate::report::{Drain, Funnel, Orders, Report};
+use crate::scenario::{Action, Scenario, StoreChoice};
+use crate::stack::{Programs, Stack};
+use crate::tally::{Route, Tally};
+use crate::user::{Journey, Plan};
+
+/// Runs a flash-crowd scenario against flashgate and checks the sale's invariants.
+#[derive(Debug, Parser)]
+#[command(name = "flashgate-loadtest", version, about)]
+struct Cli {
+    /// The scenario file (see loadtest/scenarios/).
+    scenario: PathBuf,
+    /// Run with this many users instead of the scenario's.
+    #[arg(long)]
+    users: Option<u64>,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also draw admitted/refused per second and queue depth as SVG here.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// The flashgate binary (default: next to this one).
+    #[arg(long, value_name = "PATH")]
+    flashgate: Option<PathBuf>,
+    /// redis-server (default: on PATH).
+    #[arg(long, value_name = "PATH")]
+    redis_server: Option<PathBuf>,
+    /// Seconds between progress lines on stderr (0: none).
+    #[arg(long, default_value_t = 1)]
+    progress: u64,
+    /// Load-generator threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut scenario = match Scenario::load(&cli.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(users) = cli.users {
+        if users == 0 {
+            eprintln!("error: --users must be at least 1");
+            return ExitCode::from(2);
+        }
+        scenario.crowd.users = users;
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cli.threads > 0 {
+        rt.worker_threads(cli.threads);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    rt.block_on(run(cli, scenario))
+}
+
+async fn run(cli: Cli, scenario: Scenario) -> ExitCode {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("flashgate")));
+    let programs = Programs {
+        flashgate: cli.flashgate.clone().or(beside).unwrap_or_else(|| "flashgate".into()),
+        redis_server: stack::locate(cli.redis_server.as_deref(), "redis-server", "/usr/bin/redis-server"),
+    };
+    let opens_at = scenario.crowd.sale_opens_in.map(|d| SystemTime::now() + d);
+    let mut stack = match Stack::start(&scenario, &programs, opens_at).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    eprintln!(
+        "scenario {}: {} users on {} ({} store); gateway http://{}, admin http://{}, backend http://{}",
+        scenario.name,
+        scenario.crowd.users,
+        stack.config.sales[0].sku,
+        store_name(scenario.store),
+        stack.public,
+        stack.admin,
+        stack.backend
+    );
+    let report = match crowd(&cli, &scenario, &stack).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e} (logs kept in {})", stack.dir.display());
+            stack.stop().await;
+            return ExitCode::from(3);
+        }
+    };
+    print!("{}", report.text());
+    let mut code = if report.passed { 0 } else { 1 };
+    if let Some(path) = &cli.json {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|b| std::fs::write(path, b).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            code = 3;
+        }
+    }
+    if let Some(path) = &cli.svg {
+        let title = format!("{}: order answers per second and queue depth", scenario.name);
+        if let Err(e) = chart::draw(path, &title, &report.timeline, &report.samples) {
+            eprintln!("error: {e}");
+            code = 3;
+        }
+    }
+    stack.stop().await;
+    if report.passed {
+        stack.clean();
+    } else {
+        eprintln!("gateway logs kept in {}", stack.dir.display());
+    }
+    ExitCode::from(code)
+}
+
+fn store_name(s: StoreChoice) -> &'static str {
+    match s {
+        StoreChoice::Memory => "memory",
+        StoreChoice::Redis => "redis",
+    }
+}
+
+/// Lets the crowd loose, then gathers the evidence and judges it.
+async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, String> {
+    let sale = &stack.config.sales[0];
+    let sku = sale.sku.clone();
+    let stock_initial = stack.store_stock(&sku).await?;
+    let c = &scenario.crowd;
+    let start = Instant::now();
+    let tally = Arc::new(Tally::new(start));
+    let plan = Arc::new(Plan {
+        crowd: client::Crowd::new(
+            format!("http://{}", stack.public),
+            &stack.config.identity.header,
+            c.connections,
+            c.request_timeout,
+        )?,
+        tally: tally.clone(),
+        sku: sku.clone(),
+        clicks: c.clicks,
+        replays: c.replays,
+        retries: c.retries,
+        deadline: tokio::time::Instant::now() + c.max_duration,
+    });
+
+    let stop = CancellationToken::new();
+    let samples: sampler::Samples = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(AtomicU64::new(0));
+    let side = async {
+        let sampling = sampler::run(stack, &sku, start, Duration::from_millis(100), samples.clone(), stop.clone());
+        let progress = progress(cli.progress, c.users, &tally, &done, &samples, start, &stop);
+        let events = events(scenario, stack, start, &stop);
+        tokio::join!(sampling, progress, events);
+    };
+    let users = async {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..c.users {
+            if c.arrival_rate > 0 {
+                let at = start + Duration::from_secs_f64(i as f64 / c.arrival_rate as f64);
+                tokio::time::sleep_until(at.into()).await;
+            }
+            let plan = plan.clone();
+            let done = done.clone();
+            let abandons = abandons(i, c.abandon);
+            set.spawn(async move {
+                let j = user::run(&plan, format!("user-{i}"), abandons).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                j
+            });
+        }
+        let mut journeys = Vec::with_capacity(c.users as usize);
+        while let Some(j) = set.join_next().await {
+            journeys.push(j.map_err(|e| format!("a user task failed: {e}"))?);
+        }
+        let crowd_seconds = start.elapsed().as_secs_f64();
+        let settle = Instant::now();
+        let settled = settle_delivery(stack, &sku, stock_initial, scenario.expect.settle).await;
+        stop.cancel();
+        Ok::<_, String>((journeys, crowd_seconds, settle.elapsed().as_secs_f64(), settled))
+    };
+    let ((), result) = tokio::join!(side, users);
+    let (journeys, crowd_seconds, settle_seconds, settled) = result?;
+
+    let stock_final = stack.store_stock(&sku).await?;
+    let ledger = backend_ledger(stack, &sku).await?;
+    let metrics = stack.metrics().await.unwrap_or_default();
+    let samples = samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let answers = tally.answers();
+    let store_unavailable = tally.count(Route::Order, "store_unavailable")
+        + tally.count(Route::Token, "store_unavailable")
+        + tally.count(Route::Poll, "failed:store_unavailable");
+    let checks = check::all(&Evidence {
+        journeys: &journeys,
+        unanswered_requests: tally.unanswered(),
+        stock_initial,
+        stock_final,
+        per_user_limit: sale.per_user_limit,
+        ledger: &ledger.0,
+        settled,
+        store_unavailable_answers: store_unavailable,
+        expect: &scenario.expect,
+    });
+    let label = format!("sku=\"{sku}\"");
+    let drain_rate = samples.last().map_or(0.0, |s| s.drain_rate);
+    let achieved = sampler::achieved_drain(&samples);
+    Ok(Report {
+        scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
+        store: store_name(scenario.store).into(),
+        users: c.users,
+        crowd_seconds,
+        settle_seconds,
+        outcomes: outcomes(&journeys),
+        answers: by_route(&answers),
+        funnel: Funnel::of(&answers),
+        orders: Orders {
+            stock_initial,
+            stock_final,
+            told_to_users: journeys.iter().map(|j| j.orders.len() as u64).sum(),
+            applied_at_backend: ledger.0.len() as u64,
+            redeliveries_absorbed: ledger.1,
+            compensations: sampler::metric(&metrics, "flashgate_compensations_total", &label).unwrap_or(0.0) as u64,
+        },
+        gateway_admission: gateway_admission(&metrics, &label),
+        latency: tally.percentiles(),
+        drain: Drain {
+            configured: drain_rate,
+            achieved: achieved.map(|a| a.0),
+            deviation_pct: achieved
+                .filter(|_| drain_rate > 0.0)
+                .map(|a| (a.0 - drain_rate) * 100.0 / drain_rate),
+            window_seconds: achieved.map(|a| a.1),
+        },
+        passed: checks.iter().all(|c| c.ok),
+        checks,
+        timeline: tally.timeline(),
+        samples,
+    })
+}
+
+/// Whether user `i` leaves at the first retryable refusal: a fixed share, spread evenly.
+fn abandons(i: u64, share: f64) -> bool {
+    // Knuth's multiplicative hash spreads the leavers over the crowd, the same on every run.
+    let spread = (i.wrapping_mul(2_654_435_761) % 10_000) as f64 / 10_000.0;
+    spread < share
+}
+
+/// Waits until the outbox is empty and the backend holds every unit the store sold.
+async fn settle_delivery(stack: &Stack, sku: &str, initial: u64, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let backlog = stack
+            .metrics()
+            .await
+            .ok()
+            .and_then(|m| sampler::metric(&m, "flashgate_outbox_backlog", ""));
+        let stock = stack.store_stock(sku).await.ok();
+        let applied = backend_ledger(stack, sku).await.ok();
+        if let (Some(backlog), Some(stock), Some((ledger, _))) = (backlog, stock, applied) {
+            let units: u64 = ledger.iter().map(|a| a.quantity).sum();
+            if backlog == 0.0 && units == initial.saturating_sub(stock) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// The backend's orders for `sku`, and how many redeliveries it absorbed.
+async fn backend_ledger(stack: &Stack, sku: &str) -> Result<(Vec<Applied>, u64), String> {
+    let v = stack.backend_get("/orders/ledger").await?;
+    let all: Vec<Applied> = serde_json::from_value(v["orders"].clone()).map_err(|e| format!("/orders/ledger: {e}"))?;
+    let dups = v["duplicates"].as_u64().unwrap_or(0);
+    Ok((all.into_iter().filter(|a| a.sku == sku).collect(), dups))
+}
+
+/// Performs the scenario's events at their times.
+async fn events(scenario: &Scenario, stack: &Stack, start: Instant, stop: &CancellationToken) {
+    for e in &scenario.events {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until((start + e.at).into()) => {}
+        }
+        match &e.action {
+            Action::RestartRedis { down_for } => {
+                eprintln!("event at {:?}: redis-server killed, down for {down_for:?}", e.at);
+                match stack.restart_redis(*down_for).await {
+                    Ok(()) => eprintln!("event: redis-server back"),
+                    Err(err) => eprintln!("event: redis-server restart failed: {err}"),
+                }
+            }
+        }
+    }
+}
+
+/// One progress line every `every` seconds until `stop`.
+async fn progress(
+    every: u64,
+    users: u64,
+    tally: &Tally,
+    done: &AtomicU64,
+    samples: &sampler::Samples,
+    start: Instant,
+    stop: &CancellationToken,
+) {
+    if every == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(every));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let f = Funnel::of(&tally.answers());
+        let refused: u64 = f.refused.values().sum();
+        let last = samples.lock().unwrap_or_else(PoisonError::into_inner).last().copied();
+        eprintln!(
+            "t={:>5.1}s users done {}/{users}  orders offered {} admitted {} refused {}  queue {}  stock {}",
+            start.elapsed().as_secs_f64(),
+            done.load(Ordering::Relaxed),
+            f.offered,
+            f.admitted,
+            refused,
+            last.map_or("?".into(), |s| s.queued.to_string()),
+            last.map_or("?".into(), |s| s.remaining.to_string()),
+        );
+    }
+}
+
+fn outcomes(journeys: &[Journey]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for j in journeys {
+        *out.entry(j.outcome.label()).or_default() += 1;
+    }
+    out
+}
+
+fn by_route(answers: &BTreeMap<(Route, String), u64>) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for ((route, code), n) in answers {
+        let name = serde_json::to_value(route)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        out.entry(name).or_default().insert(code.clone(), *n);
+    }
+    out
+}
+
+/// `flashgate_admission_decisions_total` for the sale, by outcome.
+fn gateway_admission(metrics: &str, label: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with("flashgate_admission_decisions_total{") && l.contains(label)) {
+        let outcome = line
+            .split("outcome=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        let n = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        out.insert(outcome.to_owned(), n as u64);
+    }
+    out
+}

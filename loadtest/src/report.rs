@@ -1,0 +1,209 @@
+//! The end-of-run report, as text for people and JSON for tools.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::check::Check;
+use crate::sampler::Sample;
+use crate::tally::{Percentiles, Route, Second};
+
+/// Everything a run found.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// What the scenario shows.
+    pub description: String,
+    /// Which store the gateway used.
+    pub store: String,
+    /// Users in the crowd.
+    pub users: u64,
+    /// Seconds from the first arrival to the last user's outcome.
+    pub crowd_seconds: f64,
+    /// Seconds delivery took to settle afterwards.
+    pub settle_seconds: f64,
+    /// Users by how their journey ended.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Answers by route, then code ("ok" for 2xx).
+    pub answers: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The order route's funnel.
+    pub funnel: Funnel,
+    /// Stock and orders.
+    pub orders: Orders,
+    /// The gateway's own admission decisions by outcome (from /metrics).
+    pub gateway_admission: BTreeMap<String, u64>,
+    /// Latency percentiles per series.
+    pub latency: Vec<Percentiles>,
+    /// Drain rate configured and achieved.
+    pub drain: Drain,
+    /// The invariants.
+    pub checks: Vec<Check>,
+    /// Whether every check held.
+    pub passed: bool,
+    /// Order answers per second.
+    pub timeline: Vec<Second>,
+    /// The gateway sampled over time.
+    pub samples: Vec<Sample>,
+}
+
+/// Order requests offered, admitted and refused.
+#[derive(Debug, Serialize)]
+pub struct Funnel {
+    /// Order requests sent (clicks and retries included, replays not).
+    pub offered: u64,
+    /// Answered 201 or 202.
+    pub admitted: u64,
+    /// Refused, by the contract's code.
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// Stock and orders at the end.
+#[derive(Debug, Serialize)]
+pub struct Orders {
+    /// Stock before the crowd.
+    pub stock_initial: u64,
+    /// Stock after delivery settled.
+    pub stock_final: u64,
+    /// Distinct order ids users were told of.
+    pub told_to_users: u64,
+    /// Orders the backend applied.
+    pub applied_at_backend: u64,
+    /// Deliveries the backend saw again and absorbed by idempotency key.
+    pub redeliveries_absorbed: u64,
+    /// Orders whose stock went back after delivery failed for good.
+    pub compensations: u64,
+}
+
+/// Drain rate configured vs achieved.
+#[derive(Debug, Serialize)]
+pub struct Drain {
+    /// Requests per second the sale is set to release.
+    pub configured: f64,
+    /// Requests per second released while requests waited (None: backlog under 1 s).
+    pub achieved: Option<f64>,
+    /// (achieved − configured) / configured, in percent.
+    pub deviation_pct: Option<f64>,
+    /// Seconds the queue held requests.
+    pub window_seconds: Option<f64>,
+}
+
+impl Funnel {
+    /// The funnel of the order route from the answers tally.
+    pub fn of(answers: &BTreeMap<(Route, String), u64>) -> Self {
+        let mut f = Funnel {
+            offered: 0,
+            admitted: 0,
+            refused: BTreeMap::new(),
+        };
+        for ((route, code), n) in answers {
+            if *route != Route::Order {
+                continue;
+            }
+            f.offered += n;
+            if code == "ok" {
+                f.admitted += n;
+            } else {
+                *f.refused.entry(code.clone()).or_default() += n;
+            }
+        }
+        f
+    }
+}
+
+impl Report {
+    /// The report as text.
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let pct = |n: u64, of: u64| {
+            if of == 0 {
+                0.0
+            } else {
+                n as f64 * 100.0 / of as f64
+            }
+        };
+        let _ = writeln!(o, "== flashgate load test: {} ({} store) ==", self.scenario, self.store);
+        if !self.description.is_empty() {
+            let _ = writeln!(o, "{}", self.description.trim());
+        }
+        let _ = writeln!(
+            o,
+            "users {}   crowd {:.1} s   delivery settled after {:.1} s more",
+            self.users, self.crowd_seconds, self.settle_seconds
+        );
+        let _ = writeln!(o, "\nusers by outcome");
+        for (label, n) in &self.outcomes {
+            let _ = writeln!(o, "  {label:<28} {n:>9}  {:>5.1}%", pct(*n, self.users));
+        }
+        let f = &self.funnel;
+        let _ = writeln!(o, "\norder requests");
+        let _ = writeln!(o, "  {:<28} {:>9}", "offered", f.offered);
+        let _ = writeln!(o, "  {:<28} {:>9}  {:>5.1}%", "admitted", f.admitted, pct(f.admitted, f.offered));
+        for (code, n) in &f.refused {
+            let _ = writeln!(o, "  {:<28} {n:>9}  {:>5.1}%", format!("refused {code}"), pct(*n, f.offered));
+        }
+        let _ = writeln!(o, "\nall answers by route");
+        for (route, codes) in &self.answers {
+            let list: Vec<String> = codes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            let _ = writeln!(o, "  {route:<8} {}", list.join(", "));
+        }
+        if !self.gateway_admission.is_empty() {
+            let list: Vec<String> = self
+                .gateway_admission
+                .iter()
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            let _ = writeln!(o, "  gateway admission decisions: {}", list.join(", "));
+        }
+        let r = &self.orders;
+        let _ = writeln!(o, "\nstock and orders");
+        let _ = writeln!(
+            o,
+            "  stock {} -> {} ({} sold); users told of {} orders; backend applied {} (absorbed {} redeliveries); {} compensated",
+            r.stock_initial,
+            r.stock_final,
+            r.stock_initial.saturating_sub(r.stock_final),
+            r.told_to_users,
+            r.applied_at_backend,
+            r.redeliveries_absorbed,
+            r.compensations
+        );
+        let _ = writeln!(o, "\nlatency (ms)          count      p50      p90      p99    p99.9      max");
+        for p in &self.latency {
+            let name = serde_json::to_value(p.series)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  {name:<16} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms
+            );
+        }
+        let d = &self.drain;
+        let _ = writeln!(o, "\ndrain");
+        match (d.achieved, d.deviation_pct, d.window_seconds) {
+            (Some(a), Some(dev), Some(w)) => {
+                let _ = writeln!(
+                    o,
+                    "  configured {:.0}/s, achieved {a:.1}/s ({dev:+.2}%) over the {w:.1} s the queue held requests",
+                    d.configured
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "  configured {:.0}/s; the queue held requests for under 1 s, too short to measure",
+                    d.configured
+                );
+            }
+        }
+        let _ = writeln!(o, "\ninvariants");
+        for c in &self.checks {
+            let _ = writeln!(o, "  [{}] {:<46} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+        }
+        let _ = writeln!(o, "\nresult: {}", if self.passed { "PASS" } else { "FAIL" });
+        o
+    }
+}

@@ -1,0 +1,120 @@
+//! The gateway's side of the run, sampled while it goes: queue depth, stock and the drain
+//! counter, from the admin API and /metrics.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::stack::Stack;
+
+/// One look at the gateway.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Seconds since the crowd started.
+    pub t: f64,
+    /// Requests queued.
+    pub queued: u64,
+    /// Stock the gateway knows of.
+    pub remaining: u64,
+    /// Requests released to the order workers so far.
+    pub drained: f64,
+    /// Configured drain rate.
+    pub drain_rate: f64,
+}
+
+/// Samples collected so far.
+pub type Samples = Arc<Mutex<Vec<Sample>>>;
+
+/// Samples every `every` until `stop`; a failed look is skipped (the gateway may be busy).
+pub async fn run(stack: &Stack, sku: &str, start: Instant, every: Duration, samples: Samples, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (Ok(sales), Ok(metrics)) = (stack.admin_get("/admin/sales").await, stack.metrics().await) else {
+            continue;
+        };
+        let Some(sale) = sales["sales"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["sku"] == sku))
+        else {
+            continue;
+        };
+        let label = format!("sku=\"{sku}\"");
+        let sample = Sample {
+            t: start.elapsed().as_secs_f64(),
+            queued: sale["queued"].as_u64().unwrap_or(0),
+            remaining: sale["remaining"].as_u64().unwrap_or(0),
+            drained: metric(&metrics, "flashgate_drained_total", &label).unwrap_or(0.0),
+            drain_rate: metric(&metrics, "flashgate_drain_rate_configured", &label).unwrap_or(0.0),
+        };
+        samples.lock().unwrap_or_else(PoisonError::into_inner).push(sample);
+    }
+}
+
+/// The sum of every sample of `name` whose labels contain `label` (empty: all of them).
+pub fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once('}') {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None if rest.starts_with(' ') => ("", rest),
+            None => continue,
+        };
+        if !labels.contains(label) {
+            continue;
+        }
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// The drain rate achieved while requests were waiting: the drain counter's growth between
+/// the first and last samples that saw a non-empty queue. None when that window is under 1 s.
+pub fn achieved_drain(samples: &[Sample]) -> Option<(f64, f64)> {
+    let first = samples.iter().position(|s| s.queued > 0)?;
+    let last = samples.iter().rposition(|s| s.queued > 0)?;
+    let (a, b) = (samples[first], samples[last]);
+    let window = b.t - a.t;
+    (window >= 1.0).then(|| ((b.drained - a.drained) / window, window))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# HELP flashgate_drained_total x\n\
+        flashgate_drained_total{sku=\"a\"} 10\n\
+        flashgate_drained_total{sku=\"b\"} 5\n\
+        flashgate_drained_total_other{sku=\"a\"} 99\n\
+        flashgate_outbox_backlog 3\n";
+
+    #[test]
+    fn metrics_are_read_by_name_and_label() {
+        assert_eq!(metric(TEXT, "flashgate_drained_total", "sku=\"a\""), Some(10.0));
+        assert_eq!(metric(TEXT, "flashgate_drained_total", ""), Some(15.0));
+        assert_eq!(metric(TEXT, "flashgate_outbox_backlog", ""), Some(3.0));
+        assert_eq!(metric(TEXT, "flashgate_missing", ""), None);
+    }
+
+    #[test]
+    fn the_drain_is_measured_only_while_requests_wait() {
+        let s = |t, queued, drained| Sample { t, queued, remaining: 0, drained, drain_rate: 100.0 };
+        let samples = [s(0.0, 0, 0.0), s(1.0, 50, 10.0), s(3.0, 20, 210.0), s(4.0, 0, 230.0)];
+        assert_eq!(achieved_drain(&samples), Some((100.0, 2.0)));
+        assert_eq!(achieved_drain(&samples[..2]), None);
+    }
+}

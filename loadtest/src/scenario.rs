@@ -1,0 +1,333 @@
+//! A scenario file: who the crowd is, what stands in front of it, and what must hold after.
+//!
+//! The `[gateway]` table is a flashgate config (the keys of `config/flashgate.toml`); the load
+//! test fills in what it owns (listeners, upstream, store URL, admin token) and runs it.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+/// One load-test scenario, as read from `loadtest/scenarios/*.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, printed in the report.
+    pub name: String,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// Which store the gateway uses: the in-process memory store or a redis-server started
+    /// for the run.
+    #[serde(default)]
+    pub store: StoreChoice,
+    /// The buyers.
+    pub crowd: Crowd,
+    /// The demo backend the orders are delivered to.
+    #[serde(default)]
+    pub backend: Backend,
+    /// Things that happen to the system during the run.
+    #[serde(default, rename = "event")]
+    pub events: Vec<Event>,
+    /// Outcomes the scenario promises beyond the invariants every run checks.
+    #[serde(default)]
+    pub expect: Expect,
+    /// The gateway's config (flashgate TOML); needs at least one `[[gateway.sale]]`.
+    pub gateway: toml::Table,
+}
+
+/// Which store backs the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreChoice {
+    /// The gateway's in-process store.
+    #[default]
+    Memory,
+    /// A redis-server started (and stopped) by the load test.
+    Redis,
+}
+
+/// The crowd: how many users, how they arrive and how they behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crowd {
+    /// Distinct users; each fetches a token and orders once.
+    pub users: u64,
+    /// New users per second (open loop); 0 = everybody at once.
+    #[serde(default)]
+    pub arrival_rate: u64,
+    /// Keep-alive connections the crowd shares (requests beyond wait for one).
+    #[serde(default = "Crowd::default_connections")]
+    pub connections: usize,
+    /// The sale opens this long after the crowd starts; users arriving earlier wait and retry.
+    #[serde(default, with = "humantime_serde")]
+    pub sale_opens_in: Option<Duration>,
+    /// Order requests a user fires at once with the same token (double clicks).
+    #[serde(default = "Crowd::default_clicks")]
+    pub clicks: u32,
+    /// Times a user resubmits its token after learning the outcome (must get the same answer).
+    #[serde(default)]
+    pub replays: u32,
+    /// Retries (same token) after a refusal that says "try again": queue full, rate limited,
+    /// store unavailable. Waits the answer's Retry-After first.
+    #[serde(default = "Crowd::default_retries")]
+    pub retries: u32,
+    /// Share of users (0–1) who leave at their first retryable refusal instead of retrying.
+    #[serde(default)]
+    pub abandon: f64,
+    /// How long one request may take before it counts as unanswered.
+    #[serde(default = "Crowd::default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Upper bound of the whole crowd phase; users still going then count as unfinished.
+    #[serde(default = "Crowd::default_max_duration", with = "humantime_serde")]
+    pub max_duration: Duration,
+}
+
+impl Crowd {
+    fn default_connections() -> usize {
+        256
+    }
+    fn default_clicks() -> u32 {
+        1
+    }
+    fn default_retries() -> u32 {
+        3
+    }
+    fn default_request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_max_duration() -> Duration {
+        Duration::from_secs(300)
+    }
+}
+
+/// The demo backend's behaviour.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Time the backend takes to apply each order.
+    #[serde(default, with = "humantime_serde")]
+    pub delay: Duration,
+}
+
+/// Something done to the running system. (Unknown keys are refused by `Action`: serde
+/// cannot deny them on a struct with a flattened field.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    /// When, from the crowd's start.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// What.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// The things an event can do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// SIGKILL redis-server, keep it down for `down_for`, start it again on its data.
+    RestartRedis {
+        /// How long Redis stays down.
+        #[serde(with = "humantime_serde")]
+        down_for: Duration,
+    },
+}
+
+/// Scenario-specific promises, checked with the invariants.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Every unit must be sold by the end.
+    #[serde(default)]
+    pub sold_out: bool,
+    /// The store must have refused at least one request as unavailable (proves the fault hit).
+    #[serde(default)]
+    pub store_outage_seen: bool,
+    /// How long delivery may take to settle after the crowd is done.
+    #[serde(default = "Expect::default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+}
+
+impl Expect {
+    fn default_settle() -> Duration {
+        Duration::from_secs(120)
+    }
+}
+
+/// A scenario that cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid scenario.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ScenarioError::Invalid {
+            path: shown,
+            message,
+        })
+    }
+
+    /// Parses and checks scenario text; the error names the offending key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+        let s: Scenario = serde_path_to_error::deserialize(de)
+            .map_err(|e| format!("key `{}`: {}", e.path(), e.inner().message()))?;
+        if s.crowd.users == 0 {
+            return Err("key `crowd.users`: must be at least 1".into());
+        }
+        if s.crowd.connections == 0 {
+            return Err("key `crowd.connections`: must be at least 1".into());
+        }
+        if s.crowd.clicks == 0 {
+            return Err("key `crowd.clicks`: must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&s.crowd.abandon) {
+            return Err("key `crowd.abandon`: must be between 0 and 1".into());
+        }
+        let sales = s.gateway.get("sale").and_then(toml::Value::as_array);
+        if sales.is_none_or(|a| a.is_empty()) {
+            return Err("key `gateway.sale`: at least one [[gateway.sale]] is needed".into());
+        }
+        for e in &s.events {
+            match e.action {
+                Action::RestartRedis { .. } if s.store != StoreChoice::Redis => {
+                    return Err("key `event.action`: restart_redis needs store = \"redis\"".into())
+                }
+                Action::RestartRedis { .. } => {}
+            }
+        }
+        Ok(s)
+    }
+
+    /// The gateway config text for this run: the scenario's `[gateway]` with the parts the load
+    /// test owns filled in, and the first sale opening at `opens_at` when the crowd waits for it.
+    pub fn gateway_config(&self, owned: &Owned, opens_at: Option<SystemTime>) -> String {
+        let mut table = self.gateway.clone();
+        let section = |t: &mut toml::Table, name: &str| -> toml::Table {
+            t.remove(name)
+                .and_then(|v| v.as_table().cloned())
+                .unwrap_or_default()
+        };
+        let mut server = section(&mut table, "server");
+        server.insert("listen".into(), owned.listen.to_string().into());
+        server.insert("admin_listen".into(), owned.admin_listen.to_string().into());
+        table.insert("server".into(), server.into());
+        let mut upstream = section(&mut table, "upstream");
+        upstream.insert("url".into(), format!("http://{}", owned.backend).into());
+        table.insert("upstream".into(), upstream.into());
+        let mut admin = section(&mut table, "admin");
+        admin.insert("token".into(), owned.admin_token.clone().into());
+        table.insert("admin".into(), admin.into());
+        if let Some(url) = &owned.redis_url {
+            let mut store = section(&mut table, "store");
+            store.insert("kind".into(), "redis".into());
+            store.insert("url".into(), url.clone().into());
+            table.insert("store".into(), store.into());
+        }
+        if let Some(at) = opens_at {
+            let stamp = time::OffsetDateTime::from(at)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            if let Some(first) = table
+                .get_mut("sale")
+                .and_then(toml::Value::as_array_mut)
+                .and_then(|a| a.first_mut())
+                .and_then(toml::Value::as_table_mut)
+            {
+                first.insert("starts_at".into(), stamp.into());
+            }
+        }
+        toml::to_string(&table).unwrap_or_default()
+    }
+}
+
+/// The parts of the gateway's config the load test decides.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    /// Public listener.
+    pub listen: std::net::SocketAddr,
+    /// Admin listener.
+    pub admin_listen: std::net::SocketAddr,
+    /// The demo backend.
+    pub backend: std::net::SocketAddr,
+    /// Bearer token of the admin API.
+    pub admin_token: String,
+    /// The store, when Redis.
+    pub redis_url: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name = \"t\"\n[crowd]\nusers = 10\n[[gateway.sale]]\nsku = \"a\"\nstock = 1\n";
+
+    #[test]
+    fn a_minimal_scenario_takes_the_defaults() {
+        let s = Scenario::parse(MINIMAL).expect("parses");
+        assert_eq!(s.store, StoreChoice::Memory);
+        assert_eq!(s.crowd.clicks, 1);
+        assert_eq!(s.crowd.connections, 256);
+        assert!(s.events.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = MINIMAL.replace("users = 10", "users = 10\nclick = 2");
+        let e = Scenario::parse(&bad).expect_err("unknown key");
+        assert!(e.contains("crowd"), "{e}");
+        let e = Scenario::parse("name = \"t\"\n[crowd]\nusers = 1\n[gateway]\n").expect_err("no sale");
+        assert!(e.contains("gateway.sale"), "{e}");
+        let redis_event = format!("{MINIMAL}[[event]]\nat = \"1s\"\naction = \"restart_redis\"\ndown_for = \"1s\"\n");
+        let e = Scenario::parse(&redis_event).expect_err("memory store");
+        assert!(e.contains("restart_redis"), "{e}");
+        let ok = format!("store = \"redis\"\n{redis_event}");
+        assert!(Scenario::parse(&ok).is_ok(), "a well-formed event parses");
+        let typo = format!("{ok}down_fr = \"1s\"\n");
+        let e = Scenario::parse(&typo).expect_err("misspelt key");
+        assert!(e.contains("down_fr"), "{e}");
+    }
+
+    #[test]
+    fn the_owned_keys_are_filled_in_and_the_rest_kept() {
+        let s = Scenario::parse(&format!("{MINIMAL}[gateway.queue]\ndrain_rate = 7\n")).expect("parses");
+        let owned = Owned {
+            listen: "127.0.0.1:1".parse().expect("addr"),
+            admin_listen: "127.0.0.1:2".parse().expect("addr"),
+            backend: "127.0.0.1:3".parse().expect("addr"),
+            admin_token: "secret".into(),
+            redis_url: Some("redis://127.0.0.1:4".into()),
+        };
+        let text = s.gateway_config(&owned, Some(SystemTime::UNIX_EPOCH));
+        let c = flashgate::config::Config::from_toml(&text, "test", &[]).expect("valid config");
+        assert_eq!(c.server.listen, owned.listen);
+        assert_eq!(c.queue.drain_rate, 7);
+        assert_eq!(c.upstream.url, "http://127.0.0.1:3");
+        assert_eq!(c.admin.token, "secret");
+        assert_eq!(c.store.url, "redis://127.0.0.1:4");
+        assert!(c.sales[0].starts_at.is_some());
+    }
+}

@@ -1,0 +1,303 @@
+//! What a scenario runs against, started for the run and stopped after it: the demo backend
+//! (in this process), a redis-server when the scenario wants Redis, and the flashgate binary.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::get_json;
+use crate::scenario::{Owned, Scenario, StoreChoice};
+
+/// Bound on every start-up wait and every side request.
+const STARTUP: Duration = Duration::from_secs(30);
+const SIDE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where to find the programs a run starts.
+pub struct Programs {
+    /// The flashgate binary.
+    pub flashgate: PathBuf,
+    /// redis-server.
+    pub redis_server: PathBuf,
+}
+
+/// A child process that is killed when dropped.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A redis-server with its data on disk (append-only, fsync always), so a restart keeps
+/// every acknowledged write.
+struct Redis {
+    program: PathBuf,
+    port: u16,
+    dir: PathBuf,
+    child: Mutex<Option<Guarded>>,
+}
+
+impl Redis {
+    fn spawn(&self) -> Result<Guarded, String> {
+        let log = std::fs::File::create(self.dir.join("redis.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(&self.program)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
+        Ok(Guarded(child))
+    }
+
+    async fn start(&self) -> Result<(), String> {
+        let child = self.spawn()?;
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        wait_for(
+            || async { tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() },
+            "redis-server to listen",
+        )
+        .await
+    }
+
+    async fn kill(&self) {
+        let old = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
+    }
+}
+
+/// Everything the scenario runs against.
+pub struct Stack {
+    /// The run's scratch directory (config, logs, Redis data).
+    pub dir: PathBuf,
+    /// The gateway's public address.
+    pub public: SocketAddr,
+    /// The gateway's admin address.
+    pub admin: SocketAddr,
+    /// The demo backend's address.
+    pub backend: SocketAddr,
+    /// Bearer token of the admin API.
+    pub admin_token: String,
+    /// The gateway's effective config.
+    pub config: flashgate::config::Config,
+    gateway: Option<Guarded>,
+    redis: Option<Redis>,
+    backend_stop: CancellationToken,
+}
+
+impl Stack {
+    /// Starts the backend, Redis when asked for, and the gateway; returns once it is ready.
+    pub async fn start(
+        scenario: &Scenario,
+        programs: &Programs,
+        opens_at: Option<SystemTime>,
+    ) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "flashgate-loadtest-{}-{}",
+            std::process::id(),
+            flashgate::types::Token::random()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let backend_stop = CancellationToken::new();
+        let demo = flashgate::demo::DemoBackend::with_delay(scenario.backend.delay);
+        let (backend, _, _) = flashgate::demo::serve_backend(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            demo,
+            backend_stop.clone(),
+        )
+        .await
+        .map_err(|e| format!("cannot start the demo backend: {e}"))?;
+        let redis = match scenario.store {
+            StoreChoice::Memory => None,
+            StoreChoice::Redis => {
+                let redis = Redis {
+                    program: programs.redis_server.clone(),
+                    port: free_port()?,
+                    dir: dir.clone(),
+                    child: Mutex::new(None),
+                };
+                redis.start().await?;
+                Some(redis)
+            }
+        };
+        let owned = Owned {
+            listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            backend,
+            admin_token: flashgate::types::Token::random().to_string(),
+            redis_url: redis
+                .as_ref()
+                .map(|r| format!("redis://127.0.0.1:{}", r.port)),
+        };
+        let text = scenario.gateway_config(&owned, opens_at);
+        let config = flashgate::config::Config::from_toml(&text, "scenario [gateway]", &[])
+            .map_err(|e| format!("the scenario's gateway config: {e}"))?;
+        let config_path = dir.join("flashgate.toml");
+        std::fs::write(&config_path, &text).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("flashgate.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(&programs.flashgate)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", programs.flashgate.display()))?;
+        let mut stack = Self {
+            dir,
+            public: owned.listen,
+            admin: owned.admin_listen,
+            backend,
+            admin_token: owned.admin_token,
+            config,
+            gateway: Some(Guarded(child)),
+            redis,
+            backend_stop,
+        };
+        let ready = format!("http://{}/readyz", stack.admin);
+        let waited = wait_for(
+            || async { get_json(&ready, None, SIDE_TIMEOUT).await.is_ok() },
+            "the gateway to be ready",
+        )
+        .await;
+        if let Err(e) = waited {
+            let exited = stack
+                .gateway
+                .as_mut()
+                .and_then(|g| g.0.try_wait().ok().flatten());
+            return Err(format!(
+                "{e}{}; its log: {}",
+                exited.map(|s| format!(" (it exited: {s})")).unwrap_or_default(),
+                stack.dir.join("flashgate.log").display()
+            ));
+        }
+        Ok(stack)
+    }
+
+    /// SIGKILLs Redis, keeps it down for `down_for`, starts it again on the same data.
+    pub async fn restart_redis(&self, down_for: Duration) -> Result<(), String> {
+        let Some(redis) = &self.redis else {
+            return Err("no redis-server in this run".into());
+        };
+        redis.kill().await;
+        tokio::time::sleep(down_for).await;
+        redis.start().await
+    }
+
+    /// GET on the admin API.
+    pub async fn admin_get(&self, path: &str) -> Result<Value, String> {
+        let url = format!("http://{}{path}", self.admin);
+        get_json(&url, Some(&self.admin_token), SIDE_TIMEOUT).await
+    }
+
+    /// The gateway's Prometheus text.
+    pub async fn metrics(&self) -> Result<String, String> {
+        let v = self.admin_get("/metrics").await?;
+        Ok(v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// GET on the demo backend.
+    pub async fn backend_get(&self, path: &str) -> Result<Value, String> {
+        let url = format!("http://{}{path}", self.backend);
+        get_json(&url, None, SIDE_TIMEOUT).await
+    }
+
+    /// The sale's stock as the store has it now.
+    pub async fn store_stock(&self, sku: &str) -> Result<u64, String> {
+        if self.redis.is_some() {
+            use flashgate::store::Store;
+            let store = flashgate::store::RedisStore::new(&self.config.store, Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+            let read = store.stock(&flashgate::types::Sku::new(sku));
+            return tokio::time::timeout(SIDE_TIMEOUT, read)
+                .await
+                .map_err(|_| "the store did not answer".to_owned())?
+                .map_err(|e| e.to_string());
+        }
+        // The memory store lives in the gateway; its admin API shows it.
+        let sales = self.admin_get("/admin/sales").await?;
+        sales["sales"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["sku"] == sku))
+            .and_then(|s| s["remaining"].as_u64())
+            .ok_or_else(|| format!("/admin/sales has no stock for {sku}"))
+    }
+
+    /// Stops the gateway (SIGTERM, so it flushes what it holds), Redis and the backend.
+    pub async fn stop(&mut self) {
+        if let Some(mut g) = self.gateway.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(g.0.id().to_string())
+                .status();
+            let deadline = std::time::Instant::now() + STARTUP;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = g.0.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if let Some(r) = &self.redis {
+            r.kill().await;
+        }
+        self.backend_stop.cancel();
+    }
+
+    /// Removes the scratch directory (kept when a run fails, for its logs).
+    pub fn clean(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.backend_stop.cancel();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+/// Polls `ready` every 50 ms until it says yes, for at most STARTUP.
+async fn wait_for<F, Fut>(ready: F, what: &str) -> Result<(), String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + STARTUP;
+    while tokio::time::Instant::now() < deadline {
+        if ready().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("timed out waiting for {what}"))
+}
+
+/// Finds a program: the given path, else on PATH, else the usual Debian location.
+pub fn locate(given: Option<&Path>, name: &str, fallback: &str) -> PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(fallback))
+}

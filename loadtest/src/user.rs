@@ -1,0 +1,325 @@
+//! One buyer's journey: fetch a token, order (perhaps with several clicks), follow the ticket,
+//! retry what says "try again", and resubmit the token after the outcome when asked to.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+
+use crate::client::{Answer, Crowd, NoAnswer};
+use crate::tally::{Route, Series, Tally};
+
+/// How every user of the run behaves.
+pub struct Plan {
+    /// The shared client.
+    pub crowd: Crowd,
+    /// Where the answers go.
+    pub tally: Arc<Tally>,
+    /// The sale.
+    pub sku: String,
+    /// Order requests fired at once with the same token.
+    pub clicks: u32,
+    /// Resubmissions of the token after the outcome.
+    pub replays: u32,
+    /// Retries after a retryable refusal.
+    pub retries: u32,
+    /// No user goes on past this instant.
+    pub deadline: tokio::time::Instant,
+}
+
+/// How a journey ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The user holds an order.
+    Reserved,
+    /// Told the sale is sold out.
+    SoldOut,
+    /// Refused for good with this code.
+    Refused(String),
+    /// Left after a retryable refusal (abandoned, or out of retries) with this code.
+    GaveUp(String),
+    /// A request got no answer.
+    Unanswered,
+    /// Still going when the crowd's time ran out.
+    Unfinished,
+}
+
+impl Outcome {
+    /// A short label for reports.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Reserved => "reserved".into(),
+            Self::SoldOut => "sold_out".into(),
+            Self::Refused(code) => format!("refused:{code}"),
+            Self::GaveUp(code) => format!("gave_up:{code}"),
+            Self::Unanswered => "unanswered".into(),
+            Self::Unfinished => "unfinished".into(),
+        }
+    }
+}
+
+/// What one user ended with.
+#[derive(Debug, Clone)]
+pub struct Journey {
+    /// The user id sent in the identity header.
+    pub user: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Order ids the user was told about (distinct).
+    pub orders: Vec<String>,
+    /// Orders the user was told failed in delivery (stock given back).
+    pub failed_orders: Vec<String>,
+    /// Answers to the same token that disagreed (two order ids, a replay with another answer).
+    pub mismatches: u32,
+    /// An order request went unanswered or hit an unavailable store: the user may hold an
+    /// order it never heard of.
+    pub lost_reply_possible: bool,
+}
+
+/// What the order answers (all clicks together) said.
+enum Said {
+    Reserved(String),
+    Queued(String),
+    Refused(Answer),
+    Nothing,
+}
+
+/// What to do after a refusal.
+enum Next {
+    Retry(Duration),
+    Stop(Outcome),
+}
+
+/// Runs `user`'s journey; `abandons` users leave at the first retryable refusal.
+pub async fn run(plan: &Plan, user: String, abandons: bool) -> Journey {
+    let started = Instant::now();
+    let mut journey = Journey {
+        user,
+        outcome: Outcome::Unfinished,
+        orders: Vec::new(),
+        failed_orders: Vec::new(),
+        mismatches: 0,
+        lost_reply_possible: false,
+    };
+    let walked = tokio::time::timeout_at(plan.deadline, walk(plan, &mut journey, abandons)).await;
+    journey.outcome = walked.unwrap_or(Outcome::Unfinished);
+    plan.tally.journey(started.elapsed());
+    journey
+}
+
+async fn walk(plan: &Plan, j: &mut Journey, abandons: bool) -> Outcome {
+    let mut budget = plan.retries;
+    let token_path = format!("/sale/{}/token", plan.sku);
+    let token = loop {
+        let r = plan.crowd.send(Method::POST, &token_path, &j.user, &[]).await;
+        plan.tally.answer(Route::Token, &r, Series::Token);
+        let Ok(a) = r else {
+            return Outcome::Unanswered;
+        };
+        if a.status == StatusCode::OK {
+            match a.field("token") {
+                Some(t) => break t.to_owned(),
+                None => return Outcome::Refused("no_token_in_answer".into()),
+            }
+        }
+        match next(&a, abandons, &mut budget) {
+            Next::Retry(wait) => tokio::time::sleep(wait).await,
+            Next::Stop(outcome) => return outcome,
+        }
+    };
+    loop {
+        let refusal = match order(plan, j, &token).await {
+            Said::Reserved(id) => return reserved(plan, j, &token, id).await,
+            Said::Queued(ticket) => match follow(plan, j, &ticket).await {
+                Followed::Reserved(id) => return reserved(plan, j, &token, id).await,
+                Followed::Done(outcome) => return outcome,
+                Followed::Refused(a) => a,
+            },
+            Said::Refused(a) => a,
+            Said::Nothing => return Outcome::Unanswered,
+        };
+        match next(&refusal, abandons, &mut budget) {
+            Next::Retry(wait) => tokio::time::sleep(wait).await,
+            Next::Stop(Outcome::SoldOut) => return sold_out(plan, j, &token).await,
+            Next::Stop(outcome) => return outcome,
+        }
+    }
+}
+
+/// Fires the user's clicks at once and merges what they said.
+async fn order(plan: &Plan, j: &mut Journey, token: &str) -> Said {
+    let path = format!("/sale/{}/order", plan.sku);
+    let headers = [("x-sale-token", token)];
+    let clicks = (0..plan.clicks).map(|_| plan.crowd.send(Method::POST, &path, &j.user, &headers));
+    let answers = futures_util::future::join_all(clicks).await;
+    let mut said = Said::Nothing;
+    for r in answers {
+        let admitted = matches!(&r, Ok(a) if a.status == StatusCode::CREATED || a.status == StatusCode::ACCEPTED);
+        let series = if admitted {
+            Series::OrderAdmitted
+        } else {
+            Series::OrderRefused
+        };
+        plan.tally.answer(Route::Order, &r, series);
+        let a = match r {
+            Ok(a) => a,
+            Err(NoAnswer::Timeout | NoAnswer::Transport(_)) => {
+                j.lost_reply_possible = true;
+                continue;
+            }
+        };
+        let reserved = a.status == StatusCode::CREATED;
+        plan.tally.second(Instant::now(), |s| {
+            if admitted {
+                s.admitted += 1;
+            } else {
+                s.refused += 1;
+            }
+        });
+        if a.code() == "store_unavailable" {
+            j.lost_reply_possible = true;
+        }
+        said = match (said, reserved, a.status == StatusCode::ACCEPTED) {
+            (Said::Reserved(first), true, _) => {
+                if a.field("order_id") != Some(first.as_str()) {
+                    j.mismatches += 1;
+                }
+                Said::Reserved(first)
+            }
+            (_, true, _) => match a.field("order_id") {
+                Some(id) => Said::Reserved(id.to_owned()),
+                None => Said::Refused(a),
+            },
+            (Said::Reserved(first), false, _) => Said::Reserved(first),
+            (_, false, true) => match a.field("ticket") {
+                Some(t) => Said::Queued(t.to_owned()),
+                None => Said::Refused(a),
+            },
+            (Said::Queued(t), false, false) => Said::Queued(t),
+            (_, false, false) => Said::Refused(a),
+        };
+    }
+    said
+}
+
+/// How following a ticket ended.
+enum Followed {
+    Reserved(String),
+    Done(Outcome),
+    Refused(Answer),
+}
+
+/// Polls the ticket, never faster than its Retry-After, until it is decided.
+async fn follow(plan: &Plan, j: &mut Journey, ticket: &str) -> Followed {
+    let path = format!("/sale/tickets/{ticket}");
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(wait).await;
+        let r = plan.crowd.send(Method::GET, &path, &j.user, &[]).await;
+        let a = match r {
+            Ok(a) if a.status.is_success() => a,
+            other => {
+                plan.tally.answer(Route::Poll, &other, Series::Poll);
+                return Followed::Done(match other {
+                    Ok(a) => Outcome::Refused(a.code()),
+                    Err(_) => Outcome::Unanswered,
+                });
+            }
+        };
+        // Polls are tallied by the ticket's status: "queued", "confirmed", "failed:<error>".
+        let status = a.field("status").unwrap_or("").to_owned();
+        let shown = match a.field("error") {
+            Some(error) => format!("{status}:{error}"),
+            None => status.clone(),
+        };
+        plan.tally.answer_as(Route::Poll, shown, a.took, Series::Poll);
+        wait = Duration::from_secs(a.retry_after.unwrap_or(1).max(1));
+        match status.as_str() {
+            "queued" => continue,
+            "reserved" | "confirmed" => {
+                return match a.field("order_id") {
+                    Some(id) => Followed::Reserved(id.to_owned()),
+                    None => Followed::Done(Outcome::Refused("no_order_id_in_ticket".into())),
+                }
+            }
+            "sold_out" => return Followed::Done(Outcome::SoldOut),
+            "failed" => {
+                let error = a.field("error").unwrap_or("failed").to_owned();
+                if let Some(id) = a.field("order_id") {
+                    j.failed_orders.push(id.to_owned());
+                }
+                if error == "store_unavailable" {
+                    j.lost_reply_possible = true;
+                }
+                // A refused processing step ("try again" codes) is retried like a refused order.
+                let mut refusal = a;
+                refusal.body = serde_json::json!({ "error": error });
+                refusal.status = StatusCode::SERVICE_UNAVAILABLE;
+                return Followed::Refused(refusal);
+            }
+            other => return Followed::Done(Outcome::Refused(other.to_owned())),
+        }
+    }
+}
+
+/// The user holds `id`: remember it and resubmit the token as often as the plan says, each
+/// time expecting the same order id.
+async fn reserved(plan: &Plan, j: &mut Journey, token: &str, id: String) -> Outcome {
+    plan.tally.second(Instant::now(), |s| s.reserved += 1);
+    let path = format!("/sale/{}/order", plan.sku);
+    for _ in 0..plan.replays {
+        let r = plan
+            .crowd
+            .send(Method::POST, &path, &j.user, &[("x-sale-token", token)])
+            .await;
+        plan.tally.answer(Route::Replay, &r, Series::OrderAdmitted);
+        match r {
+            Ok(a) if a.status == StatusCode::CREATED && a.field("order_id") == Some(id.as_str()) => {}
+            Ok(_) => j.mismatches += 1,
+            Err(_) => return Outcome::Unanswered,
+        }
+    }
+    if !j.orders.contains(&id) {
+        j.orders.push(id);
+    }
+    Outcome::Reserved
+}
+
+/// The user was told "sold out": a resubmission of the same token must say so again.
+async fn sold_out(plan: &Plan, j: &mut Journey, token: &str) -> Outcome {
+    let path = format!("/sale/{}/order", plan.sku);
+    for _ in 0..plan.replays {
+        let r = plan
+            .crowd
+            .send(Method::POST, &path, &j.user, &[("x-sale-token", token)])
+            .await;
+        plan.tally.answer(Route::Replay, &r, Series::OrderRefused);
+        match r {
+            Ok(a) if a.code() == "sold_out" => {}
+            Ok(_) => j.mismatches += 1,
+            Err(_) => return Outcome::Unanswered,
+        }
+    }
+    Outcome::SoldOut
+}
+
+/// What a refusal means for the user: wait and retry, or stop.
+fn next(a: &Answer, abandons: bool, budget: &mut u32) -> Next {
+    let code = a.code();
+    let wait = Duration::from_secs(a.retry_after.unwrap_or(1).max(1));
+    match code.as_str() {
+        // The crowd waits for the opening; only the run's deadline bounds that.
+        "sale_not_started" => Next::Retry(Duration::from_millis(500)),
+        "queue_full" | "rate_limited" | "store_unavailable" | "too_many_connections"
+        | "shutting_down" | "not_ready" => {
+            if abandons || *budget == 0 {
+                Next::Stop(Outcome::GaveUp(code))
+            } else {
+                *budget -= 1;
+                Next::Retry(wait)
+            }
+        }
+        "sold_out" => Next::Stop(Outcome::SoldOut),
+        _ => Next::Stop(Outcome::Refused(code)),
+    }
+}
