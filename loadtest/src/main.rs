@@ -60,6 +60,9 @@ struct Cli {
     /// Load-generator threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Only check the scenario (and its gateway config) and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +80,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         scenario.crowd.users = users;
+    }
+    if cli.check {
+        return check_only(&cli, &scenario);
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cli.threads > 0 {
@@ -151,6 +157,30 @@ async fn run(cli: Cli, scenario: Scenario) -> ExitCode {
         eprintln!("gateway logs kept in {}", stack.dir.display());
     }
     ExitCode::from(code)
+}
+
+/// `--check`: the scenario parsed; does its gateway config pass flashgate's validation?
+fn check_only(cli: &Cli, scenario: &Scenario) -> ExitCode {
+    let placeholder = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+    let owned = scenario::Owned {
+        listen: placeholder,
+        admin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 2)),
+        backend: placeholder,
+        admin_token: "check".into(),
+        redis_url: (scenario.store == StoreChoice::Redis).then(|| "redis://127.0.0.1:1".into()),
+    };
+    let opens_at = scenario.crowd.sale_opens_in.map(|d| SystemTime::now() + d);
+    let text = scenario.gateway_config(&owned, opens_at);
+    match flashgate::config::Config::from_toml(&text, "scenario [gateway]", &[]) {
+        Ok(_) => {
+            println!("{}: ok", cli.scenario.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: the gateway config: {e}", cli.scenario.display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn store_name(s: StoreChoice) -> &'static str {

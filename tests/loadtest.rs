@@ -1,0 +1,149 @@
+//! The shipped load tests: every scenario file is valid, scaled-down runs of the scenarios
+//! pass their invariant checks through the real binaries (Redis restart included), and a run
+//! whose promise is broken exits non-zero.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flashgate-loadtest"))
+        .args(args)
+        .args(["--flashgate", env!("CARGO_BIN_EXE_flashgate"), "--progress", "0"])
+        .output()
+        .expect("flashgate-loadtest runs")
+}
+
+fn scenario(name: &str) -> String {
+    format!("{}/loadtest/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flashgate-test-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+/// Runs a scenario with a JSON report and returns (exit code, report, stdout).
+fn run(scenario: &str, extra: &[&str], report: &Path) -> (i32, Value, String) {
+    let mut args = vec![scenario, "--json", report.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let out = loadtest(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let text = std::fs::read_to_string(report)
+        .unwrap_or_else(|e| panic!("no report ({e}); stdout:\n{stdout}\nstderr:\n{stderr}"));
+    let json: Value = serde_json::from_str(&text).expect("the report is JSON");
+    (out.status.code().unwrap_or(-1), json, stdout)
+}
+
+fn failed_checks(report: &Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["ok"] != true)
+        .map(|c| format!("{}: {}", c["name"], c["detail"]))
+        .collect()
+}
+
+#[test]
+fn every_shipped_scenario_is_valid() {
+    let dir = format!("{}/loadtest/scenarios", env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("scenarios dir") {
+        let path = entry.expect("entry").path();
+        let out = loadtest(&["--check", path.to_str().expect("utf-8")]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        seen += 1;
+    }
+    assert!(seen >= 5, "the five scenarios of the load-test suite ship");
+}
+
+#[test]
+fn a_broken_scenario_is_refused_naming_the_key() {
+    let path = scratch("broken.toml");
+    std::fs::write(
+        &path,
+        "name = \"x\"\n[crowd]\nusers = 10\nclicks = 0\n[[gateway.sale]]\nsku = \"a\"\nstock = 1\n",
+    )
+    .expect("write");
+    let out = loadtest(&["--check", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("crowd.clicks"));
+    std::fs::write(
+        &path,
+        "name = \"x\"\n[crowd]\nusers = 10\n[gateway.queue]\ndrain_rte = 5\n[[gateway.sale]]\nsku = \"a\"\nstock = 1\n",
+    )
+    .expect("write");
+    let out = loadtest(&["--check", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drain_rte"));
+}
+
+#[test]
+fn clicks_and_replays_keep_one_order_per_user() {
+    let report = scratch("clicks.json");
+    let (code, r, stdout) = run(&scenario("clicks-and-replays"), &["--users", "800"], &report);
+    assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["orders"]["stock_initial"], 300);
+    assert_eq!(r["orders"]["stock_final"], 0);
+    assert_eq!(r["orders"]["applied_at_backend"], 300);
+    assert_eq!(r["outcomes"]["reserved"], 300);
+    // Three clicks per user, and every reserved user replayed its token twice.
+    assert_eq!(r["funnel"]["offered"], 800 * 3);
+    assert!(r["answers"]["replay"]["ok"].as_u64().expect("replays") >= 600);
+    assert!(stdout.contains("result: PASS"), "{stdout}");
+}
+
+#[test]
+fn a_redis_restart_mid_sale_loses_and_doubles_nothing() {
+    let report = scratch("redis.json");
+    let svg = scratch("redis.svg");
+    let (code, r, stdout) = run(
+        &scenario("redis-restart"),
+        &["--users", "8000", "--svg", svg.to_str().expect("utf-8")],
+        &report,
+    );
+    assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
+    assert_eq!(r["store"], "redis");
+    assert_eq!(r["orders"]["stock_final"], 0);
+    assert_eq!(r["orders"]["applied_at_backend"], 1000);
+    let outage = r["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "store outage reached the crowd (scenario)")
+        .expect("the scenario checks the outage");
+    assert_eq!(outage["ok"], true, "{outage}");
+    let chart = std::fs::read_to_string(&svg).expect("chart written");
+    assert!(chart.starts_with("<svg") && chart.contains("queue depth"), "an SVG chart");
+}
+
+#[test]
+fn a_broken_promise_fails_the_run() {
+    // 40 users cannot buy 100 units: the scenario's `sold_out` promise fails, exit 1.
+    let path = scratch("unsold.toml");
+    std::fs::write(
+        &path,
+        "name = \"unsold\"\n[crowd]\nusers = 40\n[expect]\nsold_out = true\n\
+         [gateway.queue]\ndrain_rate = 1000\n[gateway.log]\nlevel = \"warn\"\n\
+         [[gateway.sale]]\nsku = \"a\"\nstock = 100\n",
+    )
+    .expect("write");
+    let report = scratch("unsold.json");
+    let (code, r, stdout) = run(path.to_str().expect("utf-8"), &[], &report);
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(r["passed"], false);
+    assert_eq!(failed_checks(&r).len(), 1, "{:?}", failed_checks(&r));
+    assert_eq!(r["orders"]["stock_final"], 60);
+    assert!(stdout.contains("[FAIL] sold out (scenario)"), "{stdout}");
+    assert!(stdout.contains("result: FAIL"), "{stdout}");
+}
