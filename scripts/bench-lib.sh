@@ -33,3 +33,26 @@ wait_port() {
 
 # The median of numbers on stdin, one a line.
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+# GET http://127.0.0.1:PORT/PATH on a fresh connection (no curl needed); prints the body.
+http_get() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1"; printf 'GET %s HTTP/1.0\r\nHost: bench\r\n\r\n' "$2" >&3; cat <&3) \
+        | tr -d '\r' | sed '1,/^$/d'
+}
+
+# The bucket bound under which 99% of a Prometheus histogram's samples fall, in µs.
+# Usage: http_get PORT /metrics | histogram_p99_us METRIC_NAME
+histogram_p99_us() {
+    awk -v name="$1" '
+        index($0, name "_bucket{") == 1 {
+            le = $0; sub(/.*le="/, "", le); sub(/".*/, "", le)
+            n++; bound[n] = le; count[n] = $NF
+        }
+        index($0, name "_count") == 1 { total = $NF }
+        END {
+            if (total == 0) { print "n/a"; exit }
+            for (i = 1; i <= n; i++) if (count[i] >= 0.99 * total) {
+                if (bound[i] == "+Inf") print "+Inf"; else printf "%.2f\n", bound[i] * 1e6; exit
+            }
+        }'
+}
