@@ -10,13 +10,21 @@ use serde_json::Value;
 fn loadtest(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flashgate-loadtest"))
         .args(args)
-        .args(["--flashgate", env!("CARGO_BIN_EXE_flashgate"), "--progress", "0"])
+        .args([
+            "--flashgate",
+            env!("CARGO_BIN_EXE_flashgate"),
+            "--progress",
+            "0",
+        ])
         .output()
         .expect("flashgate-loadtest runs")
 }
 
 fn scenario(name: &str) -> String {
-    format!("{}/loadtest/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/loadtest/scenarios/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -90,7 +98,11 @@ fn a_broken_scenario_is_refused_naming_the_key() {
 #[test]
 fn clicks_and_replays_keep_one_order_per_user() {
     let report = scratch("clicks.json");
-    let (code, r, stdout) = run(&scenario("clicks-and-replays"), &["--users", "800"], &report);
+    let (code, r, stdout) = run(
+        &scenario("clicks-and-replays"),
+        &["--users", "800"],
+        &report,
+    );
     assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
     assert_eq!(r["passed"], true);
     assert_eq!(r["orders"]["stock_initial"], 300);
@@ -124,7 +136,10 @@ fn a_redis_restart_mid_sale_loses_and_doubles_nothing() {
         .expect("the scenario checks the outage");
     assert_eq!(outage["ok"], true, "{outage}");
     let chart = std::fs::read_to_string(&svg).expect("chart written");
-    assert!(chart.starts_with("<svg") && chart.contains("queue depth"), "an SVG chart");
+    assert!(
+        chart.starts_with("<svg") && chart.contains("queue depth"),
+        "an SVG chart"
+    );
 }
 
 #[test]

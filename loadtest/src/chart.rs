@@ -8,8 +8,16 @@ use plotters::prelude::*;
 use crate::sampler::Sample;
 use crate::tally::Second;
 
+/// One per-second series: its legend, colour and value.
+type Line = (&'static str, RGBColor, fn(&Second) -> u64);
+
 /// Draws the chart into `path`.
-pub fn draw(path: &Path, title: &str, timeline: &[Second], samples: &[Sample]) -> Result<(), String> {
+pub fn draw(
+    path: &Path,
+    title: &str,
+    timeline: &[Second],
+    samples: &[Sample],
+) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("chart {}: {e}", path.display());
     let seconds = timeline.len().max(1) as f64;
     let end = samples.last().map_or(seconds, |s| s.t.max(seconds));
@@ -44,7 +52,7 @@ pub fn draw(path: &Path, title: &str, timeline: &[Second], samples: &[Sample]) -
         .draw()
         .map_err(|e| fail(&e))?;
 
-    let series: [(&str, RGBColor, fn(&Second) -> u64); 3] = [
+    let series: [Line; 3] = [
         ("admitted/s", BLUE, |s| s.admitted),
         ("refused/s", RED, |s| s.refused),
         ("reserved/s", GREEN, |s| s.reserved),

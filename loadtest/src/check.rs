@@ -96,7 +96,11 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
     ));
 
     let mut ids = HashSet::new();
-    let repeated = e.ledger.iter().filter(|a| !ids.insert(a.order_id.as_str())).count();
+    let repeated = e
+        .ledger
+        .iter()
+        .filter(|a| !ids.insert(a.order_id.as_str()))
+        .count();
     let failed: HashSet<&str> = e
         .journeys
         .iter()
@@ -140,7 +144,8 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         ),
     ));
 
-    let by_user: HashMap<&str, &Journey> = e.journeys.iter().map(|j| (j.user.as_str(), j)).collect();
+    let by_user: HashMap<&str, &Journey> =
+        e.journeys.iter().map(|j| (j.user.as_str(), j)).collect();
     let unexplained = e
         .ledger
         .iter()
@@ -232,19 +237,31 @@ mod tests {
             store_unavailable_answers: 0,
             expect: &expect,
         };
-        all(&e).into_iter().filter(|c| !c.ok).map(|c| c.name).collect()
+        all(&e)
+            .into_iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name)
+            .collect()
     }
 
     #[test]
     fn a_clean_sale_passes() {
-        let j = [journey("a", &["o1"]), journey("b", &["o2"]), journey("c", &[])];
+        let j = [
+            journey("a", &["o1"]),
+            journey("b", &["o2"]),
+            journey("c", &[]),
+        ];
         let l = [applied("o1", "a"), applied("o2", "b")];
         assert_eq!(failures(&j, &l, 0), Vec::<&str>::new());
     }
 
     #[test]
     fn an_oversell_or_a_lost_order_fails() {
-        let j = [journey("a", &["o1"]), journey("b", &["o2"]), journey("c", &["o3"])];
+        let j = [
+            journey("a", &["o1"]),
+            journey("b", &["o2"]),
+            journey("c", &["o3"]),
+        ];
         let l = [applied("o1", "a"), applied("o2", "b"), applied("o3", "c")];
         assert_eq!(failures(&j, &l, 0), ["reserved == stock sold"]);
         let l = [applied("o1", "a")];

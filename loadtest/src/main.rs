@@ -103,8 +103,16 @@ async fn run(cli: Cli, scenario: Scenario) -> ExitCode {
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("flashgate")));
     let programs = Programs {
-        flashgate: cli.flashgate.clone().or(beside).unwrap_or_else(|| "flashgate".into()),
-        redis_server: stack::locate(cli.redis_server.as_deref(), "redis-server", "/usr/bin/redis-server"),
+        flashgate: cli
+            .flashgate
+            .clone()
+            .or(beside)
+            .unwrap_or_else(|| "flashgate".into()),
+        redis_server: stack::locate(
+            cli.redis_server.as_deref(),
+            "redis-server",
+            "/usr/bin/redis-server",
+        ),
     };
     let opens_at = scenario.crowd.sale_opens_in.map(|d| SystemTime::now() + d);
     let mut stack = match Stack::start(&scenario, &programs, opens_at).await {
@@ -144,7 +152,10 @@ async fn run(cli: Cli, scenario: Scenario) -> ExitCode {
         }
     }
     if let Some(path) = &cli.svg {
-        let title = format!("{}: order answers per second and queue depth", scenario.name);
+        let title = format!(
+            "{}: order answers per second and queue depth",
+            scenario.name
+        );
         if let Err(e) = chart::draw(path, &title, &report.timeline, &report.samples) {
             eprintln!("error: {e}");
             code = 3;
@@ -217,7 +228,14 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
     let samples: sampler::Samples = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(AtomicU64::new(0));
     let side = async {
-        let sampling = sampler::run(stack, &sku, start, Duration::from_millis(100), samples.clone(), stop.clone());
+        let sampling = sampler::run(
+            stack,
+            &sku,
+            start,
+            Duration::from_millis(100),
+            samples.clone(),
+            stop.clone(),
+        );
         let progress = progress(cli.progress, c.users, &tally, &done, &samples, start, &stop);
         let events = events(scenario, stack, start, &stop);
         tokio::join!(sampling, progress, events);
@@ -246,7 +264,12 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
         let settle = Instant::now();
         let settled = settle_delivery(stack, &sku, stock_initial, scenario.expect.settle).await;
         stop.cancel();
-        Ok::<_, String>((journeys, crowd_seconds, settle.elapsed().as_secs_f64(), settled))
+        Ok::<_, String>((
+            journeys,
+            crowd_seconds,
+            settle.elapsed().as_secs_f64(),
+            settled,
+        ))
     };
     let ((), result) = tokio::join!(side, users);
     let (journeys, crowd_seconds, settle_seconds, settled) = result?;
@@ -254,7 +277,10 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
     let stock_final = stack.store_stock(&sku).await?;
     let ledger = backend_ledger(stack, &sku).await?;
     let metrics = stack.metrics().await.unwrap_or_default();
-    let samples = samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let samples = samples
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let answers = tally.answers();
     let store_unavailable = tally.count(Route::Order, "store_unavailable")
         + tally.count(Route::Token, "store_unavailable")
@@ -289,7 +315,8 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
             told_to_users: journeys.iter().map(|j| j.orders.len() as u64).sum(),
             applied_at_backend: ledger.0.len() as u64,
             redeliveries_absorbed: ledger.1,
-            compensations: sampler::metric(&metrics, "flashgate_compensations_total", &label).unwrap_or(0.0) as u64,
+            compensations: sampler::metric(&metrics, "flashgate_compensations_total", &label)
+                .unwrap_or(0.0) as u64,
         },
         gateway_admission: gateway_admission(&metrics, &label),
         latency: tally.percentiles(),
@@ -340,7 +367,8 @@ async fn settle_delivery(stack: &Stack, sku: &str, initial: u64, within: Duratio
 /// The backend's orders for `sku`, and how many redeliveries it absorbed.
 async fn backend_ledger(stack: &Stack, sku: &str) -> Result<(Vec<Applied>, u64), String> {
     let v = stack.backend_get("/orders/ledger").await?;
-    let all: Vec<Applied> = serde_json::from_value(v["orders"].clone()).map_err(|e| format!("/orders/ledger: {e}"))?;
+    let all: Vec<Applied> =
+        serde_json::from_value(v["orders"].clone()).map_err(|e| format!("/orders/ledger: {e}"))?;
     let dups = v["duplicates"].as_u64().unwrap_or(0);
     Ok((all.into_iter().filter(|a| a.sku == sku).collect(), dups))
 }
@@ -354,7 +382,10 @@ async fn events(scenario: &Scenario, stack: &Stack, start: Instant, stop: &Cance
         }
         match &e.action {
             Action::RestartRedis { down_for } => {
-                eprintln!("event at {:?}: redis-server killed, down for {down_for:?}", e.at);
+                eprintln!(
+                    "event at {:?}: redis-server killed, down for {down_for:?}",
+                    e.at
+                );
                 match stack.restart_redis(*down_for).await {
                     Ok(()) => eprintln!("event: redis-server back"),
                     Err(err) => eprintln!("event: redis-server restart failed: {err}"),
@@ -386,7 +417,11 @@ async fn progress(
         }
         let f = Funnel::of(&tally.answers());
         let refused: u64 = f.refused.values().sum();
-        let last = samples.lock().unwrap_or_else(PoisonError::into_inner).last().copied();
+        let last = samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last()
+            .copied();
         eprintln!(
             "t={:>5.1}s users done {}/{users}  orders offered {} admitted {} refused {}  queue {}  stock {}",
             start.elapsed().as_secs_f64(),
@@ -423,13 +458,20 @@ fn by_route(answers: &BTreeMap<(Route, String), u64>) -> BTreeMap<String, BTreeM
 /// `flashgate_admission_decisions_total` for the sale, by outcome.
 fn gateway_admission(metrics: &str, label: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for line in metrics.lines().filter(|l| l.starts_with("flashgate_admission_decisions_total{") && l.contains(label)) {
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("flashgate_admission_decisions_total{") && l.contains(label))
+    {
         let outcome = line
             .split("outcome=\"")
             .nth(1)
             .and_then(|r| r.split('"').next())
             .unwrap_or("?");
-        let n = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let n = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
         out.insert(outcome.to_owned(), n as u64);
     }
     out

@@ -123,7 +123,11 @@ impl Report {
                 n as f64 * 100.0 / of as f64
             }
         };
-        let _ = writeln!(o, "== flashgate load test: {} ({} store) ==", self.scenario, self.store);
+        let _ = writeln!(
+            o,
+            "== flashgate load test: {} ({} store) ==",
+            self.scenario, self.store
+        );
         if !self.description.is_empty() {
             let _ = writeln!(o, "{}", self.description.trim());
         }
@@ -138,10 +142,31 @@ impl Report {
         }
         let f = &self.funnel;
         let _ = writeln!(o, "\norder requests");
-        let _ = writeln!(o, "  {:<28} {:>9}", "offered", f.offered);
-        let _ = writeln!(o, "  {:<28} {:>9}  {:>5.1}%", "admitted", f.admitted, pct(f.admitted, f.offered));
+        let peak = self
+            .timeline
+            .iter()
+            .map(|s| s.admitted + s.refused)
+            .max()
+            .unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "  {:<28} {:>9}  (peak {peak} answers in one second)",
+            "offered", f.offered
+        );
+        let _ = writeln!(
+            o,
+            "  {:<28} {:>9}  {:>5.1}%",
+            "admitted",
+            f.admitted,
+            pct(f.admitted, f.offered)
+        );
         for (code, n) in &f.refused {
-            let _ = writeln!(o, "  {:<28} {n:>9}  {:>5.1}%", format!("refused {code}"), pct(*n, f.offered));
+            let _ = writeln!(
+                o,
+                "  {:<28} {n:>9}  {:>5.1}%",
+                format!("refused {code}"),
+                pct(*n, f.offered)
+            );
         }
         let _ = writeln!(o, "\nall answers by route");
         for (route, codes) in &self.answers {
@@ -169,7 +194,10 @@ impl Report {
             r.redeliveries_absorbed,
             r.compensations
         );
-        let _ = writeln!(o, "\nlatency (ms)          count      p50      p90      p99    p99.9      max");
+        let _ = writeln!(
+            o,
+            "\nlatency (ms)          count      p50      p90      p99    p99.9      max"
+        );
         for p in &self.latency {
             let name = serde_json::to_value(p.series)
                 .ok()
@@ -201,7 +229,13 @@ impl Report {
         }
         let _ = writeln!(o, "\ninvariants");
         for c in &self.checks {
-            let _ = writeln!(o, "  [{}] {:<46} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+            let _ = writeln!(
+                o,
+                "  [{}] {:<46} {}",
+                if c.ok { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
         }
         let _ = writeln!(o, "\nresult: {}", if self.passed { "PASS" } else { "FAIL" });
         o

@@ -28,7 +28,14 @@ pub struct Sample {
 pub type Samples = Arc<Mutex<Vec<Sample>>>;
 
 /// Samples every `every` until `stop`; a failed look is skipped (the gateway may be busy).
-pub async fn run(stack: &Stack, sku: &str, start: Instant, every: Duration, samples: Samples, stop: CancellationToken) {
+pub async fn run(
+    stack: &Stack,
+    sku: &str,
+    start: Instant,
+    every: Duration,
+    samples: Samples,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -36,7 +43,9 @@ pub async fn run(stack: &Stack, sku: &str, start: Instant, every: Duration, samp
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (Ok(sales), Ok(metrics)) = (stack.admin_get("/admin/sales").await, stack.metrics().await) else {
+        let (Ok(sales), Ok(metrics)) =
+            (stack.admin_get("/admin/sales").await, stack.metrics().await)
+        else {
             continue;
         };
         let Some(sale) = sales["sales"]
@@ -53,7 +62,10 @@ pub async fn run(stack: &Stack, sku: &str, start: Instant, every: Duration, samp
             drained: metric(&metrics, "flashgate_drained_total", &label).unwrap_or(0.0),
             drain_rate: metric(&metrics, "flashgate_drain_rate_configured", &label).unwrap_or(0.0),
         };
-        samples.lock().unwrap_or_else(PoisonError::into_inner).push(sample);
+        samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(sample);
     }
 }
 
@@ -104,7 +116,10 @@ mod tests {
 
     #[test]
     fn metrics_are_read_by_name_and_label() {
-        assert_eq!(metric(TEXT, "flashgate_drained_total", "sku=\"a\""), Some(10.0));
+        assert_eq!(
+            metric(TEXT, "flashgate_drained_total", "sku=\"a\""),
+            Some(10.0)
+        );
         assert_eq!(metric(TEXT, "flashgate_drained_total", ""), Some(15.0));
         assert_eq!(metric(TEXT, "flashgate_outbox_backlog", ""), Some(3.0));
         assert_eq!(metric(TEXT, "flashgate_missing", ""), None);
@@ -112,8 +127,19 @@ mod tests {
 
     #[test]
     fn the_drain_is_measured_only_while_requests_wait() {
-        let s = |t, queued, drained| Sample { t, queued, remaining: 0, drained, drain_rate: 100.0 };
-        let samples = [s(0.0, 0, 0.0), s(1.0, 50, 10.0), s(3.0, 20, 210.0), s(4.0, 0, 230.0)];
+        let s = |t, queued, drained| Sample {
+            t,
+            queued,
+            remaining: 0,
+            drained,
+            drain_rate: 100.0,
+        };
+        let samples = [
+            s(0.0, 0, 0.0),
+            s(1.0, 50, 10.0),
+            s(3.0, 20, 210.0),
+            s(4.0, 0, 230.0),
+        ];
         assert_eq!(achieved_drain(&samples), Some((100.0, 2.0)));
         assert_eq!(achieved_drain(&samples[..2]), None);
     }

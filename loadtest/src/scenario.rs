@@ -283,7 +283,8 @@ pub struct Owned {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "name = \"t\"\n[crowd]\nusers = 10\n[[gateway.sale]]\nsku = \"a\"\nstock = 1\n";
+    const MINIMAL: &str =
+        "name = \"t\"\n[crowd]\nusers = 10\n[[gateway.sale]]\nsku = \"a\"\nstock = 1\n";
 
     #[test]
     fn a_minimal_scenario_takes_the_defaults() {
@@ -299,9 +300,12 @@ mod tests {
         let bad = MINIMAL.replace("users = 10", "users = 10\nclick = 2");
         let e = Scenario::parse(&bad).expect_err("unknown key");
         assert!(e.contains("crowd"), "{e}");
-        let e = Scenario::parse("name = \"t\"\n[crowd]\nusers = 1\n[gateway]\n").expect_err("no sale");
+        let e =
+            Scenario::parse("name = \"t\"\n[crowd]\nusers = 1\n[gateway]\n").expect_err("no sale");
         assert!(e.contains("gateway.sale"), "{e}");
-        let redis_event = format!("{MINIMAL}[[event]]\nat = \"1s\"\naction = \"restart_redis\"\ndown_for = \"1s\"\n");
+        let redis_event = format!(
+            "{MINIMAL}[[event]]\nat = \"1s\"\naction = \"restart_redis\"\ndown_for = \"1s\"\n"
+        );
         let e = Scenario::parse(&redis_event).expect_err("memory store");
         assert!(e.contains("restart_redis"), "{e}");
         let ok = format!("store = \"redis\"\n{redis_event}");
@@ -313,7 +317,8 @@ mod tests {
 
     #[test]
     fn the_owned_keys_are_filled_in_and_the_rest_kept() {
-        let s = Scenario::parse(&format!("{MINIMAL}[gateway.queue]\ndrain_rate = 7\n")).expect("parses");
+        let s = Scenario::parse(&format!("{MINIMAL}[gateway.queue]\ndrain_rate = 7\n"))
+            .expect("parses");
         let owned = Owned {
             listen: "127.0.0.1:1".parse().expect("addr"),
             admin_listen: "127.0.0.1:2".parse().expect("addr"),

@@ -49,7 +49,14 @@ impl Redis {
         let log = std::fs::File::create(self.dir.join("redis.log")).map_err(|e| e.to_string())?;
         let child = Command::new(&self.program)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(log)
@@ -63,7 +70,11 @@ impl Redis {
         let child = self.spawn()?;
         *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
         wait_for(
-            || async { tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() },
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+            },
             "redis-server to listen",
         )
         .await
@@ -176,7 +187,9 @@ impl Stack {
                 .and_then(|g| g.0.try_wait().ok().flatten());
             return Err(format!(
                 "{e}{}; its log: {}",
-                exited.map(|s| format!(" (it exited: {s})")).unwrap_or_default(),
+                exited
+                    .map(|s| format!(" (it exited: {s})"))
+                    .unwrap_or_default(),
                 stack.dir.join("flashgate.log").display()
             ));
         }
@@ -215,8 +228,9 @@ impl Stack {
     pub async fn store_stock(&self, sku: &str) -> Result<u64, String> {
         if self.redis.is_some() {
             use flashgate::store::Store;
-            let store = flashgate::store::RedisStore::new(&self.config.store, Duration::from_secs(60))
-                .map_err(|e| e.to_string())?;
+            let store =
+                flashgate::store::RedisStore::new(&self.config.store, Duration::from_secs(60))
+                    .map_err(|e| e.to_string())?;
             let read = store.stock(&flashgate::types::Sku::new(sku));
             return tokio::time::timeout(SIDE_TIMEOUT, read)
                 .await

@@ -111,7 +111,10 @@ async fn walk(plan: &Plan, j: &mut Journey, abandons: bool) -> Outcome {
     let mut budget = plan.retries;
     let token_path = format!("/sale/{}/token", plan.sku);
     let token = loop {
-        let r = plan.crowd.send(Method::POST, &token_path, &j.user, &[]).await;
+        let r = plan
+            .crowd
+            .send(Method::POST, &token_path, &j.user, &[])
+            .await;
         plan.tally.answer(Route::Token, &r, Series::Token);
         let Ok(a) = r else {
             return Outcome::Unanswered;
@@ -232,7 +235,8 @@ async fn follow(plan: &Plan, j: &mut Journey, ticket: &str) -> Followed {
             Some(error) => format!("{status}:{error}"),
             None => status.clone(),
         };
-        plan.tally.answer_as(Route::Poll, shown, a.took, Series::Poll);
+        plan.tally
+            .answer_as(Route::Poll, shown, a.took, Series::Poll);
         wait = Duration::from_secs(a.retry_after.unwrap_or(1).max(1));
         match status.as_str() {
             "queued" => continue,
@@ -274,7 +278,8 @@ async fn reserved(plan: &Plan, j: &mut Journey, token: &str, id: String) -> Outc
             .await;
         plan.tally.answer(Route::Replay, &r, Series::OrderAdmitted);
         match r {
-            Ok(a) if a.status == StatusCode::CREATED && a.field("order_id") == Some(id.as_str()) => {}
+            Ok(a)
+                if a.status == StatusCode::CREATED && a.field("order_id") == Some(id.as_str()) => {}
             Ok(_) => j.mismatches += 1,
             Err(_) => return Outcome::Unanswered,
         }
@@ -310,8 +315,12 @@ fn next(a: &Answer, abandons: bool, budget: &mut u32) -> Next {
     match code.as_str() {
         // The crowd waits for the opening; only the run's deadline bounds that.
         "sale_not_started" => Next::Retry(Duration::from_millis(500)),
-        "queue_full" | "rate_limited" | "store_unavailable" | "too_many_connections"
-        | "shutting_down" | "not_ready" => {
+        "queue_full"
+        | "rate_limited"
+        | "store_unavailable"
+        | "too_many_connections"
+        | "shutting_down"
+        | "not_ready" => {
             if abandons || *budget == 0 {
                 Next::Stop(Outcome::GaveUp(code))
             } else {
