@@ -77,22 +77,19 @@ fn every_shipped_scenario_is_valid() {
 #[test]
 fn a_broken_scenario_is_refused_naming_the_key() {
     let path = scratch("broken.toml");
-    std::fs::write(
-        &path,
-        "name = \"x\"\n[crowd]\nusers = 10\nclicks = 0\n[[gateway.sale]]\nsku = \"a\"\nstock = 1\n",
-    )
-    .expect("write");
-    let out = loadtest(&["--check", path.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("crowd.clicks"));
-    std::fs::write(
-        &path,
-        "name = \"x\"\n[crowd]\nusers = 10\n[gateway.queue]\ndrain_rte = 5\n[[gateway.sale]]\nsku = \"a\"\nstock = 1\n",
-    )
-    .expect("write");
-    let out = loadtest(&["--check", path.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("drain_rte"));
+    let cases = [
+        ("users = 10\nclicks = 0\n", "crowd.clicks"),
+        ("users = 10\n[gateway.queue]\ndrain_rte = 5\n", "drain_rte"),
+    ];
+    for (middle, named) in cases {
+        let text =
+            format!("name = \"x\"\n[crowd]\n{middle}[[gateway.sale]]\nsku = \"a\"\nstock = 1\n");
+        std::fs::write(&path, text).expect("write");
+        let out = loadtest(&["--check", path.to_str().expect("utf-8")]);
+        assert_eq!(out.status.code(), Some(2), "{named}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
 }
 
 #[test]

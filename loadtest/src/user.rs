@@ -270,42 +270,49 @@ async fn follow(plan: &Plan, j: &mut Journey, ticket: &str) -> Followed {
 /// time expecting the same order id.
 async fn reserved(plan: &Plan, j: &mut Journey, token: &str, id: String) -> Outcome {
     plan.tally.second(Instant::now(), |s| s.reserved += 1);
-    let path = format!("/sale/{}/order", plan.sku);
-    for _ in 0..plan.replays {
-        let r = plan
-            .crowd
-            .send(Method::POST, &path, &j.user, &[("x-sale-token", token)])
-            .await;
-        plan.tally.answer(Route::Replay, &r, Series::OrderAdmitted);
-        match r {
-            Ok(a)
-                if a.status == StatusCode::CREATED && a.field("order_id") == Some(id.as_str()) => {}
-            Ok(_) => j.mismatches += 1,
-            Err(_) => return Outcome::Unanswered,
-        }
-    }
     if !j.orders.contains(&id) {
-        j.orders.push(id);
+        j.orders.push(id.clone());
     }
-    Outcome::Reserved
+    let same =
+        |a: &Answer| a.status == StatusCode::CREATED && a.field("order_id") == Some(id.as_str());
+    match replay(plan, j, token, Series::OrderAdmitted, same).await {
+        true => Outcome::Reserved,
+        false => Outcome::Unanswered,
+    }
 }
 
 /// The user was told "sold out": a resubmission of the same token must say so again.
 async fn sold_out(plan: &Plan, j: &mut Journey, token: &str) -> Outcome {
+    let same = |a: &Answer| a.code() == "sold_out";
+    match replay(plan, j, token, Series::OrderRefused, same).await {
+        true => Outcome::SoldOut,
+        false => Outcome::Unanswered,
+    }
+}
+
+/// Resubmits the token `plan.replays` times, counting answers that are not `same` as
+/// mismatches; false when one got no answer at all.
+async fn replay(
+    plan: &Plan,
+    j: &mut Journey,
+    token: &str,
+    series: Series,
+    same: impl Fn(&Answer) -> bool,
+) -> bool {
     let path = format!("/sale/{}/order", plan.sku);
     for _ in 0..plan.replays {
         let r = plan
             .crowd
             .send(Method::POST, &path, &j.user, &[("x-sale-token", token)])
             .await;
-        plan.tally.answer(Route::Replay, &r, Series::OrderRefused);
+        plan.tally.answer(Route::Replay, &r, series);
         match r {
-            Ok(a) if a.code() == "sold_out" => {}
+            Ok(a) if same(&a) => {}
             Ok(_) => j.mismatches += 1,
-            Err(_) => return Outcome::Unanswered,
+            Err(_) => return false,
         }
     }
-    Outcome::SoldOut
+    true
 }
 
 /// What a refusal means for the user: wait and retry, or stop.
