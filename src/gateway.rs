@@ -42,6 +42,9 @@ pub enum StartError {
     /// The store could not be reached to load stock.
     #[error("cannot load stock into the store: {0}")]
     Store(#[from] StoreError),
+    /// A page template could not be loaded.
+    #[error("{0}")]
+    Pages(#[from] crate::pages::PagesError),
 }
 
 /// The public listener's pipeline.
@@ -129,6 +132,10 @@ impl Gateway {
         })?;
 
         let proxy = Proxy::new(&config.upstream, &config.server)?;
+        let pages = match config.pages.dir.as_str() {
+            "" => crate::pages::Pages::builtin(),
+            dir => crate::pages::Pages::load(std::path::Path::new(dir))?,
+        };
         let limits = Limits {
             max_connections: config.server.max_connections,
             header_timeout: config.server.header_timeout,
@@ -159,7 +166,7 @@ impl Gateway {
         let public_handler = Public {
             inner: Arc::new(PublicInner {
                 proxy: proxy.clone(),
-                sales: SaleApi::new(engine.clone()),
+                sales: SaleApi::new(engine.clone(), pages),
                 answered: ["sale", "proxy"].map(|route| {
                     CLASSES.map(|c| engine.metrics.requests.with_label_values(&[route, c]))
                 }),

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,6 +21,7 @@ use crate::admission::{self, Refusal};
 use crate::config::{Overflow, ResponseMode};
 use crate::engine::Engine;
 use crate::error::GatewayError;
+use crate::pages::{Page, Pages, Values};
 use crate::queue::QueueItem;
 use crate::response::{json, GatewayResponse};
 use crate::sale::{Sale, SaleState};
@@ -47,6 +48,8 @@ pub enum Route<'a> {
     Ticket(&'a str),
     /// `/sale/busy`
     Busy,
+    /// `/sale/{sku}/wait`
+    Wait(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -65,6 +68,7 @@ impl<'a> Route<'a> {
             (sku, None) => Route::Sale(sku),
             (sku, Some("token")) => Route::Token(sku),
             (sku, Some("order")) => Route::Order(sku),
+            (sku, Some("wait")) => Route::Wait(sku),
             _ => return None,
         })
     }
@@ -74,6 +78,7 @@ impl<'a> Route<'a> {
 #[derive(Clone)]
 pub struct SaleApi {
     engine: Arc<Engine>,
+    pages: Arc<Pages>,
 }
 
 #[derive(Serialize)]
@@ -94,9 +99,12 @@ struct OrderBody {
 }
 
 impl SaleApi {
-    /// Routes over `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    /// Routes over `engine`, rendering `pages`.
+    pub fn new(engine: Arc<Engine>, pages: Pages) -> Self {
+        Self {
+            engine,
+            pages: Arc::new(pages),
+        }
     }
 
     /// Answers a request whose path is a sale route.
@@ -114,7 +122,10 @@ impl SaleApi {
                 self.order(&sku, req, peer).await
             }
             (Route::Ticket(id), &Method::GET | &Method::HEAD) => self.ticket(id),
-            (Route::Busy, &Method::GET | &Method::HEAD) => Ok(busy_page(req.uri().query())),
+            (Route::Busy, &Method::GET | &Method::HEAD) => Ok(self.busy_page(req.uri().query())),
+            (Route::Wait(sku), &Method::GET | &Method::HEAD) => {
+                self.wait_page(sku, req.uri().query())
+            }
             _ => Err(GatewayError::MethodNotAllowed),
         };
         result.unwrap_or_else(GatewayError::into_response)
@@ -253,6 +264,41 @@ impl SaleApi {
             }
         }
         Ok(accepted(&sale, ticket, seq))
+    }
+
+    /// The busy page; an unknown or malformed `sku` is left out rather than echoed.
+    fn busy_page(&self, query: Option<&str>) -> GatewayResponse {
+        let sale = query_param(query, "sku").and_then(|s| self.engine.sales.get(s));
+        let values = Values {
+            sku: sale.map_or("", |s| s.sku.as_str()),
+            retry_after: sale.map_or(1, |s| s.retry_after_secs()),
+            ..Values::default()
+        };
+        self.pages.render(Page::Busy, &values)
+    }
+
+    /// The waiting room for `?ticket=`, or without one the countdown and buy page. A ticket
+    /// that is not of our form is not echoed: the page says the link is not valid.
+    fn wait_page(&self, sku: &str, query: Option<&str>) -> Result<GatewayResponse, GatewayError> {
+        let sale = self.sale(sku)?;
+        let ticket = query_param(query, "ticket");
+        let Some(ticket) = ticket else {
+            let starts = sale.starts_at.map(|t| t.system_time());
+            let values = Values {
+                sku: sale.sku.as_str(),
+                starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
+                starts_at_ms: starts.map_or(0, crate::store::unix_millis),
+                ..Values::default()
+            };
+            return Ok(self.pages.render(Page::Countdown, &values));
+        };
+        let ticket = TicketId::parse(ticket).map(|t| t.to_string());
+        let values = Values {
+            sku: sale.sku.as_str(),
+            ticket: ticket.as_deref().unwrap_or(""),
+            ..Values::default()
+        };
+        Ok(self.pages.render(Page::Wait, &values))
     }
 
     fn ticket(&self, id: &str) -> Result<GatewayResponse, GatewayError> {
@@ -449,28 +495,13 @@ fn queue_full(sale: &Sale) -> GatewayResponse {
     resp
 }
 
-/// The built-in busy page.
-fn busy_page(query: Option<&str>) -> GatewayResponse {
-    let sku = query
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("sku=")))
-        .filter(|s| {
-            s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        })
-        .unwrap_or("");
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Very busy</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"></head><body>\
-         <h1>So many people want this right now</h1>\
-         <p>The queue for <b>{sku}</b> is full. Please try again in a few seconds.</p>\
-         </body></html>"
-    );
-    let mut resp = GatewayResponse::new(Either::Right(Full::new(Bytes::from(html))));
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    resp
+/// The value of `name` in a query string, if present.
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    })
 }
 
 #[cfg(test)]
@@ -484,6 +515,7 @@ mod tests {
         assert_eq!(Route::of("/sale/phone/order"), Some(Route::Order("phone")));
         assert_eq!(Route::of("/sale/tickets/abc"), Some(Route::Ticket("abc")));
         assert_eq!(Route::of("/sale/busy"), Some(Route::Busy));
+        assert_eq!(Route::of("/sale/phone/wait"), Some(Route::Wait("phone")));
         assert_eq!(Route::of("/sale/phone/reviews"), None);
         assert_eq!(Route::of("/sale/phone/order/x"), None);
         assert_eq!(Route::of("/sales/phone"), None);

@@ -16,3 +16,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
+# The README's other command, `cargo run --release -- demo`, must pick the gateway binary
+# among the workspace's binaries (a debug build here: the same target selection).
+echo "== cargo run -- --version"
+cargo run --locked -q -- --version

@@ -48,6 +48,9 @@ pub struct Config {
     /// The admin API on the admin listener.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The HTML pages: waiting room, countdown, busy page.
+    #[serde(default)]
+    pub pages: PagesConfig,
     /// Logging format and level.
     #[serde(default)]
     pub log: LogConfig,
@@ -250,6 +253,16 @@ impl QueueOverrides {
     fn is_empty(&self) -> bool {
         self.capacity.is_none() && self.drain_rate.is_none() && self.workers.is_none()
     }
+}
+
+/// `[pages]`: where the HTML page templates come from.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagesConfig {
+    /// Directory with `wait.html`, `countdown.html`, `busy.html` (any subset); empty: the
+    /// built-in pages (the files shipped in `config/pages/`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub dir: String,
 }
 
 /// `[admin]`: the admin API's credentials.
