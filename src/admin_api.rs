@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /admin/sales` | every sale: state, remaining, queued, pending, capacity, drain rate, paused |
 //! | `POST /admin/sales/{sku}/pause`, `…/resume` | stops / restarts admission and the drain |
+//! | `POST /admin/sales/{sku}/hold`, `…/release` | holds / restarts the drain alone: admission goes on filling the queue |
 //! | `PUT /admin/sales/{sku}/drain_rate` `{"rate": n}` | changes the drain rate at once |
 //! | `PUT /admin/sales/{sku}/capacity` `{"capacity": n}` | changes the queue capacity (up to `max_capacity`) |
 //! | `PUT /admin/sales/{sku}/stock` `{"units": n}` | sets the stock in the store |
@@ -112,6 +113,11 @@ impl AdminApi {
             (Method::POST, ["admin", "sales", sku, action @ ("pause" | "resume")]) => {
                 let sale = self.sale(sku)?;
                 sale.set_paused(*action == "pause");
+                Ok(json(StatusCode::OK, &view(sale)))
+            }
+            (Method::POST, ["admin", "sales", sku, action @ ("hold" | "release")]) => {
+                let sale = self.sale(sku)?;
+                sale.set_draining(*action == "release");
                 Ok(json(StatusCode::OK, &view(sale)))
             }
             (Method::PUT, ["admin", "sales", sku, "drain_rate"]) => {

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use http::StatusCode;
 
-const SALES: &str = "[[sale]]\nsku = \"phone\"\nstock = 10\n[[sale]]\nsku = \"tv\"\nstock = 3\n";
+const SALES: &str = "[[sale]]\nsku = \"phone\"\nstock = 10\n[[sale]]\nsku = \"tv\"\nstock = 3\n[queue]\nresponse = \"async\"\n";
 const TOKEN: &str = "s3cret-admin-token";
 
 fn admin(
@@ -82,6 +82,38 @@ async fn operators_steer_a_sale_live() {
     .await;
     assert_eq!(a.json()["state"], "open");
     assert_eq!(ask_token(addr, "phone", "u").await.status, StatusCode::OK);
+
+    // Hold: admission goes on, the queue fills, nothing drains until the release.
+    let a = send(adm, admin("POST", "/admin/sales/tv/hold", Some(TOKEN), "")).await;
+    assert_eq!(
+        (a.json()["draining"].as_bool(), a.json()["state"].as_str()),
+        (Some(false), Some("open"))
+    );
+    let token = token_for(addr, "tv", "held").await;
+    let a = order(addr, "tv", "held", &token).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    let ticket = a.json()["ticket"].as_str().expect("ticket").to_owned();
+    let a = send(adm, admin("GET", "/admin/sales", Some(TOKEN), "")).await;
+    assert_eq!(a.json()["sales"][1]["queued"], 1);
+    let a = send(
+        adm,
+        admin("POST", "/admin/sales/tv/release", Some(TOKEN), ""),
+    )
+    .await;
+    assert_eq!(a.json()["draining"], true);
+    guarded("the released request to be reserved", async {
+        loop {
+            let v = send(addr, get(&format!("/sale/tickets/{ticket}")))
+                .await
+                .json();
+            if v["status"] != "queued" {
+                assert_eq!(v["status"], "reserved", "{v}");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 
     let a = send(
         adm,
