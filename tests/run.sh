@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 source scripts/ensure-packages.sh
 
 # The store tests run a real redis-server on a free loopback port (never 6379); the
-# monitoring tests check the shipped Prometheus config and alert rules with promtool.
-ensure_packages redis-server:redis-server promtool:prometheus
+# monitoring tests check the shipped Prometheus config and alert rules with promtool; the
+# browser tests drive Debian's chromium through playwright-core (npm, pinned in
+# tests/browser/package-lock.json).
+ensure_packages redis-server:redis-server promtool:prometheus chromium:chromium node:nodejs npm:npm
+echo "== npm ci (tests/browser)"
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,0 +1,101 @@
+//! The pages in a real browser: headless Debian Chromium driven by playwright-core
+//! (tests/browser/pages.mjs). A buyer goes token → order → waiting room and sees its place
+//! fall, survive a reload and a network blip, then its order; the busy page on overflow; the
+//! countdown before the opening. Screenshots land in `target/tmp/browser-artifacts/`.
+//! `tests/run.sh` installs chromium, node and playwright-core when missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+
+const ADMIN_TOKEN: &str = "browser-test-admin-token";
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
+/// Runs one scenario of pages.mjs against `gw`'s sale `sku`.
+async fn drive(gw: &flashgate::gateway::Gateway, sku: &str, scenario: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/pages.mjs");
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules");
+    assert!(
+        modules.join("playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists(),
+        "the browser tests need chromium and tests/browser/node_modules: run `bash tests/run.sh`"
+    );
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(&script)
+        .arg(scenario)
+        .env("GATEWAY", format!("http://{}", gw.public_addr))
+        .env("ADMIN", format!("http://{}", gw.admin_addr))
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("SKU", sku)
+        .env("SOON", "soon")
+        .env("ARTIFACTS", artifacts())
+        .kill_on_drop(true);
+    // The script bounds each of its waits; this bounds the whole browser run.
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("the browser run ends")
+        .expect("node runs (tests/run.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{scenario} in chromium failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn base(up: &Upstream, queue: &str, sale: &str) -> String {
+    format!(
+        "{}[admin]\ntoken = \"{ADMIN_TOKEN}\"\n[limits]\nper_user_rate = 0\n[queue]\n{queue}\n[[sale]]\n{sale}\n",
+        config_text(&up.url(), "")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_waits_in_the_waiting_room_and_gets_the_order() {
+    let up = Upstream::start().await;
+    let text = base(
+        &up,
+        "response = \"async\"\ndrain_rate = 1\nworkers = 1",
+        "sku = \"phone\"\nstock = 20",
+    );
+    let gw = gateway(&text).await;
+    drive(&gw, "phone", "waiting-room").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_sends_the_browser_to_the_busy_page() {
+    let up = Upstream::start().await;
+    let text = base(
+        &up,
+        "response = \"async\"\ncapacity = 1\noverflow = \"redirect\"\nadmit_factor = 100.0",
+        "sku = \"phone\"\nstock = 20",
+    );
+    let gw = gateway(&text).await;
+    drive(&gw, "phone", "busy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sale_page_counts_down_then_sells() {
+    let up = Upstream::start().await;
+    let opens = SystemTime::now() + Duration::from_secs(4);
+    let stamp = time::OffsetDateTime::from(opens)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("timestamp");
+    let text = base(
+        &up,
+        "response = \"wait\"",
+        &format!(
+            "sku = \"later\"\nstock = 20\nstarts_at = \"2100-01-01T00:00:00Z\"\n\
+             [[sale]]\nsku = \"soon\"\nstock = 20\nstarts_at = \"{stamp}\""
+        ),
+    );
+    let gw = gateway(&text).await;
+    drive(&gw, "later", "countdown").await;
+}

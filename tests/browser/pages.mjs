@@ -1,0 +1,146 @@
+// Drives Debian's Chromium (headless, through playwright-core) over flashgate's pages.
+// Run by tests/browser.rs, which starts the gateway and passes, in the environment:
+//   GATEWAY (http://127.0.0.1:port), ADMIN (admin base URL), ADMIN_TOKEN, SKU, ARTIFACTS (dir)
+// and the scenario as the one argument: waiting-room | busy | countdown.
+// Every wait is for a state the page must reach; the timeouts only bound a broken run.
+import { chromium } from "playwright-core";
+
+const scenario = process.argv[2];
+const { GATEWAY, ADMIN, ADMIN_TOKEN, SKU, ARTIFACTS } = process.env;
+const BOUND = 60000;
+
+function fail(message) {
+  throw new Error(`${scenario}: ${message}`);
+}
+
+async function admin(action) {
+  const resp = await fetch(`${ADMIN}/admin/sales/${SKU}/${action}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
+  if (!resp.ok) fail(`admin ${action}: HTTP ${resp.status}`);
+}
+
+async function ticketPosition(ticket) {
+  const resp = await fetch(`${GATEWAY}/sale/tickets/${ticket}`);
+  const body = await resp.json();
+  return body.status === "queued" ? body.position : 0;
+}
+
+// Another buyer joins the queue through the API (async mode: 202 with a ticket).
+async function queueBuyer(user) {
+  const headers = { "X-User-Id": user };
+  const t = await (await fetch(`${GATEWAY}/sale/${SKU}/token`, { method: "POST", headers })).json();
+  const resp = await fetch(`${GATEWAY}/sale/${SKU}/order`, {
+    method: "POST",
+    headers: { ...headers, "X-Sale-Token": t.token },
+  });
+  if (resp.status !== 202) fail(`buyer ${user} was not queued: HTTP ${resp.status}`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: `${ARTIFACTS}/${scenario}-${name}.png`, fullPage: true });
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).textContent()) ?? "";
+}
+
+async function waitingRoom(context) {
+  const page = await context.newPage();
+  await admin("hold");
+  for (let i = 0; i < 6; i++) await queueBuyer(`ahead-${i}`);
+
+  // token -> order -> waiting page, all from the sale page's buy button.
+  await page.goto(`${GATEWAY}/sale/${SKU}/wait`);
+  await page.locator("#buy:enabled").click();
+  await page.waitForURL(/\/wait\?ticket=[0-9a-f]{32}$/, { timeout: BOUND });
+  const ticket = new URL(page.url()).searchParams.get("ticket");
+  await page.locator("#position", { hasText: "7" }).waitFor({ timeout: BOUND });
+  await shot(page, "1-queued");
+
+  // A reload keeps the place: the ticket is in the URL.
+  await page.reload();
+  await page.locator("#position", { hasText: "7" }).waitFor({ timeout: BOUND });
+
+  // Release the drain until our place has fallen, then hold it there: the page must show it.
+  await admin("release");
+  let position = 7;
+  while (position > 4) {
+    await new Promise((r) => setTimeout(r, 20));
+    position = await ticketPosition(ticket);
+    if (position === 0) fail("the ticket left the queue before the hold");
+  }
+  await admin("hold");
+  position = await ticketPosition(ticket);
+  if (position < 1 || position > 4) fail(`held at position ${position}`);
+  await page.reload();
+  await page.locator("#position", { hasText: String(position) }).waitFor({ timeout: BOUND });
+  await shot(page, "2-moved-up");
+
+  // A network blip: the page says so, keeps its place and carries on afterwards.
+  await context.setOffline(true);
+  await page.locator("#network").waitFor({ state: "visible", timeout: BOUND });
+  await shot(page, "3-offline");
+  await context.setOffline(false);
+  await admin("release");
+  await page.locator("#outcome[data-outcome=reserved]").waitFor({ timeout: BOUND });
+  const outcome = await text(page, "#outcome");
+  if (!/Your order: [0-9a-f]{32}/.test(outcome)) fail(`outcome text: ${outcome}`);
+  if (!(await page.locator("#network").isHidden())) fail("the offline note stayed");
+  await shot(page, "4-reserved");
+}
+
+async function busy(context) {
+  // The test's sale has a queue of one, held full by another buyer.
+  await admin("hold");
+  await queueBuyer("first-in-line");
+  const page = await context.newPage();
+  await page.goto(`${GATEWAY}/sale/${SKU}/wait`);
+  await page.locator("#buy:enabled").click();
+  await page.waitForURL(/\/sale\/busy\?sku=/, { timeout: BOUND });
+  const heading = await text(page, "h1");
+  if (!heading.includes("So many people")) fail(`busy page heading: ${heading}`);
+  if ((await text(page, "#sku")) !== SKU) fail("the busy page names the sale");
+  await shot(page, "busy");
+}
+
+async function countdown(context) {
+  // SKU opens in 2100: the page counts down and will not sell.
+  const page = await context.newPage();
+  await page.goto(`${GATEWAY}/sale/${SKU}/wait`);
+  await page.locator("#countdown").waitFor({ state: "visible", timeout: BOUND });
+  if (!(await page.locator("#buy").isDisabled())) fail("buy is enabled before the opening");
+  if (!/\d+ h \d+ min \d+ s/.test(await text(page, "#remaining"))) fail("no countdown shown");
+  await shot(page, "1-before");
+  // SOON opens seconds after the gateway started (before or after this page loads): at the
+  // opening the countdown gives way to the buy button, and buying works.
+  await page.goto(`${GATEWAY}/sale/${process.env.SOON}/wait`);
+  await page.locator("#buy:enabled").waitFor({ timeout: BOUND });
+  if (!(await page.locator("#countdown").isHidden())) fail("countdown still shown after the opening");
+  await page.locator("#buy").click();
+  await page.waitForURL(/\/wait\?ticket=[0-9a-f]{32}$/, { timeout: BOUND });
+  await page.locator("#outcome[data-outcome=reserved]").waitFor({ timeout: BOUND });
+  await shot(page, "2-bought");
+}
+
+const scenarios = { "waiting-room": waitingRoom, busy, countdown };
+if (!scenarios[scenario]) {
+  console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(", ")}`);
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+try {
+  // The auth layer in front of the gateway would set the identity header; here the browser does.
+  const context = await browser.newContext({ extraHTTPHeaders: { "X-User-Id": `browser-${scenario}` } });
+  await scenarios[scenario](context);
+  console.log(`${scenario}: ok`);
+} catch (e) {
+  console.error(e.stack || String(e));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
