@@ -89,6 +89,9 @@ pub enum GatewayError {
     /// No ticket has this id (or it expired).
     #[error("unknown or expired ticket")]
     UnknownTicket,
+    /// The request body did not arrive within `server.body_timeout`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
 }
 
 impl GatewayError {
@@ -102,6 +105,7 @@ impl GatewayError {
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::TooManyConnections | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MissingIdentity | Self::BadIdentity | Self::Unauthorized => {
                 StatusCode::UNAUTHORIZED
             }
@@ -145,6 +149,7 @@ impl GatewayError {
             Self::ShuttingDown => "shutting_down",
             Self::UnknownTicket => "unknown_ticket",
             Self::Unauthorized => "unauthorized",
+            Self::RequestTimeout => "request_timeout",
         }
     }
 
@@ -195,6 +200,7 @@ mod tests {
             GatewayError::ShuttingDown,
             GatewayError::UnknownTicket,
             GatewayError::Unauthorized,
+            GatewayError::RequestTimeout,
         ];
         for e in all {
             let needs = matches!(e.status().as_u16(), 429 | 503);

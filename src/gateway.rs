@@ -131,7 +131,10 @@ impl Gateway {
             source,
         })?;
 
-        let proxy = Proxy::new(&config.upstream, &config.server)?;
+        // Orders reach the backend's intake through the deliverer only.
+        let intake = (config.delivery.mode == crate::config::DeliveryMode::Http)
+            .then_some(config.delivery.path.as_str());
+        let proxy = Proxy::new(&config.upstream, &config.server)?.guarding_intake(intake);
         let pages = match config.pages.dir.as_str() {
             "" => crate::pages::Pages::builtin(),
             dir => crate::pages::Pages::load(std::path::Path::new(dir))?,
@@ -166,7 +169,7 @@ impl Gateway {
         let public_handler = Public {
             inner: Arc::new(PublicInner {
                 proxy: proxy.clone(),
-                sales: SaleApi::new(engine.clone(), pages),
+                sales: SaleApi::new(engine.clone(), pages, config.server.body_timeout),
                 answered: ["sale", "proxy"].map(|route| {
                     CLASSES.map(|c| engine.metrics.requests.with_label_values(&[route, c]))
                 }),

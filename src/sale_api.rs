@@ -50,12 +50,18 @@ pub enum Route<'a> {
     Busy,
     /// `/sale/{sku}/wait`
     Wait(&'a str),
+    /// A path under `/sale/` with an empty segment (`//`, a trailing `/`): answered 404
+    /// here rather than proxied, so no lenient upstream reads it as a sale route.
+    Unnormalised,
 }
 
 impl<'a> Route<'a> {
     /// The sale route `path` names, or `None` for a path that is proxied.
     pub fn of(path: &'a str) -> Option<Self> {
         let rest = path.strip_prefix("/sale/")?;
+        if rest.contains("//") || rest.ends_with('/') || rest.starts_with('/') {
+            return Some(Route::Unnormalised);
+        }
         let mut parts = rest.split('/');
         let first = parts.next()?;
         let second = parts.next();
@@ -79,6 +85,7 @@ impl<'a> Route<'a> {
 pub struct SaleApi {
     engine: Arc<Engine>,
     pages: Arc<Pages>,
+    body_timeout: std::time::Duration,
 }
 
 #[derive(Serialize)]
@@ -99,11 +106,12 @@ struct OrderBody {
 }
 
 impl SaleApi {
-    /// Routes over `engine`, rendering `pages`.
-    pub fn new(engine: Arc<Engine>, pages: Pages) -> Self {
+    /// Routes over `engine`, rendering `pages`; order bodies must arrive within `body_timeout`.
+    pub fn new(engine: Arc<Engine>, pages: Pages, body_timeout: std::time::Duration) -> Self {
         Self {
             engine,
             pages: Arc::new(pages),
+            body_timeout,
         }
     }
 
@@ -123,6 +131,7 @@ impl SaleApi {
             }
             (Route::Ticket(id), &Method::GET | &Method::HEAD) => self.ticket(id),
             (Route::Busy, &Method::GET | &Method::HEAD) => Ok(self.busy_page(req.uri().query())),
+            (Route::Unnormalised, _) => Err(GatewayError::NotFound),
             (Route::Wait(sku), &Method::GET | &Method::HEAD) => {
                 self.wait_page(sku, req.uri().query())
             }
@@ -183,7 +192,7 @@ impl SaleApi {
     ) -> Result<GatewayResponse, GatewayError> {
         let user = self.engine.identity.user(req.headers())?;
         let sale = self.sale(sku)?.clone();
-        let (token, quantity) = read_order(req, sale.per_user_limit).await?;
+        let (token, quantity) = read_order(req, sale.per_user_limit, self.body_timeout).await?;
         // A token seen before gets its first answer again, whatever the sale's state now:
         // a double click joins the request already queued, a resubmission after the sale
         // sold out still learns it won.
@@ -327,9 +336,16 @@ fn refusal_outcome(e: &GatewayError) -> &'static str {
 async fn read_order(
     req: Request<Incoming>,
     per_user_limit: u32,
+    body_timeout: std::time::Duration,
 ) -> Result<(Token, u32), GatewayError> {
     let (parts, body) = req.into_parts();
-    let from_header = parts.headers.get("x-sale-token").map(HeaderValue::as_bytes);
+    let mut tokens = parts.headers.get_all("x-sale-token").iter();
+    let from_header = tokens.next().map(HeaderValue::as_bytes);
+    if tokens.next().is_some() {
+        return Err(GatewayError::BadRequest(
+            "more than one X-Sale-Token header",
+        ));
+    }
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -343,11 +359,18 @@ async fn read_order(
     let bytes = if http_body::Body::is_end_stream(&body) {
         Bytes::new()
     } else {
-        Limited::new(body, ORDER_BODY_LIMIT)
-            .collect()
+        let read = Limited::new(body, ORDER_BODY_LIMIT).collect();
+        tokio::time::timeout(body_timeout, read)
             .await
-            .map_err(|_| GatewayError::BodyTooLarge {
-                limit: ORDER_BODY_LIMIT as u64,
+            .map_err(|_| GatewayError::RequestTimeout)?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    GatewayError::BodyTooLarge {
+                        limit: ORDER_BODY_LIMIT as u64,
+                    }
+                } else {
+                    GatewayError::BadRequest("the body could not be read")
+                }
             })?
             .to_bytes()
     };
@@ -516,6 +539,14 @@ mod tests {
         assert_eq!(Route::of("/sale/tickets/abc"), Some(Route::Ticket("abc")));
         assert_eq!(Route::of("/sale/busy"), Some(Route::Busy));
         assert_eq!(Route::of("/sale/phone/wait"), Some(Route::Wait("phone")));
+        for odd in [
+            "/sale/phone/order/",
+            "/sale//phone/order",
+            "/sale/phone//order",
+            "/sale//",
+        ] {
+            assert_eq!(Route::of(odd), Some(Route::Unnormalised), "{odd}");
+        }
         assert_eq!(Route::of("/sale/phone/reviews"), None);
         assert_eq!(Route::of("/sale/phone/order/x"), None);
         assert_eq!(Route::of("/sales/phone"), None);

@@ -72,6 +72,10 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Largest request body accepted, in bytes; larger ones get 413 `body_too_large`.
     pub body_limit: u64,
+    /// A sale request's body must arrive within this time once its header has (slow-body
+    /// guard); else 408 `request_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// Runtime worker threads; 0 means one per CPU core.
     pub threads: usize,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             header_timeout: Duration::from_secs(10),
             body_limit: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
             threads: 0,
             shutdown_timeout: Duration::from_secs(30),
         }

@@ -76,6 +76,7 @@ fn check_server(c: &Config) -> Result<(), ConfigError> {
     let s = &c.server;
     positive("server.max_connections", s.max_connections > 0)?;
     positive("server.header_timeout", !s.header_timeout.is_zero())?;
+    positive("server.body_timeout", !s.body_timeout.is_zero())?;
     positive("server.body_limit", s.body_limit > 0)?;
     positive("server.shutdown_timeout", !s.shutdown_timeout.is_zero())?;
     if s.threads > 1024 {

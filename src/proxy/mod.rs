@@ -1,6 +1,7 @@
 //! Reverse proxy for every request that is not a sale route: pooled keep-alive client,
 //! bodies streamed both ways, hop-by-hop headers stripped, `X-Forwarded-*` added.
 
+mod guard;
 mod headers;
 mod pool;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
-use http::{Method, Request, Uri, Version};
+use http::{Request, Uri, Version};
 use http_body_util::{Either, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
@@ -17,6 +18,7 @@ use crate::config::{ServerConfig, UpstreamConfig};
 use crate::error::GatewayError;
 use crate::response::GatewayResponse;
 use crate::server::Peer;
+use guard::Guard;
 
 pub use headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 pub use pool::{Pool, PooledBody, SendBody, UpstreamError};
@@ -66,6 +68,7 @@ pub struct Proxy {
     timeout: Duration,
     body_limit: u64,
     preserve_host: bool,
+    guard: Guard,
 }
 
 impl Proxy {
@@ -90,7 +93,14 @@ impl Proxy {
             timeout: upstream.timeout,
             body_limit: server.body_limit,
             preserve_host: upstream.preserve_host,
+            guard: Guard::default(),
         })
+    }
+
+    /// Refuses clients' POSTs to the backend's order intake (`delivery.path`).
+    pub fn guarding_intake(mut self, intake: Option<&str>) -> Self {
+        self.guard = Guard::new(intake);
+        self
     }
 
     /// The upstream's `host:port`, for readiness checks.
@@ -117,8 +127,13 @@ impl Proxy {
         peer: &Peer,
     ) -> Result<GatewayResponse, GatewayError> {
         let (mut parts, body) = req.into_parts();
-        if parts.method == Method::CONNECT {
-            return Err(GatewayError::BadRequest("CONNECT is not proxied"));
+        if let Err(e) = self.guard.check(&parts) {
+            // The body is not read, and with ambiguous framing it cannot be skipped safely:
+            // this connection ends with the answer.
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(resp);
         }
         if declared_length(&parts.headers).is_some_and(|len| len > self.body_limit) {
             return Err(GatewayError::BodyTooLarge {
