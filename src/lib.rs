@@ -34,6 +34,7 @@ pub mod gateway;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod order_body;
 pub mod pages;
 pub mod proxy;
 pub mod queue;

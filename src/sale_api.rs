@@ -13,7 +13,7 @@ use http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -96,13 +96,6 @@ struct SaleView<'a> {
     ends_at: Option<String>,
     remaining: u64,
     queued: usize,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrderBody {
-    token: Option<String>,
-    quantity: Option<u32>,
 }
 
 impl SaleApi {
@@ -374,36 +367,7 @@ async fn read_order(
             })?
             .to_bytes()
     };
-    let parsed: Option<OrderBody> = if bytes.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        Some(
-            serde_json::from_slice(&bytes)
-                .map_err(|_| GatewayError::BadRequest("the body is not the expected JSON"))?,
-        )
-    };
-    let token_text = match (
-        from_header,
-        parsed.as_ref().and_then(|b| b.token.as_deref()),
-    ) {
-        (Some(h), _) => {
-            std::str::from_utf8(h).map_err(|_| GatewayError::BadRequest("malformed sale token"))?
-        }
-        (None, Some(t)) => t,
-        (None, None) => {
-            return Err(GatewayError::BadRequest(
-                "no sale token (X-Sale-Token header or JSON token)",
-            ))
-        }
-    };
-    let token = Token::parse(token_text).ok_or(GatewayError::BadRequest("malformed sale token"))?;
-    let quantity = parsed.and_then(|b| b.quantity).unwrap_or(1);
-    if quantity == 0 || quantity > per_user_limit {
-        return Err(GatewayError::BadRequest(
-            "quantity must be between 1 and the per-user limit",
-        ));
-    }
-    Ok((token, quantity))
+    crate::order_body::parse(from_header, &bytes, per_user_limit)
 }
 
 /// 202 with the ticket, its position and ETA, and where to follow it.
