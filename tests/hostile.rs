@@ -43,6 +43,27 @@ fn code_of(text: &str) -> String {
     v["error"].as_str().unwrap_or("").to_owned()
 }
 
+/// Asserts the first answer in `text` has this status and JSON error code.
+#[track_caller]
+fn expect(text: &str, status: u16, code: &str) {
+    assert_eq!(
+        (status_of(text), code_of(text).as_str()),
+        (status, code),
+        "{text}"
+    );
+}
+
+/// Sends `attempt` raw and asserts exactly one answer with `status`, then the close.
+async fn one_answer(addr: SocketAddr, attempt: &str, status: u16) {
+    let text = raw(addr, attempt.as_bytes()).await;
+    assert_eq!(status_of(&text), status, "{attempt:?}\n{text}");
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer, then close: {text}"
+    );
+}
+
 async fn remaining(addr: SocketAddr) -> u64 {
     let a = send(addr, get("/sale/phone")).await;
     a.json()["remaining"].as_u64().expect("remaining")
@@ -97,30 +118,19 @@ async fn malformed_and_oversized_json_is_refused() {
     ];
     for body in &bodies {
         let text = raw(addr, &order_with_body("mallory", body)).await;
-        assert_eq!(
-            (status_of(&text), code_of(&text).as_str()),
-            (400, "bad_request"),
-            "{:?}",
-            String::from_utf8_lossy(body)
-        );
+        expect(&text, 400, "bad_request");
     }
     // Too large, declared or not.
     let huge = format!("{{\"token\": \"{}\"}}", "a".repeat(8000));
     let text = raw(addr, &order_with_body("mallory", huge.as_bytes())).await;
-    assert_eq!(
-        (status_of(&text), code_of(&text).as_str()),
-        (413, "body_too_large")
-    );
+    expect(&text, 413, "body_too_large");
     let text = raw(
         addr,
         b"POST /sale/phone/order HTTP/1.1\r\nHost: t\r\nX-User-Id: mallory\r\n\
           Content-Length: 999999999999\r\nConnection: close\r\n\r\n{",
     )
     .await;
-    assert_eq!(
-        (status_of(&text), code_of(&text).as_str()),
-        (413, "body_too_large")
-    );
+    expect(&text, 413, "body_too_large");
     let mut chunked = b"POST /sale/phone/order HTTP/1.1\r\nHost: t\r\nX-User-Id: mallory\r\n\
           Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         .to_vec();
@@ -129,10 +139,7 @@ async fn malformed_and_oversized_json_is_refused() {
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
     let text = raw(addr, &chunked).await;
-    assert_eq!(
-        (status_of(&text), code_of(&text).as_str()),
-        (413, "body_too_large")
-    );
+    expect(&text, 413, "body_too_large");
     // The token survived all of it.
     let a = order(addr, "phone", "mallory", &token).await;
     assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
@@ -152,19 +159,13 @@ async fn oversized_and_duplicated_headers_are_refused() {
          X-Sale-Token: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     let text = raw(addr, two_ids.as_bytes()).await;
-    assert_eq!(
-        (status_of(&text), code_of(&text).as_str()),
-        (401, "bad_identity")
-    );
+    expect(&text, 401, "bad_identity");
     let two_tokens = format!(
         "POST /sale/phone/order HTTP/1.1\r\nHost: t\r\nX-User-Id: mallory\r\n\
          X-Sale-Token: {token}\r\nX-Sale-Token: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     let text = raw(addr, two_tokens.as_bytes()).await;
-    assert_eq!(
-        (status_of(&text), code_of(&text).as_str()),
-        (400, "bad_request")
-    );
+    expect(&text, 400, "bad_request");
     // Conflicting lengths never reach a handler.
     let text = raw(
         addr,
@@ -205,10 +206,7 @@ async fn invalid_utf8_in_identity_and_token_is_refused() {
     ]
     .concat();
     let text = raw(addr, &bad_id).await;
-    assert_eq!(
-        (status_of(&text), code_of(&text).as_str()),
-        (401, "bad_identity")
-    );
+    expect(&text, 401, "bad_identity");
     let bad_token = [
         b"POST /sale/phone/order HTTP/1.1\r\nHost: t\r\nX-User-Id: mallory\r\n".as_slice(),
         b"X-Sale-Token: 0123456789abcdef\xff0123456789abcde\r\n",
@@ -216,10 +214,7 @@ async fn invalid_utf8_in_identity_and_token_is_refused() {
     ]
     .concat();
     let text = raw(addr, &bad_token).await;
-    assert_eq!(
-        (status_of(&text), code_of(&text).as_str()),
-        (400, "bad_request")
-    );
+    expect(&text, 400, "bad_request");
     // Control characters and over-long ids are not identities either.
     for id in ["a\tb", &"x".repeat(300), ""] {
         let req = format!(
@@ -302,11 +297,7 @@ async fn path_tricks_on_sale_routes_reach_nothing() {
             format!("POST {path} HTTP/1.1\r\nHost: t\r\nX-User-Id: m\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await;
-        assert_eq!(
-            (status_of(&text), code_of(&text).as_str()),
-            (404, "not_found"),
-            "{path}"
-        );
+        expect(&text, 404, "not_found");
     }
     // Dot segments, plain or encoded, are refused before any upstream could resolve them.
     for path in [
@@ -323,11 +314,7 @@ async fn path_tricks_on_sale_routes_reach_nothing() {
             .as_bytes(),
         )
         .await;
-        assert_eq!(
-            (status_of(&text), code_of(&text).as_str()),
-            (400, "bad_request"),
-            "{path}"
-        );
+        expect(&text, 400, "bad_request");
     }
     // The backend's order intake is the deliverer's alone.
     for path in ["/orders", "/Orders", "//orders/"] {
@@ -336,11 +323,7 @@ async fn path_tricks_on_sale_routes_reach_nothing() {
             format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}").as_bytes(),
         )
         .await;
-        assert_eq!(
-            (status_of(&text), code_of(&text).as_str()),
-            (404, "not_found"),
-            "{path}"
-        );
+        expect(&text, 404, "not_found");
     }
     // An encoded or very long sku is just an unknown sale, not echoed at length.
     let long = format!("/sale/{}", "p".repeat(4000));
@@ -373,13 +356,7 @@ async fn request_smuggling_through_the_proxy_goes_nowhere() {
         format!("POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n{smuggled}"),
     ];
     for attempt in &framed_twice {
-        let text = raw(addr, attempt.as_bytes()).await;
-        assert_eq!(status_of(&text), 200, "{attempt:?}\n{text}");
-        assert_eq!(
-            text.matches("HTTP/1.1 ").count(),
-            1,
-            "one answer, then close: {text}"
-        );
+        one_answer(addr, attempt, 200).await;
     }
     // Codings that do not end in chunked, obfuscated names, differing lengths: refused.
     let malformed = [
@@ -391,13 +368,7 @@ async fn request_smuggling_through_the_proxy_goes_nowhere() {
         format!("POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: +0\r\n\r\n{smuggled}"),
     ];
     for attempt in &malformed {
-        let text = raw(addr, attempt.as_bytes()).await;
-        assert_eq!(status_of(&text), 400, "{attempt:?}\n{text}");
-        assert_eq!(
-            text.matches("HTTP/1.1 ").count(),
-            1,
-            "one answer, then close: {text}"
-        );
+        one_answer(addr, attempt, 400).await;
     }
     // The upstream saw the two TE-framed requests, with their chunked bodies, and nothing else.
     let seen: Vec<(String, Vec<u8>)> = up
@@ -433,11 +404,7 @@ async fn a_slow_body_is_cut_off_with_408() {
     let mut out = Vec::new();
     let _ = guarded("the 408", s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out).into_owned();
-    assert_eq!(
-        (status_of(&text), code_of(&text).as_str()),
-        (408, "request_timeout"),
-        "{text}"
-    );
+    expect(&text, 408, "request_timeout");
     // Other buyers were served meanwhile and the sloth's token is intact.
     let a = order(addr, "phone", "sloth", &token).await;
     assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
