@@ -38,5 +38,6 @@ pt=${pt#median: }; rf=${rf#median: }
 printf '%-12s %-70s %s\n' "passthrough" "${pt%%, ratio*}" "$(ratio_of passthrough) (>= 1.00x)"
 printf '%-12s %-70s %s\n' "refusal" "${rf%%, ratio*}" "$(ratio_of refusal) (>= 1.20x)"
 printf '%-12s %-70s %s\n' "" "$(line_of refusal 'refusal latency')" ""
+printf '%-12s %-70s %s\n' "" "$(line_of refusal 'CPU per refusal')" ""
 printf '%-12s %-70s %s\n' "" "$(line_of refusal 'admission decision in process')" ""
 printf '%-12s %-70s %s\n' "reserve" "${rs#flashgate } / ${rb}" "$(ratio_of reserve) (>= 1.00x)"

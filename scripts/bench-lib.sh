@@ -56,3 +56,17 @@ histogram_p99_us() {
             }
         }'
 }
+
+# CPU time (user + system) PID has used so far, in clock ticks (all its threads).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# The one worker of an nginx master (worker_processes 1): the process doing the work.
+nginx_worker() {
+    for _ in $(seq 1 50); do
+        local w
+        w=$(pgrep -P "$1" | head -1)
+        if [ -n "$w" ]; then echo "$w"; return 0; fi
+        sleep 0.1
+    done
+    echo "$1"
+}
