@@ -416,6 +416,9 @@ fn print_demo_banner(
         "  curl -s -X POST -H 'X-User-Id: alice' -H \"X-Sale-Token: $TOKEN\" http://{gw}/sale/{sku}/order"
     );
     println!("  curl -s http://{backend}/orders/stats");
+    println!(
+        "  http://{gw}/sale/{sku}/wait   (the sale page; its Buy button needs the X-User-Id header an auth layer sets)"
+    );
     println!("  curl -s http://{gw}/   (anything else is proxied to the backend)");
     println!();
     println!("Ctrl-C stops it.");

@@ -118,10 +118,17 @@ async function countdown(context) {
   await page.goto(`${GATEWAY}/sale/${process.env.SOON}/wait`);
   await page.locator("#buy:enabled").waitFor({ timeout: BOUND });
   if (!(await page.locator("#countdown").isHidden())) fail("countdown still shown after the opening");
+  // Without the identity header the auth layer would set, buying is refused in words.
+  const anonymous = await (await context.browser().newContext()).newPage();
+  await anonymous.goto(`${GATEWAY}/sale/${process.env.SOON}/wait`);
+  await anonymous.locator("#buy:enabled").click();
+  await anonymous.locator("#message", { hasText: "Please sign in to buy." }).waitFor({ timeout: BOUND });
+  if (!(await anonymous.locator("#buy").isEnabled())) fail("buy stays disabled after a refusal");
+  await shot(anonymous, "2-signed-out");
   await page.locator("#buy").click();
   await page.waitForURL(/\/wait\?ticket=[0-9a-f]{32}$/, { timeout: BOUND });
   await page.locator("#outcome[data-outcome=reserved]").waitFor({ timeout: BOUND });
-  await shot(page, "2-bought");
+  await shot(page, "3-bought");
 }
 
 const scenarios = { "waiting-room": waitingRoom, busy, countdown };
