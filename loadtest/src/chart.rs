@@ -44,11 +44,14 @@ pub fn draw(
         .configure_mesh()
         .x_desc("seconds since the crowd started")
         .y_desc("order answers per second")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|e| fail(&e))?;
     chart
         .configure_secondary_axes()
         .y_desc("queue depth")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|e| fail(&e))?;
 
