@@ -78,6 +78,16 @@ async function waitingRoom(context) {
   await page.locator("#position", { hasText: String(position) }).waitFor({ timeout: BOUND });
   await shot(page, "2-moved-up");
 
+  // While nothing moves the page polls no faster than Retry-After (1 s), and slower and slower.
+  const polls = [];
+  const onRequest = (req) => { if (req.url().includes("/sale/tickets/")) polls.push(Date.now()); };
+  page.on("request", onRequest);
+  while (polls.length < 3) await page.waitForRequest(/\/sale\/tickets\//, { timeout: BOUND });
+  page.off("request", onRequest);
+  const gaps = polls.slice(1).map((t, i) => t - polls[i]);
+  if (gaps.some((g) => g < 990)) fail(`polled faster than Retry-After: gaps ${gaps} ms`);
+  if (gaps[1] <= gaps[0]) fail(`no back-off while the position stood still: gaps ${gaps} ms`);
+
   // A network blip: the page says so, keeps its place and carries on afterwards.
   await context.setOffline(true);
   await page.locator("#network").waitFor({ state: "visible", timeout: BOUND });
