@@ -77,7 +77,19 @@ impl Redis {
             },
             "redis-server to listen",
         )
-        .await
+        .await?;
+        // Something answering on the port is not enough: it must be our redis-server.
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut().map(|c| c.0.try_wait()) {
+            Some(Ok(None)) => Ok(()),
+            _ => {
+                *guard = None;
+                Err(format!(
+                    "redis-server could not listen on port {}",
+                    self.port
+                ))
+            }
+        }
     }
 
     async fn kill(&self) {
@@ -130,70 +142,58 @@ impl Stack {
         let redis = match scenario.store {
             StoreChoice::Memory => None,
             StoreChoice::Redis => {
-                let redis = Redis {
-                    program: programs.redis_server.clone(),
-                    port: free_port()?,
-                    dir: dir.clone(),
-                    child: Mutex::new(None),
-                };
-                redis.start().await?;
-                Some(redis)
+                // As with the gateway's ports: a port taken meanwhile means another try.
+                let mut started = Err(String::new());
+                for _ in 0..3 {
+                    let redis = Redis {
+                        program: programs.redis_server.clone(),
+                        port: free_port()?,
+                        dir: dir.clone(),
+                        child: Mutex::new(None),
+                    };
+                    started = redis.start().await.map(|()| redis);
+                    if started.is_ok() {
+                        break;
+                    }
+                }
+                Some(started?)
             }
         };
-        let owned = Owned {
-            listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-            admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-            backend,
-            admin_token: flashgate::types::Token::random().to_string(),
-            redis_url: redis
-                .as_ref()
-                .map(|r| format!("redis://127.0.0.1:{}", r.port)),
-        };
-        let text = scenario.gateway_config(&owned, opens_at);
-        let config = flashgate::config::Config::from_toml(&text, "scenario [gateway]", &[])
-            .map_err(|e| format!("the scenario's gateway config: {e}"))?;
-        let config_path = dir.join("flashgate.toml");
-        std::fs::write(&config_path, &text).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("flashgate.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(&programs.flashgate)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", programs.flashgate.display()))?;
-        let mut stack = Self {
-            dir,
-            public: owned.listen,
-            admin: owned.admin_listen,
-            backend,
-            admin_token: owned.admin_token,
-            config,
-            gateway: Some(Guarded(child)),
-            redis,
-            backend_stop,
-        };
-        let ready = format!("http://{}/readyz", stack.admin);
-        let waited = wait_for(
-            || async { get_json(&ready, None, SIDE_TIMEOUT).await.is_ok() },
-            "the gateway to be ready",
-        )
-        .await;
-        if let Err(e) = waited {
-            let exited = stack
-                .gateway
-                .as_mut()
-                .and_then(|g| g.0.try_wait().ok().flatten());
-            return Err(format!(
-                "{e}{}; its log: {}",
-                exited
-                    .map(|s| format!(" (it exited: {s})"))
-                    .unwrap_or_default(),
-                stack.dir.join("flashgate.log").display()
-            ));
+        let redis_url = redis
+            .as_ref()
+            .map(|r| format!("redis://127.0.0.1:{}", r.port));
+        let admin_token = flashgate::types::Token::random().to_string();
+        // A free port can be taken between choosing and binding it; then choose again.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let owned = Owned {
+                listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                backend,
+                admin_token: admin_token.clone(),
+                redis_url: redis_url.clone(),
+            };
+            match launch(&dir, scenario, programs, opens_at, &owned).await {
+                Ok((child, config)) => {
+                    return Ok(Self {
+                        dir,
+                        public: owned.listen,
+                        admin: owned.admin_listen,
+                        backend,
+                        admin_token,
+                        config,
+                        gateway: Some(child),
+                        redis,
+                        backend_stop,
+                    })
+                }
+                Err(Launch::PortTaken(log)) => last = log,
+                Err(Launch::Failed(e)) => return Err(e),
+            }
         }
-        Ok(stack)
+        Err(format!(
+            "the gateway found its ports taken three times: {last}"
+        ))
     }
 
     /// SIGKILLs Redis, keeps it down for `down_for`, starts it again on the same data.
@@ -277,6 +277,70 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.backend_stop.cancel();
     }
+}
+
+/// Starts the gateway with `owned` filled into the scenario's config and waits until it is
+/// ready; returns the process and its effective config.
+async fn launch(
+    dir: &Path,
+    scenario: &Scenario,
+    programs: &Programs,
+    opens_at: Option<SystemTime>,
+    owned: &Owned,
+) -> Result<(Guarded, flashgate::config::Config), Launch> {
+    let failed = Launch::Failed;
+    let text = scenario.gateway_config(owned, opens_at);
+    let config = flashgate::config::Config::from_toml(&text, "scenario [gateway]", &[])
+        .map_err(|e| failed(format!("the scenario's gateway config: {e}")))?;
+    let config_path = dir.join("flashgate.toml");
+    std::fs::write(&config_path, &text).map_err(|e| failed(e.to_string()))?;
+    let log_path = dir.join("flashgate.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| failed(e.to_string()))?;
+    let out = log.try_clone().map_err(|e| failed(e.to_string()))?;
+    let child = Command::new(&programs.flashgate)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(out)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| {
+            failed(format!(
+                "cannot start {}: {e}",
+                programs.flashgate.display()
+            ))
+        })?;
+    let mut child = Guarded(child);
+    let ready = format!("http://{}/readyz", owned.admin_listen);
+    let waited = wait_for(
+        || async { get_json(&ready, None, SIDE_TIMEOUT).await.is_ok() },
+        "the gateway to be ready",
+    )
+    .await;
+    let Err(e) = waited else {
+        return Ok((child, config));
+    };
+    let exited = child.0.try_wait().ok().flatten();
+    drop(child);
+    let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if exited.is_some() && logged.contains("cannot listen") {
+        return Err(Launch::PortTaken(logged));
+    }
+    Err(failed(format!(
+        "{e}{}; its log: {}",
+        exited
+            .map(|s| format!(" (it exited: {s})"))
+            .unwrap_or_default(),
+        log_path.display()
+    )))
+}
+
+/// Why a gateway launch failed.
+enum Launch {
+    /// A chosen port was taken before the gateway bound it: worth another try.
+    PortTaken(String),
+    /// Anything else.
+    Failed(String),
 }
 
 /// A loopback port nobody listens on right now.
