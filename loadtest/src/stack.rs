@@ -114,6 +114,8 @@ pub struct Stack {
     pub config: flashgate::config::Config,
     gateway: Option<Guarded>,
     redis: Option<Redis>,
+    /// A client of the run's Redis, to read stock as the store has it.
+    store: Option<flashgate::store::RedisStore>,
     backend_stop: CancellationToken,
 }
 
@@ -175,6 +177,16 @@ impl Stack {
             };
             match launch(&dir, scenario, programs, opens_at, &owned).await {
                 Ok((child, config)) => {
+                    let store = match redis {
+                        Some(_) => Some(
+                            flashgate::store::RedisStore::new(
+                                &config.store,
+                                config.store.replay_ttl,
+                            )
+                            .map_err(|e| e.to_string())?,
+                        ),
+                        None => None,
+                    };
                     return Ok(Self {
                         dir,
                         public: owned.listen,
@@ -184,8 +196,9 @@ impl Stack {
                         config,
                         gateway: Some(child),
                         redis,
+                        store,
                         backend_stop,
-                    })
+                    });
                 }
                 Err(Launch::PortTaken(log)) => last = log,
                 Err(Launch::Failed(e)) => return Err(e),
@@ -226,11 +239,8 @@ impl Stack {
 
     /// The sale's stock as the store has it now.
     pub async fn store_stock(&self, sku: &str) -> Result<u64, String> {
-        if self.redis.is_some() {
+        if let Some(store) = &self.store {
             use flashgate::store::Store;
-            let store =
-                flashgate::store::RedisStore::new(&self.config.store, Duration::from_secs(60))
-                    .map_err(|e| e.to_string())?;
             let read = store.stock(&flashgate::types::Sku::new(sku));
             return tokio::time::timeout(SIDE_TIMEOUT, read)
                 .await
