@@ -16,18 +16,19 @@ use flashgate::store::{MemoryStore, Store};
 use flashgate::types::{TicketId, UserId};
 use tokio_util::sync::CancellationToken;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "env.rs"]
+mod env;
+use env::env_or;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
-    let rate = env_or("DRAIN_RATE", 1000);
-    let seconds = if benching { env_or("SECONDS", 10) } else { 1 };
+    let rate = env_or::<u64>("DRAIN_RATE", 1000);
+    let seconds = if benching {
+        env_or::<u64>("SECONDS", 10)
+    } else {
+        1
+    };
     // Enough queued work that the queue never runs dry during the window.
     let queued = rate * (seconds + 2);
     let text = format!(

@@ -11,12 +11,9 @@ use flashgate::store::{RedisStore, Reservation, ReserveRequest, Store};
 use flashgate::types::{Sku, UserId};
 use tokio::task::JoinSet;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "env.rs"]
+mod env;
+use env::env_or;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -24,12 +21,12 @@ async fn main() {
         println!("redis_reserve: REDIS_URL not set; run bench/redis_reserve.sh");
         return;
     };
-    let clients = env_or("CLIENTS", 50);
-    let steps = env_or("STEPS", 200_000);
+    let clients = env_or::<usize>("CLIENTS", 50);
+    let steps = env_or::<usize>("STEPS", 200_000);
     let cfg = StoreConfig {
         kind: StoreKind::Redis,
         url,
-        pool_size: env_or("POOL", 8),
+        pool_size: env_or::<usize>("POOL", 8),
         timeout: Duration::from_secs(5),
         ..StoreConfig::default()
     };

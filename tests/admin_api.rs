@@ -22,6 +22,11 @@ fn admin(
     request(method, path, &headers, body)
 }
 
+/// An admin call with the right token.
+async fn call(adm: std::net::SocketAddr, method: &str, path: &str, body: &str) -> Answer {
+    send(adm, admin(method, path, Some(TOKEN), body)).await
+}
+
 #[tokio::test]
 async fn the_admin_api_needs_the_token() {
     let up = Upstream::start().await;
@@ -44,7 +49,7 @@ async fn the_admin_api_needs_the_token() {
         assert_refused(&a, StatusCode::UNAUTHORIZED, "unauthorized");
         assert_eq!(a.headers["www-authenticate"], "Bearer");
     }
-    let a = send(on.admin_addr, admin("GET", "/admin/sales", Some(TOKEN), "")).await;
+    let a = call(on.admin_addr, "GET", "/admin/sales", "").await;
     assert_eq!(a.status, StatusCode::OK);
     let sales = a.json()["sales"].as_array().expect("list").clone();
     assert_eq!(sales.len(), 2);
@@ -61,11 +66,7 @@ async fn operators_steer_a_sale_live() {
     let gw = sale_gateway(&up, &format!("{SALES}[admin]\ntoken = \"{TOKEN}\"\n")).await;
     let (addr, adm) = (gw.public_addr, gw.admin_addr);
 
-    let a = send(
-        adm,
-        admin("POST", "/admin/sales/phone/pause", Some(TOKEN), ""),
-    )
-    .await;
+    let a = call(adm, "POST", "/admin/sales/phone/pause", "").await;
     assert_eq!(
         (a.status, a.json()["state"].as_str()),
         (StatusCode::OK, Some("paused"))
@@ -75,16 +76,12 @@ async fn operators_steer_a_sale_live() {
         StatusCode::FORBIDDEN,
         "sale_paused",
     );
-    let a = send(
-        adm,
-        admin("POST", "/admin/sales/phone/resume", Some(TOKEN), ""),
-    )
-    .await;
+    let a = call(adm, "POST", "/admin/sales/phone/resume", "").await;
     assert_eq!(a.json()["state"], "open");
     assert_eq!(ask_token(addr, "phone", "u").await.status, StatusCode::OK);
 
     // Hold: admission goes on, the queue fills, nothing drains until the release.
-    let a = send(adm, admin("POST", "/admin/sales/tv/hold", Some(TOKEN), "")).await;
+    let a = call(adm, "POST", "/admin/sales/tv/hold", "").await;
     assert_eq!(
         (a.json()["draining"].as_bool(), a.json()["state"].as_str()),
         (Some(false), Some("open"))
@@ -93,13 +90,9 @@ async fn operators_steer_a_sale_live() {
     let a = order(addr, "tv", "held", &token).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
     let ticket = a.json()["ticket"].as_str().expect("ticket").to_owned();
-    let a = send(adm, admin("GET", "/admin/sales", Some(TOKEN), "")).await;
+    let a = call(adm, "GET", "/admin/sales", "").await;
     assert_eq!(a.json()["sales"][1]["queued"], 1);
-    let a = send(
-        adm,
-        admin("POST", "/admin/sales/tv/release", Some(TOKEN), ""),
-    )
-    .await;
+    let a = call(adm, "POST", "/admin/sales/tv/release", "").await;
     assert_eq!(a.json()["draining"], true);
     guarded("the released request to be reserved", async {
         loop {
@@ -115,76 +108,40 @@ async fn operators_steer_a_sale_live() {
     })
     .await;
 
-    let a = send(
+    let a = call(
         adm,
-        admin(
-            "PUT",
-            "/admin/sales/phone/drain_rate",
-            Some(TOKEN),
-            r#"{"rate": 123}"#,
-        ),
+        "PUT",
+        "/admin/sales/phone/drain_rate",
+        r#"{"rate": 123}"#,
     )
     .await;
     assert_eq!(a.json()["drain_rate"], 123);
-    let a = send(
+    let a = call(
         adm,
-        admin(
-            "PUT",
-            "/admin/sales/phone/drain_rate",
-            Some(TOKEN),
-            r#"{"rate": 0}"#,
-        ),
+        "PUT",
+        "/admin/sales/phone/drain_rate",
+        r#"{"rate": 0}"#,
     )
     .await;
     assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
 
-    let a = send(
-        adm,
-        admin(
-            "PUT",
-            "/admin/sales/tv/stock",
-            Some(TOKEN),
-            r#"{"units": 0}"#,
-        ),
-    )
-    .await;
+    let a = call(adm, "PUT", "/admin/sales/tv/stock", r#"{"units": 0}"#).await;
     assert_eq!(a.json()["state"], "sold_out");
     assert_refused(
         &ask_token(addr, "tv", "u").await,
         StatusCode::GONE,
         "sold_out",
     );
-    let a = send(
-        adm,
-        admin(
-            "PUT",
-            "/admin/sales/tv/stock",
-            Some(TOKEN),
-            r#"{"units": 50}"#,
-        ),
-    )
-    .await;
+    let a = call(adm, "PUT", "/admin/sales/tv/stock", r#"{"units": 50}"#).await;
     assert_eq!(a.json()["remaining"], 50);
     assert_eq!(send(addr, get("/sale/tv")).await.json()["remaining"], 50);
     assert_eq!(ask_token(addr, "tv", "u").await.status, StatusCode::OK);
 
-    let a = send(
-        adm,
-        admin("PUT", "/admin/sales/tv/stock", Some(TOKEN), "units=5"),
-    )
-    .await;
+    let a = call(adm, "PUT", "/admin/sales/tv/stock", "units=5").await;
     assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
-    let a = send(
-        adm,
-        admin("POST", "/admin/sales/nope/pause", Some(TOKEN), ""),
-    )
-    .await;
+    let a = call(adm, "POST", "/admin/sales/nope/pause", "").await;
     assert_refused(&a, StatusCode::NOT_FOUND, "unknown_sale");
-    let a = send(
-        adm,
-        admin("DELETE", "/admin/sales/tv/stock", Some(TOKEN), ""),
-    )
-    .await;
+    let a = call(adm, "DELETE", "/admin/sales/tv/stock", "").await;
     assert_refused(&a, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
 
@@ -211,14 +168,11 @@ async fn queue_capacity_changes_live() {
         StatusCode::SERVICE_UNAVAILABLE,
         "capacity 1: full"
     );
-    let a = send(
+    let a = call(
         adm,
-        admin(
-            "PUT",
-            "/admin/sales/phone/capacity",
-            Some(TOKEN),
-            r#"{"capacity": 2}"#,
-        ),
+        "PUT",
+        "/admin/sales/phone/capacity",
+        r#"{"capacity": 2}"#,
     )
     .await;
     assert_eq!(
@@ -229,14 +183,11 @@ async fn queue_capacity_changes_live() {
         (Some(2), Some(4))
     );
     assert_eq!(buy("c").await, StatusCode::ACCEPTED, "raised live");
-    let a = send(
+    let a = call(
         adm,
-        admin(
-            "PUT",
-            "/admin/sales/phone/capacity",
-            Some(TOKEN),
-            r#"{"capacity": 5}"#,
-        ),
+        "PUT",
+        "/admin/sales/phone/capacity",
+        r#"{"capacity": 5}"#,
     )
     .await;
     assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");

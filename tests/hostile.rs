@@ -12,20 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const SALE: &str = "[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 5\n";
-
-/// Writes `bytes` on a fresh connection and reads until the server closes it.
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(bytes).await.expect("write");
-    let mut out = Vec::new();
-    // A reset after the answer is also an end.
-    let _ = guarded("the server to answer and close", s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// The status code of the first response in `text`.
 fn status_of(text: &str) -> u16 {
@@ -401,9 +391,7 @@ async fn a_slow_body_is_cut_off_with_408() {
                 Content-Length: 60\r\n\r\n{\"tok";
     s.write_all(head.as_bytes()).await.expect("write");
     // The rest never comes; the gateway answers on its own and drops the connection.
-    let mut out = Vec::new();
-    let _ = guarded("the 408", s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
+    let text = read_until_closed(&mut s).await;
     expect(&text, 408, "request_timeout");
     // Other buyers were served meanwhile and the sloth's token is intact.
     let a = order(addr, "phone", "sloth", &token).await;

@@ -21,18 +21,6 @@ async fn request_on(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// Reads until the server closes the connection; returns what it sent.
-async fn read_until_closed(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    // A reset after the server closes is also a close.
-    let _ = guarded(
-        "server closing the connection",
-        stream.read_to_end(&mut out),
-    )
-    .await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn connections_over_the_limit_are_refused_at_once() {
     let up = Upstream::start().await;

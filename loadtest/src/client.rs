@@ -145,35 +145,54 @@ impl Crowd {
     }
 }
 
-/// A plain GET to a side endpoint (admin API, demo backend), with an optional bearer token.
-pub async fn get_json(url: &str, bearer: Option<&str>, timeout: Duration) -> Result<Value, String> {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let mut builder = Request::builder().uri(url);
-    if let Some(token) = bearer {
-        builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+/// The client for side endpoints (admin API, `/metrics`, the demo backend): one for the
+/// whole run, so its connections are reused between samples.
+#[derive(Clone)]
+pub struct Side {
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl Side {
+    /// A client whose every request is bounded by `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            timeout,
+        }
     }
-    let req = builder
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let fetch = async {
-        let resp = client.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
+
+    /// GETs `url` (with an optional bearer token) and returns the body of a 2xx answer.
+    pub async fn text(&self, url: &str, bearer: Option<&str>) -> Result<String, String> {
+        let mut builder = Request::builder().uri(url);
+        if let Some(token) = bearer {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let fetch = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("{url}: HTTP {status}"));
+            }
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        tokio::time::timeout(self.timeout, fetch)
             .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!("{url}: HTTP {status}"));
-        }
-        if url.ends_with("/metrics") {
-            return Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| format!("{url}: {e}"))
-    };
-    tokio::time::timeout(timeout, fetch)
-        .await
-        .map_err(|_| format!("{url}: timed out"))?
+            .map_err(|_| format!("{url}: timed out"))?
+    }
+
+    /// GETs `url` and parses the 2xx answer as JSON.
+    pub async fn json(&self, url: &str, bearer: Option<&str>) -> Result<Value, String> {
+        let text = self.text(url, bearer).await?;
+        serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
+    }
 }

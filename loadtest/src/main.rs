@@ -181,14 +181,13 @@ fn check_only(cli: &Cli, scenario: &Scenario) -> ExitCode {
         redis_url: (scenario.store == StoreChoice::Redis).then(|| "redis://127.0.0.1:1".into()),
     };
     let opens_at = scenario.crowd.sale_opens_in.map(|d| SystemTime::now() + d);
-    let text = scenario.gateway_config(&owned, opens_at);
-    match flashgate::config::Config::from_toml(&text, "scenario [gateway]", &[]) {
+    match scenario.gateway_settings(&owned, opens_at) {
         Ok(_) => {
             println!("{}: ok", cli.scenario.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {}: the gateway config: {e}", cli.scenario.display());
+            eprintln!("error: {}: {e}", cli.scenario.display());
             ExitCode::from(2)
         }
     }
@@ -318,7 +317,12 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
             compensations: sampler::metric(&metrics, "flashgate_compensations_total", &label)
                 .unwrap_or(0.0) as u64,
         },
-        gateway_admission: gateway_admission(&metrics, &label),
+        gateway_admission: sampler::metric_by(
+            &metrics,
+            "flashgate_admission_decisions_total",
+            &label,
+            "outcome",
+        ),
         latency: tally.percentiles(),
         drain: Drain {
             configured: drain_rate,
@@ -446,33 +450,9 @@ fn outcomes(journeys: &[Journey]) -> BTreeMap<String, u64> {
 fn by_route(answers: &BTreeMap<(Route, String), u64>) -> BTreeMap<String, BTreeMap<String, u64>> {
     let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for ((route, code), n) in answers {
-        let name = serde_json::to_value(route)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        out.entry(name).or_default().insert(code.clone(), *n);
-    }
-    out
-}
-
-/// `flashgate_admission_decisions_total` for the sale, by outcome.
-fn gateway_admission(metrics: &str, label: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("flashgate_admission_decisions_total{") && l.contains(label))
-    {
-        let outcome = line
-            .split("outcome=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("?");
-        let n = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        out.insert(outcome.to_owned(), n as u64);
+        out.entry(route.name().to_owned())
+            .or_default()
+            .insert(code.clone(), *n);
     }
     out
 }

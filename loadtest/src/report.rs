@@ -199,14 +199,16 @@ impl Report {
             "\nlatency (ms)          count      p50      p90      p99    p99.9      max"
         );
         for p in &self.latency {
-            let name = serde_json::to_value(p.series)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
             let _ = writeln!(
                 o,
-                "  {name:<16} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-                p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms
+                "  {:<16} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                p.series.name(),
+                p.count,
+                p.p50_ms,
+                p.p90_ms,
+                p.p99_ms,
+                p.p999_ms,
+                p.max_ms
             );
         }
         let d = &self.drain;

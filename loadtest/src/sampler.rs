@@ -1,6 +1,7 @@
 //! The gateway's side of the run, sampled while it goes: queue depth, stock and the drain
 //! counter, from the admin API and /metrics.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -69,29 +70,37 @@ pub async fn run(
     }
 }
 
+/// Every sample of `name` in Prometheus text: its labels (inside the braces) and value.
+fn samples<'t>(text: &'t str, name: &'t str) -> impl Iterator<Item = (&'t str, f64)> + 't {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once('}')?,
+            None if rest.starts_with(' ') => ("", rest),
+            None => return None,
+        };
+        Some((labels, value.trim().parse::<f64>().ok()?))
+    })
+}
+
 /// The sum of every sample of `name` whose labels contain `label` (empty: all of them).
 pub fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (labels, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.split_once('}') {
-                Some((l, v)) => (l, v),
-                None => continue,
-            },
-            None if rest.starts_with(' ') => ("", rest),
-            None => continue,
-        };
-        if !labels.contains(label) {
-            continue;
-        }
-        if let Ok(v) = value.trim().parse::<f64>() {
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
+    samples(text, name)
+        .filter(|(labels, _)| labels.contains(label))
+        .map(|(_, v)| v)
+        .reduce(|a, b| a + b)
+}
+
+/// The samples of `name` whose labels contain `label`, keyed by the value of label `key`.
+pub fn metric_by(text: &str, name: &str, label: &str, key: &str) -> BTreeMap<String, u64> {
+    let prefix = format!("{key}=\"");
+    samples(text, name)
+        .filter(|(labels, _)| labels.contains(label))
+        .filter_map(|(labels, v)| {
+            let value = labels.split(prefix.as_str()).nth(1)?.split('"').next()?;
+            Some((value.to_owned(), v as u64))
+        })
+        .collect()
 }
 
 /// The drain rate achieved while requests were waiting: the drain counter's growth between
@@ -123,6 +132,9 @@ mod tests {
         assert_eq!(metric(TEXT, "flashgate_drained_total", ""), Some(15.0));
         assert_eq!(metric(TEXT, "flashgate_outbox_backlog", ""), Some(3.0));
         assert_eq!(metric(TEXT, "flashgate_missing", ""), None);
+        let by = metric_by(TEXT, "flashgate_drained_total", "", "sku");
+        assert_eq!(by.get("a"), Some(&10));
+        assert_eq!(by.get("b"), Some(&5));
     }
 
     #[test]

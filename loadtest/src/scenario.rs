@@ -264,6 +264,21 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// The gateway config text for this run and its validated form; the error is
+    /// flashgate's own, naming the key.
+    pub fn gateway_settings(
+        &self,
+        owned: &Owned,
+        opens_at: Option<SystemTime>,
+    ) -> Result<(String, flashgate::config::Config), String> {
+        let text = self.gateway_config(owned, opens_at);
+        flashgate::config::Config::from_toml(&text, "scenario [gateway]", &[])
+            .map(|config| (text, config))
+            .map_err(|e| format!("the scenario's gateway config: {e}"))
+    }
+}
+
 /// The parts of the gateway's config the load test decides.
 #[derive(Debug, Clone)]
 pub struct Owned {

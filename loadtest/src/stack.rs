@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::get_json;
+use crate::client::Side;
 use crate::scenario::{Owned, Scenario, StoreChoice};
 
 /// Bound on every start-up wait and every side request.
@@ -116,6 +116,8 @@ pub struct Stack {
     redis: Option<Redis>,
     /// A client of the run's Redis, to read stock as the store has it.
     store: Option<flashgate::store::RedisStore>,
+    /// The client for the admin API and the backend.
+    side: Side,
     backend_stop: CancellationToken,
 }
 
@@ -165,6 +167,7 @@ impl Stack {
             .as_ref()
             .map(|r| format!("redis://127.0.0.1:{}", r.port));
         let admin_token = flashgate::types::Token::random().to_string();
+        let side = Side::new(SIDE_TIMEOUT);
         // A free port can be taken between choosing and binding it; then choose again.
         let mut last = String::new();
         for _ in 0..3 {
@@ -175,7 +178,7 @@ impl Stack {
                 admin_token: admin_token.clone(),
                 redis_url: redis_url.clone(),
             };
-            match launch(&dir, scenario, programs, opens_at, &owned).await {
+            match launch(&dir, scenario, programs, opens_at, &owned, &side).await {
                 Ok((child, config)) => {
                     let store = match redis {
                         Some(_) => Some(
@@ -197,6 +200,7 @@ impl Stack {
                         gateway: Some(child),
                         redis,
                         store,
+                        side,
                         backend_stop,
                     });
                 }
@@ -222,19 +226,19 @@ impl Stack {
     /// GET on the admin API.
     pub async fn admin_get(&self, path: &str) -> Result<Value, String> {
         let url = format!("http://{}{path}", self.admin);
-        get_json(&url, Some(&self.admin_token), SIDE_TIMEOUT).await
+        self.side.json(&url, Some(&self.admin_token)).await
     }
 
     /// The gateway's Prometheus text.
     pub async fn metrics(&self) -> Result<String, String> {
-        let v = self.admin_get("/metrics").await?;
-        Ok(v.as_str().unwrap_or_default().to_owned())
+        let url = format!("http://{}/metrics", self.admin);
+        self.side.text(&url, Some(&self.admin_token)).await
     }
 
     /// GET on the demo backend.
     pub async fn backend_get(&self, path: &str) -> Result<Value, String> {
         let url = format!("http://{}{path}", self.backend);
-        get_json(&url, None, SIDE_TIMEOUT).await
+        self.side.json(&url, None).await
     }
 
     /// The sale's stock as the store has it now.
@@ -297,11 +301,10 @@ async fn launch(
     programs: &Programs,
     opens_at: Option<SystemTime>,
     owned: &Owned,
+    side: &Side,
 ) -> Result<(Guarded, flashgate::config::Config), Launch> {
     let failed = Launch::Failed;
-    let text = scenario.gateway_config(owned, opens_at);
-    let config = flashgate::config::Config::from_toml(&text, "scenario [gateway]", &[])
-        .map_err(|e| failed(format!("the scenario's gateway config: {e}")))?;
+    let (text, config) = scenario.gateway_settings(owned, opens_at).map_err(failed)?;
     let config_path = dir.join("flashgate.toml");
     std::fs::write(&config_path, &text).map_err(|e| failed(e.to_string()))?;
     let log_path = dir.join("flashgate.log");
@@ -323,7 +326,7 @@ async fn launch(
     let mut child = Guarded(child);
     let ready = format!("http://{}/readyz", owned.admin_listen);
     let waited = wait_for(
-        || async { get_json(&ready, None, SIDE_TIMEOUT).await.is_ok() },
+        || async { side.text(&ready, None).await.is_ok() },
         "the gateway to be ready",
     )
     .await;

@@ -39,6 +39,31 @@ pub enum Series {
     EndToEnd,
 }
 
+impl Route {
+    /// The route's name in reports (as in the JSON report).
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Token => "token",
+            Route::Order => "order",
+            Route::Poll => "poll",
+            Route::Replay => "replay",
+        }
+    }
+}
+
+impl Series {
+    /// The series' name in reports (as in the JSON report).
+    pub fn name(self) -> &'static str {
+        match self {
+            Series::Token => "token",
+            Series::OrderRefused => "order_refused",
+            Series::OrderAdmitted => "order_admitted",
+            Series::Poll => "poll",
+            Series::EndToEnd => "end_to_end",
+        }
+    }
+}
+
 const SERIES: [Series; 5] = [
     Series::Token,
     Series::OrderRefused,

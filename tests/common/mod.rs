@@ -31,6 +31,27 @@ pub async fn guarded<F: std::future::Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// Reads until the server closes the connection; returns what it sent.
+pub async fn read_until_closed(stream: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    // A reset after the server closes is also a close.
+    let _ = guarded(
+        "server closing the connection",
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes `bytes` on a fresh connection and reads until the server closes it.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    read_until_closed(&mut s).await
+}
+
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Seen {
