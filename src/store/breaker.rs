@@ -1,6 +1,11 @@
 //! A circuit breaker in front of a store: every call is bounded by the store timeout, and
 //! after a run of failures calls fail at once for a cool-down instead of piling onto a dead
 //! or drowning Redis. After the cool-down one call at a time probes; a success closes it.
+//!
+//! A probe always ends: its result moves the breaker on, and a probe whose caller goes
+//! away first (a client hanging up drops the request's future) hands the probe back, so
+//! the next call probes at once. Without that, one cancelled probe would leave the
+//! breaker refusing every call for good while the store answers.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -93,23 +98,40 @@ impl Breaker {
     }
 
     /// May a call go through now? Moves Open → Probing for exactly one caller after the
-    /// cool-down.
-    fn admit(&self) -> bool {
+    /// cool-down; that caller holds the returned [`Probe`] until its result is recorded.
+    fn admit(&self) -> Admission<'_> {
         match self.state.load(Ordering::Acquire) {
-            CLOSED => true,
+            CLOSED => Admission::Pass,
             OPEN => {
                 let since = self
                     .now_ms()
                     .saturating_sub(self.opened_at.load(Ordering::Acquire));
-                since >= self.cooldown.as_millis() as u64
+                if since >= self.cooldown.as_millis() as u64
                     && self
                         .state
                         .compare_exchange(OPEN, PROBING, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
+                {
+                    Admission::Probe(Probe { breaker: self })
+                } else {
+                    Admission::Refuse
+                }
             }
             // Someone is probing already.
-            _ => false,
+            _ => Admission::Refuse,
         }
+    }
+
+    /// A probe ended without a result (its caller went away): open again with the
+    /// cool-down already over, so the next call probes.
+    fn probe_abandoned(&self) {
+        let ready_at = self
+            .now_ms()
+            .saturating_sub(self.cooldown.as_millis() as u64);
+        self.opened_at.store(ready_at, Ordering::Release);
+        let _ = self
+            .state
+            .compare_exchange(PROBING, OPEN, Ordering::AcqRel, Ordering::Acquire);
     }
 
     fn success(&self) {
@@ -137,12 +159,16 @@ impl Breaker {
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'a,
     ) -> StoreFuture<'a, T> {
         Box::pin(async move {
-            if !self.admit() {
-                if let Some(m) = &self.metrics {
-                    m.store_errors.with_label_values(&[step]).inc();
+            let probe = match self.admit() {
+                Admission::Pass => None,
+                Admission::Probe(p) => Some(p),
+                Admission::Refuse => {
+                    if let Some(m) = &self.metrics {
+                        m.store_errors.with_label_values(&[step]).inc();
+                    }
+                    return Err(StoreError::Unavailable("circuit open".into()));
                 }
-                return Err(StoreError::Unavailable("circuit open".into()));
-            }
+            };
             let started = Instant::now();
             let result = match tokio::time::timeout(self.timeout, fut).await {
                 Ok(r) => r,
@@ -170,8 +196,32 @@ impl Breaker {
                 // Any answer from the store, even "no such sale", shows it is up.
                 _ => self.success(),
             }
+            // The result moved the breaker on; the probe is over.
+            std::mem::forget(probe);
             result
         })
+    }
+}
+
+/// What [`Breaker::admit`] decided for one call.
+enum Admission<'a> {
+    /// Closed: go ahead.
+    Pass,
+    /// Go ahead as the one probe.
+    Probe(Probe<'a>),
+    /// Open, or another call is probing.
+    Refuse,
+}
+
+/// The right to probe, held by one call. Dropped before the call's result is recorded
+/// (the call's future was dropped), it hands the probe back.
+struct Probe<'a> {
+    breaker: &'a Breaker,
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.breaker.probe_abandoned();
     }
 }
 
@@ -225,5 +275,59 @@ impl Store for Breaker {
             }
             r
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use std::task::{Context, Poll, Waker};
+
+    fn down() -> StoreError {
+        StoreError::Unavailable("down".into())
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_caller_goes_away_hands_the_probe_back() {
+        let b = Breaker::new(
+            Arc::new(MemoryStore::new()),
+            Duration::from_secs(5),
+            1,
+            Duration::ZERO,
+        );
+        assert!(b.call("t", async { Err::<(), _>(down()) }).await.is_err());
+        assert_eq!(b.state(), BreakerState::Open);
+        // The probe's caller hangs up while the store is silent: its future is dropped.
+        let mut probe = b.call("t", std::future::pending::<Result<(), StoreError>>());
+        let poll = probe.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(poll.is_pending());
+        assert_eq!(b.state(), BreakerState::Probing);
+        drop(probe);
+        assert_eq!(b.state(), BreakerState::Open, "the probe was handed back");
+        // The store answers again: the next call probes and closes the breaker.
+        assert!(b.call("t", async { Ok(()) }).await.is_ok());
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn only_one_probe_at_a_time_and_a_failed_probe_reopens() {
+        let b = Breaker::new(
+            Arc::new(MemoryStore::new()),
+            Duration::from_secs(5),
+            1,
+            Duration::ZERO,
+        );
+        assert!(b.call("t", async { Err::<(), _>(down()) }).await.is_err());
+        let mut probe = b.call("t", std::future::pending::<Result<(), StoreError>>());
+        let _ = probe.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        let second = b.call("t", async { Ok(()) }).await;
+        assert!(
+            matches!(second, Err(StoreError::Unavailable(_))),
+            "{second:?}"
+        );
+        drop(probe);
+        assert!(b.call("t", async { Err::<(), _>(down()) }).await.is_err());
+        assert_eq!(b.state(), BreakerState::Open);
     }
 }
