@@ -70,10 +70,10 @@ async fn main() {
     sale.set_draining(true);
     // Skip the first second: it includes the bucket's initial burst.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let start_stock = store.stock(&sale.sku).await.expect("stock");
+    let start_stock = store.stock(&sale.sku).await.expect("stock").units;
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let end_stock = store.stock(&sale.sku).await.expect("stock");
+    let end_stock = store.stock(&sale.sku).await.expect("stock").units;
     let elapsed = start.elapsed().as_secs_f64();
     shutdown.cancel();
     let _ = drain.await;

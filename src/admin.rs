@@ -39,6 +39,10 @@ struct Readiness {
     ready: bool,
     upstream: &'static str,
     store: &'static str,
+    /// Sales held because the store lost their state: this instance still serves (the
+    /// proxy, the other sales), so it stays ready, and says why those sales refuse.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    held: Vec<String>,
 }
 
 impl Admin {
@@ -87,6 +91,17 @@ impl Admin {
                     ready: true,
                     upstream: "ok",
                     store: "ok",
+                    held: self
+                        .inner
+                        .api
+                        .held_sales()
+                        .into_iter()
+                        .map(|sku| {
+                            format!(
+                                "sale `{sku}`: the store lost its stock; load stock to sell again"
+                            )
+                        })
+                        .collect(),
                 },
             ),
             Some(reason) => GatewayError::NotReady(reason).into_response(),

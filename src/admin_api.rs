@@ -8,7 +8,8 @@
 //! | `POST /admin/sales/{sku}/hold`, `…/release` | holds / restarts the drain alone: admission goes on filling the queue |
 //! | `PUT /admin/sales/{sku}/drain_rate` `{"rate": n}` | changes the drain rate at once |
 //! | `PUT /admin/sales/{sku}/capacity` `{"capacity": n}` | changes the queue capacity (up to `max_capacity`) |
-//! | `PUT /admin/sales/{sku}/stock` `{"units": n}` | sets the stock in the store |
+//! | `PUT /admin/sales/{sku}/stock` `{"units": n}` | sets the stock in the store under a new epoch (releases a held sale) |
+//! | `POST /admin/sales/{sku}/stock/add` `{"units": n}` | adds n units atomically (negative: takes them away), racing with no reservation |
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,6 +26,8 @@ use crate::engine::Engine;
 use crate::error::GatewayError;
 use crate::response::{json, GatewayResponse};
 use crate::sale::Sale;
+use crate::store::StoreError;
+use crate::types::MAX_STOCK;
 
 /// The admin API over a sale engine.
 pub struct AdminApi {
@@ -51,6 +54,12 @@ struct Units {
     units: u64,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Delta {
+    units: i64,
+}
+
 impl AdminApi {
     /// The API over `engine`, accepting `token` (empty: off).
     pub fn new(engine: Arc<Engine>, token: &str) -> Self {
@@ -72,6 +81,19 @@ impl AdminApi {
             http::HeaderValue::from_static("text/plain; version=0.0.4"),
         );
         r
+    }
+
+    /// The skus of sales held because the store lost their state, sorted.
+    pub fn held_sales(&self) -> Vec<String> {
+        let mut held: Vec<String> = self
+            .engine
+            .sales
+            .iter()
+            .filter(|s| s.is_held())
+            .map(|s| s.sku.to_string())
+            .collect();
+        held.sort();
+        held
     }
 
     /// Answers a request under `/admin/`.
@@ -140,12 +162,32 @@ impl AdminApi {
             (Method::PUT, ["admin", "sales", sku, "stock"]) => {
                 let sale = self.sale(sku)?.clone();
                 let Units { units } = read_json(req).await?;
-                self.engine
+                if units > MAX_STOCK {
+                    return Err(GatewayError::BadRequest(
+                        "units must be at most 9007199254740991 (2^53 - 1)",
+                    ));
+                }
+                let epoch = self
+                    .engine
                     .store
                     .set_stock(&sale.sku, units)
                     .await
-                    .map_err(|_| GatewayError::StoreUnavailable)?;
-                sale.set_remaining(units);
+                    .map_err(stock_error)?;
+                self.engine.adopt(&sale, units, &epoch);
+                Ok(json(StatusCode::OK, &view(&sale)))
+            }
+            (Method::POST, ["admin", "sales", sku, "stock", "add"]) => {
+                let sale = self.sale(sku)?.clone();
+                let Delta { units } = read_json(req).await?;
+                let now = self
+                    .engine
+                    .store
+                    .add_stock(&sale.sku, units)
+                    .await
+                    .map_err(stock_error)?;
+                if !sale.is_held() {
+                    sale.set_remaining(now);
+                }
                 Ok(json(StatusCode::OK, &view(&sale)))
             }
             (_, ["admin", "sales", ..]) => Err(GatewayError::MethodNotAllowed),
@@ -180,7 +222,21 @@ fn view(s: &Sale) -> Value {
         "drain_rate": s.drain_rate(),
         "paused": s.is_paused(),
         "draining": s.is_draining(),
+        "held": s.is_held(),
     })
+}
+
+/// A store error on a stock change, as the admin API answers it.
+fn stock_error(e: StoreError) -> GatewayError {
+    match e {
+        StoreError::OutOfRange { .. } => {
+            GatewayError::BadRequest("the stock would go below 0 or above 2^53 - 1")
+        }
+        StoreError::UnknownSale(_) => {
+            GatewayError::BadRequest("the store holds no stock for this sale: set it first")
+        }
+        _ => GatewayError::StoreUnavailable,
+    }
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(

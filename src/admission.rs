@@ -44,7 +44,13 @@ pub fn check_edge(
         SaleState::Closed => return Err(GatewayError::SaleClosed),
         SaleState::Paused => return Err(GatewayError::SalePaused),
         SaleState::SoldOut => return Err(GatewayError::SoldOut),
+        SaleState::Held => return Err(GatewayError::SaleHeld),
     }
+    check_rate(engine, user, ip)
+}
+
+/// The per-user and per-IP rate limits alone.
+pub fn check_rate(engine: &Engine, user: &UserId, ip: IpAddr) -> Result<(), GatewayError> {
     if let Err(wait) = engine.per_user.check(user) {
         return Err(GatewayError::RateLimited {
             retry_after: retry_after_secs(wait),

@@ -57,12 +57,21 @@ enum StockAction {
         /// The sale.
         sku: String,
     },
-    /// Set one sale's stock (replacing what is there).
+    /// Set one sale's stock (replacing what is there), under a new epoch: how an operator
+    /// loads stock, including after the store lost its state.
     Set {
         /// The sale.
         sku: String,
-        /// Units.
+        /// Units (at most 2^53 - 1).
         units: u64,
+    },
+    /// Add units to a live sale's stock atomically (negative: take them away).
+    Add {
+        /// The sale.
+        sku: String,
+        /// Units to add.
+        #[arg(allow_negative_numbers = true)]
+        units: i64,
     },
     /// Print the stock of every configured sale.
     List,
@@ -260,7 +269,11 @@ fn serve(config: Config) -> ExitCode {
             tracing::info!("shutdown signal received; draining in-flight requests");
             token.cancel();
         });
-        gateway.wait().await;
+        if let Err(e) = gateway.wait().await {
+            tracing::error!(error = %e, "stopped, but undelivered orders could not be kept");
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
         tracing::info!("flashgate stopped");
         ExitCode::SUCCESS
     })
@@ -308,16 +321,20 @@ fn stock(config: Config, action: StockAction) -> ExitCode {
             StockAction::Get { sku } => store
                 .stock(&Sku::new(&sku))
                 .await
-                .map(|n| println!("{sku} {n}")),
+                .map(|n| println!("{sku} {}", n.units)),
             StockAction::Set { sku, units } => store
                 .set_stock(&Sku::new(&sku), units)
                 .await
-                .map(|()| println!("{sku} {units}")),
+                .map(|epoch| println!("{sku} {units} (epoch {epoch})")),
+            StockAction::Add { sku, units } => store
+                .add_stock(&Sku::new(&sku), units)
+                .await
+                .map(|now| println!("{sku} {now}")),
             StockAction::List => {
                 let mut out = Ok(());
                 for sale in &config.sales {
                     match store.stock(&Sku::new(&sale.sku)).await {
-                        Ok(n) => println!("{} {n}", sale.sku),
+                        Ok(n) => println!("{} {}", sale.sku, n.units),
                         Err(crate::store::StoreError::UnknownSale(_)) => {
                             println!("{} (not loaded)", sale.sku)
                         }
@@ -376,14 +393,20 @@ fn demo(args: &DemoArgs) -> ExitCode {
             crate::signal::terminated().await;
             token.cancel();
         });
-        gateway.wait().await;
+        let kept = gateway.wait().await;
         stop.cancel();
         let _ = backend_task.await;
         println!(
             "demo stopped: the backend recorded {} orders",
             backend.orders()
         );
-        ExitCode::SUCCESS
+        match kept {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 

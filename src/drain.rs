@@ -119,7 +119,7 @@ async fn work(
                     sale.set_remaining(remaining);
                     engine.outbox_ready.notify_one();
                 }
-                TicketStatus::Reserved(order_id)
+                TicketStatus::of_order(order_id, reply.state)
             }
             Reservation::SoldOut { remaining } => {
                 if !reply.replayed {

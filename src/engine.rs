@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryMode, StoreKind};
 use crate::identity::Identity;
+use crate::local_state::LocalState;
 use crate::metrics::{Metrics, SaleCounters};
 use crate::ratelimit::KeyedLimit;
-use crate::sale::Sales;
-use crate::store::{Store, StoreError};
+use crate::sale::{Sale, Sales};
+use crate::store::{StockLoad, StockReading, Store, StoreError};
 use crate::ticket::TicketBook;
-use crate::types::{Sku, UserId};
+use crate::types::{Epoch, Sku, UserId};
 
 /// How often rate-limit keys whose buckets refilled are forgotten.
 const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -46,16 +47,26 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Each sale's pre-resolved counters.
     counters: HashMap<Sku, SaleCounters>,
+    /// What this instance keeps on disk (store epochs, the memory store's snapshot).
+    pub local: LocalState,
+    /// Names the store in the local state: its kind, address and key prefix.
+    store_id: String,
 }
 
 impl Engine {
-    /// Builds the engine for `config` over `store`.
+    /// Builds the engine for `config` over `store`, keeping no local state.
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
-        Self::with_metrics(config, store, Arc::new(Metrics::new()))
+        let none = LocalState::open("").unwrap_or_else(|_| unreachable!("no directory, no I/O"));
+        Self::with_metrics(config, store, Arc::new(Metrics::new()), none)
     }
 
-    /// Builds the engine, recording into `metrics`.
-    pub fn with_metrics(config: &Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    /// Builds the engine, recording into `metrics` and keeping `local` state.
+    pub fn with_metrics(
+        config: &Config,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        local: LocalState,
+    ) -> Self {
         let sales = Sales::from_config(config);
         let counters = sales
             .iter()
@@ -74,6 +85,15 @@ impl Engine {
             stock_sync: (config.store.kind == StoreKind::Redis)
                 .then_some(config.store.sync_interval),
             outbox_ready: Notify::new(),
+            local,
+            store_id: match config.store.kind {
+                StoreKind::Memory => "memory".to_owned(),
+                StoreKind::Redis => format!(
+                    "{} {}",
+                    crate::config::redact_url(&config.store.url),
+                    config.store.key_prefix
+                ),
+            },
         }
     }
 
@@ -103,16 +123,82 @@ impl Engine {
     }
 
     /// Loads each sale's stock into the store (the first instance's figure wins) and takes
-    /// the store's figure as the sale's remaining stock.
+    /// the store's figure as the sale's remaining stock. A store that has lost a sale this
+    /// instance loaded before is not loaded again: the sale is held (see [`Self::hold`]).
     pub async fn load_stock(&self, config: &Config) -> Result<(), StoreError> {
         for cfg in &config.sales {
             let Some(sale) = self.sales.get(&cfg.sku) else {
                 continue;
             };
-            let held = self.store.init_stock(&sale.sku, cfg.stock).await?;
-            sale.set_remaining(held);
+            let known = self.local.epoch(&self.store_id, &sale.sku);
+            match self
+                .store
+                .init_stock(&sale.sku, cfg.stock, known.as_ref())
+                .await?
+            {
+                StockLoad::Held { units, epoch } | StockLoad::Created { units, epoch } => {
+                    self.adopt(sale, units, &epoch);
+                }
+                StockLoad::Lost => self.hold(sale),
+            }
         }
         Ok(())
+    }
+
+    /// Takes the store's figure and epoch for a sale, releasing a hold.
+    pub fn adopt(&self, sale: &Sale, units: u64, epoch: &Epoch) {
+        if let Err(e) = self.local.remember(&self.store_id, &sale.sku, epoch) {
+            // Not fatal: the next start might not notice a store that lost its state.
+            tracing::error!(sku = %sale.sku, error = %e, "cannot record the stock's epoch locally");
+        }
+        if sale.is_held() {
+            tracing::warn!(sku = %sale.sku, units, "stock loaded again; the sale is no longer held");
+        }
+        sale.set_held(false);
+        self.metrics
+            .sale_held
+            .with_label_values(&[sale.sku.as_str()])
+            .set(0);
+        sale.set_remaining(units);
+    }
+
+    /// Holds a sale whose state the store lost: selling the configured stock again would
+    /// sell units that were sold already. It stays held until an operator loads stock.
+    pub fn hold(&self, sale: &Sale) {
+        if !sale.is_held() {
+            tracing::error!(sku = %sale.sku,
+                "the store lost this sale's stock; the sale is held until an operator loads stock");
+        }
+        sale.set_held(true);
+        self.metrics
+            .sale_held
+            .with_label_values(&[sale.sku.as_str()])
+            .set(1);
+    }
+
+    /// Applies one stock reading from a shared store: how an instance learns that another
+    /// sold the sale out, that an operator loaded stock, or that the store lost its state.
+    fn apply_reading(&self, sale: &Sale, reading: Result<StockReading, StoreError>) {
+        let known = self.local.epoch(&self.store_id, &sale.sku);
+        match reading {
+            Ok(StockReading { units, epoch }) => match (epoch, known) {
+                (Some(now), Some(known)) if now != known => {
+                    if now.by_operator() {
+                        self.adopt(sale, units, &now);
+                    } else {
+                        // Re-created by a first start that did not know the sale had been
+                        // loaded: the store lost its state in between.
+                        self.hold(sale);
+                    }
+                }
+                (Some(now), _) if sale.is_held() && !now.by_operator() => {}
+                (Some(now), _) => self.adopt(sale, units, &now),
+                (None, _) if sale.is_held() => {}
+                (None, _) => sale.set_remaining(units),
+            },
+            Err(StoreError::UnknownSale(_)) if known.is_some() => self.hold(sale),
+            Err(e) => tracing::debug!(sku = %sale.sku, error = %e, "stock sync failed"),
+        }
     }
 
     /// Starts the drains, the deliverer and the limiter sweeper; they stop on `shutdown`.
@@ -178,10 +264,8 @@ async fn sync_stock(engine: Arc<Engine>, every: Duration, shutdown: Cancellation
             () = shutdown.cancelled() => return,
         }
         for sale in engine.sales.iter() {
-            match engine.store.stock(&sale.sku).await {
-                Ok(stock) => sale.set_remaining(stock),
-                Err(e) => tracing::debug!(sku = %sale.sku, error = %e, "stock sync failed"),
-            }
+            let reading = engine.store.stock(&sale.sku).await;
+            engine.apply_reading(sale, reading);
         }
     }
 }

@@ -92,6 +92,12 @@ pub enum GatewayError {
     /// The request body did not arrive within `server.body_timeout`.
     #[error("the request body did not arrive in time")]
     RequestTimeout,
+    /// The sale is held: the store lost its state and an operator has not loaded stock yet.
+    #[error("the sale is held until its stock is loaded again, retry later")]
+    SaleHeld,
+    /// The order was reserved but the backend did not take it; its stock went back.
+    #[error("the order could not be delivered; its stock was restored, you may buy again")]
+    DeliveryFailed,
 }
 
 impl GatewayError {
@@ -117,9 +123,11 @@ impl GatewayError {
             Self::SoldOut => StatusCode::GONE,
             Self::InvalidToken => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::QueueFull { .. } | Self::StoreUnavailable | Self::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::QueueFull { .. }
+            | Self::StoreUnavailable
+            | Self::ShuttingDown
+            | Self::SaleHeld => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeliveryFailed => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -150,6 +158,8 @@ impl GatewayError {
             Self::UnknownTicket => "unknown_ticket",
             Self::Unauthorized => "unauthorized",
             Self::RequestTimeout => "request_timeout",
+            Self::SaleHeld => "sale_held",
+            Self::DeliveryFailed => "delivery_failed",
         }
     }
 
@@ -160,6 +170,7 @@ impl GatewayError {
             | Self::NotReady(_)
             | Self::StoreUnavailable
             | Self::ShuttingDown => Some(1),
+            Self::SaleHeld => Some(30),
             Self::RateLimited { retry_after } | Self::QueueFull { retry_after } => {
                 Some((*retry_after).max(1))
             }
@@ -201,6 +212,8 @@ mod tests {
             GatewayError::UnknownTicket,
             GatewayError::Unauthorized,
             GatewayError::RequestTimeout,
+            GatewayError::SaleHeld,
+            GatewayError::DeliveryFailed,
         ];
         for e in all {
             let needs = matches!(e.status().as_u16(), 429 | 503);

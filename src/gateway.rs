@@ -15,6 +15,7 @@ use crate::admin::Admin;
 use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
 use crate::error::GatewayError;
+use crate::local_state::{LocalState, LocalStateError};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::response::GatewayResponse;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// A page template could not be loaded.
     #[error("{0}")]
     Pages(#[from] crate::pages::PagesError),
+    /// The local state directory (`server.data_dir`) could not be read.
+    #[error("server.data_dir: {0}")]
+    LocalState(#[from] LocalStateError),
 }
 
 /// The public listener's pipeline.
@@ -108,6 +112,9 @@ pub struct Gateway {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     engine: Arc<Engine>,
+    /// The memory store, when it is the store: what it still holds at the end of a
+    /// graceful stop is written to the local state directory.
+    memory: Option<Arc<MemoryStore>>,
 }
 
 impl Gateway {
@@ -150,8 +157,21 @@ impl Gateway {
             ..limits
         };
         let shutdown = CancellationToken::new();
+        let local = LocalState::open(config.data_dir())?;
+        let mut memory = None;
+        let mut restored = None;
         let backend: Arc<dyn Store> = match config.store.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::with_replay_ttl(config.store.replay_ttl)),
+            StoreKind::Memory => {
+                let m = Arc::new(MemoryStore::with_replay_ttl(config.store.replay_ttl));
+                if let Some(path) = local.snapshot_path() {
+                    if m.restore(&path)? {
+                        tracing::info!(path = %path.display(), "restored the memory store kept by the last stop");
+                        restored = Some(path);
+                    }
+                }
+                memory = Some(m.clone());
+                m
+            }
             StoreKind::Redis => Arc::new(RedisStore::new(&config.store, config.store.replay_ttl)?),
         };
         let metrics = Arc::new(Metrics::new());
@@ -164,8 +184,16 @@ impl Gateway {
             )
             .with_metrics(metrics.clone()),
         );
-        let engine = Arc::new(Engine::with_metrics(&config, store, metrics));
+        let engine = Arc::new(Engine::with_metrics(&config, store, metrics, local));
         engine.load_stock(&config).await?;
+        if let Some(path) = restored {
+            // This process holds the state now; a crash from here on must be seen as lost
+            // state (the sale held), never answered with the stale snapshot.
+            std::fs::remove_file(&path).map_err(|source| LocalStateError {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
         let public_handler = Public {
             inner: Arc::new(PublicInner {
                 proxy: proxy.clone(),
@@ -206,6 +234,7 @@ impl Gateway {
             shutdown,
             tasks,
             engine,
+            memory,
         })
     }
 
@@ -225,12 +254,34 @@ impl Gateway {
     }
 
     /// Waits until the listeners have shut down, their connections have drained, every
-    /// admitted request has its outcome and the deliverer has stopped.
-    pub async fn wait(self) {
+    /// admitted request has its outcome and the deliverer has stopped; then keeps what the
+    /// memory store still holds (undelivered orders, stock, buyers) in the local state
+    /// directory for the next start. An error means reserved orders would be lost.
+    pub async fn wait(self) -> Result<(), LocalStateError> {
         for task in self.tasks {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "listener task failed");
             }
+        }
+        match (&self.memory, self.engine.local.snapshot_path()) {
+            (Some(m), Some(path)) => {
+                let undelivered = m.save(&path)?;
+                if undelivered > 0 {
+                    tracing::warn!(undelivered, path = %path.display(),
+                        "orders not delivered yet are kept for the next start");
+                }
+                Ok(())
+            }
+            (Some(m), None) => match m.undelivered() {
+                0 => Ok(()),
+                n => Err(LocalStateError {
+                    path: "server.data_dir".to_owned(),
+                    source: std::io::Error::other(format!(
+                        "{n} reserved orders were not delivered and are lost: no data directory"
+                    )),
+                }),
+            },
+            _ => Ok(()),
         }
     }
 }

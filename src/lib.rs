@@ -32,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod gateway;
 pub mod identity;
+pub mod local_state;
 pub mod logging;
 pub mod metrics;
 pub mod order_body;

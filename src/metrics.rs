@@ -72,6 +72,10 @@ pub struct Metrics {
     pub admission_seconds: Histogram,
     /// Times the store reported negative stock (the oversell guard tripped).
     pub oversell_guard: IntCounter,
+    /// Orders the backend accepted whose stock had already been restored; should stay 0.
+    pub delivery_conflicts: IntCounter,
+    /// 1 while a sale is held because the store lost its state (stock not reloaded yet).
+    pub sale_held: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -140,8 +144,22 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(oversell_guard.clone()))
             .expect("unique metric");
+        let delivery_conflicts = IntCounter::new(
+            "flashgate_delivery_conflicts_total",
+            "Orders the backend accepted whose stock had already been restored; should stay 0",
+        )
+        .expect("valid metric");
+        r.register(Box::new(delivery_conflicts.clone()))
+            .expect("unique metric");
         Self {
             oversell_guard,
+            delivery_conflicts,
+            sale_held: gauge(
+                &r,
+                "flashgate_sale_held",
+                "1 while the sale is held: the store lost its state and stock is not reloaded",
+                &["sku"],
+            ),
             requests: counter(
                 &r,
                 "flashgate_requests_total",

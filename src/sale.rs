@@ -27,6 +27,8 @@ pub enum SaleState {
     SoldOut,
     /// After `ends_at`.
     Closed,
+    /// Held: the store lost its state; nothing is sold until an operator loads stock.
+    Held,
 }
 
 /// The queue settings a sale runs with.
@@ -66,6 +68,8 @@ pub struct Sale {
     remaining: AtomicU64,
     /// Set once the store reports no stock; cleared when stock comes back.
     sold_out: AtomicBool,
+    /// Set while the store has lost this sale's state (see [`SaleState::Held`]).
+    held: AtomicBool,
     /// Admitted requests not finished yet (queued or being processed).
     pending: AtomicUsize,
     rate: watch::Sender<u32>,
@@ -94,6 +98,7 @@ impl Sale {
             },
             remaining: AtomicU64::new(cfg.stock),
             sold_out: AtomicBool::new(cfg.stock == 0),
+            held: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             rate: watch::Sender::new(q.drain_rate),
             paused: watch::Sender::new(false),
@@ -107,6 +112,8 @@ impl Sale {
             SaleState::Upcoming
         } else if self.ends.is_some_and(|e| now >= e) {
             SaleState::Closed
+        } else if self.is_held() {
+            SaleState::Held
         } else if self.is_paused() {
             SaleState::Paused
         } else if self.sold_out.load(Ordering::Acquire) {
@@ -125,6 +132,16 @@ impl Sale {
     pub fn set_remaining(&self, remaining: u64) {
         self.remaining.store(remaining, Ordering::Release);
         self.sold_out.store(remaining == 0, Ordering::Release);
+    }
+
+    /// True while the sale is held because the store lost its state.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Holds (true) or releases (false) the sale for lost store state.
+    pub fn set_held(&self, held: bool) {
+        self.held.store(held, Ordering::Release);
     }
 
     /// Admitted requests not finished yet.

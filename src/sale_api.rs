@@ -26,6 +26,7 @@ use crate::queue::QueueItem;
 use crate::response::{json, GatewayResponse};
 use crate::sale::{Sale, SaleState};
 use crate::server::Peer;
+use crate::store::Reservation;
 use crate::ticket::{RefusalCode, Ticket, TicketStatus};
 use crate::types::{TicketId, Token};
 
@@ -195,6 +196,10 @@ impl SaleApi {
                     TicketStatus::Queued | TicketStatus::Processing => {
                         Ok(accepted(&sale, ticket, t.seq))
                     }
+                    TicketStatus::Reserved(order) => {
+                        let now = self.current_state(&sale, order).await;
+                        outcome_response(ticket, &now)
+                    }
                     ref status => outcome_response(ticket, status),
                 };
             }
@@ -211,6 +216,15 @@ impl SaleApi {
             .metrics
             .admission_seconds
             .observe(decided.elapsed().as_secs_f64());
+        // A token this instance has no answer for (another instance took it, the reply was
+        // lost, its ticket was forgotten) may have been spent already: before a final
+        // refusal contradicts its outcome, read that outcome from the store (invariant 3
+        // before invariant 6; the rate limits still apply).
+        if let Err(Refusal::Error(GatewayError::SoldOut | GatewayError::SaleClosed)) = &decision {
+            if let Some(answer) = self.replay_from_store(&sale, &token, &user, peer).await? {
+                return Ok(answer);
+            }
+        }
         let counters = self.engine.counters(&sale.sku);
         let seq = match decision {
             Ok(seq) => seq,
@@ -266,6 +280,51 @@ impl SaleApi {
             }
         }
         Ok(accepted(&sale, ticket, seq))
+    }
+
+    /// A reserved order's state now. With a shared store another instance may have
+    /// confirmed or compensated it, so the store is asked (one read); with the memory store
+    /// this instance's deliverer keeps its tickets current. If the store does not answer,
+    /// what this instance knows.
+    async fn current_state(&self, sale: &Sale, order: crate::types::OrderId) -> TicketStatus {
+        if self.engine.stock_sync.is_none() {
+            return TicketStatus::Reserved(order);
+        }
+        match self.engine.store.order_state(&sale.sku, &order).await {
+            Ok(state) => TicketStatus::of_order(order, state),
+            Err(_) => TicketStatus::Reserved(order),
+        }
+    }
+
+    /// The recorded outcome of `token` if `user` spent it already, as the answer to give.
+    async fn replay_from_store(
+        &self,
+        sale: &Sale,
+        token: &Token,
+        user: &crate::types::UserId,
+        peer: &Peer,
+    ) -> Result<Option<GatewayResponse>, GatewayError> {
+        admission::check_rate(&self.engine, user, peer.addr.ip())?;
+        let replay = self
+            .engine
+            .store
+            .replay(&sale.sku, token, user)
+            .await
+            .map_err(|e| {
+                tracing::warn!(sku = %sale.sku, error = %e, "cannot read a token's outcome");
+                GatewayError::StoreUnavailable
+            })?;
+        let Some(reply) = replay else {
+            return Ok(None);
+        };
+        let status = match reply.outcome {
+            Reservation::Reserved { order_id, .. } => TicketStatus::of_order(order_id, reply.state),
+            Reservation::SoldOut { .. } => TicketStatus::SoldOut,
+            Reservation::LimitReached => TicketStatus::Duplicate,
+            Reservation::InvalidToken => TicketStatus::InvalidToken,
+        };
+        // No ticket of this instance followed it: the answer carries none.
+        outcome_response(TicketId::random(), &status).map(Some)
     }
 
     /// The busy page; an unknown or malformed `sku` is left out rather than echoed.
@@ -396,16 +455,26 @@ fn outcome_response(
     status: &TicketStatus,
 ) -> Result<GatewayResponse, GatewayError> {
     match status {
-        TicketStatus::Reserved(order) | TicketStatus::Confirmed(order) => Ok(json(
+        TicketStatus::Reserved(order) => Ok(json(
             StatusCode::CREATED,
             &json!({ "status": "reserved", "order_id": order, "ticket": ticket }),
+        )),
+        TicketStatus::Confirmed(order) => Ok(json(
+            StatusCode::CREATED,
+            &json!({ "status": "confirmed", "order_id": order, "ticket": ticket }),
         )),
         TicketStatus::SoldOut => Err(GatewayError::SoldOut),
         TicketStatus::Duplicate => Err(GatewayError::Duplicate),
         TicketStatus::InvalidToken => Err(GatewayError::InvalidToken),
-        TicketStatus::Failed(_) | TicketStatus::Refused(RefusalCode::StoreUnavailable) => {
-            Err(GatewayError::StoreUnavailable)
+        TicketStatus::Failed(order) => {
+            // The same answer on every instance: this order failed for good, stock went back.
+            let e = GatewayError::DeliveryFailed;
+            Ok(json(
+                e.status(),
+                &json!({ "error": e.code(), "message": e.to_string(), "order_id": order, "ticket": ticket }),
+            ))
         }
+        TicketStatus::Refused(RefusalCode::StoreUnavailable) => Err(GatewayError::StoreUnavailable),
         TicketStatus::Refused(RefusalCode::ShuttingDown) => Err(GatewayError::ShuttingDown),
         TicketStatus::Refused(RefusalCode::QueueFull) => {
             Err(GatewayError::QueueFull { retry_after: 1 })

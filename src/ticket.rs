@@ -48,6 +48,17 @@ pub enum TicketStatus {
 }
 
 impl TicketStatus {
+    /// A reserved order's ticket status from the order's state now (a replay answers
+    /// where the order is: confirmed, or failed with its stock restored).
+    pub fn of_order(order: OrderId, state: Option<crate::store::OrderState>) -> Self {
+        use crate::store::OrderState;
+        match state {
+            Some(OrderState::Confirmed) => Self::Confirmed(order),
+            Some(OrderState::Failed) => Self::Failed(order),
+            Some(OrderState::Reserved) | None => Self::Reserved(order),
+        }
+    }
+
     /// True once the ticket will not change any more (or changes only by delivery).
     pub fn is_final(&self) -> bool {
         !matches!(self, Self::Queued | Self::Processing)

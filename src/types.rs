@@ -127,6 +127,13 @@ macro_rules! hex_id {
                 s.serialize_str(self.as_str())
             }
         }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).ok_or_else(|| serde::de::Error::custom("not 32 lowercase hex digits"))
+            }
+        }
     };
 }
 
@@ -142,6 +149,49 @@ hex_id!(
     /// A reserved order's id; also the backend's idempotency key.
     OrderId
 );
+
+/// The most units a sale's stock may hold: 2^53 − 1, the largest integer every layer
+/// (Lua's doubles in Redis scripts, JSON readers) carries exactly.
+pub const MAX_STOCK: u64 = (1 << 53) - 1;
+
+/// Which loading of a sale's stock the store holds: written with the stock, so that a store
+/// that lost its state (and with it the epoch) is told apart from one never loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Epoch(String);
+
+impl Epoch {
+    /// A fresh epoch written by a gateway's first start (`init-…`).
+    pub fn initial() -> Self {
+        Self(format!("init-{}", OrderId::random().as_str()))
+    }
+
+    /// A fresh epoch written by an operator loading stock (`load-…`).
+    pub fn loaded() -> Self {
+        Self(format!("load-{}", OrderId::random().as_str()))
+    }
+
+    /// An epoch as the store holds it.
+    pub fn from_store(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+
+    /// True when an operator wrote it (not a gateway's first start).
+    pub fn by_operator(&self) -> bool {
+        self.0.starts_with("load-")
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -205,9 +205,11 @@ async fn sigkill_mid_delivery_then_restart_delivers_everything() {
     let dir = std::env::temp_dir().join(format!("flashgate-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = dir.join("gw.toml");
+    // Orders are taken over once idle past claim_idle, which must outlast a POST and a
+    // confirm: short timeouts keep the takeover quick.
     let text = format!(
-        "{}[store]\nkind = \"redis\"\nurl = \"{}\"\n[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 20\n{FAST_RETRY}claim_idle = \"100ms\"\n",
-        config_text(&up.url(), ""),
+        "{}[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"300ms\"\n[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 20\n{FAST_RETRY}claim_idle = \"700ms\"\n",
+        config_text(&up.url(), "").replace("timeout = \"5s\"", "timeout = \"300ms\""),
         redis.url()
     );
     std::fs::write(&cfg, text).expect("config");

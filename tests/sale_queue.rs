@@ -263,7 +263,13 @@ async fn a_crowd_of_ten_thousand_never_oversells() {
     assert_eq!(distinct.len() as u64, STOCK);
     let sale = gw.engine().sales.get("phone").expect("sale").clone();
     assert_eq!(sale.remaining(), 0);
-    let store_stock = gw.engine().store.stock(&sale.sku).await.expect("stock");
+    let store_stock = gw
+        .engine()
+        .store
+        .stock(&sale.sku)
+        .await
+        .expect("stock")
+        .units;
     assert_eq!(store_stock, 0);
 
     // The backend receives each order exactly once.
@@ -317,6 +323,8 @@ async fn shutdown_answers_every_queued_request() {
         refused += 1;
     }
     assert_eq!(refused, 50, "every queued request was answered");
-    guarded("gateway to stop", gw.wait()).await;
+    guarded("gateway to stop", gw.wait())
+        .await
+        .expect("nothing reserved was lost");
     let _ = Arc::strong_count(&s);
 }

@@ -34,7 +34,9 @@ async fn shutdown_finishes_the_in_flight_request() {
     let a = in_flight.await.expect("client task");
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body.as_ref(), b"held and released");
-    guarded("gateway to stop", gw.wait()).await;
+    guarded("gateway to stop", gw.wait())
+        .await
+        .expect("nothing undelivered is lost");
 }
 
 /// Starts the real binary and returns it with its public address, read from its JSON log.

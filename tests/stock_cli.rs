@@ -42,12 +42,32 @@ fn stock_can_be_loaded_and_read() {
     assert_eq!(code, 0);
     assert_eq!(out, "phone (not loaded)\ntv (not loaded)\n");
     let (code, out, _) = flashgate(&["stock", "--config", &cfg, "set", "phone", "42"]);
-    assert_eq!((code, out.as_str()), (0, "phone 42\n"));
+    assert_eq!(code, 0);
+    assert!(out.starts_with("phone 42 (epoch load-"), "{out}");
     let (code, out, _) = flashgate(&["stock", "--config", &cfg, "get", "phone"]);
     assert_eq!((code, out.as_str()), (0, "phone 42\n"));
     assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "42");
     let (code, out, _) = flashgate(&["stock", "--config", &cfg, "list"]);
     assert_eq!((code, out.as_str()), (0, "phone 42\ntv (not loaded)\n"));
+    // Units are added atomically, and never below 0 nor above 2^53 - 1.
+    let (code, out, _) = flashgate(&["stock", "--config", &cfg, "add", "phone", "8"]);
+    assert_eq!((code, out.as_str()), (0, "phone 50\n"));
+    let (code, out, _) = flashgate(&["stock", "--config", &cfg, "add", "phone", "-50"]);
+    assert_eq!((code, out.as_str()), (0, "phone 0\n"));
+    let (code, _, err) = flashgate(&["stock", "--config", &cfg, "add", "phone", "-1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("stock would leave"), "{err}");
+    let (code, _, err) = flashgate(&[
+        "stock",
+        "--config",
+        &cfg,
+        "set",
+        "phone",
+        "9007199254740992",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("stock would leave"), "{err}");
+    assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "0");
     let (code, _, err) = flashgate(&["stock", "--config", &cfg, "get", "tv"]);
     assert_eq!(code, 1);
     assert!(err.contains("no sale `tv`"), "{err}");

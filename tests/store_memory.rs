@@ -15,7 +15,7 @@ store_suite!(|| ((), Arc::new(MemoryStore::new()) as Arc<dyn Store>));
 async fn expired_tokens_are_forgotten() {
     let store = MemoryStore::with_replay_ttl(Duration::ZERO);
     let sku = Sku::new("forget");
-    store.init_stock(&sku, 1_000_000).await.expect("init");
+    store.init_stock(&sku, 1_000_000, None).await.expect("init");
     let u = UserId::parse("u").expect("user");
     for _ in 0..1000 {
         store

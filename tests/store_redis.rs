@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashgate::config::{StoreConfig, StoreKind};
+use flashgate::store::{Compensation, Confirmation};
 use flashgate::store::{RedisStore, Reservation, ReserveRequest, Store};
 use flashgate::types::{Sku, UserId};
 use redis_server::RedisServer;
@@ -49,7 +50,7 @@ async fn scripts_are_reloaded_after_script_flush() {
     let server = RedisServer::start();
     let store = store_on(&server);
     let sku = Sku::new("noscript");
-    store.init_stock(&sku, 5).await.expect("init");
+    store.init_stock(&sku, 5, None).await.expect("init");
     // The scripts are loaded and in use...
     let first = reserve_one(&store, &sku, "u1").await;
     assert!(matches!(first, Reservation::Reserved { remaining: 4, .. }));
@@ -64,7 +65,7 @@ async fn keys_of_a_sale_share_one_cluster_slot() {
     let server = RedisServer::start();
     let store = store_on(&server);
     let sku = Sku::new("slot");
-    store.init_stock(&sku, 1).await.expect("init");
+    store.init_stock(&sku, 1, None).await.expect("init");
     reserve_one(&store, &sku, "u").await;
     // Every key of the sale carries the {sku} hash tag.
     let count = server.command(&["EVAL", "return #redis.call('KEYS', '*')", "0"]);
@@ -90,7 +91,13 @@ async fn rediss_urls_speak_tls() {
     };
     let store = RedisStore::new(&cfg, Duration::from_secs(60)).expect("pool");
     let sku = Sku::new("tls");
-    assert_eq!(store.init_stock(&sku, 7).await.expect("init over TLS"), 7);
+    assert!(matches!(
+        store
+            .init_stock(&sku, 7, None)
+            .await
+            .expect("init over TLS"),
+        flashgate::store::StockLoad::Created { units: 7, .. }
+    ));
     assert_eq!(server.command(&["GET", "flashgate:{tls}:stock"]), "7");
 }
 
@@ -99,34 +106,102 @@ async fn deliverers_share_the_outbox_and_take_over_a_dead_ones_orders() {
     let server = RedisServer::start();
     let store = store_on(&server);
     let sku = Sku::new("claim");
-    store.init_stock(&sku, 10).await.expect("init");
+    store.init_stock(&sku, 10, None).await.expect("init");
     for i in 0..4 {
         reserve_one(&store, &sku, &format!("u{i}")).await;
     }
     let long = Duration::from_secs(3600);
-    let a = store.claim(&sku, "a", 3, long).await.expect("claim");
+    let a = store.claim(&sku, "a", 3, long).await.expect("claim").orders;
     assert_eq!(a.len(), 3);
     // b gets only what a does not hold.
-    let b = store.claim(&sku, "b", 10, long).await.expect("claim");
+    let b = store
+        .claim(&sku, "b", 10, long)
+        .await
+        .expect("claim")
+        .orders;
     assert_eq!(b.len(), 1);
     assert!(a.iter().all(|o| o.order_id != b[0].order_id));
     // a asks again: the same three (its pending ones), nothing of b's.
-    let again = store.claim(&sku, "a", 10, long).await.expect("claim");
+    let again = store
+        .claim(&sku, "a", 10, long)
+        .await
+        .expect("claim")
+        .orders;
     assert_eq!(again.len(), 3);
     // a dies; with its orders idle past the threshold, c takes them over.
     let c = store
         .claim(&sku, "c", 10, Duration::ZERO)
         .await
-        .expect("claim");
+        .expect("claim")
+        .orders;
     assert_eq!(c.len(), 4);
-    // Confirmed orders leave the stream and the group for good.
-    for o in &c {
-        assert!(store.confirm(&sku, &o.order_id).await.expect("confirm"));
+    // Settlement is fenced: a (alive after all) can neither renew, confirm nor compensate
+    // what c owns now.
+    let ids: Vec<_> = c.iter().map(|o| o.order_id).collect();
+    assert!(store
+        .touch(&sku, "a", &ids)
+        .await
+        .expect("touch")
+        .is_empty());
+    assert_eq!(store.touch(&sku, "c", &ids).await.expect("touch"), ids);
+    assert_eq!(
+        store.confirm(&sku, &ids[0], "a").await.expect("confirm"),
+        Confirmation::NotOwner
+    );
+    assert_eq!(
+        store
+            .compensate(&sku, &ids[1], "a")
+            .await
+            .expect("compensate"),
+        Compensation::NotOwner
+    );
+    // The owner settles them: they leave the stream and the group's pending list for good.
+    for (i, id) in ids.iter().enumerate() {
+        if i == 1 {
+            assert!(matches!(
+                store.compensate(&sku, id, "c").await.expect("compensate"),
+                Compensation::Restored { .. }
+            ));
+        } else {
+            assert_eq!(
+                store.confirm(&sku, id, "c").await.expect("confirm"),
+                Confirmation::Confirmed
+            );
+        }
     }
+    assert_eq!(
+        server.command(&[
+            "XPENDING",
+            "flashgate:{claim}:outbox",
+            "flashgate-deliverers"
+        ]),
+        "*4",
+        "XPENDING's summary is an array of four"
+    );
+    assert_eq!(
+        pending_count(&server, "flashgate:{claim}:outbox"),
+        0,
+        "every entry acknowledged"
+    );
     assert!(store
         .claim(&sku, "c", 10, Duration::ZERO)
         .await
         .expect("claim")
+        .orders
         .is_empty());
     assert_eq!(server.command(&["XLEN", "flashgate:{claim}:outbox"]), ":0");
+    // Settled orders are kept for replays, then expire.
+    let ttl = server.command(&["PTTL", &format!("flashgate:{{claim}}:order:{}", ids[0])]);
+    let ms: i64 = ttl.trim_start_matches(':').parse().expect("a TTL");
+    assert!(ms > 0, "a settled order expires ({ttl})");
+}
+
+/// Entries in the deliverers' pending list of `stream`.
+fn pending_count(server: &RedisServer, stream: &str) -> i64 {
+    // The summary's first element is the count: `*4` then `:n`.
+    let reply = server.command_lines(&["XPENDING", stream, "flashgate-deliverers"], 2);
+    reply[1]
+        .trim_start_matches(':')
+        .parse()
+        .expect("pending count")
 }

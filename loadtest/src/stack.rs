@@ -249,6 +249,7 @@ impl Stack {
             return tokio::time::timeout(SIDE_TIMEOUT, read)
                 .await
                 .map_err(|_| "the store did not answer".to_owned())?
+                .map(|r| r.units)
                 .map_err(|e| e.to_string());
         }
         // The memory store lives in the gateway; its admin API shows it.

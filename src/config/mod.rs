@@ -81,6 +81,12 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// This instance's own state: the store epochs it has loaded (so a store that lost
+    /// its data is noticed even after a restart) and the memory store's undelivered
+    /// orders across a graceful restart. Default: `<config file name>.data/` beside the
+    /// config file (config text from elsewhere: none); `""` keeps nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +100,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(10),
             threads: 0,
             shutdown_timeout: Duration::from_secs(30),
+            data_dir: None,
         }
     }
 }
@@ -549,7 +556,16 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text, &path.display().to_string(), overrides)
+        let mut config = Self::from_toml(&text, &path.display().to_string(), overrides)?;
+        if config.server.data_dir.is_none() {
+            // Beside the config file, so that the same config started again finds it.
+            let name = path
+                .file_name()
+                .map_or_else(|| "flashgate".into(), |n| n.to_string_lossy().into_owned());
+            let dir = path.with_file_name(format!("{name}.data"));
+            config.server.data_dir = Some(dir.display().to_string());
+        }
+        Ok(config)
     }
 
     /// Parses, overrides and validates config text; `origin` names it in errors.
@@ -576,6 +592,11 @@ impl Config {
     /// The effective configuration as TOML (what `check-config` prints).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The local state directory in force (`""`: none).
+    pub fn data_dir(&self) -> &str {
+        self.server.data_dir.as_deref().unwrap_or("")
     }
 
     /// The queue settings of one sale: its overrides over the `[queue]` defaults.

@@ -176,6 +176,12 @@ fn check_sales(c: &Config) -> Result<(), ConfigError> {
             ));
         }
         positive(&key("per_user_limit"), sale.per_user_limit > 0)?;
+        if sale.stock > crate::types::MAX_STOCK {
+            return Err(ConfigError::invalid(
+                key("stock"),
+                "must be at most 9007199254740991 (2^53 - 1)",
+            ));
+        }
         if let (Some(start), Some(end)) = (sale.starts_at, sale.ends_at) {
             if end <= start {
                 return Err(ConfigError::invalid(
@@ -257,6 +263,22 @@ fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     positive("delivery.deadline", !c.delivery.deadline.is_zero())?;
+    // Another deliverer may take an order over once it sat this long unsettled. A POST in
+    // flight and its confirm must end before that, or two deliverers settle one order.
+    let busy = c.upstream.timeout + c.store.timeout;
+    if c.store.kind == super::StoreKind::Redis
+        && c.delivery.mode == super::DeliveryMode::Http
+        && c.delivery.claim_idle <= busy
+    {
+        return Err(ConfigError::invalid(
+            "delivery.claim_idle",
+            format!(
+                "must be longer than upstream.timeout + store.timeout ({}): else another \
+                 instance takes orders over while their delivery is still in flight",
+                humantime::format_duration(busy)
+            ),
+        ));
+    }
     positive("delivery.retry_base", !c.delivery.retry_base.is_zero())?;
     positive(
         "delivery.breaker_threshold",
@@ -335,5 +357,26 @@ mod tests {
         );
         let o = Override::from_flag("server.header_timeout=0s").expect("flag");
         assert_eq!(key_of(UP, &[o]), "server.header_timeout");
+        assert_eq!(
+            key_of(
+                &format!("{UP}[[sale]]\nsku = \"a\"\nstock = 9007199254740992\n"),
+                &[]
+            ),
+            "sale.0.stock",
+            "stock above 2^53 - 1"
+        );
+        let redis = "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\ntimeout = \"1s\"\n";
+        for idle in ["0s", "3s", "6s"] {
+            assert_eq!(
+                key_of(
+                    &format!("{UP}timeout = \"5s\"\n{redis}[delivery]\nclaim_idle = \"{idle}\"\n"),
+                    &[]
+                ),
+                "delivery.claim_idle",
+                "claim_idle {idle} is not longer than a POST and a confirm"
+            );
+        }
+        let ok = format!("{UP}timeout = \"5s\"\n{redis}[delivery]\nclaim_idle = \"7s\"\n");
+        assert!(Config::from_toml(&ok, "t", &[]).is_ok());
     }
 }

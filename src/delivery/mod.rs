@@ -4,13 +4,20 @@
 //! errors are retried with exponential backoff and jitter until `delivery.deadline` (or
 //! `delivery.retries`) runs out, which compensates too. A breaker holds deliveries back
 //! while the backend keeps failing, so retries are not burnt against a dead backend.
+//!
+//! An order the backend acknowledged is never compensated: the acknowledgement is kept
+//! until the store confirms it, and an order at its deadline is asked about once more
+//! (same Idempotency-Key; 2xx or 409 confirms it) before its stock goes back. With many
+//! instances, settlement is fenced: only the deliverer that owns an order's pending entry
+//! may confirm or compensate it, and it renews that hold right before each POST.
 
 mod retry;
 
 pub use retry::{BackendBreaker, Backoff};
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
@@ -23,8 +30,9 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::proxy::{Pool, UpstreamTarget};
 use crate::sale::Sale;
-use crate::store::{unix_millis, Compensation, Order};
+use crate::store::{Compensation, Confirmation, Order};
 use crate::ticket::TicketStatus;
+use crate::types::OrderId;
 
 /// What the deliverer needs from the config.
 pub struct Settings {
@@ -99,6 +107,18 @@ enum Verdict {
 struct State {
     backoff: Backoff,
     breaker: BackendBreaker,
+    /// Orders the backend acknowledged that the store has not confirmed yet (it did not
+    /// answer): they are confirmed, never posted again nor compensated.
+    acked: HashSet<OrderId>,
+}
+
+/// What settling an order did to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// It left this deliverer's hands (settled here, or by another deliverer).
+    Done,
+    /// The store did not answer; it stays for the next round.
+    Pending,
 }
 
 /// What one round did.
@@ -117,6 +137,7 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
     let mut state = State {
         backoff: Backoff::new(settings.retry_base, settings.retry_max),
         breaker: BackendBreaker::new(settings.breaker_threshold, settings.breaker_cooldown),
+        acked: HashSet::new(),
     };
     loop {
         let r = round(&engine, &settings, &mut state).await;
@@ -173,7 +194,7 @@ async fn sleep_until_due(state: &State, waiting: usize, claim_idle: Duration) {
 /// One pass over every sale's outbox.
 async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State) -> Round {
     let mut r = Round::default();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     for sale in engine.sales.iter() {
         // Read past the orders that are backing off so newer ones are not starved.
         let window = settings.max_in_flight.saturating_mul(8);
@@ -181,8 +202,8 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
             .store
             .claim(&sale.sku, &settings.consumer, window, settings.claim_idle)
             .await;
-        let outbox = match claimed {
-            Ok(b) => b,
+        let claimed = match claimed {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(sku = %sale.sku, error = %e, "cannot read the outbox");
                 r.waiting += 1;
@@ -190,23 +211,25 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
             }
         };
         let now = Instant::now();
-        let now_ms = unix_millis(SystemTime::now());
+        let deadline_ms = settings.deadline.as_millis() as u64;
+        // Orders at their deadline are asked about one last time, before any other.
+        let mut last_asks = Vec::new();
         let mut batch = Vec::new();
-        seen.extend(outbox.iter().map(|o| o.order_id));
-        for order in outbox {
-            let expired =
-                now_ms.saturating_sub(order.reserved_at) > settings.deadline.as_millis() as u64;
+        seen.extend(claimed.orders.iter().map(|o| o.order_id));
+        for order in claimed.orders {
+            // The store's clock stamped `reserved_at`; the store's clock judges it.
+            let expired = claimed.now_ms.saturating_sub(order.reserved_at) > deadline_ms;
             let exhausted =
                 settings.retries > 0 && state.backoff.attempts(&order.order_id) >= settings.retries;
-            if expired || exhausted {
+            if state.acked.contains(&order.order_id) {
+                // The backend has it: only the store's confirmation is missing.
+                r.tally(settle(engine, sale, settings, state, &order, Verdict::Accepted).await);
+            } else if exhausted {
                 tracing::warn!(order = %order.order_id, attempts = state.backoff.attempts(&order.order_id),
-                    "delivery gave up (deadline or retries); compensating");
-                if settle(engine, sale, &order, Verdict::Refused).await {
-                    state.backoff.done(&order.order_id);
-                    r.settled += 1;
-                } else {
-                    r.waiting += 1;
-                }
+                    "delivery gave up after its retries; compensating");
+                r.tally(settle(engine, sale, settings, state, &order, Verdict::Refused).await);
+            } else if expired {
+                last_asks.push(order);
             } else if state.backoff.due(&order.order_id, now) {
                 batch.push(order);
             } else {
@@ -217,18 +240,50 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
         // gets its turn instead of the oldest one being tried again and again.
         batch.sort_by_key(|o| state.backoff.attempts(&o.order_id));
         let allowed = state.breaker.allowance(now, settings.max_in_flight);
-        r.waiting += batch.len().saturating_sub(allowed);
-        batch.truncate(allowed);
+        let room = settings.max_in_flight;
+        let last_n = last_asks.len().min(room);
+        r.waiting += last_asks.len() - last_n;
+        last_asks.truncate(last_n);
+        let normal_n = batch.len().min(allowed).min(room - last_n);
+        r.waiting += batch.len() - normal_n;
+        batch.truncate(normal_n);
+        let posts: Vec<(Order, bool)> = last_asks
+            .into_iter()
+            .map(|o| (o, true))
+            .chain(batch.into_iter().map(|o| (o, false)))
+            .collect();
+        if posts.is_empty() {
+            continue;
+        }
+        // Renew our hold on them: nobody takes them over while the POSTs are in flight.
+        let ids: Vec<OrderId> = posts.iter().map(|(o, _)| o.order_id).collect();
+        let owned: HashSet<OrderId> = match engine
+            .store
+            .touch(&sale.sku, &settings.consumer, &ids)
+            .await
+        {
+            Ok(owned) => owned.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(sku = %sale.sku, error = %e, "cannot renew the hold on orders; not posting them");
+                r.waiting += posts.len();
+                continue;
+            }
+        };
         let mut set = JoinSet::new();
-        for order in batch {
+        for (order, last) in posts {
+            if !owned.contains(&order.order_id) {
+                // Taken over by another deliverer: its to deliver now.
+                state.backoff.done(&order.order_id);
+                continue;
+            }
             let settings = settings.clone();
             set.spawn(async move {
                 let verdict = post(&settings, &order).await;
-                (order, verdict)
+                (order, verdict, last)
             });
         }
         while let Some(joined) = set.join_next().await {
-            let Ok((order, verdict)) = joined else {
+            let Ok((order, verdict, last)) = joined else {
                 r.waiting += 1;
                 continue;
             };
@@ -238,26 +293,28 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 Verdict::Retry => "retry",
             };
             engine.metrics.deliveries.with_label_values(&[result]).inc();
-            match verdict {
-                Verdict::Retry => {
+            match (verdict, last) {
+                (Verdict::Retry, false) => {
                     state.breaker.failure(Instant::now());
                     state.backoff.failed(order.order_id, Instant::now());
                     r.waiting += 1;
                 }
-                _ => {
+                (Verdict::Retry, true) => {
+                    state.breaker.failure(Instant::now());
+                    tracing::warn!(order = %order.order_id,
+                        "delivery deadline passed and the backend did not take the order; compensating");
+                    r.tally(settle(engine, sale, settings, state, &order, Verdict::Refused).await);
+                }
+                (verdict, _) => {
                     state.breaker.success();
-                    if settle(engine, sale, &order, verdict).await {
-                        state.backoff.done(&order.order_id);
-                        r.settled += 1;
-                    } else {
-                        r.waiting += 1;
-                    }
+                    r.tally(settle(engine, sale, settings, state, &order, verdict).await);
                 }
             }
         }
     }
     // Orders that left the outbox elsewhere (another instance delivered them) are forgotten.
     state.backoff.retain(|o| seen.contains(o));
+    state.acked.retain(|o| seen.contains(o));
     let m = &engine.metrics;
     m.outbox_backlog.set(r.waiting as i64);
     let open = state.breaker.open_until().is_some();
@@ -267,42 +324,98 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
     r
 }
 
-/// Applies the backend's verdict to the store and the ticket; `true` if the order left the outbox.
-async fn settle(engine: &Engine, sale: &Sale, order: &Order, verdict: Verdict) -> bool {
-    match verdict {
-        Verdict::Retry => false,
-        Verdict::Accepted => match engine.store.confirm(&sale.sku, &order.order_id).await {
-            Ok(_) => {
-                engine
-                    .tickets
-                    .update_by_order(&order.order_id, TicketStatus::Confirmed(order.order_id));
-                true
-            }
-            Err(e) => {
-                tracing::warn!(order = %order.order_id, error = %e, "cannot confirm a delivered order");
-                false
-            }
-        },
-        Verdict::Refused => match engine.store.compensate(&sale.sku, &order.order_id).await {
-            Ok(result) => {
-                if let Compensation::Restored { remaining } = result {
-                    sale.set_remaining(remaining);
-                    if let Some(c) = engine.counters(&sale.sku) {
-                        c.compensations.inc();
-                    }
-                }
-                tracing::warn!(order = %order.order_id, "order not delivered; stock restored");
-                engine
-                    .tickets
-                    .update_by_order(&order.order_id, TicketStatus::Failed(order.order_id));
-                true
-            }
-            Err(e) => {
-                tracing::warn!(order = %order.order_id, error = %e, "cannot compensate a refused order");
-                false
-            }
-        },
+impl Round {
+    fn tally(&mut self, s: Settled) {
+        match s {
+            Settled::Done => self.settled += 1,
+            Settled::Pending => self.waiting += 1,
+        }
     }
+}
+
+/// Applies the backend's verdict to the store and the ticket.
+async fn settle(
+    engine: &Engine,
+    sale: &Sale,
+    settings: &Settings,
+    state: &mut State,
+    order: &Order,
+    verdict: Verdict,
+) -> Settled {
+    let id = &order.order_id;
+    let settled = match verdict {
+        Verdict::Retry => return Settled::Pending,
+        Verdict::Accepted => {
+            // Remembered until the store confirms: an acknowledged order is never undone.
+            state.acked.insert(*id);
+            match engine
+                .store
+                .confirm(&sale.sku, id, &settings.consumer)
+                .await
+            {
+                Ok(Confirmation::Confirmed | Confirmation::AlreadyConfirmed) => {
+                    engine
+                        .tickets
+                        .update_by_order(id, TicketStatus::Confirmed(*id));
+                    Settled::Done
+                }
+                Ok(Confirmation::Compensated) => {
+                    // Its stock went back although the backend holds it: the one thing
+                    // this module exists to prevent. Loud, counted, alerted on.
+                    tracing::error!(order = %id, "the backend accepted an order whose stock was already restored");
+                    engine.metrics.delivery_conflicts.inc();
+                    engine
+                        .tickets
+                        .update_by_order(id, TicketStatus::Confirmed(*id));
+                    Settled::Done
+                }
+                Ok(Confirmation::NotOwner | Confirmation::Unknown) => Settled::Done,
+                Err(e) => {
+                    tracing::warn!(order = %id, error = %e, "cannot confirm a delivered order; will confirm it again");
+                    Settled::Pending
+                }
+            }
+        }
+        Verdict::Refused => {
+            match engine
+                .store
+                .compensate(&sale.sku, id, &settings.consumer)
+                .await
+            {
+                Ok(result) => {
+                    match result {
+                        Compensation::Restored { remaining } => {
+                            sale.set_remaining(remaining);
+                            if let Some(c) = engine.counters(&sale.sku) {
+                                c.compensations.inc();
+                            }
+                            tracing::warn!(order = %id, "order not delivered; stock restored");
+                            engine
+                                .tickets
+                                .update_by_order(id, TicketStatus::Failed(*id));
+                        }
+                        Compensation::AlreadyFailed => engine
+                            .tickets
+                            .update_by_order(id, TicketStatus::Failed(*id)),
+                        Compensation::Confirmed => engine
+                            .tickets
+                            .update_by_order(id, TicketStatus::Confirmed(*id)),
+                        Compensation::NotOwner | Compensation::Unknown => {}
+                    }
+                    Settled::Done
+                }
+                Err(e) => {
+                    tracing::warn!(order = %id, error = %e, "cannot compensate a refused order");
+                    Settled::Pending
+                }
+            }
+        }
+    };
+    if settled == Settled::Done {
+        state.backoff.done(id);
+        state.acked.remove(id);
+    }
+    settled
 }
 
 /// POSTs one order to the backend.

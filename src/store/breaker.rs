@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    Compensation, Order, OrderState, ReserveReply, ReserveRequest, Store, StoreError, StoreFuture,
+    Claimed, Compensation, Confirmation, Order, OrderState, ReserveReply, ReserveRequest,
+    StockLoad, StockReading, Store, StoreError, StoreFuture,
 };
 use crate::metrics::Metrics;
-use crate::types::{OrderId, Sku, Token, UserId};
+use crate::types::{Epoch, OrderId, Sku, Token, UserId};
 
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
@@ -193,7 +194,8 @@ impl Breaker {
                     }
                     self.success()
                 }
-                // Any answer from the store, even "no such sale", shows it is up.
+                // Any answer from the store, even "no such sale" or a refused stock
+                // change, shows it is up.
                 _ => self.success(),
             }
             // The result moved the breaker on; the probe is over.
@@ -226,13 +228,21 @@ impl Drop for Probe<'_> {
 }
 
 impl Store for Breaker {
-    fn init_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, u64> {
-        self.call("init_stock", self.inner.init_stock(sku, stock))
+    fn init_stock(
+        &self,
+        sku: &Sku,
+        stock: u64,
+        remembers: Option<&Epoch>,
+    ) -> StoreFuture<'_, StockLoad> {
+        self.call("init_stock", self.inner.init_stock(sku, stock, remembers))
     }
-    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, ()> {
+    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch> {
         self.call("set_stock", self.inner.set_stock(sku, stock))
     }
-    fn stock(&self, sku: &Sku) -> StoreFuture<'_, u64> {
+    fn add_stock(&self, sku: &Sku, delta: i64) -> StoreFuture<'_, u64> {
+        self.call("add_stock", self.inner.add_stock(sku, delta))
+    }
+    fn stock(&self, sku: &Sku) -> StoreFuture<'_, StockReading> {
         self.call("stock", self.inner.stock(sku))
     }
     fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token> {
@@ -240,6 +250,14 @@ impl Store for Breaker {
     }
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
         self.call("reserve", self.inner.reserve(req))
+    }
+    fn replay(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+    ) -> StoreFuture<'_, Option<ReserveReply>> {
+        self.call("replay", self.inner.replay(sku, token, user))
     }
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
         self.call("outbox", self.inner.outbox(sku, max))
@@ -250,14 +268,32 @@ impl Store for Breaker {
         consumer: &str,
         max: usize,
         claim_idle: Duration,
-    ) -> StoreFuture<'_, Vec<Order>> {
+    ) -> StoreFuture<'_, Claimed> {
         self.call("claim", self.inner.claim(sku, consumer, max, claim_idle))
     }
-    fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool> {
-        self.call("confirm", self.inner.confirm(sku, order_id))
+    fn touch(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        orders: &[OrderId],
+    ) -> StoreFuture<'_, Vec<OrderId>> {
+        self.call("touch", self.inner.touch(sku, consumer, orders))
     }
-    fn compensate(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Compensation> {
-        self.call("compensate", self.inner.compensate(sku, order_id))
+    fn confirm(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        consumer: &str,
+    ) -> StoreFuture<'_, Confirmation> {
+        self.call("confirm", self.inner.confirm(sku, order_id, consumer))
+    }
+    fn compensate(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        consumer: &str,
+    ) -> StoreFuture<'_, Compensation> {
+        self.call("compensate", self.inner.compensate(sku, order_id, consumer))
     }
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
         self.call("order_state", self.inner.order_state(sku, order_id))
@@ -282,7 +318,7 @@ impl Store for Breaker {
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
 
     fn down() -> StoreError {
         StoreError::Unavailable("down".into())

@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    unix_millis, Compensation, Order, OrderState, Reservation, ReserveReply, ReserveRequest, Store,
-    StoreError, StoreFuture,
+    unix_millis, Claimed, Compensation, Confirmation, Order, OrderState, Reservation, ReserveReply,
+    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture,
 };
-use crate::types::{OrderId, Sku, Token, UserId};
+use crate::local_state::{read_json, write_json, LocalStateError};
+use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
 
 /// How long a spent token's outcome is kept for replays.
 const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(3600);
@@ -25,9 +26,9 @@ enum TokenRecord {
     Spent { user: UserId, outcome: Reservation },
 }
 
-#[derive(Default)]
 struct SaleData {
     stock: u64,
+    epoch: Epoch,
     buyers: HashMap<UserId, u32>,
     tokens: HashMap<Token, (TokenRecord, Instant)>,
     /// Issued and spent tokens by deadline, oldest first: each kind has one TTL, so each
@@ -37,10 +38,51 @@ struct SaleData {
     spent_expiry: VecDeque<(Instant, Token)>,
     orders: HashMap<OrderId, (Order, OrderState)>,
     outbox: VecDeque<OrderId>,
+    /// Settled orders by the time they are forgotten (after the replay TTL), oldest first.
+    settled: VecDeque<(Instant, OrderId)>,
 }
 
 impl SaleData {
+    fn new(stock: u64, epoch: Epoch) -> Self {
+        Self {
+            stock,
+            epoch,
+            buyers: HashMap::new(),
+            tokens: HashMap::new(),
+            issued_expiry: VecDeque::new(),
+            spent_expiry: VecDeque::new(),
+            orders: HashMap::new(),
+            outbox: VecDeque::new(),
+            settled: VecDeque::new(),
+        }
+    }
+
+    /// The current state of a token's recorded outcome: a reserved order may have been
+    /// confirmed or compensated since.
+    fn replay_of(&self, outcome: &Reservation) -> ReserveReply {
+        let state = match outcome {
+            Reservation::Reserved { order_id, .. } => self.orders.get(order_id).map(|(_, s)| *s),
+            _ => None,
+        };
+        ReserveReply {
+            outcome: outcome.clone(),
+            replayed: true,
+            state,
+        }
+    }
+
+    /// An order left the outbox: it is kept for replays until `forget_at`.
+    fn settle(&mut self, order_id: &OrderId, forget_at: Instant) {
+        self.outbox.retain(|id| id != order_id);
+        self.settled.push_back((forget_at, *order_id));
+    }
+
     fn sweep(&mut self, now: Instant) {
+        while self.settled.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, id)) = self.settled.pop_front() {
+                self.orders.remove(&id);
+            }
+        }
         for queue in [&mut self.issued_expiry, &mut self.spent_expiry] {
             while let Some(&(deadline, token)) = queue.front() {
                 if deadline > now {
@@ -93,16 +135,22 @@ impl MemoryStore {
             .ok_or_else(|| StoreError::UnknownSale(sku.clone()))
     }
 
-    fn sale_or_create(&self, sku: &Sku) -> Arc<Mutex<SaleData>> {
+    /// The sale's data, created with `stock` under `epoch` if the store has no such sale;
+    /// `true` when it was created.
+    fn sale_or_create(&self, sku: &Sku, stock: u64, epoch: Epoch) -> (Arc<Mutex<SaleData>>, bool) {
         if let Ok(s) = self.sale(sku) {
-            return s;
+            return (s, false);
         }
-        self.sales
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+        let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
+        let mut created = false;
+        let sale = sales
             .entry(sku.clone())
-            .or_default()
-            .clone()
+            .or_insert_with(|| {
+                created = true;
+                Arc::new(Mutex::new(SaleData::new(stock, epoch)))
+            })
+            .clone();
+        (sale, created)
     }
 
     /// Tokens (issued or spent) held for a sale: for tests of bounded memory.
@@ -118,20 +166,19 @@ impl MemoryStore {
         let user = match d.tokens.get(&req.token) {
             Some((TokenRecord::Issued { user }, _)) if *user == req.user => user.clone(),
             Some((TokenRecord::Spent { user, outcome }, _)) if *user == req.user => {
-                return Ok(ReserveReply {
-                    outcome: outcome.clone(),
-                    replayed: true,
-                });
+                return Ok(d.replay_of(outcome));
             }
             // Unknown, expired, or someone else's: refused without spending anything.
             _ => {
                 return Ok(ReserveReply {
                     outcome: Reservation::InvalidToken,
                     replayed: false,
+                    state: None,
                 })
             }
         };
         let held = d.buyers.get(&user).copied().unwrap_or(0);
+        let mut state = None;
         let outcome = if held.saturating_add(req.quantity) > req.per_user_limit {
             Reservation::LimitReached
         } else if d.stock < u64::from(req.quantity) {
@@ -149,6 +196,7 @@ impl MemoryStore {
             };
             d.orders.insert(order_id, (order, OrderState::Reserved));
             d.outbox.push_back(order_id);
+            state = Some(OrderState::Reserved);
             Reservation::Reserved {
                 order_id,
                 remaining: d.stock,
@@ -162,7 +210,93 @@ impl MemoryStore {
         Ok(ReserveReply {
             outcome,
             replayed: false,
+            state,
         })
+    }
+}
+
+/// What a graceful stop keeps of the memory store: each sale's stock, buyers and the
+/// orders not delivered yet (in outbox order). Tokens are not kept: a restart issues new
+/// ones, and a spent token's replay is answered by its ticket or not at all.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    sales: Vec<SaleSnapshot>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SaleSnapshot {
+    sku: String,
+    stock: u64,
+    epoch: Epoch,
+    buyers: HashMap<String, u32>,
+    undelivered: Vec<Order>,
+}
+
+impl MemoryStore {
+    /// Orders reserved and not delivered yet, over every sale.
+    pub fn undelivered(&self) -> usize {
+        self.sales
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|s| lock(s).outbox.len())
+            .sum()
+    }
+
+    /// Writes every sale's stock, buyers and undelivered orders to `path` (whole, or not
+    /// at all); returns how many orders were undelivered.
+    pub fn save(&self, path: &std::path::Path) -> Result<usize, LocalStateError> {
+        let sales = self.sales.read().unwrap_or_else(PoisonError::into_inner);
+        let mut undelivered = 0;
+        let snapshot = Snapshot {
+            sales: sales
+                .iter()
+                .map(|(sku, data)| {
+                    let d = lock(data);
+                    let orders: Vec<Order> = d
+                        .outbox
+                        .iter()
+                        .filter_map(|id| d.orders.get(id).map(|(o, _)| o.clone()))
+                        .collect();
+                    undelivered += orders.len();
+                    SaleSnapshot {
+                        sku: sku.to_string(),
+                        stock: d.stock,
+                        epoch: d.epoch.clone(),
+                        buyers: d.buyers.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
+                        undelivered: orders,
+                    }
+                })
+                .collect(),
+        };
+        drop(sales);
+        write_json(path, &snapshot)?;
+        Ok(undelivered)
+    }
+
+    /// Loads what [`save`](Self::save) wrote to `path`, if anything; returns whether there
+    /// was a snapshot. The caller removes the file once it is serving: from then on this
+    /// process holds the state, and a crash must not bring back stale stock.
+    pub fn restore(&self, path: &std::path::Path) -> Result<bool, LocalStateError> {
+        let Some(snapshot) = read_json::<Snapshot>(path)? else {
+            return Ok(false);
+        };
+        let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
+        for s in snapshot.sales {
+            let mut d = SaleData::new(s.stock.min(MAX_STOCK), s.epoch);
+            d.buyers = s
+                .buyers
+                .into_iter()
+                .filter_map(|(u, n)| Some((UserId::parse(&u)?, n)))
+                .collect();
+            for order in s.undelivered {
+                d.outbox.push_back(order.order_id);
+                d.orders
+                    .insert(order.order_id, (order, OrderState::Reserved));
+            }
+            sales.insert(Sku::new(&s.sku), Arc::new(Mutex::new(d)));
+        }
+        Ok(true)
     }
 }
 
@@ -177,23 +311,81 @@ fn ready<'a, T: Send + 'a>(r: Result<T, StoreError>) -> StoreFuture<'a, T> {
 }
 
 impl Store for MemoryStore {
-    fn init_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, u64> {
-        let existed = self.sale(sku).is_ok();
-        let sale = self.sale_or_create(sku);
-        let mut d = lock(&sale);
-        if !existed {
-            d.stock = stock;
+    fn init_stock(
+        &self,
+        sku: &Sku,
+        stock: u64,
+        remembers: Option<&Epoch>,
+    ) -> StoreFuture<'_, StockLoad> {
+        if let Ok(sale) = self.sale(sku) {
+            let d = lock(&sale);
+            return ready(Ok(StockLoad::Held {
+                units: d.stock,
+                epoch: d.epoch.clone(),
+            }));
         }
-        ready(Ok(d.stock))
+        if remembers.is_some() {
+            return ready(Ok(StockLoad::Lost));
+        }
+        let (sale, _) = self.sale_or_create(sku, stock, Epoch::initial());
+        let d = lock(&sale);
+        ready(Ok(StockLoad::Created {
+            units: d.stock,
+            epoch: d.epoch.clone(),
+        }))
     }
 
-    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, ()> {
-        lock(&self.sale_or_create(sku)).stock = stock;
-        ready(Ok(()))
+    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch> {
+        if stock > MAX_STOCK {
+            return ready(Err(StoreError::OutOfRange { units: stock }));
+        }
+        let epoch = Epoch::loaded();
+        let (sale, _) = self.sale_or_create(sku, stock, epoch.clone());
+        let mut d = lock(&sale);
+        d.stock = stock;
+        d.epoch = epoch.clone();
+        ready(Ok(epoch))
     }
 
-    fn stock(&self, sku: &Sku) -> StoreFuture<'_, u64> {
-        ready(self.sale(sku).map(|s| lock(&s).stock))
+    fn add_stock(&self, sku: &Sku, delta: i64) -> StoreFuture<'_, u64> {
+        ready(self.sale(sku).and_then(|sale| {
+            let mut d = lock(&sale);
+            let after = i128::from(d.stock) + i128::from(delta);
+            if after < 0 || after > i128::from(MAX_STOCK) {
+                return Err(StoreError::OutOfRange { units: d.stock });
+            }
+            d.stock = after as u64;
+            Ok(d.stock)
+        }))
+    }
+
+    fn stock(&self, sku: &Sku) -> StoreFuture<'_, StockReading> {
+        ready(self.sale(sku).map(|s| {
+            let d = lock(&s);
+            StockReading {
+                units: d.stock,
+                epoch: Some(d.epoch.clone()),
+            }
+        }))
+    }
+
+    fn replay(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+    ) -> StoreFuture<'_, Option<ReserveReply>> {
+        ready(self.sale(sku).map(|sale| {
+            let d = lock(&sale);
+            match d.tokens.get(token) {
+                Some((TokenRecord::Spent { user: u, outcome }, deadline))
+                    if u == user && *deadline > Instant::now() =>
+                {
+                    Some(d.replay_of(outcome))
+                }
+                _ => None,
+            }
+        }))
     }
 
     fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token> {
@@ -228,26 +420,61 @@ impl Store for MemoryStore {
         _consumer: &str,
         max: usize,
         _idle: Duration,
-    ) -> StoreFuture<'_, Vec<Order>> {
+    ) -> StoreFuture<'_, Claimed> {
         // One process, one deliverer: everything in the outbox is its to deliver.
-        self.outbox(sku, max)
-    }
-
-    fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool> {
         ready(self.sale(sku).map(|sale| {
-            let mut d = lock(&sale);
-            match d.orders.get_mut(order_id) {
-                Some((_, state @ OrderState::Reserved)) => {
-                    *state = OrderState::Confirmed;
-                    d.outbox.retain(|id| id != order_id);
-                    true
-                }
-                _ => false,
+            let d = lock(&sale);
+            Claimed {
+                orders: d
+                    .outbox
+                    .iter()
+                    .take(max)
+                    .filter_map(|id| d.orders.get(id).map(|(o, _)| o.clone()))
+                    .collect(),
+                now_ms: unix_millis(SystemTime::now()),
             }
         }))
     }
 
-    fn compensate(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Compensation> {
+    fn touch(
+        &self,
+        _sku: &Sku,
+        _consumer: &str,
+        orders: &[OrderId],
+    ) -> StoreFuture<'_, Vec<OrderId>> {
+        // One deliverer: nobody else takes orders over.
+        ready(Ok(orders.to_vec()))
+    }
+
+    fn confirm(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        _consumer: &str,
+    ) -> StoreFuture<'_, Confirmation> {
+        let forget_at = Instant::now() + self.replay_ttl;
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            match d.orders.get_mut(order_id) {
+                None => Confirmation::Unknown,
+                Some((_, OrderState::Confirmed)) => Confirmation::AlreadyConfirmed,
+                Some((_, OrderState::Failed)) => Confirmation::Compensated,
+                Some((_, state @ OrderState::Reserved)) => {
+                    *state = OrderState::Confirmed;
+                    d.settle(order_id, forget_at);
+                    Confirmation::Confirmed
+                }
+            }
+        }))
+    }
+
+    fn compensate(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        _consumer: &str,
+    ) -> StoreFuture<'_, Compensation> {
+        let forget_at = Instant::now() + self.replay_ttl;
         ready(self.sale(sku).map(|sale| {
             let mut d = lock(&sale);
             let (user, quantity) = match d.orders.get_mut(order_id) {
@@ -268,7 +495,7 @@ impl Store for MemoryStore {
                     }
                 }
             }
-            d.outbox.retain(|id| id != order_id);
+            d.settle(order_id, forget_at);
             Compensation::Restored { remaining: d.stock }
         }))
     }

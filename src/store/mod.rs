@@ -13,9 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::types::{OrderId, Sku, Token, UserId};
+use crate::types::{Epoch, OrderId, Sku, Token, UserId};
 
 pub use self::redis::RedisStore;
 pub use breaker::{Breaker, BreakerState};
@@ -37,6 +37,13 @@ pub enum StoreError {
     /// guard. Nothing is reserved on such an answer.
     #[error("oversell guard: {0}")]
     Invariant(String),
+    /// A stock change would take the stock below 0 or above [`crate::types::MAX_STOCK`];
+    /// nothing changed.
+    #[error("stock would leave 0..=2^53-1 (it holds {units})")]
+    OutOfRange {
+        /// Stock held now.
+        units: u64,
+    },
 }
 
 /// One reserve step's input: spend `token` on `quantity` units of `sku` for `user`.
@@ -82,10 +89,71 @@ pub struct ReserveReply {
     pub outcome: Reservation,
     /// True when the token had been spent before and this is its first outcome again.
     pub replayed: bool,
+    /// For a reserved order, its state now: a replay answers where the order is (confirmed,
+    /// or failed and its stock restored), the same on every instance. `None` otherwise, or
+    /// when the settled order has expired from the store.
+    pub state: Option<OrderState>,
+}
+
+/// What loading a sale's stock at start-up found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StockLoad {
+    /// The store holds the sale already; its figure wins.
+    Held {
+        /// Units held.
+        units: u64,
+        /// Its epoch.
+        epoch: Epoch,
+    },
+    /// First load: the configured stock was written.
+    Created {
+        /// Units written.
+        units: u64,
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// The store has no stock although this instance loaded it before: it lost its state.
+    /// Nothing was written; the sale must be held until an operator loads stock.
+    Lost,
+}
+
+/// A sale's stock as the store holds it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockReading {
+    /// Units left.
+    pub units: u64,
+    /// Which loading of the stock this is (`None` for a store written by hand).
+    pub epoch: Option<Epoch>,
+}
+
+/// Orders for one deliverer, with the store's clock.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// The orders, oldest first.
+    pub orders: Vec<Order>,
+    /// The store's time, milliseconds since the Unix epoch: delivery deadlines are judged
+    /// by the clock that stamped `reserved_at`, not by each instance's own.
+    pub now_ms: u64,
+}
+
+/// What a confirmation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The order is now confirmed and out of the outbox.
+    Confirmed,
+    /// It was confirmed before.
+    AlreadyConfirmed,
+    /// It had been compensated: its stock went back although the backend accepted it. A
+    /// conflict to count and alert on, never to hide.
+    Compensated,
+    /// Another deliverer owns the order now; it settles it.
+    NotOwner,
+    /// No such order.
+    Unknown,
 }
 
 /// A reserved order, as the backend receives it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     /// Unique id, also the delivery's idempotency key.
     pub order_id: OrderId,
@@ -111,6 +179,18 @@ pub enum OrderState {
     Failed,
 }
 
+impl OrderState {
+    /// The state as the store writes it (`reserved`, `confirmed`, `failed`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reserved" => Some(Self::Reserved),
+            "confirmed" => Some(Self::Confirmed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
 /// What a compensation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compensation {
@@ -123,21 +203,33 @@ pub enum Compensation {
     AlreadyFailed,
     /// The order was confirmed by the backend and is not undone.
     Confirmed,
+    /// Another deliverer owns the order now; it settles it.
+    NotOwner,
     /// No such order.
     Unknown,
 }
 
 /// The store's operations. Every method is one atomic step.
 pub trait Store: Send + Sync + 'static {
-    /// Sets a sale's stock if the store holds none for it yet (the first instance to start
-    /// loads it); returns the stock now held.
-    fn init_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, u64>;
+    /// Loads a sale's stock at start-up: the store's figure if it holds the sale, else the
+    /// configured `stock` — unless this instance `remembers` having loaded it before, in
+    /// which case the store lost its state and nothing is written ([`StockLoad::Lost`]).
+    fn init_stock(
+        &self,
+        sku: &Sku,
+        stock: u64,
+        remembers: Option<&Epoch>,
+    ) -> StoreFuture<'_, StockLoad>;
 
-    /// Sets a sale's stock, replacing what is there (operator action).
-    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, ()>;
+    /// Sets a sale's stock, replacing what is there, under a new epoch (operator action).
+    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch>;
 
-    /// Stock left for a sale.
-    fn stock(&self, sku: &Sku) -> StoreFuture<'_, u64>;
+    /// Adds `delta` units (negative: takes them away) atomically, racing with no
+    /// reservation; returns the stock now. [`StoreError::OutOfRange`] leaves it unchanged.
+    fn add_stock(&self, sku: &Sku, delta: i64) -> StoreFuture<'_, u64>;
+
+    /// Stock left for a sale, with its epoch.
+    fn stock(&self, sku: &Sku) -> StoreFuture<'_, StockReading>;
 
     /// Issues a one-time token for `user` in `sku`, valid for `ttl`.
     fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token>;
@@ -145,6 +237,14 @@ pub trait Store: Send + Sync + 'static {
     /// Spends a token: checks it, checks the user's limit, decrements stock only if enough
     /// remains, records the order in the outbox — all or nothing.
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply>;
+
+    /// A spent token's recorded outcome (`None` if `user` has not spent it), read only.
+    fn replay(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+    ) -> StoreFuture<'_, Option<ReserveReply>>;
 
     /// Up to `max` reserved, undelivered orders of `sku`, oldest first.
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>>;
@@ -158,14 +258,32 @@ pub trait Store: Send + Sync + 'static {
         consumer: &str,
         max: usize,
         claim_idle: Duration,
-    ) -> StoreFuture<'_, Vec<Order>>;
+    ) -> StoreFuture<'_, Claimed>;
 
-    /// Marks an order delivered and takes it out of the outbox; `false` if it was not reserved.
-    fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool>;
+    /// Renews deliverer `consumer`'s hold on `orders` just before it POSTs them, so no
+    /// other deliverer takes them over while the POST is in flight; returns those it
+    /// still owns (the others were taken over and are not its to deliver).
+    fn touch(&self, sku: &Sku, consumer: &str, orders: &[OrderId])
+        -> StoreFuture<'_, Vec<OrderId>>;
+
+    /// Marks an order delivered and takes it out of the outbox. With a `consumer`, only
+    /// if that deliverer owns the order (fencing); `""` settles whoever holds it.
+    fn confirm(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        consumer: &str,
+    ) -> StoreFuture<'_, Confirmation>;
 
     /// Undoes a reserved order: restores stock and the user's count, marks it failed,
     /// takes it out of the outbox. Running it twice changes nothing the second time.
-    fn compensate(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Compensation>;
+    /// Fenced by `consumer` as [`confirm`](Self::confirm) is.
+    fn compensate(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        consumer: &str,
+    ) -> StoreFuture<'_, Compensation>;
 
     /// An order's state, if the store knows the order.
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>>;

@@ -5,13 +5,14 @@
 //! | key | holds |
 //! |---|---|
 //! | `{prefix}:{sku}:stock` | units left |
+//! | `{prefix}:{sku}:epoch` | which loading of the stock this is (`init-…` or `load-…`) |
 //! | `{prefix}:{sku}:tok:<token>` | hash: user, issued/spent, and the first outcome for replays |
 //! | `{prefix}:{sku}:buyers` | hash: user → units held |
-//! | `{prefix}:{sku}:order:<id>` | hash: the order and its state |
+//! | `{prefix}:{sku}:order:<id>` | hash: the order and its state; expires `replay_ttl` after it settles |
 //! | `{prefix}:{sku}:outbox` | stream of reserved, undelivered orders |
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -21,11 +22,11 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script, Value};
 
 use super::{
-    unix_millis, Compensation, Order, OrderState, Reservation, ReserveReply, ReserveRequest, Store,
-    StoreError, StoreFuture,
+    Claimed, Compensation, Confirmation, Order, OrderState, Reservation, ReserveReply,
+    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture,
 };
 use crate::config::{redact_url, StoreConfig};
-use crate::types::{OrderId, Sku, Token, UserId};
+use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
 
 /// Stock, tokens and orders in Redis, shared by every gateway instance.
 ///
@@ -48,9 +49,14 @@ pub struct RedisStore {
 
 struct Scripts {
     reserve: Script,
+    replay: Script,
     issue_token: Script,
     confirm: Script,
     compensate: Script,
+    load_stock: Script,
+    set_stock: Script,
+    add_stock: Script,
+    touch: Script,
 }
 
 /// One sale's key names.
@@ -61,6 +67,14 @@ struct Keys {
 impl Keys {
     fn stock(&self) -> String {
         format!("{}:stock", self.base)
+    }
+    fn epoch(&self) -> String {
+        format!("{}:epoch", self.base)
+    }
+    /// What an order's key starts with; scripts that find an order id in a token's
+    /// record build its key from this (same hash tag, same slot).
+    fn order_prefix(&self) -> String {
+        format!("{}:order:", self.base)
     }
     fn token(&self, t: &Token) -> String {
         format!("{}:tok:{t}", self.base)
@@ -106,9 +120,14 @@ impl RedisStore {
             call_timeout: cfg.timeout.mul_f64(0.9),
             scripts: Scripts {
                 reserve: Script::new(include_str!("lua/reserve.lua")),
+                replay: Script::new(include_str!("lua/replay.lua")),
                 issue_token: Script::new(include_str!("lua/issue_token.lua")),
                 confirm: Script::new(include_str!("lua/confirm.lua")),
                 compensate: Script::new(include_str!("lua/compensate.lua")),
+                load_stock: Script::new(include_str!("lua/load_stock.lua")),
+                set_stock: Script::new(include_str!("lua/set_stock.lua")),
+                add_stock: Script::new(include_str!("lua/add_stock.lua")),
+                touch: Script::new(include_str!("lua/touch.lua")),
             },
         })
     }
@@ -170,7 +189,7 @@ impl RedisStore {
         let k = self.keys(&req.sku);
         let order_id = OrderId::random();
         let mut c = self.conn().await?;
-        let reply: Vec<String> = self
+        let reply: Vec<Value> = self
             .exec(
                 self.scripts
                     .reserve
@@ -183,30 +202,17 @@ impl RedisStore {
                     .arg(req.quantity)
                     .arg(req.per_user_limit)
                     .arg(order_id.as_str())
-                    .arg(unix_millis(SystemTime::now()))
-                    .arg(self.replay_ttl.as_millis() as u64)
+                    .arg(self.replay_ttl_ms())
                     .arg(req.sku.as_str())
+                    .arg(k.order_prefix())
                     .invoke_async(&mut c),
             )
             .await?;
-        let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or("");
-        let remaining = stock_figure(field(2), &req.sku)?;
-        let outcome = match field(0) {
-            "reserved" => Reservation::Reserved {
-                order_id: OrderId::parse(field(1))
-                    .ok_or_else(|| unavailable("store returned a malformed order id"))?,
-                remaining,
-            },
-            "sold_out" => Reservation::SoldOut { remaining },
-            "limit" => Reservation::LimitReached,
-            "invalid" => Reservation::InvalidToken,
-            "unknown_sale" => return Err(StoreError::UnknownSale(req.sku.clone())),
-            other => return Err(unavailable(format!("unexpected reserve outcome `{other}`"))),
-        };
-        Ok(ReserveReply {
-            outcome,
-            replayed: field(3) == "1",
-        })
+        reserve_reply(&reply, &req.sku)
+    }
+
+    fn replay_ttl_ms(&self) -> u64 {
+        self.replay_ttl.as_millis().min(u128::from(u64::MAX)) as u64
     }
 
     async fn claim_now(
@@ -215,7 +221,7 @@ impl RedisStore {
         consumer: &str,
         max: usize,
         claim_idle: Duration,
-    ) -> Result<Vec<Order>, StoreError> {
+    ) -> Result<Claimed, StoreError> {
         let k = self.keys(sku);
         let stream = k.outbox();
         let mut c = self.conn().await?;
@@ -279,10 +285,14 @@ impl RedisStore {
         let mut seen = std::collections::HashSet::new();
         found.retain(|(id, _)| seen.insert(id.clone()));
         found.truncate(max);
-        Ok(found
-            .into_iter()
-            .filter_map(|(_, f)| order_of(&f))
-            .collect())
+        let (secs, micros): (u64, u64) = self.exec(redis::cmd("TIME").query_async(&mut c)).await?;
+        Ok(Claimed {
+            orders: found
+                .into_iter()
+                .filter_map(|(_, f)| order_of(&f))
+                .collect(),
+            now_ms: secs.saturating_mul(1000).saturating_add(micros / 1000),
+        })
     }
 
     async fn outbox_now(&self, sku: &Sku, max: usize) -> Result<Vec<Order>, StoreError> {
@@ -306,16 +316,55 @@ impl RedisStore {
     }
 }
 
-/// A stock figure from Redis; a negative one means stock was oversold (or set wrong by
-/// hand) and trips the oversell guard instead of being read as zero.
-fn stock_figure(text: &str, sku: &Sku) -> Result<u64, StoreError> {
-    match text.parse::<i64>() {
-        Ok(n) if n >= 0 => Ok(n as u64),
-        Ok(n) => Err(StoreError::Invariant(format!("sale `{sku}` has stock {n}"))),
-        Err(_) => Err(unavailable(format!(
-            "sale `{sku}`: stock `{text}` is not a number"
+/// A stock figure from Redis (an integer reply or text). A negative one means stock was
+/// oversold (or set wrong by hand) and trips the oversell guard instead of being read as
+/// zero; one that is not a figure at all, or beyond [`MAX_STOCK`], breaks that sale's
+/// invariants too. Both are the sale's trouble, not the store's: they never count as the
+/// store being down (which would open the one breaker every sale shares).
+fn stock_figure(v: &Value, sku: &Sku) -> Result<u64, StoreError> {
+    let n = match v {
+        Value::Int(n) => Some(*n),
+        other => text(other).and_then(|t| t.parse::<i64>().ok()),
+    };
+    match n {
+        Some(n) if n >= 0 && n as u64 <= MAX_STOCK => Ok(n as u64),
+        Some(n) if n < 0 => Err(StoreError::Invariant(format!("sale `{sku}` has stock {n}"))),
+        Some(n) => Err(StoreError::Invariant(format!(
+            "sale `{sku}` has stock {n}, above the largest allowed (2^53-1)"
+        ))),
+        None => Err(StoreError::Invariant(format!(
+            "sale `{sku}`: stock {v:?} is not a figure"
         ))),
     }
+}
+
+/// A reserve or replay script's answer `{kind, order_id, remaining, replayed, state}`.
+fn reserve_reply(reply: &[Value], sku: &Sku) -> Result<ReserveReply, StoreError> {
+    let field = |i: usize| reply.get(i).and_then(text).unwrap_or_default();
+    let kind = field(0);
+    if kind == "unknown_sale" {
+        return Err(StoreError::UnknownSale(sku.clone()));
+    }
+    let remaining = match reply.get(2) {
+        Some(v) => stock_figure(v, sku)?,
+        None => 0,
+    };
+    let outcome = match kind.as_str() {
+        "reserved" => Reservation::Reserved {
+            order_id: OrderId::parse(&field(1))
+                .ok_or_else(|| unavailable("store returned a malformed order id"))?,
+            remaining,
+        },
+        "sold_out" => Reservation::SoldOut { remaining },
+        "limit" => Reservation::LimitReached,
+        "invalid" => Reservation::InvalidToken,
+        other => return Err(unavailable(format!("unexpected reserve outcome `{other}`"))),
+    };
+    Ok(ReserveReply {
+        outcome,
+        replayed: matches!(reply.get(3), Some(Value::Int(1))),
+        state: OrderState::parse(&field(4)),
+    })
 }
 
 /// The consumer group of gateway deliverers on every outbox stream.
@@ -343,6 +392,7 @@ fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
         _ => None,
     }
 }
@@ -366,41 +416,117 @@ fn entries_of(v: &Value) -> Vec<(String, HashMap<String, String>)> {
 }
 
 impl Store for RedisStore {
-    fn init_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, u64> {
-        let key = self.keys(sku).stock();
+    fn init_stock(
+        &self,
+        sku: &Sku,
+        stock: u64,
+        remembers: Option<&Epoch>,
+    ) -> StoreFuture<'_, StockLoad> {
+        let k = self.keys(sku);
+        let (sku, remembers) = (sku.clone(), remembers.cloned());
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let _: Option<String> = self
+            let reply: Vec<Value> = self
                 .exec(
-                    redis::cmd("SET")
-                        .arg(&key)
+                    self.scripts
+                        .load_stock
+                        .key(k.stock())
+                        .key(k.epoch())
                         .arg(stock)
-                        .arg("NX")
-                        .query_async(&mut c),
+                        .arg(Epoch::initial().as_str())
+                        .arg(remembers.as_ref().map_or("", Epoch::as_str))
+                        .invoke_async(&mut c),
                 )
                 .await?;
-            let held: Option<u64> = self.exec(c.get(&key)).await?;
-            held.ok_or_else(|| unavailable("stock vanished right after it was set"))
+            let field = |i: usize| reply.get(i).and_then(text).unwrap_or_default();
+            let units = || match reply.get(1) {
+                Some(v) => stock_figure(v, &sku),
+                None => Err(unavailable("load_stock answered without a figure")),
+            };
+            match field(0).as_str() {
+                "held" => Ok(StockLoad::Held {
+                    units: units()?,
+                    epoch: Epoch::from_store(&field(2)),
+                }),
+                "created" => Ok(StockLoad::Created {
+                    units: units()?,
+                    epoch: Epoch::from_store(&field(2)),
+                }),
+                "lost" => Ok(StockLoad::Lost),
+                other => Err(unavailable(format!("unexpected load outcome `{other}`"))),
+            }
         })
     }
 
-    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, ()> {
-        let key = self.keys(sku).stock();
+    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch> {
+        let k = self.keys(sku);
         Box::pin(async move {
+            if stock > MAX_STOCK {
+                return Err(StoreError::OutOfRange { units: stock });
+            }
+            let epoch = Epoch::loaded();
             let mut c = self.conn().await?;
-            self.exec(c.set::<_, _, ()>(&key, stock)).await
+            let _: String = self
+                .exec(
+                    self.scripts
+                        .set_stock
+                        .key(k.stock())
+                        .key(k.epoch())
+                        .arg(stock)
+                        .arg(epoch.as_str())
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            Ok(epoch)
         })
     }
 
-    fn stock(&self, sku: &Sku) -> StoreFuture<'_, u64> {
-        let key = self.keys(sku).stock();
+    fn add_stock(&self, sku: &Sku, delta: i64) -> StoreFuture<'_, u64> {
+        let k = self.keys(sku);
         let sku = sku.clone();
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let held: Option<String> = self.exec(c.get(&key)).await?;
-            match held {
-                Some(text) => stock_figure(&text, &sku),
-                None => Err(StoreError::UnknownSale(sku)),
+            let reply: Vec<Value> = self
+                .exec(
+                    self.scripts
+                        .add_stock
+                        .key(k.stock())
+                        .arg(delta)
+                        .arg(MAX_STOCK)
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            let units = match reply.get(1) {
+                Some(v) => stock_figure(v, &sku)?,
+                None => 0,
+            };
+            match reply.first().and_then(text).as_deref() {
+                Some("added") => Ok(units),
+                Some("out_of_range") => Err(StoreError::OutOfRange { units }),
+                _ => Err(StoreError::UnknownSale(sku)),
+            }
+        })
+    }
+
+    fn stock(&self, sku: &Sku) -> StoreFuture<'_, StockReading> {
+        let k = self.keys(sku);
+        let sku = sku.clone();
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let (units, epoch): (Option<Value>, Option<String>) = self
+                .exec(
+                    redis::cmd("MGET")
+                        .arg(k.stock())
+                        .arg(k.epoch())
+                        .query_async(&mut c),
+                )
+                .await?;
+            match units {
+                Some(Value::Nil) | None => Err(StoreError::UnknownSale(sku)),
+                Some(v) => Ok(StockReading {
+                    units: stock_figure(&v, &sku)?,
+                    epoch: epoch.as_deref().map(Epoch::from_store),
+                }),
             }
         })
     }
@@ -446,35 +572,107 @@ impl Store for RedisStore {
         consumer: &str,
         max: usize,
         claim_idle: Duration,
-    ) -> StoreFuture<'_, Vec<Order>> {
+    ) -> StoreFuture<'_, Claimed> {
         let (sku, consumer) = (sku.clone(), consumer.to_owned());
         Box::pin(async move { self.claim_now(&sku, &consumer, max, claim_idle).await })
     }
 
-    fn confirm(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, bool> {
+    fn replay(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+    ) -> StoreFuture<'_, Option<ReserveReply>> {
         let k = self.keys(sku);
-        let id = *order_id;
+        let (sku, token, user) = (sku.clone(), *token, user.clone());
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let done: i64 = self
+            let reply: Vec<Value> = self
+                .exec(
+                    self.scripts
+                        .replay
+                        .key(k.token(&token))
+                        .arg(user.as_str())
+                        .arg(k.order_prefix())
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            if reply.first().and_then(text).as_deref() == Some("none") {
+                return Ok(None);
+            }
+            reserve_reply(&reply, &sku).map(Some)
+        })
+    }
+
+    fn touch(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        orders: &[OrderId],
+    ) -> StoreFuture<'_, Vec<OrderId>> {
+        let k = self.keys(sku);
+        let (consumer, orders) = (consumer.to_owned(), orders.to_vec());
+        Box::pin(async move {
+            if orders.is_empty() {
+                return Ok(orders);
+            }
+            let mut script = self.scripts.touch.key(k.outbox());
+            for id in &orders {
+                script.key(k.order(id));
+            }
+            script.arg(DELIVERERS).arg(&consumer);
+            let mut c = self.conn().await?;
+            let owned: Vec<usize> = self.exec(script.invoke_async(&mut c)).await?;
+            Ok(owned
+                .into_iter()
+                .filter_map(|i| orders.get(i.wrapping_sub(1)).copied())
+                .collect())
+        })
+    }
+
+    fn confirm(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        consumer: &str,
+    ) -> StoreFuture<'_, Confirmation> {
+        let k = self.keys(sku);
+        let (id, consumer) = (*order_id, consumer.to_owned());
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let done: String = self
                 .exec(
                     self.scripts
                         .confirm
                         .key(k.order(&id))
                         .key(k.outbox())
+                        .arg(DELIVERERS)
+                        .arg(&consumer)
+                        .arg(self.replay_ttl_ms())
                         .invoke_async(&mut c),
                 )
                 .await?;
-            Ok(done == 1)
+            Ok(match done.as_str() {
+                "confirmed" => Confirmation::Confirmed,
+                "already_confirmed" => Confirmation::AlreadyConfirmed,
+                "compensated" => Confirmation::Compensated,
+                "not_owner" => Confirmation::NotOwner,
+                _ => Confirmation::Unknown,
+            })
         })
     }
 
-    fn compensate(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Compensation> {
+    fn compensate(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        consumer: &str,
+    ) -> StoreFuture<'_, Compensation> {
         let k = self.keys(sku);
-        let id = *order_id;
+        let (id, consumer, sku) = (*order_id, consumer.to_owned(), sku.clone());
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let reply: Vec<String> = self
+            let reply: Vec<Value> = self
                 .exec(
                     self.scripts
                         .compensate
@@ -482,14 +680,22 @@ impl Store for RedisStore {
                         .key(k.stock())
                         .key(k.buyers())
                         .key(k.outbox())
+                        .arg(DELIVERERS)
+                        .arg(&consumer)
+                        .arg(self.replay_ttl_ms())
                         .invoke_async(&mut c),
                 )
                 .await?;
-            let remaining = reply.get(1).and_then(|r| r.parse().ok()).unwrap_or(0);
-            Ok(match reply.first().map(String::as_str) {
-                Some("restored") => Compensation::Restored { remaining },
+            Ok(match reply.first().and_then(text).as_deref() {
+                Some("restored") => Compensation::Restored {
+                    remaining: match reply.get(1) {
+                        Some(v) => stock_figure(v, &sku)?,
+                        None => 0,
+                    },
+                },
                 Some("already_failed") => Compensation::AlreadyFailed,
                 Some("confirmed") => Compensation::Confirmed,
+                Some("not_owner") => Compensation::NotOwner,
                 _ => Compensation::Unknown,
             })
         })
@@ -509,12 +715,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             let mut c = self.conn().await?;
             let state: Option<String> = self.exec(c.hget(&key, "state")).await?;
-            Ok(match state.as_deref() {
-                Some("reserved") => Some(OrderState::Reserved),
-                Some("confirmed") => Some(OrderState::Confirmed),
-                Some("failed") => Some(OrderState::Failed),
-                _ => None,
-            })
+            Ok(state.as_deref().and_then(OrderState::parse))
         })
     }
 }

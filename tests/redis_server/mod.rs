@@ -167,6 +167,40 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Runs a command and returns the first `n` lines of the raw reply (for array replies).
+    pub fn command_lines(&self, args: &[&str], n: usize) -> Vec<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).expect("write");
+        (0..n).map(|_| read_line(&mut s)).collect()
+    }
+
+    /// Stops the process (SIGSTOP): it keeps its connections and answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "kill {sig} redis-server");
+        }
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();

@@ -16,7 +16,12 @@ macro_rules! store_suite {
             no_oversell_when_sold_out,
             outbox_holds_orders_until_confirmed,
             compensation_restores_once,
-            concurrent_crowd_never_oversells
+            concurrent_crowd_never_oversells,
+            a_lost_sale_is_never_loaded_again,
+            largest_stock_figures_are_exact,
+            add_stock_is_atomic_and_bounded,
+            replays_answer_the_orders_state_now,
+            a_confirm_after_compensation_is_a_conflict
         );
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -34,8 +39,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashgate::store::{Compensation, OrderState, Reservation, ReserveRequest, Store};
-use flashgate::types::{OrderId, Sku, Token, UserId};
+use flashgate::store::{
+    Compensation, Confirmation, OrderState, Reservation, ReserveRequest, StockLoad, Store,
+    StoreError,
+};
+use flashgate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
 
 const TTL: Duration = Duration::from_secs(300);
 
@@ -63,17 +71,203 @@ async fn reserved(store: &dyn Store, r: &ReserveRequest) -> OrderId {
 /// Stock is loaded once; a second init keeps what is there; set replaces it.
 pub async fn stock_init_and_set(store: Arc<dyn Store>) {
     let sku = Sku::new("stock-init");
-    assert_eq!(store.init_stock(&sku, 10).await.expect("init"), 10);
-    assert_eq!(store.init_stock(&sku, 99).await.expect("init"), 10);
-    store.set_stock(&sku, 7).await.expect("set");
-    assert_eq!(store.stock(&sku).await.expect("stock"), 7);
+    let StockLoad::Created { units: 10, epoch } =
+        store.init_stock(&sku, 10, None).await.expect("init")
+    else {
+        panic!("a first load creates the stock");
+    };
+    assert!(!epoch.by_operator());
+    assert_eq!(
+        store.init_stock(&sku, 99, None).await.expect("init"),
+        StockLoad::Held {
+            units: 10,
+            epoch: epoch.clone()
+        },
+        "the store's figure wins"
+    );
+    let loaded = store.set_stock(&sku, 7).await.expect("set");
+    assert!(loaded.by_operator() && loaded != epoch);
+    let now = store.stock(&sku).await.expect("stock");
+    assert_eq!((now.units, now.epoch), (7, Some(loaded)));
     assert!(store.stock(&Sku::new("never-loaded")).await.is_err());
+}
+
+/// A sale this instance loaded before and the store no longer has is not loaded again.
+pub async fn a_lost_sale_is_never_loaded_again(store: Arc<dyn Store>) {
+    let sku = Sku::new("lost");
+    let remembered = Epoch::initial();
+    assert_eq!(
+        store
+            .init_stock(&sku, 2, Some(&remembered))
+            .await
+            .expect("init"),
+        StockLoad::Lost
+    );
+    assert!(
+        matches!(store.stock(&sku).await, Err(StoreError::UnknownSale(_))),
+        "nothing was written"
+    );
+    // An operator loads it; now it is held, whatever the instance remembered.
+    let loaded = store.set_stock(&sku, 1).await.expect("set");
+    assert_eq!(
+        store
+            .init_stock(&sku, 2, Some(&remembered))
+            .await
+            .expect("init"),
+        StockLoad::Held {
+            units: 1,
+            epoch: loaded
+        }
+    );
+}
+
+/// Stock up to 2^53 - 1 is carried exactly through every step; beyond is refused.
+pub async fn largest_stock_figures_are_exact(store: Arc<dyn Store>) {
+    let sku = Sku::new("huge");
+    store.init_stock(&sku, 1, None).await.expect("init");
+    store.set_stock(&sku, MAX_STOCK).await.expect("set");
+    let alice = user("alice");
+    let t = store.issue_token(&sku, &alice, TTL).await.expect("token");
+    let reply = store
+        .reserve(&req(&sku, &alice, t, 1))
+        .await
+        .expect("reserve");
+    assert!(
+        matches!(reply.outcome, Reservation::Reserved { remaining, .. } if remaining == MAX_STOCK - 1),
+        "{reply:?}"
+    );
+    let again = store
+        .reserve(&req(&sku, &alice, t, 1))
+        .await
+        .expect("replay");
+    assert_eq!(again.outcome, reply.outcome);
+    assert_eq!(store.stock(&sku).await.expect("stock").units, MAX_STOCK - 1);
+    assert!(matches!(
+        store.set_stock(&sku, MAX_STOCK + 1).await,
+        Err(StoreError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        store.add_stock(&sku, 2).await,
+        Err(StoreError::OutOfRange { .. })
+    ));
+}
+
+/// Units are added and taken away atomically, never below 0 nor above the largest figure.
+pub async fn add_stock_is_atomic_and_bounded(store: Arc<dyn Store>) {
+    let sku = Sku::new("add");
+    assert!(matches!(
+        store.add_stock(&sku, 1).await,
+        Err(StoreError::UnknownSale(_))
+    ));
+    store.init_stock(&sku, 3, None).await.expect("init");
+    assert_eq!(store.add_stock(&sku, 5).await.expect("add"), 8);
+    assert_eq!(store.add_stock(&sku, -6).await.expect("take"), 2);
+    assert!(matches!(
+        store.add_stock(&sku, -3).await,
+        Err(StoreError::OutOfRange { units: 2 })
+    ));
+    // Concurrent additions and reservations lose nothing.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let sku = sku.clone();
+        set.spawn(async move {
+            if i % 2 == 0 {
+                store.add_stock(&sku, 1).await.expect("add");
+                0
+            } else {
+                let u = user(&format!("u{i}"));
+                let t = store.issue_token(&sku, &u, TTL).await.expect("token");
+                match store
+                    .reserve(&req(&sku, &u, t, 1))
+                    .await
+                    .expect("reserve")
+                    .outcome
+                {
+                    Reservation::Reserved { .. } => 1,
+                    _ => 0,
+                }
+            }
+        });
+    }
+    let mut sold = 0;
+    while let Some(n) = set.join_next().await {
+        sold += n.expect("task");
+    }
+    assert_eq!(store.stock(&sku).await.expect("stock").units, 2 + 10 - sold);
+}
+
+/// A replay, by reserve or by read, answers where the order is now.
+pub async fn replays_answer_the_orders_state_now(store: Arc<dyn Store>) {
+    let sku = Sku::new("replay-state");
+    store.init_stock(&sku, 5, None).await.expect("init");
+    let (alice, bob) = (user("alice"), user("bob"));
+    let t = store.issue_token(&sku, &alice, TTL).await.expect("token");
+    let unspent = store.issue_token(&sku, &alice, TTL).await.expect("token");
+    let first = store
+        .reserve(&req(&sku, &alice, t, 1))
+        .await
+        .expect("reserve");
+    assert_eq!(first.state, Some(OrderState::Reserved));
+    let Reservation::Reserved { order_id, .. } = first.outcome else {
+        panic!("not reserved: {first:?}");
+    };
+    let read = store.replay(&sku, &t, &alice).await.expect("replay");
+    assert_eq!(
+        read.map(|r| (r.outcome, r.state)),
+        Some((first.outcome.clone(), Some(OrderState::Reserved)))
+    );
+    assert_eq!(
+        store.replay(&sku, &t, &bob).await.expect("replay"),
+        None,
+        "not bob's"
+    );
+    assert_eq!(
+        store.replay(&sku, &unspent, &alice).await.expect("replay"),
+        None,
+        "not spent"
+    );
+    store
+        .compensate(&sku, &order_id, "")
+        .await
+        .expect("compensate");
+    let again = store
+        .reserve(&req(&sku, &alice, t, 1))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        (again.replayed, again.outcome, again.state),
+        (true, first.outcome.clone(), Some(OrderState::Failed))
+    );
+    let read = store.replay(&sku, &t, &alice).await.expect("replay");
+    assert_eq!(read.and_then(|r| r.state), Some(OrderState::Failed));
+}
+
+/// A confirm that finds the order compensated says so: a conflict, not a success.
+pub async fn a_confirm_after_compensation_is_a_conflict(store: Arc<dyn Store>) {
+    let sku = Sku::new("conflict");
+    store.init_stock(&sku, 2, None).await.expect("init");
+    let alice = user("alice");
+    let t = store.issue_token(&sku, &alice, TTL).await.expect("token");
+    let id = reserved(&*store, &req(&sku, &alice, t, 1)).await;
+    store.compensate(&sku, &id, "").await.expect("compensate");
+    assert_eq!(
+        store.confirm(&sku, &id, "").await.expect("confirm"),
+        Confirmation::Compensated
+    );
+    assert_eq!(
+        store
+            .confirm(&sku, &OrderId::random(), "")
+            .await
+            .expect("confirm"),
+        Confirmation::Unknown
+    );
 }
 
 /// A token buys once; the same token again replays the first outcome and order id.
 pub async fn token_buys_once_and_replays(store: Arc<dyn Store>) {
     let sku = Sku::new("replay");
-    store.init_stock(&sku, 5).await.expect("init");
+    store.init_stock(&sku, 5, None).await.expect("init");
     let alice = user("alice");
     let token = store.issue_token(&sku, &alice, TTL).await.expect("token");
     let r = req(&sku, &alice, token, 1);
@@ -91,7 +285,7 @@ pub async fn token_buys_once_and_replays(store: Arc<dyn Store>) {
     assert!(again.replayed);
     assert_eq!(again.outcome, first.outcome, "same outcome, same order id");
     assert_eq!(
-        store.stock(&sku).await.expect("stock"),
+        store.stock(&sku).await.expect("stock").units,
         4,
         "replay took no stock"
     );
@@ -105,8 +299,8 @@ pub async fn token_buys_once_and_replays(store: Arc<dyn Store>) {
 pub async fn foreign_tokens_are_invalid(store: Arc<dyn Store>) {
     let sku = Sku::new("foreign");
     let other_sku = Sku::new("foreign-other");
-    store.init_stock(&sku, 5).await.expect("init");
-    store.init_stock(&other_sku, 5).await.expect("init");
+    store.init_stock(&sku, 5, None).await.expect("init");
+    store.init_stock(&other_sku, 5, None).await.expect("init");
     let (alice, bob) = (user("alice"), user("bob"));
     let token = store.issue_token(&sku, &alice, TTL).await.expect("token");
     for r in [
@@ -119,14 +313,14 @@ pub async fn foreign_tokens_are_invalid(store: Arc<dyn Store>) {
     }
     // Alice's token is still good after the others tried it.
     reserved(&*store, &req(&sku, &alice, token, 1)).await;
-    assert_eq!(store.stock(&sku).await.expect("stock"), 4);
-    assert_eq!(store.stock(&other_sku).await.expect("stock"), 5);
+    assert_eq!(store.stock(&sku).await.expect("stock").units, 4);
+    assert_eq!(store.stock(&other_sku).await.expect("stock").units, 5);
 }
 
 /// An expired token is invalid.
 pub async fn expired_tokens_are_invalid(store: Arc<dyn Store>) {
     let sku = Sku::new("expiry");
-    store.init_stock(&sku, 5).await.expect("init");
+    store.init_stock(&sku, 5, None).await.expect("init");
     let alice = user("alice");
     let token = store
         .issue_token(&sku, &alice, Duration::ZERO)
@@ -142,7 +336,7 @@ pub async fn expired_tokens_are_invalid(store: Arc<dyn Store>) {
 /// A user never holds more than the limit, whatever tokens they bring.
 pub async fn per_user_limit_holds(store: Arc<dyn Store>) {
     let sku = Sku::new("limit");
-    store.init_stock(&sku, 100).await.expect("init");
+    store.init_stock(&sku, 100, None).await.expect("init");
     let alice = user("alice");
     for _ in 0..2 {
         let t = store.issue_token(&sku, &alice, TTL).await.expect("token");
@@ -160,26 +354,26 @@ pub async fn per_user_limit_holds(store: Arc<dyn Store>) {
         .expect("reserve");
     assert_eq!(replay.outcome, Reservation::LimitReached);
     assert!(replay.replayed);
-    assert_eq!(store.stock(&sku).await.expect("stock"), 98);
+    assert_eq!(store.stock(&sku).await.expect("stock").units, 98);
 }
 
 /// Stock never goes below zero; once gone, reservations answer sold out.
 pub async fn no_oversell_when_sold_out(store: Arc<dyn Store>) {
     let sku = Sku::new("soldout");
-    store.init_stock(&sku, 1).await.expect("init");
+    store.init_stock(&sku, 1, None).await.expect("init");
     let (a, b) = (user("a"), user("b"));
     let ta = store.issue_token(&sku, &a, TTL).await.expect("token");
     let tb = store.issue_token(&sku, &b, TTL).await.expect("token");
     reserved(&*store, &req(&sku, &a, ta, 1)).await;
     let reply = store.reserve(&req(&sku, &b, tb, 1)).await.expect("reserve");
     assert_eq!(reply.outcome, Reservation::SoldOut { remaining: 0 });
-    assert_eq!(store.stock(&sku).await.expect("stock"), 0);
+    assert_eq!(store.stock(&sku).await.expect("stock").units, 0);
 }
 
 /// Reserved orders wait in the outbox, oldest first, until confirmed.
 pub async fn outbox_holds_orders_until_confirmed(store: Arc<dyn Store>) {
     let sku = Sku::new("outbox");
-    store.init_stock(&sku, 10).await.expect("init");
+    store.init_stock(&sku, 10, None).await.expect("init");
     let mut ids = Vec::new();
     for i in 0..3 {
         let u = user(&format!("u{i}"));
@@ -195,8 +389,17 @@ pub async fn outbox_holds_orders_until_confirmed(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(out, ids, "oldest first");
     assert_eq!(store.outbox(&sku, 2).await.expect("outbox").len(), 2);
-    assert!(store.confirm(&sku, &ids[1]).await.expect("confirm"));
-    assert!(!store.confirm(&sku, &ids[1]).await.expect("confirm twice"));
+    assert_eq!(
+        store.confirm(&sku, &ids[1], "").await.expect("confirm"),
+        Confirmation::Confirmed
+    );
+    assert_eq!(
+        store
+            .confirm(&sku, &ids[1], "")
+            .await
+            .expect("confirm twice"),
+        Confirmation::AlreadyConfirmed
+    );
     let out = store.outbox(&sku, 10).await.expect("outbox");
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|o| o.order_id != ids[1]));
@@ -214,19 +417,19 @@ pub async fn outbox_holds_orders_until_confirmed(store: Arc<dyn Store>) {
 /// Compensation restores stock and the user's count, once, and never undoes a confirmed order.
 pub async fn compensation_restores_once(store: Arc<dyn Store>) {
     let sku = Sku::new("compensate");
-    store.init_stock(&sku, 1).await.expect("init");
+    store.init_stock(&sku, 1, None).await.expect("init");
     let alice = user("alice");
     let t = store.issue_token(&sku, &alice, TTL).await.expect("token");
     let id = reserved(&*store, &req(&sku, &alice, t, 1)).await;
     assert_eq!(
-        store.compensate(&sku, &id).await.expect("compensate"),
+        store.compensate(&sku, &id, "").await.expect("compensate"),
         Compensation::Restored { remaining: 1 }
     );
     assert_eq!(
-        store.compensate(&sku, &id).await.expect("compensate"),
+        store.compensate(&sku, &id, "").await.expect("compensate"),
         Compensation::AlreadyFailed
     );
-    assert_eq!(store.stock(&sku).await.expect("stock"), 1);
+    assert_eq!(store.stock(&sku).await.expect("stock").units, 1);
     assert!(store.outbox(&sku, 10).await.expect("outbox").is_empty());
     assert_eq!(
         store.order_state(&sku, &id).await.expect("state"),
@@ -235,15 +438,18 @@ pub async fn compensation_restores_once(store: Arc<dyn Store>) {
     // The user may buy again (limit 1) with a new token.
     let t2 = store.issue_token(&sku, &alice, TTL).await.expect("token");
     let id2 = reserved(&*store, &req(&sku, &alice, t2, 1)).await;
-    assert!(store.confirm(&sku, &id2).await.expect("confirm"));
     assert_eq!(
-        store.compensate(&sku, &id2).await.expect("compensate"),
+        store.confirm(&sku, &id2, "").await.expect("confirm"),
+        Confirmation::Confirmed
+    );
+    assert_eq!(
+        store.compensate(&sku, &id2, "").await.expect("compensate"),
         Compensation::Confirmed
     );
-    assert_eq!(store.stock(&sku).await.expect("stock"), 0);
+    assert_eq!(store.stock(&sku).await.expect("stock").units, 0);
     assert_eq!(
         store
-            .compensate(&sku, &OrderId::random())
+            .compensate(&sku, &OrderId::random(), "")
             .await
             .expect("compensate"),
         Compensation::Unknown
@@ -255,7 +461,7 @@ pub async fn concurrent_crowd_never_oversells(store: Arc<dyn Store>) {
     let sku = Sku::new("crowd");
     const STOCK: u64 = 100;
     const USERS: usize = 2_000;
-    store.init_stock(&sku, STOCK).await.expect("init");
+    store.init_stock(&sku, STOCK, None).await.expect("init");
     let mut tasks = Vec::new();
     for i in 0..USERS {
         let store = store.clone();
@@ -282,7 +488,7 @@ pub async fn concurrent_crowd_never_oversells(store: Arc<dyn Store>) {
         per_user.values().all(|&n| n <= 1),
         "a user went over the limit"
     );
-    assert_eq!(store.stock(&sku).await.expect("stock"), 0);
+    assert_eq!(store.stock(&sku).await.expect("stock").units, 0);
     assert_eq!(
         store.outbox(&sku, 1000).await.expect("outbox").len() as u64,
         STOCK

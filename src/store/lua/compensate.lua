@@ -1,16 +1,24 @@
 -- Undo a reserved order: stock and the user's count back, order failed, out of the outbox.
 -- KEYS: 1 order hash, 2 stock, 3 buyers hash, 4 outbox stream.
--- ARGV: 1 deliverers' consumer group.
--- Returns {outcome, remaining} with outcome restored | already_failed | confirmed | unknown.
+-- ARGV: 1 deliverers' consumer group, 2 the deliverer settling it ('' = not fenced),
+--       3 how long a settled order is kept for replays (ms).
+-- Returns {outcome, remaining} with outcome restored | already_failed | confirmed |
+-- not_owner | unknown, and remaining an integer.
 local o = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'quantity', 'sid')
 if not o[1] then
-  return {'unknown', '0'}
+  return {'unknown', 0}
 end
 if o[1] == 'failed' then
-  return {'already_failed', '0'}
+  return {'already_failed', 0}
 end
 if o[1] == 'confirmed' then
-  return {'confirmed', '0'}
+  return {'confirmed', 0}
+end
+if ARGV[2] ~= '' then
+  local p = redis.call('XPENDING', KEYS[4], ARGV[1], o[4], o[4], 1)
+  if not p[1] or p[1][2] ~= ARGV[2] then
+    return {'not_owner', 0}
+  end
 end
 local qty = tonumber(o[3])
 local remaining = redis.call('INCRBY', KEYS[2], qty)
@@ -18,6 +26,7 @@ if redis.call('HINCRBY', KEYS[3], o[2], -qty) <= 0 then
   redis.call('HDEL', KEYS[3], o[2])
 end
 redis.call('HSET', KEYS[1], 'state', 'failed')
-pcall(redis.call, 'XACK', KEYS[4], ARGV[1], o[4])
+redis.call('XACK', KEYS[4], ARGV[1], o[4])
 redis.call('XDEL', KEYS[4], o[4])
-return {'restored', tostring(remaining)}
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {'restored', remaining}

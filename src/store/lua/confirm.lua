@@ -1,12 +1,28 @@
 -- Mark a reserved order delivered and take it out of the outbox.
--- KEYS: 1 order hash, 2 outbox stream.  ARGV: 1 deliverers' consumer group.
--- Returns 1 if it was reserved, else 0.
+-- KEYS: 1 order hash, 2 outbox stream.
+-- ARGV: 1 deliverers' consumer group, 2 the deliverer settling it ('' = not fenced),
+--       3 how long a settled order is kept for replays (ms).
+-- Fenced: only the deliverer whose pending entry it is may settle it, so a deliverer that
+-- lost the order to another (which took it over after claim_idle) cannot settle it twice.
+-- Returns confirmed | already_confirmed | compensated | not_owner | unknown.
 local o = redis.call('HMGET', KEYS[1], 'state', 'sid')
-if o[1] ~= 'reserved' then
-  return 0
+if not o[1] then
+  return 'unknown'
+end
+if o[1] == 'confirmed' then
+  return 'already_confirmed'
+end
+if o[1] == 'failed' then
+  return 'compensated'
+end
+if ARGV[2] ~= '' then
+  local p = redis.call('XPENDING', KEYS[2], ARGV[1], o[2], o[2], 1)
+  if not p[1] or p[1][2] ~= ARGV[2] then
+    return 'not_owner'
+  end
 end
 redis.call('HSET', KEYS[1], 'state', 'confirmed')
--- The group may not exist (stream mode, or a deliverer that never read): pcall.
-pcall(redis.call, 'XACK', KEYS[2], ARGV[1], o[2])
+redis.call('XACK', KEYS[2], ARGV[1], o[2])
 redis.call('XDEL', KEYS[2], o[2])
-return 1
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 'confirmed'

@@ -1,24 +1,31 @@
 -- Spend a token on one order, atomically.
 -- KEYS: 1 token hash, 2 stock, 3 buyers hash (user -> units), 4 outbox stream,
 --       5 order hash (for the order id the caller generated)
--- ARGV: 1 user, 2 quantity, 3 per-user limit, 4 order id, 5 now (ms), 6 replay ttl (ms), 7 sku
--- Returns {kind, order_id, remaining, replayed} with kind one of
--- reserved | sold_out | limit | invalid | unknown_sale.
+-- ARGV: 1 user, 2 quantity, 3 per-user limit, 4 order id, 5 replay ttl (ms), 6 sku,
+--       7 order key prefix (a replayed order's hash is prefix .. id: same hash tag, same slot)
+-- Returns {kind, order_id, remaining, replayed, order_state} with kind one of
+-- reserved | sold_out | limit | invalid | unknown_sale; remaining and replayed are integers
+-- (never tostring: Lua prints large figures as 2e+14); order_state is the order's state
+-- now (a replay answers it, not the state it had when first reserved).
 local tok = redis.call('HMGET', KEYS[1], 'u', 's', 'k', 'o', 'r')
 if not tok[1] or tok[1] ~= ARGV[1] then
-  return {'invalid', '', '0', '0'}
+  return {'invalid', '', 0, 0, ''}
 end
 if tok[2] == 'spent' then
-  return {tok[3], tok[4], tok[5], '1'}
+  local state = ''
+  if tok[3] == 'reserved' then
+    state = redis.call('HGET', ARGV[7] .. tok[4], 'state') or 'reserved'
+  end
+  return {tok[3], tok[4], tonumber(tok[5]) or 0, 1, state}
 end
 local stock = redis.call('GET', KEYS[2])
 if not stock then
-  return {'unknown_sale', '', '0', '0'}
+  return {'unknown_sale', '', 0, 0, ''}
 end
 stock = tonumber(stock)
 local qty = tonumber(ARGV[2])
 local held = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-local kind, oid, remaining = 'reserved', '', stock
+local kind, oid, remaining, state = 'reserved', '', stock, ''
 if held + qty > tonumber(ARGV[3]) then
   kind = 'limit'
 elseif stock < qty then
@@ -26,12 +33,16 @@ elseif stock < qty then
 else
   remaining = redis.call('DECRBY', KEYS[2], qty)
   redis.call('HINCRBY', KEYS[3], ARGV[1], qty)
-  local sid = redis.call('XADD', KEYS[4], '*', 'order_id', ARGV[4], 'sku', ARGV[7],
-    'user_id', ARGV[1], 'quantity', qty, 'reserved_at', ARGV[5])
-  redis.call('HSET', KEYS[5], 'sku', ARGV[7], 'user_id', ARGV[1], 'quantity', qty,
-    'reserved_at', ARGV[5], 'state', 'reserved', 'sid', sid)
+  -- The store's clock, not the caller's: every instance judges delivery deadlines by it.
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  local sid = redis.call('XADD', KEYS[4], '*', 'order_id', ARGV[4], 'sku', ARGV[6],
+    'user_id', ARGV[1], 'quantity', qty, 'reserved_at', now)
+  redis.call('HSET', KEYS[5], 'sku', ARGV[6], 'user_id', ARGV[1], 'quantity', qty,
+    'reserved_at', now, 'state', 'reserved', 'sid', sid)
   oid = ARGV[4]
+  state = 'reserved'
 end
 redis.call('HSET', KEYS[1], 's', 'spent', 'k', kind, 'o', oid, 'r', remaining)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {kind, oid, tostring(remaining), '0'}
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {kind, oid, remaining, 0, state}
