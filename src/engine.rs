@@ -178,8 +178,17 @@ impl Engine {
 
     /// Applies one stock reading from a shared store: how an instance learns that another
     /// sold the sale out, that an operator loaded stock, or that the store lost its state.
-    fn apply_reading(&self, sale: &Sale, reading: Result<StockReading, StoreError>) {
-        let known = self.local.epoch(&self.store_id, &sale.sku);
+    /// `known` is the epoch this instance knew when it asked: if it adopted another since
+    /// (an operator loaded stock meanwhile), the reading is stale and is skipped.
+    fn apply_reading(
+        &self,
+        sale: &Sale,
+        known: Option<Epoch>,
+        reading: Result<StockReading, StoreError>,
+    ) {
+        if self.local.epoch(&self.store_id, &sale.sku) != known {
+            return;
+        }
         match reading {
             Ok(StockReading { units, epoch }) => match (epoch, known) {
                 (Some(now), Some(known)) if now != known => {
@@ -264,8 +273,9 @@ async fn sync_stock(engine: Arc<Engine>, every: Duration, shutdown: Cancellation
             () = shutdown.cancelled() => return,
         }
         for sale in engine.sales.iter() {
+            let known = engine.local.epoch(&engine.store_id, &sale.sku);
             let reading = engine.store.stock(&sale.sku).await;
-            engine.apply_reading(sale, reading);
+            engine.apply_reading(sale, known, reading);
         }
     }
 }

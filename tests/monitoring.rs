@@ -26,7 +26,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn prometheus_config_is_valid() {
     let out = promtool(&["check", "config", "grafana/prometheus.yml"]);
-    assert!(out.contains("5 rules found"), "{out}");
+    assert!(out.contains("7 rules found"), "{out}");
 }
 
 #[test]
@@ -213,5 +213,5 @@ async fn every_dashboard_and_alert_expression_evaluates_on_a_real_prometheus() {
     let loaded = r["data"]["groups"][0]["rules"]
         .as_array()
         .map_or(0, Vec::len);
-    assert_eq!(loaded, 5);
+    assert_eq!(loaded, 7);
 }
