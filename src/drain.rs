@@ -137,7 +137,8 @@ async fn work(
     };
     if let Some(c) = engine.counters(&sale.sku) {
         let i = match status {
-            TicketStatus::Reserved(_) => 0,
+            // A replay of a reserved order counts as reserved, whatever its state now.
+            TicketStatus::Reserved(_) | TicketStatus::Confirmed(_) | TicketStatus::Failed(_) => 0,
             TicketStatus::SoldOut => 1,
             TicketStatus::Duplicate => 2,
             TicketStatus::InvalidToken => 3,

@@ -56,8 +56,7 @@ pub struct Engine {
 impl Engine {
     /// Builds the engine for `config` over `store`, keeping no local state.
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
-        let none = LocalState::open("").unwrap_or_else(|_| unreachable!("no directory, no I/O"));
-        Self::with_metrics(config, store, Arc::new(Metrics::new()), none)
+        Self::with_metrics(config, store, Arc::new(Metrics::new()), LocalState::none())
     }
 
     /// Builds the engine, recording into `metrics` and keeping `local` state.

@@ -34,15 +34,23 @@ pub struct LocalStateError {
 }
 
 impl LocalState {
+    /// Keeps nothing (tests, benchmarks, `data_dir = ""`).
+    pub fn none() -> Self {
+        Self {
+            dir: None,
+            epochs: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The state kept in `dir` (created when first written); `""` keeps none.
     pub fn open(dir: &str) -> Result<Self, LocalStateError> {
-        let dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
-        let epochs = match &dir {
-            Some(d) => read_json(&d.join(EPOCHS_FILE))?.unwrap_or_default(),
-            None => HashMap::new(),
-        };
+        if dir.is_empty() {
+            return Ok(Self::none());
+        }
+        let dir = PathBuf::from(dir);
+        let epochs = read_json(&dir.join(EPOCHS_FILE))?.unwrap_or_default();
         Ok(Self {
-            dir,
+            dir: Some(dir),
             epochs: Mutex::new(epochs),
         })
     }

@@ -152,12 +152,7 @@ impl RedisServer {
     /// error line as sent (`+OK`, `-ERR …`), an integer as `:n`, a bulk string's value, or
     /// `(nil)`.
     pub fn command(&self, args: &[&str]) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).expect("write");
+        let mut s = self.send_command(args);
         let first = read_line(&mut s);
         match first.strip_prefix('$') {
             Some("-1") => "(nil)".to_owned(),
@@ -170,13 +165,19 @@ impl RedisServer {
 impl RedisServer {
     /// Runs a command and returns the first `n` lines of the raw reply (for array replies).
     pub fn command_lines(&self, args: &[&str], n: usize) -> Vec<String> {
+        let mut s = self.send_command(args);
+        (0..n).map(|_| read_line(&mut s)).collect()
+    }
+
+    /// Sends one command on a fresh connection; the reply is read from the returned stream.
+    fn send_command(&self, args: &[&str]) -> TcpStream {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
         let mut req = format!("*{}\r\n", args.len());
         for a in args {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         s.write_all(req.as_bytes()).expect("write");
-        (0..n).map(|_| read_line(&mut s)).collect()
+        s
     }
 
     /// Stops the process (SIGSTOP): it keeps its connections and answers nothing.
