@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,6 +42,17 @@ pub struct DemoBackend {
     ledger: Arc<Mutex<Ledger>>,
     /// How long each order takes to apply: a slow backend for load tests.
     delay: Duration,
+    /// Faults a load test switches on and off while it runs.
+    faults: Arc<Faults>,
+}
+
+/// A backend's faults, switched live.
+#[derive(Default)]
+struct Faults {
+    /// Answer every order 503 without applying it.
+    failing: AtomicBool,
+    /// Extra milliseconds each order takes.
+    slow_ms: AtomicU64,
 }
 
 impl DemoBackend {
@@ -50,6 +62,18 @@ impl DemoBackend {
             delay,
             ..Self::default()
         }
+    }
+
+    /// While `failing`, every order is answered 503 and not applied (a backend that is up
+    /// but broken); the gateway must retry.
+    pub fn set_failing(&self, failing: bool) {
+        self.faults.failing.store(failing, Ordering::Release);
+    }
+
+    /// Each order takes `extra` longer to apply (zero: back to normal).
+    pub fn set_slow(&self, extra: Duration) {
+        let ms = u64::try_from(extra.as_millis()).unwrap_or(u64::MAX);
+        self.faults.slow_ms.store(ms, Ordering::Release);
     }
 
     /// Orders recorded (without duplicates).
@@ -83,8 +107,15 @@ impl DemoBackend {
             Ok(v) => v,
             Err(_) => return json(StatusCode::BAD_REQUEST, &json!({ "error": "not JSON" })),
         };
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
+        let delay = self.delay + Duration::from_millis(self.faults.slow_ms.load(Ordering::Acquire));
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if self.faults.failing.load(Ordering::Acquire) {
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "error": "the backend is failing (load-test fault)" }),
+            );
         }
         let field = |name: &str| order[name].as_str().unwrap_or("").to_owned();
         let mut l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);

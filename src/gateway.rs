@@ -103,6 +103,32 @@ impl Handler for Public {
     }
 }
 
+/// Loads stock until the store answers (every `every`), or until shutdown.
+async fn load_when_up(
+    engine: Arc<Engine>,
+    config: Config,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match engine.load_stock(&config).await {
+            Ok(()) => {
+                tracing::info!("the store answers; stock loaded");
+                return;
+            }
+            Err(StoreError::Unavailable(_)) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load stock");
+                return;
+            }
+        }
+    }
+}
+
 /// A running gateway: its bound addresses and the handle to stop it.
 pub struct Gateway {
     /// Where the public listener is bound (the real port when `:0` was asked for).
@@ -185,7 +211,22 @@ impl Gateway {
             .with_metrics(metrics.clone()),
         );
         let engine = Arc::new(Engine::with_metrics(&config, store, metrics, local));
-        engine.load_stock(&config).await?;
+        // A store that does not answer yet does not keep the gateway from serving (the
+        // proxy, the edge answers): stock is loaded in the background once it answers.
+        let mut loading = None;
+        match engine.load_stock(&config).await {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(why)) => {
+                tracing::warn!(%why, "the store does not answer; stock will be loaded when it does");
+                loading = Some(tokio::spawn(load_when_up(
+                    engine.clone(),
+                    config.clone(),
+                    config.store.breaker_cooldown,
+                    shutdown.clone(),
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         if let Some(path) = restored {
             // This process holds the state now; a crash from here on must be seen as lost
             // state (the sale held), never answered with the stale snapshot.
@@ -227,6 +268,7 @@ impl Gateway {
             )),
         ];
         tasks.extend(engine.start(&config, shutdown.clone()));
+        tasks.extend(loading);
         tracing::info!(%public_addr, %admin_addr, upstream = %config.upstream.url, "flashgate listening");
         Ok(Self {
             public_addr,

@@ -313,3 +313,38 @@ async fn a_graceful_stop_keeps_undelivered_orders_for_the_next_start() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Defect (found by the chaos runs): a gateway (re)started while Redis did not answer
+/// exited instead of serving; it now serves and loads stock once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_while_redis_is_down_serves_and_loads_stock_later() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    redis.pause();
+    let gw = gateway(&redis_config(
+        &up,
+        &redis,
+        "[[sale]]\nsku = \"phone\"\nstock = 3\n",
+    ))
+    .await;
+    // Passthrough works; the sale says its store is unavailable.
+    assert_eq!(
+        send(gw.public_addr, get("/catalog")).await.status,
+        StatusCode::OK
+    );
+    let t = ask_token(gw.public_addr, "phone", "alice").await;
+    assert_refused(&t, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    redis.resume();
+    until("the stock to be loaded", || async {
+        redis.command(&["GET", "flashgate:{phone}:stock"]) == "3"
+    })
+    .await;
+    until("the sale to sell", || async {
+        ask_token(gw.public_addr, "phone", "alice").await.status == StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        buy(gw.public_addr, "bob").await.1.status,
+        StatusCode::CREATED
+    );
+}

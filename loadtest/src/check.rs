@@ -41,6 +41,32 @@ pub struct Evidence<'a> {
     pub store_unavailable_answers: u64,
     /// The scenario's own promises.
     pub expect: &'a Expect,
+    /// Orders users were told of that the store records as compensated (their stock went
+    /// back after delivery failed for good).
+    pub compensated: &'a [String],
+    /// Whether gateway instances were killed during the run: requests in flight to them
+    /// went unanswered (a user then tries another instance), which is no broken promise.
+    pub gateways_killed: bool,
+    /// How the system stands at the end of a chaos run.
+    pub health: Option<&'a Health>,
+}
+
+/// How the system stands once a chaos run is over: whatever happened, it must have
+/// recovered by itself.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// Circuit breakers (store and backend, every instance) still open.
+    pub breakers_open: f64,
+    /// Entries pending in the deliverers' group (taken and never acknowledged).
+    pub pending_deliveries: u64,
+    /// Orders the backend accepted whose stock had been restored.
+    pub delivery_conflicts: f64,
+    /// Instances holding the sale as if the store had lost it.
+    pub sales_held: f64,
+    /// Instances whose metrics answered at the end.
+    pub instances_answering: usize,
+    /// Instances in the run.
+    pub instances: usize,
 }
 
 /// One invariant's verdict.
@@ -68,10 +94,15 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         .count();
     out.push(check(
         "every request answered",
-        e.unanswered_requests == 0 && stuck == 0,
+        (e.unanswered_requests == 0 || e.gateways_killed) && stuck == 0,
         format!(
-            "{} requests without an answer, {stuck} users unanswered or unfinished",
-            e.unanswered_requests
+            "{} requests without an answer{}, {stuck} users unanswered or unfinished",
+            e.unanswered_requests,
+            if e.gateways_killed {
+                " (gateways were killed under them)"
+            } else {
+                ""
+            }
         ),
     ));
     out.push(check(
@@ -105,6 +136,7 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         .journeys
         .iter()
         .flat_map(|j| j.failed_orders.iter().map(String::as_str))
+        .chain(e.compensated.iter().map(String::as_str))
         .collect();
     let known: HashSet<&str> = e
         .journeys
@@ -119,9 +151,10 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         "every order delivered exactly once",
         repeated == 0 && missing == 0,
         format!(
-            "{} orders at the backend, {repeated} applied twice; {} orders told to users, {missing} of them never delivered",
+            "{} orders at the backend, {repeated} applied twice; {} orders told to users, {} compensated, {missing} neither delivered nor compensated",
             e.ledger.len(),
-            known.len()
+            known.len(),
+            known.iter().filter(|id| failed.contains(*id)).count()
         ),
     ));
 
@@ -175,6 +208,30 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         mismatches == 0,
         format!("{mismatches} answers to a repeated token disagreed with the first"),
     ));
+
+    if let Some(h) = e.health {
+        out.push(check(
+            "recovered by itself",
+            h.breakers_open == 0.0 && h.sales_held == 0.0 && h.instances_answering == h.instances,
+            format!(
+                "{} breakers still open, {} instances holding the sale, {}/{} instances answering",
+                h.breakers_open, h.sales_held, h.instances_answering, h.instances
+            ),
+        ));
+        out.push(check(
+            "no delivery left pending",
+            h.pending_deliveries == 0,
+            format!(
+                "{} entries pending in the deliverers' group",
+                h.pending_deliveries
+            ),
+        ));
+        out.push(check(
+            "no acknowledged order compensated",
+            h.delivery_conflicts == 0.0,
+            format!("{} delivery conflicts", h.delivery_conflicts),
+        ));
+    }
 
     if e.expect.sold_out {
         out.push(check(
@@ -236,6 +293,9 @@ mod tests {
             settled: true,
             store_unavailable_answers: 0,
             expect: &expect,
+            compensated: &[],
+            gateways_killed: false,
+            health: None,
         };
         all(&e)
             .into_iter()

@@ -37,6 +37,17 @@ impl Answer {
         }
     }
 
+    /// A refusal the user makes up for itself: a gateway instance went away mid-request,
+    /// and (as behind a load balancer) it will try another one.
+    pub fn went_away() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: serde_json::json!({ "error": "instance_gone" }),
+            retry_after: Some(1),
+            took: Duration::ZERO,
+        }
+    }
+
     /// A string field of the body.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.body.get(name).and_then(Value::as_str)

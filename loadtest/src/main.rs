@@ -6,9 +6,11 @@
 //! delivery to settle, then reports and checks the invariants. Exit 0: every check held;
 //! 1: a check failed; 2: the scenario or the command line is wrong; 3: the stack would not start.
 
+mod chaos;
 mod chart;
 mod check;
 mod client;
+mod fault_proxy;
 mod report;
 mod sampler;
 mod scenario;
@@ -63,6 +65,13 @@ struct Cli {
     /// Only check the scenario (and its gateway config) and exit.
     #[arg(long)]
     check: bool,
+    /// The chaos schedule's seed (replays a run's faults exactly); default: the scenario's,
+    /// or a random one.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Runs the scenario this many times, each with the next seed, and prints a table.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +93,10 @@ fn main() -> ExitCode {
     if cli.check {
         return check_only(&cli, &scenario);
     }
+    if cli.runs == 0 {
+        eprintln!("error: --runs must be at least 1");
+        return ExitCode::from(2);
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cli.threads > 0 {
         rt.worker_threads(cli.threads);
@@ -95,10 +108,65 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    rt.block_on(run(cli, scenario))
+    rt.block_on(runs(cli, scenario))
 }
 
-async fn run(cli: Cli, scenario: Scenario) -> ExitCode {
+/// One line of the `--runs` table.
+struct RunLine {
+    seed: u64,
+    faults: u32,
+    orders: u64,
+    violations: Vec<String>,
+    exit: u8,
+}
+
+/// Runs the scenario `--runs` times on consecutive seeds; with more than one, prints a
+/// table. The exit code is the worst run's.
+async fn runs(cli: Cli, scenario: Scenario) -> ExitCode {
+    let first = cli
+        .seed
+        .or_else(|| scenario.chaos.as_ref().map(|c| c.seed).filter(|s| *s != 0))
+        .unwrap_or_else(rand::random);
+    let mut lines = Vec::new();
+    for i in 0..u64::from(cli.runs) {
+        let seed = first.wrapping_add(i);
+        lines.push(run(&cli, &scenario, seed).await);
+    }
+    if cli.runs > 1 {
+        println!(
+            "\n{:>20}  {:>6}  {:>7}  violations",
+            "seed", "faults", "orders"
+        );
+        for l in &lines {
+            let v = if l.exit == 3 {
+                "the stack would not start".to_owned()
+            } else if l.violations.is_empty() {
+                "0".to_owned()
+            } else {
+                format!("{}: {}", l.violations.len(), l.violations.join("; "))
+            };
+            println!("{:>20}  {:>6}  {:>7}  {v}", l.seed, l.faults, l.orders);
+        }
+        let bad = lines.iter().filter(|l| l.exit != 0).count();
+        println!("{} runs, {bad} with violations", lines.len());
+    }
+    ExitCode::from(lines.iter().map(|l| l.exit).max().unwrap_or(0))
+}
+
+async fn run(cli: &Cli, scenario: &Scenario, seed: u64) -> RunLine {
+    let mut line = RunLine {
+        seed,
+        faults: 0,
+        orders: 0,
+        violations: Vec::new(),
+        exit: 0,
+    };
+    let code = run_once(cli, scenario, seed, &mut line).await;
+    line.exit = code;
+    line
+}
+
+async fn run_once(cli: &Cli, scenario: &Scenario, seed: u64, line: &mut RunLine) -> u8 {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("flashgate")));
@@ -115,32 +183,54 @@ async fn run(cli: Cli, scenario: Scenario) -> ExitCode {
         ),
     };
     let opens_at = scenario.crowd.sale_opens_in.map(|d| SystemTime::now() + d);
-    let mut stack = match Stack::start(&scenario, &programs, opens_at).await {
+    let mut stack = match Stack::start(scenario, &programs, opens_at).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(3);
+            return 3;
         }
     };
     eprintln!(
-        "scenario {}: {} users on {} ({} store); gateway http://{}, admin http://{}, backend http://{}",
+        "scenario {}: {} users on {} ({} store, {} instance(s)); gateway http://{}, admin http://{}, backend http://{}",
         scenario.name,
         scenario.crowd.users,
         stack.config.sales[0].sku,
         store_name(scenario.store),
+        stack.instances.len(),
         stack.public,
         stack.admin,
         stack.backend
     );
-    let report = match crowd(&cli, &scenario, &stack).await {
+    let plan = scenario
+        .chaos
+        .as_ref()
+        .map(|c| chaos::schedule(c, seed, stack.instances.len()));
+    if let Some(plan) = &plan {
+        eprintln!(
+            "chaos seed {seed}: {} faults (replay with --seed {seed})",
+            plan.len()
+        );
+        for p in plan {
+            eprintln!("  {}", p.describe());
+        }
+    }
+    let report = match crowd(cli, scenario, &stack, plan.as_deref(), seed).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e} (logs kept in {})", stack.dir.display());
             stack.stop().await;
-            return ExitCode::from(3);
+            return 3;
         }
     };
     print!("{}", report.text());
+    line.faults = report.chaos.as_ref().map_or(0, |c| c.injected);
+    line.orders = report.orders.told_to_users;
+    line.violations = report
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.name.to_owned())
+        .collect();
     let mut code = if report.passed { 0 } else { 1 };
     if let Some(path) = &cli.json {
         let written = serde_json::to_vec_pretty(&report)
@@ -167,7 +257,7 @@ async fn run(cli: Cli, scenario: Scenario) -> ExitCode {
     } else {
         eprintln!("gateway logs kept in {}", stack.dir.display());
     }
-    ExitCode::from(code)
+    code
 }
 
 /// `--check`: the scenario parsed; does its gateway config pass flashgate's validation?
@@ -201,20 +291,34 @@ fn store_name(s: StoreChoice) -> &'static str {
 }
 
 /// Lets the crowd loose, then gathers the evidence and judges it.
-async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, String> {
+async fn crowd(
+    cli: &Cli,
+    scenario: &Scenario,
+    stack: &Stack,
+    faults: Option<&[chaos::Planned]>,
+    seed: u64,
+) -> Result<Report, String> {
     let sale = &stack.config.sales[0];
     let sku = sale.sku.clone();
     let stock_initial = stack.store_stock(&sku).await?;
     let c = &scenario.crowd;
     let start = Instant::now();
     let tally = Arc::new(Tally::new(start));
+    let crowds = stack
+        .instances
+        .iter()
+        .map(|inst| {
+            client::Crowd::new(
+                format!("http://{}", inst.public),
+                &stack.config.identity.header,
+                c.connections.div_ceil(stack.instances.len()),
+                c.request_timeout,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let plan = Arc::new(Plan {
-        crowd: client::Crowd::new(
-            format!("http://{}", stack.public),
-            &stack.config.identity.header,
-            c.connections,
-            c.request_timeout,
-        )?,
+        crowds,
+        failover: stack.instances.len() > 1 || faults.is_some(),
         tally: tally.clone(),
         sku: sku.clone(),
         clicks: c.clicks,
@@ -224,6 +328,8 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
     });
 
     let stop = CancellationToken::new();
+    // The whole schedule runs, however soon the crowd is done: delivery is tested too.
+    let chaos_done = CancellationToken::new();
     let samples: sampler::Samples = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(AtomicU64::new(0));
     let side = async {
@@ -237,7 +343,16 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
         );
         let progress = progress(cli.progress, c.users, &tally, &done, &samples, start, &stop);
         let events = events(scenario, stack, start, &stop);
-        tokio::join!(sampling, progress, events);
+        let chaos = async {
+            let injected = match faults {
+                Some(plan) => Some(chaos::inject(plan, stack, start, &stop).await),
+                None => None,
+            };
+            chaos_done.cancel();
+            injected
+        };
+        let ((), (), (), injected) = tokio::join!(sampling, progress, events, chaos);
+        injected
     };
     let users = async {
         let mut set = tokio::task::JoinSet::new();
@@ -249,8 +364,9 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
             let plan = plan.clone();
             let done = done.clone();
             let abandons = abandons(i, c.abandon);
+            let home = (i % stack.instances.len() as u64) as usize;
             set.spawn(async move {
-                let j = user::run(&plan, format!("user-{i}"), abandons).await;
+                let j = user::run(&plan, format!("user-{i}"), abandons, home).await;
                 done.fetch_add(1, Ordering::Relaxed);
                 j
             });
@@ -261,6 +377,7 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
         }
         let crowd_seconds = start.elapsed().as_secs_f64();
         let settle = Instant::now();
+        chaos_done.cancelled().await;
         let settled = settle_delivery(stack, &sku, stock_initial, scenario.expect.settle).await;
         stop.cancel();
         Ok::<_, String>((
@@ -270,12 +387,46 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
             settled,
         ))
     };
-    let ((), result) = tokio::join!(side, users);
+    let (injected, result) = tokio::join!(side, users);
     let (journeys, crowd_seconds, settle_seconds, settled) = result?;
 
     let stock_final = stack.store_stock(&sku).await?;
     let ledger = backend_ledger(stack, &sku).await?;
     let metrics = stack.metrics().await.unwrap_or_default();
+    let every: Vec<String> = stack
+        .all_metrics()
+        .await
+        .into_iter()
+        .map(Result::unwrap_or_default)
+        .collect();
+    let summed = |name: &str, labels: &str| -> f64 {
+        // A fold from +0: an empty f64 sum is -0, which prints as "-0".
+        every
+            .iter()
+            .filter_map(|m| sampler::metric(m, name, labels))
+            .fold(0.0, |a, b| a + b)
+    };
+    let label = format!("sku=\"{sku}\"");
+    // Orders users were told of that the backend does not have: compensated in the store?
+    let applied: std::collections::HashSet<&str> =
+        ledger.0.iter().map(|a| a.order_id.as_str()).collect();
+    let mut compensated = Vec::new();
+    for id in journeys.iter().flat_map(|j| j.orders.iter()) {
+        if !applied.contains(id.as_str())
+            && stack.order_state(&sku, id).await == Some(flashgate::store::OrderState::Failed)
+        {
+            compensated.push(id.clone());
+        }
+    }
+    let health = check::Health {
+        breakers_open: summed("flashgate_circuit_breaker_open", "breaker=\"store\"")
+            + summed("flashgate_circuit_breaker_open", "breaker=\"backend\""),
+        pending_deliveries: stack.pending_deliveries(&sku).await.unwrap_or(u64::MAX),
+        delivery_conflicts: summed("flashgate_delivery_conflicts_total", ""),
+        sales_held: summed("flashgate_sale_held", &label),
+        instances_answering: every.iter().filter(|m| !m.is_empty()).count(),
+        instances: stack.instances.len(),
+    };
     let samples = samples
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -294,8 +445,13 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
         settled,
         store_unavailable_answers: store_unavailable,
         expect: &scenario.expect,
+        compensated: &compensated,
+        gateways_killed: faults.is_some_and(|p| {
+            p.iter()
+                .any(|f| f.kind == scenario::FaultKind::GatewayRestart)
+        }),
+        health: faults.is_some().then_some(&health),
     });
-    let label = format!("sku=\"{sku}\"");
     let drain_rate = samples.last().map_or(0.0, |s| s.drain_rate);
     let achieved = sampler::achieved_drain(&samples);
     Ok(Report {
@@ -314,8 +470,7 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
             told_to_users: journeys.iter().map(|j| j.orders.len() as u64).sum(),
             applied_at_backend: ledger.0.len() as u64,
             redeliveries_absorbed: ledger.1,
-            compensations: sampler::metric(&metrics, "flashgate_compensations_total", &label)
-                .unwrap_or(0.0) as u64,
+            compensations: summed("flashgate_compensations_total", &label) as u64,
         },
         gateway_admission: sampler::metric_by(
             &metrics,
@@ -334,6 +489,16 @@ async fn crowd(cli: &Cli, scenario: &Scenario, stack: &Stack) -> Result<Report, 
         },
         passed: checks.iter().all(|c| c.ok),
         checks,
+        chaos: injected.map(|(injected, errors)| report::ChaosReport {
+            seed,
+            injected,
+            errors,
+            faults: faults
+                .unwrap_or_default()
+                .iter()
+                .map(chaos::Planned::describe)
+                .collect(),
+        }),
         timeline: tally.timeline(),
         samples,
     })
@@ -350,14 +515,20 @@ fn abandons(i: u64, share: f64) -> bool {
 async fn settle_delivery(stack: &Stack, sku: &str, initial: u64, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
-        let backlog = stack
-            .metrics()
-            .await
-            .ok()
-            .and_then(|m| sampler::metric(&m, "flashgate_outbox_backlog", ""));
+        // Every instance's backlog (one that does not answer is not settled).
+        let mut backlog = Some(0.0);
+        for m in stack.all_metrics().await {
+            let b = m
+                .ok()
+                .and_then(|m| sampler::metric(&m, "flashgate_outbox_backlog", ""));
+            backlog = backlog.zip(b).map(|(a, b)| a + b);
+        }
         let stock = stack.store_stock(sku).await.ok();
         let applied = backend_ledger(stack, sku).await.ok();
-        if let (Some(backlog), Some(stock), Some((ledger, _))) = (backlog, stock, applied) {
+        let pending = stack.pending_deliveries(sku).await.ok();
+        if let (Some(backlog), Some(stock), Some((ledger, _)), Some(0)) =
+            (backlog, stock, applied, pending)
+        {
             let units: u64 = ledger.iter().map(|a| a.quantity).sum();
             if backlog == 0.0 && units == initial.saturating_sub(stock) {
                 return true;

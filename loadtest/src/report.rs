@@ -46,6 +46,21 @@ pub struct Report {
     pub timeline: Vec<Second>,
     /// The gateway sampled over time.
     pub samples: Vec<Sample>,
+    /// The chaos schedule, when the run had one.
+    pub chaos: Option<ChaosReport>,
+}
+
+/// What a chaos schedule did.
+#[derive(Debug, Serialize)]
+pub struct ChaosReport {
+    /// Its seed (`--seed` replays it).
+    pub seed: u64,
+    /// Faults injected before the crowd was done.
+    pub injected: u32,
+    /// Faults that could not be injected.
+    pub errors: Vec<String>,
+    /// The schedule, one line a fault.
+    pub faults: Vec<String>,
 }
 
 /// Order requests offered, admitted and refused.
@@ -227,6 +242,19 @@ impl Report {
                     "  configured {:.0}/s; the queue held requests for under 1 s, too short to measure",
                     d.configured
                 );
+            }
+        }
+        if let Some(c) = &self.chaos {
+            let _ = writeln!(
+                o,
+                "\nchaos seed {}: {} faults injected (replay with --seed {})",
+                c.seed, c.injected, c.seed
+            );
+            for f in &c.faults {
+                let _ = writeln!(o, "  {f}");
+            }
+            for e in &c.errors {
+                let _ = writeln!(o, "  not injected: {e}");
             }
         }
         let _ = writeln!(o, "\ninvariants");

@@ -21,6 +21,10 @@ pub struct Scenario {
     /// for the run.
     #[serde(default)]
     pub store: StoreChoice,
+    /// Gateway instances behind the crowd, sharing the store and the backend; user i goes to
+    /// instance i mod n, and each of its retries to the next one (as a load balancer would).
+    #[serde(default = "Scenario::default_instances")]
+    pub instances: usize,
     /// The buyers.
     pub crowd: Crowd,
     /// The demo backend the orders are delivered to.
@@ -29,11 +33,76 @@ pub struct Scenario {
     /// Things that happen to the system during the run.
     #[serde(default, rename = "event")]
     pub events: Vec<Event>,
+    /// A seeded random schedule of faults during the run.
+    #[serde(default)]
+    pub chaos: Option<Chaos>,
     /// Outcomes the scenario promises beyond the invariants every run checks.
     #[serde(default)]
     pub expect: Expect,
     /// The gateway's config (flashgate TOML); needs at least one `[[gateway.sale]]`.
     pub gateway: toml::Table,
+}
+
+/// Faults drawn at random from a seed: which kinds, how many, when and for how long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chaos {
+    /// The seed (0: a random one, printed); `--seed` overrides it.
+    #[serde(default)]
+    pub seed: u64,
+    /// How many faults.
+    pub faults: u32,
+    /// Faults start within this long from the crowd's start.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Shortest fault.
+    #[serde(default = "Chaos::default_shortest", with = "humantime_serde")]
+    pub shortest: Duration,
+    /// Longest fault.
+    #[serde(default = "Chaos::default_longest", with = "humantime_serde")]
+    pub longest: Duration,
+    /// The kinds of fault to draw from.
+    pub kinds: Vec<FaultKind>,
+}
+
+impl Chaos {
+    fn default_shortest() -> Duration {
+        Duration::from_millis(200)
+    }
+    fn default_longest() -> Duration {
+        Duration::from_millis(1500)
+    }
+}
+
+/// A kind of fault a chaos schedule draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// redis-server SIGSTOPped, then SIGCONTinued.
+    RedisPause,
+    /// redis-server SIGKILLed, down a while, started again on its append-only file.
+    RedisRestart,
+    /// One instance's link to Redis delayed, paused, replies held, reset or blackholed.
+    RedisLink,
+    /// One instance's link to the backend, likewise.
+    BackendLink,
+    /// The backend answers every order 503.
+    BackendErrors,
+    /// The backend takes far longer per order.
+    BackendSlow,
+    /// One gateway instance SIGKILLed, then started again on the same config.
+    GatewayRestart,
+}
+
+impl FaultKind {
+    /// Whether this kind needs a redis-server in the run (a killed gateway would take the
+    /// memory store's orders with it).
+    pub fn needs_redis(self) -> bool {
+        matches!(
+            self,
+            Self::RedisPause | Self::RedisRestart | Self::RedisLink | Self::GatewayRestart
+        )
+    }
 }
 
 /// Which store backs the run.
@@ -81,6 +150,12 @@ pub struct Crowd {
     /// Upper bound of the whole crowd phase; users still going then count as unfinished.
     #[serde(default = "Crowd::default_max_duration", with = "humantime_serde")]
     pub max_duration: Duration,
+}
+
+impl Scenario {
+    fn default_instances() -> usize {
+        1
+    }
 }
 
 impl Crowd {
@@ -197,6 +272,28 @@ impl Scenario {
             .map_err(|e| format!("key `{}`: {}", e.path(), e.inner().message()))?;
         if s.crowd.users == 0 {
             return Err("key `crowd.users`: must be at least 1".into());
+        }
+        if s.instances == 0 {
+            return Err("key `instances`: must be at least 1".into());
+        }
+        if s.instances > 1 && s.store != StoreChoice::Redis {
+            return Err(
+                "key `instances`: instances share the store, so more than one needs store = \"redis\""
+                    .into(),
+            );
+        }
+        if let Some(c) = &s.chaos {
+            if c.kinds.is_empty() {
+                return Err("key `chaos.kinds`: name at least one kind of fault".into());
+            }
+            if c.shortest > c.longest || c.shortest.is_zero() {
+                return Err(
+                    "key `chaos.shortest`: must be above 0 and at most chaos.longest".into(),
+                );
+            }
+            if s.store != StoreChoice::Redis && c.kinds.iter().any(|k| k.needs_redis()) {
+                return Err("key `chaos.kinds`: Redis faults need store = \"redis\"".into());
+            }
         }
         if s.crowd.connections == 0 {
             return Err("key `crowd.connections`: must be at least 1".into());

@@ -1,5 +1,7 @@
 //! What a scenario runs against, started for the run and stopped after it: the demo backend
-//! (in this process), a redis-server when the scenario wants Redis, and the flashgate binary.
+//! (in this process), a redis-server when the scenario wants Redis, and one or more
+//! instances of the flashgate binary. With a chaos schedule, each instance reaches Redis
+//! and the backend through fault proxies of its own.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Side;
+use crate::fault_proxy::FaultProxy;
 use crate::scenario::{Owned, Scenario, StoreChoice};
 
 /// Bound on every start-up wait and every side request.
@@ -18,6 +21,7 @@ const STARTUP: Duration = Duration::from_secs(30);
 const SIDE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where to find the programs a run starts.
+#[derive(Clone)]
 pub struct Programs {
     /// The flashgate binary.
     pub flashgate: PathBuf,
@@ -96,6 +100,44 @@ impl Redis {
         let old = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(old);
     }
+
+    /// Sends `sig` (`-STOP`, `-CONT`) to the running redis-server.
+    fn signal(&self, sig: &str) -> Result<(), String> {
+        let pid = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.0.id())
+            .ok_or("redis-server is not running")?;
+        signal(pid, sig)
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> Result<(), String> {
+    let ok = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(())
+        .ok_or_else(|| format!("kill {sig} {pid} failed"))
+}
+
+/// One gateway instance of the run.
+pub struct Instance {
+    /// Its public address.
+    pub public: SocketAddr,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    /// Its scratch directory (config, log, data directory).
+    dir: PathBuf,
+    child: Mutex<Option<Guarded>>,
+    /// Its link to Redis, when the run injects faults.
+    pub redis_link: Option<FaultProxy>,
+    /// Its link to the backend, when the run injects faults.
+    pub backend_link: Option<FaultProxy>,
 }
 
 /// Everything the scenario runs against.
@@ -110,9 +152,13 @@ pub struct Stack {
     pub backend: SocketAddr,
     /// Bearer token of the admin API.
     pub admin_token: String,
-    /// The gateway's effective config.
+    /// The gateway's effective config (instance 0's; the others differ in addresses only).
     pub config: flashgate::config::Config,
-    gateway: Option<Guarded>,
+    /// Every gateway instance; the first is `public`/`admin`.
+    pub instances: Vec<Instance>,
+    /// The demo backend (its faults are switched live).
+    pub demo: flashgate::demo::DemoBackend,
+    programs: Programs,
     redis: Option<Redis>,
     /// A client of the run's Redis, to read stock as the store has it.
     store: Option<flashgate::store::RedisStore>,
@@ -122,7 +168,8 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts the backend, Redis when asked for, and the gateway; returns once it is ready.
+    /// Starts the backend, Redis when asked for, and the gateways; returns once they are
+    /// ready.
     pub async fn start(
         scenario: &Scenario,
         programs: &Programs,
@@ -136,7 +183,7 @@ impl Stack {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let backend_stop = CancellationToken::new();
         let demo = flashgate::demo::DemoBackend::with_delay(scenario.backend.delay);
-        let (backend, _, _) = flashgate::demo::serve_backend(
+        let (backend, demo, _) = flashgate::demo::serve_backend(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             demo,
             backend_stop.clone(),
@@ -163,54 +210,81 @@ impl Stack {
                 Some(started?)
             }
         };
-        let redis_url = redis
+        let redis_addr = redis
             .as_ref()
-            .map(|r| format!("redis://127.0.0.1:{}", r.port));
+            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)));
         let admin_token = flashgate::types::Token::random().to_string();
         let side = Side::new(SIDE_TIMEOUT);
-        // A free port can be taken between choosing and binding it; then choose again.
-        let mut last = String::new();
-        for _ in 0..3 {
-            let owned = Owned {
-                listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-                admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-                backend,
-                admin_token: admin_token.clone(),
-                redis_url: redis_url.clone(),
-            };
-            match launch(&dir, scenario, programs, opens_at, &owned, &side).await {
-                Ok((child, config)) => {
-                    let store = match redis {
-                        Some(_) => Some(
-                            flashgate::store::RedisStore::new(
-                                &config.store,
-                                config.store.replay_ttl,
-                            )
-                            .map_err(|e| e.to_string())?,
-                        ),
-                        None => None,
-                    };
-                    return Ok(Self {
-                        dir,
-                        public: owned.listen,
-                        admin: owned.admin_listen,
-                        backend,
-                        admin_token,
-                        config,
-                        gateway: Some(child),
-                        redis,
-                        store,
-                        side,
-                        backend_stop,
-                    });
+        let faulty = scenario.chaos.is_some();
+        let mut instances = Vec::with_capacity(scenario.instances);
+        let mut config = None;
+        for k in 0..scenario.instances {
+            let gw_dir = dir.join(format!("gateway-{k}"));
+            std::fs::create_dir_all(&gw_dir).map_err(|e| format!("{}: {e}", gw_dir.display()))?;
+            let link = |target: SocketAddr| {
+                let stop = backend_stop.clone();
+                async move {
+                    match faulty {
+                        true => FaultProxy::start(target, stop).await.map(Some),
+                        false => Ok(None),
+                    }
                 }
-                Err(Launch::PortTaken(log)) => last = log,
-                Err(Launch::Failed(e)) => return Err(e),
-            }
+            };
+            let redis_link = match redis_addr {
+                Some(a) => link(a).await?,
+                None => None,
+            };
+            let backend_link = link(backend).await?;
+            let redis_url = match (&redis_link, redis_addr) {
+                (Some(p), _) => Some(format!("redis://{}", p.addr)),
+                (None, Some(a)) => Some(format!("redis://{a}")),
+                (None, None) => None,
+            };
+            let via = backend_link.as_ref().map_or(backend, |p| p.addr);
+            let (instance, cfg) = start_instance(
+                &gw_dir,
+                scenario,
+                programs,
+                opens_at,
+                (via, redis_url, admin_token.clone()),
+                &side,
+            )
+            .await?;
+            config.get_or_insert(cfg);
+            instances.push(Instance {
+                redis_link,
+                backend_link,
+                ..instance
+            });
         }
-        Err(format!(
-            "the gateway found its ports taken three times: {last}"
-        ))
+        let config = config.ok_or("a run needs at least one instance")?;
+        // The checks read the store directly, never through a faulty link.
+        let store = match redis_addr {
+            Some(a) => {
+                let mut c = config.store.clone();
+                c.url = format!("redis://{a}");
+                Some(
+                    flashgate::store::RedisStore::new(&c, c.replay_ttl)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            dir,
+            public: instances[0].public,
+            admin: instances[0].admin,
+            backend,
+            admin_token,
+            config,
+            instances,
+            demo,
+            programs: programs.clone(),
+            redis,
+            store,
+            side,
+            backend_stop,
+        })
     }
 
     /// SIGKILLs Redis, keeps it down for `down_for`, starts it again on the same data.
@@ -221,6 +295,87 @@ impl Stack {
         redis.kill().await;
         tokio::time::sleep(down_for).await;
         redis.start().await
+    }
+
+    /// SIGSTOPs Redis for `paused_for`, then lets it go on.
+    pub async fn pause_redis(&self, paused_for: Duration) -> Result<(), String> {
+        let Some(redis) = &self.redis else {
+            return Err("no redis-server in this run".into());
+        };
+        redis.signal("-STOP")?;
+        tokio::time::sleep(paused_for).await;
+        redis.signal("-CONT")
+    }
+
+    /// SIGKILLs gateway instance `k`, keeps it down for `down_for`, starts it again on the
+    /// same config (and data directory) and waits until it is ready.
+    pub async fn restart_gateway(&self, k: usize, down_for: Duration) -> Result<(), String> {
+        let inst = self.instances.get(k).ok_or("no such instance")?;
+        let old = inst.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
+        tokio::time::sleep(down_for).await;
+        let child = spawn_gateway(&inst.dir, &self.programs)?;
+        *inst.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        let ready = format!("http://{}/readyz", inst.admin);
+        wait_for(
+            || async { self.side.text(&ready, None).await.is_ok() },
+            "a restarted gateway to be ready",
+        )
+        .await
+    }
+
+    /// The Prometheus text of every instance.
+    pub async fn all_metrics(&self) -> Vec<Result<String, String>> {
+        let mut out = Vec::new();
+        for inst in &self.instances {
+            let url = format!("http://{}/metrics", inst.admin);
+            out.push(self.side.text(&url, Some(&self.admin_token)).await);
+        }
+        out
+    }
+
+    /// Entries still pending in the deliverers' group of `sku`'s outbox (none once every
+    /// order is settled).
+    pub async fn pending_deliveries(&self, sku: &str) -> Result<u64, String> {
+        let Some(r) = &self.redis else {
+            return Ok(0);
+        };
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", r.port))
+            .map_err(|e| e.to_string())?;
+        let read = async {
+            let mut c = client.get_multiplexed_async_connection().await?;
+            let key = format!("{}:{{{sku}}}:outbox", self.config.store.key_prefix);
+            let summary: redis::Value = redis::cmd("XPENDING")
+                .arg(&key)
+                .arg("flashgate-deliverers")
+                .query_async(&mut c)
+                .await?;
+            Ok::<_, redis::RedisError>(summary)
+        };
+        match tokio::time::timeout(SIDE_TIMEOUT, read).await {
+            Ok(Ok(redis::Value::Array(items))) => match items.first() {
+                Some(redis::Value::Int(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+                _ => Ok(0),
+            },
+            // No stream or no group: nothing was ever read, nothing is pending.
+            Ok(Ok(_)) => Ok(0),
+            Ok(Err(e)) if e.to_string().contains("NOGROUP") => Ok(0),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("redis did not answer XPENDING in time".into()),
+        }
+    }
+
+    /// An order's state in the store (`None`: unknown or expired).
+    pub async fn order_state(
+        &self,
+        sku: &str,
+        order: &str,
+    ) -> Option<flashgate::store::OrderState> {
+        use flashgate::store::Store;
+        let store = self.store.as_ref()?;
+        let id = flashgate::types::OrderId::parse(order)?;
+        let read = store.order_state(&flashgate::types::Sku::new(sku), &id);
+        tokio::time::timeout(SIDE_TIMEOUT, read).await.ok()?.ok()?
     }
 
     /// GET on the admin API.
@@ -263,11 +418,10 @@ impl Stack {
 
     /// Stops the gateway (SIGTERM, so it flushes what it holds), Redis and the backend.
     pub async fn stop(&mut self) {
-        if let Some(mut g) = self.gateway.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(g.0.id().to_string())
-                .status();
+        for inst in &self.instances {
+            let child = inst.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(mut g) = child else { continue };
+            let _ = signal(g.0.id(), "-TERM");
             let deadline = std::time::Instant::now() + STARTUP;
             while std::time::Instant::now() < deadline {
                 if let Ok(Some(_)) = g.0.try_wait() {
@@ -294,6 +448,66 @@ impl Drop for Stack {
     }
 }
 
+/// Starts one gateway instance in `dir` on fresh ports, retrying when a chosen port was
+/// taken meanwhile; returns it (without fault links) and its effective config.
+async fn start_instance(
+    dir: &Path,
+    scenario: &Scenario,
+    programs: &Programs,
+    opens_at: Option<SystemTime>,
+    (backend, redis_url, admin_token): (SocketAddr, Option<String>, String),
+    side: &Side,
+) -> Result<(Instance, flashgate::config::Config), String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let owned = Owned {
+            listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            backend,
+            admin_token: admin_token.clone(),
+            redis_url: redis_url.clone(),
+        };
+        match launch(dir, scenario, programs, opens_at, &owned, side).await {
+            Ok((child, config)) => {
+                let instance = Instance {
+                    public: owned.listen,
+                    admin: owned.admin_listen,
+                    dir: dir.to_path_buf(),
+                    child: Mutex::new(Some(child)),
+                    redis_link: None,
+                    backend_link: None,
+                };
+                return Ok((instance, config));
+            }
+            Err(Launch::PortTaken(log)) => last = log,
+            Err(Launch::Failed(e)) => return Err(e),
+        }
+    }
+    Err(format!(
+        "the gateway found its ports taken three times: {last}"
+    ))
+}
+
+/// Starts flashgate on the config in `dir`, logging to `dir/flashgate.log` (appended, so a
+/// restarted instance keeps its earlier life's log).
+fn spawn_gateway(dir: &Path, programs: &Programs) -> Result<Guarded, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("flashgate.log"))
+        .map_err(|e| e.to_string())?;
+    let out = log.try_clone().map_err(|e| e.to_string())?;
+    let child = Command::new(&programs.flashgate)
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("flashgate.toml"))
+        .stdout(out)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", programs.flashgate.display()))?;
+    Ok(Guarded(child))
+}
+
 /// Starts the gateway with `owned` filled into the scenario's config and waits until it is
 /// ready; returns the process and its effective config.
 async fn launch(
@@ -306,25 +520,10 @@ async fn launch(
 ) -> Result<(Guarded, flashgate::config::Config), Launch> {
     let failed = Launch::Failed;
     let (text, config) = scenario.gateway_settings(owned, opens_at).map_err(failed)?;
-    let config_path = dir.join("flashgate.toml");
-    std::fs::write(&config_path, &text).map_err(|e| failed(e.to_string()))?;
+    std::fs::write(dir.join("flashgate.toml"), &text).map_err(|e| failed(e.to_string()))?;
     let log_path = dir.join("flashgate.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| failed(e.to_string()))?;
-    let out = log.try_clone().map_err(|e| failed(e.to_string()))?;
-    let child = Command::new(&programs.flashgate)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .stdout(out)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| {
-            failed(format!(
-                "cannot start {}: {e}",
-                programs.flashgate.display()
-            ))
-        })?;
-    let mut child = Guarded(child);
+    let _ = std::fs::remove_file(&log_path);
+    let mut child = spawn_gateway(dir, programs).map_err(failed)?;
     let ready = format!("http://{}/readyz", owned.admin_listen);
     let waited = wait_for(
         || async { side.text(&ready, None).await.is_ok() },

@@ -11,8 +11,11 @@ use crate::tally::{Route, Series, Tally};
 
 /// How every user of the run behaves.
 pub struct Plan {
-    /// The shared client.
-    pub crowd: Crowd,
+    /// One shared client per gateway instance.
+    pub crowds: Vec<Crowd>,
+    /// Whether a request that got no answer is tried again on another instance (as a load
+    /// balancer does when an instance dies) instead of ending the journey.
+    pub failover: bool,
     /// Where the answers go.
     pub tally: Arc<Tally>,
     /// The sale.
@@ -90,8 +93,16 @@ enum Next {
     Stop(Outcome),
 }
 
-/// Runs `user`'s journey; `abandons` users leave at the first retryable refusal.
-pub async fn run(plan: &Plan, user: String, abandons: bool) -> Journey {
+impl Plan {
+    /// The client of instance `n` (counted round the instances).
+    fn via(&self, n: usize) -> &Crowd {
+        &self.crowds[n % self.crowds.len()]
+    }
+}
+
+/// Runs `user`'s journey, starting on instance `home`; `abandons` users leave at the first
+/// retryable refusal.
+pub async fn run(plan: &Plan, user: String, abandons: bool, home: usize) -> Journey {
     let started = Instant::now();
     let mut journey = Journey {
         user,
@@ -101,23 +112,28 @@ pub async fn run(plan: &Plan, user: String, abandons: bool) -> Journey {
         mismatches: 0,
         lost_reply_possible: false,
     };
-    let walked = tokio::time::timeout_at(plan.deadline, walk(plan, &mut journey, abandons)).await;
+    let walked =
+        tokio::time::timeout_at(plan.deadline, walk(plan, &mut journey, abandons, home)).await;
     journey.outcome = walked.unwrap_or(Outcome::Unfinished);
     plan.tally.journey(started.elapsed());
     journey
 }
 
-async fn walk(plan: &Plan, j: &mut Journey, abandons: bool) -> Outcome {
+async fn walk(plan: &Plan, j: &mut Journey, abandons: bool, home: usize) -> Outcome {
     let mut budget = plan.retries;
+    // Every retry goes to the next instance, as a load balancer spreads them.
+    let mut at = home;
     let token_path = format!("/sale/{}/token", plan.sku);
     let token = loop {
         let r = plan
-            .crowd
+            .via(at)
             .send(Method::POST, &token_path, &j.user, &[])
             .await;
         plan.tally.answer(Route::Token, &r, Series::Token);
-        let Ok(a) = r else {
-            return Outcome::Unanswered;
+        let a = match r {
+            Ok(a) => a,
+            Err(_) if plan.failover => Answer::went_away(),
+            Err(_) => return Outcome::Unanswered,
         };
         if a.status == StatusCode::OK {
             match a.field("token") {
@@ -129,31 +145,35 @@ async fn walk(plan: &Plan, j: &mut Journey, abandons: bool) -> Outcome {
             Next::Retry(wait) => tokio::time::sleep(wait).await,
             Next::Stop(outcome) => return outcome,
         }
+        at += 1;
     };
     loop {
-        let refusal = match order(plan, j, &token).await {
-            Said::Reserved(id) => return reserved(plan, j, &token, id).await,
-            Said::Queued(ticket) => match follow(plan, j, &ticket).await {
-                Followed::Reserved(id) => return reserved(plan, j, &token, id).await,
+        let via = plan.via(at);
+        let refusal = match order(plan, via, j, &token).await {
+            Said::Reserved(id) => return reserved(plan, at, j, &token, id).await,
+            Said::Queued(ticket) => match follow(plan, via, j, &ticket).await {
+                Followed::Reserved(id) => return reserved(plan, at, j, &token, id).await,
                 Followed::Done(outcome) => return outcome,
                 Followed::Refused(a) => a,
             },
             Said::Refused(a) => a,
+            Said::Nothing if plan.failover => Answer::went_away(),
             Said::Nothing => return Outcome::Unanswered,
         };
         match next(&refusal, abandons, &mut budget) {
             Next::Retry(wait) => tokio::time::sleep(wait).await,
-            Next::Stop(Outcome::SoldOut) => return sold_out(plan, j, &token).await,
+            Next::Stop(Outcome::SoldOut) => return sold_out(plan, at, j, &token).await,
             Next::Stop(outcome) => return outcome,
         }
+        at += 1;
     }
 }
 
 /// Fires the user's clicks at once and merges what they said.
-async fn order(plan: &Plan, j: &mut Journey, token: &str) -> Said {
+async fn order(plan: &Plan, via: &Crowd, j: &mut Journey, token: &str) -> Said {
     let path = format!("/sale/{}/order", plan.sku);
     let headers = [("x-sale-token", token)];
-    let clicks = (0..plan.clicks).map(|_| plan.crowd.send(Method::POST, &path, &j.user, &headers));
+    let clicks = (0..plan.clicks).map(|_| via.send(Method::POST, &path, &j.user, &headers));
     let answers = futures_util::future::join_all(clicks).await;
     let mut said = Said::Nothing;
     for r in answers {
@@ -213,14 +233,24 @@ enum Followed {
 }
 
 /// Polls the ticket, never faster than its Retry-After, until it is decided.
-async fn follow(plan: &Plan, j: &mut Journey, ticket: &str) -> Followed {
+async fn follow(plan: &Plan, via: &Crowd, j: &mut Journey, ticket: &str) -> Followed {
     let path = format!("/sale/tickets/{ticket}");
     let mut wait = Duration::from_secs(1);
     loop {
         tokio::time::sleep(wait).await;
-        let r = plan.crowd.send(Method::GET, &path, &j.user, &[]).await;
+        let r = via.send(Method::GET, &path, &j.user, &[]).await;
         let a = match r {
             Ok(a) if a.status.is_success() => a,
+            // The instance holding the ticket died (or forgot it in a restart): order again
+            // with the same token elsewhere; the store remembers what it decided.
+            Err(_) if plan.failover => {
+                j.lost_reply_possible = true;
+                return Followed::Refused(Answer::went_away());
+            }
+            Ok(a) if plan.failover && a.code() == "unknown_ticket" => {
+                j.lost_reply_possible = true;
+                return Followed::Refused(Answer::went_away());
+            }
             other => {
                 plan.tally.answer(Route::Poll, &other, Series::Poll);
                 return Followed::Done(match other {
@@ -267,52 +297,72 @@ async fn follow(plan: &Plan, j: &mut Journey, ticket: &str) -> Followed {
 }
 
 /// The user holds `id`: remember it and resubmit the token as often as the plan says, each
-/// time expecting the same order id.
-async fn reserved(plan: &Plan, j: &mut Journey, token: &str, id: String) -> Outcome {
+/// time expecting the same order: reserved or confirmed, or — once its delivery failed for
+/// good and its stock went back — `delivery_failed`, always with the same order id.
+async fn reserved(plan: &Plan, at: usize, j: &mut Journey, token: &str, id: String) -> Outcome {
     plan.tally.second(Instant::now(), |s| s.reserved += 1);
     if !j.orders.contains(&id) {
         j.orders.push(id.clone());
     }
-    let same =
-        |a: &Answer| a.status == StatusCode::CREATED && a.field("order_id") == Some(id.as_str());
-    match replay(plan, j, token, Series::OrderAdmitted, same).await {
+    let same = |a: &Answer| {
+        let ours = a.field("order_id") == Some(id.as_str());
+        ours && (a.status == StatusCode::CREATED || a.code() == "delivery_failed")
+    };
+    match replay(plan, at, j, token, Series::OrderAdmitted, same).await {
         true => Outcome::Reserved,
         false => Outcome::Unanswered,
     }
 }
 
 /// The user was told "sold out": a resubmission of the same token must say so again.
-async fn sold_out(plan: &Plan, j: &mut Journey, token: &str) -> Outcome {
+async fn sold_out(plan: &Plan, at: usize, j: &mut Journey, token: &str) -> Outcome {
     let same = |a: &Answer| a.code() == "sold_out";
-    match replay(plan, j, token, Series::OrderRefused, same).await {
+    match replay(plan, at, j, token, Series::OrderRefused, same).await {
         true => Outcome::SoldOut,
         false => Outcome::Unanswered,
     }
 }
 
-/// Resubmits the token `plan.replays` times, counting answers that are not `same` as
-/// mismatches; false when one got no answer at all.
+/// Resubmits the token `plan.replays` times, each to the next instance after `at`, counting
+/// answers that are not `same` as mismatches; "not now" answers (the store or an instance
+/// unavailable) say nothing either way. False when one got no answer at all (and instances
+/// are not failed over).
 async fn replay(
     plan: &Plan,
+    at: usize,
     j: &mut Journey,
     token: &str,
     series: Series,
     same: impl Fn(&Answer) -> bool,
 ) -> bool {
     let path = format!("/sale/{}/order", plan.sku);
-    for _ in 0..plan.replays {
+    for n in 0..plan.replays as usize {
         let r = plan
-            .crowd
+            .via(at + 1 + n)
             .send(Method::POST, &path, &j.user, &[("x-sale-token", token)])
             .await;
         plan.tally.answer(Route::Replay, &r, series);
         match r {
             Ok(a) if same(&a) => {}
+            Ok(a) if is_not_now(&a) => {}
             Ok(_) => j.mismatches += 1,
+            Err(_) if plan.failover => {}
             Err(_) => return false,
         }
     }
     true
+}
+
+/// An answer that says "not now" rather than anything about the token.
+fn is_not_now(a: &Answer) -> bool {
+    matches!(
+        a.code().as_str(),
+        "store_unavailable"
+            | "rate_limited"
+            | "too_many_connections"
+            | "shutting_down"
+            | "not_ready"
+    )
 }
 
 /// What a refusal means for the user: wait and retry, or stop.
@@ -327,7 +377,8 @@ fn next(a: &Answer, abandons: bool, budget: &mut u32) -> Next {
         | "store_unavailable"
         | "too_many_connections"
         | "shutting_down"
-        | "not_ready" => {
+        | "not_ready"
+        | "instance_gone" => {
             if abandons || *budget == 0 {
                 Next::Stop(Outcome::GaveUp(code))
             } else {
