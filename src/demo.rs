@@ -119,6 +119,17 @@ impl DemoBackend {
         }
         let field = |name: &str| order[name].as_str().unwrap_or("").to_owned();
         let mut l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        // Past its `expires_at` a new order is refused for good (the gateway may give its
+        // stock back once told so); one applied before is acknowledged as ever.
+        let expired = order["expires_at"]
+            .as_u64()
+            .is_some_and(|at| crate::store::unix_millis(std::time::SystemTime::now()) > at);
+        if expired && !l.keys.contains(&key) {
+            return json(
+                StatusCode::GONE,
+                &json!({ "error": "expired", "order_id": key }),
+            );
+        }
         if !l.keys.insert(key.clone()) {
             l.duplicates += 1;
             return json(

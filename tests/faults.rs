@@ -348,3 +348,50 @@ async fn a_gateway_started_while_redis_is_down_serves_and_loads_stock_later() {
         StatusCode::CREATED
     );
 }
+
+/// Defect (found by the chaos runs): a POST that timed out may still be applied by the
+/// backend; compensating such an order at the deadline sold its unit twice. It now waits
+/// for the backend's word, and every delivery carries `expires_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_delivery_timed_out_is_not_compensated_on_a_guess() {
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "{}[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\npath = \"/hold\"\ndeadline = \"300ms\"\nretry_base = \"10ms\"\nretry_max = \"20ms\"\n",
+        config_text(&up.url(), "").replace("timeout = \"5s\"", "timeout = \"200ms\"")
+    );
+    let gw = gateway(&cfg).await;
+    let (_, a) = buy(gw.public_addr, "alice").await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let ticket = a.json()["ticket"].as_str().expect("ticket").to_owned();
+    // Every attempt reaches the backend and times out unanswered; the deadline (300 ms)
+    // passes after the second. A deliverer that compensated would stop asking: six
+    // attempts prove it asks on after the deadline.
+    for _ in 0..6 {
+        assert_eq!(up.arrival().await, "/hold");
+    }
+    let seen = up.drain_seen().await;
+    let body: serde_json::Value =
+        serde_json::from_slice(&seen.last().map_or(&[][..], |s| &s.body[..]))
+            .expect("a JSON delivery");
+    assert!(body["expires_at"].as_u64() > body["reserved_at"].as_u64());
+    let status = send(gw.public_addr, get(&format!("/sale/tickets/{ticket}")))
+        .await
+        .json();
+    assert_eq!(
+        status["status"], "reserved",
+        "not compensated on a guess: {status}"
+    );
+    assert_eq!(sale_state(gw.public_addr).await["remaining"], 0);
+    // The backend answers at last: it has the order.
+    for _ in 0..1000 {
+        up.release();
+    }
+    until("the order to be confirmed", || async {
+        send(gw.public_addr, get(&format!("/sale/tickets/{ticket}")))
+            .await
+            .json()["status"]
+            == "confirmed"
+    })
+    .await;
+    assert_eq!(sale_state(gw.public_addr).await["remaining"], 0);
+}

@@ -5,11 +5,18 @@
 //! `delivery.retries`) runs out, which compensates too. A breaker holds deliveries back
 //! while the backend keeps failing, so retries are not burnt against a dead backend.
 //!
-//! An order the backend acknowledged is never compensated: the acknowledgement is kept
-//! until the store confirms it, and an order at its deadline is asked about once more
-//! (same Idempotency-Key; 2xx or 409 confirms it) before its stock goes back. With many
-//! instances, settlement is fenced: only the deliverer that owns an order's pending entry
-//! may confirm or compensate it, and it renews that hold right before each POST.
+//! An order the backend may have accepted is never compensated. An acknowledgement is kept
+//! until the store confirms it. An attempt whose outcome is unknown (a timeout, a reset
+//! after the request went out) makes the order *ambiguous*: the backend may apply it
+//! later. Every delivery carries `expires_at` (reserved_at + deadline, on the store's
+//! clock), and the backend contract says a new order arriving after it is refused with 410.
+//! At the deadline the order is asked about once more with the same Idempotency-Key: 2xx
+//! or 409 confirms it; a refusal (410 or another 4xx) compensates it; a 5xx or no answer
+//! compensates it only if no earlier attempt was ambiguous — else it is asked again later,
+//! until the backend says which. Orders taken over from another deliverer count as
+//! ambiguous (their history is unknown). With many instances, settlement is fenced: only
+//! the deliverer that owns an order's pending entry may confirm or compensate it, and it
+//! renews that hold right before each POST.
 
 mod retry;
 
@@ -28,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::proxy::{Pool, UpstreamTarget};
+use crate::proxy::{Pool, UpstreamError, UpstreamTarget};
 use crate::sale::Sale;
 use crate::store::{Compensation, Confirmation, Order};
 use crate::ticket::TicketStatus;
@@ -98,9 +105,25 @@ impl Settings {
 /// What the backend said about one order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
+    /// 2xx or 409: it has the order.
     Accepted,
+    /// Another 4xx: it will never take it.
     Refused,
+    /// It does not have the order now (a 5xx answer, 408, 429, or the request never left):
+    /// try again later.
     Retry,
+    /// No answer after the request went out (a timeout, a reset): it may have applied it.
+    Unknown,
+}
+
+/// The body of a delivery: the order and until when the backend may still take it.
+#[derive(serde::Serialize)]
+struct Delivery<'a> {
+    #[serde(flatten)]
+    order: &'a Order,
+    /// After this (ms since the Unix epoch) the backend refuses the order with 410 unless
+    /// it applied it already: what makes compensating after the deadline safe.
+    expires_at: u64,
 }
 
 /// The deliverer's memory between rounds.
@@ -110,6 +133,9 @@ struct State {
     /// Orders the backend acknowledged that the store has not confirmed yet (it did not
     /// answer): they are confirmed, never posted again nor compensated.
     acked: HashSet<OrderId>,
+    /// Orders with an attempt of unknown outcome, or taken over from another deliverer:
+    /// only a refusal from the backend compensates them.
+    ambiguous: HashSet<OrderId>,
 }
 
 /// What settling an order did to it.
@@ -138,6 +164,7 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
         backoff: Backoff::new(settings.retry_base, settings.retry_max),
         breaker: BackendBreaker::new(settings.breaker_threshold, settings.breaker_cooldown),
         acked: HashSet::new(),
+        ambiguous: HashSet::new(),
     };
     loop {
         let r = round(&engine, &settings, &mut state).await;
@@ -216,11 +243,15 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
         let mut last_asks = Vec::new();
         let mut batch = Vec::new();
         seen.extend(claimed.orders.iter().map(|o| o.order_id));
+        state.ambiguous.extend(claimed.taken_over.iter().copied());
         for order in claimed.orders {
             // The store's clock stamped `reserved_at`; the store's clock judges it.
             let expired = claimed.now_ms.saturating_sub(order.reserved_at) > deadline_ms;
-            let exhausted =
-                settings.retries > 0 && state.backoff.attempts(&order.order_id) >= settings.retries;
+            // Out of retries: compensated at once, unless an attempt may have landed; then
+            // it waits for its deadline and the backend's word like any other.
+            let exhausted = settings.retries > 0
+                && state.backoff.attempts(&order.order_id) >= settings.retries
+                && !state.ambiguous.contains(&order.order_id);
             if state.acked.contains(&order.order_id) {
                 // The backend has it: only the store's confirmation is missing.
                 r.tally(settle(engine, sale, settings, state, &order, Verdict::Accepted).await);
@@ -228,8 +259,10 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 tracing::warn!(order = %order.order_id, attempts = state.backoff.attempts(&order.order_id),
                     "delivery gave up after its retries; compensating");
                 r.tally(settle(engine, sale, settings, state, &order, Verdict::Refused).await);
-            } else if expired {
+            } else if expired && state.backoff.due(&order.order_id, now) {
                 last_asks.push(order);
+            } else if expired {
+                r.waiting += 1;
             } else if state.backoff.due(&order.order_id, now) {
                 batch.push(order);
             } else {
@@ -277,8 +310,9 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 continue;
             }
             let settings = settings.clone();
+            let expires_at = order.reserved_at.saturating_add(deadline_ms);
             set.spawn(async move {
-                let verdict = post(&settings, &order).await;
+                let verdict = post(&settings, &order, expires_at).await;
                 (order, verdict, last)
             });
         }
@@ -291,19 +325,31 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 Verdict::Accepted => "confirmed",
                 Verdict::Refused => "refused",
                 Verdict::Retry => "retry",
+                Verdict::Unknown => "unknown",
             };
             engine.metrics.deliveries.with_label_values(&[result]).inc();
+            if verdict == Verdict::Unknown {
+                state.ambiguous.insert(order.order_id);
+            }
+            let id = order.order_id;
             match (verdict, last) {
-                (Verdict::Retry, false) => {
+                (Verdict::Retry, true) if !state.ambiguous.contains(&id) => {
+                    // No attempt ever reached the backend unanswered: it does not have
+                    // the order, and past the deadline it would refuse a late one.
                     state.breaker.failure(Instant::now());
-                    state.backoff.failed(order.order_id, Instant::now());
-                    r.waiting += 1;
-                }
-                (Verdict::Retry, true) => {
-                    state.breaker.failure(Instant::now());
-                    tracing::warn!(order = %order.order_id,
+                    tracing::warn!(order = %id,
                         "delivery deadline passed and the backend did not take the order; compensating");
                     r.tally(settle(engine, sale, settings, state, &order, Verdict::Refused).await);
+                }
+                (Verdict::Retry | Verdict::Unknown, last) => {
+                    if last {
+                        tracing::warn!(order = %id,
+                            "delivery deadline passed, but an earlier attempt may have reached the backend; \
+                             asking again until it says");
+                    }
+                    state.breaker.failure(Instant::now());
+                    state.backoff.failed(id, Instant::now());
+                    r.waiting += 1;
                 }
                 (verdict, _) => {
                     state.breaker.success();
@@ -315,6 +361,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
     // Orders that left the outbox elsewhere (another instance delivered them) are forgotten.
     state.backoff.retain(|o| seen.contains(o));
     state.acked.retain(|o| seen.contains(o));
+    state.ambiguous.retain(|o| seen.contains(o));
     let m = &engine.metrics;
     m.outbox_backlog.set(r.waiting as i64);
     let open = state.breaker.open_until().is_some();
@@ -344,7 +391,7 @@ async fn settle(
 ) -> Settled {
     let id = &order.order_id;
     let settled = match verdict {
-        Verdict::Retry => return Settled::Pending,
+        Verdict::Retry | Verdict::Unknown => return Settled::Pending,
         Verdict::Accepted => {
             // Remembered until the store confirms: an acknowledged order is never undone.
             state.acked.insert(*id);
@@ -414,16 +461,17 @@ async fn settle(
     if settled == Settled::Done {
         state.backoff.done(id);
         state.acked.remove(id);
+        state.ambiguous.remove(id);
     }
     settled
 }
 
 /// POSTs one order to the backend.
-async fn post(settings: &Settings, order: &Order) -> Verdict {
+async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
     let Some(pool) = &settings.pool else {
         return Verdict::Retry;
     };
-    let Ok(body) = serde_json::to_vec(order) else {
+    let Ok(body) = serde_json::to_vec(&Delivery { order, expires_at }) else {
         return Verdict::Retry;
     };
     let req = Request::builder()
@@ -438,11 +486,16 @@ async fn post(settings: &Settings, order: &Order) -> Verdict {
     };
     let resp = match tokio::time::timeout(settings.timeout, pool.send(req)).await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
+        // Never connected: the request did not leave.
+        Ok(Err(e @ UpstreamError::Connect { .. })) => {
             tracing::debug!(order = %order.order_id, error = %e, "delivery failed; will retry");
             return Verdict::Retry;
         }
-        Err(_) => return Verdict::Retry,
+        Ok(Err(e)) => {
+            tracing::debug!(order = %order.order_id, error = %e, "delivery outcome unknown; will ask again");
+            return Verdict::Unknown;
+        }
+        Err(_) => return Verdict::Unknown,
     };
     let status = resp.status();
     // Read the answer to the end so the connection goes back to the pool.

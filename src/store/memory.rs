@@ -432,6 +432,7 @@ impl Store for MemoryStore {
                     .filter_map(|id| d.orders.get(id).map(|(o, _)| o.clone()))
                     .collect(),
                 now_ms: unix_millis(SystemTime::now()),
+                taken_over: Vec::new(),
             }
         }))
     }

@@ -134,6 +134,9 @@ pub struct Claimed {
     /// The store's time, milliseconds since the Unix epoch: delivery deadlines are judged
     /// by the clock that stamped `reserved_at`, not by each instance's own.
     pub now_ms: u64,
+    /// Orders among them taken over from another deliverer (it probably died): what it
+    /// did with them is unknown.
+    pub taken_over: Vec<OrderId>,
 }
 
 /// What a confirmation did.

@@ -279,8 +279,15 @@ impl RedisStore {
                     .query_async(&mut c),
             )
             .await?;
+        let mut taken_over = Vec::new();
         if let Some(entries) = items(&reply).get(1) {
-            found.extend(entries_of(entries));
+            let entries = entries_of(entries);
+            taken_over.extend(
+                entries
+                    .iter()
+                    .filter_map(|(_, f)| f.get("order_id").and_then(|id| OrderId::parse(id))),
+            );
+            found.extend(entries);
         }
         let mut seen = std::collections::HashSet::new();
         found.retain(|(id, _)| seen.insert(id.clone()));
@@ -292,6 +299,7 @@ impl RedisStore {
                 .filter_map(|(_, f)| order_of(&f))
                 .collect(),
             now_ms: secs.saturating_mul(1000).saturating_add(micros / 1000),
+            taken_over,
         })
     }
 
