@@ -26,7 +26,7 @@ use crate::queue::QueueItem;
 use crate::response::{json, GatewayResponse};
 use crate::sale::{Sale, SaleState};
 use crate::server::Peer;
-use crate::store::Reservation;
+use crate::store::{Reservation, Unspent};
 use crate::ticket::{RefusalCode, Ticket, TicketStatus};
 use crate::types::{TicketId, Token};
 
@@ -220,8 +220,19 @@ impl SaleApi {
         // lost, its ticket was forgotten) may have been spent already: before a final
         // refusal contradicts its outcome, read that outcome from the store (invariant 3
         // before invariant 6; the rate limits still apply).
-        if let Err(Refusal::Error(GatewayError::SoldOut | GatewayError::SaleClosed)) = &decision {
-            if let Some(answer) = self.replay_from_store(&sale, &token, &user, peer).await? {
+        // A sold-out answer also spends a token the user holds unspent: a request for it
+        // still on its way (its reply lost, a retry queued on another instance) then
+        // replays "sold out" rather than reserving after the user heard "sold out".
+        let unspent = match &decision {
+            Err(Refusal::Error(GatewayError::SoldOut)) => Some(Unspent::SpendAsSoldOut),
+            Err(Refusal::Error(GatewayError::SaleClosed)) => Some(Unspent::Leave),
+            _ => None,
+        };
+        if let Some(unspent) = unspent {
+            if let Some(answer) = self
+                .replay_from_store(&sale, &token, &user, peer, unspent)
+                .await?
+            {
                 return Ok(answer);
             }
         }
@@ -303,12 +314,13 @@ impl SaleApi {
         token: &Token,
         user: &crate::types::UserId,
         peer: &Peer,
+        unspent: Unspent,
     ) -> Result<Option<GatewayResponse>, GatewayError> {
         admission::check_rate(&self.engine, user, peer.addr.ip())?;
         let replay = self
             .engine
             .store
-            .replay(&sale.sku, token, user)
+            .replay(&sale.sku, token, user, unspent)
             .await
             .map_err(|e| {
                 tracing::warn!(sku = %sale.sku, error = %e, "cannot read a token's outcome");

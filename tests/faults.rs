@@ -371,7 +371,7 @@ async fn an_order_whose_delivery_timed_out_is_not_compensated_on_a_guess() {
     }
     let seen = up.drain_seen().await;
     let body: serde_json::Value =
-        serde_json::from_slice(&seen.last().map_or(&[][..], |s| &s.body[..]))
+        serde_json::from_slice(seen.last().map_or(&[][..], |s| &s.body[..]))
             .expect("a JSON delivery");
     assert!(body["expires_at"].as_u64() > body["reserved_at"].as_u64());
     let status = send(gw.public_addr, get(&format!("/sale/tickets/{ticket}")))

@@ -196,6 +196,25 @@ async fn deliverers_share_the_outbox_and_take_over_a_dead_ones_orders() {
     assert!(ms > 0, "a settled order expires ({ttl})");
 }
 
+#[tokio::test]
+async fn a_deliverer_sees_every_order_it_holds_however_many() {
+    let server = RedisServer::start();
+    let store = store_on(&server);
+    let sku = Sku::new("window");
+    store.init_stock(&sku, 20, None).await.expect("init");
+    for i in 0..10 {
+        reserve_one(&store, &sku, &format!("u{i}")).await;
+    }
+    let long = Duration::from_secs(3600);
+    // Each claim reads up to 3 new orders, and every order it already holds: what the
+    // deliverer remembers of an order (an acknowledgement, an ambiguous attempt) is only
+    // forgotten when the order is no longer among them.
+    for held in [3, 6, 9, 10] {
+        let c = store.claim(&sku, "a", 3, long).await.expect("claim");
+        assert_eq!((c.orders.len(), c.complete), (held, true));
+    }
+}
+
 /// Entries in the deliverers' pending list of `stream`.
 fn pending_count(server: &RedisServer, stream: &str) -> i64 {
     // The summary's first element is the count: `*4` then `:n`.

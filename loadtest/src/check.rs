@@ -194,19 +194,51 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         .iter()
         .filter(|a| !known.contains(a.order_id.as_str()))
         .count();
+    let examples: Vec<String> = e
+        .ledger
+        .iter()
+        .filter(|a| !known.contains(a.order_id.as_str()))
+        .filter(|a| {
+            by_user
+                .get(a.user_id.as_str())
+                .is_none_or(|j| !j.lost_reply_possible || !j.orders.is_empty())
+        })
+        .take(3)
+        .map(|a| {
+            let told = by_user
+                .get(a.user_id.as_str())
+                .map_or(String::new(), |j| format!(" (told of {:?})", j.orders));
+            format!("{} of {}{told}", a.order_id, a.user_id)
+        })
+        .collect();
     out.push(check(
         "no order nobody asked for",
         unexplained == 0,
         format!(
-            "{unheard} backend orders no user was told of, {unexplained} of them without a lost reply to explain them"
+            "{unheard} backend orders no user was told of, {unexplained} of them without a lost reply to explain them{}",
+            if examples.is_empty() { String::new() } else { format!(": {}", examples.join("; ")) }
         ),
     ));
 
     let mismatches: u32 = e.journeys.iter().map(|j| j.mismatches).sum();
+    let said: Vec<String> = e
+        .journeys
+        .iter()
+        .filter(|j| j.mismatches > 0)
+        .take(3)
+        .map(|j| format!("{}: {}", j.user, j.disagreed.join(", ")))
+        .collect();
     out.push(check(
         "same token, same answer",
         mismatches == 0,
-        format!("{mismatches} answers to a repeated token disagreed with the first"),
+        format!(
+            "{mismatches} answers to a repeated token disagreed with the first{}",
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", said.join("; "))
+            }
+        ),
     ));
 
     if let Some(h) = e.health {
@@ -265,6 +297,7 @@ mod tests {
             orders: orders.iter().map(|s| s.to_string()).collect(),
             failed_orders: Vec::new(),
             mismatches: 0,
+            disagreed: Vec::new(),
             lost_reply_possible: false,
         }
     }

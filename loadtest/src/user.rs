@@ -74,9 +74,20 @@ pub struct Journey {
     pub failed_orders: Vec<String>,
     /// Answers to the same token that disagreed (two order ids, a replay with another answer).
     pub mismatches: u32,
+    /// What the first disagreeing answers said, for the report.
+    pub disagreed: Vec<String>,
     /// An order request went unanswered or hit an unavailable store: the user may hold an
     /// order it never heard of.
     pub lost_reply_possible: bool,
+}
+
+impl Journey {
+    /// Keeps the first few disagreements' words.
+    fn note(&mut self, what: String) {
+        if self.disagreed.len() < 3 {
+            self.disagreed.push(what);
+        }
+    }
 }
 
 /// What the order answers (all clicks together) said.
@@ -110,6 +121,7 @@ pub async fn run(plan: &Plan, user: String, abandons: bool, home: usize) -> Jour
         orders: Vec::new(),
         failed_orders: Vec::new(),
         mismatches: 0,
+        disagreed: Vec::new(),
         lost_reply_possible: false,
     };
     let walked =
@@ -206,6 +218,10 @@ async fn order(plan: &Plan, via: &Crowd, j: &mut Journey, token: &str) -> Said {
             (Said::Reserved(first), true, _) => {
                 if a.field("order_id") != Some(first.as_str()) {
                     j.mismatches += 1;
+                    j.note(format!(
+                        "a click said order {first}, another {:?}",
+                        a.field("order_id")
+                    ));
                 }
                 Said::Reserved(first)
             }
@@ -345,7 +361,15 @@ async fn replay(
         match r {
             Ok(a) if same(&a) => {}
             Ok(a) if is_not_now(&a) => {}
-            Ok(_) => j.mismatches += 1,
+            Ok(a) => {
+                j.mismatches += 1;
+                j.note(format!(
+                    "a replay said {} {} (order {:?})",
+                    a.status.as_u16(),
+                    a.code(),
+                    a.field("order_id")
+                ));
+            }
             Err(_) if plan.failover => {}
             Err(_) => return false,
         }

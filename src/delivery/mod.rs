@@ -222,6 +222,9 @@ async fn sleep_until_due(state: &State, waiting: usize, claim_idle: Duration) {
 async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State) -> Round {
     let mut r = Round::default();
     let mut seen = HashSet::new();
+    // Whether every order this deliverer holds was read this round: only then may it
+    // forget what it remembers of orders it did not see.
+    let mut complete = true;
     for sale in engine.sales.iter() {
         // Read past the orders that are backing off so newer ones are not starved.
         let window = settings.max_in_flight.saturating_mul(8);
@@ -234,6 +237,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
             Err(e) => {
                 tracing::warn!(sku = %sale.sku, error = %e, "cannot read the outbox");
                 r.waiting += 1;
+                complete = false;
                 continue;
             }
         };
@@ -243,6 +247,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
         let mut last_asks = Vec::new();
         let mut batch = Vec::new();
         seen.extend(claimed.orders.iter().map(|o| o.order_id));
+        complete &= claimed.complete;
         state.ambiguous.extend(claimed.taken_over.iter().copied());
         for order in claimed.orders {
             // The store's clock stamped `reserved_at`; the store's clock judges it.
@@ -358,10 +363,14 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
             }
         }
     }
-    // Orders that left the outbox elsewhere (another instance delivered them) are forgotten.
-    state.backoff.retain(|o| seen.contains(o));
-    state.acked.retain(|o| seen.contains(o));
-    state.ambiguous.retain(|o| seen.contains(o));
+    // Orders that left this deliverer's hands elsewhere (taken over and settled by another
+    // instance) are forgotten — only when it saw every order it holds: an acknowledgement
+    // or an ambiguity forgotten too soon could give back stock the backend holds.
+    if complete {
+        state.backoff.retain(|o| seen.contains(o));
+        state.acked.retain(|o| seen.contains(o));
+        state.ambiguous.retain(|o| seen.contains(o));
+    }
     let m = &engine.metrics;
     m.outbox_backlog.set(r.waiting as i64);
     let open = state.breaker.open_until().is_some();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     Claimed, Compensation, Confirmation, Order, OrderState, ReserveReply, ReserveRequest,
-    StockLoad, StockReading, Store, StoreError, StoreFuture,
+    StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::metrics::Metrics;
 use crate::types::{Epoch, OrderId, Sku, Token, UserId};
@@ -256,8 +256,9 @@ impl Store for Breaker {
         sku: &Sku,
         token: &Token,
         user: &UserId,
+        unspent: Unspent,
     ) -> StoreFuture<'_, Option<ReserveReply>> {
-        self.call("replay", self.inner.replay(sku, token, user))
+        self.call("replay", self.inner.replay(sku, token, user, unspent))
     }
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
         self.call("outbox", self.inner.outbox(sku, max))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{
     unix_millis, Claimed, Compensation, Confirmation, Order, OrderState, Reservation, ReserveReply,
-    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture,
+    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::local_state::{read_json, write_json, LocalStateError};
 use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
@@ -374,14 +374,31 @@ impl Store for MemoryStore {
         sku: &Sku,
         token: &Token,
         user: &UserId,
+        unspent: Unspent,
     ) -> StoreFuture<'_, Option<ReserveReply>> {
+        let replay_ttl = self.replay_ttl;
         ready(self.sale(sku).map(|sale| {
-            let d = lock(&sale);
+            let mut d = lock(&sale);
+            let now = Instant::now();
+            d.sweep(now);
             match d.tokens.get(token) {
-                Some((TokenRecord::Spent { user: u, outcome }, deadline))
-                    if u == user && *deadline > Instant::now() =>
-                {
+                Some((TokenRecord::Spent { user: u, outcome }, _)) if u == user => {
                     Some(d.replay_of(outcome))
+                }
+                Some((TokenRecord::Issued { user: u }, _))
+                    if u == user && unspent == Unspent::SpendAsSoldOut =>
+                {
+                    let outcome = Reservation::SoldOut { remaining: d.stock };
+                    let record = TokenRecord::Spent {
+                        user: user.clone(),
+                        outcome: outcome.clone(),
+                    };
+                    d.remember(*token, record, now + replay_ttl);
+                    Some(ReserveReply {
+                        outcome,
+                        replayed: false,
+                        state: None,
+                    })
                 }
                 _ => None,
             }
@@ -433,6 +450,7 @@ impl Store for MemoryStore {
                     .collect(),
                 now_ms: unix_millis(SystemTime::now()),
                 taken_over: Vec::new(),
+                complete: d.outbox.len() <= max,
             }
         }))
     }

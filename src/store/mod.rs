@@ -95,6 +95,16 @@ pub struct ReserveReply {
     pub state: Option<OrderState>,
 }
 
+/// What [`Store::replay`] does with a token its user holds but has not spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unspent {
+    /// Nothing: a read.
+    Leave,
+    /// Spend it with "sold out" as its outcome, so that the answer the edge gives now is
+    /// the token's one answer (a request for it still on its way replays it).
+    SpendAsSoldOut,
+}
+
 /// What loading a sale's stock at start-up found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StockLoad {
@@ -137,6 +147,9 @@ pub struct Claimed {
     /// Orders among them taken over from another deliverer (it probably died): what it
     /// did with them is unknown.
     pub taken_over: Vec<OrderId>,
+    /// True when these are all the orders the deliverer holds: what it remembers of orders
+    /// not among them may be forgotten (they were settled elsewhere).
+    pub complete: bool,
 }
 
 /// What a confirmation did.
@@ -241,12 +254,14 @@ pub trait Store: Send + Sync + 'static {
     /// remains, records the order in the outbox — all or nothing.
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply>;
 
-    /// A spent token's recorded outcome (`None` if `user` has not spent it), read only.
+    /// A spent token's recorded outcome; a token `user` holds unspent is left so or spent
+    /// as sold out, as `unspent` says. `None` if the token is not this user's (or unknown).
     fn replay(
         &self,
         sku: &Sku,
         token: &Token,
         user: &UserId,
+        unspent: Unspent,
     ) -> StoreFuture<'_, Option<ReserveReply>>;
 
     /// Up to `max` reserved, undelivered orders of `sku`, oldest first.

@@ -23,7 +23,7 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::{
     Claimed, Compensation, Confirmation, Order, OrderState, Reservation, ReserveReply,
-    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture,
+    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::config::{redact_url, StoreConfig};
 use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
@@ -243,28 +243,30 @@ impl RedisStore {
             }
         }
         let mut found: Vec<(String, HashMap<String, String>)> = Vec::new();
-        // Ours already (retries, or a previous life of this consumer), then new ones.
-        for from in ["0", ">"] {
-            let reply: Value = self
-                .exec(
-                    redis::cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg(DELIVERERS)
-                        .arg(consumer)
-                        .arg("COUNT")
-                        .arg(max)
-                        .arg("STREAMS")
-                        .arg(&stream)
-                        .arg(from)
-                        .query_async(&mut c),
-                )
+        // Every entry this deliverer holds, page by page (it must see all it owns: what it
+        // remembers of an order is forgotten once the order is not among them), then up
+        // to `max` new ones.
+        let mut from = "0".to_owned();
+        let mut pages = 0;
+        loop {
+            let page = self
+                .read_group(&mut c, &stream, consumer, max, &from)
                 .await?;
-            for per_stream in items(&reply) {
-                if let Some(entries) = items(per_stream).get(1) {
-                    found.extend(entries_of(entries));
-                }
+            let full = page.len() >= max;
+            let Some(last) = page.last().map(|(id, _)| id.clone()) else {
+                break;
+            };
+            found.extend(page.into_iter().filter_map(|(id, f)| Some((id, f?))));
+            pages += 1;
+            // Bounded, so that a huge backlog cannot keep one round reading forever.
+            if !full || pages >= MAX_PAGES {
+                break;
             }
+            from = last;
         }
+        let complete = pages < MAX_PAGES;
+        let fresh = self.read_group(&mut c, &stream, consumer, max, ">").await?;
+        found.extend(fresh.into_iter().filter_map(|(id, f)| Some((id, f?))));
         // Orders another deliverer has sat on for too long: it probably died.
         let reply: Value = self
             .exec(
@@ -291,7 +293,6 @@ impl RedisStore {
         }
         let mut seen = std::collections::HashSet::new();
         found.retain(|(id, _)| seen.insert(id.clone()));
-        found.truncate(max);
         let (secs, micros): (u64, u64) = self.exec(redis::cmd("TIME").query_async(&mut c)).await?;
         Ok(Claimed {
             orders: found
@@ -300,7 +301,53 @@ impl RedisStore {
                 .collect(),
             now_ms: secs.saturating_mul(1000).saturating_add(micros / 1000),
             taken_over,
+            complete,
         })
+    }
+
+    /// One XREADGROUP page from `from` (`0`-based history or `>` for new entries): each
+    /// entry's id and fields (`None` for an entry deleted meanwhile).
+    async fn read_group(
+        &self,
+        c: &mut MultiplexedConnection,
+        stream: &str,
+        consumer: &str,
+        max: usize,
+        from: &str,
+    ) -> Result<Vec<(String, Option<HashMap<String, String>>)>, StoreError> {
+        let reply: Value = self
+            .exec(
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(DELIVERERS)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(max)
+                    .arg("STREAMS")
+                    .arg(stream)
+                    .arg(from)
+                    .query_async(c),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for per_stream in items(&reply) {
+            if let Some(entries) = items(per_stream).get(1) {
+                out.extend(items(entries).iter().filter_map(|entry| {
+                    let pair = items(entry);
+                    let id = text(pair.first()?)?;
+                    let fields = pair.get(1).and_then(|f| match f {
+                        Value::Array(kv) => Some(
+                            kv.chunks(2)
+                                .filter_map(|kv| Some((text(kv.first()?)?, text(kv.get(1)?)?)))
+                                .collect(),
+                        ),
+                        _ => None,
+                    });
+                    Some((id, fields))
+                }));
+            }
+        }
+        Ok(out)
     }
 
     async fn outbox_now(&self, sku: &Sku, max: usize) -> Result<Vec<Order>, StoreError> {
@@ -374,6 +421,9 @@ fn reserve_reply(reply: &[Value], sku: &Sku) -> Result<ReserveReply, StoreError>
         state: OrderState::parse(&field(4)),
     })
 }
+
+/// Most pages of a deliverer's own pending entries read in one claim.
+const MAX_PAGES: usize = 64;
 
 /// The consumer group of gateway deliverers on every outbox stream.
 const DELIVERERS: &str = "flashgate-deliverers";
@@ -590,6 +640,7 @@ impl Store for RedisStore {
         sku: &Sku,
         token: &Token,
         user: &UserId,
+        unspent: Unspent,
     ) -> StoreFuture<'_, Option<ReserveReply>> {
         let k = self.keys(sku);
         let (sku, token, user) = (sku.clone(), *token, user.clone());
@@ -600,8 +651,14 @@ impl Store for RedisStore {
                     self.scripts
                         .replay
                         .key(k.token(&token))
+                        .key(k.stock())
                         .arg(user.as_str())
                         .arg(k.order_prefix())
+                        .arg(match unspent {
+                            Unspent::Leave => "",
+                            Unspent::SpendAsSoldOut => "spend",
+                        })
+                        .arg(self.replay_ttl_ms())
                         .invoke_async(&mut c),
                 )
                 .await?;

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use flashgate::store::{
     Compensation, Confirmation, OrderState, Reservation, ReserveRequest, StockLoad, Store,
-    StoreError,
+    StoreError, Unspent,
 };
 use flashgate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
 
@@ -212,21 +212,48 @@ pub async fn replays_answer_the_orders_state_now(store: Arc<dyn Store>) {
     let Reservation::Reserved { order_id, .. } = first.outcome else {
         panic!("not reserved: {first:?}");
     };
-    let read = store.replay(&sku, &t, &alice).await.expect("replay");
+    let read = store
+        .replay(&sku, &t, &alice, Unspent::Leave)
+        .await
+        .expect("replay");
     assert_eq!(
         read.map(|r| (r.outcome, r.state)),
         Some((first.outcome.clone(), Some(OrderState::Reserved)))
     );
     assert_eq!(
-        store.replay(&sku, &t, &bob).await.expect("replay"),
+        store
+            .replay(&sku, &t, &bob, Unspent::SpendAsSoldOut)
+            .await
+            .expect("replay"),
         None,
         "not bob's"
     );
     assert_eq!(
-        store.replay(&sku, &unspent, &alice).await.expect("replay"),
+        store
+            .replay(&sku, &unspent, &alice, Unspent::Leave)
+            .await
+            .expect("replay"),
         None,
         "not spent"
     );
+    // Spent as sold out: a request for it still on its way replays that, reserves nothing.
+    let burned = store
+        .replay(&sku, &unspent, &alice, Unspent::SpendAsSoldOut)
+        .await
+        .expect("replay");
+    assert!(
+        matches!(burned, Some(ref r) if matches!(r.outcome, Reservation::SoldOut { remaining: 4 })),
+        "{burned:?}"
+    );
+    let late = store
+        .reserve(&req(&sku, &alice, unspent, 2))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        (late.replayed, late.outcome),
+        (true, Reservation::SoldOut { remaining: 4 })
+    );
+    assert_eq!(store.stock(&sku).await.expect("stock").units, 4);
     store
         .compensate(&sku, &order_id, "")
         .await
@@ -239,7 +266,10 @@ pub async fn replays_answer_the_orders_state_now(store: Arc<dyn Store>) {
         (again.replayed, again.outcome, again.state),
         (true, first.outcome.clone(), Some(OrderState::Failed))
     );
-    let read = store.replay(&sku, &t, &alice).await.expect("replay");
+    let read = store
+        .replay(&sku, &t, &alice, Unspent::Leave)
+        .await
+        .expect("replay");
     assert_eq!(read.and_then(|r| r.state), Some(OrderState::Failed));
 }
 
