@@ -71,7 +71,10 @@ fn every_shipped_scenario_is_valid() {
         );
         seen += 1;
     }
-    assert!(seen >= 5, "the five scenarios of the load-test suite ship");
+    assert!(
+        seen >= 8,
+        "the scenarios of the load-test suite ship, chaos ones included"
+    );
 }
 
 #[test]
@@ -137,6 +140,53 @@ fn a_redis_restart_mid_sale_loses_and_doubles_nothing() {
         chart.starts_with("<svg") && chart.contains("queue depth"),
         "an SVG chart"
     );
+}
+
+/// Short chaos runs on fixed seeds: two instances, every kind of fault, every invariant and
+/// a recovery without help at the end of each. `loadtest/run.sh chaos-mixed --runs 50` is
+/// the long form.
+#[test]
+fn short_chaos_runs_on_fixed_seeds_keep_every_promise() {
+    let full = std::fs::read_to_string(scenario("chaos-mixed")).expect("chaos-mixed");
+    let short = full
+        .replace("users = 3_000", "users = 600")
+        .replace("arrival_rate = 750", "arrival_rate = 200")
+        .replace("faults = 10", "faults = 6")
+        .replace("window = \"4s\"", "window = \"3s\"")
+        .replace("drain_rate = 150", "drain_rate = 40")
+        .replace("stock = 600", "stock = 120");
+    assert_ne!(short, full, "the scenario was scaled down");
+    let path = scratch("chaos-short.toml");
+    std::fs::write(&path, short).expect("write");
+    let report = scratch("chaos-short.json");
+    let (code, r, stdout) = run(
+        path.to_str().expect("utf-8"),
+        &["--seed", "1", "--runs", "3"],
+        &report,
+    );
+    assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
+    assert!(stdout.contains("3 runs, 0 with violations"), "{stdout}");
+    // The last run's report: faults were injected, and the checks that only chaos runs
+    // make were made.
+    assert_eq!(r["chaos"]["seed"], 3);
+    assert!(
+        r["chaos"]["injected"].as_u64().expect("injected") > 0,
+        "{}",
+        r["chaos"]
+    );
+    let names: Vec<&str> = r["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for name in [
+        "recovered by itself",
+        "no delivery left pending",
+        "no acknowledged order compensated",
+    ] {
+        assert!(names.contains(&name), "{name}: {names:?}");
+    }
 }
 
 #[test]
