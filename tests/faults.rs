@@ -395,3 +395,51 @@ async fn an_order_whose_delivery_timed_out_is_not_compensated_on_a_guess() {
     .await;
     assert_eq!(sale_state(gw.public_addr).await["remaining"], 0);
 }
+
+/// Defect (adversarial review): a backend that sent a response head and then stalled its
+/// body held the whole deliverer — no other order was delivered, and a stop never ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_stalling_its_body_does_not_hold_the_deliverer() {
+    let up = Upstream::start().await;
+    // Deliveries go to /stream-out: a 200 head and a first chunk, then nothing until the
+    // test releases it.
+    let cfg = format!(
+        "{}[[sale]]\nsku = \"phone\"\nstock = 5\n[delivery]\npath = \"/stream-out\"\nretry_base = \"10ms\"\nretry_max = \"20ms\"\n",
+        config_text(&up.url(), "shutdown_timeout = \"500ms\"")
+            .replace("timeout = \"5s\"", "timeout = \"200ms\"")
+    );
+    let gw = gateway(&cfg).await;
+    let (_, a) = buy(gw.public_addr, "alice").await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(
+        up.arrival().await,
+        "/stream-out",
+        "the first delivery stalls"
+    );
+    let (_, b) = buy(gw.public_addr, "bob").await;
+    assert_eq!(b.status, StatusCode::CREATED);
+    let bob = order_id(&b);
+    // The stalled body is cut off at upstream.timeout; the head said 200, so both orders
+    // are confirmed and bob's was delivered too.
+    guarded("bob's order to reach the backend", async {
+        loop {
+            let s = up.next_seen().await;
+            if s.body.windows(32).any(|w| w == bob.as_bytes()) {
+                break;
+            }
+        }
+    })
+    .await;
+    let ticket = a.json()["ticket"].as_str().expect("ticket").to_owned();
+    until("alice's order to be confirmed", || async {
+        send(gw.public_addr, get(&format!("/sale/tickets/{ticket}")))
+            .await
+            .json()["status"]
+            == "confirmed"
+    })
+    .await;
+    gw.shutdown();
+    guarded("the gateway to stop", gw.wait())
+        .await
+        .expect("nothing lost");
+}

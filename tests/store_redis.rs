@@ -23,7 +23,7 @@ fn store_on(server: &RedisServer) -> RedisStore {
 }
 
 /// Issues a token for `user` and spends it on one unit; returns the reply's outcome.
-async fn reserve_one(store: &RedisStore, sku: &Sku, user: &str) -> Reservation {
+async fn reserve_one(store: &dyn Store, sku: &Sku, user: &str) -> Reservation {
     let u = UserId::parse(user).expect("user");
     let token = store
         .issue_token(sku, &u, Duration::from_secs(60))
@@ -213,6 +213,46 @@ async fn a_deliverer_sees_every_order_it_holds_however_many() {
         let c = store.claim(&sku, "a", 3, long).await.expect("claim");
         assert_eq!((c.orders.len(), c.complete), (held, true));
     }
+}
+
+/// Defect (adversarial review): a stock figure set by hand that is not a whole number made
+/// the reserve script fail, which counted as the store being down and opened the breaker
+/// that every sale shares.
+#[tokio::test]
+async fn a_bad_figure_of_one_sale_leaves_the_other_sales_selling() {
+    use flashgate::store::{Breaker, BreakerState, StoreError};
+    let server = RedisServer::start();
+    let inner: Arc<dyn Store> = Arc::new(store_on(&server));
+    let store = Breaker::new(inner, Duration::from_secs(2), 1, Duration::from_secs(3600));
+    let (bad, good) = (Sku::new("bad"), Sku::new("good"));
+    store.init_stock(&bad, 5, None).await.expect("init");
+    store.init_stock(&good, 5, None).await.expect("init");
+    assert_eq!(
+        server.command(&["SET", "flashgate:{bad}:stock", "12.5"]),
+        "+OK"
+    );
+    for i in 0..3 {
+        let u = UserId::parse(&format!("u{i}")).expect("user");
+        let t = store
+            .issue_token(&bad, &u, Duration::from_secs(60))
+            .await
+            .expect("token");
+        let r = store
+            .reserve(&ReserveRequest {
+                sku: bad.clone(),
+                user: u,
+                token: t,
+                quantity: 1,
+                per_user_limit: 1,
+            })
+            .await;
+        assert!(matches!(r, Err(StoreError::Rejected(_))), "{r:?}");
+    }
+    assert_eq!(store.state(), BreakerState::Closed, "the store answers");
+    assert!(matches!(
+        reserve_one(&store, &good, "alice").await,
+        Reservation::Reserved { remaining: 4, .. }
+    ));
 }
 
 /// Entries in the deliverers' pending list of `stream`.

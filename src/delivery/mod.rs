@@ -157,7 +157,8 @@ struct Round {
 }
 
 /// Delivers until `shutdown`, then keeps delivering what is left for up to
-/// `server.shutdown_timeout`: the memory store's outbox does not outlive the process.
+/// `server.shutdown_timeout` (the round in flight included): the memory store keeps what is
+/// still undelivered after that for the next start.
 pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: CancellationToken) {
     let settings = Arc::new(settings);
     let mut state = State {
@@ -166,22 +167,28 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
         acked: HashSet::new(),
         ambiguous: HashSet::new(),
     };
-    loop {
-        let r = round(&engine, &settings, &mut state).await;
-        if shutdown.is_cancelled() {
-            break;
+    // Whatever a round is doing when the stop comes, it ends by this deadline.
+    let out_of_time = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(settings.shutdown_timeout).await;
+    };
+    tokio::pin!(out_of_time);
+    let delivering = async {
+        loop {
+            let r = round(&engine, &settings, &mut state).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if r.settled > 0 {
+                // A batch went through; more may be waiting behind it.
+                continue;
+            }
+            tokio::select! {
+                () = engine.outbox_ready.notified() => {}
+                () = sleep_until_due(&state, r.waiting, settings.claim_idle) => {}
+                () = shutdown.cancelled() => {}
+            }
         }
-        if r.settled > 0 {
-            // A batch went through; more may be waiting behind it.
-            continue;
-        }
-        tokio::select! {
-            () = engine.outbox_ready.notified() => {}
-            () = sleep_until_due(&state, r.waiting, settings.claim_idle) => {}
-            () = shutdown.cancelled() => {}
-        }
-    }
-    let flush = async {
         loop {
             let r = round(&engine, &settings, &mut state).await;
             if r.settled == 0 && r.waiting == 0 {
@@ -192,11 +199,11 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
             }
         }
     };
-    if tokio::time::timeout(settings.shutdown_timeout, flush)
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown deadline passed with orders still in the outbox");
+    tokio::select! {
+        () = delivering => {}
+        () = &mut out_of_time => {
+            tracing::warn!("shutdown deadline passed with orders still in the outbox");
+        }
     }
 }
 
@@ -493,7 +500,10 @@ async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
     let Ok(req) = req else {
         return Verdict::Retry;
     };
-    let resp = match tokio::time::timeout(settings.timeout, pool.send(req)).await {
+    // The whole exchange, body included, is bounded: a backend that sends a head and then
+    // stalls must not hold the deliverer (nor outlive `claim_idle`, which fences it).
+    let deadline = tokio::time::Instant::now() + settings.timeout;
+    let resp = match tokio::time::timeout_at(deadline, pool.send(req)).await {
         Ok(Ok(resp)) => resp,
         // Never connected: the request did not leave.
         Ok(Err(e @ UpstreamError::Connect { .. })) => {
@@ -507,8 +517,9 @@ async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
         Err(_) => return Verdict::Unknown,
     };
     let status = resp.status();
-    // Read the answer to the end so the connection goes back to the pool.
-    let _ = resp.into_body().collect().await;
+    // The head decided; the body is read so the connection can be reused, within the same
+    // bound (a stalled body just closes the connection).
+    let _ = tokio::time::timeout_at(deadline, resp.into_body().collect()).await;
     verdict(status)
 }
 

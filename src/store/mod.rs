@@ -37,6 +37,11 @@ pub enum StoreError {
     /// guard. Nothing is reserved on such an answer.
     #[error("oversell guard: {0}")]
     Invariant(String),
+    /// The store answered, refusing the step (a script failed on data it holds, such as a
+    /// stock figure set by hand that is not a whole number): that sale's trouble, not the
+    /// store being down, so it never opens the breaker every sale shares.
+    #[error("the store refused the step: {0}")]
+    Rejected(String),
     /// A stock change would take the stock below 0 or above [`crate::types::MAX_STOCK`];
     /// nothing changed.
     #[error("stock would leave 0..=2^53-1 (it holds {units})")]

@@ -19,7 +19,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, Script, Value};
+use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind, Value};
 
 use super::{
     Claimed, Compensation, Confirmation, Order, OrderState, Reservation, ReserveReply,
@@ -168,6 +168,11 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.call_timeout, call).await {
             Ok(Ok(v)) => Ok(v),
+            // The server ran the command and refused it ("ERR …", a script failing on the
+            // data it found): it is up, and the trouble is that data's.
+            Ok(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::ResponseError) => {
+                Err(StoreError::Rejected(e.to_string()))
+            }
             Ok(Err(e)) => {
                 if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
                     self.forget_connections();
