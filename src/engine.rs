@@ -138,7 +138,10 @@ impl Engine {
                 StockLoad::Held { units, epoch } | StockLoad::Created { units, epoch } => {
                     self.adopt(sale, units, &epoch);
                 }
-                StockLoad::Lost => self.hold(sale),
+                StockLoad::Lost => {
+                    self.hold(sale);
+                    self.leave_tombstone(sale).await;
+                }
             }
         }
         Ok(())
@@ -209,6 +212,17 @@ impl Engine {
         }
     }
 
+    /// Warns the other instances, through the store, that it lost a sale this one had
+    /// loaded: a first start then holds it too instead of loading the configured stock.
+    async fn leave_tombstone(&self, sale: &Sale) {
+        let Some(epoch) = self.local.epoch(&self.store_id, &sale.sku) else {
+            return;
+        };
+        if let Err(e) = self.store.mark_lost(&sale.sku, &epoch).await {
+            tracing::debug!(sku = %sale.sku, error = %e, "cannot mark the sale lost in the store yet");
+        }
+    }
+
     /// Starts the drains, the deliverer and the limiter sweeper; they stop on `shutdown`.
     pub fn start(
         self: &Arc<Self>,
@@ -274,7 +288,11 @@ async fn sync_stock(engine: Arc<Engine>, every: Duration, shutdown: Cancellation
         for sale in engine.sales.iter() {
             let known = engine.local.epoch(&engine.store_id, &sale.sku);
             let reading = engine.store.stock(&sale.sku).await;
+            let lost = matches!(reading, Err(StoreError::UnknownSale(_)));
             engine.apply_reading(sale, known, reading);
+            if lost && sale.is_held() {
+                engine.leave_tombstone(sale).await;
+            }
         }
     }
 }

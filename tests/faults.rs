@@ -182,6 +182,22 @@ async fn a_store_that_lost_its_state_holds_the_sale_until_stock_is_loaded() {
         sale_state(first.public_addr).await["state"] == "held"
     })
     .await;
+    // A gateway starting for the first time (no data directory, no memory of the sale)
+    // finds the tombstone the running one left and holds the sale too.
+    until("the tombstone", || async {
+        redis
+            .command(&["GET", "flashgate:{phone}:epoch"])
+            .starts_with("lost-")
+    })
+    .await;
+    let fresh_cfg = cfg.replace(&format!("data_dir = \"{}\"\n", dir.display()), "");
+    assert_ne!(fresh_cfg, cfg);
+    let fresh = gateway(&fresh_cfg).await;
+    assert_eq!(sale_state(fresh.public_addr).await["state"], "held");
+    fresh.shutdown();
+    guarded("fresh gateway to stop", fresh.wait())
+        .await
+        .expect("stopped");
     first.shutdown();
     guarded("first gateway to stop", first.wait())
         .await
@@ -282,7 +298,7 @@ async fn a_graceful_stop_keeps_undelivered_orders_for_the_next_start() {
         )
     );
     let first: Gateway = gateway(&cfg).await;
-    let (_, a) = buy(first.public_addr, "alice").await;
+    let (token, a) = buy(first.public_addr, "alice").await;
     assert_eq!(a.status, StatusCode::CREATED);
     let id = order_id(&a);
     first.shutdown();
@@ -311,6 +327,10 @@ async fn a_graceful_stop_keeps_undelivered_orders_for_the_next_start() {
         (s["remaining"].as_u64(), s["state"].as_str()),
         (Some(0), Some("sold_out"))
     );
+    // Alice resubmits her token after the restart: the same order, not "sold out".
+    let again = order(second.public_addr, "phone", "alice", &token).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.json());
+    assert_eq!(order_id(&again), id);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -236,6 +236,9 @@ impl Store for Breaker {
     ) -> StoreFuture<'_, StockLoad> {
         self.call("init_stock", self.inner.init_stock(sku, stock, remembers))
     }
+    fn mark_lost(&self, sku: &Sku, epoch: &Epoch) -> StoreFuture<'_, ()> {
+        self.call("mark_lost", self.inner.mark_lost(sku, epoch))
+    }
     fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch> {
         self.call("set_stock", self.inner.set_stock(sku, stock))
     }

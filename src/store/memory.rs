@@ -215,9 +215,9 @@ impl MemoryStore {
     }
 }
 
-/// What a graceful stop keeps of the memory store: each sale's stock, buyers and the
-/// orders not delivered yet (in outbox order). Tokens are not kept: a restart issues new
-/// ones, and a spent token's replay is answered by its ticket or not at all.
+/// What a graceful stop keeps of the memory store: each sale's stock, buyers, the orders
+/// not delivered yet (in outbox order) and its live tokens with their outcomes, so that a
+/// token resubmitted after the restart still gets its first answer.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Snapshot {
     sales: Vec<SaleSnapshot>,
@@ -230,6 +230,18 @@ struct SaleSnapshot {
     epoch: Epoch,
     buyers: HashMap<String, u32>,
     undelivered: Vec<Order>,
+    #[serde(default)]
+    tokens: Vec<TokenSnapshot>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TokenSnapshot {
+    token: Token,
+    user: String,
+    /// The outcome, once spent.
+    outcome: Option<Reservation>,
+    /// How much longer it is kept, in milliseconds.
+    ttl_ms: u64,
 }
 
 impl MemoryStore {
@@ -259,12 +271,33 @@ impl MemoryStore {
                         .filter_map(|id| d.orders.get(id).map(|(o, _)| o.clone()))
                         .collect();
                     undelivered += orders.len();
+                    let now = Instant::now();
+                    let tokens = d
+                        .tokens
+                        .iter()
+                        .filter(|(_, (_, deadline))| *deadline > now)
+                        .map(|(token, (record, deadline))| {
+                            let (user, outcome) = match record {
+                                TokenRecord::Issued { user } => (user, None),
+                                TokenRecord::Spent { user, outcome } => {
+                                    (user, Some(outcome.clone()))
+                                }
+                            };
+                            TokenSnapshot {
+                                token: *token,
+                                user: user.to_string(),
+                                outcome,
+                                ttl_ms: deadline.duration_since(now).as_millis() as u64,
+                            }
+                        })
+                        .collect();
                     SaleSnapshot {
                         sku: sku.to_string(),
                         stock: d.stock,
                         epoch: d.epoch.clone(),
                         buyers: d.buyers.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
                         undelivered: orders,
+                        tokens,
                     }
                 })
                 .collect(),
@@ -293,6 +326,20 @@ impl MemoryStore {
                 d.outbox.push_back(order.order_id);
                 d.orders
                     .insert(order.order_id, (order, OrderState::Reserved));
+            }
+            // Oldest deadline first, as the expiry queues expect.
+            let mut tokens = s.tokens;
+            tokens.sort_by_key(|t| t.ttl_ms);
+            let now = Instant::now();
+            for t in tokens {
+                let Some(user) = UserId::parse(&t.user) else {
+                    continue;
+                };
+                let record = match t.outcome {
+                    Some(outcome) => TokenRecord::Spent { user, outcome },
+                    None => TokenRecord::Issued { user },
+                };
+                d.remember(t.token, record, now + Duration::from_millis(t.ttl_ms));
             }
             sales.insert(Sku::new(&s.sku), Arc::new(Mutex::new(d)));
         }
@@ -333,6 +380,10 @@ impl Store for MemoryStore {
             units: d.stock,
             epoch: d.epoch.clone(),
         }))
+    }
+
+    fn mark_lost(&self, _sku: &Sku, _epoch: &Epoch) -> StoreFuture<'_, ()> {
+        ready(Ok(()))
     }
 
     fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch> {

@@ -67,7 +67,7 @@ pub struct ReserveRequest {
 }
 
 /// The outcome of a reserve step; a token's first outcome is remembered and replayed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reservation {
     /// Stock was decremented and the order recorded in the outbox.
     Reserved {
@@ -241,6 +241,11 @@ pub trait Store: Send + Sync + 'static {
         stock: u64,
         remembers: Option<&Epoch>,
     ) -> StoreFuture<'_, StockLoad>;
+
+    /// Leaves a tombstone where the sale's stock was (the store lost it, and this instance
+    /// had loaded it as `epoch`), so that a first start does not load it again; a no-op
+    /// once stock is back. The memory store has no other instance to warn.
+    fn mark_lost(&self, sku: &Sku, epoch: &Epoch) -> StoreFuture<'_, ()>;
 
     /// Sets a sale's stock, replacing what is there, under a new epoch (operator action).
     fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch>;

@@ -57,6 +57,7 @@ struct Scripts {
     set_stock: Script,
     add_stock: Script,
     touch: Script,
+    mark_lost: Script,
 }
 
 /// One sale's key names.
@@ -128,6 +129,7 @@ impl RedisStore {
                 set_stock: Script::new(include_str!("lua/set_stock.lua")),
                 add_stock: Script::new(include_str!("lua/add_stock.lua")),
                 touch: Script::new(include_str!("lua/touch.lua")),
+                mark_lost: Script::new(include_str!("lua/mark_lost.lua")),
             },
         })
     }
@@ -518,6 +520,25 @@ impl Store for RedisStore {
                 "lost" => Ok(StockLoad::Lost),
                 other => Err(unavailable(format!("unexpected load outcome `{other}`"))),
             }
+        })
+    }
+
+    fn mark_lost(&self, sku: &Sku, epoch: &Epoch) -> StoreFuture<'_, ()> {
+        let k = self.keys(sku);
+        let tombstone = format!("lost-{epoch}");
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let _: i64 = self
+                .exec(
+                    self.scripts
+                        .mark_lost
+                        .key(k.stock())
+                        .key(k.epoch())
+                        .arg(&tombstone)
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            Ok(())
         })
     }
 

@@ -4,8 +4,9 @@
 -- Returns {outcome, units, epoch} with outcome
 --   held    - the store has the sale: its figure wins (an epoch is added if it had none);
 --   created - first load: stock and epoch written;
---   lost    - the store has no stock although this instance loaded it before: the store
---             lost its state, and writing the configured stock would sell it again.
+--   lost    - the store has no stock although this instance loaded it before, or another
+--             instance left a tombstone in the epoch key (mark_lost.lua): the store lost
+--             its state, and writing the configured stock would sell it again.
 local held = redis.call('GET', KEYS[1])
 if held then
   local e = redis.call('GET', KEYS[2])
@@ -15,7 +16,7 @@ if held then
   end
   return {'held', held, e}
 end
-if ARGV[3] ~= '' then
+if ARGV[3] ~= '' or redis.call('EXISTS', KEYS[2]) == 1 then
   return {'lost', '0', ARGV[3]}
 end
 redis.call('SET', KEYS[1], ARGV[1])
