@@ -1,5 +1,6 @@
 //! Admission: the in-process decision, for each buying request, to let it into the sale's
-//! queue or refuse it — from atomics, a keyed limiter and a lock-free queue; never the store.
+//! queue or refuse it — from atomics, a keyed limiter and the queue's counters; never the
+//! store.
 
 use std::net::IpAddr;
 use std::time::SystemTime;

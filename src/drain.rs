@@ -11,10 +11,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
-use crate::queue::QueueItem;
+use crate::queue::{Head, QueueItem};
 use crate::sale::Sale;
 use crate::store::{Reservation, ReserveRequest};
 use crate::ticket::{RefusalCode, TicketStatus};
+
+/// The longest a stopping drain waits for an admission to fill its slot in.
+const FILLING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn limiter(rate: u32) -> DefaultDirectRateLimiter {
     let per_second = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
@@ -68,9 +71,18 @@ pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationTok
             },
             () = shutdown.cancelled() => break,
         };
-        // Only this task pops, so the queue still holds what it held above.
-        let Some(item) = sale.queue.pop() else {
-            continue;
+        let item = match sale.queue.pop() {
+            Head::Item(item) => item,
+            // The next request's admission is filling its slot in (a moment): wait for it,
+            // so requests leave in admission order.
+            Head::Filling | Head::Empty => {
+                drop(permit);
+                tokio::select! {
+                    () = sale.queue.wait_ready() => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
         };
         engine
             .tickets
@@ -82,13 +94,21 @@ pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationTok
         }
         tokio::spawn(work(engine.clone(), sale.clone(), item, permit));
     }
-    while let Some(item) = sale.queue.pop() {
-        conclude(
-            &engine,
-            &sale,
-            item,
-            TicketStatus::Refused(RefusalCode::ShuttingDown),
-        );
+    // Every admitted request is answered: one whose slot is still being filled in is
+    // waited for (briefly: its admission is a few instructions from pushing).
+    loop {
+        match sale.queue.pop() {
+            Head::Item(item) => conclude(
+                &engine,
+                &sale,
+                item,
+                TicketStatus::Refused(RefusalCode::ShuttingDown),
+            ),
+            Head::Filling => {
+                let _ = tokio::time::timeout(FILLING_WAIT, sale.queue.wait_ready()).await;
+            }
+            Head::Empty => break,
+        }
     }
     let all = u32::try_from(sale.settings.workers).unwrap_or(u32::MAX);
     let _ = workers.acquire_many(all).await;

@@ -1,10 +1,16 @@
-//! A sale's bounded FIFO queue: lock-free, non-blocking push at admission, pop by the
-//! sale's drain task. Overflow is refused, never buffered.
+//! A sale's bounded FIFO queue: a ring of slots indexed by admission sequence number.
+//! Admission takes a number and the slot it names, then fills it; the sale's drain takes
+//! slots in number order, waiting for one still being filled. So the drain releases
+//! requests exactly in admission order (invariant 7), however admissions race, and a
+//! position is the distance from the drain's head. Overflow is refused, never buffered.
+//!
+//! No lock is shared by all requests: the counters are atomics and each slot has its own
+//! mutex, which at most the one admission filling it and the drain ever touch.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use crossbeam_queue::ArrayQueue;
 use tokio::sync::{oneshot, Notify};
 
 use crate::ticket::TicketStatus;
@@ -29,17 +35,40 @@ pub struct QueueItem {
     pub reply: Option<oneshot::Sender<TicketStatus>>,
 }
 
+/// What one slot of the ring holds, for the sequence number it was last given.
+#[derive(Debug, Default)]
+enum Slot {
+    /// Nothing yet (or taken by the drain).
+    #[default]
+    Empty,
+    /// An admitted request.
+    Filled(QueueItem),
+    /// A number given back unfilled: the drain passes over it.
+    Cancelled(u64),
+}
+
+/// What [`SaleQueue::pop`] found at the head.
+#[derive(Debug)]
+pub enum Head {
+    /// The next request in admission order.
+    Item(QueueItem),
+    /// The next number was taken but its request is still being filled in: wait for
+    /// [`SaleQueue::wait_ready`].
+    Filling,
+    /// Nothing is queued.
+    Empty,
+}
+
 /// The queue of one sale.
 pub struct SaleQueue {
-    items: ArrayQueue<QueueItem>,
+    slots: Box<[Mutex<Slot>]>,
     /// The capacity in force, at most the allocated slots; operators may change it live.
     limit: AtomicUsize,
-    /// Admission sequence numbers handed out so far.
-    admitted: AtomicU64,
-    /// Items taken out by the drain so far.
-    released: AtomicU64,
-    /// Items in the queue (the ArrayQueue's own count, kept here to reserve a slot before
-    /// taking a sequence number, so numbers have no gaps).
+    /// The next admission sequence number.
+    tail: AtomicU64,
+    /// The next sequence number the drain takes (only the drain moves it).
+    head: AtomicU64,
+    /// Numbers taken and not yet passed by the drain: what the capacity bounds.
     len: AtomicUsize,
     ready: Notify,
 }
@@ -52,11 +81,14 @@ impl SaleQueue {
     /// as many slots are allocated so the capacity can be raised live.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
+        let slots = (0..capacity.saturating_mul(Self::HEADROOM))
+            .map(|_| Mutex::new(Slot::Empty))
+            .collect();
         Self {
-            items: ArrayQueue::new(capacity.saturating_mul(Self::HEADROOM)),
+            slots,
             limit: AtomicUsize::new(capacity),
-            admitted: AtomicU64::new(0),
-            released: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            head: AtomicU64::new(0),
             len: AtomicUsize::new(0),
             ready: Notify::new(),
         }
@@ -69,7 +101,7 @@ impl SaleQueue {
 
     /// The most the capacity can be raised to.
     pub fn max_capacity(&self) -> usize {
-        self.items.capacity()
+        self.slots.len()
     }
 
     /// Changes the capacity, within 1..=[`max_capacity`](Self::max_capacity); lowering it
@@ -82,7 +114,7 @@ impl SaleQueue {
         Ok(())
     }
 
-    /// Items waiting now.
+    /// Items waiting now (numbers taken and not passed by the drain).
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
     }
@@ -92,8 +124,15 @@ impl SaleQueue {
         self.len() == 0
     }
 
-    /// Reserves a slot and a sequence number, or `None` when full. The caller must
-    /// [`push`](Self::push) an item with that number.
+    fn slot(&self, seq: u64) -> std::sync::MutexGuard<'_, Slot> {
+        let i = (seq % self.slots.len() as u64) as usize;
+        // A slot is only ever replaced whole: a poisoned one still holds a valid value.
+        self.slots[i].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reserves a slot and its sequence number, or `None` when full. The caller must
+    /// [`push`](Self::push) an item with that number or
+    /// [`cancel_reservation`](Self::cancel_reservation) it.
     pub fn reserve(&self) -> Option<u64> {
         let cap = self.capacity();
         self.len
@@ -101,47 +140,63 @@ impl SaleQueue {
                 (n < cap).then_some(n + 1)
             })
             .ok()?;
-        Some(self.admitted.fetch_add(1, Ordering::AcqRel))
+        // At most `cap` (≤ the slots) numbers are outstanding, so the slot this number
+        // names was passed by the drain already: it is free.
+        Some(self.tail.fetch_add(1, Ordering::AcqRel))
     }
 
-    /// Gives back a slot [`reserve`](Self::reserve) granted without pushing; its sequence
-    /// number counts as released so later positions stay exact.
-    pub fn cancel_reservation(&self) {
-        self.len.fetch_sub(1, Ordering::AcqRel);
-        self.released.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Enqueues an item whose slot [`reserve`](Self::reserve) granted.
-    pub fn push(&self, item: QueueItem) {
-        // A reserved slot guarantees room; if the invariant were ever broken the item is
-        // answered rather than lost.
-        if let Err(item) = self.items.push(item) {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-            if let Some(reply) = item.reply {
-                let _ = reply.send(TicketStatus::Refused(crate::ticket::RefusalCode::QueueFull));
-            }
-            return;
-        }
+    /// Gives back the number `seq` [`reserve`](Self::reserve) granted, unfilled: the drain
+    /// passes over it (until then it counts in positions behind it, which are at worst
+    /// one too high, never too low).
+    pub fn cancel_reservation(&self, seq: u64) {
+        *self.slot(seq) = Slot::Cancelled(seq);
         self.ready.notify_one();
     }
 
-    /// Takes the oldest item, if any.
-    pub fn pop(&self) -> Option<QueueItem> {
-        let item = self.items.pop()?;
-        self.len.fetch_sub(1, Ordering::AcqRel);
-        self.released.fetch_add(1, Ordering::AcqRel);
-        Some(item)
+    /// Fills the slot [`reserve`](Self::reserve) granted for `item.seq`.
+    pub fn push(&self, item: QueueItem) {
+        let seq = item.seq;
+        *self.slot(seq) = Slot::Filled(item);
+        self.ready.notify_one();
     }
 
-    /// Waits until an item may be there (a push happened since the last wait).
+    /// Takes the request at the head, in admission order, passing over numbers given
+    /// back. Only the sale's drain calls it.
+    pub fn pop(&self) -> Head {
+        loop {
+            let head = self.head.load(Ordering::Acquire);
+            if head == self.tail.load(Ordering::Acquire) {
+                return Head::Empty;
+            }
+            let taken = {
+                let mut slot = self.slot(head);
+                match &*slot {
+                    Slot::Filled(item) if item.seq == head => Some(std::mem::take(&mut *slot)),
+                    Slot::Cancelled(seq) if *seq == head => {
+                        *slot = Slot::Empty;
+                        None
+                    }
+                    // Its admission has the number but has not filled the slot yet.
+                    _ => return Head::Filling,
+                }
+            };
+            self.head.store(head + 1, Ordering::Release);
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            if let Some(Slot::Filled(item)) = taken {
+                return Head::Item(item);
+            }
+        }
+    }
+
+    /// Waits until an item may be there (a push or a cancellation since the last wait).
     pub async fn wait_ready(&self) {
         self.ready.notified().await;
     }
 
     /// 1-based position of the item with sequence number `seq`, if it is still queued.
     pub fn position(&self, seq: u64) -> Option<u64> {
-        let released = self.released.load(Ordering::Acquire);
-        (seq >= released).then(|| seq - released + 1)
+        let head = self.head.load(Ordering::Acquire);
+        (seq >= head).then(|| seq - head + 1)
     }
 }
 
@@ -161,6 +216,13 @@ mod tests {
         }
     }
 
+    fn pop_seq(q: &SaleQueue) -> Option<u64> {
+        match q.pop() {
+            Head::Item(i) => Some(i.seq),
+            _ => None,
+        }
+    }
+
     #[test]
     fn fifo_bounded_and_positions() {
         let q = SaleQueue::new(3);
@@ -172,14 +234,47 @@ mod tests {
         assert!(q.reserve().is_none(), "full queue refuses");
         assert_eq!(q.len(), 3);
         assert_eq!(q.position(2), Some(3));
-        assert_eq!(q.pop().map(|i| i.seq), Some(0));
+        assert_eq!(pop_seq(&q), Some(0));
         assert_eq!(q.position(2), Some(2));
         assert_eq!(q.position(0), None, "released");
         assert_eq!(q.reserve(), Some(3), "a freed slot is reusable");
         q.push(item(3));
-        let order: Vec<u64> = std::iter::from_fn(|| q.pop().map(|i| i.seq)).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| pop_seq(&q)).collect();
         assert_eq!(order, [1, 2, 3]);
         assert!(q.is_empty());
+        assert!(matches!(q.pop(), Head::Empty));
+    }
+
+    #[test]
+    fn admissions_that_fill_out_of_order_drain_in_admission_order() {
+        let q = SaleQueue::new(8);
+        let (a, b) = (q.reserve().expect("room"), q.reserve().expect("room"));
+        // The later admission fills its slot first: the drain waits for the earlier one.
+        q.push(item(b));
+        assert!(matches!(q.pop(), Head::Filling));
+        assert_eq!(q.position(a), Some(1));
+        assert_eq!(q.position(b), Some(2));
+        q.push(item(a));
+        assert_eq!(pop_seq(&q), Some(a));
+        assert_eq!(pop_seq(&q), Some(b));
+    }
+
+    #[test]
+    fn a_cancelled_number_is_passed_over_and_positions_never_run_low() {
+        let q = SaleQueue::new(8);
+        let (a, b, c) = (
+            q.reserve().expect("room"),
+            q.reserve().expect("room"),
+            q.reserve().expect("room"),
+        );
+        q.push(item(a));
+        q.cancel_reservation(b);
+        q.push(item(c));
+        assert_eq!(q.position(a), Some(1), "ahead of the cancelled one: exact");
+        assert_eq!(pop_seq(&q), Some(a));
+        assert_eq!(pop_seq(&q), Some(c), "the cancelled number is passed over");
+        assert!(q.is_empty());
+        assert_eq!(q.reserve(), Some(3));
     }
 
     #[test]
@@ -200,5 +295,52 @@ mod tests {
             q.reserve().is_none(),
             "lowered below the queued count: refused"
         );
+    }
+
+    #[test]
+    fn racing_admissions_leave_in_the_order_of_their_numbers() {
+        let q = std::sync::Arc::new(SaleQueue::new(64));
+        let producers: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    let mut pushed = 0;
+                    while pushed < 2_000 {
+                        if let Some(seq) = q.reserve() {
+                            q.push(item(seq));
+                            pushed += 1;
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut next = 0;
+        while next < 8_000 {
+            match q.pop() {
+                Head::Item(i) => {
+                    assert_eq!(i.seq, next, "admission order");
+                    next += 1;
+                }
+                Head::Filling | Head::Empty => std::thread::yield_now(),
+            }
+        }
+        for p in producers {
+            p.join().expect("producer");
+        }
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_ring_wraps_around_many_times() {
+        let q = SaleQueue::new(2);
+        for round in 0..100u64 {
+            let (a, b) = (q.reserve().expect("room"), q.reserve().expect("room"));
+            assert_eq!((a, b), (2 * round, 2 * round + 1));
+            q.push(item(b));
+            q.push(item(a));
+            assert_eq!((pop_seq(&q), pop_seq(&q)), (Some(a), Some(b)));
+        }
     }
 }

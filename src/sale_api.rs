@@ -265,7 +265,7 @@ impl SaleApi {
             .open(ticket, sale.sku.clone(), seq, user.clone(), token)
         {
             // Every remembered ticket is still unfinished: as good as a full queue.
-            sale.queue.cancel_reservation();
+            sale.queue.cancel_reservation(seq);
             return Ok(queue_full(&sale));
         }
         sale.begin();

@@ -33,11 +33,20 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Load-test runs take the machine for themselves: one at a time, so that one run's crowd
+/// does not slow another's gateway into its timeouts.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs a scenario with a JSON report and returns (exit code, report, stdout).
 fn run(scenario: &str, extra: &[&str], report: &Path) -> (i32, Value, String) {
     let mut args = vec![scenario, "--json", report.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
-    let out = loadtest(&args);
+    let out = {
+        let _machine = ONE_RUN_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loadtest(&args)
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let text = std::fs::read_to_string(report)

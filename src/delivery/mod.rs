@@ -380,7 +380,9 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
     }
     let m = &engine.metrics;
     m.outbox_backlog.set(r.waiting as i64);
-    let open = state.breaker.open_until().is_some();
+    // Open means holding deliveries back now: past its cool-down, with nothing left to
+    // probe with, it is not (a gauge stuck at 1 after the backend recovered would page).
+    let open = state.breaker.holding(Instant::now());
     m.breaker_open
         .with_label_values(&["backend"])
         .set(i64::from(open));

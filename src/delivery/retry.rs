@@ -90,6 +90,11 @@ impl BackendBreaker {
         }
     }
 
+    /// True while it holds deliveries back (open, cool-down not over).
+    pub fn holding(&self, now: Instant) -> bool {
+        self.open_until.is_some_and(|until| now < until)
+    }
+
     /// When an open breaker lets the next probe through.
     pub fn open_until(&self) -> Option<Instant> {
         self.open_until
@@ -153,7 +158,12 @@ mod tests {
         assert_eq!(br.allowance(t0, 16), 16, "one failure is not a pattern");
         br.failure(t0);
         assert_eq!(br.allowance(t0, 16), 0, "open: nothing goes out");
+        assert!(br.holding(t0));
         let later = t0 + Duration::from_secs(5);
+        assert!(
+            !br.holding(later),
+            "cooled down: no longer holding anything back"
+        );
         assert_eq!(br.allowance(later, 16), 1, "after the cool-down, one probe");
         br.failure(later);
         assert_eq!(br.allowance(later, 16), 0, "a failed probe re-opens it");
