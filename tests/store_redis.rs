@@ -190,6 +190,18 @@ async fn deliverers_share_the_outbox_and_take_over_a_dead_ones_orders() {
         .orders
         .is_empty());
     assert_eq!(server.command(&["XLEN", "flashgate:{claim}:outbox"]), ":0");
+    // Deliverers that hold nothing and have been gone long enough (here: any time, with a
+    // takeover period of 0) leave the group; the caller stays.
+    assert_eq!(
+        server.command(&[
+            "XINFO",
+            "CONSUMERS",
+            "flashgate:{claim}:outbox",
+            "flashgate-deliverers"
+        ]),
+        "*1",
+        "only c is left"
+    );
     // Settled orders are kept for replays, then expire.
     let ttl = server.command(&["PTTL", &format!("flashgate:{{claim}}:order:{}", ids[0])]);
     let ms: i64 = ttl.trim_start_matches(':').parse().expect("a TTL");

@@ -58,6 +58,7 @@ struct Scripts {
     add_stock: Script,
     touch: Script,
     mark_lost: Script,
+    reap: Script,
 }
 
 /// One sale's key names.
@@ -130,6 +131,7 @@ impl RedisStore {
                 add_stock: Script::new(include_str!("lua/add_stock.lua")),
                 touch: Script::new(include_str!("lua/touch.lua")),
                 mark_lost: Script::new(include_str!("lua/mark_lost.lua")),
+                reap: Script::new(include_str!("lua/reap.lua")),
             },
         })
     }
@@ -301,6 +303,19 @@ impl RedisStore {
         let mut seen = std::collections::HashSet::new();
         found.retain(|(id, _)| seen.insert(id.clone()));
         let (secs, micros): (u64, u64) = self.exec(redis::cmd("TIME").query_async(&mut c)).await?;
+        // Deliverers gone for ten takeover periods, holding nothing, leave the group.
+        let reap_after = claim_idle.saturating_mul(10).as_millis() as u64;
+        let _: i64 = self
+            .exec(
+                self.scripts
+                    .reap
+                    .key(&stream)
+                    .arg(DELIVERERS)
+                    .arg(consumer)
+                    .arg(reap_after)
+                    .invoke_async(&mut c),
+            )
+            .await?;
         Ok(Claimed {
             orders: found
                 .into_iter()
