@@ -179,30 +179,21 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
 
     let by_user: HashMap<&str, &Journey> =
         e.journeys.iter().map(|j| (j.user.as_str(), j)).collect();
-    let unexplained = e
+    let unheard: Vec<&Applied> = e
         .ledger
         .iter()
         .filter(|a| !known.contains(a.order_id.as_str()))
+        .collect();
+    let unexplained: Vec<&&Applied> = unheard
+        .iter()
         .filter(|a| {
             by_user
                 .get(a.user_id.as_str())
                 .is_none_or(|j| !j.lost_reply_possible || !j.orders.is_empty())
         })
-        .count();
-    let unheard = e
-        .ledger
+        .collect();
+    let examples: Vec<String> = unexplained
         .iter()
-        .filter(|a| !known.contains(a.order_id.as_str()))
-        .count();
-    let examples: Vec<String> = e
-        .ledger
-        .iter()
-        .filter(|a| !known.contains(a.order_id.as_str()))
-        .filter(|a| {
-            by_user
-                .get(a.user_id.as_str())
-                .is_none_or(|j| !j.lost_reply_possible || !j.orders.is_empty())
-        })
         .take(3)
         .map(|a| {
             let told = by_user
@@ -213,9 +204,11 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         .collect();
     out.push(check(
         "no order nobody asked for",
-        unexplained == 0,
+        unexplained.is_empty(),
         format!(
-            "{unheard} backend orders no user was told of, {unexplained} of them without a lost reply to explain them{}",
+            "{} backend orders no user was told of, {} of them without a lost reply to explain them{}",
+            unheard.len(),
+            unexplained.len(),
             if examples.is_empty() { String::new() } else { format!(": {}", examples.join("; ")) }
         ),
     ));
