@@ -463,3 +463,70 @@ async fn a_backend_stalling_its_body_does_not_hold_the_deliverer() {
         .await
         .expect("nothing lost");
 }
+
+/// Defect (second adversarial review): a graceful stop while a delivery was in flight,
+/// then a restart with the backend answering 503 past the deadline, compensated an order
+/// the backend had applied — a unit sold twice. Restored orders count as ambiguous now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_restored_after_a_stop_mid_delivery_is_not_compensated_on_a_guess() {
+    let up = Upstream::start().await;
+    let dir = std::env::temp_dir().join(format!("flashgate-midpost-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = |path: &str, deadline: &str| {
+        format!(
+            "{}[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\npath = \"{path}\"\ndeadline = \"{deadline}\"\nretry_base = \"10ms\"\nretry_max = \"20ms\"\n",
+            config_text(
+                &up.url(),
+                &format!("shutdown_timeout = \"100ms\"\ndata_dir = \"{}\"", dir.display())
+            )
+            .replace("timeout = \"5s\"", "timeout = \"2s\"")
+        )
+    };
+    // The first life: the delivery is in flight (the backend holds it) when the stop comes.
+    let first = gateway(&config("/hold", "10m")).await;
+    let (_, a) = buy(first.public_addr, "alice").await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let id = order_id(&a);
+    assert_eq!(up.arrival().await, "/hold");
+    first.shutdown();
+    guarded("first gateway to stop", first.wait())
+        .await
+        .expect("the order is kept");
+    // The second life, past the deadline, with the backend answering 503: it may hold the
+    // order from the first life's attempt, so only its word may give the unit back.
+    up.orders_status.store(503, Ordering::SeqCst);
+    up.drain_seen().await;
+    let second = gateway(&config("/orders", "100ms")).await;
+    let mut asked = 0;
+    guarded("the order to be asked about past its deadline", async {
+        while asked < 4 {
+            let s = up.next_seen().await;
+            if s.headers
+                .get("idempotency-key")
+                .is_some_and(|k| k == id.as_str())
+            {
+                asked += 1;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        sale_state(second.public_addr).await["remaining"],
+        0,
+        "not compensated on a guess"
+    );
+    // The backend answers: it has the order.
+    up.orders_status.store(0, Ordering::SeqCst);
+    until("the order to leave the outbox", || async {
+        second
+            .engine()
+            .metrics
+            .deliveries
+            .with_label_values(&["confirmed"])
+            .get()
+            > 0
+    })
+    .await;
+    assert_eq!(sale_state(second.public_addr).await["remaining"], 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

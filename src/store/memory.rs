@@ -40,6 +40,9 @@ struct SaleData {
     outbox: VecDeque<OrderId>,
     /// Settled orders by the time they are forgotten (after the replay TTL), oldest first.
     settled: VecDeque<(Instant, OrderId)>,
+    /// Orders restored from a snapshot: what their earlier deliveries did is unknown (one
+    /// may have been in flight at the stop), so the deliverer treats them as taken over.
+    restored: std::collections::HashSet<OrderId>,
 }
 
 impl SaleData {
@@ -54,6 +57,7 @@ impl SaleData {
             orders: HashMap::new(),
             outbox: VecDeque::new(),
             settled: VecDeque::new(),
+            restored: std::collections::HashSet::new(),
         }
     }
 
@@ -74,6 +78,7 @@ impl SaleData {
     /// An order left the outbox: it is kept for replays until `forget_at`.
     fn settle(&mut self, order_id: &OrderId, forget_at: Instant) {
         self.outbox.retain(|id| id != order_id);
+        self.restored.remove(order_id);
         self.settled.push_back((forget_at, *order_id));
     }
 
@@ -324,6 +329,7 @@ impl MemoryStore {
                 .collect();
             for order in s.undelivered {
                 d.outbox.push_back(order.order_id);
+                d.restored.insert(order.order_id);
                 d.orders
                     .insert(order.order_id, (order, OrderState::Reserved));
             }
@@ -500,7 +506,13 @@ impl Store for MemoryStore {
                     .filter_map(|id| d.orders.get(id).map(|(o, _)| o.clone()))
                     .collect(),
                 now_ms: unix_millis(SystemTime::now()),
-                taken_over: Vec::new(),
+                taken_over: d
+                    .outbox
+                    .iter()
+                    .take(max)
+                    .filter(|id| d.restored.contains(id))
+                    .copied()
+                    .collect(),
                 complete: d.outbox.len() <= max,
             }
         }))
