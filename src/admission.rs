@@ -81,5 +81,12 @@ pub fn admit(
     if !sale.has_room_for_one_more() {
         return Err(GatewayError::SoldOut.into());
     }
-    sale.queue.reserve().ok_or(Refusal::QueueFull)
+    let seq = sale.queue.reserve().ok_or(Refusal::QueueFull)?;
+    // Checked after taking the number: either the stopping drain sees the number (and
+    // answers it), or this sees the stop.
+    if sale.is_stopped() {
+        sale.queue.cancel_reservation(seq);
+        return Err(GatewayError::ShuttingDown.into());
+    }
+    Ok(seq)
 }

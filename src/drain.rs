@@ -94,8 +94,10 @@ pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationTok
         }
         tokio::spawn(work(engine.clone(), sale.clone(), item, permit));
     }
-    // Every admitted request is answered: one whose slot is still being filled in is
-    // waited for (briefly: its admission is a few instructions from pushing).
+    // Nothing is admitted from now on, and every request admitted so far is answered: a
+    // number taken and not yet filled in is waited for (briefly: its admission is a few
+    // instructions from pushing or giving it back).
+    sale.stop();
     loop {
         match sale.queue.pop() {
             Head::Item(item) => conclude(
@@ -104,10 +106,10 @@ pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationTok
                 item,
                 TicketStatus::Refused(RefusalCode::ShuttingDown),
             ),
-            Head::Filling => {
+            Head::Empty if sale.queue.is_empty() => break,
+            Head::Filling | Head::Empty => {
                 let _ = tokio::time::timeout(FILLING_WAIT, sale.queue.wait_ready()).await;
             }
-            Head::Empty => break,
         }
     }
     let all = u32::try_from(sale.settings.workers).unwrap_or(u32::MAX);

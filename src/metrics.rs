@@ -21,6 +21,8 @@ pub const ADMISSION_OUTCOMES: &[&str] = &[
     "rate_limited",
     "queue_full",
     "redirected",
+    "held",
+    "shutting_down",
 ];
 
 /// Latency buckets from 100 µs to 10 s.

@@ -116,7 +116,7 @@ impl SaleQueue {
 
     /// Items waiting now (numbers taken and not passed by the drain).
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.len.load(Ordering::SeqCst)
     }
 
     /// True when nothing waits.
@@ -135,8 +135,10 @@ impl SaleQueue {
     /// [`cancel_reservation`](Self::cancel_reservation) it.
     pub fn reserve(&self) -> Option<u64> {
         let cap = self.capacity();
+        // SeqCst: a stopping drain that reads `len` after raising the sale's stop flag
+        // sees this number, or this admission sees the flag (see `Sale::stop`).
         self.len
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < cap).then_some(n + 1)
             })
             .ok()?;

@@ -70,6 +70,8 @@ pub struct Sale {
     sold_out: AtomicBool,
     /// Set while the store has lost this sale's state (see [`SaleState::Held`]).
     held: AtomicBool,
+    /// Set once the sale's drain has stopped: nothing more is admitted.
+    stopped: AtomicBool,
     /// Admitted requests not finished yet (queued or being processed).
     pending: AtomicUsize,
     rate: watch::Sender<u32>,
@@ -99,6 +101,7 @@ impl Sale {
             remaining: AtomicU64::new(cfg.stock),
             sold_out: AtomicBool::new(cfg.stock == 0),
             held: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             rate: watch::Sender::new(q.drain_rate),
             paused: watch::Sender::new(false),
@@ -142,6 +145,19 @@ impl Sale {
     /// Holds (true) or releases (false) the sale for lost store state.
     pub fn set_held(&self, held: bool) {
         self.held.store(held, Ordering::Release);
+    }
+
+    /// Marks the drain stopped: admission refuses from now on (a request admitted after
+    /// the drain's last sweep would be told "queued" and never answered).
+    pub fn stop(&self) {
+        // SeqCst, paired with the queue's: an admission either sees the stop, or its
+        // number is seen by the drain's last sweep.
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the drain has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 
     /// Admitted requests not finished yet.

@@ -225,7 +225,9 @@ impl SaleApi {
         // replays "sold out" rather than reserving after the user heard "sold out".
         let unspent = match &decision {
             Err(Refusal::Error(GatewayError::SoldOut)) => Some(Unspent::SpendAsSoldOut),
-            Err(Refusal::Error(GatewayError::SaleClosed)) => Some(Unspent::Leave),
+            Err(Refusal::Error(GatewayError::SaleClosed | GatewayError::SalePaused)) => {
+                Some(Unspent::Leave)
+            }
             _ => None,
         };
         if let Some(unspent) = unspent {
@@ -392,6 +394,8 @@ fn refusal_outcome(e: &GatewayError) -> &'static str {
         GatewayError::SaleClosed => "closed",
         GatewayError::SalePaused => "paused",
         GatewayError::RateLimited { .. } => "rate_limited",
+        GatewayError::SaleHeld => "held",
+        GatewayError::ShuttingDown => "shutting_down",
         _ => "sold_out",
     }
 }

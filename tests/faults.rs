@@ -530,3 +530,35 @@ async fn an_order_restored_after_a_stop_mid_delivery_is_not_compensated_on_a_gue
     assert_eq!(sale_state(second.public_addr).await["remaining"], 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Defect (second adversarial review): an order whose body arrived after the stop began
+/// was admitted after the drain's last sweep, told "queued", and never answered. Once a
+/// sale's drain has stopped, admission refuses with `shutting_down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_admitted_once_the_drain_has_stopped() {
+    use flashgate::admission::{admit, Refusal};
+    use flashgate::error::GatewayError;
+    let up = Upstream::start().await;
+    let gw = sale_gateway(&up, "[[sale]]\nsku = \"phone\"\nstock = 5\n").await;
+    let engine = gw.engine().clone();
+    let sale = engine.sales.get("phone").expect("sale").clone();
+    gw.shutdown();
+    until("the drain to stop", || {
+        let sale = sale.clone();
+        async move { sale.is_stopped() }
+    })
+    .await;
+    let user = flashgate::types::UserId::parse("alice").expect("user");
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let decision = admit(&engine, &sale, &user, ip, std::time::SystemTime::now());
+    assert!(
+        matches!(decision, Err(Refusal::Error(GatewayError::ShuttingDown))),
+        "{decision:?}"
+    );
+    // The number it took was given back: nothing is left queued.
+    assert!(matches!(sale.queue.pop(), flashgate::queue::Head::Empty));
+    assert!(sale.queue.is_empty());
+    guarded("the gateway to stop", gw.wait())
+        .await
+        .expect("nothing lost");
+}

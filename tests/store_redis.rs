@@ -267,6 +267,36 @@ async fn a_bad_figure_of_one_sale_leaves_the_other_sales_selling() {
     ));
 }
 
+/// A compensation when the store has lost the sale's stock (its order survived) must not
+/// re-create the stock: it waits for an operator to load it.
+#[tokio::test]
+async fn compensation_never_recreates_lost_stock() {
+    use flashgate::store::StoreError;
+    let server = RedisServer::start();
+    let store = store_on(&server);
+    let sku = Sku::new("partial");
+    store.init_stock(&sku, 3, None).await.expect("init");
+    let Reservation::Reserved { order_id, .. } = reserve_one(&store, &sku, "alice").await else {
+        panic!("reserved");
+    };
+    assert_eq!(server.command(&["DEL", "flashgate:{partial}:stock"]), ":1");
+    let r = store.compensate(&sku, &order_id, "").await;
+    assert!(matches!(r, Err(StoreError::UnknownSale(_))), "{r:?}");
+    assert_eq!(
+        server.command(&["EXISTS", "flashgate:{partial}:stock"]),
+        ":0"
+    );
+    // Loaded again, the order is compensated onto the loaded figure.
+    store.set_stock(&sku, 2).await.expect("set");
+    assert_eq!(
+        store
+            .compensate(&sku, &order_id, "")
+            .await
+            .expect("compensate"),
+        Compensation::Restored { remaining: 3 }
+    );
+}
+
 /// Entries in the deliverers' pending list of `stream`.
 fn pending_count(server: &RedisServer, stream: &str) -> i64 {
     // The summary's first element is the count: `*4` then `:n`.

@@ -802,6 +802,7 @@ impl Store for RedisStore {
                 Some("already_failed") => Compensation::AlreadyFailed,
                 Some("confirmed") => Compensation::Confirmed,
                 Some("not_owner") => Compensation::NotOwner,
+                Some("no_stock") => return Err(StoreError::UnknownSale(sku)),
                 _ => Compensation::Unknown,
             })
         })

@@ -3,7 +3,9 @@
 -- ARGV: 1 deliverers' consumer group, 2 the deliverer settling it ('' = not fenced),
 --       3 how long a settled order is kept for replays (ms).
 -- Returns {outcome, remaining} with outcome restored | already_failed | confirmed |
--- not_owner | unknown, and remaining an integer.
+-- not_owner | unknown | no_stock, and remaining an integer. no_stock: the sale's stock is
+-- gone (the store lost it): putting units back would re-create it, so nothing changes
+-- until an operator loads stock.
 local o = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'quantity', 'sid')
 if not o[1] then
   return {'unknown', 0}
@@ -19,6 +21,9 @@ if ARGV[2] ~= '' then
   if not p[1] or p[1][2] ~= ARGV[2] then
     return {'not_owner', 0}
   end
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return {'no_stock', 0}
 end
 local qty = tonumber(o[3])
 local remaining = redis.call('INCRBY', KEYS[2], qty)
