@@ -17,6 +17,9 @@ use redis_server::RedisServer;
 
 const ADMIN: &str = "fault-admin";
 
+/// `[delivery]` keys that make retries quick.
+const FAST_RETRY: &str = "retry_base = \"10ms\"\nretry_max = \"20ms\"\n";
+
 /// Config for a gateway on `redis` in front of `up`, with extra TOML after the sections.
 fn redis_config(up: &Upstream, redis: &RedisServer, extra: &str) -> String {
     format!(
@@ -52,6 +55,13 @@ where
     .await;
 }
 
+/// `GET /sale/tickets/{ticket}`'s body.
+async fn ticket_view(addr: SocketAddr, ticket: &str) -> serde_json::Value {
+    send(addr, get(&format!("/sale/tickets/{ticket}")))
+        .await
+        .json()
+}
+
 async fn sale_state(addr: SocketAddr) -> serde_json::Value {
     send(addr, get("/sale/phone")).await.json()
 }
@@ -79,7 +89,7 @@ async fn an_order_the_backend_acknowledged_is_never_compensated() {
     let gw = gateway(&redis_config(
         &up,
         &redis,
-        "[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\npath = \"/hold\"\ndeadline = \"200ms\"\nretry_base = \"10ms\"\nretry_max = \"20ms\"\n",
+        &format!("[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\npath = \"/hold\"\ndeadline = \"200ms\"\n{FAST_RETRY}"),
     ))
     .await;
     let (_, a) = buy(gw.public_addr, "alice").await;
@@ -291,10 +301,13 @@ async fn a_graceful_stop_keeps_undelivered_orders_for_the_next_start() {
     let dir = std::env::temp_dir().join(format!("flashgate-keep-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = format!(
-        "{}[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\nretry_base = \"10ms\"\nretry_max = \"20ms\"\n",
+        "{}[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\n{FAST_RETRY}",
         config_text(
             &up.url(),
-            &format!("shutdown_timeout = \"100ms\"\ndata_dir = \"{}\"", dir.display())
+            &format!(
+                "shutdown_timeout = \"100ms\"\ndata_dir = \"{}\"",
+                dir.display()
+            )
         )
     );
     let first: Gateway = gateway(&cfg).await;
@@ -376,7 +389,7 @@ async fn a_gateway_started_while_redis_is_down_serves_and_loads_stock_later() {
 async fn an_order_whose_delivery_timed_out_is_not_compensated_on_a_guess() {
     let up = Upstream::start().await;
     let cfg = format!(
-        "{}[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\npath = \"/hold\"\ndeadline = \"300ms\"\nretry_base = \"10ms\"\nretry_max = \"20ms\"\n",
+        "{}[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\npath = \"/hold\"\ndeadline = \"300ms\"\n{FAST_RETRY}",
         config_text(&up.url(), "").replace("timeout = \"5s\"", "timeout = \"200ms\"")
     );
     let gw = gateway(&cfg).await;
@@ -394,9 +407,7 @@ async fn an_order_whose_delivery_timed_out_is_not_compensated_on_a_guess() {
         serde_json::from_slice(seen.last().map_or(&[][..], |s| &s.body[..]))
             .expect("a JSON delivery");
     assert!(body["expires_at"].as_u64() > body["reserved_at"].as_u64());
-    let status = send(gw.public_addr, get(&format!("/sale/tickets/{ticket}")))
-        .await
-        .json();
+    let status = ticket_view(gw.public_addr, &ticket).await;
     assert_eq!(
         status["status"], "reserved",
         "not compensated on a guess: {status}"
@@ -407,10 +418,7 @@ async fn an_order_whose_delivery_timed_out_is_not_compensated_on_a_guess() {
         up.release();
     }
     until("the order to be confirmed", || async {
-        send(gw.public_addr, get(&format!("/sale/tickets/{ticket}")))
-            .await
-            .json()["status"]
-            == "confirmed"
+        ticket_view(gw.public_addr, &ticket).await["status"] == "confirmed"
     })
     .await;
     assert_eq!(sale_state(gw.public_addr).await["remaining"], 0);
@@ -424,7 +432,7 @@ async fn a_backend_stalling_its_body_does_not_hold_the_deliverer() {
     // Deliveries go to /stream-out: a 200 head and a first chunk, then nothing until the
     // test releases it.
     let cfg = format!(
-        "{}[[sale]]\nsku = \"phone\"\nstock = 5\n[delivery]\npath = \"/stream-out\"\nretry_base = \"10ms\"\nretry_max = \"20ms\"\n",
+        "{}[[sale]]\nsku = \"phone\"\nstock = 5\n[delivery]\npath = \"/stream-out\"\n{FAST_RETRY}",
         config_text(&up.url(), "shutdown_timeout = \"500ms\"")
             .replace("timeout = \"5s\"", "timeout = \"200ms\"")
     );
@@ -452,10 +460,7 @@ async fn a_backend_stalling_its_body_does_not_hold_the_deliverer() {
     .await;
     let ticket = a.json()["ticket"].as_str().expect("ticket").to_owned();
     until("alice's order to be confirmed", || async {
-        send(gw.public_addr, get(&format!("/sale/tickets/{ticket}")))
-            .await
-            .json()["status"]
-            == "confirmed"
+        ticket_view(gw.public_addr, &ticket).await["status"] == "confirmed"
     })
     .await;
     gw.shutdown();
@@ -474,7 +479,7 @@ async fn an_order_restored_after_a_stop_mid_delivery_is_not_compensated_on_a_gue
     let _ = std::fs::remove_dir_all(&dir);
     let config = |path: &str, deadline: &str| {
         format!(
-            "{}[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\npath = \"{path}\"\ndeadline = \"{deadline}\"\nretry_base = \"10ms\"\nretry_max = \"20ms\"\n",
+            "{}[[sale]]\nsku = \"phone\"\nstock = 1\n[delivery]\npath = \"{path}\"\ndeadline = \"{deadline}\"\n{FAST_RETRY}",
             config_text(
                 &up.url(),
                 &format!("shutdown_timeout = \"100ms\"\ndata_dir = \"{}\"", dir.display())

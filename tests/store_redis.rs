@@ -39,6 +39,22 @@ async fn reserve_one(store: &dyn Store, sku: &Sku, user: &str) -> Reservation {
     store.reserve(&req).await.expect("reserve").outcome
 }
 
+/// A store on `server` with sale `sku` of `stock` units and `orders` reserved (users u0…).
+async fn sale_with_orders(
+    server: &RedisServer,
+    sku: &str,
+    stock: u64,
+    orders: usize,
+) -> (RedisStore, Sku) {
+    let store = store_on(server);
+    let sku = Sku::new(sku);
+    store.init_stock(&sku, stock, None).await.expect("init");
+    for i in 0..orders {
+        reserve_one(&store, &sku, &format!("u{i}")).await;
+    }
+    (store, sku)
+}
+
 store_suite!(|| {
     let server = RedisServer::start();
     let store: Arc<dyn Store> = Arc::new(store_on(&server));
@@ -104,12 +120,7 @@ async fn rediss_urls_speak_tls() {
 #[tokio::test]
 async fn deliverers_share_the_outbox_and_take_over_a_dead_ones_orders() {
     let server = RedisServer::start();
-    let store = store_on(&server);
-    let sku = Sku::new("claim");
-    store.init_stock(&sku, 10, None).await.expect("init");
-    for i in 0..4 {
-        reserve_one(&store, &sku, &format!("u{i}")).await;
-    }
+    let (store, sku) = sale_with_orders(&server, "claim", 10, 4).await;
     let long = Duration::from_secs(3600);
     let a = store.claim(&sku, "a", 3, long).await.expect("claim").orders;
     assert_eq!(a.len(), 3);
@@ -211,12 +222,7 @@ async fn deliverers_share_the_outbox_and_take_over_a_dead_ones_orders() {
 #[tokio::test]
 async fn a_deliverer_sees_every_order_it_holds_however_many() {
     let server = RedisServer::start();
-    let store = store_on(&server);
-    let sku = Sku::new("window");
-    store.init_stock(&sku, 20, None).await.expect("init");
-    for i in 0..10 {
-        reserve_one(&store, &sku, &format!("u{i}")).await;
-    }
+    let (store, sku) = sale_with_orders(&server, "window", 20, 10).await;
     let long = Duration::from_secs(3600);
     // Each claim reads up to 3 new orders, and every order it already holds: what the
     // deliverer remembers of an order (an acknowledgement, an ambiguous attempt) is only
