@@ -100,6 +100,12 @@ pub enum GatewayError {
     DeliveryFailed,
 }
 
+impl From<crate::path::PathError> for GatewayError {
+    fn from(e: crate::path::PathError) -> Self {
+        Self::BadRequest(e.reason())
+    }
+}
+
 impl GatewayError {
     /// HTTP status of the answer.
     pub fn status(&self) -> StatusCode {

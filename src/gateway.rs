@@ -78,6 +78,13 @@ impl Handler for Public {
         let logged = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
         let started = Instant::now();
+        let mut req = req;
+        // Every decision below, and the upstream, reads one normalised path.
+        if let Err(e) = crate::path::normalise_uri(req.uri_mut()) {
+            let resp = GatewayError::from(e).into_closing_response();
+            self.inner.answered[1][class_index(resp.status().as_u16())].inc();
+            return resp;
+        }
         let (route, resp) = if req.uri().path().starts_with("/sale/") {
             // A clone of the URI shares its bytes: the route borrows from it, not from `req`.
             let uri = req.uri().clone();

@@ -37,6 +37,7 @@ pub mod logging;
 pub mod metrics;
 pub mod order_body;
 pub mod pages;
+pub mod path;
 pub mod proxy;
 pub mod queue;
 pub mod ratelimit;

@@ -63,4 +63,13 @@ impl GatewayError {
         }
         resp
     }
+
+    /// The refusal for a request whose body is not read: the connection ends with the
+    /// answer, since with ambiguous framing the unread body cannot be skipped safely.
+    pub fn into_closing_response(self) -> GatewayResponse {
+        let mut resp = self.into_response();
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
 }

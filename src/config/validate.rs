@@ -302,6 +302,17 @@ fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
             format!("`{}` is not an absolute path", c.delivery.path),
         ));
     }
+    let path = c.delivery.path.split('?').next().unwrap_or_default();
+    match crate::path::normalise(path) {
+        Ok(normal) if normal == path => {}
+        Ok(normal) => {
+            return Err(ConfigError::invalid(
+                "delivery.path",
+                format!("`{path}` is not in normal form; write `{normal}`"),
+            ))
+        }
+        Err(e) => return Err(ConfigError::invalid("delivery.path", e.reason())),
+    }
     Ok(())
 }
 
@@ -350,6 +361,13 @@ mod tests {
             "{UP}[[sale]]\nsku = \"a\"\nstock = 1\nstarts_at = \"2026-01-02T00:00:00Z\"\nends_at = \"2026-01-01T00:00:00Z\"\n"
         );
         assert_eq!(key_of(&window, &[]), "sale.0.ends_at");
+        for path in ["/%6frders", "//orders", "/a/../orders", "/orders%2f"] {
+            assert_eq!(
+                key_of(&format!("{UP}[delivery]\npath = \"{path}\"\n"), &[]),
+                "delivery.path",
+                "{path}"
+            );
+        }
         assert_eq!(
             key_of(&format!("{UP}[delivery]\nmode = \"stream\"\n"), &[]),
             "delivery.mode",

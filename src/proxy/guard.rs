@@ -1,7 +1,8 @@
-//! What the proxy refuses to forward, before anything reaches the upstream: paths an
-//! upstream could normalise into somewhere else, and POSTs to the backend's own order
-//! intake, which only the deliverer may reach (else a client could order past admission,
-//! stock and limits).
+//! What the proxy refuses to forward, before anything reaches the upstream: CONNECT, and
+//! writes to the backend's own order intake or below it, which only the deliverer may reach
+//! (else a client could order past admission, stock and limits). The path it reads is the
+//! normalised one ([`crate::path`]), which is also the one forwarded; the backend can tell
+//! the deliverer's own requests by their signature (`delivery.signing_secret`).
 //!
 //! Ambiguous framing is settled before a request gets here: hyper frames a request with
 //! both Content-Length and Transfer-Encoding by the latter alone, drops the length and
@@ -17,30 +18,36 @@ use crate::error::GatewayError;
 /// Checks a request head before it is forwarded.
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
-    /// The backend's order intake path (`delivery.path`), normalised; None when orders do
-    /// not reach the backend over HTTP.
-    intake: Option<String>,
+    /// The segments of the backend's order intake path (`delivery.path`), lower-cased;
+    /// None when orders do not reach the backend over HTTP.
+    intake: Option<Vec<String>>,
 }
 
 impl Guard {
-    /// A guard that also keeps clients' POSTs off `intake`.
+    /// A guard that also keeps clients' writes off `intake` and everything under it.
     pub fn new(intake: Option<&str>) -> Self {
         Self {
-            intake: intake.map(normalise),
+            intake: intake.map(|path| {
+                let path = path.split('?').next().unwrap_or(path);
+                let path = crate::path::normalise(path)
+                    .map(|p| p.into_owned())
+                    .unwrap_or_else(|_| path.to_owned());
+                path.split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            }),
         }
     }
 
-    /// Ok when `parts` may be forwarded; the refusal otherwise.
-    pub fn check(&self, parts: &Parts) -> Result<(), GatewayError> {
+    /// Ok when a request for `path` (already normalised, see [`crate::path`]) may be
+    /// forwarded; the refusal otherwise.
+    pub fn check(&self, parts: &Parts, path: &str) -> Result<(), GatewayError> {
         if parts.method == Method::CONNECT {
             return Err(GatewayError::BadRequest("CONNECT is not proxied"));
         }
-        let path = parts.uri.path();
-        if has_dot_segment(path) {
-            return Err(GatewayError::BadRequest("the path has dot segments"));
-        }
         if let Some(intake) = &self.intake {
-            if parts.method == Method::POST && same_path(path, intake) {
+            if writes(&parts.method) && reaches(path, intake) {
                 return Err(GatewayError::NotFound);
             }
         }
@@ -48,122 +55,106 @@ impl Guard {
     }
 }
 
-/// True when a segment is `.` or `..`, also percent-encoded (`%2e`, any case). Runs on
-/// every proxied request, so it reads the bytes in place and allocates nothing.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
+/// Methods a backend may create an order with, in any case (a lenient server may upper-case
+/// an extension method such as `post`).
+fn writes(method: &Method) -> bool {
+    ["POST", "PUT", "PATCH"]
+        .iter()
+        .any(|m| method.as_str().eq_ignore_ascii_case(m))
+}
+
+/// Whether a lenient backend could route `path` to the intake or below it: segments are
+/// compared without case, and a segment matches with anything but a letter, digit, `-` or
+/// `_` after it (`orders;x`, `orders.json`, `orders%3Bx`, `orders:create`), since some
+/// backend strips it. Compares in place.
+fn reaches(path: &str, intake: &[String]) -> bool {
+    let mut theirs = path.split('/').filter(|s| !s.is_empty());
+    for ours in intake {
+        let Some(segment) = theirs.next() else {
+            return false;
+        };
         let b = segment.as_bytes();
-        if b.is_empty() || b.len() > 6 {
+        if b.len() < ours.len() || !b[..ours.len()].eq_ignore_ascii_case(ours.as_bytes()) {
             return false;
         }
-        let (mut dots, mut i) = (0, 0);
-        while i < b.len() {
-            if b[i] == b'.' {
-                i += 1;
-            } else if b[i] == b'%'
-                && b.get(i + 1) == Some(&b'2')
-                && b.get(i + 2).map(|c| c | 0x20) == Some(b'e')
-            {
-                i += 3;
-            } else {
-                return false;
-            }
-            dots += 1;
-        }
-        dots <= 2
-    })
-}
-
-/// Whether `path`, read leniently (case-insensitive, repeated and trailing slashes
-/// ignored), is `normalised` (as made by [`normalise`]); compares in place.
-fn same_path(path: &str, normalised: &str) -> bool {
-    let mut theirs = path.split('/').filter(|s| !s.is_empty());
-    let mut ours = normalised.split('/').filter(|s| !s.is_empty());
-    loop {
-        match (theirs.next(), ours.next()) {
-            (None, None) => return true,
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => {}
-            _ => return false,
+        let rest = &b[ours.len()..];
+        let same = match rest.first() {
+            None => true,
+            Some(&c) => !(c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+        };
+        if !same {
+            return false;
         }
     }
-}
-
-/// Lower case, repeated slashes collapsed, no trailing slash: how a lenient upstream may
-/// see a path.
-fn normalise(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for segment in path.split('/').filter(|s| !s.is_empty()) {
-        out.push('/');
-        out.push_str(&segment.to_ascii_lowercase());
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
+    // The intake itself or a path below it.
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
-        let mut b = http::Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        b.body(()).expect("request").into_parts().0
+    fn check(g: &Guard, method: &str, raw: &str) -> Result<(), GatewayError> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(raw)
+            .body(())
+            .expect("request");
+        let mut parts = req.into_parts().0;
+        crate::path::normalise_uri(&mut parts.uri).expect("normal path");
+        g.check(&parts, parts.uri.path())
     }
 
     #[test]
-    fn dot_segments_are_refused_in_every_spelling() {
-        let g = Guard::new(None);
-        for p in [
-            "/a/../orders",
-            "/a/./b",
-            "/..",
-            "/a/%2e%2e/b",
-            "/a/%2E./b",
-            "/a/.%2e",
-        ] {
-            assert!(g.check(&parts("GET", p, &[])).is_err(), "{p}");
-        }
-        for p in [
-            "/a/..b/c",
-            "/a/b.c",
-            "/.well-known/x",
-            "/a/...",
-            "/",
-            "/a/%2",
-            "/a/%2e%2e%2e",
-            "/%2f",
-        ] {
-            assert!(g.check(&parts("GET", p, &[])).is_ok(), "{p}");
-        }
-    }
-
-    #[test]
-    fn the_order_intake_is_kept_from_clients() {
+    fn the_order_intake_is_kept_from_clients_in_every_spelling() {
         let g = Guard::new(Some("/orders"));
-        for p in ["/orders", "/Orders", "//orders", "/orders/", "/ORDERS//"] {
-            assert!(
-                matches!(g.check(&parts("POST", p, &[])), Err(GatewayError::NotFound)),
-                "{p}"
-            );
+        for p in [
+            "/orders",
+            "/Orders",
+            "//orders",
+            "/orders/",
+            "/ORDERS//",
+            "/%6frders",
+            "/%6Frders",
+            "/orders;x",
+            "/orders;jsessionid=1/",
+            "/orders.json",
+            "/orders.",
+            "/orders%20",
+            "/orders:create",
+            "/orders~",
+            "/orders/history",
+            "/orders;a/b",
+        ] {
+            for m in ["POST", "PUT", "PATCH", "post"] {
+                assert!(
+                    matches!(check(&g, m, p), Err(GatewayError::NotFound)),
+                    "{m} {p}"
+                );
+            }
         }
-        assert!(
-            g.check(&parts("GET", "/orders", &[])).is_ok(),
-            "reading is not ordering"
-        );
-        assert!(g.check(&parts("POST", "/orders/history", &[])).is_ok());
-        assert!(Guard::new(None)
-            .check(&parts("POST", "/orders", &[]))
-            .is_ok());
+        for p in ["/orders", "/orders.json", "/orders/1"] {
+            assert!(check(&g, "GET", p).is_ok(), "reading is not ordering: {p}");
+        }
+        for p in ["/orders-history", "/orders_v2", "/ordersx", "/order", "/x/orders"] {
+            assert!(check(&g, "POST", p).is_ok(), "{p} is another path");
+        }
+        assert!(check(&Guard::new(None), "POST", "/orders").is_ok());
+    }
+
+    #[test]
+    fn a_nested_intake_matches_on_every_segment() {
+        let g = Guard::new(Some("/api/v1.0/Orders/"));
+        for p in ["/api/v1.0/orders", "/API;x/v1.0/orders.xml", "/api/v1.0/orders/7"] {
+            assert!(check(&g, "POST", p).is_err(), "{p}");
+        }
+        for p in ["/api/v1.0", "/api/v1.0x/orders", "/api/v1/orders"] {
+            assert!(check(&g, "POST", p).is_ok(), "{p}");
+        }
     }
 
     #[test]
     fn connect_is_refused() {
-        assert!(Guard::new(None)
-            .check(&parts("CONNECT", "example.com:443", &[]))
-            .is_err());
+        assert!(check(&Guard::new(None), "CONNECT", "example.com:443").is_err());
     }
 }

@@ -18,7 +18,7 @@ use crate::config::{ServerConfig, UpstreamConfig};
 use crate::error::GatewayError;
 use crate::response::GatewayResponse;
 use crate::server::Peer;
-use guard::Guard;
+pub use guard::Guard;
 
 pub use headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 pub use pool::{Pool, PooledBody, SendBody, UpstreamError};
@@ -127,13 +127,13 @@ impl Proxy {
         peer: &Peer,
     ) -> Result<GatewayResponse, GatewayError> {
         let (mut parts, body) = req.into_parts();
-        if let Err(e) = self.guard.check(&parts) {
-            // The body is not read, and with ambiguous framing it cannot be skipped safely:
-            // this connection ends with the answer.
-            let mut resp = e.into_response();
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(resp);
+        // The gateway normalised the path already; a second pass costs a scan and keeps
+        // the guard sound for any caller.
+        let checked = crate::path::normalise_uri(&mut parts.uri)
+            .map_err(GatewayError::from)
+            .and_then(|()| self.guard.check(&parts, parts.uri.path()));
+        if let Err(e) = checked {
+            return Ok(e.into_closing_response());
         }
         if declared_length(&parts.headers).is_some_and(|len| len > self.body_limit) {
             return Err(GatewayError::BodyTooLarge {

@@ -1,0 +1,23 @@
+//! The path normaliser: any path is normalised or refused, never a panic; normalising twice
+//! equals normalising once; and no normalised path the guard lets a POST through to is the
+//! order intake, however leniently a backend reads it.
+#![no_main]
+use flashgate::path::{lenient_segments, normalise};
+use flashgate::proxy::Guard;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|raw: &str| {
+    let Ok(once) = normalise(raw) else {
+        return;
+    };
+    assert_eq!(normalise(&once).as_deref(), Ok(&*once), "not idempotent: {raw:?}");
+    let Ok(uri) = once.parse::<http::Uri>() else {
+        return;
+    };
+    let (parts, ()) = http::Request::post(uri).body(()).expect("request").into_parts();
+    let guard = Guard::new(Some("/orders"));
+    if guard.check(&parts, &once).is_ok() {
+        let read = lenient_segments(&once);
+        assert_ne!(read.first().map(String::as_str), Some("orders"), "{raw:?} reaches the intake");
+    }
+});

@@ -1,0 +1,331 @@
+//! One normalised request path for every decision the gateway makes and for the upstream.
+//!
+//! Backends route on the path as *they* read it: most decode percent-encoding first, some
+//! merge slashes, strip `;parameters` or accept `.json` suffixes. If the gateway decided on
+//! the raw text and forwarded it unchanged, `/%6frders` would pass a guard on `/orders` and
+//! land on it. So the path is normalised once, as RFC 3986 §6.2.2 describes, and both the
+//! gateway's routes and guard and the upstream see that same text:
+//!
+//! - percent-encoded unreserved characters are decoded (`%6f` → `o`), other escapes keep
+//!   their encoding with upper-case hex digits, raw non-ASCII bytes are encoded;
+//! - repeated slashes are merged;
+//! - what no honest client sends and some backend would read as something else is refused:
+//!   dot segments (`..`, `%2e%2e`, `..;x`), encoded `/` and `\`, NUL and control characters,
+//!   a raw `\`, malformed or double encoding (`%256f`), and escapes that do not decode to
+//!   UTF-8 (overlong forms such as `%c0%af`).
+//!
+//! Normalising a normalised path gives it back unchanged, and the common path (nothing to
+//! change) is checked in place without allocating.
+
+use std::borrow::Cow;
+
+/// Why a path is refused; every case is answered 400 `bad_request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// An encoded `/` or `\`, a NUL or a control character, or a raw `\`.
+    Forbidden,
+    /// `%25` followed by two hex digits: an escape that a second decoding would turn into
+    /// another character.
+    DoubleEncoded,
+    /// The escapes do not decode to UTF-8 (overlong forms among them).
+    NotUtf8,
+    /// A `.` or `..` segment, in any spelling.
+    DotSegment,
+    /// Neither `/…` nor `*`.
+    NotAbsolute,
+}
+
+impl PathError {
+    /// The reason, as a static text for the error body.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::BadEscape => "the path has a malformed percent-encoding",
+            Self::Forbidden => "the path encodes a slash, a backslash, NUL or a control character",
+            Self::DoubleEncoded => "the path is percent-encoded twice",
+            Self::NotUtf8 => "the path does not decode to UTF-8",
+            Self::DotSegment => "the path has dot segments",
+            Self::NotAbsolute => "the path is not absolute",
+        }
+    }
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// The normalised form of `raw` (a request target's path), or why it is refused.
+pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if raw == "*" {
+        // `OPTIONS *`: no path to normalise.
+        return Ok(Cow::Borrowed(raw));
+    }
+    if raw.is_empty() {
+        return Ok(Cow::Borrowed("/"));
+    }
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if already_normal(raw.as_bytes()) {
+        check_segments(raw)?;
+        return Ok(Cow::Borrowed(raw));
+    }
+    rewrite(raw.as_bytes()).map(Cow::Owned)
+}
+
+/// Normalises the path of `uri` in place (keeping its scheme, authority and query); does
+/// nothing, and allocates nothing, when it is normal already.
+pub fn normalise_uri(uri: &mut http::Uri) -> Result<(), PathError> {
+    let normal = match normalise(uri.path())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(p) => p,
+    };
+    let mut text = normal;
+    if let Some(q) = uri.query() {
+        text.push('?');
+        text.push_str(q);
+    }
+    let mut parts = std::mem::take(uri).into_parts();
+    // The rewritten path is made of bytes a path may hold, so this parses.
+    parts.path_and_query = Some(text.parse().map_err(|_| PathError::Forbidden)?);
+    *uri = http::Uri::from_parts(parts).map_err(|_| PathError::Forbidden)?;
+    Ok(())
+}
+
+/// How the most forgiving backend might route `path`: escapes decoded until nothing
+/// changes (bytes that are not UTF-8 read as `/`, as old servers read overlong forms),
+/// lower case, `\` as `/`, slashes merged, dot segments resolved, each segment cut at `;`,
+/// `.`, `:` or NUL. The intake guard is tested and fuzzed against this reading.
+pub fn lenient_segments(path: &str) -> Vec<String> {
+    let mut text = path.to_owned();
+    loop {
+        let decoded = decode_leniently(&text);
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    let mut out: Vec<String> = Vec::new();
+    for segment in text.to_lowercase().replace('\\', "/").split('/') {
+        match segment.trim() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => {
+                let cut = s.split([';', '.', ':', '\0']).next().unwrap_or("").trim();
+                if !cut.is_empty() {
+                    out.push(cut.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn decode_leniently(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).replace('\u{fffd}', "/")
+}
+
+/// True when there is nothing to rewrite: no escape, no repeated slash, ASCII only, nothing
+/// forbidden. Dot segments are checked separately.
+fn already_normal(b: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for &c in b {
+        if c == b'%' || c == b'\\' || !(0x20..0x7f).contains(&c) || (c == b'/' && prev == b'/') {
+            return false;
+        }
+        prev = c;
+    }
+    true
+}
+
+fn rewrite(b: &[u8]) -> Result<String, PathError> {
+    let mut out = String::with_capacity(b.len() + 8);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'/' if out.ends_with('/') => {}
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    b.get(i + 1).copied().and_then(hex),
+                    b.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let v = hi << 4 | lo;
+                if v == b'/' || v == b'\\' || v < 0x20 || v == 0x7f {
+                    return Err(PathError::Forbidden);
+                }
+                if is_unreserved(v) {
+                    out.push(char::from(v));
+                } else {
+                    push_escape(&mut out, v);
+                }
+                i += 2;
+            }
+            b'\\' => return Err(PathError::Forbidden),
+            c if c < 0x20 || c == 0x7f => return Err(PathError::Forbidden),
+            c if c >= 0x80 => push_escape(&mut out, c),
+            c => out.push(char::from(c)),
+        }
+        i += 1;
+    }
+    check_escapes(&out)?;
+    check_segments(&out)?;
+    Ok(out)
+}
+
+/// Refuses double encoding and escapes that are not UTF-8, reading the rewritten path (so
+/// a second normalisation reaches the same verdict).
+fn check_escapes(path: &str) -> Result<(), PathError> {
+    let b = path.as_bytes();
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            // The rewrite wrote every escape, so both digits are there.
+            let v = hex(b[i + 1]).unwrap_or(0) << 4 | hex(b[i + 2]).unwrap_or(0);
+            if v == b'%'
+                && b.get(i + 3).copied().and_then(hex).is_some()
+                && b.get(i + 4).copied().and_then(hex).is_some()
+            {
+                return Err(PathError::DoubleEncoded);
+            }
+            decoded.push(v);
+            i += 3;
+        } else {
+            decoded.push(b[i]);
+            i += 1;
+        }
+    }
+    std::str::from_utf8(&decoded)
+        .map(|_| ())
+        .map_err(|_| PathError::NotUtf8)
+}
+
+/// Refuses `.` and `..` segments, also with `;parameters` (`..;x`, which some servers read
+/// as `..`).
+fn check_segments(path: &str) -> Result<(), PathError> {
+    for segment in path.split('/') {
+        let name = segment.split(';').next().unwrap_or(segment);
+        if name == "." || name == ".." {
+            return Err(PathError::DotSegment);
+        }
+    }
+    Ok(())
+}
+
+fn push_escape(out: &mut String, v: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(v >> 4)]));
+    out.push(char::from(HEX[usize::from(v & 0xf)]));
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// RFC 3986 §2.3: ALPHA / DIGIT / "-" / "." / "_" / "~".
+fn is_unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_paths_are_borrowed_unchanged() {
+        for p in ["/", "/a/b", "/a/b/", "/sale/phone/order", "/a;b=c", "/a.json", "*"] {
+            assert!(matches!(normalise(p), Ok(Cow::Borrowed(q)) if q == p), "{p}");
+        }
+        assert_eq!(normalise("").as_deref(), Ok("/"));
+    }
+
+    #[test]
+    fn unreserved_escapes_are_decoded_and_others_upper_cased() {
+        let cases = [
+            ("/%6frders", "/orders"),
+            ("/%6Frders", "/orders"),
+            ("/%41%7a%30%2D%2e%5F%7e", "/Az0-._~"),
+            ("/a%20b", "/a%20b"),
+            ("/a%3fb", "/a%3Fb"),
+            ("//a///b//", "/a/b/"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+            ("/%c3%a9", "/%C3%A9"),
+            ("/a%3b", "/a%3B"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalise(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn what_a_backend_could_read_otherwise_is_refused() {
+        let cases = [
+            ("/%2forders", PathError::Forbidden),
+            ("/orders%2F", PathError::Forbidden),
+            ("/orders%00", PathError::Forbidden),
+            ("/a%5cb", PathError::Forbidden),
+            ("/a\\b", PathError::Forbidden),
+            ("/a%0d%0a", PathError::Forbidden),
+            ("/a%7F", PathError::Forbidden),
+            ("/%256frders", PathError::DoubleEncoded),
+            ("/%25%36%66rders", PathError::DoubleEncoded),
+            ("/%c0%af", PathError::NotUtf8),
+            ("/%e0%80%af", PathError::NotUtf8),
+            ("/%ff", PathError::NotUtf8),
+            ("/%", PathError::BadEscape),
+            ("/%6", PathError::BadEscape),
+            ("/%zz", PathError::BadEscape),
+            ("/a/../orders", PathError::DotSegment),
+            ("/a/./b", PathError::DotSegment),
+            ("/%2e%2e/orders", PathError::DotSegment),
+            ("/.%2E", PathError::DotSegment),
+            ("/static/..;/admin", PathError::DotSegment),
+            ("/..", PathError::DotSegment),
+            ("a/b", PathError::NotAbsolute),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalise(raw), Err(want), "{raw}");
+        }
+        for ok in ["/a/..b", "/...", "/a/b.c", "/.well-known/x", "/%25"] {
+            assert!(normalise(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn normalising_twice_is_normalising_once() {
+        for raw in ["/%6fa//%7E%20x/", "/caf\u{e9}/%C3%A9", "/%25", "/a;b/c.d"] {
+            let once = normalise(raw).expect("valid").into_owned();
+            assert_eq!(normalise(&once).as_deref(), Ok(once.as_str()), "{raw}");
+        }
+    }
+}
