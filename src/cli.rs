@@ -122,6 +122,9 @@ struct DemoArgs {
     /// Log filter.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// How far a delivery's signature time may be from the backend's clock.
+    #[arg(long, default_value = "5m")]
+    signature_tolerance: humantime::Duration,
 }
 
 impl DemoArgs {
@@ -363,10 +366,20 @@ fn demo(args: &DemoArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_failure(&e),
     };
+    // The demo shows deliveries signed and verified, under a secret made for this run.
+    let secret = crate::types::OrderId::random().as_str().to_owned();
+    let backend =
+        crate::demo::DemoBackend::default().verifying(&secret, args.signature_tolerance.into());
+    let config_text = |backend_addr| {
+        format!(
+            "{}[delivery]\nsigning_secret = \"{secret}\"\n",
+            args.config_text(backend_addr)
+        )
+    };
     run(&probe, async move {
         let stop = CancellationToken::new();
         let (backend_addr, backend, backend_task) =
-            match crate::demo::start_backend(args.backend_listen, stop.clone()).await {
+            match crate::demo::serve_backend(args.backend_listen, backend, stop.clone()).await {
                 Ok(b) => b,
                 Err(e) => {
                     eprintln!(
@@ -376,7 +389,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-        let config = match Config::from_toml(&args.config_text(backend_addr), "demo flags", &[]) {
+        let config = match Config::from_toml(&config_text(backend_addr), "demo flags", &[]) {
             Ok(c) => c,
             Err(e) => return config_failure(&e),
         };

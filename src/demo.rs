@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::response::{json, GatewayResponse};
 use crate::server::{self, Handler, Limits, Peer};
+use crate::signature::{Signer, FLASHGATE_SIGNATURE};
 
 /// One order as the backend applied it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -44,6 +45,8 @@ pub struct DemoBackend {
     delay: Duration,
     /// Faults a load test switches on and off while it runs.
     faults: Arc<Faults>,
+    /// When set, orders must carry a valid `Flashgate-Signature` within the tolerance.
+    verify: Option<(Signer, Duration)>,
 }
 
 /// A backend's faults, switched live.
@@ -62,6 +65,13 @@ impl DemoBackend {
             delay,
             ..Self::default()
         }
+    }
+
+    /// Refuses orders (401) unless signed with `secret` within `tolerance` of now, as a
+    /// real backend should once `delivery.signing_secret` is set.
+    pub fn verifying(mut self, secret: &str, tolerance: Duration) -> Self {
+        self.verify = Signer::new(secret).map(|s| (s, tolerance));
+        self
     }
 
     /// While `failing`, every order is answered 503 and not applied (a backend that is up
@@ -88,6 +98,12 @@ impl DemoBackend {
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let signature: Vec<_> = req
+            .headers()
+            .get_all(&FLASHGATE_SIGNATURE)
+            .iter()
+            .cloned()
+            .collect();
         let Some(key) = key else {
             return json(
                 StatusCode::BAD_REQUEST,
@@ -103,6 +119,17 @@ impl DemoBackend {
                 )
             }
         };
+        if let Some((signer, tolerance)) = &self.verify {
+            let now = crate::store::unix_millis(std::time::SystemTime::now()) / 1000;
+            let mut sent = signature.iter();
+            let value = sent.next().filter(|_| sent.next().is_none());
+            if let Err(e) = signer.verify(value, &body, now, *tolerance) {
+                return json(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({ "error": e.to_string(), "order_id": key }),
+                );
+            }
+        }
         let order: serde_json::Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(_) => return json(StatusCode::BAD_REQUEST, &json!({ "error": "not JSON" })),
@@ -191,14 +218,6 @@ impl Handler for DemoBackend {
     }
 }
 
-/// Starts the demo backend on `addr`; it stops with `shutdown`.
-pub async fn start_backend(
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, DemoBackend, tokio::task::JoinHandle<()>)> {
-    serve_backend(addr, DemoBackend::default(), shutdown).await
-}
-
 /// Serves `backend` on `addr`; it stops with `shutdown`.
 pub async fn serve_backend(
     addr: SocketAddr,
@@ -211,11 +230,13 @@ pub async fn serve_backend(
         max_connections: 1024,
         header_timeout: Duration::from_secs(10),
         shutdown_timeout: Duration::from_secs(5),
+        ..Limits::from_config(&crate::config::ServerConfig::default())
     };
     let task = tokio::spawn(server::serve(
         listener,
         backend.clone(),
         limits,
+        server::Edge::default(),
         None,
         shutdown,
     ));

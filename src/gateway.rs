@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::response::GatewayResponse;
 use crate::sale_api::{Route, SaleApi};
-use crate::server::{self, Handler, Limits, Peer};
+use crate::server::{self, Edge, Handler, Limits, Peer, TlsAcceptor, TlsError, TrustedProxies};
 use crate::store::{Breaker, MemoryStore, RedisStore, Store, StoreError};
 use prometheus::{Histogram, IntCounter};
 
@@ -46,6 +46,9 @@ pub enum StartError {
     /// A page template could not be loaded.
     #[error("{0}")]
     Pages(#[from] crate::pages::PagesError),
+    /// The TLS certificate or key cannot serve.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// The local state directory (`server.data_dir`) could not be read.
     #[error("server.data_dir: {0}")]
     LocalState(#[from] LocalStateError),
@@ -148,6 +151,28 @@ pub struct Gateway {
     /// The memory store, when it is the store: what it still holds at the end of a
     /// graceful stop is written to the local state directory.
     memory: Option<Arc<MemoryStore>>,
+    tls: Option<Arc<TlsAcceptor>>,
+}
+
+/// On each SIGHUP, reloads the TLS certificate and key; the process never stops on it.
+async fn reload_on_hangup(tls: Option<Arc<TlsAcceptor>>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = crate::signal::hangup() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match &tls {
+            Some(tls) => match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; the certificate in use stays")
+                }
+            },
+            None => tracing::info!(
+                "SIGHUP: nothing to reload (configuration reload is not supported yet)"
+            ),
+        }
+    }
 }
 
 impl Gateway {
@@ -179,10 +204,24 @@ impl Gateway {
             "" => crate::pages::Pages::builtin(),
             dir => crate::pages::Pages::load(std::path::Path::new(dir))?,
         };
-        let limits = Limits {
-            max_connections: config.server.max_connections,
-            header_timeout: config.server.header_timeout,
-            shutdown_timeout: config.server.shutdown_timeout,
+        let limits = Limits::from_config(&config.server);
+        // Validated with the config; were it not, trusting nobody is the safe reading.
+        let trusted = TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
+        let tls = match &config.server.tls {
+            Some(files) => Some(Arc::new(TlsAcceptor::load(
+                std::path::Path::new(&files.cert),
+                std::path::Path::new(&files.key),
+            )?)),
+            None => None,
+        };
+        let public_edge = Edge {
+            tls: tls.clone(),
+            proxy_protocol: config.server.proxy_protocol,
+            trusted: trusted.clone(),
+        };
+        let admin_edge = Edge {
+            trusted: trusted.clone(),
+            ..Edge::default()
         };
         // The admin listener is for a handful of operators and probes, not the crowd.
         let admin_limits = Limits {
@@ -263,6 +302,7 @@ impl Gateway {
                 public,
                 public_handler,
                 limits,
+                public_edge,
                 Some(engine.metrics.open_connections.clone()),
                 shutdown.clone(),
             )),
@@ -270,12 +310,17 @@ impl Gateway {
                 admin,
                 admin_handler,
                 admin_limits,
+                admin_edge,
                 None,
                 shutdown.clone(),
             )),
         ];
         tasks.extend(engine.start(&config, shutdown.clone()));
         tasks.extend(loading);
+        tasks.push(tokio::spawn(reload_on_hangup(
+            tls.clone(),
+            shutdown.clone(),
+        )));
         tracing::info!(%public_addr, %admin_addr, upstream = %config.upstream.url, "flashgate listening");
         Ok(Self {
             public_addr,
@@ -284,7 +329,17 @@ impl Gateway {
             tasks,
             engine,
             memory,
+            tls,
         })
+    }
+
+    /// Reads the TLS certificate and key again (what SIGHUP does); the ones in use stay
+    /// on any error. Connections already open keep theirs.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     /// The sale engine: sales (pause, drain rate, drain hold), store, tickets.

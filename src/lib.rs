@@ -46,6 +46,7 @@ pub mod sale;
 pub mod sale_api;
 pub mod server;
 pub mod signal;
+pub mod signature;
 pub mod store;
 pub mod ticket;
 pub mod types;

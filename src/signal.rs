@@ -23,3 +23,20 @@ pub async fn terminated() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Resolves on each SIGHUP (never elsewhere). Waiting on it also keeps SIGHUP from
+/// stopping the process, its default action.
+pub async fn hangup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                hup.recv().await;
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP"),
+        }
+    }
+    std::future::pending::<()>().await;
+}

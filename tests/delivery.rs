@@ -144,10 +144,13 @@ async fn a_retry_limit_compensates_too() {
 #[tokio::test]
 async fn the_backend_applies_a_redelivered_order_once() {
     let stop = tokio_util::sync::CancellationToken::new();
-    let (addr, backend, _task) =
-        flashgate::demo::start_backend("127.0.0.1:0".parse().expect("addr"), stop.clone())
-            .await
-            .expect("backend");
+    let (addr, backend, _task) = flashgate::demo::serve_backend(
+        "127.0.0.1:0".parse().expect("addr"),
+        flashgate::demo::DemoBackend::default(),
+        stop.clone(),
+    )
+    .await
+    .expect("backend");
     let body = r#"{"order_id":"x","sku":"phone","user_id":"a","quantity":1,"reserved_at":1}"#;
     for expected in [StatusCode::CREATED, StatusCode::OK, StatusCode::OK] {
         let a = send(
@@ -241,4 +244,74 @@ async fn sigkill_mid_delivery_then_restart_delivers_everything() {
     second.kill().expect("kill");
     let _ = second.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A gateway in front of a demo backend that verifies `Flashgate-Signature` under
+/// "backend-secret"; the gateway signs with `gateway_secret`.
+async fn signed_pair(
+    gateway_secret: &str,
+) -> (
+    flashgate::Gateway,
+    flashgate::demo::DemoBackend,
+    tokio_util::sync::CancellationToken,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let backend = flashgate::demo::DemoBackend::default()
+        .verifying("backend-secret", Duration::from_secs(300));
+    let (addr, backend, _task) =
+        flashgate::demo::serve_backend("127.0.0.1:0".parse().expect("addr"), backend, stop.clone())
+            .await
+            .expect("backend");
+    let secret = if gateway_secret.is_empty() {
+        String::new()
+    } else {
+        format!("signing_secret = \"{gateway_secret}\"\n")
+    };
+    let gw = gateway(&format!(
+        "{}[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 5\n\
+         [delivery]\nretries = 1\nretry_base = \"10ms\"\nretry_max = \"50ms\"\n{secret}",
+        config_text(&format!("http://{addr}"), "")
+    ))
+    .await;
+    (gw, backend, stop)
+}
+
+#[tokio::test]
+async fn a_verifying_backend_takes_signed_deliveries_and_refuses_the_rest() {
+    let (gw, backend, _stop) = signed_pair("backend-secret").await;
+    let addr = gw.public_addr;
+    let (_, ticket) = buy(addr, "alice").await;
+    until_status(addr, &ticket, "confirmed").await;
+    assert_eq!(backend.orders(), 1, "the signed order was applied");
+
+    // Under another secret, or none, the backend refuses (401, a permanent refusal): the
+    // stock goes back and nothing is applied.
+    for secret in ["a-wrong-secret", ""] {
+        let (gw, backend, _stop) = signed_pair(secret).await;
+        let addr = gw.public_addr;
+        let (_, ticket) = buy(addr, "bob").await;
+        until_status(addr, &ticket, "failed").await;
+        assert_eq!(backend.orders(), 0, "secret {secret:?}");
+        let v = send(addr, get("/sale/phone")).await.json();
+        assert_eq!(v["remaining"], 5, "the stock went back");
+    }
+}
+
+#[tokio::test]
+async fn a_client_sent_signature_never_reaches_the_upstream() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(&up, "[delivery]\nsigning_secret = \"s\"\n").await;
+    let a = send(
+        gw.public_addr,
+        request(
+            "POST",
+            "/api/x",
+            &[("flashgate-signature", "t=1,v1=00")],
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let seen = up.next_seen().await;
+    assert!(seen.headers.get("flashgate-signature").is_none());
 }

@@ -319,7 +319,10 @@ async fn path_tricks_on_sale_routes_reach_nothing() {
         expect(&text, 404, "not_found");
     }
     // An encoded sku is the sku it spells; a very long one is an unknown sale, not echoed.
-    assert_eq!(send(addr, get("/sale/ph%6Fne")).await.json()["sku"], "phone");
+    assert_eq!(
+        send(addr, get("/sale/ph%6Fne")).await.json()["sku"],
+        "phone"
+    );
     let long = format!("/sale/{}", "p".repeat(4000));
     for path in [long.as_str(), "/sale/ph%C3%B6ne"] {
         let a = send(addr, get(path)).await;

@@ -87,6 +87,34 @@ pub struct ServerConfig {
     /// config file (config text from elsewhere: none); `""` keeps nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
+    /// Connections open at once from one client address, on each listener (0 = no cap);
+    /// trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// Largest request header block accepted, in bytes.
+    pub max_header_size: usize,
+    /// Concurrent streams one h2 connection may open.
+    pub h2_max_streams: u32,
+    /// Streams one h2 connection may cancel before it is sent GOAWAY (rapid reset guard).
+    pub h2_max_cancelled_streams: u32,
+    /// Balancers (CIDR blocks or addresses) whose `X-Forwarded-For` and PROXY headers name
+    /// the client; empty: nobody's.
+    pub trusted_proxies: Vec<String>,
+    /// Every public connection starts with a PROXY protocol v1/v2 header (an L4 balancer
+    /// in front); connections without one are refused.
+    pub proxy_protocol: bool,
+    /// Terminate TLS on the public listener with this certificate and key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+}
+
+/// `server.tls`: PEM files of the certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +129,13 @@ impl Default for ServerConfig {
             threads: 0,
             shutdown_timeout: Duration::from_secs(30),
             data_dir: None,
+            max_connections_per_ip: 1000,
+            max_header_size: 64 * 1024,
+            h2_max_streams: 100,
+            h2_max_cancelled_streams: 200,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+            tls: None,
         }
     }
 }
@@ -132,9 +167,17 @@ pub struct UpstreamConfig {
     /// Pass the client's Host header to the upstream (true) or use the upstream's own (false).
     #[serde(default = "default_true")]
     pub preserve_host: bool,
+    /// Connections open to the upstream at once, idle and busy, so also proxied requests in
+    /// flight; past it a request is answered 503 `upstream_busy`.
+    #[serde(default = "UpstreamConfig::default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl UpstreamConfig {
+    fn default_max_connections() -> usize {
+        1024
+    }
+
     fn default_timeout() -> Duration {
         Duration::from_secs(30)
     }
@@ -455,6 +498,10 @@ pub struct DeliveryConfig {
     /// settling are taken over (it probably died). Keep it above `retry_max`.
     #[serde(with = "humantime_serde")]
     pub claim_idle: Duration,
+    /// Signs every delivery (`Flashgate-Signature`, HMAC-SHA256) so that the backend can
+    /// tell the gateway's orders from a client's; empty = unsigned. Never printed.
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "redacted")]
+    pub signing_secret: String,
 }
 
 impl Default for DeliveryConfig {
@@ -470,6 +517,7 @@ impl Default for DeliveryConfig {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(2),
             claim_idle: Duration::from_secs(60),
+            signing_secret: String::new(),
         }
     }
 }

@@ -82,6 +82,26 @@ fn check_server(c: &Config) -> Result<(), ConfigError> {
     if s.threads > 1024 {
         return Err(ConfigError::invalid("server.threads", "at most 1024"));
     }
+    positive("server.h2_max_streams", s.h2_max_streams > 0)?;
+    positive(
+        "server.h2_max_cancelled_streams",
+        s.h2_max_cancelled_streams > 0,
+    )?;
+    if !(8192..=16 * 1024 * 1024).contains(&s.max_header_size) {
+        return Err(ConfigError::invalid(
+            "server.max_header_size",
+            "must be between 8192 and 16777216 bytes",
+        ));
+    }
+    crate::server::TrustedProxies::parse(&s.trusted_proxies)
+        .map_err(|e| ConfigError::invalid("server.trusted_proxies", e))?;
+    if let Some(tls) = &s.tls {
+        for (key, file) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
+            if file.is_empty() {
+                return Err(ConfigError::invalid(key, "must name a PEM file"));
+            }
+        }
+    }
     if s.listen == s.admin_listen && s.listen.port() != 0 {
         return Err(ConfigError::invalid(
             "server.admin_listen",
@@ -93,6 +113,12 @@ fn check_server(c: &Config) -> Result<(), ConfigError> {
 
 fn check_upstream(c: &Config) -> Result<(), ConfigError> {
     let u = &c.upstream;
+    if u.max_connections == 0 || u.max_connections < u.pool_size {
+        return Err(ConfigError::invalid(
+            "upstream.max_connections",
+            "must be at least 1 and at least upstream.pool_size",
+        ));
+    }
     let uri: http::Uri = u.url.parse().map_err(|e| {
         ConfigError::invalid("upstream.url", format!("`{}` is not a URL ({e})", u.url))
     })?;

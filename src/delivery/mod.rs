@@ -58,6 +58,8 @@ pub struct Settings {
     /// This deliverer's name in the store's consumer group: unique per process.
     consumer: String,
     claim_idle: Duration,
+    /// Signs each delivery when `delivery.signing_secret` is set.
+    signer: Option<crate::signature::Signer>,
 }
 
 impl Settings {
@@ -96,6 +98,7 @@ impl Settings {
                 &crate::types::OrderId::random().as_str()[..8]
             ),
             claim_idle: config.delivery.claim_idle,
+            signer: crate::signature::Signer::new(&config.delivery.signing_secret),
             timeout: config.upstream.timeout,
             shutdown_timeout: config.server.shutdown_timeout,
         }
@@ -492,13 +495,21 @@ async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
     let Ok(body) = serde_json::to_vec(&Delivery { order, expires_at }) else {
         return Verdict::Retry;
     };
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(Method::POST)
         .uri(settings.path.as_str())
         .header(HOST, settings.host.clone())
         .header(CONTENT_TYPE, "application/json")
-        .header("idempotency-key", order.order_id.as_str())
-        .body(Full::new(Bytes::from(body)));
+        .header("idempotency-key", order.order_id.as_str());
+    if let Some(signer) = &settings.signer {
+        // Signed afresh on every attempt: a retry hours later is still within tolerance.
+        let now = crate::store::unix_millis(std::time::SystemTime::now()) / 1000;
+        req = req.header(
+            &crate::signature::FLASHGATE_SIGNATURE,
+            signer.sign(now, &body),
+        );
+    }
+    let req = req.body(Full::new(Bytes::from(body)));
     let Ok(req) = req else {
         return Verdict::Retry;
     };

@@ -136,7 +136,13 @@ mod tests {
         for p in ["/orders", "/orders.json", "/orders/1"] {
             assert!(check(&g, "GET", p).is_ok(), "reading is not ordering: {p}");
         }
-        for p in ["/orders-history", "/orders_v2", "/ordersx", "/order", "/x/orders"] {
+        for p in [
+            "/orders-history",
+            "/orders_v2",
+            "/ordersx",
+            "/order",
+            "/x/orders",
+        ] {
             assert!(check(&g, "POST", p).is_ok(), "{p} is another path");
         }
         assert!(check(&Guard::new(None), "POST", "/orders").is_ok());
@@ -145,7 +151,11 @@ mod tests {
     #[test]
     fn a_nested_intake_matches_on_every_segment() {
         let g = Guard::new(Some("/api/v1.0/Orders/"));
-        for p in ["/api/v1.0/orders", "/API;x/v1.0/orders.xml", "/api/v1.0/orders/7"] {
+        for p in [
+            "/api/v1.0/orders",
+            "/API;x/v1.0/orders.xml",
+            "/api/v1.0/orders/7",
+        ] {
             assert!(check(&g, "POST", p).is_err(), "{p}");
         }
         for p in ["/api/v1.0", "/api/v1.0x/orders", "/api/v1/orders"] {
