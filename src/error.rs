@@ -23,6 +23,10 @@ pub enum GatewayError {
     /// The upstream refused the connection, reset it, or sent a malformed answer.
     #[error("the upstream is unavailable")]
     UpstreamUnavailable,
+    /// Every connection the gateway may open to the upstream is busy
+    /// (`upstream.max_connections`); nothing was sent.
+    #[error("the upstream is busy, retry shortly")]
+    UpstreamBusy,
     /// The upstream did not answer with a response head in time.
     #[error("the upstream did not answer within {}", humantime::format_duration(*.0))]
     UpstreamTimeout(Duration),
@@ -115,7 +119,9 @@ impl GatewayError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::TooManyConnections | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyConnections | Self::NotReady(_) | Self::UpstreamBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MissingIdentity | Self::BadIdentity | Self::Unauthorized => {
@@ -144,6 +150,7 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NotFound => "not_found",
             Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamBusy => "upstream_busy",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::TooManyConnections => "too_many_connections",
             Self::NotReady(_) => "not_ready",
@@ -173,6 +180,7 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             Self::TooManyConnections
+            | Self::UpstreamBusy
             | Self::NotReady(_)
             | Self::StoreUnavailable
             | Self::ShuttingDown => Some(1),
@@ -196,6 +204,7 @@ mod tests {
             GatewayError::BodyTooLarge { limit: 1 },
             GatewayError::NotFound,
             GatewayError::UpstreamUnavailable,
+            GatewayError::UpstreamBusy,
             GatewayError::UpstreamTimeout(Duration::from_secs(1)),
             GatewayError::TooManyConnections,
             GatewayError::NotReady("x".into()),

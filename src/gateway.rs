@@ -61,6 +61,8 @@ struct Public {
 }
 
 struct PublicInner {
+    /// Whose `X-Forwarded-For` names the client.
+    trusted: TrustedProxies,
     proxy: Proxy,
     sales: SaleApi,
     /// Requests answered by route (sale, proxy) and status class, resolved once.
@@ -82,6 +84,16 @@ impl Handler for Public {
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
         let started = Instant::now();
         let mut req = req;
+        // Behind a trusted balancer the client is the one its X-Forwarded-For names: per-IP
+        // limits, logs and the upstream's headers all see that address.
+        let behind;
+        let peer = match self.inner.trusted.client(peer.addr.ip(), req.headers()) {
+            Some(client) => {
+                behind = peer.behind(client);
+                &behind
+            }
+            None => peer,
+        };
         // Every decision below, and the upstream, reads one normalised path.
         if let Err(e) = crate::path::normalise_uri(req.uri_mut()) {
             let resp = GatewayError::from(e).into_closing_response();
@@ -199,7 +211,9 @@ impl Gateway {
         // Orders reach the backend's intake through the deliverer only.
         let intake = (config.delivery.mode == crate::config::DeliveryMode::Http)
             .then_some(config.delivery.path.as_str());
-        let proxy = Proxy::new(&config.upstream, &config.server)?.guarding_intake(intake);
+        let proxy = Proxy::new(&config.upstream, &config.server)?
+            .guarding_intake(intake)
+            .keeping_identity(&config.identity.header);
         let pages = match config.pages.dir.as_str() {
             "" => crate::pages::Pages::builtin(),
             dir => crate::pages::Pages::load(std::path::Path::new(dir))?,
@@ -283,6 +297,7 @@ impl Gateway {
         }
         let public_handler = Public {
             inner: Arc::new(PublicInner {
+                trusted: trusted.clone(),
                 proxy: proxy.clone(),
                 sales: SaleApi::new(engine.clone(), pages, config.server.body_timeout),
                 answered: ["sale", "proxy"].map(|route| {

@@ -77,6 +77,8 @@ impl Settings {
             Pool::new(
                 t.authority,
                 config.delivery.max_in_flight,
+                // A connection still sending when its answer came holds its place a moment.
+                config.delivery.max_in_flight.saturating_mul(2),
                 config.upstream.pool_idle_timeout,
                 config.upstream.connect_timeout,
             )
@@ -519,7 +521,7 @@ async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
     let resp = match tokio::time::timeout_at(deadline, pool.send(req)).await {
         Ok(Ok(resp)) => resp,
         // Never connected: the request did not leave.
-        Ok(Err(e @ UpstreamError::Connect { .. })) => {
+        Ok(Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Busy))) => {
             tracing::debug!(order = %order.order_id, error = %e, "delivery failed; will retry");
             return Verdict::Retry;
         }

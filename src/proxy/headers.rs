@@ -1,6 +1,12 @@
-//! Header rewriting between client and upstream: hop-by-hop removal and `X-Forwarded-*`.
+//! Header rewriting between client and upstream: hop-by-hop removal, one policy for every
+//! header that says where a request came from, the Host the upstream sees, and h2 cookies.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::Version;
+
+use crate::error::GatewayError;
+use crate::server::Peer;
 
 /// `X-Forwarded-For`: the chain of client addresses.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -8,6 +14,10 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`: the Host the client asked for.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Port`: the port the client connected to.
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Real-IP`: the client's address alone.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), never forwarded.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -22,8 +32,10 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// Removes hop-by-hop headers, including those the Connection header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes hop-by-hop headers, including those the Connection header names, except the
+/// `kept` ones: a client's `Connection: x-user-id` must not strip the identity header that
+/// the auth layer in front set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, kept: &[&HeaderName]) {
     // One pass without hashing finds whether there is anything to do; most messages
     // carry no hop-by-hop header at all.
     if !headers.keys().any(is_hop_by_hop) {
@@ -35,6 +47,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| {
+            *name != header::HOST && *name != header::CONTENT_LENGTH && !kept.contains(&name)
+        })
         .collect();
     for name in named {
         headers.remove(name);
@@ -49,9 +64,91 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client's address to X-Forwarded-For, keeping what earlier proxies wrote.
-/// `ip` is the client's address already formatted as a header value.
-pub fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+/// One policy for every header that says where a request came from. From a client that
+/// is not behind a trusted proxy, all of them (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`)
+/// are the client's own claims and are replaced: `X-Forwarded-For` and `X-Real-IP` name the
+/// peer, `X-Forwarded-Proto` the scheme it used. Behind a trusted proxy its chain is kept
+/// and the proxy's address appended; what it says of the scheme, host and port stands.
+/// `Flashgate-Signature` belongs to deliveries only and never passes.
+pub fn set_forwarding(headers: &mut HeaderMap, peer: &Peer) {
+    headers.remove(&crate::signature::FLASHGATE_SIGNATURE);
+    let proto = HeaderValue::from_static(if peer.tls { "https" } else { "http" });
+    match peer.via {
+        Some(proxy) => {
+            if let Ok(hop) = HeaderValue::from_str(&proxy.to_string()) {
+                append_forwarded_for(headers, &hop);
+            }
+            if !headers.contains_key(&X_FORWARDED_PROTO) {
+                headers.insert(X_FORWARDED_PROTO.clone(), proto);
+            }
+        }
+        None => {
+            for name in [&header::FORWARDED, &X_FORWARDED_HOST, &X_FORWARDED_PORT] {
+                headers.remove(name);
+            }
+            headers.insert(X_FORWARDED_FOR.clone(), peer.ip.clone());
+            headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        }
+    }
+    headers.insert(X_REAL_IP.clone(), peer.ip.clone());
+}
+
+/// The host the client asked for: the request target's authority (absolute form, h2
+/// `:authority`), which wins over `Host` (RFC 9112 §3.2.2), else its one `Host` header.
+/// 400 for two Host headers, an invalid one, or none on HTTP/1.1 (RFC 9112 §3.2).
+pub fn client_host(parts: &Parts) -> Result<Option<HeaderValue>, GatewayError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::BadRequest("more than one Host header"));
+    }
+    if let Some(authority) = parts.uri.authority() {
+        if authority.as_str().contains('@') {
+            return Err(GatewayError::BadRequest("the request target has user info"));
+        }
+        return HeaderValue::from_str(authority.as_str())
+            .map(Some)
+            .map_err(|_| GatewayError::BadRequest("invalid authority"));
+    }
+    match first {
+        Some(h) if h.is_empty() => Ok(None),
+        Some(h) => {
+            let valid = h
+                .to_str()
+                .ok()
+                .filter(|t| !t.contains('@'))
+                .is_some_and(|t| t.parse::<http::uri::Authority>().is_ok());
+            if valid {
+                Ok(Some(h.clone()))
+            } else {
+                Err(GatewayError::BadRequest("invalid Host header"))
+            }
+        }
+        None if parts.version == Version::HTTP_11 => {
+            Err(GatewayError::BadRequest("the Host header is missing"))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Joins h2 `cookie` fields into one, as an HTTP/1.1 upstream expects (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Appends `ip` to X-Forwarded-For, keeping what earlier proxies wrote.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     let mut prior = headers.get_all(&X_FORWARDED_FOR).iter();
     let Some(first) = prior.next() else {
         headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
@@ -84,12 +181,75 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        strip_hop_by_hop(&mut h);
+        strip_hop_by_hop(&mut h, &[]);
         assert!(h.get("x-secret").is_none());
         assert!(h.get(header::TE).is_none());
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get("proxy-connection").is_none());
         assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn connection_cannot_strip_protected_headers() {
+        let mut h = HeaderMap::new();
+        let id = HeaderName::from_static("x-user-id");
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-user-id, host, content-length, x-other"),
+        );
+        h.insert(&id, HeaderValue::from_static("alice"));
+        h.insert(header::HOST, HeaderValue::from_static("shop"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, &[&id]);
+        assert_eq!(h[&id], "alice");
+        assert_eq!(h[header::HOST], "shop");
+        assert_eq!(h[header::CONTENT_LENGTH], "2");
+        assert!(h.get("x-other").is_none());
+    }
+
+    #[test]
+    fn h2_cookies_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+    }
+
+    #[test]
+    fn the_host_is_checked_and_the_target_authority_wins() {
+        let parts = |uri: &str, version: Version, hosts: &[&str]| {
+            let mut b = http::Request::builder().uri(uri).version(version);
+            for h in hosts {
+                b = b.header(header::HOST, *h);
+            }
+            b.body(()).expect("request").into_parts().0
+        };
+        let host =
+            |p: &Parts| client_host(p).map(|h| h.map(|v| v.to_str().unwrap_or("").to_owned()));
+        assert_eq!(
+            host(&parts("/", Version::HTTP_11, &["shop:8080"])).ok(),
+            Some(Some("shop:8080".into()))
+        );
+        assert_eq!(
+            host(&parts("http://real/x", Version::HTTP_11, &["other"])).ok(),
+            Some(Some("real".into()))
+        );
+        assert_eq!(host(&parts("/", Version::HTTP_10, &[])).ok(), Some(None));
+        for (uri, hosts) in [
+            ("/", &[][..]),
+            ("/", &["a", "b"][..]),
+            ("/", &["a b"][..]),
+            ("/", &["a/b?c#d"][..]),
+            ("/", &["user@host"][..]),
+        ] {
+            assert!(
+                host(&parts(uri, Version::HTTP_11, hosts)).is_err(),
+                "{hosts:?}"
+            );
+        }
     }
 
     #[test]

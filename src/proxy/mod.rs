@@ -20,7 +20,8 @@ use crate::response::GatewayResponse;
 use crate::server::Peer;
 pub use guard::Guard;
 
-pub use headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use headers::strip_hop_by_hop;
+pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP};
 pub use pool::{Pool, PooledBody, SendBody, UpstreamError};
 
 /// Request body as sent upstream: the client's body, cut off at `server.body_limit`.
@@ -69,6 +70,8 @@ pub struct Proxy {
     body_limit: u64,
     preserve_host: bool,
     guard: Guard,
+    /// The identity header, which a client's `Connection` option cannot strip.
+    identity: http::HeaderName,
 }
 
 impl Proxy {
@@ -82,6 +85,7 @@ impl Proxy {
         let pool = Pool::new(
             authority.clone(),
             upstream.pool_size,
+            upstream.max_connections,
             upstream.pool_idle_timeout,
             upstream.connect_timeout,
         );
@@ -94,12 +98,21 @@ impl Proxy {
             body_limit: server.body_limit,
             preserve_host: upstream.preserve_host,
             guard: Guard::default(),
+            identity: http::HeaderName::from_static("x-user-id"),
         })
     }
 
     /// Refuses clients' POSTs to the backend's order intake (`delivery.path`).
     pub fn guarding_intake(mut self, intake: Option<&str>) -> Self {
         self.guard = Guard::new(intake);
+        self
+    }
+
+    /// Keeps the identity header `name` from being stripped by a client's `Connection`.
+    pub fn keeping_identity(mut self, name: &str) -> Self {
+        if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
+            self.identity = name;
+        }
         self
     }
 
@@ -140,26 +153,27 @@ impl Proxy {
                 limit: self.body_limit,
             });
         }
-        // The client's view of the host: its Host header, or the h2 :authority.
-        let client_host = match parts.headers.get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        let client_host = match headers::client_host(&parts) {
+            Ok(h) => h,
+            Err(e) => return Ok(e.into_closing_response()),
         };
         let h = &mut parts.headers;
-        strip_hop_by_hop(h);
-        headers::append_forwarded_for(h, &peer.ip);
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        strip_hop_by_hop(h, &[&self.identity]);
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookies(h);
+        }
+        headers::set_forwarding(h, peer);
         match client_host {
-            Some(host) if self.preserve_host => {
-                h.insert(X_FORWARDED_HOST.clone(), host.clone());
-                h.insert(header::HOST, host);
-            }
             Some(host) => {
-                h.insert(X_FORWARDED_HOST.clone(), host);
-                h.insert(header::HOST, self.upstream_host.clone());
+                if peer.via.is_none() || !h.contains_key(&X_FORWARDED_HOST) {
+                    h.insert(X_FORWARDED_HOST.clone(), host.clone());
+                }
+                let sent = if self.preserve_host {
+                    host
+                } else {
+                    self.upstream_host.clone()
+                };
+                h.insert(header::HOST, sent);
             }
             None => {
                 h.insert(header::HOST, self.upstream_host.clone());
@@ -175,6 +189,7 @@ impl Proxy {
                 tracing::warn!(upstream = %self.authority, "upstream timed out");
                 return Err(GatewayError::UpstreamTimeout(self.timeout));
             }
+            Ok(Err(UpstreamError::Busy)) => return Err(GatewayError::UpstreamBusy),
             Ok(Err(e)) if caused_by_body_limit(&e) => {
                 return Err(GatewayError::BodyTooLarge {
                     limit: self.body_limit,
@@ -187,7 +202,12 @@ impl Proxy {
             Ok(Ok(resp)) => resp,
         };
         let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        // Both framings: the body was read by Transfer-Encoding, so the length is stale
+        // and must not reach the client (RFC 9112 §6.3).
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        strip_hop_by_hop(&mut parts.headers, &[]);
         Ok(GatewayResponse::from_parts(parts, Either::Left(body)))
     }
 

@@ -1,9 +1,11 @@
-//! Keep-alive connections to the upstream.
+//! Keep-alive connections to the upstream, at most `max_connections` of them open at once.
 //!
-//! A connection goes back to the pool when the response body it carried has been read to
-//! the end, not before: HTTP/1.1 cannot start the next exchange earlier, and returning it at
-//! that moment needs no extra task per request. A body dropped half-read takes its
-//! connection with it, since the connection's state is then unknown.
+//! A connection goes back to the pool only when both directions are done: the response
+//! body read to the end *and* the request body sent (a backend may answer 401 before it
+//! has read an upload). The first is seen on the body; the second is hyper's readiness for
+//! the next request, waited for in a small task in the rare case it lags, so that nobody
+//! else ever takes a connection that is not ready and waits on it. A body dropped half-read
+//! takes its connection with it, since the connection's state is then unknown.
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,9 @@ pub enum UpstreamError {
     /// The HTTP exchange failed (reset, malformed answer, request body error, …).
     #[error("exchange with the upstream: {0}")]
     Http(#[from] hyper::Error),
+    /// `max_connections` connections are open and none is idle; nothing was sent.
+    #[error("every connection to the upstream is busy")]
+    Busy,
 }
 
 /// Idle keep-alive connections to one upstream, sending request bodies of type `B`.
@@ -65,6 +71,8 @@ impl<T> SendBody for T where
 
 struct PoolInner<B> {
     authority: Authority,
+    /// One permit per open connection, held by its connection task.
+    open: Arc<Semaphore>,
     /// Most recently used last; the oldest are at the front.
     idle: Mutex<Vec<Idle<B>>>,
     max_idle: usize,
@@ -79,10 +87,12 @@ struct Idle<B> {
 }
 
 impl<B: SendBody> Pool<B> {
-    /// A pool for `authority` keeping at most `max_idle` idle connections.
+    /// A pool for `authority` keeping at most `max_idle` idle connections and at most
+    /// `max_open` open ones.
     pub fn new(
         authority: Authority,
         max_idle: usize,
+        max_open: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
     ) -> Self {
@@ -91,6 +101,7 @@ impl<B: SendBody> Pool<B> {
         Self {
             inner: Arc::new(PoolInner {
                 authority,
+                open: Arc::new(Semaphore::new(max_open.max(1))),
                 idle: Mutex::new(Vec::new()),
                 max_idle,
                 idle_timeout,
@@ -111,9 +122,8 @@ impl<B: SendBody> Pool<B> {
         mut req: Request<B>,
     ) -> Result<Response<PooledBody<B>>, UpstreamError> {
         while let Some(mut sender) = self.inner.checkout() {
-            // An idle connection may still be finishing its last exchange; it is ready
-            // within a poll or two. An error here means the upstream closed it.
-            if sender.ready().await.is_err() {
+            // Only ready connections are pooled; one closed since is skipped.
+            if !sender.is_ready() {
                 continue;
             }
             match sender.try_send_request(req).await {
@@ -156,10 +166,27 @@ impl<B: SendBody> PoolInner<B> {
         Some(entry.sender)
     }
 
-    fn release(&self, sender: SendRequest<B>) {
+    /// Returns a connection whose response has been read: at once when it is ready for
+    /// the next request, else once its request body has been sent too (bounded by the
+    /// idle timeout); a connection that closes meanwhile is dropped.
+    fn release(self: &Arc<Self>, mut sender: SendRequest<B>) {
         if sender.is_closed() {
             return;
         }
+        if sender.is_ready() {
+            self.push_idle(sender);
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let ready = tokio::time::timeout(pool.idle_timeout, sender.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
+                pool.push_idle(sender);
+            }
+        });
+    }
+
+    fn push_idle(&self, sender: SendRequest<B>) {
         let mut idle = self.lock();
         if idle.len() >= self.max_idle {
             return;
@@ -177,6 +204,11 @@ impl<B: SendBody> PoolInner<B> {
     }
 
     async fn connect(&self) -> Result<SendRequest<B>, UpstreamError> {
+        let permit = self
+            .open
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| UpstreamError::Busy)?;
         let fail = |source| UpstreamError::Connect {
             authority: self.authority.clone(),
             source,
@@ -194,6 +226,8 @@ impl<B: SendBody> PoolInner<B> {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection closed with an error");
             }
+            // The connection is closed only now: its place is free.
+            drop(permit);
         });
         Ok(sender)
     }

@@ -61,6 +61,16 @@ impl Peer {
             via: None,
         }
     }
+
+    /// The client `ip` that this peer, a trusted proxy, forwarded the request for.
+    pub fn behind(&self, ip: IpAddr) -> Self {
+        Self {
+            addr: SocketAddr::new(ip, 0),
+            ip: ip_value(ip),
+            tls: self.tls,
+            via: Some(self.addr.ip()),
+        }
+    }
 }
 
 fn ip_value(ip: IpAddr) -> HeaderValue {
