@@ -69,6 +69,7 @@ pub struct Seen {
 /// - `/hop-response`: answers with hop-by-hop headers the gateway must strip;
 /// - `/close`: answers with `Connection: close`, so the upstream closes the connection;
 /// - `/reject`: answers 400, a permanent refusal under the backend contract;
+/// - `/early`: reports arrival and answers 401 without reading the request body;
 /// - `/orders`: records and echoes, or answers `orders_status` when that is set;
 /// - anything else: records the request and echoes its body.
 pub struct Upstream {
@@ -182,6 +183,14 @@ async fn next<T>(rx: &Mutex<mpsc::UnboundedReceiver<T>>, what: &str) -> T {
 
 async fn upstream_route(state: UpstreamState, req: Request<Incoming>) -> Response<UpBody> {
     let path = req.uri().path().to_owned();
+    if path == "/early" {
+        // Answers before reading the upload, as a backend refusing it unread would.
+        let _ = state.arrivals.send(path);
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .body(UpBody::Left(Full::new(Bytes::from_static(b"no"))))
+            .expect("response");
+    }
     let (parts, mut body) = req.into_parts();
     let mut collected = Vec::new();
     while let Some(frame) = body.frame().await {
