@@ -21,6 +21,25 @@ fn artifacts() -> PathBuf {
 
 /// Runs one scenario of pages.mjs against `gw`'s sale `sku`.
 async fn drive(gw: &flashgate::gateway::Gateway, sku: &str, scenario: &str) {
+    drive_at(
+        gw,
+        &format!("http://{}", gw.public_addr),
+        None,
+        sku,
+        scenario,
+    )
+    .await;
+}
+
+/// Runs one scenario against the gateway at `url`; `cert` is its certificate when `url`
+/// is https.
+async fn drive_at(
+    gw: &flashgate::gateway::Gateway,
+    url: &str,
+    cert: Option<&Path>,
+    sku: &str,
+    scenario: &str,
+) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/pages.mjs");
     let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules");
     assert!(
@@ -30,13 +49,16 @@ async fn drive(gw: &flashgate::gateway::Gateway, sku: &str, scenario: &str) {
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(&script)
         .arg(scenario)
-        .env("GATEWAY", format!("http://{}", gw.public_addr))
+        .env("GATEWAY", url)
         .env("ADMIN", format!("http://{}", gw.admin_addr))
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("SKU", sku)
         .env("SOON", "soon")
         .env("ARTIFACTS", artifacts())
         .kill_on_drop(true);
+    if let Some(cert) = cert {
+        cmd.env("CERT_PEM", cert).env("NODE_EXTRA_CA_CERTS", cert);
+    }
     // The script bounds each of its waits; this bounds the whole browser run.
     let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await
@@ -98,4 +120,31 @@ async fn the_sale_page_counts_down_then_sells() {
     );
     let gw = gateway(&text).await;
     drive(&gw, "later", "countdown").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_room_works_over_https() {
+    let dir = artifacts().join("tls");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).expect("cert");
+    std::fs::write(&key, c.signing_key.serialize_pem()).expect("key");
+    let up = Upstream::start().await;
+    let text = base(
+        &up,
+        "response = \"async\"\ndrain_rate = 1\nworkers = 1",
+        "sku = \"phone\"\nstock = 20",
+    )
+    .replace(
+        "[admin]",
+        &format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n[admin]",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let gw = gateway(&text).await;
+    let url = format!("https://localhost:{}", gw.public_addr.port());
+    drive_at(&gw, &url, Some(&cert), "phone", "waiting-room").await;
 }

@@ -1,6 +1,8 @@
 // Drives Debian's Chromium (headless, through playwright-core) over flashgate's pages.
 // Run by tests/browser.rs, which starts the gateway and passes, in the environment:
-//   GATEWAY (http://127.0.0.1:port), ADMIN (admin base URL), ADMIN_TOKEN, SKU, ARTIFACTS (dir)
+//   GATEWAY (http://127.0.0.1:port), ADMIN (admin base URL), ADMIN_TOKEN, SKU, ARTIFACTS (dir),
+//   and for a gateway over TLS, CERT_PEM (its self-signed certificate, which Chromium is
+//   told to trust by its key; node's own fetch trusts it through NODE_EXTRA_CA_CERTS)
 // and the scenario as the one argument: waiting-room | busy | countdown.
 // Every wait is for a state the page must reach; the timeouts only bound a broken run.
 import { chromium } from "playwright-core";
@@ -146,9 +148,16 @@ if (!scenarios[scenario]) {
   console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(", ")}`);
   process.exit(2);
 }
+const args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"];
+if (process.env.CERT_PEM) {
+  const { X509Certificate, createHash } = await import("node:crypto");
+  const { readFileSync } = await import("node:fs");
+  const spki = new X509Certificate(readFileSync(process.env.CERT_PEM)).publicKey.export({ type: "spki", format: "der" });
+  args.push(`--ignore-certificate-errors-spki-list=${createHash("sha256").update(spki).digest("base64")}`);
+}
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  args,
 });
 try {
   // The auth layer in front of the gateway would set the identity header; here the browser does.
