@@ -218,6 +218,9 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config, overrides } => match overrides.load(&config) {
             Ok(c) => {
                 print!("{}", c.to_toml());
+                for w in c.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 eprintln!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

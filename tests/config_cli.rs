@@ -134,6 +134,36 @@ fn shipped_example_config_is_valid() {
 }
 
 #[test]
+fn unsigned_deliveries_over_the_proxied_upstream_are_warned_of() {
+    let check = |name: &str, text: &str| {
+        let path = temp_file(name, text);
+        let out = flashgate(&["check-config", path.to_str().expect("utf-8")], &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (err, _) = check("unsigned.toml", UP);
+    assert!(err.contains("warning: delivery.signing_secret"), "{err}");
+    let (err, printed) = check(
+        "signed.toml",
+        &format!("{UP}[delivery]\nsigning_secret = \"hunter2\"\n"),
+    );
+    assert!(!err.contains("warning"), "{err}");
+    assert!(
+        !printed.contains("hunter2"),
+        "the secret is never printed: {printed}"
+    );
+    let (err, _) = check("stream.toml", &format!("{UP}[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:9\"\n[delivery]\nmode = \"stream\"\n"));
+    assert!(!err.contains("signing_secret"), "{err}");
+}
+
+#[test]
 fn serve_refuses_an_address_in_use_naming_the_key() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();

@@ -598,6 +598,11 @@ impl ConfigError {
 }
 
 impl Config {
+    /// Warnings about a valid config (see `check-config`).
+    pub fn warnings(&self) -> Vec<String> {
+        validate::warnings(self)
+    }
+
     /// Reads, overrides and validates the config file at `path`.
     pub fn load(path: &Path, overrides: &[Override]) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -342,6 +342,29 @@ fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// What a valid config leaves open that an operator should know of; `check-config` prints
+/// these as warnings.
+pub fn warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if c.delivery.mode == crate::config::DeliveryMode::Http && c.delivery.signing_secret.is_empty()
+    {
+        out.push(
+            "delivery.signing_secret is empty: orders are delivered over the same upstream the \
+             proxy forwards clients to, and only the path guard keeps clients off the intake; \
+             set a secret and verify Flashgate-Signature in the backend (README: signed deliveries)"
+                .to_owned(),
+        );
+    }
+    if c.server.proxy_protocol && c.server.trusted_proxies.is_empty() {
+        out.push(
+            "server.proxy_protocol is on and server.trusted_proxies is empty: any peer that \
+             reaches the listener may name any client address"
+                .to_owned(),
+        );
+    }
+    out
+}
+
 fn check_log(c: &Config) -> Result<(), ConfigError> {
     tracing_subscriber::EnvFilter::builder()
         .parse(&c.log.level)
