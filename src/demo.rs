@@ -237,7 +237,7 @@ pub async fn serve_backend(
         backend.clone(),
         limits,
         server::Edge::default(),
-        None,
+        server::ListenerMetrics::unregistered(),
         shutdown,
     ));
     Ok((bound, backend, task))

@@ -318,7 +318,11 @@ impl Gateway {
                 public_handler,
                 limits,
                 public_edge,
-                Some(engine.metrics.open_connections.clone()),
+                server::ListenerMetrics::new(
+                    &engine.metrics,
+                    "public",
+                    Some(engine.metrics.open_connections.clone()),
+                ),
                 shutdown.clone(),
             )),
             tokio::spawn(server::serve(
@@ -326,7 +330,7 @@ impl Gateway {
                 admin_handler,
                 admin_limits,
                 admin_edge,
-                None,
+                server::ListenerMetrics::new(&engine.metrics, "admin", None),
                 shutdown.clone(),
             )),
         ];

@@ -78,6 +78,11 @@ pub struct Metrics {
     pub delivery_conflicts: IntCounter,
     /// 1 while a sale is held because the store lost its state (stock not reloaded yet).
     pub sale_held: IntGaugeVec,
+    /// Connections closed before any request, by listener and reason (`max_connections`,
+    /// `per_ip`, `proxy_protocol`, `tls_handshake`).
+    pub connections_refused: IntCounterVec,
+    /// h2 connections sent GOAWAY by the gateway, by reason (`cancelled_streams`, `idle`).
+    pub goaway: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -154,6 +159,18 @@ impl Metrics {
         r.register(Box::new(delivery_conflicts.clone()))
             .expect("unique metric");
         Self {
+            connections_refused: counter(
+                &r,
+                "flashgate_connections_refused_total",
+                "Connections closed before any request, by listener and reason",
+                &["listener", "reason"],
+            ),
+            goaway: counter(
+                &r,
+                "flashgate_h2_goaway_total",
+                "h2 connections the gateway sent GOAWAY, by reason",
+                &["reason"],
+            ),
             oversell_guard,
             delivery_conflicts,
             sale_held: gauge(

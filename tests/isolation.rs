@@ -87,6 +87,11 @@ async fn an_idle_h2_connection_is_closed() {
         .await
         .expect("join")
         .expect("closed cleanly with GOAWAY");
+    let m = metrics(gw.admin_addr).await;
+    assert!(
+        m.contains("flashgate_h2_goaway_total{reason=\"idle\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -112,6 +117,15 @@ async fn a_client_that_keeps_cancelling_streams_is_sent_goaway() {
         .await
         .expect("join")
         .expect("closed cleanly with GOAWAY");
+    let m = metrics(gw.admin_addr).await;
+    assert!(
+        m.contains("flashgate_h2_goaway_total{reason=\"cancelled_streams\"} 1"),
+        "{m}"
+    );
+}
+
+async fn metrics(admin: std::net::SocketAddr) -> String {
+    String::from_utf8_lossy(&send(admin, get("/metrics")).await.body).into_owned()
 }
 
 #[tokio::test]
@@ -135,6 +149,11 @@ async fn one_address_cannot_hold_every_connection() {
     let refused = read_until_closed(&mut c).await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.contains("too_many_connections"), "{refused}");
+    let m = metrics(gw.admin_addr).await;
+    assert!(
+        m.contains("flashgate_connections_refused_total{listener=\"public\",reason=\"per_ip\"} 1"),
+        "{m}"
+    );
 
     // A trusted proxy carries many clients: it is exempt.
     let gw = gateway(&config_text(

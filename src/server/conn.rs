@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::{Handler, IpSlot, Limits, Peer, Shared};
+use super::{Handler, IpSlot, Limits, Peer, Refused, Shared};
 use crate::error::GatewayError;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -62,15 +62,20 @@ pub(super) async fn run<H: Handler>(shared: Arc<Shared<H>>, stream: TcpStream, t
     let addr = if edge.proxy_protocol {
         if !edge.trusted.is_empty() && !edge.trusted.contains(tcp.ip()) {
             tracing::debug!(%tcp, "PROXY header from a peer not in server.trusted_proxies");
+            shared.metrics.refused(Refused::ProxyProtocol);
             return;
         }
         match tokio::time::timeout_at(deadline, super::proxy_protocol::read(&mut stream)).await {
             Ok(Ok(source)) => source.unwrap_or(tcp),
             Ok(Err(e)) => {
                 tracing::debug!(%tcp, error = %e, "connection refused: bad PROXY header");
+                shared.metrics.refused(Refused::ProxyProtocol);
                 return;
             }
-            Err(_) => return,
+            Err(_) => {
+                shared.metrics.refused(Refused::ProxyProtocol);
+                return;
+            }
         }
     } else {
         tcp
@@ -82,6 +87,7 @@ pub(super) async fn run<H: Handler>(shared: Arc<Shared<H>>, stream: TcpStream, t
                 if edge.tls.is_none() {
                     let _ = stream.try_write(&shared.refusal);
                 }
+                shared.metrics.refused(Refused::PerIp);
                 tracing::debug!(%addr, "connection refused: max_connections_per_ip reached");
                 return;
             }
@@ -96,9 +102,13 @@ pub(super) async fn run<H: Handler>(shared: Arc<Shared<H>>, stream: TcpStream, t
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    shared.metrics.refused(Refused::TlsHandshake);
                     return;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    shared.metrics.refused(Refused::TlsHandshake);
+                    return;
+                }
             };
             let protocol = match stream.get_ref().1.alpn_protocol() {
                 Some(b"h2") => Protocol::Http2,
@@ -298,10 +308,12 @@ where
             }
             () = state.goaway.notified(), if !draining => {
                 tracing::debug!("GOAWAY: too many cancelled streams on one connection");
+                shared.metrics.goaway_cancelled.inc();
                 graceful(conn.as_mut());
                 draining = true;
             }
             () = idle_check.as_mut(), if !draining => {
+                shared.metrics.goaway_idle.inc();
                 graceful(conn.as_mut());
                 draining = true;
             }

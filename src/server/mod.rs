@@ -125,6 +125,57 @@ pub struct Edge {
     pub trusted: TrustedProxies,
 }
 
+/// Why a connection was closed before any request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refused {
+    MaxConnections,
+    PerIp,
+    ProxyProtocol,
+    TlsHandshake,
+}
+
+/// A listener's connection metrics.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    open: Option<prometheus::IntGauge>,
+    refused: [prometheus::IntCounter; 4],
+    goaway_cancelled: prometheus::IntCounter,
+    goaway_idle: prometheus::IntCounter,
+}
+
+impl ListenerMetrics {
+    /// Counts `listener`'s refusals and GOAWAYs in `m`; `open`, if given, counts its open
+    /// connections.
+    pub fn new(
+        m: &crate::metrics::Metrics,
+        listener: &str,
+        open: Option<prometheus::IntGauge>,
+    ) -> Self {
+        let refused = [
+            "max_connections",
+            "per_ip",
+            "proxy_protocol",
+            "tls_handshake",
+        ]
+        .map(|reason| m.connections_refused.with_label_values(&[listener, reason]));
+        Self {
+            open,
+            refused,
+            goaway_cancelled: m.goaway.with_label_values(&["cancelled_streams"]),
+            goaway_idle: m.goaway.with_label_values(&["idle"]),
+        }
+    }
+
+    /// Metrics that go nowhere (the demo backend's listener).
+    pub fn unregistered() -> Self {
+        Self::new(&crate::metrics::Metrics::new(), "none", None)
+    }
+
+    pub(crate) fn refused(&self, why: Refused) {
+        self.refused[why as usize].inc();
+    }
+}
+
 /// The raw HTTP/1.1 answer written, best effort, to a connection over a limit before it
 /// is closed; no HTTP machinery is spent on a connection that is refused.
 fn too_many_connections() -> Vec<u8> {
@@ -196,19 +247,20 @@ struct Shared<H> {
     h2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
     refusal: Vec<u8>,
     shutdown: CancellationToken,
+    metrics: ListenerMetrics,
 }
 
 /// Serves `listener` with `handler` until `shutdown` fires, then stops accepting and lets
-/// in-flight requests finish for up to `limits.shutdown_timeout`. `open`, if given, counts
-/// the connections being served.
+/// in-flight requests finish for up to `limits.shutdown_timeout`.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: H,
     limits: Limits,
     edge: Edge,
-    open: Option<prometheus::IntGauge>,
+    metrics: ListenerMetrics,
     shutdown: CancellationToken,
 ) {
+    let open = metrics.open.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shared = Arc::new(Shared {
         handler,
@@ -225,6 +277,7 @@ pub async fn serve<H: Handler>(
         limits,
         edge,
         shutdown: shutdown.clone(),
+        metrics,
     });
     let tracker = TaskTracker::new();
     loop {
@@ -244,6 +297,7 @@ pub async fn serve<H: Handler>(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             // Refuse at once: a crowd must not pile up in accepted-but-unserved sockets.
             let _ = stream.try_write(&shared.refusal);
+            shared.metrics.refused(Refused::MaxConnections);
             tracing::debug!(%peer, "connection refused: max_connections reached");
             continue;
         };
