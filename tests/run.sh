@@ -10,7 +10,8 @@ source scripts/ensure-packages.sh
 # monitoring tests check the shipped Prometheus config and alert rules with promtool; the
 # browser tests drive Debian's chromium through playwright-core (npm, pinned in
 # tests/browser/package-lock.json).
-ensure_packages redis-server:redis-server promtool:prometheus chromium:chromium node:nodejs npm:npm
+# The fuzz targets link libFuzzer, which is C++ (built by libfuzzer-sys).
+ensure_packages redis-server:redis-server promtool:prometheus chromium:chromium node:nodejs npm:npm c++:g++
 echo "== npm ci (tests/browser)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
@@ -20,6 +21,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
+# Every fuzz target, coverage-guided, for a short bounded time (stable toolchain).
+echo "== fuzz"
+SECONDS_PER_TARGET=${FUZZ_SECONDS:-10} bash fuzz/run.sh
 # The README's other command, `cargo run --release -- demo`, must pick the gateway binary
 # among the workspace's binaries (a debug build here: the same target selection).
 echo "== cargo run -- --version"

@@ -10,14 +10,25 @@ fuzz_target!(|raw: &str| {
     let Ok(once) = normalise(raw) else {
         return;
     };
-    assert_eq!(normalise(&once).as_deref(), Ok(&*once), "not idempotent: {raw:?}");
+    assert_eq!(
+        normalise(&once).as_deref(),
+        Ok(&*once),
+        "not idempotent: {raw:?}"
+    );
     let Ok(uri) = once.parse::<http::Uri>() else {
         return;
     };
-    let (parts, ()) = http::Request::post(uri).body(()).expect("request").into_parts();
+    let (parts, ()) = http::Request::post(uri)
+        .body(())
+        .expect("request")
+        .into_parts();
     let guard = Guard::new(Some("/orders"));
     if guard.check(&parts, &once).is_ok() {
         let read = lenient_segments(&once);
-        assert_ne!(read.first().map(String::as_str), Some("orders"), "{raw:?} reaches the intake");
+        assert_ne!(
+            read.first().map(String::as_str),
+            Some("orders"),
+            "{raw:?} reaches the intake"
+        );
     }
 });
