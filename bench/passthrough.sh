@@ -78,7 +78,7 @@ CONF
 
 $PIN_LOAD "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 $PIN_PROXY "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off;' & PIDS+=($!)
-$PIN_PROXY ./target/release/flashgate serve --config "$WORK/flashgate.toml" & PIDS+=($!)
+$PIN_PROXY "$FLASHGATE" serve --config "$WORK/flashgate.toml" & PIDS+=($!)
 
 wait_port "$UP_PORT"; wait_port "$NGINX_PORT"; wait_port "$FG_PORT"
 

@@ -58,7 +58,7 @@ CONF
 mkdir -p "$WORK/www"
 
 $PIN_PROXY "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!); NGINX_PID=$!
-$PIN_PROXY ./target/release/flashgate serve --config "$WORK/flashgate.toml" & PIDS+=($!); FG_PID=$!
+$PIN_PROXY "$FLASHGATE" serve --config "$WORK/flashgate.toml" & PIDS+=($!); FG_PID=$!
 wait_port "$NGINX_PORT"; wait_port "$FG_PORT"
 
 run() { # port pid -> "requests/s refused-share p99-ms cpu-µs-per-request" of one run

@@ -45,7 +45,7 @@ level = "warn"
 CONF
 
 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
-./target/release/flashgate serve --config "$WORK/flashgate.toml" & FG_PID=$!; PIDS+=($FG_PID)
+"$FLASHGATE" serve --config "$WORK/flashgate.toml" & FG_PID=$!; PIDS+=($FG_PID)
 wait_port "$UP_PORT"; wait_port "$FG_PORT"
 
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$FG_PID/status"; }

@@ -6,7 +6,9 @@ ensure_packages wrk:wrk nginx:nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 # Builds the release binary, makes $WORK, and stops everything in $PIDS on exit.
+# GATEWAY_BIN runs another build instead (a before/after comparison).
 cargo build --release --locked -q
+FLASHGATE=${GATEWAY_BIN:-./target/release/flashgate}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

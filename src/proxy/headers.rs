@@ -71,7 +71,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, kept: &[&HeaderName]) {
 /// and the proxy's address appended; what it says of the scheme, host and port stands.
 /// `Flashgate-Signature` belongs to deliveries only and never passes.
 pub fn set_forwarding(headers: &mut HeaderMap, peer: &Peer) {
-    headers.remove(&crate::signature::FLASHGATE_SIGNATURE);
+    if headers.contains_key(&crate::signature::FLASHGATE_SIGNATURE) {
+        headers.remove(&crate::signature::FLASHGATE_SIGNATURE);
+    }
     let proto = HeaderValue::from_static(if peer.tls { "https" } else { "http" });
     match peer.via {
         Some(proxy) => {
@@ -83,8 +85,14 @@ pub fn set_forwarding(headers: &mut HeaderMap, peer: &Peer) {
             }
         }
         None => {
-            for name in [&header::FORWARDED, &X_FORWARDED_HOST, &X_FORWARDED_PORT] {
-                headers.remove(name);
+            // One pass without hashing: most requests carry none of these.
+            let claimed = headers.keys().any(|n| {
+                n == header::FORWARDED || *n == X_FORWARDED_HOST || *n == X_FORWARDED_PORT
+            });
+            if claimed {
+                for name in [&header::FORWARDED, &X_FORWARDED_HOST, &X_FORWARDED_PORT] {
+                    headers.remove(name);
+                }
             }
             headers.insert(X_FORWARDED_FOR.clone(), peer.ip.clone());
             headers.insert(X_FORWARDED_PROTO.clone(), proto);
@@ -113,12 +121,7 @@ pub fn client_host(parts: &Parts) -> Result<Option<HeaderValue>, GatewayError> {
     match first {
         Some(h) if h.is_empty() => Ok(None),
         Some(h) => {
-            let valid = h
-                .to_str()
-                .ok()
-                .filter(|t| !t.contains('@'))
-                .is_some_and(|t| t.parse::<http::uri::Authority>().is_ok());
-            if valid {
+            if is_authority(h.as_bytes()) {
                 Ok(Some(h.clone()))
             } else {
                 Err(GatewayError::BadRequest("invalid Host header"))
@@ -129,6 +132,60 @@ pub fn client_host(parts: &Parts) -> Result<Option<HeaderValue>, GatewayError> {
         }
         None => Ok(None),
     }
+}
+
+/// Whether `b` is a `host[:port]` (RFC 3986 reg-name, IPv4 or bracketed IPv6) without user
+/// info; checked in place, since every proxied request carries one.
+fn is_authority(b: &[u8]) -> bool {
+    let (host, port) = match b.first() {
+        Some(b'[') => match b.iter().position(|&c| c == b']') {
+            Some(end) => {
+                let inner = &b[1..end];
+                if inner.is_empty()
+                    || !inner
+                        .iter()
+                        .all(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.'))
+                {
+                    return false;
+                }
+                (&b[..=end], &b[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match b.iter().position(|&c| c == b':') {
+            Some(i) => (&b[..i], &b[i..]),
+            None => (b, &b[b.len()..]),
+        },
+    };
+    let host_ok = host.first() == Some(&b'[')
+        || (!host.is_empty()
+            && host.iter().all(|&c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(
+                        c,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'%'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                    )
+            }));
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host_ok && port_ok
 }
 
 /// Joins h2 `cookie` fields into one, as an HTTP/1.1 upstream expects (RFC 9113 §8.2.3).
@@ -238,12 +295,23 @@ mod tests {
             Some(Some("real".into()))
         );
         assert_eq!(host(&parts("/", Version::HTTP_10, &[])).ok(), Some(None));
+        for ok in [
+            "[::1]:80",
+            "127.0.0.1",
+            "xn--bcher-kva.example:443",
+            "a_b.local",
+        ] {
+            assert!(host(&parts("/", Version::HTTP_11, &[ok])).is_ok(), "{ok}");
+        }
         for (uri, hosts) in [
             ("/", &[][..]),
             ("/", &["a", "b"][..]),
             ("/", &["a b"][..]),
             ("/", &["a/b?c#d"][..]),
             ("/", &["user@host"][..]),
+            ("/", &["a:b"][..]),
+            ("/", &["[::1"][..]),
+            ("/", &["a:123456"][..]),
         ] {
             assert!(
                 host(&parts(uri, Version::HTTP_11, hosts)).is_err(),
