@@ -7,7 +7,14 @@ use crate::config::{LogConfig, LogFormat};
 /// Installs the global subscriber; a second call (tests) leaves the first in place.
 pub fn init(cfg: &LogConfig) {
     // The level was validated with the config; fall back to `info` rather than fail.
-    let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // rustls warns once per handshake about what clients send (an IP address as SNI, say):
+    // any client could flood the log. Its errors stay, unless `log.level` names rustls.
+    if !cfg.level.contains("rustls") {
+        if let Ok(quiet) = "rustls=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
