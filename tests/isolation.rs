@@ -295,3 +295,92 @@ async fn a_connection_option_cannot_strip_the_identity_header() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(up.next_seen().await.headers["x-user-id"], "alice");
 }
+
+/// One h2 frame: length, type, flags, stream, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_pings_is_closed_after_goaway() {
+    let up = Upstream::start().await;
+    let gw = gateway(&config_text(
+        &up.url(),
+        "h2_max_cancelled_streams = 3\nheader_timeout = \"300ms\"",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.public_addr).await.expect("connect");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(0x4, 0, 0, &[]));
+    s.write_all(&hello).await.expect("preface");
+    // GET /hold for authority t, HPACK by hand: :method GET, :scheme http, :path, :authority.
+    let mut block = vec![0x82, 0x86, 0x04, 5];
+    block.extend_from_slice(b"/hold");
+    block.extend_from_slice(&[0x01, 1, b't']);
+    let (mut rd, mut wr) = s.into_split();
+    // Whatever the server sends is read and dropped: no SETTINGS or PING is acknowledged.
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    });
+    for i in 0..3u32 {
+        let stream = 1 + 2 * i;
+        wr.write_all(&frame(0x1, 0x5, stream, &block))
+            .await
+            .expect("headers");
+        assert_eq!(up.arrival().await, "/hold");
+        // RST_STREAM, CANCEL.
+        wr.write_all(&frame(0x3, 0, stream, &8u32.to_be_bytes()))
+            .await
+            .expect("reset");
+    }
+    guarded("the connection to close without a PING answer", reader)
+        .await
+        .expect("reader");
+}
+
+#[tokio::test]
+async fn an_upload_that_stops_does_not_hold_an_upstream_connection() {
+    let up = raw_upstream().await;
+    let gw = gateway(&format!(
+        "{}max_connections = 1\npool_size = 1\n",
+        config_text(&format!("http://{up}"), "body_timeout = \"300ms\"")
+    ))
+    .await;
+    let addr = gw.public_addr;
+    // Declares 100000 bytes, sends ten, then nothing; the upstream answers it early.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 512];
+    let n = guarded("the early answer", s.read(&mut buf))
+        .await
+        .expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 401"));
+    // The only upstream connection is freed once the body is overdue, while the client
+    // still holds its own connection open.
+    let served = guarded("the upstream connection to be freed", async {
+        loop {
+            let a = send(addr, get("/next")).await;
+            if a.status == StatusCode::OK {
+                return a;
+            }
+            assert_refused(&a, StatusCode::SERVICE_UNAVAILABLE, "upstream_busy");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(served.body.as_ref(), b"ok");
+    drop(s);
+}

@@ -1,6 +1,7 @@
 //! Reverse proxy for every request that is not a sale route: pooled keep-alive client,
 //! bodies streamed both ways, hop-by-hop headers stripped, `X-Forwarded-*` added.
 
+mod deadline;
 mod guard;
 mod headers;
 mod pool;
@@ -18,14 +19,16 @@ use crate::config::{ServerConfig, UpstreamConfig};
 use crate::error::GatewayError;
 use crate::response::GatewayResponse;
 use crate::server::Peer;
+pub use deadline::{BodyTimedOut, Deadline};
 pub use guard::Guard;
 
 use headers::strip_hop_by_hop;
 pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP};
 pub use pool::{Pool, PooledBody, SendBody, UpstreamError};
 
-/// Request body as sent upstream: the client's body, cut off at `server.body_limit`.
-pub type UpstreamBody = Limited<Incoming>;
+/// Request body as sent upstream: the client's body, cut off at `server.body_limit` and
+/// after `server.body_timeout`.
+pub type UpstreamBody = Limited<Deadline<Incoming>>;
 
 /// Where `upstream.url` points: shared by the proxy and the deliverer.
 pub struct UpstreamTarget {
@@ -68,6 +71,7 @@ pub struct Proxy {
     prefix: String,
     timeout: Duration,
     body_limit: u64,
+    body_timeout: Duration,
     preserve_host: bool,
     guard: Guard,
     /// The identity header, which a client's `Connection` option cannot strip.
@@ -96,6 +100,7 @@ impl Proxy {
             prefix,
             timeout: upstream.timeout,
             body_limit: server.body_limit,
+            body_timeout: server.body_timeout,
             preserve_host: upstream.preserve_host,
             guard: Guard::default(),
             identity: http::HeaderName::from_static("x-user-id"),
@@ -183,7 +188,13 @@ impl Proxy {
         // The upstream leg is HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
 
-        let upstream_req = Request::from_parts(parts, Limited::new(body, self.body_limit as usize));
+        let upstream_req = Request::from_parts(
+            parts,
+            Limited::new(
+                Deadline::new(body, self.body_timeout),
+                self.body_limit as usize,
+            ),
+        );
         let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
             Err(_) => {
                 tracing::warn!(upstream = %self.authority, "upstream timed out");
@@ -194,6 +205,15 @@ impl Proxy {
                 return Err(GatewayError::BodyTooLarge {
                     limit: self.body_limit,
                 })
+            }
+            Ok(Err(e)) if caused_by::<BodyTimedOut>(&e) => {
+                return Err(GatewayError::RequestTimeout);
+            }
+            Ok(Err(UpstreamError::Http(e))) if e.is_user() => {
+                // The client's own body failed (reset, cut off): its doing, not the
+                // upstream's, and at the client's rate: not worth a warning each.
+                tracing::debug!(error = %error_chain(&e), "request body failed while proxied");
+                return Err(GatewayError::UpstreamUnavailable);
             }
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %self.authority, error = %error_chain(&e), "upstream request failed");
@@ -236,9 +256,14 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn caused_by_body_limit(e: &(dyn StdError + 'static)) -> bool {
+    caused_by::<LengthLimitError>(e)
+}
+
+/// Whether an error of type `T` is anywhere in `e`'s chain.
+fn caused_by<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = cur {
-        if err.is::<LengthLimitError>() {
+        if err.is::<T>() {
             return true;
         }
         cur = err.source();

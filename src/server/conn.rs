@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -155,10 +155,11 @@ impl ConnState {
 }
 
 /// One request's hold on its connection: counted active until its response body is sent
-/// or dropped; dropped before an answer, it counts as cancelled.
+/// or dropped. Dropped before its response was sent whole (the client reset the stream
+/// while it was handled, or while its answer was on the way), it counts as cancelled.
 struct StreamGuard {
     conn: Arc<ConnState>,
-    answered: bool,
+    answered: AtomicBool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -167,7 +168,7 @@ impl StreamGuard {
         conn.active.fetch_add(1, Ordering::AcqRel);
         Self {
             conn,
-            answered: false,
+            answered: AtomicBool::new(false),
             _permit: permit,
         }
     }
@@ -176,7 +177,7 @@ impl StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         let c = &self.conn;
-        if !self.answered {
+        if !self.answered.load(Ordering::Acquire) {
             let n = c.cancelled.fetch_add(1, Ordering::AcqRel) + 1;
             if n == c.max_cancelled {
                 c.goaway.notify_one();
@@ -194,6 +195,14 @@ pub(super) struct Tracked<B> {
     _guard: Option<StreamGuard>,
 }
 
+impl<B> Tracked<B> {
+    fn sent(&self) {
+        if let Some(g) = &self._guard {
+            g.answered.store(true, Ordering::Release);
+        }
+    }
+}
+
 impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
     type Data = Bytes;
     type Error = B::Error;
@@ -202,11 +211,19 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.sent();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if end {
+            self.sent();
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -225,7 +242,11 @@ where
         active: AtomicUsize::new(0),
         idle_since_ms: AtomicU64::new(0),
         cancelled: AtomicU32::new(0),
-        max_cancelled: limits.h2_max_cancelled_streams.max(1),
+        // An HTTP/1 client cancels by closing its connection; only h2 streams are counted.
+        max_cancelled: match protocol {
+            Protocol::Http2 => limits.h2_max_cancelled_streams.max(1),
+            Protocol::Http1 => u32::MAX,
+        },
         goaway: Notify::new(),
     });
     let addr = peer.addr;
@@ -244,9 +265,8 @@ where
                         _guard: None,
                     }));
                 };
-                let mut guard = StreamGuard::new(state, permit);
+                let guard = StreamGuard::new(state, permit);
                 let resp = shared.handler.handle(req, &peer).await;
-                guard.answered = true;
                 Ok(resp.map(|inner| Tracked {
                     inner,
                     _guard: Some(guard),
@@ -298,6 +318,10 @@ where
         }
     };
     let mut idle_check = pin!(idle_check);
+    // A GOAWAY the gateway sent on its own (cancelled streams, idleness) completes only if
+    // the client answers hyper's PING; one that does not is closed after this long.
+    let grace = tokio::time::sleep(Duration::MAX);
+    let mut grace = pin!(grace);
     let mut draining = false;
     loop {
         tokio::select! {
@@ -311,12 +335,15 @@ where
                 shared.metrics.goaway_cancelled.inc();
                 graceful(conn.as_mut());
                 draining = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + shared.limits.header_timeout);
             }
             () = idle_check.as_mut(), if !draining => {
                 shared.metrics.goaway_idle.inc();
                 graceful(conn.as_mut());
                 draining = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + shared.limits.header_timeout);
             }
+            () = grace.as_mut() => return Ok(()),
         }
     }
 }
