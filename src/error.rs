@@ -17,6 +17,12 @@ pub enum GatewayError {
         /// The configured limit.
         limit: u64,
     },
+    /// The request header block is larger than `server.max_header_size`.
+    #[error("the request header is larger than {limit} bytes")]
+    HeaderTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
     /// No route on the admin listener matches.
     #[error("no such route")]
     NotFound,
@@ -116,6 +122,7 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -148,6 +155,7 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::HeaderTooLarge { .. } => "header_too_large",
             Self::NotFound => "not_found",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamBusy => "upstream_busy",
@@ -202,6 +210,7 @@ mod tests {
         let all = [
             GatewayError::BadRequest("x"),
             GatewayError::BodyTooLarge { limit: 1 },
+            GatewayError::HeaderTooLarge { limit: 1 },
             GatewayError::NotFound,
             GatewayError::UpstreamUnavailable,
             GatewayError::UpstreamBusy,

@@ -99,8 +99,9 @@ pub fn normalise_uri(uri: &mut http::Uri) -> Result<(), PathError> {
 
 /// How the most forgiving backend might route `path`: escapes decoded until nothing
 /// changes (bytes that are not UTF-8 read as `/`, as old servers read overlong forms),
-/// lower case, `\` as `/`, slashes merged, dot segments resolved, each segment cut at `;`,
-/// `.`, `:` or NUL. The intake guard is tested and fuzzed against this reading.
+/// [`fold`]ed, `\` as `/`, slashes merged, `;parameters` stripped, whitespace trimmed,
+/// dot segments resolved, each segment cut at `.`, `:` or NUL. The intake guard is tested
+/// and fuzzed against this reading.
 pub fn lenient_segments(path: &str) -> Vec<String> {
     let mut text = path.to_owned();
     loop {
@@ -111,8 +112,8 @@ pub fn lenient_segments(path: &str) -> Vec<String> {
         text = decoded;
     }
     let mut out: Vec<String> = Vec::new();
-    for segment in text.to_lowercase().replace('\\', "/").split('/') {
-        match segment.trim() {
+    for segment in fold(&text).replace('\\', "/").split('/') {
+        match segment.split(';').next().unwrap_or_default().trim() {
             "" | "." => {}
             ".." => {
                 out.pop();
@@ -226,14 +227,35 @@ fn check_escapes(path: &str) -> Result<(), PathError> {
 
 /// Refuses `.` and `..` segments, also with `;parameters` (`..;x`, which some servers read
 /// as `..`).
+/// Refuses `.` and `..` segments, also as a backend that decodes, normalises Unicode
+/// (NFKC: a fullwidth `．` is a dot), trims whitespace and strips `;parameters` would read
+/// them (`..;x`, `..%3Bx`, `..%20`).
 fn check_segments(path: &str) -> Result<(), PathError> {
     for segment in path.split('/') {
-        let name = segment.split(';').next().unwrap_or(segment);
+        let read = if segment.contains('%') {
+            Cow::Owned(fold(segment))
+        } else {
+            Cow::Borrowed(segment)
+        };
+        let name = read.split(';').next().unwrap_or_default().trim();
         if name == "." || name == ".." {
             return Err(PathError::DotSegment);
         }
     }
     Ok(())
+}
+
+/// A segment as the most forgiving backend compares it: escapes decoded, NFKC-normalised
+/// (fullwidth letters are letters), case-folded as Java's `equalsIgnoreCase` and .NET's
+/// ordinal-ignore-case do (`ſ` is `s`, the Kelvin sign is `k`).
+pub fn fold(segment: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let decoded = decode_leniently(segment);
+    decoded
+        .nfkc()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn push_escape(out: &mut String, v: u8) {
@@ -321,6 +343,11 @@ mod tests {
             ("/%2e%2e/orders", PathError::DotSegment),
             ("/.%2E", PathError::DotSegment),
             ("/static/..;/admin", PathError::DotSegment),
+            ("/x/..%3B/orders", PathError::DotSegment),
+            ("/x/%2e%2e%3bx/orders", PathError::DotSegment),
+            ("/x/..%20/orders", PathError::DotSegment),
+            ("/x/%20.%C2%A0/orders", PathError::DotSegment),
+            ("/x/%EF%BC%8E%EF%BC%8E/orders", PathError::DotSegment),
             ("/..", PathError::DotSegment),
             ("a/b", PathError::NotAbsolute),
         ];

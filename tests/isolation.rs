@@ -215,6 +215,21 @@ async fn an_unterminated_header_block_is_cut_off_at_the_limit() {
     }
     let text = read_until_closed(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 431"), "{text:?}");
+    // A complete header block over the (default) limit, sent in one write, is refused too:
+    // hyper's read buffer alone would let one read's worth more through.
+    let gw = gateway(&config_text(&up.url(), "")).await;
+    let pad = "p".repeat(70_000);
+    for (headers, name) in [
+        (format!("X-Pad: {pad}\r\n"), "one long"),
+        ("X-P: 0123456789\r\n".repeat(4000), "many"),
+    ] {
+        let text = raw(
+            gw.public_addr,
+            format!("GET / HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 431"), "{name}: {text:?}");
+    }
     assert!(up.drain_seen().await.is_empty());
 }
 

@@ -50,6 +50,16 @@ async fn no_spelling_of_the_order_intake_reaches_the_upstream() {
         "/static/..%2forders",
         "///orders//",
         "/./orders",
+        "/%20orders",
+        "/%20/orders",
+        "/x/..%20/orders",
+        "/%C2%A0orders",
+        "/order%C5%BF",
+        "/x/..%3B/orders",
+        "/x/%2e%2e%3b/orders",
+        "/%EF%BD%8Frders",
+        "/x/%EF%BC%8E%EF%BC%8E/orders",
+        "/%E2%80%83orders%E2%80%83",
     ];
     for path in variants {
         for method in ["POST", "PUT", "PATCH"] {

@@ -63,24 +63,33 @@ fn writes(method: &Method) -> bool {
         .any(|m| method.as_str().eq_ignore_ascii_case(m))
 }
 
-/// Whether a lenient backend could route `path` to the intake or below it: segments are
-/// compared without case, and a segment matches with anything but a letter, digit, `-` or
-/// `_` after it (`orders;x`, `orders.json`, `orders%3Bx`, `orders:create`), since some
-/// backend strips it. Compares in place.
+/// Whether a lenient backend could route `path` to the intake or below it. A segment is
+/// compared as such a backend may read it ([`crate::path::fold`]: decoded, NFKC, case
+/// folded; whitespace trimmed), and matches with anything but a letter, digit, `-` or `_`
+/// after it (`orders;x`, `orders.json`, `orders%3Bx`, `orders:create`), since some backend
+/// strips it. ASCII segments without escapes, nearly all, are compared in place.
 fn reaches(path: &str, intake: &[String]) -> bool {
-    let mut theirs = path.split('/').filter(|s| !s.is_empty());
+    // A segment that is only whitespace is as good as none to such a backend.
+    let mut theirs = path
+        .split('/')
+        .map(|segment| {
+            if segment.contains('%') || !segment.is_ascii() {
+                std::borrow::Cow::Owned(crate::path::fold(segment))
+            } else {
+                std::borrow::Cow::Borrowed(segment)
+            }
+        })
+        .filter(|read| !read.trim().is_empty());
     for ours in intake {
-        let Some(segment) = theirs.next() else {
+        let Some(read) = theirs.next() else {
             return false;
         };
-        let b = segment.as_bytes();
-        if b.len() < ours.len() || !b[..ours.len()].eq_ignore_ascii_case(ours.as_bytes()) {
+        let Some(rest) = strip_prefix_ignore_case(read.trim(), ours) else {
             return false;
-        }
-        let rest = &b[ours.len()..];
-        let same = match rest.first() {
+        };
+        let same = match rest.chars().next() {
             None => true,
-            Some(&c) => !(c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+            Some(c) => !(c.is_alphanumeric() || c == '-' || c == '_'),
         };
         if !same {
             return false;
@@ -88,6 +97,12 @@ fn reaches(path: &str, intake: &[String]) -> bool {
     }
     // The intake itself or a path below it.
     true
+}
+
+/// `text` without the prefix `ours` (lower case ASCII), compared without ASCII case.
+fn strip_prefix_ignore_case<'a>(text: &'a str, ours: &str) -> Option<&'a str> {
+    let head = text.get(..ours.len())?;
+    head.eq_ignore_ascii_case(ours).then(|| &text[ours.len()..])
 }
 
 #[cfg(test)]
@@ -125,6 +140,11 @@ mod tests {
             "/orders~",
             "/orders/history",
             "/orders;a/b",
+            "/%20orders",
+            "/%20/orders",
+            "/%C2%A0orders",
+            "/order%C5%BF",
+            "/%EF%BD%8Frders",
         ] {
             for m in ["POST", "PUT", "PATCH", "post"] {
                 assert!(

@@ -265,6 +265,18 @@ where
                         _guard: None,
                     }));
                 };
+                // hyper's read buffer bounds an HTTP/1 header only to within one read, and
+                // h2 counts its header list its own way: the limit is exact here.
+                let size = header_size(&req);
+                if size > shared.limits.max_header_size {
+                    let e = GatewayError::HeaderTooLarge {
+                        limit: shared.limits.max_header_size,
+                    };
+                    return Ok(e.into_closing_response().map(|inner| Tracked {
+                        inner,
+                        _guard: None,
+                    }));
+                }
                 let guard = StreamGuard::new(state, permit);
                 let resp = shared.handler.handle(req, &peer).await;
                 Ok(resp.map(|inner| Tracked {
@@ -289,6 +301,18 @@ where
     if let Err(e) = result {
         tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
     }
+}
+
+/// A request head's size as sent over HTTP/1: the request line and each header line.
+fn header_size<B>(req: &http::Request<B>) -> usize {
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 /// Runs `conn` to its end, asking it to finish gracefully (GOAWAY on h2, close after the

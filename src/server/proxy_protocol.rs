@@ -10,15 +10,17 @@ use ppp::{v1, v2, HeaderResult, PartialResult};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// Longest header accepted (a v2 header may carry TLVs; the address block is at most 216).
-const MAX_HEADER: usize = 1024;
+/// Longest header accepted: a v2 header may carry TLVs (cloud balancers add ids, TLS
+/// details); the address block itself is at most 216 bytes.
+const MAX_HEADER: usize = 4096;
 
 /// Reads and consumes the PROXY header at the start of `stream`: the client's address, or
 /// None when the header says the connection is the balancer's own (v1 `UNKNOWN`, v2
 /// `LOCAL`, a UNIX socket). A missing or malformed header is an error: the connection is
 /// not the balancer's.
 pub async fn read(stream: &mut TcpStream) -> io::Result<Option<SocketAddr>> {
-    let mut buf = [0u8; MAX_HEADER];
+    // On the heap: only connections on a PROXY listener pay for it.
+    let mut buf = vec![0u8; MAX_HEADER];
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 {
