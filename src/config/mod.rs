@@ -72,8 +72,8 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Largest request body accepted, in bytes; larger ones get 413 `body_too_large`.
     pub body_limit: u64,
-    /// A sale request's body must arrive within this time once its header has (slow-body
-    /// guard); else 408 `request_timeout`.
+    /// A request's body must arrive within this time once its header has (slow-body
+    /// guard): a sale request's (else 408 `request_timeout`) and a proxied one's.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
     /// Runtime worker threads; 0 means one per CPU core.
