@@ -19,23 +19,9 @@ NGINX_PORT=${NGINX_PORT:-19082}
 FG_PORT=${FG_PORT:-19083}
 FG_ADMIN_PORT=${FG_ADMIN_PORT:-19084}
 
-# The upstream: a fixed 128-byte JSON answer, keep-alive without a request cap.
-BODY='{"status":"ok","service":"backend","items":[1,2,3,4,5,6,7,8,9,10],"note":"fixed upstream answer for benchmarks"}'
-mkdir -p "$WORK/up" "$WORK/px"
-cat > "$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-error_log $WORK/up/error.log warn;
-pid $WORK/up/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    server {
-        listen 127.0.0.1:$UP_PORT reuseport;
-        location / { default_type application/json; return 200 '$BODY'; }
-    }
-}
-CONF
+# The upstream: a fixed 128-byte JSON answer (scripts/bench-lib.sh).
+upstream_conf "$WORK/up" "$UP_PORT"
+mkdir -p "$WORK/px"
 
 # nginx as the reverse proxy flashgate is compared with: pooled keep-alive upstream
 # connections and the same forwarded headers flashgate adds.

@@ -23,26 +23,12 @@ NGINX_PORT=${NGINX_PORT:-19182}
 FG_PORT=${FG_PORT:-19183}
 FG_ADMIN_PORT=${FG_ADMIN_PORT:-19184}
 
-mkdir -p "$WORK/up" "$WORK/px"
+mkdir -p "$WORK/px"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
-BODY='{"status":"ok","service":"backend","items":[1,2,3,4,5,6,7,8,9,10],"note":"fixed upstream answer for benchmarks"}'
-cat > "$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-error_log $WORK/up/error.log warn;
-pid $WORK/up/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    server {
-        listen 127.0.0.1:$UP_PORT reuseport;
-        location / { default_type application/json; return 200 '$BODY'; }
-    }
-}
-CONF
+upstream_conf "$WORK/up" "$UP_PORT"
 cat > "$WORK/px/nginx.conf" <<CONF
 worker_processes 1;
 error_log $WORK/px/error.log warn;

@@ -72,3 +72,24 @@ nginx_worker() {
     done
     echo "$1"
 }
+
+# Writes DIR/nginx.conf for the benchmarks' upstream: nginx on 127.0.0.1:PORT answering a
+# fixed 128-byte JSON body, keep-alive without a request cap. Usage: upstream_conf DIR PORT
+upstream_conf() {
+    local body='{"status":"ok","service":"backend","items":[1,2,3,4,5,6,7,8,9,10],"note":"fixed upstream answer for benchmarks"}'
+    mkdir -p "$1"
+    cat > "$1/nginx.conf" <<CONF
+worker_processes 1;
+error_log $1/error.log warn;
+pid $1/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    server {
+        listen 127.0.0.1:$2 reuseport;
+        location / { default_type application/json; return 200 '$body'; }
+    }
+}
+CONF
+}

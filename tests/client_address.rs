@@ -87,14 +87,18 @@ fn v2_header(client: [u8; 4], port: u16) -> Vec<u8> {
 
 const GET: &[u8] = b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 
+/// `header` followed by a GET.
+fn with_get(mut header: Vec<u8>) -> Vec<u8> {
+    header.extend_from_slice(GET);
+    header
+}
+
 #[tokio::test]
 async fn a_proxy_protocol_header_names_the_client() {
     let up = Upstream::start().await;
     let gw = gateway(&config_text(&up.url(), "proxy_protocol = true")).await;
-    let mut v1 = b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n".to_vec();
-    v1.extend_from_slice(GET);
-    let mut v2 = v2_header([198, 51, 100, 8], 5001);
-    v2.extend_from_slice(GET);
+    let v1 = with_get(b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n".to_vec());
+    let v2 = with_get(v2_header([198, 51, 100, 8], 5001));
     for (bytes, client) in [(v1, "198.51.100.7"), (v2, "198.51.100.8")] {
         let text = raw(gw.public_addr, &bytes).await;
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -110,10 +114,8 @@ async fn a_proxy_protocol_header_names_the_client() {
 async fn a_proxy_protocol_header_is_refused_where_it_is_not_configured() {
     let up = Upstream::start().await;
     let gw = gateway(&config_text(&up.url(), "")).await;
-    let mut v1 = b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n".to_vec();
-    v1.extend_from_slice(GET);
-    let mut v2 = v2_header([198, 51, 100, 8], 5001);
-    v2.extend_from_slice(GET);
+    let v1 = with_get(b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n".to_vec());
+    let v2 = with_get(v2_header([198, 51, 100, 8], 5001));
     for bytes in [v1, v2] {
         let text = raw(gw.public_addr, &bytes).await;
         assert!(text.starts_with("HTTP/1.1 400"), "{text}");
@@ -129,8 +131,7 @@ async fn a_proxy_protocol_header_from_an_untrusted_peer_is_refused() {
         "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]",
     ))
     .await;
-    let mut v1 = b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n".to_vec();
-    v1.extend_from_slice(GET);
+    let v1 = with_get(b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n".to_vec());
     assert_eq!(raw(gw.public_addr, &v1).await, "");
     assert!(up.drain_seen().await.is_empty());
 }

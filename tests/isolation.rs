@@ -69,16 +69,26 @@ async fn an_upload_the_upstream_refused_unread_does_not_hold_the_next_request() 
     drop(tx);
 }
 
+/// An h2c client connection to `addr`, its connection task spawned.
+async fn h2_client(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    (sender, tokio::spawn(conn))
+}
+
 #[tokio::test]
 async fn an_idle_h2_connection_is_closed() {
     let up = Upstream::start().await;
     let gw = gateway(&config_text(&up.url(), "header_timeout = \"200ms\"")).await;
-    let stream = TcpStream::connect(gw.public_addr).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_client(gw.public_addr).await;
     // One request, then nothing: the connection is closed after the idle timeout.
     let resp = sender.send_request(get("/x")).await.expect("response");
     assert_eq!(resp.status(), StatusCode::OK);
@@ -98,12 +108,7 @@ async fn an_idle_h2_connection_is_closed() {
 async fn a_client_that_keeps_cancelling_streams_is_sent_goaway() {
     let up = Upstream::start().await;
     let gw = gateway(&config_text(&up.url(), "h2_max_cancelled_streams = 5")).await;
-    let stream = TcpStream::connect(gw.public_addr).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_client(gw.public_addr).await;
     // Paced rapid reset: one stream at a time, cancelled once the upstream has it.
     for _ in 0..5 {
         let mut pending = Box::pin(sender.send_request(get("/hold")));

@@ -331,7 +331,18 @@ impl Scenario {
         let mut server = section(&mut table, "server");
         server.insert("listen".into(), owned.listen.to_string().into());
         server.insert("admin_listen".into(), owned.admin_listen.to_string().into());
+        // The whole simulated crowd comes from 127.0.0.1: no per-address cap unless the
+        // scenario asks for one.
+        server
+            .entry("max_connections_per_ip")
+            .or_insert_with(|| 0.into());
         table.insert("server".into(), server.into());
+        let mut delivery = section(&mut table, "delivery");
+        delivery.insert(
+            "signing_secret".into(),
+            signing_secret(&owned.admin_token).into(),
+        );
+        table.insert("delivery".into(), delivery.into());
         let mut upstream = section(&mut table, "upstream");
         upstream.insert("url".into(), format!("http://{}", owned.backend).into());
         table.insert("upstream".into(), upstream.into());
@@ -374,6 +385,11 @@ impl Scenario {
             .map(|config| (text, config))
             .map_err(|e| format!("the scenario's gateway config: {e}"))
     }
+}
+
+/// The secret a run's gateway signs deliveries with and its demo backend verifies.
+pub fn signing_secret(admin_token: &str) -> String {
+    format!("deliveries-{admin_token}")
 }
 
 /// The parts of the gateway's config the load test decides.

@@ -182,7 +182,12 @@ impl Stack {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let backend_stop = CancellationToken::new();
-        let demo = flashgate::demo::DemoBackend::with_delay(scenario.backend.delay);
+        let admin_token = flashgate::types::Token::random().to_string();
+        // The backend takes only signed deliveries, as a production one should.
+        let demo = flashgate::demo::DemoBackend::with_delay(scenario.backend.delay).verifying(
+            &crate::scenario::signing_secret(&admin_token),
+            Duration::from_secs(300),
+        );
         let (backend, demo, _) = flashgate::demo::serve_backend(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             demo,
@@ -213,7 +218,6 @@ impl Stack {
         let redis_addr = redis
             .as_ref()
             .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)));
-        let admin_token = flashgate::types::Token::random().to_string();
         let side = Side::new(SIDE_TIMEOUT);
         let faulty = scenario.chaos.is_some();
         let mut instances = Vec::with_capacity(scenario.instances);
