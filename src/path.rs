@@ -253,9 +253,35 @@ pub fn fold(segment: &str) -> String {
     let decoded = decode_leniently(segment);
     decoded
         .nfkc()
+        .filter(|&c| !is_ignorable(c))
         .flat_map(char::to_uppercase)
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// Characters that render as nothing and that some reader drops or trims (JavaScript's
+/// `trim` strips U+FEFF; NFKC case folding drops default-ignorables): zero-width spaces
+/// and joiners, the BOM, soft hyphens, bidi marks, word joiners, invisible operators.
+fn is_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+    )
 }
 
 fn push_escape(out: &mut String, v: u8) {
@@ -348,6 +374,8 @@ mod tests {
             ("/x/..%20/orders", PathError::DotSegment),
             ("/x/%20.%C2%A0/orders", PathError::DotSegment),
             ("/x/%EF%BC%8E%EF%BC%8E/orders", PathError::DotSegment),
+            ("/x/..%EF%BB%BF/orders", PathError::DotSegment),
+            ("/x/.%E2%80%8B./orders", PathError::DotSegment),
             ("/..", PathError::DotSegment),
             ("a/b", PathError::NotAbsolute),
         ];

@@ -223,6 +223,21 @@ async fn an_unterminated_header_block_is_cut_off_at_the_limit() {
     // A complete header block over the (default) limit, sent in one write, is refused too:
     // hyper's read buffer alone would let one read's worth more through.
     let gw = gateway(&config_text(&up.url(), "")).await;
+    // Exactly at the limit passes; one byte more does not.
+    let head = "GET /exact HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Pad: \r\n\r\n";
+    for (extra, want) in [(0, "HTTP/1.1 200"), (1, "HTTP/1.1 431")] {
+        let pad = "p".repeat(65_536 - head.len() + extra);
+        let text = raw(
+            gw.public_addr,
+            head.replace("X-Pad: ", &format!("X-Pad: {pad}")).as_bytes(),
+        )
+        .await;
+        assert!(
+            text.starts_with(want),
+            "{extra}: {}",
+            &text[..text.len().min(80)]
+        );
+    }
     let pad = "p".repeat(70_000);
     for (headers, name) in [
         (format!("X-Pad: {pad}\r\n"), "one long"),
@@ -235,7 +250,11 @@ async fn an_unterminated_header_block_is_cut_off_at_the_limit() {
         .await;
         assert!(text.starts_with("HTTP/1.1 431"), "{name}: {text:?}");
     }
-    assert!(up.drain_seen().await.is_empty());
+    let seen = up.drain_seen().await;
+    assert!(
+        seen.iter().all(|s| s.uri.path() == "/exact"),
+        "only the block at the limit passed"
+    );
 }
 
 #[tokio::test]
@@ -364,9 +383,21 @@ async fn a_client_that_ignores_pings_is_closed_after_goaway() {
             .await
             .expect("reset");
     }
+    // Past the limit a new stream is refused, never proxied.
+    let mut echo = vec![0x82, 0x86, 0x04, 2];
+    echo.extend_from_slice(b"/x");
+    echo.extend_from_slice(&[0x01, 1, b't']);
+    wr.write_all(&frame(0x1, 0x5, 7, &echo))
+        .await
+        .expect("headers");
     guarded("the connection to close without a PING answer", reader)
         .await
         .expect("reader");
+    let seen = up.drain_seen().await;
+    assert!(
+        seen.iter().all(|s| s.uri.path() != "/x"),
+        "a stream past the limit was proxied"
+    );
 }
 
 #[tokio::test]

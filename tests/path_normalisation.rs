@@ -60,6 +60,12 @@ async fn no_spelling_of_the_order_intake_reaches_the_upstream() {
         "/%EF%BD%8Frders",
         "/x/%EF%BC%8E%EF%BC%8E/orders",
         "/%E2%80%83orders%E2%80%83",
+        "/;x/orders",
+        "/;/orders",
+        "/%3B/orders",
+        "/%EF%BB%BForders",
+        "/%E2%80%8B/orders",
+        "/x/..%EF%BB%BF/orders",
     ];
     for path in variants {
         for method in ["POST", "PUT", "PATCH"] {

@@ -69,7 +69,8 @@ fn writes(method: &Method) -> bool {
 /// after it (`orders;x`, `orders.json`, `orders%3Bx`, `orders:create`), since some backend
 /// strips it. ASCII segments without escapes, nearly all, are compared in place.
 fn reaches(path: &str, intake: &[String]) -> bool {
-    // A segment that is only whitespace is as good as none to such a backend.
+    // A segment that is only whitespace or `;parameters` is as good as none to such a
+    // backend (Tomcat strips `;x` and then merges the slashes: `/;x/orders` is `/orders`).
     let mut theirs = path
         .split('/')
         .map(|segment| {
@@ -79,7 +80,7 @@ fn reaches(path: &str, intake: &[String]) -> bool {
                 std::borrow::Cow::Borrowed(segment)
             }
         })
-        .filter(|read| !read.trim().is_empty());
+        .filter(|read| !read.split(';').next().unwrap_or_default().trim().is_empty());
     for ours in intake {
         let Some(read) = theirs.next() else {
             return false;
@@ -145,6 +146,12 @@ mod tests {
             "/%C2%A0orders",
             "/order%C5%BF",
             "/%EF%BD%8Frders",
+            "/;x/orders",
+            "/;/orders",
+            "/%3B/orders",
+            "/%E2%80%8Borders",
+            "/%EF%BB%BForders",
+            "/ord%C2%ADers",
         ] {
             for m in ["POST", "PUT", "PATCH", "post"] {
                 assert!(

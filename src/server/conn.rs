@@ -43,7 +43,11 @@ pub(super) fn h2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder
     h2.timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .max_concurrent_streams(limits.h2_max_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        // h2 counts 32 bytes more a header than the wire does; the gateway's own exact
+        // check (431 header_too_large) is the limit that applies.
+        .max_header_list_size(
+            u32::try_from(limits.max_header_size.saturating_mul(2)).unwrap_or(u32::MAX),
+        );
     h2
 }
 
@@ -258,7 +262,15 @@ where
             let state = state.clone();
             let peer = peer.clone();
             async move {
-                let Ok(permit) = shared.requests.clone().try_acquire_owned() else {
+                // Past the cancelled-stream limit the GOAWAY is on its way: streams the
+                // client still opens meanwhile are refused, never proxied.
+                let over = state.cancelled.load(Ordering::Acquire) >= state.max_cancelled;
+                let permit = if over {
+                    None
+                } else {
+                    shared.requests.clone().try_acquire_owned().ok()
+                };
+                let Some(permit) = permit else {
                     let resp = GatewayError::TooManyConnections.into_response();
                     return Ok::<_, Infallible>(resp.map(|inner| Tracked {
                         inner,
@@ -310,9 +322,10 @@ fn header_size<B>(req: &http::Request<B>) -> usize {
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.path_and_query().map_or(1, |p| p.as_str().len());
     let line = req.method().as_str().len() + target + 12;
+    // Each header line with its ": " and CRLF, and the blank line that ends the block.
     req.headers()
         .iter()
-        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+        .fold(line + 2, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 /// Runs `conn` to its end, asking it to finish gracefully (GOAWAY on h2, close after the
