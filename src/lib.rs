@@ -49,6 +49,7 @@ pub mod signal;
 pub mod signature;
 pub mod store;
 pub mod ticket;
+pub mod trusted_proxies;
 pub mod types;
 
 pub use config::Config;

@@ -93,7 +93,7 @@ fn check_server(c: &Config) -> Result<(), ConfigError> {
             "must be between 8192 and 16777216 bytes",
         ));
     }
-    crate::server::TrustedProxies::parse(&s.trusted_proxies)
+    crate::trusted_proxies::TrustedProxies::parse(&s.trusted_proxies)
         .map_err(|e| ConfigError::invalid("server.trusted_proxies", e))?;
     if let Some(tls) = &s.tls {
         for (key, file) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {

@@ -5,7 +5,6 @@
 mod conn;
 pub mod proxy_protocol;
 pub mod tls;
-pub mod trusted;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,8 +22,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::error::GatewayError;
 use crate::response::GatewayResponse;
+pub use crate::trusted_proxies::TrustedProxies;
 pub use tls::{TlsAcceptor, TlsError};
-pub use trusted::TrustedProxies;
 
 /// Answers one request; implemented by the public gateway and the admin API.
 pub trait Handler: Clone + Send + Sync + 'static {
