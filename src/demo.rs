@@ -120,7 +120,7 @@ impl DemoBackend {
             }
         };
         if let Some((signer, tolerance)) = &self.verify {
-            let now = crate::store::unix_millis(std::time::SystemTime::now()) / 1000;
+            let now = crate::types::unix_millis(std::time::SystemTime::now()) / 1000;
             let mut sent = signature.iter();
             let value = sent.next().filter(|_| sent.next().is_none());
             if let Err(e) = signer.verify(value, &body, now, *tolerance) {
@@ -150,7 +150,7 @@ impl DemoBackend {
         // stock back once told so); one applied before is acknowledged as ever.
         let expired = order["expires_at"]
             .as_u64()
-            .is_some_and(|at| crate::store::unix_millis(std::time::SystemTime::now()) > at);
+            .is_some_and(|at| crate::types::unix_millis(std::time::SystemTime::now()) > at);
         if expired && !l.keys.contains(&key) {
             return json(
                 StatusCode::GONE,

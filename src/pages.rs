@@ -148,7 +148,7 @@ impl Values<'_> {
             Var::StartsAt => Cow::Borrowed(&self.starts_at),
             Var::StartsAtMs => Cow::Owned(self.starts_at_ms.to_string()),
             Var::NowMs => {
-                Cow::Owned(crate::store::unix_millis(std::time::SystemTime::now()).to_string())
+                Cow::Owned(crate::types::unix_millis(std::time::SystemTime::now()).to_string())
             }
             Var::RetryAfter => Cow::Owned(self.retry_after.to_string()),
             // Rendered from the response's own nonce, never from a value.

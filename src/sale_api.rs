@@ -33,9 +33,6 @@ use crate::types::{TicketId, Token};
 /// Largest order request body (it carries at most a token and a quantity).
 const ORDER_BODY_LIMIT: usize = 4096;
 
-/// Path segments reserved for routes, so no sale may use them as its sku.
-pub const RESERVED_SKUS: &[&str] = &["tickets", "busy"];
-
 /// A sale route, recognised from the path alone.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {
@@ -362,7 +359,7 @@ impl SaleApi {
             let values = Values {
                 sku: sale.sku.as_str(),
                 starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
-                starts_at_ms: starts.map_or(0, crate::store::unix_millis),
+                starts_at_ms: starts.map_or(0, crate::types::unix_millis),
                 ..Values::default()
             };
             return Ok(self.pages.render(Page::Countdown, &values));

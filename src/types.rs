@@ -9,10 +9,39 @@ use rand::RngCore;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sku(Arc<str>);
 
+/// Path segments reserved for routes under `/sale/`, so no sale may use them as its sku.
+pub const RESERVED_SKUS: &[&str] = &["tickets", "busy"];
+
+/// Why a text is not a sku.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SkuError {
+    /// Not 1–64 characters of `A-Z a-z 0-9 _ - .`.
+    #[error("must be 1-64 characters of A-Z a-z 0-9 _ - .")]
+    Malformed,
+    /// A word a route under `/sale/` uses.
+    #[error("is reserved for a route under /sale/")]
+    Reserved,
+}
+
 impl Sku {
     /// Wraps a sku the config has validated.
     pub fn new(s: &str) -> Self {
         Self(Arc::from(s))
+    }
+
+    /// A sku from outside text: 1–64 characters of `A-Z a-z 0-9 _ - .`, not a route word.
+    pub fn parse(s: &str) -> Result<Self, SkuError> {
+        let well_formed = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !well_formed {
+            return Err(SkuError::Malformed);
+        }
+        if RESERVED_SKUS.contains(&s) {
+            return Err(SkuError::Reserved);
+        }
+        Ok(Self::new(s))
     }
 
     /// The sku as text.
@@ -193,8 +222,30 @@ impl fmt::Display for Epoch {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 before it), for order records and deadlines.
+pub fn unix_millis(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn skus_are_checked_once_here() {
+        assert_eq!(
+            Sku::parse("phone-12.b_1").map(|s| s.to_string()),
+            Ok("phone-12.b_1".into())
+        );
+        for bad in ["", "a b", "ph/one", "é", &"x".repeat(65)] {
+            assert_eq!(Sku::parse(bad), Err(SkuError::Malformed), "{bad:?}");
+        }
+        for word in RESERVED_SKUS {
+            assert_eq!(Sku::parse(word), Err(SkuError::Reserved));
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -174,25 +174,10 @@ fn check_sales(c: &Config) -> Result<(), ConfigError> {
     let mut seen = HashSet::new();
     for (i, sale) in c.sales.iter().enumerate() {
         let key = |k: &str| format!("sale.{i}.{k}");
-        let sku_ok = !sale.sku.is_empty()
-            && sale.sku.len() <= 64
-            && sale
-                .sku
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if !sku_ok {
+        if let Err(e) = crate::types::Sku::parse(&sale.sku) {
             return Err(ConfigError::invalid(
                 key("sku"),
-                format!(
-                    "`{}` must be 1-64 characters of A-Z a-z 0-9 _ - .",
-                    sale.sku
-                ),
-            ));
-        }
-        if crate::sale_api::RESERVED_SKUS.contains(&sale.sku.as_str()) {
-            return Err(ConfigError::invalid(
-                key("sku"),
-                format!("`{}` is reserved for a route under /sale/", sale.sku),
+                format!("`{}` {e}", sale.sku),
             ));
         }
         if !seen.insert(sale.sku.as_str()) {

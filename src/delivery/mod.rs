@@ -505,7 +505,7 @@ async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
         .header("idempotency-key", order.order_id.as_str());
     if let Some(signer) = &settings.signer {
         // Signed afresh on every attempt: a retry hours later is still within tolerance.
-        let now = crate::store::unix_millis(std::time::SystemTime::now()) / 1000;
+        let now = crate::types::unix_millis(std::time::SystemTime::now()) / 1000;
         req = req.header(
             &crate::signature::FLASHGATE_SIGNATURE,
             signer.sign(now, &body),

@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    unix_millis, Claimed, Compensation, Confirmation, Order, OrderState, Reservation, ReserveReply,
+    Claimed, Compensation, Confirmation, Order, OrderState, Reservation, ReserveReply,
     ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::local_state::{read_json, write_json, LocalStateError};
+use crate::types::unix_millis;
 use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
 
 /// How long a spent token's outcome is kept for replays.

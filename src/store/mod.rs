@@ -11,7 +11,7 @@ pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -318,11 +318,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds when the store answers (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
-}
-
-/// Milliseconds since the Unix epoch, for order records.
-pub fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
