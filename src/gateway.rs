@@ -16,7 +16,7 @@ use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
 use crate::error::GatewayError;
 use crate::local_state::{LocalState, LocalStateError};
-use crate::metrics::Metrics;
+use crate::metrics::{status_class_index, Metrics, STATUS_CLASSES};
 use crate::proxy::Proxy;
 use crate::response::GatewayResponse;
 use crate::sale_api::{Route, SaleApi};
@@ -71,12 +71,6 @@ struct PublicInner {
     upstream: [Histogram; 5],
 }
 
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-fn class_index(code: u16) -> usize {
-    usize::from((code / 100).clamp(1, 5) - 1)
-}
-
 impl Handler for Public {
     async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> GatewayResponse {
         // Cloning method and URI costs a little; only pay it when the line is logged.
@@ -97,7 +91,7 @@ impl Handler for Public {
         // Every decision below, and the upstream, reads one normalised path.
         if let Err(e) = crate::path::normalise_uri(req.uri_mut()) {
             let resp = GatewayError::from(e).into_closing_response();
-            self.inner.answered[1][class_index(resp.status().as_u16())].inc();
+            self.inner.answered[1][status_class_index(resp.status().as_u16())].inc();
             return resp;
         }
         let (route, resp) = if req.uri().path().starts_with("/sale/") {
@@ -110,7 +104,7 @@ impl Handler for Public {
         } else {
             (1, self.inner.proxy.forward(req, peer).await)
         };
-        let class = class_index(resp.status().as_u16());
+        let class = status_class_index(resp.status().as_u16());
         self.inner.answered[route][class].inc();
         if route == 1 {
             self.inner.upstream[class].observe(started.elapsed().as_secs_f64());
@@ -301,9 +295,10 @@ impl Gateway {
                 proxy: proxy.clone(),
                 sales: SaleApi::new(engine.clone(), pages, config.server.body_timeout),
                 answered: ["sale", "proxy"].map(|route| {
-                    CLASSES.map(|c| engine.metrics.requests.with_label_values(&[route, c]))
+                    STATUS_CLASSES.map(|c| engine.metrics.requests.with_label_values(&[route, c]))
                 }),
-                upstream: CLASSES.map(|c| engine.metrics.upstream_seconds.with_label_values(&[c])),
+                upstream: STATUS_CLASSES
+                    .map(|c| engine.metrics.upstream_seconds.with_label_values(&[c])),
             }),
         };
         let admin_handler = Admin::new(

@@ -331,15 +331,12 @@ impl Metrics {
     }
 }
 
-/// `2xx`, `4xx`, … for a status code: the `status` label.
-pub fn status_class(code: u16) -> &'static str {
-    match code {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+/// The `status` label's values, by class.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in [`STATUS_CLASSES`] of a status code's class.
+pub fn status_class_index(code: u16) -> usize {
+    usize::from((code / 100).clamp(1, 5) - 1)
 }
 
 /// Seconds as f64, for observing durations.

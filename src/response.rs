@@ -19,6 +19,11 @@ pub type GatewayResponse = Response<ResponseBody>;
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> GatewayResponse {
     // Serialising our own plain structs cannot fail; the fallback keeps the type honest.
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    json_bytes(status, body)
+}
+
+/// A JSON body already serialised, with the headers every JSON answer carries.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> GatewayResponse {
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -52,11 +57,7 @@ impl GatewayError {
 
     /// The contract's JSON refusal, with Retry-After where due.
     pub fn into_response(self) -> GatewayResponse {
-        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(self.body()))));
-        *resp.status_mut() = self.status();
-        let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let mut resp = json_bytes(self.status(), self.body());
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
