@@ -228,7 +228,7 @@ impl Engine {
         self: &Arc<Self>,
         config: &Config,
         shutdown: CancellationToken,
-    ) -> Vec<JoinHandle<()>> {
+    ) -> Result<Vec<JoinHandle<()>>, crate::error::GatewayError> {
         let mut tasks: Vec<JoinHandle<()>> = self
             .sales
             .iter()
@@ -244,7 +244,7 @@ impl Engine {
         if config.delivery.mode == DeliveryMode::Http {
             tasks.push(tokio::spawn(crate::delivery::run(
                 self.clone(),
-                crate::delivery::Settings::new(config),
+                crate::delivery::Settings::new(config)?,
                 shutdown.clone(),
             )));
         }
@@ -268,7 +268,7 @@ impl Engine {
                 }
             }
         }));
-        tasks
+        Ok(tasks)
     }
 }
 

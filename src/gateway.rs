@@ -329,7 +329,7 @@ impl Gateway {
                 shutdown.clone(),
             )),
         ];
-        tasks.extend(engine.start(&config, shutdown.clone()));
+        tasks.extend(engine.start(&config, shutdown.clone())?);
         tasks.extend(loading);
         tasks.push(tokio::spawn(reload_on_hangup(
             tls.clone(),

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::error::GatewayError;
 use crate::proxy::{Pool, UpstreamError, UpstreamTarget};
 use crate::sale::Sale;
 use crate::store::{Compensation, Confirmation, Order};
@@ -43,7 +44,7 @@ use crate::types::OrderId;
 
 /// What the deliverer needs from the config.
 pub struct Settings {
-    pool: Option<Pool<Full<Bytes>>>,
+    pool: Pool<Full<Bytes>>,
     host: HeaderValue,
     path: String,
     max_in_flight: usize,
@@ -63,27 +64,23 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From `[delivery]` and `[upstream]`.
-    pub fn new(config: &Config) -> Self {
-        let target = UpstreamTarget::parse(&config.upstream.url).ok();
-        let host = target
-            .as_ref()
-            .map_or(HeaderValue::from_static("localhost"), |t| t.host.clone());
-        let prefix = target
-            .as_ref()
-            .map(|t| t.prefix.clone())
-            .unwrap_or_default();
-        let pool = target.map(|t| {
-            Pool::new(
-                t.authority,
-                config.delivery.max_in_flight,
-                // A connection still sending when its answer came holds its place a moment.
-                config.delivery.max_in_flight.saturating_mul(2),
-                config.upstream.pool_idle_timeout,
-                config.upstream.connect_timeout,
-            )
-        });
-        Self {
+    /// From `[delivery]` and `[upstream]`; an upstream URL that cannot be parsed is an
+    /// error at start-up, never a deliverer that retries forever.
+    pub fn new(config: &Config) -> Result<Self, GatewayError> {
+        let UpstreamTarget {
+            authority,
+            host,
+            prefix,
+        } = UpstreamTarget::parse(&config.upstream.url)?;
+        let pool = Pool::new(
+            authority,
+            config.delivery.max_in_flight,
+            // A connection still sending when its answer came holds its place a moment.
+            config.delivery.max_in_flight.saturating_mul(2),
+            config.upstream.pool_idle_timeout,
+            config.upstream.connect_timeout,
+        );
+        Ok(Self {
             pool,
             host,
             path: format!("{prefix}{}", config.delivery.path),
@@ -103,7 +100,7 @@ impl Settings {
             signer: crate::signature::Signer::new(&config.delivery.signing_secret),
             timeout: config.upstream.timeout,
             shutdown_timeout: config.server.shutdown_timeout,
-        }
+        })
     }
 }
 
@@ -491,9 +488,7 @@ async fn settle(
 
 /// POSTs one order to the backend.
 async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
-    let Some(pool) = &settings.pool else {
-        return Verdict::Retry;
-    };
+    let pool = &settings.pool;
     let Ok(body) = serde_json::to_vec(&Delivery { order, expires_at }) else {
         return Verdict::Retry;
     };
