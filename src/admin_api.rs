@@ -16,7 +16,6 @@ use std::time::SystemTime;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -34,6 +33,8 @@ pub struct AdminApi {
     engine: Arc<Engine>,
     /// `None` when no token is configured: the API is off.
     token: Option<Vec<u8>>,
+    /// Command bodies must arrive within this time (`server.body_timeout`).
+    body_timeout: std::time::Duration,
 }
 
 #[derive(Deserialize)]
@@ -61,11 +62,13 @@ struct Delta {
 }
 
 impl AdminApi {
-    /// The API over `engine`, accepting `token` (empty: off).
-    pub fn new(engine: Arc<Engine>, token: &str) -> Self {
+    /// The API over `engine`, accepting `token` (empty: off); command bodies must arrive
+    /// within `body_timeout`.
+    pub fn new(engine: Arc<Engine>, token: &str, body_timeout: std::time::Duration) -> Self {
         Self {
             engine,
             token: (!token.is_empty()).then(|| token.as_bytes().to_vec()),
+            body_timeout,
         }
     }
 
@@ -144,7 +147,7 @@ impl AdminApi {
             }
             (Method::PUT, ["admin", "sales", sku, "drain_rate"]) => {
                 let sale = self.sale(sku)?.clone();
-                let Rate { rate } = read_json(req).await?;
+                let Rate { rate } = read_json(req, self.body_timeout).await?;
                 if rate == 0 {
                     return Err(GatewayError::BadRequest("rate must be at least 1"));
                 }
@@ -153,7 +156,7 @@ impl AdminApi {
             }
             (Method::PUT, ["admin", "sales", sku, "capacity"]) => {
                 let sale = self.sale(sku)?.clone();
-                let Capacity { capacity } = read_json(req).await?;
+                let Capacity { capacity } = read_json(req, self.body_timeout).await?;
                 sale.queue.set_capacity(capacity).map_err(|_| {
                     GatewayError::BadRequest("capacity must be between 1 and max_capacity")
                 })?;
@@ -161,7 +164,7 @@ impl AdminApi {
             }
             (Method::PUT, ["admin", "sales", sku, "stock"]) => {
                 let sale = self.sale(sku)?.clone();
-                let Units { units } = read_json(req).await?;
+                let Units { units } = read_json(req, self.body_timeout).await?;
                 if units > MAX_STOCK {
                     return Err(GatewayError::BadRequest(
                         "units must be at most 9007199254740991 (2^53 - 1)",
@@ -178,7 +181,7 @@ impl AdminApi {
             }
             (Method::POST, ["admin", "sales", sku, "stock", "add"]) => {
                 let sale = self.sale(sku)?.clone();
-                let Delta { units } = read_json(req).await?;
+                let Delta { units } = read_json(req, self.body_timeout).await?;
                 let now = self
                     .engine
                     .store
@@ -241,12 +244,10 @@ fn stock_error(e: StoreError) -> GatewayError {
 
 async fn read_json<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
+    timeout: std::time::Duration,
 ) -> Result<T, GatewayError> {
-    let body = Limited::new(req.into_body(), 4096)
-        .collect()
-        .await
-        .map_err(|_| GatewayError::BodyTooLarge { limit: 4096 })?
-        .to_bytes();
+    let (parts, body) = req.into_parts();
+    let body = crate::body::read(&parts.headers, body, 4096, timeout).await?;
     serde_json::from_slice(&body)
         .map_err(|_| GatewayError::BadRequest("the body is not the expected JSON"))
 }

@@ -305,7 +305,11 @@ impl Gateway {
             proxy,
             config.upstream.connect_timeout,
             engine.store.clone(),
-            crate::admin_api::AdminApi::new(engine.clone(), &config.admin.token),
+            crate::admin_api::AdminApi::new(
+                engine.clone(),
+                &config.admin.token,
+                config.server.body_timeout,
+            ),
         );
         let mut tasks = vec![
             tokio::spawn(server::serve(

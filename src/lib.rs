@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod admin_api;
 pub mod admission;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -8,10 +8,8 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
 use http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::json;
@@ -411,34 +409,7 @@ async fn read_order(
             "more than one X-Sale-Token header",
         ));
     }
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > ORDER_BODY_LIMIT) {
-        return Err(GatewayError::BodyTooLarge {
-            limit: ORDER_BODY_LIMIT as u64,
-        });
-    }
-    let bytes = if http_body::Body::is_end_stream(&body) {
-        Bytes::new()
-    } else {
-        let read = Limited::new(body, ORDER_BODY_LIMIT).collect();
-        tokio::time::timeout(body_timeout, read)
-            .await
-            .map_err(|_| GatewayError::RequestTimeout)?
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    GatewayError::BodyTooLarge {
-                        limit: ORDER_BODY_LIMIT as u64,
-                    }
-                } else {
-                    GatewayError::BadRequest("the body could not be read")
-                }
-            })?
-            .to_bytes()
-    };
+    let bytes = crate::body::read(&parts.headers, body, ORDER_BODY_LIMIT, body_timeout).await?;
     crate::order_body::parse(from_header, &bytes, per_user_limit)
 }
 

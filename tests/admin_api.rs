@@ -192,3 +192,32 @@ async fn queue_capacity_changes_live() {
     .await;
     assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
 }
+
+#[tokio::test]
+async fn command_bodies_are_bounded_in_size_and_time() {
+    let up = Upstream::start().await;
+    let gw = gateway(&format!(
+        "{}[admin]\ntoken = \"{TOKEN}\"\n{SALES}",
+        config_text(&up.url(), "body_timeout = \"200ms\"")
+    ))
+    .await;
+    let adm = gw.admin_addr;
+    let big = format!("{{\"rate\": 1, \"pad\": \"{}\"}}", "x".repeat(5000));
+    let a = call(adm, "PUT", "/admin/sales/phone/drain_rate", &big).await;
+    assert_refused(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    // A body that stops arriving is 408, not "too large".
+    let (mut tx, body) = channel_body();
+    let req = http::Request::put("/admin/sales/phone/drain_rate")
+        .header("host", "admin")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(body)
+        .expect("request");
+    tx.send_data(bytes::Bytes::from_static(b"{\"rate\""))
+        .await
+        .expect("send");
+    let a = send(adm, req).await;
+    assert_refused(&a, StatusCode::REQUEST_TIMEOUT, "request_timeout");
+    drop(tx);
+    let a = call(adm, "PUT", "/admin/sales/phone/drain_rate", "{\"rate\": 7}").await;
+    assert_eq!(a.status, StatusCode::OK);
+}
