@@ -199,10 +199,7 @@ impl AdminApi {
     }
 
     fn sale(&self, sku: &str) -> Result<&Arc<Sale>, GatewayError> {
-        self.engine
-            .sales
-            .get(sku)
-            .ok_or_else(|| GatewayError::UnknownSale(sku.chars().take(64).collect()))
+        self.engine.sale(sku)
     }
 
     fn list(&self) -> GatewayResponse {

@@ -54,6 +54,13 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The sale `sku` names, or 404 `unknown_sale` (echoing at most 64 characters of it).
+    pub fn sale(&self, sku: &str) -> Result<&Arc<Sale>, crate::error::GatewayError> {
+        self.sales
+            .get(sku)
+            .ok_or_else(|| crate::error::GatewayError::UnknownSale(sku.chars().take(64).collect()))
+    }
+
     /// Builds the engine for `config` over `store`, keeping no local state.
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
         Self::with_metrics(config, store, Arc::new(Metrics::new()), LocalState::none())

@@ -130,10 +130,7 @@ impl SaleApi {
     }
 
     fn sale(&self, sku: &str) -> Result<&Arc<Sale>, GatewayError> {
-        self.engine
-            .sales
-            .get(sku)
-            .ok_or_else(|| GatewayError::UnknownSale(sku.chars().take(64).collect()))
+        self.engine.sale(sku)
     }
 
     fn status(&self, sku: &str) -> Result<GatewayResponse, GatewayError> {
