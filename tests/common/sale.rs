@@ -1,0 +1,64 @@
+//! A gateway in process, and the sale calls tests make of it.
+
+use std::net::SocketAddr;
+
+use flashgate::{Config, Gateway};
+use http::StatusCode;
+
+use super::client::{request, send, Answer};
+use super::upstream::Upstream;
+
+/// Config text for a gateway on free loopback ports in front of `upstream_url`, plus `extra`
+/// TOML lines for the `[server]` section.
+pub fn config_text(upstream_url: &str, server_extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nthreads = 1\n{server_extra}\n\
+         [upstream]\nurl = \"{upstream_url}\"\ntimeout = \"5s\"\n"
+    )
+}
+
+/// Starts a gateway in this runtime from config text.
+pub async fn gateway(text: &str) -> Gateway {
+    let config = Config::from_toml(text, "test", &[]).expect("test config is valid");
+    Gateway::start(config).await.expect("gateway starts")
+}
+
+/// A gateway in front of `up` with the given extra TOML (sections after `[upstream]`).
+pub async fn sale_gateway(up: &Upstream, extra: &str) -> Gateway {
+    gateway(&format!("{}{extra}", config_text(&up.url(), ""))).await
+}
+
+/// `POST /sale/{sku}/token` as `user`, whatever the answer.
+pub async fn ask_token(addr: SocketAddr, sku: &str, user: &str) -> Answer {
+    send(
+        addr,
+        request(
+            "POST",
+            &format!("/sale/{sku}/token"),
+            &[("x-user-id", user)],
+            "",
+        ),
+    )
+    .await
+}
+
+/// `POST /sale/{sku}/token` as `user`; returns the token text.
+pub async fn token_for(addr: SocketAddr, sku: &str, user: &str) -> String {
+    let a = ask_token(addr, sku, user).await;
+    assert_eq!(a.status, StatusCode::OK, "token for {user}: {:?}", a.body);
+    a.json()["token"].as_str().expect("token field").to_owned()
+}
+
+/// `POST /sale/{sku}/order` as `user` with `token` in the header.
+pub async fn order(addr: SocketAddr, sku: &str, user: &str, token: &str) -> Answer {
+    send(
+        addr,
+        request(
+            "POST",
+            &format!("/sale/{sku}/order"),
+            &[("x-user-id", user), ("x-sale-token", token)],
+            "",
+        ),
+    )
+    .await
+}
