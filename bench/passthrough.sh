@@ -21,34 +21,10 @@ FG_ADMIN_PORT=${FG_ADMIN_PORT:-19084}
 
 # The upstream: a fixed 128-byte JSON answer (scripts/bench-lib.sh).
 upstream_conf "$WORK/up" "$UP_PORT"
-mkdir -p "$WORK/px"
 
-# nginx as the reverse proxy flashgate is compared with: pooled keep-alive upstream
-# connections and the same forwarded headers flashgate adds.
-cat > "$WORK/px/nginx.conf" <<CONF
-worker_processes 1;
-error_log $WORK/px/error.log warn;
-pid $WORK/px/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    upstream backend { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 10000000; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        client_max_body_size 1m;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-        }
-    }
-}
-CONF
+# nginx as the reverse proxy flashgate is compared with (scripts/bench-lib.sh).
+proxy_conf "$WORK/px" "$UP_PORT" "        listen 127.0.0.1:$NGINX_PORT;
+        client_max_body_size 1m;"
 
 cat > "$WORK/flashgate.toml" <<CONF
 [server]

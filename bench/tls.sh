@@ -23,38 +23,15 @@ NGINX_PORT=${NGINX_PORT:-19182}
 FG_PORT=${FG_PORT:-19183}
 FG_ADMIN_PORT=${FG_ADMIN_PORT:-19184}
 
-mkdir -p "$WORK/px"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
 upstream_conf "$WORK/up" "$UP_PORT"
-cat > "$WORK/px/nginx.conf" <<CONF
-worker_processes 1;
-error_log $WORK/px/error.log warn;
-pid $WORK/px/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    upstream backend { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 10000000; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT ssl http2;
+proxy_conf "$WORK/px" "$UP_PORT" "        listen 127.0.0.1:$NGINX_PORT ssl http2;
         ssl_certificate $WORK/cert.pem;
         ssl_certificate_key $WORK/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-        }
-    }
-}
-CONF
+        ssl_protocols TLSv1.2 TLSv1.3;"
 cat > "$WORK/flashgate.toml" <<CONF
 [server]
 listen = "127.0.0.1:$FG_PORT"

@@ -93,3 +93,34 @@ http {
 }
 CONF
 }
+
+# Writes DIR/nginx.conf for nginx as the reverse proxy flashgate is compared with: pooled
+# keep-alive connections to the upstream on UP_PORT and the same forwarded headers flashgate
+# adds. SERVER_LINES are the server block's own lines (listen, TLS, body size).
+# Usage: proxy_conf DIR UP_PORT SERVER_LINES
+proxy_conf() {
+    mkdir -p "$1"
+    cat > "$1/nginx.conf" <<CONF
+worker_processes 1;
+error_log $1/error.log warn;
+pid $1/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    upstream backend { server 127.0.0.1:$2; keepalive 256; keepalive_requests 10000000; }
+    server {
+$3
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+        }
+    }
+}
+CONF
+}

@@ -131,7 +131,9 @@ impl Proxy {
         self.pool.idle_count()
     }
 
-    /// Sends `req` upstream and streams the answer back, or answers the failure.
+    /// Sends `req` upstream and streams the answer back, or answers the failure. Its path
+    /// must be normalised already ([`crate::path::normalise_uri`]): the gateway does that
+    /// once, before routing, and the guard reads that same path.
     pub async fn forward(&self, req: Request<Incoming>, peer: &Peer) -> GatewayResponse {
         match self.try_forward(req, peer).await {
             Ok(resp) => resp,
@@ -145,12 +147,12 @@ impl Proxy {
         peer: &Peer,
     ) -> Result<GatewayResponse, GatewayError> {
         let (mut parts, body) = req.into_parts();
-        // The gateway normalised the path already; a second pass costs a scan and keeps
-        // the guard sound for any caller.
-        let checked = crate::path::normalise_uri(&mut parts.uri)
-            .map_err(GatewayError::from)
-            .and_then(|()| self.guard.check(&parts, parts.uri.path()));
-        if let Err(e) = checked {
+        // The guard is sound only on the normalised path, which the caller made.
+        debug_assert_eq!(
+            crate::path::normalise(parts.uri.path()).as_deref(),
+            Ok(parts.uri.path())
+        );
+        if let Err(e) = self.guard.check(&parts, parts.uri.path()) {
             return Ok(e.into_closing_response());
         }
         if declared_length(&parts.headers).is_some_and(|len| len > self.body_limit) {
