@@ -7,20 +7,21 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use flashgate::admission::admit;
 use flashgate::config::Config;
-use flashgate::engine::Engine;
-use flashgate::queue::{Head, QueueItem, SaleQueue};
-use flashgate::store::MemoryStore;
+use flashgate::gateway::Gateway;
+use flashgate::sale::admission::admit;
+use flashgate::sale::engine::Engine;
+use flashgate::sale::queue::{Head, QueueItem, SaleQueue};
 use flashgate::types::{TicketId, Token, UserId};
 
 /// An engine with one sale; `per_user_rate` 0 turns the user limit off.
-fn engine(per_user_rate: u32, sale: &str) -> Engine {
+fn engine(per_user_rate: u32, sale: &str) -> Arc<Engine> {
     let text = format!(
         "[upstream]\nurl = \"http://127.0.0.1:9\"\n[limits]\nper_user_rate = {per_user_rate}\nper_user_burst = 1\n{sale}"
     );
     let config = Config::from_toml(&text, "bench", &[]).expect("bench config");
-    Engine::new(&config, Arc::new(MemoryStore::new()))
+    let built = Gateway::build(config).expect("bench gateway");
+    built.engine().clone()
 }
 
 fn item(seq: u64, user: &UserId) -> QueueItem {
@@ -51,8 +52,9 @@ fn admission(c: &mut Criterion) {
         "[[sale]]\nsku = \"s\"\nstock = 1000000\nqueue = { capacity = 1 }\n",
     );
     let sale = full.sales.get("s").expect("sale").clone();
-    let seq = admit(&full, &sale, &user, ip, now).expect("first is admitted");
-    sale.queue.push(item(seq, &user));
+    admit(&full, &sale, &user, ip, now)
+        .expect("first is admitted")
+        .fill(TicketId::random(), user.clone(), Token::random(), 1, None);
     c.bench_function("admit/refuse_queue_full", |b| {
         b.iter(|| black_box(admit(&full, &sale, &user, ip, now).is_err()))
     });
@@ -64,9 +66,13 @@ fn admission(c: &mut Criterion) {
     let sale = open.sales.get("s").expect("sale").clone();
     c.bench_function("admit/admit_push_pop", |b| {
         b.iter(|| {
-            let seq = admit(&open, &sale, &user, ip, now).expect("room");
-            sale.begin();
-            sale.queue.push(item(seq, &user));
+            admit(&open, &sale, &user, ip, now).expect("room").fill(
+                TicketId::random(),
+                user.clone(),
+                Token::random(),
+                1,
+                None,
+            );
             let popped = matches!(sale.queue.pop(), Head::Item(_));
             sale.finish();
             black_box(popped)

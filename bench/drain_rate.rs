@@ -6,13 +6,11 @@
 //!
 //! Under `cargo test` (no `--bench` argument) it runs a one-second smoke check instead.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashgate::config::Config;
-use flashgate::engine::Engine;
-use flashgate::queue::QueueItem;
-use flashgate::store::{MemoryStore, Store};
+use flashgate::gateway::Gateway;
+use flashgate::sale::queue::QueueItem;
 use flashgate::types::{TicketId, UserId};
 use tokio_util::sync::CancellationToken;
 
@@ -38,9 +36,10 @@ async fn main() {
         queued * 2
     );
     let config = Config::from_toml(&text, "bench", &[]).expect("bench config");
-    let store = Arc::new(MemoryStore::new());
-    let engine = Arc::new(Engine::new(&config, store.clone()));
-    engine.load_stock(&config).await.expect("stock");
+    let built = Gateway::build(config.clone()).expect("bench gateway");
+    let engine = built.engine().clone();
+    let store = engine.store.clone();
+    engine.load_stock(&config.sales).await.expect("stock");
     let sale = engine.sales.get("bench").expect("sale").clone();
     sale.set_draining(false);
     for i in 0..queued {
@@ -62,7 +61,7 @@ async fn main() {
         });
     }
     let shutdown = CancellationToken::new();
-    let drain = tokio::spawn(flashgate::drain::run(
+    let drain = tokio::spawn(flashgate::sale::drain::run(
         engine.clone(),
         sale.clone(),
         shutdown.clone(),

@@ -1,5 +1,6 @@
-//! The admin listener: liveness and readiness for orchestrators and load balancers, and
-//! the admin API under `/admin/` (see [`crate::admin_api`]).
+//! The admin listener: liveness and readiness for orchestrators and load balancers, the
+//! Prometheus scrape at `/metrics` (no token: it holds no user data), and the admin API
+//! under `/admin/` (see [`crate::admin_api`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,13 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use http::uri::Authority;
+
 use crate::admin_api::AdminApi;
 use crate::error::GatewayError;
-use crate::proxy::Proxy;
-use crate::response::{json, GatewayResponse};
-use crate::server::{Handler, Peer};
-use crate::store::Store;
+use crate::http::response::{json, GatewayResponse};
+use crate::http::server::{Handler, Peer};
+use crate::sale::engine::Engine;
 
 /// Routes of the admin listener.
 #[derive(Clone)]
@@ -23,9 +25,10 @@ pub struct Admin {
 }
 
 struct Inner {
-    proxy: Proxy,
+    /// The upstream's `host:port`, which readiness connects to.
+    upstream: Authority,
     probe_timeout: Duration,
-    store: Arc<dyn Store>,
+    engine: Arc<Engine>,
     api: AdminApi,
 }
 
@@ -46,35 +49,64 @@ struct Readiness {
 }
 
 impl Admin {
-    /// Admin routes checking the upstream behind `proxy` and the store; a probe gets
-    /// `probe_timeout`.
+    /// Admin routes checking `upstream` and the engine's store (each probe gets
+    /// `probe_timeout`), exposing the engine's metrics, and `api` under `/admin/`.
     pub fn new(
-        proxy: Proxy,
+        upstream: Authority,
         probe_timeout: Duration,
-        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
         api: AdminApi,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                proxy,
+                upstream,
                 probe_timeout,
-                store,
+                engine,
                 api,
             }),
         }
     }
 
+    /// `GET /metrics`: the Prometheus text exposition, gauges read from live state first.
+    fn metrics(&self) -> GatewayResponse {
+        let engine = &self.inner.engine;
+        engine.refresh_gauges();
+        let mut r = GatewayResponse::new(http_body_util::Either::Right(http_body_util::Full::new(
+            bytes::Bytes::from(engine.metrics.render()),
+        )));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        r
+    }
+
+    /// The skus of sales held because the store lost their state, sorted.
+    fn held_sales(&self) -> Vec<String> {
+        let mut held: Vec<String> = self
+            .inner
+            .engine
+            .sales
+            .iter()
+            .filter(|s| s.is_held())
+            .map(|s| s.sku.to_string())
+            .collect();
+        held.sort();
+        held
+    }
+
     /// Ready when a TCP connection to the upstream opens and the store answers, each
     /// within the probe timeout.
     async fn readiness(&self) -> GatewayResponse {
-        let store = tokio::time::timeout(self.inner.probe_timeout, self.inner.store.ping()).await;
+        let store =
+            tokio::time::timeout(self.inner.probe_timeout, self.inner.engine.store.ping()).await;
         if !matches!(store, Ok(Ok(()))) {
             return GatewayError::NotReady("the store does not answer".to_owned()).into_response();
         }
-        let target = self.inner.proxy.authority().as_str().to_owned();
+        let target = self.inner.upstream.as_str();
         let upstream = match tokio::time::timeout(
             self.inner.probe_timeout,
-            TcpStream::connect(target.as_str()),
+            TcpStream::connect(target),
         )
         .await
         {
@@ -92,8 +124,6 @@ impl Admin {
                     upstream: "ok",
                     store: "ok",
                     held: self
-                        .inner
-                        .api
                         .held_sales()
                         .into_iter()
                         .map(|sku| {
@@ -116,7 +146,7 @@ impl Handler for Admin {
                 json(StatusCode::OK, &Health { status: "ok" })
             }
             (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
-            (&Method::GET, "/metrics") => self.inner.api.metrics(),
+            (&Method::GET, "/metrics") => self.metrics(),
             (_, path) if path.starts_with("/admin/") => self.inner.api.handle(req).await,
             _ => GatewayError::NotFound.into_response(),
         }

@@ -21,9 +21,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use crate::engine::Engine;
 use crate::error::GatewayError;
-use crate::response::{json, GatewayResponse};
+use crate::http::response::{json, GatewayResponse};
+use crate::sale::engine::Engine;
 use crate::sale::Sale;
 use crate::store::StoreError;
 use crate::types::MAX_STOCK;
@@ -70,33 +70,6 @@ impl AdminApi {
             token: (!token.is_empty()).then(|| token.as_bytes().to_vec()),
             body_timeout,
         }
-    }
-
-    /// `GET /metrics`: the Prometheus text exposition (no token: scrapers and dashboards
-    /// read it; it holds no user data).
-    pub fn metrics(&self) -> GatewayResponse {
-        self.engine.refresh_gauges();
-        let mut r = GatewayResponse::new(http_body_util::Either::Right(http_body_util::Full::new(
-            bytes::Bytes::from(self.engine.metrics.render()),
-        )));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        r
-    }
-
-    /// The skus of sales held because the store lost their state, sorted.
-    pub fn held_sales(&self) -> Vec<String> {
-        let mut held: Vec<String> = self
-            .engine
-            .sales
-            .iter()
-            .filter(|s| s.is_held())
-            .map(|s| s.sku.to_string())
-            .collect();
-        held.sort();
-        held
     }
 
     /// Answers a request under `/admin/`.
@@ -244,7 +217,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
     timeout: std::time::Duration,
 ) -> Result<T, GatewayError> {
     let (parts, body) = req.into_parts();
-    let body = crate::body::read(&parts.headers, body, 4096, timeout).await?;
+    let body = crate::http::body::read(&parts.headers, body, 4096, timeout).await?;
     serde_json::from_slice(&body)
         .map_err(|_| GatewayError::BadRequest("the body is not the expected JSON"))
 }

@@ -216,14 +216,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config, overrides } => match overrides.load(&config) {
-            Ok(c) => {
-                print!("{}", c.to_toml());
-                for w in c.warnings() {
-                    eprintln!("warning: {w}");
-                }
-                eprintln!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
+            Ok(c) => check_config(c, &config),
             Err(e) => config_failure(&e),
         },
         Command::Serve { config, overrides } => match overrides.load(&config) {
@@ -239,6 +232,38 @@ pub fn main() -> ExitCode {
             Ok(c) => stock(c, action),
             Err(e) => config_failure(&e),
         },
+    }
+}
+
+/// Prints the effective config and its warnings, then composes the gateway from it
+/// without binding anything: templates, TLS files and the store's address are read as
+/// `serve` would read them.
+fn check_config(config: Config, path: &std::path::Path) -> ExitCode {
+    print!("{}", config.to_toml());
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
+    // Building pools and the store needs a runtime to exist, not to run.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _entered = rt.enter();
+    match Gateway::build(config) {
+        Ok(_) => {
+            eprintln!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 
@@ -287,9 +312,8 @@ fn serve(config: Config) -> ExitCode {
 
 fn stock(config: Config, action: StockAction) -> ExitCode {
     use crate::config::StoreKind;
-    use crate::store::{Breaker, RedisStore, Store};
+    use crate::local_state::LocalState;
     use crate::types::Sku;
-    use std::sync::Arc;
     if config.store.kind != StoreKind::Redis {
         eprintln!(
             "error: config key `store.kind`: stock commands need \"redis\"; the memory store \
@@ -308,21 +332,15 @@ fn stock(config: Config, action: StockAction) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let store = match RedisStore::new(&config.store, config.store.replay_ttl) {
-            Ok(s) => s,
+        // Behind the breaker, every call is bounded by store.timeout: a dead Redis is an
+        // error, not a hang.
+        let store = match crate::gateway::store::open(&config.store, &LocalState::none(), None) {
+            Ok(opened) => opened.store,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        // The breaker bounds every call by store.timeout: a dead Redis is an error, not a hang.
-        let c = &config.store;
-        let store = Breaker::new(
-            Arc::new(store),
-            c.timeout,
-            c.breaker_threshold,
-            c.breaker_cooldown,
-        );
         let result = match action {
             StockAction::Get { sku } => store
                 .stock(&Sku::new(&sku))

@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::response::{json, GatewayResponse};
-use crate::server::{self, Handler, Limits, Peer};
+use crate::http::response::{json, GatewayResponse};
+use crate::http::server::{self, ConnectionLimits, Handler, Peer};
 use crate::signature::{Signer, FLASHGATE_SIGNATURE};
 
 /// One order as the backend applied it.
@@ -226,11 +226,11 @@ pub async fn serve_backend(
 ) -> std::io::Result<(SocketAddr, DemoBackend, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let limits = Limits {
+    let limits = ConnectionLimits {
         max_connections: 1024,
         header_timeout: Duration::from_secs(10),
         shutdown_timeout: Duration::from_secs(5),
-        ..Limits::from_config(&crate::config::ServerConfig::default())
+        ..ConnectionLimits::from_config(&crate::config::ServerConfig::default())
     };
     let task = tokio::spawn(server::serve(
         listener,

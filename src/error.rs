@@ -110,6 +110,67 @@ pub enum GatewayError {
     DeliveryFailed,
 }
 
+/// Why admission turned a buying request away, before it reached the queue: the edge's
+/// own vocabulary, with its metric label, turned into the contract's error in one place
+/// (`From<Refusal> for GatewayError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Before the sale's `starts_at` (RFC 3339).
+    NotStarted {
+        /// When it starts.
+        starts_at: String,
+    },
+    /// After the sale's `ends_at`.
+    Closed,
+    /// An operator paused the sale.
+    Paused,
+    /// No stock left, or none that could reach this request.
+    SoldOut,
+    /// The store lost the sale's state; nothing is sold until an operator loads stock.
+    Held,
+    /// Over the per-user or per-IP limit.
+    RateLimited {
+        /// Seconds until a request would pass.
+        retry_after: u32,
+    },
+    /// The queue is full; the sale's overflow policy decides the answer.
+    QueueFull,
+    /// The sale's drain has stopped: the gateway is shutting down.
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// Its `outcome` label in `flashgate_admission_total` (one of
+    /// [`crate::metrics::ADMISSION_OUTCOMES`]).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NotStarted { .. } => "not_started",
+            Self::Closed => "closed",
+            Self::Paused => "paused",
+            Self::SoldOut => "sold_out",
+            Self::Held => "held",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QueueFull => "queue_full",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl From<Refusal> for GatewayError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotStarted { starts_at } => Self::SaleNotStarted { starts_at },
+            Refusal::Closed => Self::SaleClosed,
+            Refusal::Paused => Self::SalePaused,
+            Refusal::SoldOut => Self::SoldOut,
+            Refusal::Held => Self::SaleHeld,
+            Refusal::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            Refusal::QueueFull => Self::QueueFull { retry_after: 1 },
+            Refusal::ShuttingDown => Self::ShuttingDown,
+        }
+    }
+}
+
 impl From<crate::path::PathError> for GatewayError {
     fn from(e: crate::path::PathError) -> Self {
         Self::BadRequest(e.reason())
@@ -204,6 +265,30 @@ impl GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_refusal_has_a_counted_label_and_its_own_error() {
+        let all = [
+            Refusal::NotStarted {
+                starts_at: "x".into(),
+            },
+            Refusal::Closed,
+            Refusal::Paused,
+            Refusal::SoldOut,
+            Refusal::Held,
+            Refusal::RateLimited { retry_after: 1 },
+            Refusal::QueueFull,
+            Refusal::ShuttingDown,
+        ];
+        let mut codes = std::collections::HashSet::new();
+        for r in all {
+            assert!(
+                crate::metrics::ADMISSION_OUTCOMES.contains(&r.label()),
+                "{r:?}"
+            );
+            assert!(codes.insert(GatewayError::from(r).code()));
+        }
+    }
 
     #[test]
     fn every_503_carries_retry_after() {

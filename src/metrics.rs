@@ -4,8 +4,6 @@
 //! or a token. Per-sale counters are resolved once at start-up, so the admission path pays
 //! an atomic add, not a label lookup.
 
-use std::time::Duration;
-
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -285,6 +283,16 @@ impl Metrics {
     }
 }
 
+/// The `outcome` label's values of `flashgate_reserve_total`.
+pub const RESERVE_OUTCOMES: &[&str] = &[
+    "reserved",
+    "sold_out",
+    "duplicate",
+    "invalid_token",
+    "store_unavailable",
+    "shutting_down",
+];
+
 /// One sale's counters, resolved once so the hot path only does atomic adds.
 pub struct SaleCounters {
     /// Admission decisions, in the order of [`ADMISSION_OUTCOMES`].
@@ -293,8 +301,8 @@ pub struct SaleCounters {
     pub drained: IntCounter,
     /// Time spent queued.
     pub queue_wait: Histogram,
-    /// Reserve outcomes: reserved, sold_out, duplicate, invalid_token, store_unavailable.
-    pub reserve: [IntCounter; 5],
+    /// Outcomes of admitted requests, in the order of [`RESERVE_OUTCOMES`].
+    pub reserve: Vec<IntCounter>,
     /// Orders compensated.
     pub compensations: IntCounter,
 }
@@ -306,12 +314,18 @@ impl SaleCounters {
             self.admission[i].inc();
         }
     }
+
+    /// Counts one admitted request's outcome; `outcome` is one of [`RESERVE_OUTCOMES`].
+    pub fn reserve(&self, outcome: &str) {
+        if let Some(i) = RESERVE_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.reserve[i].inc();
+        }
+    }
 }
 
 impl Metrics {
     /// Resolves the counters of sale `sku`.
     pub fn for_sale(&self, sku: &str) -> SaleCounters {
-        let reserve = |o: &str| self.reserve.with_label_values(&[sku, o]);
         SaleCounters {
             admission: ADMISSION_OUTCOMES
                 .iter()
@@ -319,13 +333,10 @@ impl Metrics {
                 .collect(),
             drained: self.drained.with_label_values(&[sku]),
             queue_wait: self.queue_wait.with_label_values(&[sku]),
-            reserve: [
-                reserve("reserved"),
-                reserve("sold_out"),
-                reserve("duplicate"),
-                reserve("invalid_token"),
-                reserve("store_unavailable"),
-            ],
+            reserve: RESERVE_OUTCOMES
+                .iter()
+                .map(|o| self.reserve.with_label_values(&[sku, o]))
+                .collect(),
             compensations: self.compensations.with_label_values(&[sku]),
         }
     }
@@ -337,11 +348,6 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// The index in [`STATUS_CLASSES`] of a status code's class.
 pub fn status_class_index(code: u16) -> usize {
     usize::from((code / 100).clamp(1, 5) - 1)
-}
-
-/// Seconds as f64, for observing durations.
-pub fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{Either, Full};
 
-use crate::response::GatewayResponse;
+use crate::http::response::GatewayResponse;
 
 /// Which page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +206,12 @@ impl Pages {
 
     /// Loads the pages from `dir`; a page missing there is the built-in one.
     pub fn load(dir: &Path) -> Result<Self, PagesError> {
+        if !dir.is_dir() {
+            return Err(PagesError {
+                path: dir.display().to_string(),
+                reason: "not a directory".into(),
+            });
+        }
         let mut pages = Self::builtin();
         for page in Page::ALL {
             let path = dir.join(page.file_name());

@@ -15,17 +15,17 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::admission::{self, Refusal};
 use crate::config::{Overflow, ResponseMode};
-use crate::engine::Engine;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, Refusal};
+use crate::http::response::{json, GatewayResponse};
+use crate::http::server::Peer;
 use crate::pages::{Page, Pages, Values};
-use crate::queue::QueueItem;
-use crate::response::{json, GatewayResponse};
+use crate::sale::admission;
+use crate::sale::engine::Engine;
+use crate::sale::outcome::Outcome;
+use crate::sale::ticket::{Ticket, TicketStatus};
 use crate::sale::{Sale, SaleState};
-use crate::server::Peer;
-use crate::store::{Reservation, Unspent};
-use crate::ticket::{RefusalCode, Ticket, TicketStatus};
+use crate::store::Unspent;
 use crate::types::{TicketId, Token};
 
 /// Largest order request body (it carries at most a token and a quantity).
@@ -184,16 +184,15 @@ impl SaleApi {
         // sold out still learns it won.
         if let Some((ticket, t)) = self.engine.tickets.by_token(&token) {
             if t.user == user && t.sku == sale.sku && t.status.binds_token() {
-                return match t.status {
+                return Ok(match t.status {
                     TicketStatus::Queued | TicketStatus::Processing => {
-                        Ok(accepted(&sale, ticket, t.seq))
+                        accepted(&sale, ticket, t.seq)
                     }
-                    TicketStatus::Reserved(order) => {
-                        let now = self.current_state(&sale, order).await;
-                        outcome_response(ticket, &now)
+                    TicketStatus::Done(Outcome::Reserved(order)) => {
+                        self.current_state(&sale, order).await.answer(ticket)
                     }
-                    ref status => outcome_response(ticket, status),
-                };
+                    TicketStatus::Done(outcome) => outcome.answer(ticket),
+                });
             }
         }
         let decided = Instant::now();
@@ -216,11 +215,16 @@ impl SaleApi {
         // still on its way (its reply lost, a retry queued on another instance) then
         // replays "sold out" rather than reserving after the user heard "sold out".
         let unspent = match &decision {
-            Err(Refusal::Error(GatewayError::SoldOut)) => Some(Unspent::SpendAsSoldOut),
-            Err(Refusal::Error(GatewayError::SaleClosed | GatewayError::SalePaused)) => {
-                Some(Unspent::Leave)
-            }
-            _ => None,
+            Err(Refusal::SoldOut) => Some(Unspent::SpendAsSoldOut),
+            Err(Refusal::Closed | Refusal::Paused) => Some(Unspent::Leave),
+            Ok(_)
+            | Err(
+                Refusal::NotStarted { .. }
+                | Refusal::Held
+                | Refusal::RateLimited { .. }
+                | Refusal::QueueFull
+                | Refusal::ShuttingDown,
+            ) => None,
         };
         if let Some(unspent) = unspent {
             if let Some(answer) = self
@@ -231,73 +235,65 @@ impl SaleApi {
             }
         }
         let counters = self.engine.counters(&sale.sku);
-        let seq = match decision {
-            Ok(seq) => seq,
-            Err(Refusal::Error(e)) => {
-                if let Some(c) = counters {
-                    c.admission(refusal_outcome(&e));
-                }
-                return Err(e);
-            }
+        let slot = match decision {
+            Ok(slot) => slot,
             Err(Refusal::QueueFull) => {
                 if let Some(c) = counters {
                     c.admission(match sale.settings.overflow {
                         Overflow::Redirect => "redirected",
-                        Overflow::Reject => "queue_full",
+                        Overflow::Reject => Refusal::QueueFull.label(),
                     });
                 }
                 return Ok(queue_full(&sale));
+            }
+            Err(refusal) => {
+                if let Some(c) = counters {
+                    c.admission(refusal.label());
+                }
+                return Err(refusal.into());
             }
         };
         if let Some(c) = counters {
             c.admission("admitted");
         }
         let ticket = TicketId::random();
+        let seq = slot.seq();
         if !self
             .engine
             .tickets
             .open(ticket, sale.sku.clone(), seq, user.clone(), token)
         {
-            // Every remembered ticket is still unfinished: as good as a full queue.
-            sale.queue.cancel_reservation(seq);
+            // Every remembered ticket is still unfinished: as good as a full queue (the
+            // dropped slot goes back).
             return Ok(queue_full(&sale));
         }
-        sale.begin();
-        let wait = sale.settings.response == ResponseMode::Wait;
-        let (reply, outcome) = if wait {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
+        let (reply, outcome) = match sale.settings.response {
+            ResponseMode::Wait => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            ResponseMode::Async => (None, None),
         };
-        sale.queue.push(QueueItem {
-            seq,
-            ticket,
-            user,
-            token,
-            quantity,
-            admitted_at: std::time::Instant::now(),
-            reply,
-        });
+        slot.fill(ticket, user, token, quantity, reply);
         if let Some(rx) = outcome {
-            if let Ok(Ok(status)) = tokio::time::timeout(sale.settings.max_wait, rx).await {
-                return outcome_response(ticket, &status);
+            if let Ok(Ok(outcome)) = tokio::time::timeout(sale.settings.max_wait, rx).await {
+                return Ok(outcome.answer(ticket));
             }
         }
         Ok(accepted(&sale, ticket, seq))
     }
 
-    /// A reserved order's state now. With a shared store another instance may have
+    /// A reserved order's outcome now. With a shared store another instance may have
     /// confirmed or compensated it, so the store is asked (one read); with the memory store
     /// this instance's deliverer keeps its tickets current. If the store does not answer,
     /// what this instance knows.
-    async fn current_state(&self, sale: &Sale, order: crate::types::OrderId) -> TicketStatus {
+    async fn current_state(&self, sale: &Sale, order: crate::types::OrderId) -> Outcome {
         if self.engine.stock_sync.is_none() {
-            return TicketStatus::Reserved(order);
+            return Outcome::Reserved(order);
         }
         match self.engine.store.order_state(&sale.sku, &order).await {
-            Ok(state) => TicketStatus::of_order(order, state),
-            Err(_) => TicketStatus::Reserved(order),
+            Ok(state) => Outcome::of_order(order, state),
+            Err(_) => Outcome::Reserved(order),
         }
     }
 
@@ -323,14 +319,8 @@ impl SaleApi {
         let Some(reply) = replay else {
             return Ok(None);
         };
-        let status = match reply.outcome {
-            Reservation::Reserved { order_id, .. } => TicketStatus::of_order(order_id, reply.state),
-            Reservation::SoldOut { .. } => TicketStatus::SoldOut,
-            Reservation::LimitReached => TicketStatus::Duplicate,
-            Reservation::InvalidToken => TicketStatus::InvalidToken,
-        };
-        // No ticket of this instance followed it: the answer carries none.
-        outcome_response(TicketId::random(), &status).map(Some)
+        // No ticket of this instance followed it: the answer carries none of ours.
+        Ok(Some(Outcome::of_reply(&reply).answer(TicketId::random())))
     }
 
     /// The busy page; an unknown or malformed `sku` is left out rather than echoed.
@@ -379,19 +369,6 @@ impl SaleApi {
     }
 }
 
-/// The `outcome` label of an admission refusal.
-fn refusal_outcome(e: &GatewayError) -> &'static str {
-    match e {
-        GatewayError::SaleNotStarted { .. } => "not_started",
-        GatewayError::SaleClosed => "closed",
-        GatewayError::SalePaused => "paused",
-        GatewayError::RateLimited { .. } => "rate_limited",
-        GatewayError::SaleHeld => "held",
-        GatewayError::ShuttingDown => "shutting_down",
-        _ => "sold_out",
-    }
-}
-
 /// Reads the token (header `X-Sale-Token`, else JSON `{"token"}`) and the quantity.
 async fn read_order(
     req: Request<Incoming>,
@@ -406,7 +383,8 @@ async fn read_order(
             "more than one X-Sale-Token header",
         ));
     }
-    let bytes = crate::body::read(&parts.headers, body, ORDER_BODY_LIMIT, body_timeout).await?;
+    let bytes =
+        crate::http::body::read(&parts.headers, body, ORDER_BODY_LIMIT, body_timeout).await?;
     crate::order_body::parse(from_header, &bytes, per_user_limit)
 }
 
@@ -430,42 +408,11 @@ fn accepted(sale: &Sale, ticket: TicketId, seq: u64) -> GatewayResponse {
     resp
 }
 
-/// The wait-mode answer for a finished ticket.
-fn outcome_response(
-    ticket: TicketId,
-    status: &TicketStatus,
-) -> Result<GatewayResponse, GatewayError> {
-    match status {
-        TicketStatus::Reserved(order) => Ok(json(
-            StatusCode::CREATED,
-            &json!({ "status": "reserved", "order_id": order, "ticket": ticket }),
-        )),
-        TicketStatus::Confirmed(order) => Ok(json(
-            StatusCode::CREATED,
-            &json!({ "status": "confirmed", "order_id": order, "ticket": ticket }),
-        )),
-        TicketStatus::SoldOut => Err(GatewayError::SoldOut),
-        TicketStatus::Duplicate => Err(GatewayError::Duplicate),
-        TicketStatus::InvalidToken => Err(GatewayError::InvalidToken),
-        TicketStatus::Failed(order) => {
-            // The same answer on every instance: this order failed for good, stock went back.
-            let e = GatewayError::DeliveryFailed;
-            Ok(json(
-                e.status(),
-                &json!({ "error": e.code(), "message": e.to_string(), "order_id": order, "ticket": ticket }),
-            ))
-        }
-        TicketStatus::Refused(RefusalCode::StoreUnavailable) => Err(GatewayError::StoreUnavailable),
-        TicketStatus::Refused(RefusalCode::ShuttingDown) => Err(GatewayError::ShuttingDown),
-        TicketStatus::Refused(RefusalCode::QueueFull) => {
-            Err(GatewayError::QueueFull { retry_after: 1 })
-        }
-        TicketStatus::Queued | TicketStatus::Processing => Err(GatewayError::StoreUnavailable),
-    }
-}
-
 fn ticket_view(engine: &Engine, id: TicketId, t: &Ticket) -> GatewayResponse {
-    let body = match &t.status {
+    let mut body = serde_json::Map::new();
+    body.insert("ticket".into(), json!(id));
+    body.insert("sku".into(), t.sku.as_str().into());
+    match &t.status {
         TicketStatus::Queued | TicketStatus::Processing => {
             let (position, eta) = match engine.sales.get(t.sku.as_str()) {
                 Some(sale) => {
@@ -474,35 +421,12 @@ fn ticket_view(engine: &Engine, id: TicketId, t: &Ticket) -> GatewayResponse {
                 }
                 None => (0, 0),
             };
-            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "queued", "position": position, "eta_ms": eta })
+            body.insert("status".into(), "queued".into());
+            body.insert("position".into(), position.into());
+            body.insert("eta_ms".into(), eta.into());
         }
-        TicketStatus::Reserved(o) => {
-            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "reserved", "order_id": o })
-        }
-        TicketStatus::Confirmed(o) => {
-            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "confirmed", "order_id": o })
-        }
-        TicketStatus::Failed(o) => {
-            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "failed", "order_id": o, "error": "delivery_failed" })
-        }
-        TicketStatus::SoldOut => {
-            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "sold_out" })
-        }
-        TicketStatus::Duplicate => {
-            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "duplicate" })
-        }
-        TicketStatus::InvalidToken => {
-            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "invalid_token" })
-        }
-        TicketStatus::Refused(code) => {
-            let error = match code {
-                RefusalCode::StoreUnavailable => "store_unavailable",
-                RefusalCode::ShuttingDown => "shutting_down",
-                RefusalCode::QueueFull => "queue_full",
-            };
-            json!({ "ticket": id, "sku": t.sku.as_str(), "status": "failed", "error": error })
-        }
-    };
+        TicketStatus::Done(outcome) => outcome.fields(&mut body),
+    }
     let mut resp = json(StatusCode::OK, &body);
     if !t.status.is_final() {
         resp.headers_mut()

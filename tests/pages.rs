@@ -155,17 +155,26 @@ async fn an_operator_brands_the_pages_from_files() {
     assert!(assert_page(&a).contains(&format!("data-ticket=\"{TICKET}\"")));
 }
 
+/// Templates are read where the gateway is composed (once), not by config validation:
+/// `Gateway::build`, which `check-config` and `serve` both run, refuses a broken one.
 #[test]
 fn a_broken_template_is_refused_naming_the_key() {
     let dir = pages_dir(&[("wait.html", "<p>{{ order }}</p>"), ("x", "")]);
     let text = format!("[upstream]\nurl = \"http://127.0.0.1:9\"\n[pages]\ndir = \"{dir}\"\n");
-    let e = Config::from_toml(&text, "test", &[]).expect_err("unknown variable");
-    let shown = e.to_string();
+    let config = Config::from_toml(&text, "test", &[]).expect("valid as a config");
+    let shown = match flashgate::Gateway::build(config) {
+        Ok(_) => panic!("a template with an unknown variable was accepted"),
+        Err(e) => e.to_string(),
+    };
     assert!(
         shown.contains("pages.dir") && shown.contains("order"),
         "{shown}"
     );
     let text = "[upstream]\nurl = \"http://127.0.0.1:9\"\n[pages]\ndir = \"/nonexistent/pages\"\n";
-    let e = Config::from_toml(text, "test", &[]).expect_err("no such dir");
-    assert!(e.to_string().contains("pages.dir"), "{e}");
+    let config = Config::from_toml(text, "test", &[]).expect("valid as a config");
+    let shown = match flashgate::Gateway::build(config) {
+        Ok(_) => panic!("a missing pages directory was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(shown.contains("pages.dir"), "{shown}");
 }

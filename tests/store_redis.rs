@@ -238,7 +238,7 @@ async fn a_deliverer_sees_every_order_it_holds_however_many() {
 /// that every sale shares.
 #[tokio::test]
 async fn a_bad_figure_of_one_sale_leaves_the_other_sales_selling() {
-    use flashgate::store::{Breaker, BreakerState, StoreError};
+    use flashgate::store::{Breaker, StoreError};
     let server = RedisServer::start();
     let inner: Arc<dyn Store> = Arc::new(store_on(&server));
     let store = Breaker::new(inner, Duration::from_secs(2), 1, Duration::from_secs(3600));
@@ -266,7 +266,7 @@ async fn a_bad_figure_of_one_sale_leaves_the_other_sales_selling() {
             .await;
         assert!(matches!(r, Err(StoreError::Rejected(_))), "{r:?}");
     }
-    assert_eq!(store.state(), BreakerState::Closed, "the store answers");
+    // With a threshold of one and an hour's cool-down, an open breaker would refuse this.
     assert!(matches!(
         reserve_one(&store, &good, "alice").await,
         Reservation::Reserved { remaining: 4, .. }

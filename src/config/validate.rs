@@ -46,22 +46,7 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     check_identity(c)?;
     check_limits(c)?;
     check_store_and_delivery(c)?;
-    check_pages(c)?;
     check_log(c)
-}
-
-/// The page templates are read and parsed here too, so `check-config` catches a broken one.
-fn check_pages(c: &Config) -> Result<(), ConfigError> {
-    if c.pages.dir.is_empty() {
-        return Ok(());
-    }
-    let dir = std::path::Path::new(&c.pages.dir);
-    if !dir.is_dir() {
-        return Err(ConfigError::invalid("pages.dir", "not a directory"));
-    }
-    crate::pages::Pages::load(dir)
-        .map(|_| ())
-        .map_err(|e| ConfigError::invalid("pages.dir", format!("{}: {}", e.path, e.reason)))
 }
 
 fn positive(key: &str, ok: bool) -> Result<(), ConfigError> {

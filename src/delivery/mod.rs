@@ -20,7 +20,9 @@
 
 mod retry;
 
-pub use retry::{BackendBreaker, Backoff};
+pub use retry::Backoff;
+
+use crate::breaker::{CircuitBreaker, Permit};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -33,13 +35,12 @@ use http_body_util::{BodyExt, Full};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::error::GatewayError;
-use crate::proxy::{Pool, UpstreamError, UpstreamTarget};
+use crate::config::{DeliveryConfig, UpstreamConfig};
+use crate::http::{Pool, UpstreamError, UpstreamTarget};
+use crate::sale::engine::Engine;
+use crate::sale::outcome::Outcome;
 use crate::sale::Sale;
 use crate::store::{Compensation, Confirmation, Order};
-use crate::ticket::TicketStatus;
 use crate::types::OrderId;
 
 /// What the deliverer needs from the config.
@@ -64,43 +65,43 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From `[delivery]` and `[upstream]`; an upstream URL that cannot be parsed is an
-    /// error at start-up, never a deliverer that retries forever.
-    pub fn new(config: &Config) -> Result<Self, GatewayError> {
-        let UpstreamTarget {
-            authority,
-            host,
-            prefix,
-        } = UpstreamTarget::parse(&config.upstream.url)?;
+    /// From `[delivery]`, `[upstream]` and where `upstream.url` points (parsed once, by
+    /// the gateway); `shutdown_timeout` bounds the deliveries after a stop.
+    pub fn new(
+        delivery: &DeliveryConfig,
+        upstream: &UpstreamConfig,
+        target: &UpstreamTarget,
+        shutdown_timeout: Duration,
+    ) -> Self {
         let pool = Pool::new(
-            authority,
-            config.delivery.max_in_flight,
+            target.authority.clone(),
+            delivery.max_in_flight,
             // A connection still sending when its answer came holds its place a moment.
-            config.delivery.max_in_flight.saturating_mul(2),
-            config.upstream.pool_idle_timeout,
-            config.upstream.connect_timeout,
+            delivery.max_in_flight.saturating_mul(2),
+            upstream.pool_idle_timeout,
+            upstream.connect_timeout,
         );
-        Ok(Self {
+        Self {
             pool,
-            host,
-            path: format!("{prefix}{}", config.delivery.path),
-            max_in_flight: config.delivery.max_in_flight,
-            retries: config.delivery.retries,
-            deadline: config.delivery.deadline,
-            retry_base: config.delivery.retry_base,
-            retry_max: config.delivery.retry_max,
-            breaker_threshold: config.delivery.breaker_threshold,
-            breaker_cooldown: config.delivery.breaker_cooldown,
+            host: target.host.clone(),
+            path: format!("{}{}", target.prefix, delivery.path),
+            max_in_flight: delivery.max_in_flight,
+            retries: delivery.retries,
+            deadline: delivery.deadline,
+            retry_base: delivery.retry_base,
+            retry_max: delivery.retry_max,
+            breaker_threshold: delivery.breaker_threshold,
+            breaker_cooldown: delivery.breaker_cooldown,
             consumer: format!(
                 "{}-{}",
                 std::process::id(),
                 &crate::types::OrderId::random().as_str()[..8]
             ),
-            claim_idle: config.delivery.claim_idle,
-            signer: crate::signature::Signer::new(&config.delivery.signing_secret),
-            timeout: config.upstream.timeout,
-            shutdown_timeout: config.server.shutdown_timeout,
-        })
+            claim_idle: delivery.claim_idle,
+            signer: crate::signature::Signer::new(&delivery.signing_secret),
+            timeout: upstream.timeout,
+            shutdown_timeout,
+        }
     }
 }
 
@@ -131,7 +132,7 @@ struct Delivery<'a> {
 /// The deliverer's memory between rounds.
 struct State {
     backoff: Backoff,
-    breaker: BackendBreaker,
+    breaker: Arc<CircuitBreaker>,
     /// Orders the backend acknowledged that the store has not confirmed yet (it did not
     /// answer): they are confirmed, never posted again nor compensated.
     acked: HashSet<OrderId>,
@@ -165,7 +166,11 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
     let settings = Arc::new(settings);
     let mut state = State {
         backoff: Backoff::new(settings.retry_base, settings.retry_max),
-        breaker: BackendBreaker::new(settings.breaker_threshold, settings.breaker_cooldown),
+        breaker: Arc::new(CircuitBreaker::new(
+            "backend",
+            settings.breaker_threshold,
+            settings.breaker_cooldown,
+        )),
         acked: HashSet::new(),
         ambiguous: HashSet::new(),
     };
@@ -214,7 +219,7 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
 /// ours to take over by then).
 async fn sleep_until_due(state: &State, waiting: usize, claim_idle: Duration) {
     let now = Instant::now();
-    let next = [state.backoff.next_due(), state.breaker.open_until()]
+    let next = [state.backoff.next_due(), state.breaker.ready_at()]
         .into_iter()
         .flatten()
         .min();
@@ -286,7 +291,15 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
         // Fewest attempts first: while the breaker lets only a probe through, every order
         // gets its turn instead of the oldest one being tried again and again.
         batch.sort_by_key(|o| state.backoff.attempts(&o.order_id));
-        let allowed = state.breaker.allowance(now, settings.max_in_flight);
+        // While the breaker is open only a probe goes out; it ends with this round (a
+        // result recorded it, or it is handed back for the next round).
+        let breaker = state.breaker.clone();
+        let permit = breaker.admit_at(now);
+        let allowed = match &permit {
+            Some(Permit::Pass) => settings.max_in_flight,
+            Some(Permit::Probe(_)) => 1,
+            None => 0,
+        };
         let room = settings.max_in_flight;
         let last_n = last_asks.len().min(room);
         r.waiting += last_asks.len() - last_n;
@@ -350,7 +363,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 (Verdict::Retry, true) if !state.ambiguous.contains(&id) => {
                     // No attempt ever reached the backend unanswered: it does not have
                     // the order, and past the deadline it would refuse a late one.
-                    state.breaker.failure(Instant::now());
+                    state.breaker.failure();
                     tracing::warn!(order = %id,
                         "delivery deadline passed and the backend did not take the order; compensating");
                     r.tally(settle(engine, sale, settings, state, &order, Verdict::Refused).await);
@@ -361,7 +374,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                             "delivery deadline passed, but an earlier attempt may have reached the backend; \
                              asking again until it says");
                     }
-                    state.breaker.failure(Instant::now());
+                    state.breaker.failure();
                     state.backoff.failed(id, Instant::now());
                     r.waiting += 1;
                 }
@@ -384,7 +397,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
     m.outbox_backlog.set(r.waiting as i64);
     // Open means holding deliveries back now: past its cool-down, with nothing left to
     // probe with, it is not (a gauge stuck at 1 after the backend recovered would page).
-    let open = state.breaker.holding(Instant::now());
+    let open = state.breaker.holding_at(Instant::now());
     m.breaker_open
         .with_label_values(&["backend"])
         .set(i64::from(open));
@@ -421,9 +434,7 @@ async fn settle(
                 .await
             {
                 Ok(Confirmation::Confirmed | Confirmation::AlreadyConfirmed) => {
-                    engine
-                        .tickets
-                        .update_by_order(id, TicketStatus::Confirmed(*id));
+                    engine.tickets.update_by_order(id, Outcome::Confirmed(*id));
                     Settled::Done
                 }
                 Ok(Confirmation::Compensated) => {
@@ -431,9 +442,7 @@ async fn settle(
                     // this module exists to prevent. Loud, counted, alerted on.
                     tracing::error!(order = %id, "the backend accepted an order whose stock was already restored");
                     engine.metrics.delivery_conflicts.inc();
-                    engine
-                        .tickets
-                        .update_by_order(id, TicketStatus::Confirmed(*id));
+                    engine.tickets.update_by_order(id, Outcome::Confirmed(*id));
                     Settled::Done
                 }
                 Ok(Confirmation::NotOwner | Confirmation::Unknown) => Settled::Done,
@@ -457,16 +466,14 @@ async fn settle(
                                 c.compensations.inc();
                             }
                             tracing::warn!(order = %id, "order not delivered; stock restored");
-                            engine
-                                .tickets
-                                .update_by_order(id, TicketStatus::Failed(*id));
+                            engine.tickets.update_by_order(id, Outcome::Failed(*id));
                         }
-                        Compensation::AlreadyFailed => engine
-                            .tickets
-                            .update_by_order(id, TicketStatus::Failed(*id)),
-                        Compensation::Confirmed => engine
-                            .tickets
-                            .update_by_order(id, TicketStatus::Confirmed(*id)),
+                        Compensation::AlreadyFailed => {
+                            engine.tickets.update_by_order(id, Outcome::Failed(*id))
+                        }
+                        Compensation::Confirmed => {
+                            engine.tickets.update_by_order(id, Outcome::Confirmed(*id))
+                        }
                         Compensation::NotOwner | Compensation::Unknown => {}
                     }
                     Settled::Done

@@ -60,70 +60,6 @@ impl Backoff {
     }
 }
 
-/// The breaker toward the backend: after `threshold` failed deliveries in a row it holds
-/// deliveries back for `cooldown` instead of burning retries, then lets one probe.
-pub struct BackendBreaker {
-    threshold: u32,
-    cooldown: Duration,
-    failures: u32,
-    open_until: Option<Instant>,
-}
-
-impl BackendBreaker {
-    /// A closed breaker.
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self {
-            threshold: threshold.max(1),
-            cooldown,
-            failures: 0,
-            open_until: None,
-        }
-    }
-
-    /// How many deliveries may go out now: all when closed, one probe after the cool-down,
-    /// none while open.
-    pub fn allowance(&self, now: Instant, max: usize) -> usize {
-        match self.open_until {
-            None => max,
-            Some(until) if now >= until => 1,
-            Some(_) => 0,
-        }
-    }
-
-    /// True while it holds deliveries back (open, cool-down not over).
-    pub fn holding(&self, now: Instant) -> bool {
-        self.open_until.is_some_and(|until| now < until)
-    }
-
-    /// When an open breaker lets the next probe through.
-    pub fn open_until(&self) -> Option<Instant> {
-        self.open_until
-    }
-
-    /// The backend answered (even with a refusal): close.
-    pub fn success(&mut self) {
-        if self.open_until.is_some() {
-            tracing::info!("backend answers again; delivery breaker closed");
-        }
-        self.failures = 0;
-        self.open_until = None;
-    }
-
-    /// A delivery failed in a retryable way.
-    pub fn failure(&mut self, now: Instant) {
-        self.failures += 1;
-        if self.failures >= self.threshold || self.open_until.is_some() {
-            if self.open_until.is_none_or(|u| now >= u) {
-                tracing::warn!(
-                    failures = self.failures,
-                    "backend failing; delivery breaker open"
-                );
-            }
-            self.open_until = Some(now + self.cooldown);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,27 +83,5 @@ mod tests {
         }
         b.done(&o);
         assert!(b.due(&o, t0) && b.next_due().is_none());
-    }
-
-    #[test]
-    fn breaker_opens_holds_then_probes_once() {
-        let mut br = BackendBreaker::new(2, Duration::from_secs(5));
-        let t0 = Instant::now();
-        assert_eq!(br.allowance(t0, 16), 16);
-        br.failure(t0);
-        assert_eq!(br.allowance(t0, 16), 16, "one failure is not a pattern");
-        br.failure(t0);
-        assert_eq!(br.allowance(t0, 16), 0, "open: nothing goes out");
-        assert!(br.holding(t0));
-        let later = t0 + Duration::from_secs(5);
-        assert!(
-            !br.holding(later),
-            "cooled down: no longer holding anything back"
-        );
-        assert_eq!(br.allowance(later, 16), 1, "after the cool-down, one probe");
-        br.failure(later);
-        assert_eq!(br.allowance(later, 16), 0, "a failed probe re-opens it");
-        br.success();
-        assert_eq!(br.allowance(later, 16), 16);
     }
 }

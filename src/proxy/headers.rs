@@ -6,7 +6,7 @@ use http::request::Parts;
 use http::Version;
 
 use crate::error::GatewayError;
-use crate::server::Peer;
+use crate::http::server::Peer;
 
 /// `X-Forwarded-For`: the chain of client addresses.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

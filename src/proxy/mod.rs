@@ -1,10 +1,8 @@
 //! Reverse proxy for every request that is not a sale route: pooled keep-alive client,
 //! bodies streamed both ways, hop-by-hop headers stripped, `X-Forwarded-*` added.
 
-mod deadline;
 mod guard;
 mod headers;
-mod pool;
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -17,48 +15,14 @@ use hyper::body::Incoming;
 
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::error::GatewayError;
-use crate::response::GatewayResponse;
-use crate::server::Peer;
-pub use deadline::{BodyTimedOut, Deadline};
+use crate::http::deadline::{BodyTimedOut, Deadline};
+use crate::http::response::GatewayResponse;
+use crate::http::server::Peer;
+use crate::http::{Pool, UpstreamBody, UpstreamError, UpstreamTarget};
 pub use guard::Guard;
 
 use headers::strip_hop_by_hop;
 pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP};
-pub use pool::{Pool, PooledBody, SendBody, UpstreamError};
-
-/// Request body as sent upstream: the client's body, cut off at `server.body_limit` and
-/// after `server.body_timeout`.
-pub type UpstreamBody = Limited<Deadline<Incoming>>;
-
-/// Where `upstream.url` points: shared by the proxy and the deliverer.
-pub struct UpstreamTarget {
-    /// `host:port`, to connect to.
-    pub authority: Authority,
-    /// The same as a Host header value.
-    pub host: HeaderValue,
-    /// The URL's path without a trailing slash, prefixed to every request path.
-    pub prefix: String,
-}
-
-impl UpstreamTarget {
-    /// Parses the upstream URL (config validation has checked it already).
-    pub fn parse(url: &str) -> Result<Self, GatewayError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| GatewayError::BadRequest("upstream.url is not a URL"))?;
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or(GatewayError::BadRequest("upstream.url has no host"))?;
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| GatewayError::BadRequest("upstream.url has an invalid host"))?;
-        Ok(Self {
-            authority,
-            host,
-            prefix: uri.path().trim_end_matches('/').to_owned(),
-        })
-    }
-}
 
 /// Forwards requests to the configured upstream.
 #[derive(Clone)]
@@ -79,32 +43,28 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the connection pool; the URL was checked by config validation.
-    pub fn new(upstream: &UpstreamConfig, server: &ServerConfig) -> Result<Self, GatewayError> {
-        let UpstreamTarget {
-            authority,
-            host: upstream_host,
-            prefix,
-        } = UpstreamTarget::parse(&upstream.url)?;
+    /// Builds the connection pool to `target`, with `[upstream]`'s settings and
+    /// `[server]`'s body bounds.
+    pub fn new(target: &UpstreamTarget, upstream: &UpstreamConfig, server: &ServerConfig) -> Self {
         let pool = Pool::new(
-            authority.clone(),
+            target.authority.clone(),
             upstream.pool_size,
             upstream.max_connections,
             upstream.pool_idle_timeout,
             upstream.connect_timeout,
         );
-        Ok(Self {
+        Self {
             pool,
-            authority,
-            upstream_host,
-            prefix,
+            authority: target.authority.clone(),
+            upstream_host: target.host.clone(),
+            prefix: target.prefix.clone(),
             timeout: upstream.timeout,
             body_limit: server.body_limit,
             body_timeout: server.body_timeout,
             preserve_host: upstream.preserve_host,
             guard: Guard::default(),
             identity: http::HeaderName::from_static("x-user-id"),
-        })
+        }
     }
 
     /// Refuses clients' POSTs to the backend's order intake (`delivery.path`).

@@ -1,14 +1,8 @@
-//! A circuit breaker in front of a store: every call is bounded by the store timeout, and
-//! after a run of failures calls fail at once for a cool-down instead of piling onto a dead
-//! or drowning Redis. After the cool-down one call at a time probes; a success closes it.
-//!
-//! A probe always ends: its result moves the breaker on, and a probe whose caller goes
-//! away first (a client hanging up drops the request's future) hands the probe back, so
-//! the next call probes at once. Without that, one cancelled probe would leave the
-//! breaker refusing every call for good while the store answers.
+//! The store behind a timeout and a [`CircuitBreaker`]: every call is bounded by the store
+//! timeout, and after a run of failures calls fail at once for a cool-down instead of
+//! piling onto a dead or drowning Redis.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,35 +10,15 @@ use super::{
     Claimed, Compensation, Confirmation, Order, OrderState, ReserveReply, ReserveRequest,
     StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
+use crate::breaker::CircuitBreaker;
 use crate::metrics::Metrics;
 use crate::types::{Epoch, OrderId, Sku, Token, UserId};
-
-const CLOSED: u8 = 0;
-const OPEN: u8 = 1;
-const PROBING: u8 = 2;
-
-/// Whether the breaker lets calls through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    /// Calls go through.
-    Closed,
-    /// Calls fail at once until the cool-down ends.
-    Open,
-    /// One call is probing whether the store is back.
-    Probing,
-}
 
 /// A store behind a timeout and a circuit breaker.
 pub struct Breaker {
     inner: Arc<dyn Store>,
     timeout: Duration,
-    threshold: u32,
-    cooldown: Duration,
-    state: AtomicU8,
-    failures: AtomicU32,
-    /// When the breaker last opened, in ms since `epoch`.
-    opened_at: AtomicU64,
-    epoch: Instant,
+    breaker: CircuitBreaker,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -60,98 +34,18 @@ impl Breaker {
         Self {
             inner,
             timeout,
-            threshold: threshold.max(1),
-            cooldown,
-            state: AtomicU8::new(CLOSED),
-            failures: AtomicU32::new(0),
-            opened_at: AtomicU64::new(0),
-            epoch: Instant::now(),
+            breaker: CircuitBreaker::new("store", threshold, cooldown),
             metrics: None,
         }
     }
 
     /// Records step latency, failures and the breaker's state in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        metrics.breaker_open.with_label_values(&["store"]).set(0);
+        self.breaker = self
+            .breaker
+            .with_gauge(metrics.breaker_open.with_label_values(&["store"]));
         self.metrics = Some(metrics);
         self
-    }
-
-    fn set_open_gauge(&self, open: bool) {
-        if let Some(m) = &self.metrics {
-            m.breaker_open
-                .with_label_values(&["store"])
-                .set(i64::from(open));
-        }
-    }
-
-    /// The breaker's state now.
-    pub fn state(&self) -> BreakerState {
-        match self.state.load(Ordering::Acquire) {
-            CLOSED => BreakerState::Closed,
-            OPEN => BreakerState::Open,
-            _ => BreakerState::Probing,
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// May a call go through now? Moves Open → Probing for exactly one caller after the
-    /// cool-down; that caller holds the returned [`Probe`] until its result is recorded.
-    fn admit(&self) -> Admission<'_> {
-        match self.state.load(Ordering::Acquire) {
-            CLOSED => Admission::Pass,
-            OPEN => {
-                let since = self
-                    .now_ms()
-                    .saturating_sub(self.opened_at.load(Ordering::Acquire));
-                if since >= self.cooldown.as_millis() as u64
-                    && self
-                        .state
-                        .compare_exchange(OPEN, PROBING, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                {
-                    Admission::Probe(Probe { breaker: self })
-                } else {
-                    Admission::Refuse
-                }
-            }
-            // Someone is probing already.
-            _ => Admission::Refuse,
-        }
-    }
-
-    /// A probe ended without a result (its caller went away): open again with the
-    /// cool-down already over, so the next call probes.
-    fn probe_abandoned(&self) {
-        let ready_at = self
-            .now_ms()
-            .saturating_sub(self.cooldown.as_millis() as u64);
-        self.opened_at.store(ready_at, Ordering::Release);
-        let _ = self
-            .state
-            .compare_exchange(PROBING, OPEN, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    fn success(&self) {
-        self.failures.store(0, Ordering::Release);
-        if self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {
-            self.set_open_gauge(false);
-        }
-    }
-
-    fn failure(&self) {
-        let probing = self.state.load(Ordering::Acquire) == PROBING;
-        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if probing || n >= self.threshold {
-            self.opened_at.store(self.now_ms(), Ordering::Release);
-            if self.state.swap(OPEN, Ordering::AcqRel) != OPEN {
-                tracing::warn!(failures = n, "store circuit breaker opened");
-                self.set_open_gauge(true);
-            }
-        }
     }
 
     fn call<'a, T: Send + 'a>(
@@ -160,15 +54,11 @@ impl Breaker {
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'a,
     ) -> StoreFuture<'a, T> {
         Box::pin(async move {
-            let probe = match self.admit() {
-                Admission::Pass => None,
-                Admission::Probe(p) => Some(p),
-                Admission::Refuse => {
-                    if let Some(m) = &self.metrics {
-                        m.store_errors.with_label_values(&[step]).inc();
-                    }
-                    return Err(StoreError::Unavailable("circuit open".into()));
+            let Some(permit) = self.breaker.admit() else {
+                if let Some(m) = &self.metrics {
+                    m.store_errors.with_label_values(&[step]).inc();
                 }
+                return Err(StoreError::Unavailable("circuit open".into()));
             };
             let started = Instant::now();
             let result = match tokio::time::timeout(self.timeout, fut).await {
@@ -185,45 +75,23 @@ impl Breaker {
                     if let Some(m) = &self.metrics {
                         m.store_errors.with_label_values(&[step]).inc();
                     }
-                    self.failure()
+                    self.breaker.failure()
                 }
                 Err(StoreError::Invariant(why)) => {
                     tracing::error!(step, %why, "oversell guard tripped");
                     if let Some(m) = &self.metrics {
                         m.oversell_guard.inc();
                     }
-                    self.success()
+                    self.breaker.success()
                 }
                 // Any answer from the store, even "no such sale" or a refused stock
                 // change, shows it is up.
-                _ => self.success(),
+                _ => self.breaker.success(),
             }
-            // The result moved the breaker on; the probe is over.
-            std::mem::forget(probe);
+            // The result moved the breaker on; a probe is over.
+            permit.done();
             result
         })
-    }
-}
-
-/// What [`Breaker::admit`] decided for one call.
-enum Admission<'a> {
-    /// Closed: go ahead.
-    Pass,
-    /// Go ahead as the one probe.
-    Probe(Probe<'a>),
-    /// Open, or another call is probing.
-    Refuse,
-}
-
-/// The right to probe, held by one call. Dropped before the call's result is recorded
-/// (the call's future was dropped), it hands the probe back.
-struct Probe<'a> {
-    breaker: &'a Breaker,
-}
-
-impl Drop for Probe<'_> {
-    fn drop(&mut self) {
-        self.breaker.probe_abandoned();
     }
 }
 
@@ -311,7 +179,7 @@ impl Store for Breaker {
                 Err(_) => Err(StoreError::Unavailable("timed out".into())),
             };
             if r.is_ok() {
-                self.success();
+                self.breaker.success();
             }
             r
         })
@@ -337,17 +205,19 @@ mod tests {
             Duration::ZERO,
         );
         assert!(b.call("t", async { Err::<(), _>(down()) }).await.is_err());
-        assert_eq!(b.state(), BreakerState::Open);
         // The probe's caller hangs up while the store is silent: its future is dropped.
         let mut probe = b.call("t", std::future::pending::<Result<(), StoreError>>());
         let poll = probe.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         assert!(poll.is_pending());
-        assert_eq!(b.state(), BreakerState::Probing);
+        assert!(
+            b.call("t", async { Ok(()) }).await.is_err(),
+            "a probe is in flight: others are refused"
+        );
         drop(probe);
-        assert_eq!(b.state(), BreakerState::Open, "the probe was handed back");
-        // The store answers again: the next call probes and closes the breaker.
+        // The probe was handed back and the store answers again: the next call probes and
+        // closes the breaker, and the one after it passes too.
         assert!(b.call("t", async { Ok(()) }).await.is_ok());
-        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.call("t", async { Ok(()) }).await.is_ok());
     }
 
     #[tokio::test]
@@ -368,6 +238,16 @@ mod tests {
         );
         drop(probe);
         assert!(b.call("t", async { Err::<(), _>(down()) }).await.is_err());
-        assert_eq!(b.state(), BreakerState::Open);
+        let b = Breaker::new(
+            Arc::new(MemoryStore::new()),
+            Duration::from_secs(5),
+            1,
+            Duration::from_secs(3600),
+        );
+        assert!(b.call("t", async { Err::<(), _>(down()) }).await.is_err());
+        assert!(
+            b.call("t", async { Ok(()) }).await.is_err(),
+            "open: refused without asking the store"
+        );
     }
 }

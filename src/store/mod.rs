@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::{Epoch, OrderId, Sku, Token, UserId};
 
 pub use self::redis::RedisStore;
-pub use breaker::{Breaker, BreakerState};
+pub use breaker::Breaker;
 pub use memory::MemoryStore;
 
 /// What a store call returns.

@@ -21,13 +21,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::{Handler, IpSlot, Limits, Peer, Refused, Shared};
+use super::{ConnectionLimits, Handler, IpSlot, Peer, Refused, Shared};
 use crate::error::GatewayError;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The HTTP/1 settings of a listener.
-pub(super) fn h1_builder(limits: &Limits) -> hyper::server::conn::http1::Builder {
+pub(super) fn h1_builder(limits: &ConnectionLimits) -> hyper::server::conn::http1::Builder {
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -38,7 +38,9 @@ pub(super) fn h1_builder(limits: &Limits) -> hyper::server::conn::http1::Builder
 }
 
 /// The h2 settings of a listener.
-pub(super) fn h2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+pub(super) fn h2_builder(
+    limits: &ConnectionLimits,
+) -> hyper::server::conn::http2::Builder<TokioExecutor> {
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))

@@ -7,7 +7,7 @@ use http_body_util::{Either, Full};
 use serde::Serialize;
 
 use crate::error::GatewayError;
-use crate::proxy::{PooledBody, UpstreamBody};
+use crate::http::{PooledBody, UpstreamBody};
 
 /// Body of every response: streamed from the upstream, or written whole by the gateway.
 pub type ResponseBody = Either<PooledBody<UpstreamBody>, Full<Bytes>>;

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::error::GatewayError;
-use crate::response::GatewayResponse;
+use crate::http::response::GatewayResponse;
 pub use crate::trusted_proxies::TrustedProxies;
 pub use tls::{TlsAcceptor, TlsError};
 
@@ -78,7 +78,7 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
 
 /// Per-listener protection limits.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct ConnectionLimits {
     /// Connections open at once; more are closed on accept. Requests in flight at once,
     /// h2 streams included, are bounded by the same figure.
     pub max_connections: usize,
@@ -98,7 +98,7 @@ pub struct Limits {
     pub h2_max_cancelled_streams: u32,
 }
 
-impl Limits {
+impl ConnectionLimits {
     /// The public listener's limits from `[server]`.
     pub fn from_config(c: &ServerConfig) -> Self {
         Self {
@@ -237,7 +237,7 @@ impl Drop for IpSlot {
 /// What every connection of a listener shares.
 struct Shared<H> {
     handler: H,
-    limits: Limits,
+    limits: ConnectionLimits,
     edge: Edge,
     per_ip: Option<Arc<PerIp>>,
     /// Requests in flight on this listener, h2 streams included.
@@ -254,7 +254,7 @@ struct Shared<H> {
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: H,
-    limits: Limits,
+    limits: ConnectionLimits,
     edge: Edge,
     metrics: ListenerMetrics,
     shutdown: CancellationToken,

@@ -10,11 +10,12 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
-use crate::queue::{Head, QueueItem};
-use crate::sale::Sale;
+use super::engine::Engine;
+use super::outcome::Outcome;
+use super::queue::{Head, QueueItem};
+use super::ticket::TicketStatus;
+use super::Sale;
 use crate::store::{Reservation, ReserveRequest};
-use crate::ticket::{RefusalCode, TicketStatus};
 
 /// The longest a stopping drain waits for an admission to fill its slot in.
 const FILLING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
@@ -100,12 +101,7 @@ pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationTok
     sale.stop();
     loop {
         match sale.queue.pop() {
-            Head::Item(item) => conclude(
-                &engine,
-                &sale,
-                item,
-                TicketStatus::Refused(RefusalCode::ShuttingDown),
-            ),
+            Head::Item(item) => conclude(&engine, &sale, item, Outcome::ShuttingDown),
             Head::Empty if sale.queue.is_empty() => break,
             Head::Filling | Head::Empty => {
                 let _ = tokio::time::timeout(FILLING_WAIT, sale.queue.wait_ready()).await;
@@ -131,51 +127,39 @@ async fn work(
         per_user_limit: sale.per_user_limit,
     };
     // The store is behind the breaker, which bounds the call by the store timeout.
-    let status = match engine.store.reserve(&req).await {
-        Ok(reply) => match reply.outcome {
-            Reservation::Reserved {
-                order_id,
-                remaining,
-            } => {
-                if !reply.replayed {
-                    sale.set_remaining(remaining);
-                    engine.outbox_ready.notify_one();
+    let outcome = match engine.store.reserve(&req).await {
+        Ok(reply) => {
+            // A replay reports what was decided then; the stock figure is not news.
+            if !reply.replayed {
+                match reply.outcome {
+                    Reservation::Reserved { remaining, .. } => {
+                        sale.set_remaining(remaining);
+                        engine.outbox_ready.notify_one();
+                    }
+                    Reservation::SoldOut { remaining } => sale.set_remaining(remaining),
+                    Reservation::LimitReached | Reservation::InvalidToken => {}
                 }
-                TicketStatus::of_order(order_id, reply.state)
             }
-            Reservation::SoldOut { remaining } => {
-                if !reply.replayed {
-                    sale.set_remaining(remaining);
-                }
-                TicketStatus::SoldOut
-            }
-            Reservation::LimitReached => TicketStatus::Duplicate,
-            Reservation::InvalidToken => TicketStatus::InvalidToken,
-        },
+            Outcome::of_reply(&reply)
+        }
         Err(e) => {
             tracing::warn!(sku = %sale.sku, error = %e, "reserve step failed");
-            TicketStatus::Refused(RefusalCode::StoreUnavailable)
+            Outcome::StoreUnavailable
         }
     };
-    if let Some(c) = engine.counters(&sale.sku) {
-        let i = match status {
-            // A replay of a reserved order counts as reserved, whatever its state now.
-            TicketStatus::Reserved(_) | TicketStatus::Confirmed(_) | TicketStatus::Failed(_) => 0,
-            TicketStatus::SoldOut => 1,
-            TicketStatus::Duplicate => 2,
-            TicketStatus::InvalidToken => 3,
-            _ => 4,
-        };
-        c.reserve[i].inc();
-    }
-    conclude(&engine, &sale, item, status);
+    conclude(&engine, &sale, item, outcome);
 }
 
 /// Records an admitted request's outcome and tells whoever waits for it.
-fn conclude(engine: &Engine, sale: &Sale, item: QueueItem, status: TicketStatus) {
-    engine.tickets.update(&item.ticket, status.clone());
+fn conclude(engine: &Engine, sale: &Sale, item: QueueItem, outcome: Outcome) {
+    if let Some(c) = engine.counters(&sale.sku) {
+        c.reserve(outcome.label());
+    }
+    engine
+        .tickets
+        .update(&item.ticket, TicketStatus::Done(outcome));
     if let Some(reply) = item.reply {
-        let _ = reply.send(status);
+        let _ = reply.send(outcome);
     }
     sale.finish();
 }

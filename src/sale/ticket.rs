@@ -9,20 +9,10 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::outcome::Outcome;
 use crate::types::{OrderId, Sku, TicketId, Token, UserId};
 
 const SHARDS: usize = 32;
-
-/// Why a ticket ended without a store outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalCode {
-    /// The store did not answer.
-    StoreUnavailable,
-    /// The gateway shut down before processing it.
-    ShuttingDown,
-    /// The queue turned out to be full.
-    QueueFull,
-}
 
 /// Where a ticket is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,44 +21,31 @@ pub enum TicketStatus {
     Queued,
     /// Taken by an order worker.
     Processing,
-    /// Stock reserved; the order waits for delivery.
-    Reserved(OrderId),
-    /// The backend acknowledged the order.
-    Confirmed(OrderId),
-    /// No stock was left.
-    SoldOut,
-    /// The user already held the most units allowed.
-    Duplicate,
-    /// The token was unknown, expired, or not this user's or sale's.
-    InvalidToken,
-    /// Delivery failed for good; the stock was put back.
-    Failed(OrderId),
-    /// Ended without reaching the store.
-    Refused(RefusalCode),
+    /// Ended (a reserved order may still move on by delivery).
+    Done(Outcome),
 }
 
 impl TicketStatus {
-    /// A reserved order's ticket status from the order's state now (a replay answers
-    /// where the order is: confirmed, or failed with its stock restored).
-    pub fn of_order(order: OrderId, state: Option<crate::store::OrderState>) -> Self {
-        use crate::store::OrderState;
-        match state {
-            Some(OrderState::Confirmed) => Self::Confirmed(order),
-            Some(OrderState::Failed) => Self::Failed(order),
-            Some(OrderState::Reserved) | None => Self::Reserved(order),
-        }
-    }
-
     /// True once the ticket will not change any more (or changes only by delivery).
     pub fn is_final(&self) -> bool {
-        !matches!(self, Self::Queued | Self::Processing)
+        matches!(self, Self::Done(_))
     }
 
     /// True when a resubmission of the same token must get this answer again: the store
-    /// decided it, or the request is still on its way. Refusals that never reached the
-    /// store leave the token unspent, so a retry goes through.
+    /// decided it, or the request is still on its way.
     pub fn binds_token(&self) -> bool {
-        !matches!(self, Self::Refused(_))
+        match self {
+            Self::Queued | Self::Processing => true,
+            Self::Done(o) => o.binds_token(),
+        }
+    }
+
+    /// The order it made, if any.
+    fn order(&self) -> Option<OrderId> {
+        match self {
+            Self::Queued | Self::Processing => None,
+            Self::Done(o) => o.order(),
+        }
     }
 }
 
@@ -156,12 +133,7 @@ impl TicketBook {
 
     /// Moves a ticket to `status`, linking it to its order when it has one.
     pub fn update(&self, id: &TicketId, status: TicketStatus) {
-        let order = match &status {
-            TicketStatus::Reserved(o) | TicketStatus::Confirmed(o) | TicketStatus::Failed(o) => {
-                Some(*o)
-            }
-            _ => None,
-        };
+        let order = status.order();
         {
             let mut shard = self.shard_of(id);
             let Some(t) = shard.tickets.get_mut(id) else {
@@ -177,11 +149,11 @@ impl TicketBook {
         }
     }
 
-    /// Moves the ticket of `order` to `status` (delivery outcomes).
-    pub fn update_by_order(&self, order: &OrderId, status: TicketStatus) {
+    /// Moves the ticket of `order` to `outcome` (delivery outcomes).
+    pub fn update_by_order(&self, order: &OrderId, outcome: Outcome) {
         let id = self.shard_of(order).by_order.get(order).copied();
         if let Some(id) = id {
-            self.update(&id, status);
+            self.update(&id, TicketStatus::Done(outcome));
         }
     }
 
@@ -284,17 +256,8 @@ impl Evicted {
         Self {
             ticket,
             token: t.token,
-            order: order_of(&t.status),
+            order: t.status.order(),
         }
-    }
-}
-
-fn order_of(status: &TicketStatus) -> Option<OrderId> {
-    match status {
-        TicketStatus::Reserved(o) | TicketStatus::Confirmed(o) | TicketStatus::Failed(o) => {
-            Some(*o)
-        }
-        _ => None,
     }
 }
 
@@ -313,11 +276,11 @@ mod tests {
         assert!(book.open(id, Sku::new("a"), 0, user(), Token::random()));
         assert_eq!(book.get(&id).map(|t| t.status), Some(TicketStatus::Queued));
         let order = OrderId::random();
-        book.update(&id, TicketStatus::Reserved(order));
-        book.update_by_order(&order, TicketStatus::Confirmed(order));
+        book.update(&id, TicketStatus::Done(Outcome::Reserved(order)));
+        book.update_by_order(&order, Outcome::Confirmed(order));
         assert_eq!(
             book.get(&id).map(|t| t.status),
-            Some(TicketStatus::Confirmed(order))
+            Some(TicketStatus::Done(Outcome::Confirmed(order)))
         );
         assert!(book.get(&TicketId::random()).is_none());
     }
@@ -340,12 +303,12 @@ mod tests {
         assert!(refused > 0);
         // Finish them all: now new tickets evict old ones instead of being refused.
         for id in &open {
-            book.update(id, TicketStatus::SoldOut);
+            book.update(id, TicketStatus::Done(Outcome::SoldOut));
         }
         for _ in 0..100 {
             let id = TicketId::random();
             assert!(book.open(id, Sku::new("a"), 0, user(), Token::random()));
-            book.update(&id, TicketStatus::SoldOut);
+            book.update(&id, TicketStatus::Done(Outcome::SoldOut));
         }
         assert!(book.len() <= SHARDS);
     }
@@ -355,7 +318,7 @@ mod tests {
         let book = TicketBook::new(100, Duration::ZERO);
         let id = TicketId::random();
         assert!(book.open(id, Sku::new("a"), 0, user(), Token::random()));
-        book.update(&id, TicketStatus::Duplicate);
+        book.update(&id, TicketStatus::Done(Outcome::Duplicate));
         // Any time at all past finishing is past a zero TTL.
         let gone = (0..1_000_000).any(|_| book.get(&id).is_none());
         assert!(gone, "a finished ticket outlived its TTL");

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::{oneshot, Notify};
 
-use crate::ticket::TicketStatus;
+use super::outcome::Outcome;
 use crate::types::{TicketId, Token, UserId};
 
 /// An admitted order request waiting its turn.
@@ -32,7 +32,7 @@ pub struct QueueItem {
     /// When it was admitted.
     pub admitted_at: Instant,
     /// Where a waiting request hears the outcome (wait mode); `None` in async mode.
-    pub reply: Option<oneshot::Sender<TicketStatus>>,
+    pub reply: Option<oneshot::Sender<Outcome>>,
 }
 
 /// What one slot of the ring holds, for the sequence number it was last given.

@@ -1,5 +1,6 @@
-//! The sale engine: everything the sale routes, the drains and the deliverer share, and the
-//! start-up that loads stock and starts the background tasks.
+//! The sale engine: the state the sale routes, the drains and the deliverer share, and the
+//! stock transitions they make on it (load, adopt, hold, sync). It starts nothing: the
+//! gateway composes it and runs the tasks that use it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -7,21 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DeliveryMode, StoreKind};
+use crate::config::{
+    IdentityConfig, LimitsConfig, QueueConfig, SaleConfig, StoreConfig, StoreKind,
+};
 use crate::identity::Identity;
 use crate::local_state::LocalState;
 use crate::metrics::{Metrics, SaleCounters};
 use crate::ratelimit::KeyedLimit;
+use crate::sale::ticket::TicketBook;
 use crate::sale::{Sale, Sales};
 use crate::store::{StockLoad, StockReading, Store, StoreError};
-use crate::ticket::TicketBook;
 use crate::types::{Epoch, Sku, UserId};
-
-/// How often rate-limit keys whose buckets refilled are forgotten.
-const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Shared state of the sale path.
 pub struct Engine {
@@ -61,19 +59,18 @@ impl Engine {
             .ok_or_else(|| crate::error::GatewayError::UnknownSale(sku.chars().take(64).collect()))
     }
 
-    /// Builds the engine for `config` over `store`, keeping no local state.
-    pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
-        Self::with_metrics(config, store, Arc::new(Metrics::new()), LocalState::none())
-    }
-
-    /// Builds the engine, recording into `metrics` and keeping `local` state.
-    pub fn with_metrics(
-        config: &Config,
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-        local: LocalState,
-    ) -> Self {
-        let sales = Sales::from_config(config);
+    /// Builds the engine from its parts.
+    pub fn new(parts: EngineParts<'_>) -> Self {
+        let EngineParts {
+            sales,
+            store,
+            metrics,
+            local,
+            queue,
+            identity,
+            limits,
+            store_config,
+        } = parts;
         let counters = sales
             .iter()
             .map(|s| (s.sku.clone(), metrics.for_sale(s.sku.as_str())))
@@ -83,21 +80,21 @@ impl Engine {
             counters,
             sales,
             store,
-            tickets: TicketBook::new(config.queue.max_tickets, config.queue.ticket_ttl),
-            identity: Identity::new(&config.identity),
-            per_user: KeyedLimit::new(config.limits.per_user_rate, config.limits.per_user_burst),
-            per_ip: KeyedLimit::new(config.limits.per_ip_rate, config.limits.per_ip_burst),
-            token_ttl: config.store.token_ttl,
-            stock_sync: (config.store.kind == StoreKind::Redis)
-                .then_some(config.store.sync_interval),
+            tickets: TicketBook::new(queue.max_tickets, queue.ticket_ttl),
+            identity: Identity::new(identity),
+            per_user: KeyedLimit::new(limits.per_user_rate, limits.per_user_burst),
+            per_ip: KeyedLimit::new(limits.per_ip_rate, limits.per_ip_burst),
+            token_ttl: store_config.token_ttl,
+            stock_sync: (store_config.kind == StoreKind::Redis)
+                .then_some(store_config.sync_interval),
             outbox_ready: Notify::new(),
             local,
-            store_id: match config.store.kind {
+            store_id: match store_config.kind {
                 StoreKind::Memory => "memory".to_owned(),
                 StoreKind::Redis => format!(
                     "{} {}",
-                    crate::config::redact_url(&config.store.url),
-                    config.store.key_prefix
+                    crate::config::redact_url(&store_config.url),
+                    store_config.key_prefix
                 ),
             },
         }
@@ -131,8 +128,8 @@ impl Engine {
     /// Loads each sale's stock into the store (the first instance's figure wins) and takes
     /// the store's figure as the sale's remaining stock. A store that has lost a sale this
     /// instance loaded before is not loaded again: the sale is held (see [`Self::hold`]).
-    pub async fn load_stock(&self, config: &Config) -> Result<(), StoreError> {
-        for cfg in &config.sales {
+    pub async fn load_stock(&self, sales: &[SaleConfig]) -> Result<(), StoreError> {
+        for cfg in sales {
             let Some(sale) = self.sales.get(&cfg.sku) else {
                 continue;
             };
@@ -230,76 +227,39 @@ impl Engine {
         }
     }
 
-    /// Starts the drains, the deliverer and the limiter sweeper; they stop on `shutdown`.
-    pub fn start(
-        self: &Arc<Self>,
-        config: &Config,
-        shutdown: CancellationToken,
-    ) -> Result<Vec<JoinHandle<()>>, crate::error::GatewayError> {
-        let mut tasks: Vec<JoinHandle<()>> = self
-            .sales
-            .iter()
-            .map(|sale| {
-                tokio::spawn(crate::drain::run(
-                    self.clone(),
-                    sale.clone(),
-                    shutdown.clone(),
-                ))
-            })
-            .collect();
-        // In stream mode the backend consumes the outbox itself; the gateway only reserves.
-        if config.delivery.mode == DeliveryMode::Http {
-            tasks.push(tokio::spawn(crate::delivery::run(
-                self.clone(),
-                crate::delivery::Settings::new(config)?,
-                shutdown.clone(),
-            )));
-        }
-        if let Some(every) = self.stock_sync {
-            tasks.push(tokio::spawn(sync_stock(
-                self.clone(),
-                every,
-                shutdown.clone(),
-            )));
-        }
-        let engine = self.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LIMITER_SWEEP_EVERY);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        engine.per_user.sweep();
-                        engine.per_ip.sweep();
-                    }
-                    () = shutdown.cancelled() => return,
-                }
+    /// Reads each sale's stock back from the shared store once: how an instance learns
+    /// that another one sold the sale out (the flag then refuses at its edge too), that
+    /// stock came back, or that the store lost its state.
+    pub async fn sync_stock(&self) {
+        for sale in self.sales.iter() {
+            let known = self.local.epoch(&self.store_id, &sale.sku);
+            let reading = self.store.stock(&sale.sku).await;
+            let lost = matches!(reading, Err(StoreError::UnknownSale(_)));
+            self.apply_reading(sale, known, reading);
+            if lost && sale.is_held() {
+                self.leave_tombstone(sale).await;
             }
-        }));
-        Ok(tasks)
+        }
     }
 }
 
-/// Reads each sale's stock back from the shared store: how an instance learns that another
-/// one sold the sale out (the flag then refuses at its edge too) or that stock came back.
-///
-/// Polling rather than pub/sub: a few GETs a second per sale cost nothing, and a missed
-/// message (a reconnect, a restart) cannot leave a flag wrong; the next read corrects it.
-async fn sync_stock(engine: Arc<Engine>, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
-        for sale in engine.sales.iter() {
-            let known = engine.local.epoch(&engine.store_id, &sale.sku);
-            let reading = engine.store.stock(&sale.sku).await;
-            let lost = matches!(reading, Err(StoreError::UnknownSale(_)));
-            engine.apply_reading(sale, known, reading);
-            if lost && sale.is_held() {
-                engine.leave_tombstone(sale).await;
-            }
-        }
-    }
+/// What an [`Engine`] is built from: the components it shares and the config sections it
+/// reads.
+pub struct EngineParts<'a> {
+    /// The sales.
+    pub sales: Sales,
+    /// The store, behind its breaker.
+    pub store: Arc<dyn Store>,
+    /// Where everything is counted.
+    pub metrics: Arc<Metrics>,
+    /// What this instance keeps on disk.
+    pub local: LocalState,
+    /// `[queue]`: the ticket book's bounds.
+    pub queue: &'a QueueConfig,
+    /// `[identity]`.
+    pub identity: &'a IdentityConfig,
+    /// `[limits]`: the per-user and per-IP rate limits.
+    pub limits: &'a LimitsConfig,
+    /// `[store]`: token lifetime, stock sync, and the store's name in the local state.
+    pub store_config: &'a StoreConfig,
 }

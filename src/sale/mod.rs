@@ -1,6 +1,13 @@
 //! A sale at run time: its window, its local view of stock, its queue and the knobs the
 //! drain reads (rate, pause). Everything the admission path reads is an atomic.
 
+pub mod admission;
+pub mod drain;
+pub mod engine;
+pub mod outcome;
+pub mod queue;
+pub mod ticket;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::{Config, Overflow, QueueConfig, ResponseMode, Timestamp};
-use crate::queue::SaleQueue;
+use crate::config::{Overflow, QueueConfig, ResponseMode, SaleConfig, Timestamp};
+use crate::sale::queue::SaleQueue;
 use crate::types::Sku;
 
 /// A sale's state as `GET /sale/{sku}` reports it.
@@ -81,7 +88,7 @@ pub struct Sale {
 
 impl Sale {
     /// Builds a sale from its config and the effective queue settings.
-    pub fn new(cfg: &crate::config::SaleConfig, q: &QueueConfig) -> Self {
+    pub fn new(cfg: &SaleConfig, q: &QueueConfig) -> Self {
         Self {
             sku: Sku::new(&cfg.sku),
             starts_at: cfg.starts_at,
@@ -249,12 +256,11 @@ pub struct Sales {
 
 impl Sales {
     /// The sales of a configuration.
-    pub fn from_config(config: &Config) -> Self {
-        let by_sku = config
-            .sales
+    pub fn new(sales: &[SaleConfig], defaults: &QueueConfig) -> Self {
+        let by_sku = sales
             .iter()
             .map(|s| {
-                let sale = Arc::new(Sale::new(s, &config.queue_for(s)));
+                let sale = Arc::new(Sale::new(s, &defaults.for_sale(s)));
                 (sale.sku.clone(), sale)
             })
             .collect();

@@ -8,7 +8,12 @@ use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::deadline::Deadline;
 use crate::error::GatewayError;
+
+/// Request body as sent upstream: the client's body, cut off at `server.body_limit` and
+/// after `server.body_timeout`.
+pub type UpstreamBody = Limited<Deadline<Incoming>>;
 
 /// Reads `body` whole: 413 `body_too_large` past `limit` bytes (declared or sent), 408
 /// `request_timeout` when it has not arrived within `timeout`, 400 `bad_request` when the

@@ -1,0 +1,117 @@
+//! Reading a config: the file, then overrides written into its table, then the typed,
+//! validated config; and printing the effective one.
+
+use std::path::Path;
+
+use super::{validate, Config, ConfigError, Override};
+
+impl Config {
+    /// Warnings about a valid config (see `check-config`).
+    pub fn warnings(&self) -> Vec<String> {
+        validate::warnings(self)
+    }
+
+    /// Reads, overrides and validates the config file at `path`.
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text, &path.display().to_string(), overrides)?;
+        if config.server.data_dir.is_none() {
+            // Beside the config file, so that the same config started again finds it.
+            let name = path
+                .file_name()
+                .map_or_else(|| "flashgate".into(), |n| n.to_string_lossy().into_owned());
+            let dir = path.with_file_name(format!("{name}.data"));
+            config.server.data_dir = Some(dir.display().to_string());
+        }
+        Ok(config)
+    }
+
+    /// Parses, overrides and validates config text; `origin` names it in errors.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        overrides: &[Override],
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: origin.to_owned(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
+        for o in overrides {
+            o.apply(&mut table)?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(table).map_err(validate::from_serde_error)?;
+        validate::check(&config)?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML (what `check-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::*;
+
+    const MINIMAL: &str = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n";
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = Config::from_toml(MINIMAL, "t", &[]).expect("minimal config is valid");
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.queue.overflow, Overflow::Reject);
+        assert!(c.sales.is_empty());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let text = format!(
+            "{MINIMAL}[[sale]]\nsku = \"phone\"\nstock = 5\nstarts_at = \"2026-11-11T00:00:00+08:00\"\n"
+        );
+        let c = Config::from_toml(&text, "t", &[]).expect("valid");
+        let again = Config::from_toml(&c.to_toml(), "t", &[]).expect("printed config is valid");
+        assert_eq!(again.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn store_passwords_are_never_printed() {
+        assert_eq!(
+            redact_url("redis://:hunter2@10.0.0.1:6379/0"),
+            "redis://:<redacted>@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://app:hunter2@cache:6380"),
+            "rediss://app:<redacted>@cache:6380"
+        );
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        let text =
+            format!("{MINIMAL}[store]\nkind = \"redis\"\nurl = \"redis://:hunter2@cache:6379\"\n");
+        let c = Config::from_toml(&text, "t", &[]).expect("valid");
+        assert!(!c.to_toml().contains("hunter2"));
+        let bad = format!("{MINIMAL}[store]\nkind = \"redis\"\nurl = \"http://:hunter2@cache\"\n");
+        let err = Config::from_toml(&bad, "t", &[])
+            .expect_err("not a redis URL")
+            .to_string();
+        assert!(
+            err.contains("store.url") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn per_sale_overrides_win() {
+        let text =
+            format!("{MINIMAL}[[sale]]\nsku = \"a\"\nstock = 1\nqueue = {{ capacity = 7 }}\n");
+        let c = Config::from_toml(&text, "t", &[]).expect("valid");
+        let q = c.queue_for(&c.sales[0]);
+        assert_eq!(q.capacity, 7);
+        assert_eq!(q.drain_rate, c.queue.drain_rate);
+    }
+}

@@ -1,0 +1,571 @@
+//! The config's sections as Rust types: their keys, defaults and how secrets are redacted
+//! when the effective config is printed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+
+/// Everything flashgate reads from its config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and per-connection protection limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The backend everything that is not a sale route is proxied to.
+    pub upstream: UpstreamConfig,
+    /// Default queue settings for every sale.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// The sales this gateway shapes traffic for.
+    #[serde(default, rename = "sale")]
+    pub sales: Vec<SaleConfig>,
+    /// Where the user's identity comes from.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// Rate limits on sale routes.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Where stock, tokens and orders live.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// How reserved orders reach the backend.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// The admin API on the admin listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The HTML pages: waiting room, countdown, busy page.
+    #[serde(default)]
+    pub pages: PagesConfig,
+    /// Logging format and level.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[server]`: listeners and per-connection protection limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the public listener (sale routes and proxied traffic).
+    pub listen: SocketAddr,
+    /// Address of the admin listener (`/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// Open client connections beyond this are closed at once instead of waiting.
+    pub max_connections: usize,
+    /// A client must send a request's complete header within this time (slowloris guard);
+    /// it also bounds how long an idle keep-alive connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Largest request body accepted, in bytes; larger ones get 413 `body_too_large`.
+    pub body_limit: u64,
+    /// A request's body must arrive within this time once its header has (slow-body
+    /// guard): a sale request's (else 408 `request_timeout`) and a proxied one's.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Runtime worker threads; 0 means one per CPU core.
+    pub threads: usize,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// This instance's own state: the store epochs it has loaded (so a store that lost
+    /// its data is noticed even after a restart) and the memory store's undelivered
+    /// orders across a graceful restart. Default: `<config file name>.data/` beside the
+    /// config file (config text from elsewhere: none); `""` keeps nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// Connections open at once from one client address, on each listener (0 = no cap);
+    /// trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// Largest request header block accepted, in bytes.
+    pub max_header_size: usize,
+    /// Concurrent streams one h2 connection may open.
+    pub h2_max_streams: u32,
+    /// Streams one h2 connection may cancel before it is sent GOAWAY (rapid reset guard).
+    pub h2_max_cancelled_streams: u32,
+    /// Balancers (CIDR blocks or addresses) whose `X-Forwarded-For` and PROXY headers name
+    /// the client; empty: nobody's.
+    pub trusted_proxies: Vec<String>,
+    /// Every public connection starts with a PROXY protocol v1/v2 header (an L4 balancer
+    /// in front); connections without one are refused.
+    pub proxy_protocol: bool,
+    /// Terminate TLS on the public listener with this certificate and key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+}
+
+/// `server.tls`: PEM files of the certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            body_limit: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            threads: 0,
+            shutdown_timeout: Duration::from_secs(30),
+            data_dir: None,
+            max_connections_per_ip: 1000,
+            max_header_size: 64 * 1024,
+            h2_max_streams: 100,
+            h2_max_cancelled_streams: 200,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+            tls: None,
+        }
+    }
+}
+
+/// `[upstream]`: the backend behind the gateway.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL, `http://host:port[/prefix]`.
+    pub url: String,
+    /// Time allowed for the upstream to answer with a response head; past it, 504.
+    #[serde(default = "UpstreamConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time allowed to open a TCP connection to the upstream; past it, 502.
+    #[serde(
+        default = "UpstreamConfig::default_connect_timeout",
+        with = "humantime_serde"
+    )]
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept open to the upstream.
+    #[serde(default = "UpstreamConfig::default_pool_size")]
+    pub pool_size: usize,
+    /// An idle pooled connection is closed after this long.
+    #[serde(
+        default = "UpstreamConfig::default_pool_idle_timeout",
+        with = "humantime_serde"
+    )]
+    pub pool_idle_timeout: Duration,
+    /// Pass the client's Host header to the upstream (true) or use the upstream's own (false).
+    #[serde(default = "default_true")]
+    pub preserve_host: bool,
+    /// Connections open to the upstream at once, idle and busy, so also proxied requests in
+    /// flight; past it a request is answered 503 `upstream_busy`.
+    #[serde(default = "UpstreamConfig::default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl UpstreamConfig {
+    fn default_max_connections() -> usize {
+        1024
+    }
+
+    fn default_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_pool_size() -> usize {
+        256
+    }
+    fn default_pool_idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What to do with an order that finds the sale's queue full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overflow {
+    /// Answer 503 `queue_full` with Retry-After.
+    Reject,
+    /// Answer 303 to `queue.redirect_url` (a busy page).
+    Redirect,
+}
+
+/// How an admitted order is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseMode {
+    /// Hold the request until its outcome, up to `max_wait`.
+    Wait,
+    /// Answer 202 with a ticket at once.
+    Async,
+}
+
+/// `[queue]`: the default queue settings of every sale.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most requests one sale's queue holds; overflow is refused, never buffered.
+    pub capacity: usize,
+    /// Queued requests released to the order workers per second.
+    pub drain_rate: u32,
+    /// Concurrent order workers per sale.
+    pub workers: usize,
+    /// What a full queue answers.
+    pub overflow: Overflow,
+    /// Busy page for `overflow = "redirect"`; empty means the built-in page.
+    pub redirect_url: String,
+    /// `wait` or `async` answers to admitted orders.
+    pub response: ResponseMode,
+    /// In wait mode, how long a request is held before it is answered 202 with its ticket.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Queued requests may reach remaining stock × this factor before orders are refused as sold out.
+    pub admit_factor: f64,
+    /// A finished ticket can be looked up for this long.
+    #[serde(with = "humantime_serde")]
+    pub ticket_ttl: Duration,
+    /// Most tickets remembered at once; the oldest finished ones are forgotten first.
+    pub max_tickets: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            drain_rate: 500,
+            workers: 16,
+            overflow: Overflow::Reject,
+            redirect_url: String::new(),
+            response: ResponseMode::Wait,
+            max_wait: Duration::from_secs(5),
+            admit_factor: 1.5,
+            ticket_ttl: Duration::from_secs(600),
+            max_tickets: 200_000,
+        }
+    }
+}
+
+/// One `[[sale]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleConfig {
+    /// Stock keeping unit: the sale's id in URLs and store keys (`[A-Za-z0-9_.-]`, 1–64 chars).
+    pub sku: String,
+    /// Units for sale.
+    pub stock: u64,
+    /// Opening time (RFC 3339); absent means open from start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<Timestamp>,
+    /// Closing time (RFC 3339); absent means open until sold out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<Timestamp>,
+    /// Most units one user may reserve in this sale.
+    #[serde(default = "SaleConfig::default_per_user_limit")]
+    pub per_user_limit: u32,
+    /// Overrides of `[queue]` for this sale.
+    #[serde(default, skip_serializing_if = "QueueOverrides::is_empty")]
+    pub queue: QueueOverrides,
+}
+
+impl SaleConfig {
+    fn default_per_user_limit() -> u32 {
+        1
+    }
+}
+
+/// Per-sale overrides of the `[queue]` defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueOverrides {
+    /// Overrides `queue.capacity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<usize>,
+    /// Overrides `queue.drain_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_rate: Option<u32>,
+    /// Overrides `queue.workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+}
+
+impl QueueOverrides {
+    fn is_empty(&self) -> bool {
+        self.capacity.is_none() && self.drain_rate.is_none() && self.workers.is_none()
+    }
+}
+
+/// `[pages]`: where the HTML page templates come from.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagesConfig {
+    /// Directory with `wait.html`, `countdown.html`, `busy.html` (any subset); empty: the
+    /// built-in pages (the files shipped in `config/pages/`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub dir: String,
+}
+
+/// `[admin]`: the admin API's credentials.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token the admin API requires; empty turns the API off (every call 401).
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "redacted")]
+    pub token: String,
+}
+
+/// `[identity]`: who the user is, as the auth layer in front says.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Request header carrying the user id.
+    pub header: String,
+    /// When set, the header must be `user.signature` with signature = hex HMAC-SHA256 of
+    /// the user id under this secret; forged ids are refused 401 `bad_identity`.
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "redacted")]
+    pub secret: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            header: "x-user-id".to_owned(),
+            secret: String::new(),
+        }
+    }
+}
+
+fn redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
+}
+
+fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+/// The URL with any password replaced, for printing and logging.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:<redacted>@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// `[limits]`: request rates on sale routes, per user and per client IP.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Sale requests per second one user may make; 0 turns the limit off.
+    pub per_user_rate: u32,
+    /// Requests a user may make in a burst above the rate.
+    pub per_user_burst: u32,
+    /// Sale requests per second from one client IP; 0 (default) turns it off, since crowds
+    /// share NATs and load balancers.
+    pub per_ip_rate: u32,
+    /// Requests an IP may make in a burst above the rate.
+    pub per_ip_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_user_rate: 5,
+            per_user_burst: 10,
+            per_ip_rate: 0,
+            per_ip_burst: 100,
+        }
+    }
+}
+
+/// Which store implementation holds the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In this process: one gateway instance, and `flashgate demo`.
+    Memory,
+    /// Redis (or a Redis Cluster slot per sale): many instances share it.
+    Redis,
+}
+
+/// `[store]`: where stock, tokens and orders live.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The implementation.
+    pub kind: StoreKind,
+    /// Redis URL, `redis://` or `rediss://` (TLS); a password in it is never printed.
+    #[serde(serialize_with = "redacted_url")]
+    pub url: String,
+    /// Connections to Redis; each is multiplexed, so a few carry many concurrent calls.
+    pub pool_size: usize,
+    /// Prefix of every Redis key: `{prefix}:{{sku}}:…`.
+    pub key_prefix: String,
+    /// Bound on any single store call; past it the call counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Store failures in a row that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker fails calls at once before one call probes the store.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// How often each sale's stock is read back from the store, so that every instance
+    /// learns of a sell-out (or restored stock) another instance caused.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// How long an issued purchase token stays valid.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// How long a spent token's outcome is kept, so a resubmission gets the same answer.
+    #[serde(with = "humantime_serde")]
+    pub replay_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            url: "redis://127.0.0.1:6379".to_owned(),
+            pool_size: 8,
+            key_prefix: "flashgate".to_owned(),
+            timeout: Duration::from_secs(1),
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(1),
+            sync_interval: Duration::from_millis(250),
+            token_ttl: Duration::from_secs(300),
+            replay_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How reserved orders reach the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// The gateway POSTs each order to the backend.
+    Http,
+    /// Orders stay in the Redis outbox stream for the backend's own consumer group.
+    Stream,
+}
+
+/// `[delivery]`: how reserved orders reach the backend.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// `http` (the gateway delivers) or `stream` (the backend consumes the outbox stream).
+    pub mode: DeliveryMode,
+    /// Path on the upstream that orders are POSTed to.
+    pub path: String,
+    /// Orders POSTed to the backend at once, at most.
+    pub max_in_flight: usize,
+    /// Attempts per order before it counts as refused for good (0 = until the deadline).
+    pub retries: u32,
+    /// An order not delivered this long after it was reserved is compensated.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// First wait before retrying an order; doubles each attempt, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Longest wait between two attempts of an order.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Failed deliveries in a row that open the breaker toward the backend.
+    pub breaker_threshold: u32,
+    /// How long an open breaker holds deliveries back before one probes the backend.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// Redis store: orders another instance's deliverer has held this long without
+    /// settling are taken over (it probably died). Keep it above `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    /// Signs every delivery (`Flashgate-Signature`, HMAC-SHA256) so that the backend can
+    /// tell the gateway's orders from a client's; empty = unsigned. Never printed.
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "redacted")]
+    pub signing_secret: String,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            mode: DeliveryMode::Http,
+            path: "/orders".to_owned(),
+            max_in_flight: 16,
+            retries: 0,
+            deadline: Duration::from_secs(600),
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(2),
+            claim_idle: Duration::from_secs(60),
+            signing_secret: String::new(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[log]`: format and level.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `flashgate=debug,hyper=warn`, …
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// The local state directory in force (`""`: none).
+    pub fn data_dir(&self) -> &str {
+        self.server.data_dir.as_deref().unwrap_or("")
+    }
+
+    /// The queue settings of one sale: its overrides over the `[queue]` defaults.
+    pub fn queue_for(&self, sale: &SaleConfig) -> QueueConfig {
+        self.queue.for_sale(sale)
+    }
+}
+
+impl QueueConfig {
+    /// The queue settings of `sale`: its overrides over these defaults.
+    pub fn for_sale(&self, sale: &SaleConfig) -> QueueConfig {
+        let mut q = self.clone();
+        if let Some(c) = sale.queue.capacity {
+            q.capacity = c;
+        }
+        if let Some(r) = sale.queue.drain_rate {
+            q.drain_rate = r;
+        }
+        if let Some(w) = sale.queue.workers {
+            q.workers = w;
+        }
+        q
+    }
+}

@@ -1,0 +1,350 @@
+//! The composition root: builds every component from the config once ([`Gateway::build`],
+//! no sockets, what `check-config` runs), then binds the listeners and starts the
+//! background tasks ([`Built::start`]), and runs until shut down.
+
+mod public;
+pub mod store;
+mod tasks;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Admin;
+use crate::admin_api::AdminApi;
+use crate::config::{Config, DeliveryMode};
+use crate::error::GatewayError;
+use crate::http::server::{self, ConnectionLimits, Edge, TlsAcceptor, TlsError};
+use crate::http::UpstreamTarget;
+use crate::local_state::{LocalState, LocalStateError};
+use crate::metrics::Metrics;
+use crate::pages::Pages;
+use crate::proxy::Proxy;
+use crate::sale::engine::{Engine, EngineParts};
+use crate::sale::Sales;
+use crate::sale_api::SaleApi;
+use crate::store::{MemoryStore, StoreError};
+use crate::trusted_proxies::TrustedProxies;
+use public::PublicRouter;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener's address could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The config key of the address.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A component could not be built from the config.
+    #[error("{0}")]
+    Setup(#[from] GatewayError),
+    /// The store could not be reached to load stock.
+    #[error("cannot load stock into the store: {0}")]
+    Store(#[from] StoreError),
+    /// A page template could not be loaded.
+    #[error("{0}")]
+    Pages(#[from] crate::pages::PagesError),
+    /// The TLS certificate or key cannot serve.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// The local state directory (`server.data_dir`) could not be read.
+    #[error("server.data_dir: {0}")]
+    LocalState(#[from] LocalStateError),
+}
+
+/// Every component built from the config, nothing bound or started yet.
+pub struct Built {
+    config: Config,
+    engine: Arc<Engine>,
+    upstream: UpstreamTarget,
+    proxy: Proxy,
+    pages: Pages,
+    trusted: TrustedProxies,
+    tls: Option<Arc<TlsAcceptor>>,
+    /// The deliverer's settings, when the gateway delivers (`delivery.mode = "http"`).
+    delivery: Option<crate::delivery::Settings>,
+    memory: Option<Arc<MemoryStore>>,
+    restored: Option<PathBuf>,
+}
+
+/// A running gateway: its bound addresses and the handle to stop it.
+pub struct Gateway {
+    /// Where the public listener is bound (the real port when `:0` was asked for).
+    pub public_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    engine: Arc<Engine>,
+    /// The memory store, when it is the store: what it still holds at the end of a
+    /// graceful stop is written to the local state directory.
+    memory: Option<Arc<MemoryStore>>,
+    tls: Option<Arc<TlsAcceptor>>,
+}
+
+impl Gateway {
+    /// Builds every component from `config` without binding a socket or contacting
+    /// anything: what `check-config` runs, so that it refuses what `serve` would.
+    pub fn build(config: Config) -> Result<Built, StartError> {
+        let upstream = UpstreamTarget::parse(&config.upstream.url)?;
+        // Orders reach the backend's intake through the deliverer only.
+        let intake =
+            (config.delivery.mode == DeliveryMode::Http).then_some(config.delivery.path.as_str());
+        let proxy = Proxy::new(&upstream, &config.upstream, &config.server)
+            .guarding_intake(intake)
+            .keeping_identity(&config.identity.header);
+        let pages = match config.pages.dir.as_str() {
+            "" => Pages::builtin(),
+            dir => Pages::load(std::path::Path::new(dir))?,
+        };
+        // Validated with the config; were it not, trusting nobody is the safe reading.
+        let trusted = TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
+        let tls = match &config.server.tls {
+            Some(files) => Some(Arc::new(TlsAcceptor::load(
+                std::path::Path::new(&files.cert),
+                std::path::Path::new(&files.key),
+            )?)),
+            None => None,
+        };
+        let local = LocalState::open(config.data_dir())?;
+        let metrics = Arc::new(Metrics::new());
+        let opened = store::open(&config.store, &local, Some(metrics.clone()))?;
+        let engine = Arc::new(Engine::new(EngineParts {
+            sales: Sales::new(&config.sales, &config.queue),
+            store: opened.store,
+            metrics,
+            local,
+            queue: &config.queue,
+            identity: &config.identity,
+            limits: &config.limits,
+            store_config: &config.store,
+        }));
+        // In stream mode the backend consumes the outbox itself; the gateway only reserves.
+        let delivery = (config.delivery.mode == DeliveryMode::Http).then(|| {
+            crate::delivery::Settings::new(
+                &config.delivery,
+                &config.upstream,
+                &upstream,
+                config.server.shutdown_timeout,
+            )
+        });
+        Ok(Built {
+            engine,
+            upstream,
+            proxy,
+            pages,
+            trusted,
+            tls,
+            delivery,
+            memory: opened.memory,
+            restored: opened.restored,
+            config,
+        })
+    }
+
+    /// Builds the gateway from `config` and starts it; call inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::build(config)?.start().await
+    }
+
+    /// Reads the TLS certificate and key again (what SIGHUP does); the ones in use stay
+    /// on any error. Connections already open keep theirs.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Built {
+    /// The sale engine it built.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Binds both listeners, loads stock (in the background while the store does not
+    /// answer) and starts serving; call inside a tokio runtime.
+    pub async fn start(self) -> Result<Gateway, StartError> {
+        let Built {
+            config,
+            engine,
+            upstream,
+            proxy,
+            pages,
+            trusted,
+            tls,
+            delivery,
+            memory,
+            restored,
+        } = self;
+        let bind = |key: &'static str, addr: SocketAddr| async move {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { key, addr, source })?;
+            let bound =
+                listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { key, addr, source })?;
+            Ok::<_, StartError>((listener, bound))
+        };
+        let (public, public_addr) = bind("server.listen", config.server.listen).await?;
+        let (admin, admin_addr) = bind("server.admin_listen", config.server.admin_listen).await?;
+        if let Some(path) = &restored {
+            tracing::info!(path = %path.display(), "restored the memory store kept by the last stop");
+        }
+        let shutdown = CancellationToken::new();
+        // A store that does not answer yet does not keep the gateway from serving (the
+        // proxy, the edge answers): stock is loaded in the background once it answers.
+        let mut loading = None;
+        match engine.load_stock(&config.sales).await {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(why)) => {
+                tracing::warn!(%why, "the store does not answer; stock will be loaded when it does");
+                loading = Some(tokio::spawn(tasks::load_when_up(
+                    engine.clone(),
+                    config.sales.clone(),
+                    config.store.breaker_cooldown,
+                    shutdown.clone(),
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(path) = restored {
+            // This process holds the state now; a crash from here on must be seen as lost
+            // state (the sale held), never answered with the stale snapshot.
+            std::fs::remove_file(&path).map_err(|source| LocalStateError {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let limits = ConnectionLimits::from_config(&config.server);
+        // The admin listener is for a handful of operators and probes, not the crowd.
+        let admin_limits = ConnectionLimits {
+            max_connections: 64,
+            ..limits
+        };
+        let public_edge = Edge {
+            tls: tls.clone(),
+            proxy_protocol: config.server.proxy_protocol,
+            trusted: trusted.clone(),
+        };
+        let admin_edge = Edge {
+            trusted: trusted.clone(),
+            ..Edge::default()
+        };
+        let router = PublicRouter::new(
+            trusted,
+            proxy,
+            SaleApi::new(engine.clone(), pages, config.server.body_timeout),
+            &engine.metrics,
+        );
+        let admin_handler = Admin::new(
+            upstream.authority,
+            config.upstream.connect_timeout,
+            engine.clone(),
+            AdminApi::new(
+                engine.clone(),
+                &config.admin.token,
+                config.server.body_timeout,
+            ),
+        );
+        let mut tasks = vec![
+            tokio::spawn(server::serve(
+                public,
+                router,
+                limits,
+                public_edge,
+                server::ListenerMetrics::new(
+                    &engine.metrics,
+                    "public",
+                    Some(engine.metrics.open_connections.clone()),
+                ),
+                shutdown.clone(),
+            )),
+            tokio::spawn(server::serve(
+                admin,
+                admin_handler,
+                admin_limits,
+                admin_edge,
+                server::ListenerMetrics::new(&engine.metrics, "admin", None),
+                shutdown.clone(),
+            )),
+        ];
+        tasks.extend(tasks::start_sale_tasks(&engine, delivery, &shutdown));
+        tasks.extend(loading);
+        tasks.push(tokio::spawn(tasks::reload_on_hangup(
+            tls.clone(),
+            shutdown.clone(),
+        )));
+        tracing::info!(%public_addr, %admin_addr, upstream = %config.upstream.url, "flashgate listening");
+        Ok(Gateway {
+            public_addr,
+            admin_addr,
+            shutdown,
+            tasks,
+            engine,
+            memory,
+            tls,
+        })
+    }
+}
+
+impl Gateway {
+    /// The sale engine: sales (pause, drain rate, drain hold), store, tickets.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Starts a graceful shutdown: stop accepting, let in-flight requests finish.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that starts the shutdown when cancelled (for signal handlers).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the listeners have shut down, their connections have drained, every
+    /// admitted request has its outcome and the deliverer has stopped; then keeps what the
+    /// memory store still holds (undelivered orders, stock, buyers) in the local state
+    /// directory for the next start. An error means reserved orders would be lost.
+    pub async fn wait(self) -> Result<(), LocalStateError> {
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "listener task failed");
+            }
+        }
+        match (&self.memory, self.engine.local.snapshot_path()) {
+            (Some(m), Some(path)) => {
+                let undelivered = m.save(&path)?;
+                if undelivered > 0 {
+                    tracing::warn!(undelivered, path = %path.display(),
+                        "orders not delivered yet are kept for the next start");
+                }
+                Ok(())
+            }
+            (Some(m), None) => match m.undelivered() {
+                0 => Ok(()),
+                n => Err(LocalStateError {
+                    path: "server.data_dir".to_owned(),
+                    source: std::io::Error::other(format!(
+                        "{n} reserved orders were not delivered and are lost: no data directory"
+                    )),
+                }),
+            },
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The gateway's background tasks: each sale's drain, the deliverer, stock sync with a
+//! shared store, the rate limiters' sweep, stock loading once the store answers, and TLS
+//! reload on SIGHUP. Each stops on the shutdown token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SaleConfig;
+use crate::http::server::TlsAcceptor;
+use crate::sale::engine::Engine;
+use crate::store::StoreError;
+
+/// How often rate-limit keys whose buckets refilled are forgotten.
+const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Starts the drains, the deliverer (when given its settings), stock sync and the limiter
+/// sweep over `engine`.
+pub(crate) fn start_sale_tasks(
+    engine: &Arc<Engine>,
+    delivery: Option<crate::delivery::Settings>,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks: Vec<JoinHandle<()>> = engine
+        .sales
+        .iter()
+        .map(|sale| {
+            tokio::spawn(crate::sale::drain::run(
+                engine.clone(),
+                sale.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    if let Some(settings) = delivery {
+        tasks.push(tokio::spawn(crate::delivery::run(
+            engine.clone(),
+            settings,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(every) = engine.stock_sync {
+        tasks.push(tokio::spawn(sync_stock(
+            engine.clone(),
+            every,
+            shutdown.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(sweep_limiters(
+        engine.clone(),
+        shutdown.clone(),
+    )));
+    tasks
+}
+
+/// Reads each sale's stock back from the shared store every `every`.
+///
+/// Polling rather than pub/sub: a few GETs a second per sale cost nothing, and a missed
+/// message (a reconnect, a restart) cannot leave a flag wrong; the next read corrects it.
+async fn sync_stock(engine: Arc<Engine>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        engine.sync_stock().await;
+    }
+}
+
+/// Forgets rate-limit keys whose buckets refilled, so the limiters' memory follows the
+/// crowd's size now, not its peak.
+async fn sweep_limiters(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(LIMITER_SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                engine.per_user.sweep();
+                engine.per_ip.sweep();
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Loads stock until the store answers (every `every`), or until shutdown.
+pub(crate) async fn load_when_up(
+    engine: Arc<Engine>,
+    sales: Vec<SaleConfig>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match engine.load_stock(&sales).await {
+            Ok(()) => {
+                tracing::info!("the store answers; stock loaded");
+                return;
+            }
+            Err(StoreError::Unavailable(_)) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load stock");
+                return;
+            }
+        }
+    }
+}
+
+/// On each SIGHUP, reloads the TLS certificate and key; the process never stops on it.
+pub(crate) async fn reload_on_hangup(tls: Option<Arc<TlsAcceptor>>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = crate::signal::hangup() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match &tls {
+            Some(tls) => match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; the certificate in use stays")
+                }
+            },
+            None => tracing::info!(
+                "SIGHUP: nothing to reload (configuration reload is not supported yet)"
+            ),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Admission: the in-process decision, for each buying request, to let it into the sale's
+//! queue or refuse it — from atomics, a keyed limiter and the queue's counters; never the
+//! store.
+
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::oneshot;
+
+use super::engine::Engine;
+use super::outcome::Outcome;
+use super::queue::QueueItem;
+use super::{Sale, SaleState};
+use crate::error::Refusal;
+use crate::ratelimit::retry_after_secs;
+use crate::types::{TicketId, Token, UserId};
+
+/// The checks every buying request (token or order) passes, cheapest first: the sale
+/// window, pause, the sold-out flag, then the per-user and per-IP limits.
+pub fn check_edge(
+    engine: &Engine,
+    sale: &Sale,
+    user: &UserId,
+    ip: IpAddr,
+    now: SystemTime,
+) -> Result<(), Refusal> {
+    match sale.state(now) {
+        SaleState::Open => {}
+        SaleState::Upcoming => {
+            return Err(Refusal::NotStarted {
+                starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
+            })
+        }
+        SaleState::Closed => return Err(Refusal::Closed),
+        SaleState::Paused => return Err(Refusal::Paused),
+        SaleState::SoldOut => return Err(Refusal::SoldOut),
+        SaleState::Held => return Err(Refusal::Held),
+    }
+    check_rate(engine, user, ip)
+}
+
+/// The per-user and per-IP rate limits alone.
+pub fn check_rate(engine: &Engine, user: &UserId, ip: IpAddr) -> Result<(), Refusal> {
+    if let Err(wait) = engine.per_user.check(user) {
+        return Err(Refusal::RateLimited {
+            retry_after: retry_after_secs(wait),
+        });
+    }
+    if let Err(wait) = engine.per_ip.check(&ip) {
+        return Err(Refusal::RateLimited {
+            retry_after: retry_after_secs(wait),
+        });
+    }
+    Ok(())
+}
+
+/// Decides an order: the edge checks, then stock-aware admission, then a slot in the
+/// queue, which the caller fills with the request or, by dropping it, gives back.
+pub fn admit<'s>(
+    engine: &Engine,
+    sale: &'s Sale,
+    user: &UserId,
+    ip: IpAddr,
+    now: SystemTime,
+) -> Result<Slot<'s>, Refusal> {
+    check_edge(engine, sale, user, ip, now)?;
+    // Beyond remaining × admit_factor pending requests a new one could only reserve if
+    // many ahead of it fail: say sold out now rather than after a wait in the queue.
+    if !sale.has_room_for_one_more() {
+        return Err(Refusal::SoldOut);
+    }
+    let slot = Slot {
+        sale,
+        seq: sale.queue.reserve().ok_or(Refusal::QueueFull)?,
+    };
+    // Checked after taking the number: either the stopping drain sees the number (and
+    // answers it), or this sees the stop (and the dropped slot gives the number back).
+    if sale.is_stopped() {
+        return Err(Refusal::ShuttingDown);
+    }
+    Ok(slot)
+}
+
+/// A place in a sale's queue, taken by admission. Filled, it holds the request; dropped
+/// unfilled (a refusal after admission, a client gone), it is given back, so the queue
+/// never waits on a number nobody will fill.
+pub struct Slot<'s> {
+    sale: &'s Sale,
+    seq: u64,
+}
+
+impl Slot<'_> {
+    /// Its admission sequence number: its place in the queue's order.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Queues the request in this slot, counted as pending until its outcome; `reply`
+    /// hears the outcome (wait mode).
+    pub fn fill(
+        self,
+        ticket: TicketId,
+        user: UserId,
+        token: Token,
+        quantity: u32,
+        reply: Option<oneshot::Sender<Outcome>>,
+    ) {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.sale.begin();
+        this.sale.queue.push(QueueItem {
+            seq: this.seq,
+            ticket,
+            user,
+            token,
+            quantity,
+            admitted_at: Instant::now(),
+            reply,
+        });
+    }
+}
+
+impl std::fmt::Debug for Slot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Slot({} #{})", self.sale.sku, self.seq)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.sale.queue.cancel_reservation(self.seq);
+    }
+}
