@@ -32,7 +32,7 @@ source scripts/ensure-packages.sh
 if grep -Eq '^store *= *"redis"' "$file"; then
     ensure_packages redis-server:redis-server
 fi
-cargo build --release --locked -q --bin flashgate --bin flashgate-loadtest
+cargo build --release --locked -q -p flashgate -p flashgate-loadtest
 
 # Every connection of the crowd and of the gateway is a file descriptor.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -18,9 +18,9 @@ npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --locked
+cargo test --workspace --all-targets --locked
 # Every fuzz target, coverage-guided, for a short bounded time (stable toolchain).
 echo "== fuzz"
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-10} bash fuzz/run.sh

@@ -3,12 +3,13 @@
 //! instances of the flashgate binary. With a chaos schedule, each instance reaches Redis
 //! and the backend through fault proxies of its own.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use flashgate_support::{RedisOptions, RedisServer};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -39,79 +40,12 @@ impl Drop for Guarded {
     }
 }
 
-/// A redis-server with its data on disk (append-only, fsync always), so a restart keeps
-/// every acknowledged write.
-struct Redis {
-    program: PathBuf,
-    port: u16,
-    dir: PathBuf,
-    child: Mutex<Option<Guarded>>,
-}
-
-impl Redis {
-    fn spawn(&self) -> Result<Guarded, String> {
-        let log = std::fs::File::create(self.dir.join("redis.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(&self.program)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
-        Ok(Guarded(child))
-    }
-
-    async fn start(&self) -> Result<(), String> {
-        let child = self.spawn()?;
-        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
-        wait_for(
-            || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                    .await
-                    .is_ok()
-            },
-            "redis-server to listen",
-        )
-        .await?;
-        // Something answering on the port is not enough: it must be our redis-server.
-        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_mut().map(|c| c.0.try_wait()) {
-            Some(Ok(None)) => Ok(()),
-            _ => {
-                *guard = None;
-                Err(format!(
-                    "redis-server could not listen on port {}",
-                    self.port
-                ))
-            }
-        }
-    }
-
-    async fn kill(&self) {
-        let old = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(old);
-    }
-
-    /// Sends `sig` (`-STOP`, `-CONT`) to the running redis-server.
-    fn signal(&self, sig: &str) -> Result<(), String> {
-        let pid = self
-            .child
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|c| c.0.id())
-            .ok_or("redis-server is not running")?;
-        signal(pid, sig)
-    }
+/// Starts `redis` (again) off the runtime's threads: it waits for the first PING.
+async fn start_redis(redis: &Arc<RedisServer>) -> Result<(), String> {
+    let r = redis.clone();
+    tokio::task::spawn_blocking(move || r.start())
+        .await
+        .map_err(|e| format!("redis-server start: {e}"))?
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), String> {
@@ -159,7 +93,7 @@ pub struct Stack {
     /// The demo backend (its faults are switched live).
     pub demo: flashgate::demo::DemoBackend,
     programs: Programs,
-    redis: Option<Redis>,
+    redis: Option<Arc<RedisServer>>,
     /// A client of the run's Redis, to read stock as the store has it.
     store: Option<flashgate::store::RedisStore>,
     /// The client for the admin API and the backend.
@@ -201,13 +135,18 @@ impl Stack {
                 // As with the gateway's ports: a port taken meanwhile means another try.
                 let mut started = Err(String::new());
                 for _ in 0..3 {
-                    let redis = Redis {
+                    // Its data on disk (append-only, fsync always), so a restart keeps every
+                    // acknowledged write.
+                    let redis = RedisServer::new(RedisOptions {
                         program: programs.redis_server.clone(),
-                        port: free_port()?,
-                        dir: dir.clone(),
-                        child: Mutex::new(None),
-                    };
-                    started = redis.start().await.map(|()| redis);
+                        dir: dir.join("redis"),
+                        persistent: true,
+                        tls: None,
+                        log: Some(dir.join("redis.log")),
+                    })
+                    .map(Arc::new)
+                    .map_err(|e| format!("redis-server: {e}"))?;
+                    started = start_redis(&redis).await.map(|()| redis);
                     if started.is_ok() {
                         break;
                     }
@@ -217,7 +156,7 @@ impl Stack {
         };
         let redis_addr = redis
             .as_ref()
-            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)));
+            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port())));
         let side = Side::new(SIDE_TIMEOUT);
         let faulty = scenario.chaos.is_some();
         let mut instances = Vec::with_capacity(scenario.instances);
@@ -296,9 +235,9 @@ impl Stack {
         let Some(redis) = &self.redis else {
             return Err("no redis-server in this run".into());
         };
-        redis.kill().await;
+        redis.kill();
         tokio::time::sleep(down_for).await;
-        redis.start().await
+        start_redis(redis).await
     }
 
     /// SIGSTOPs Redis for `paused_for`, then lets it go on.
@@ -344,8 +283,7 @@ impl Stack {
         let Some(r) = &self.redis else {
             return Ok(0);
         };
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}", r.port))
-            .map_err(|e| e.to_string())?;
+        let client = redis::Client::open(r.url()).map_err(|e| e.to_string())?;
         let read = async {
             let mut c = client.get_multiplexed_async_connection().await?;
             let key = format!("{}:{{{sku}}}:outbox", self.config.store.key_prefix);
@@ -435,7 +373,7 @@ impl Stack {
             }
         }
         if let Some(r) = &self.redis {
-            r.kill().await;
+            r.kill();
         }
         self.backend_stop.cancel();
     }
@@ -562,10 +500,7 @@ enum Launch {
 
 /// A loopback port nobody listens on right now.
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
+    flashgate_support::free_port().map_err(|e| format!("no free loopback port: {e}"))
 }
 
 /// Polls `ready` every 50 ms until it says yes, for at most STARTUP.

@@ -7,24 +7,32 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// The gateway binary the workspace built beside the load tester (`cargo test
+/// --workspace` builds every member's binaries before any test runs).
+fn flashgate_binary() -> PathBuf {
+    let beside = Path::new(env!("CARGO_BIN_EXE_flashgate-loadtest"))
+        .with_file_name(format!("flashgate{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        beside.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (tests/run.sh does), \
+         which builds the gateway too",
+        beside.display()
+    );
+    beside
+}
+
 fn loadtest(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flashgate-loadtest"))
         .args(args)
-        .args([
-            "--flashgate",
-            env!("CARGO_BIN_EXE_flashgate"),
-            "--progress",
-            "0",
-        ])
+        .arg("--flashgate")
+        .arg(flashgate_binary())
+        .args(["--progress", "0"])
         .output()
         .expect("flashgate-loadtest runs")
 }
 
 fn scenario(name: &str) -> String {
-    format!(
-        "{}/loadtest/scenarios/{name}.toml",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -67,7 +75,7 @@ fn failed_checks(report: &Value) -> Vec<String> {
 
 #[test]
 fn every_shipped_scenario_is_valid() {
-    let dir = format!("{}/loadtest/scenarios", env!("CARGO_MANIFEST_DIR"));
+    let dir = format!("{}/scenarios", env!("CARGO_MANIFEST_DIR"));
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).expect("scenarios dir") {
         let path = entry.expect("entry").path();

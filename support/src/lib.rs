@@ -1,0 +1,237 @@
+//! What `tests/` and the load tester both need: a loopback port nobody listens on, and a
+//! real redis-server child process on one (never the default 6379), killed when dropped.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a redis-server may take to answer its first PING.
+const STARTUP: Duration = Duration::from_secs(10);
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> io::Result<u16> {
+    TcpListener::bind("127.0.0.1:0")?
+        .local_addr()
+        .map(|a| a.port())
+}
+
+/// How a redis-server is started.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// The `redis-server` program.
+    pub program: PathBuf,
+    /// Its working directory (append-only file, TLS files); removed on drop.
+    pub dir: PathBuf,
+    /// Write every change to the append-only file before answering (fsync always), so a
+    /// SIGKILL and restart lose nothing acknowledged.
+    pub persistent: bool,
+    /// Also serve TLS on a second port with this certificate and key (PEM).
+    pub tls: Option<(String, String)>,
+    /// Where its log goes; nowhere when `None`.
+    pub log: Option<PathBuf>,
+}
+
+impl RedisOptions {
+    /// `redis-server` from the PATH, in a fresh directory under the system's temp dir.
+    pub fn new(name: &str) -> Self {
+        Self {
+            program: "redis-server".into(),
+            dir: std::env::temp_dir().join(format!(
+                "flashgate-redis-{name}-{}-{}",
+                std::process::id(),
+                free_port().unwrap_or(0)
+            )),
+            persistent: false,
+            tls: None,
+            log: None,
+        }
+    }
+}
+
+/// A redis-server child process on 127.0.0.1.
+pub struct RedisServer {
+    options: RedisOptions,
+    port: u16,
+    tls_port: Option<u16>,
+    child: Mutex<Option<Child>>,
+}
+
+impl RedisServer {
+    /// Prepares one on a free port (and a free TLS port when asked); nothing runs yet.
+    pub fn new(options: RedisOptions) -> io::Result<Self> {
+        std::fs::create_dir_all(&options.dir)?;
+        let tls_port = match &options.tls {
+            Some((cert, key)) => {
+                std::fs::write(options.dir.join("cert.pem"), cert)?;
+                std::fs::write(options.dir.join("key.pem"), key)?;
+                Some(free_port()?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            port: free_port()?,
+            tls_port,
+            options,
+            child: Mutex::new(None),
+        })
+    }
+
+    /// Starts it (again, after [`Self::kill`]) and waits until it answers PING as itself.
+    pub fn start(&self) -> Result<(), String> {
+        let dir = &self.options.dir;
+        let file = |f: &str| dir.join(f).display().to_string();
+        let mut cmd = Command::new(&self.options.program);
+        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--protected-mode", "no"]);
+        if self.options.persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        if let Some(p) = self.tls_port {
+            cmd.args(["--tls-port", &p.to_string()])
+                .args(["--tls-cert-file", &file("cert.pem")])
+                .args(["--tls-key-file", &file("key.pem")])
+                .args(["--tls-ca-cert-file", &file("cert.pem")])
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let log = match &self.options.log {
+            Some(path) => Stdio::from(std::fs::File::create(path).map_err(|e| e.to_string())?),
+            None => Stdio::null(),
+        };
+        let child = cmd
+            .arg("--dir")
+            .arg(dir)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.options.program.display()))?;
+        *self.lock() = Some(child);
+        let start = Instant::now();
+        while !self.answers() {
+            if start.elapsed() > STARTUP {
+                self.kill();
+                return Err(format!("redis-server on port {} did not start", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Something answering on the port is not enough: it must be this process.
+        match self.lock().as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => Ok(()),
+            _ => Err(format!(
+                "redis-server could not listen on port {}",
+                self.port
+            )),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True when something on its port answers PING.
+    pub fn answers(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its TLS port, when it serves TLS.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// Its working directory.
+    pub fn dir(&self) -> &Path {
+        &self.options.dir
+    }
+
+    /// `redis://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL: no goodbye to clients) and waits for it to go.
+    pub fn kill(&self) {
+        if let Some(mut c) = self.lock().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`) to the running process.
+    pub fn signal(&self, sig: &str) -> Result<(), String> {
+        let pid = self
+            .lock()
+            .as_ref()
+            .map(Child::id)
+            .ok_or("redis-server is not running")?;
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(())
+            .ok_or_else(|| format!("kill {sig} {pid} failed"))
+    }
+
+    /// Runs a command over a fresh connection. Returns the reply as text: a status or
+    /// error line as sent (`+OK`, `-ERR …`), an integer as `:n`, a bulk string's value, or
+    /// `(nil)`.
+    pub fn command(&self, args: &[&str]) -> io::Result<String> {
+        let mut s = self.send_command(args)?;
+        let first = read_line(&mut s);
+        Ok(match first.strip_prefix('$') {
+            Some("-1") => "(nil)".to_owned(),
+            Some(_) => read_line(&mut s),
+            None => first,
+        })
+    }
+
+    /// Runs a command and returns the first `n` lines of the raw reply (array replies).
+    pub fn command_lines(&self, args: &[&str], n: usize) -> io::Result<Vec<String>> {
+        let mut s = self.send_command(args)?;
+        Ok((0..n).map(|_| read_line(&mut s)).collect())
+    }
+
+    fn send_command(&self, args: &[&str]) -> io::Result<TcpStream> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes())?;
+        Ok(s)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.options.dir);
+    }
+}
+
+fn read_line(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        out.push(byte[0]);
+    }
+    String::from_utf8_lossy(&out).trim_end().to_owned()
+}
