@@ -20,32 +20,35 @@
 //! - L6 the entry: [`cli`]
 
 #![warn(missing_docs)]
+// The layer table above names every module, the crate-internal ones too: it is for the
+// people working on the crate (`cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
 
-pub mod admin;
-pub mod admin_api;
-pub mod breaker;
+pub(crate) mod admin;
+pub(crate) mod admin_api;
+pub(crate) mod breaker;
 pub mod cli;
 pub mod config;
-pub mod delivery;
+pub(crate) mod delivery;
 pub mod demo;
 pub mod error;
 pub mod gateway;
-pub mod http;
+pub(crate) mod http;
 pub mod identity;
-pub mod local_state;
-pub mod logging;
-pub mod metrics;
+pub(crate) mod local_state;
+pub(crate) mod logging;
+pub(crate) mod metrics;
 pub mod order_body;
-pub mod pages;
+pub(crate) mod pages;
 pub mod path;
 pub mod proxy;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod sale;
 pub mod sale_api;
-pub mod signal;
-pub mod signature;
+pub(crate) mod signal;
+pub(crate) mod signature;
 pub mod store;
-pub mod trusted_proxies;
+pub(crate) mod trusted_proxies;
 pub mod types;
 
 pub use config::Config;

@@ -256,7 +256,7 @@ impl Pages {
 
     /// The page as a response: 200 HTML, not cached, scripts allowed only with its nonce.
     pub fn render(&self, page: Page, values: &Values<'_>) -> GatewayResponse {
-        let nonce = crate::types::Token::random().to_string();
+        let nonce = fresh_nonce();
         let html = self.template(page).render(values, &nonce);
         let mut resp = GatewayResponse::new(Either::Right(Full::new(Bytes::from(html))));
         *resp.status_mut() = StatusCode::OK;
@@ -281,6 +281,11 @@ impl Pages {
         }
         resp
     }
+}
+
+/// A CSP nonce for one response: 128 random bits, hex.
+fn fresh_nonce() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@ use crate::sale::engine::Engine;
 use crate::sale::outcome::Outcome;
 use crate::sale::ticket::{Ticket, TicketStatus};
 use crate::sale::{Sale, SaleState};
-use crate::store::Unspent;
 use crate::types::{TicketId, Token};
 
 /// Largest order request body (it carries at most a token and a quantity).
@@ -207,25 +206,9 @@ impl SaleApi {
             .metrics
             .admission_seconds
             .observe(decided.elapsed().as_secs_f64());
-        // A token this instance has no answer for (another instance took it, the reply was
-        // lost, its ticket was forgotten) may have been spent already: before a final
-        // refusal contradicts its outcome, read that outcome from the store (invariant 3
-        // before invariant 6; the rate limits still apply).
-        // A sold-out answer also spends a token the user holds unspent: a request for it
-        // still on its way (its reply lost, a retry queued on another instance) then
-        // replays "sold out" rather than reserving after the user heard "sold out".
-        let unspent = match &decision {
-            Err(Refusal::SoldOut) => Some(Unspent::SpendAsSoldOut),
-            Err(Refusal::Closed | Refusal::Paused) => Some(Unspent::Leave),
-            Ok(_)
-            | Err(
-                Refusal::NotStarted { .. }
-                | Refusal::Held
-                | Refusal::RateLimited { .. }
-                | Refusal::QueueFull
-                | Refusal::ShuttingDown,
-            ) => None,
-        };
+        // A token this instance has no answer for may have been spent already: before a
+        // final refusal contradicts its outcome, that outcome is read from the store.
+        let unspent = decision.as_ref().err().and_then(admission::replay_first);
         if let Some(unspent) = unspent {
             if let Some(answer) = self
                 .replay_from_store(&sale, &token, &user, peer, unspent)
@@ -304,23 +287,19 @@ impl SaleApi {
         token: &Token,
         user: &crate::types::UserId,
         peer: &Peer,
-        unspent: Unspent,
+        unspent: admission::Unspent,
     ) -> Result<Option<GatewayResponse>, GatewayError> {
         admission::check_rate(&self.engine, user, peer.addr.ip())?;
-        let replay = self
+        let outcome = self
             .engine
-            .store
-            .replay(&sale.sku, token, user, unspent)
+            .replay(sale, token, user, unspent)
             .await
             .map_err(|e| {
                 tracing::warn!(sku = %sale.sku, error = %e, "cannot read a token's outcome");
                 GatewayError::StoreUnavailable
             })?;
-        let Some(reply) = replay else {
-            return Ok(None);
-        };
         // No ticket of this instance followed it: the answer carries none of ours.
-        Ok(Some(Outcome::of_reply(&reply).answer(TicketId::random())))
+        Ok(outcome.map(|o| o.answer(TicketId::random())))
     }
 
     /// The busy page; an unknown or malformed `sku` is left out rather than echoed.

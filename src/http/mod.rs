@@ -10,6 +10,5 @@ pub mod server;
 pub mod upstream;
 
 pub use body::UpstreamBody;
-pub use pool::{Pool, PooledBody, SendBody, UpstreamError};
-pub use response::GatewayResponse;
+pub use pool::{Pool, PooledBody, UpstreamError};
 pub use upstream::UpstreamTarget;

@@ -13,6 +13,7 @@ use super::queue::QueueItem;
 use super::{Sale, SaleState};
 use crate::error::Refusal;
 use crate::ratelimit::retry_after_secs;
+pub use crate::store::Unspent;
 use crate::types::{TicketId, Token, UserId};
 
 /// The checks every buying request (token or order) passes, cheapest first: the sale
@@ -52,6 +53,26 @@ pub fn check_rate(engine: &Engine, user: &UserId, ip: IpAddr) -> Result<(), Refu
         });
     }
     Ok(())
+}
+
+/// Whether a refused order must first read its token's recorded outcome from the store,
+/// and what a refusal does to a token the user still holds unspent. A token this instance
+/// has no answer for (another instance took it, the reply was lost, its ticket was
+/// forgotten) may have been spent already, and a final refusal must not contradict its
+/// outcome (invariant 3 before invariant 6; the rate limits still apply). A sold-out
+/// answer also spends an unspent token: a request for it still on its way (its reply lost,
+/// a retry queued on another instance) then replays "sold out" rather than reserving after
+/// the user heard "sold out".
+pub fn replay_first(refusal: &Refusal) -> Option<Unspent> {
+    match refusal {
+        Refusal::SoldOut => Some(Unspent::SpendAsSoldOut),
+        Refusal::Closed | Refusal::Paused => Some(Unspent::Leave),
+        Refusal::NotStarted { .. }
+        | Refusal::Held
+        | Refusal::RateLimited { .. }
+        | Refusal::QueueFull
+        | Refusal::ShuttingDown => None,
+    }
 }
 
 /// Decides an order: the edge checks, then stock-aware admission, then a slot in the

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::outcome::Outcome;
 use crate::config::{
     IdentityConfig, LimitsConfig, QueueConfig, SaleConfig, StoreConfig, StoreKind,
 };
@@ -18,8 +19,8 @@ use crate::metrics::{Metrics, SaleCounters};
 use crate::ratelimit::KeyedLimit;
 use crate::sale::ticket::TicketBook;
 use crate::sale::{Sale, Sales};
-use crate::store::{StockLoad, StockReading, Store, StoreError};
-use crate::types::{Epoch, Sku, UserId};
+use crate::store::{StockLoad, StockReading, Store, StoreError, Unspent};
+use crate::types::{Epoch, Sku, Token, UserId};
 
 /// Shared state of the sale path.
 pub struct Engine {
@@ -98,6 +99,19 @@ impl Engine {
                 ),
             },
         }
+    }
+
+    /// The recorded outcome of `token` if `user` spent it already in `sale`; `unspent`
+    /// says what to do with a token still unspent (see [`super::admission::replay_first`]).
+    pub async fn replay(
+        &self,
+        sale: &Sale,
+        token: &Token,
+        user: &UserId,
+        unspent: Unspent,
+    ) -> Result<Option<Outcome>, StoreError> {
+        let reply = self.store.replay(&sale.sku, token, user, unspent).await?;
+        Ok(reply.as_ref().map(Outcome::of_reply))
     }
 
     /// The counters of sale `sku` (every configured sale has them).

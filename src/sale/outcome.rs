@@ -150,9 +150,8 @@ impl Outcome {
             &json!({ "error": e.code(), "message": e.to_string(), "order_id": order, "ticket": ticket }),
         );
         if let Some(secs) = e.retry_after() {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(RETRY_AFTER, v);
-            }
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
