@@ -10,18 +10,18 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use flashgate::config::Config;
 use flashgate::gateway::Gateway;
 use flashgate::sale::admission::admit;
-use flashgate::sale::engine::Engine;
+use flashgate::sale::context::SaleContext;
 use flashgate::sale::queue::{Head, QueueItem, SaleQueue};
 use flashgate::types::{TicketId, Token, UserId};
 
-/// An engine with one sale; `per_user_rate` 0 turns the user limit off.
-fn engine(per_user_rate: u32, sale: &str) -> Arc<Engine> {
+/// A sale context with one sale; `per_user_rate` 0 turns the user limit off.
+fn ctx(per_user_rate: u32, sale: &str) -> Arc<SaleContext> {
     let text = format!(
         "[upstream]\nurl = \"http://127.0.0.1:9\"\n[limits]\nper_user_rate = {per_user_rate}\nper_user_burst = 1\n{sale}"
     );
     let config = Config::from_toml(&text, "bench", &[]).expect("bench config");
     let built = Gateway::build(config).expect("bench gateway");
-    built.engine().clone()
+    built.context().clone()
 }
 
 fn item(seq: u64, user: &UserId) -> QueueItem {
@@ -41,13 +41,13 @@ fn admission(c: &mut Criterion) {
     let user = UserId::parse("bench-user").expect("user");
     let now = SystemTime::now();
 
-    let sold_out = engine(0, "[[sale]]\nsku = \"s\"\nstock = 0\n");
+    let sold_out = ctx(0, "[[sale]]\nsku = \"s\"\nstock = 0\n");
     let sale = sold_out.sales.get("s").expect("sale").clone();
     c.bench_function("admit/refuse_sold_out", |b| {
         b.iter(|| black_box(admit(&sold_out, &sale, &user, ip, now).is_err()))
     });
 
-    let full = engine(
+    let full = ctx(
         0,
         "[[sale]]\nsku = \"s\"\nstock = 1000000\nqueue = { capacity = 1 }\n",
     );
@@ -59,7 +59,7 @@ fn admission(c: &mut Criterion) {
         b.iter(|| black_box(admit(&full, &sale, &user, ip, now).is_err()))
     });
 
-    let open = engine(
+    let open = ctx(
         0,
         "[[sale]]\nsku = \"s\"\nstock = 1000000000\nqueue = { capacity = 1024 }\n",
     );
@@ -79,7 +79,7 @@ fn admission(c: &mut Criterion) {
         })
     });
 
-    let limited = engine(1, "[[sale]]\nsku = \"s\"\nstock = 1000\n");
+    let limited = ctx(1, "[[sale]]\nsku = \"s\"\nstock = 1000\n");
     let sale = limited.sales.get("s").expect("sale").clone();
     let _ = admit(&limited, &sale, &user, ip, now);
     c.bench_function("admit/refuse_rate_limited", |b| {

@@ -37,10 +37,10 @@ async fn main() {
     );
     let config = Config::from_toml(&text, "bench", &[]).expect("bench config");
     let built = Gateway::build(config.clone()).expect("bench gateway");
-    let engine = built.engine().clone();
-    let store = engine.store.clone();
-    engine.load_stock(&config.sales).await.expect("stock");
-    let sale = engine.sales.get("bench").expect("sale").clone();
+    let ctx = built.context().clone();
+    let store = ctx.store.clone();
+    ctx.load_stock(&config.sales).await.expect("stock");
+    let sale = ctx.sales.get("bench").expect("sale").clone();
     sale.set_draining(false);
     for i in 0..queued {
         let user = UserId::parse(&format!("u{i}")).expect("user");
@@ -62,7 +62,7 @@ async fn main() {
     }
     let shutdown = CancellationToken::new();
     let drain = tokio::spawn(flashgate::sale::drain::run(
-        engine.clone(),
+        ctx.clone(),
         sale.clone(),
         shutdown.clone(),
     ));

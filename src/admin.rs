@@ -16,7 +16,7 @@ use crate::admin_api::AdminApi;
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
 use crate::http::server::{Handler, Peer};
-use crate::sale::engine::Engine;
+use crate::sale::context::SaleContext;
 
 /// Routes of the admin listener.
 #[derive(Clone)]
@@ -28,7 +28,7 @@ struct Inner {
     /// The upstream's `host:port`, which readiness connects to.
     upstream: Authority,
     probe_timeout: Duration,
-    engine: Arc<Engine>,
+    ctx: Arc<SaleContext>,
     api: AdminApi,
 }
 
@@ -49,19 +49,19 @@ struct Readiness {
 }
 
 impl Admin {
-    /// Admin routes checking `upstream` and the engine's store (each probe gets
-    /// `probe_timeout`), exposing the engine's metrics, and `api` under `/admin/`.
+    /// Admin routes checking `upstream` and the sale context's store (each probe gets
+    /// `probe_timeout`), exposing the sale context's metrics, and `api` under `/admin/`.
     pub fn new(
         upstream: Authority,
         probe_timeout: Duration,
-        engine: Arc<Engine>,
+        ctx: Arc<SaleContext>,
         api: AdminApi,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstream,
                 probe_timeout,
-                engine,
+                ctx,
                 api,
             }),
         }
@@ -69,10 +69,10 @@ impl Admin {
 
     /// `GET /metrics`: the Prometheus text exposition, gauges read from live state first.
     fn metrics(&self) -> GatewayResponse {
-        let engine = &self.inner.engine;
-        engine.refresh_gauges();
+        let ctx = &self.inner.ctx;
+        ctx.refresh_gauges();
         let mut r = GatewayResponse::new(http_body_util::Either::Right(http_body_util::Full::new(
-            bytes::Bytes::from(engine.metrics.render()),
+            bytes::Bytes::from(ctx.metrics.render()),
         )));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -85,7 +85,7 @@ impl Admin {
     fn held_sales(&self) -> Vec<String> {
         let mut held: Vec<String> = self
             .inner
-            .engine
+            .ctx
             .sales
             .iter()
             .filter(|s| s.is_held())
@@ -99,7 +99,7 @@ impl Admin {
     /// within the probe timeout.
     async fn readiness(&self) -> GatewayResponse {
         let store =
-            tokio::time::timeout(self.inner.probe_timeout, self.inner.engine.store.ping()).await;
+            tokio::time::timeout(self.inner.probe_timeout, self.inner.ctx.store.ping()).await;
         if !matches!(store, Ok(Ok(()))) {
             return GatewayError::NotReady("the store does not answer".to_owned()).into_response();
         }

@@ -23,14 +23,14 @@ use subtle::ConstantTimeEq;
 
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
-use crate::sale::engine::Engine;
+use crate::sale::context::SaleContext;
 use crate::sale::Sale;
 use crate::store::StoreError;
 use crate::types::MAX_STOCK;
 
-/// The admin API over a sale engine.
+/// The admin API over a sale context.
 pub struct AdminApi {
-    engine: Arc<Engine>,
+    ctx: Arc<SaleContext>,
     /// `None` when no token is configured: the API is off.
     token: Option<Vec<u8>>,
     /// Command bodies must arrive within this time (`server.body_timeout`).
@@ -62,11 +62,11 @@ struct Delta {
 }
 
 impl AdminApi {
-    /// The API over `engine`, accepting `token` (empty: off); command bodies must arrive
+    /// The API over `ctx`, accepting `token` (empty: off); command bodies must arrive
     /// within `body_timeout`.
-    pub fn new(engine: Arc<Engine>, token: &str, body_timeout: std::time::Duration) -> Self {
+    pub fn new(ctx: Arc<SaleContext>, token: &str, body_timeout: std::time::Duration) -> Self {
         Self {
-            engine,
+            ctx,
             token: (!token.is_empty()).then(|| token.as_bytes().to_vec()),
             body_timeout,
         }
@@ -144,19 +144,19 @@ impl AdminApi {
                     ));
                 }
                 let epoch = self
-                    .engine
+                    .ctx
                     .store
                     .set_stock(&sale.sku, units)
                     .await
                     .map_err(stock_error)?;
-                self.engine.adopt(&sale, units, &epoch);
+                self.ctx.adopt(&sale, units, &epoch);
                 Ok(json(StatusCode::OK, &view(&sale)))
             }
             (Method::POST, ["admin", "sales", sku, "stock", "add"]) => {
                 let sale = self.sale(sku)?.clone();
                 let Delta { units } = read_json(req, self.body_timeout).await?;
                 let now = self
-                    .engine
+                    .ctx
                     .store
                     .add_stock(&sale.sku, units)
                     .await
@@ -172,11 +172,11 @@ impl AdminApi {
     }
 
     fn sale(&self, sku: &str) -> Result<&Arc<Sale>, GatewayError> {
-        self.engine.sale(sku)
+        self.ctx.sale(sku)
     }
 
     fn list(&self) -> GatewayResponse {
-        let mut sales: Vec<Value> = self.engine.sales.iter().map(|s| view(s)).collect();
+        let mut sales: Vec<Value> = self.ctx.sales.iter().map(|s| view(s)).collect();
         sales.sort_by(|a, b| a["sku"].as_str().cmp(&b["sku"].as_str()));
         json(StatusCode::OK, &json!({ "sales": sales }))
     }

@@ -11,7 +11,7 @@
 //! - L2 components: [`store`] (the atomic store steps), [`local_state`], [`identity`],
 //!   [`pages`], [`order_body`], [`proxy`] (everything that is not a sale route), [`logging`]
 //! - L3 the sale: [`sale`] (its state, bounded FIFO queue, tickets, the admission decision,
-//!   the engine the sale path shares, and the drain)
+//!   the context the sale path shares, and the drain)
 //! - L4 what uses the sale: [`delivery`] (hands reserved orders to the backend),
 //!   [`sale_api`] (the public sale routes), [`admin_api`] (`/admin/`), [`admin`] (the
 //!   admin listener: probes, `/metrics`), [`demo`] (the demo backend)

@@ -21,7 +21,7 @@ use crate::http::response::{json, GatewayResponse};
 use crate::http::server::Peer;
 use crate::pages::{Page, Pages, Values};
 use crate::sale::admission;
-use crate::sale::engine::Engine;
+use crate::sale::context::SaleContext;
 use crate::sale::outcome::Outcome;
 use crate::sale::ticket::{Ticket, TicketStatus};
 use crate::sale::{Sale, SaleState};
@@ -78,7 +78,7 @@ impl<'a> Route<'a> {
 /// Handles sale routes.
 #[derive(Clone)]
 pub struct SaleApi {
-    engine: Arc<Engine>,
+    ctx: Arc<SaleContext>,
     pages: Arc<Pages>,
     body_timeout: std::time::Duration,
 }
@@ -94,10 +94,10 @@ struct SaleView<'a> {
 }
 
 impl SaleApi {
-    /// Routes over `engine`, rendering `pages`; order bodies must arrive within `body_timeout`.
-    pub fn new(engine: Arc<Engine>, pages: Pages, body_timeout: std::time::Duration) -> Self {
+    /// Routes over `ctx`, rendering `pages`; order bodies must arrive within `body_timeout`.
+    pub fn new(ctx: Arc<SaleContext>, pages: Pages, body_timeout: std::time::Duration) -> Self {
         Self {
-            engine,
+            ctx,
             pages: Arc::new(pages),
             body_timeout,
         }
@@ -129,7 +129,7 @@ impl SaleApi {
     }
 
     fn sale(&self, sku: &str) -> Result<&Arc<Sale>, GatewayError> {
-        self.engine.sale(sku)
+        self.ctx.sale(sku)
     }
 
     fn status(&self, sku: &str) -> Result<GatewayResponse, GatewayError> {
@@ -153,11 +153,11 @@ impl SaleApi {
         headers: &HeaderMap,
         peer: &Peer,
     ) -> Result<GatewayResponse, GatewayError> {
-        let user = self.engine.identity.user(headers)?;
+        let user = self.ctx.identity.user(headers)?;
         let sale = self.sale(sku)?;
-        admission::check_edge(&self.engine, sale, &user, peer.addr.ip(), SystemTime::now())?;
-        let ttl = self.engine.token_ttl;
-        match self.engine.store.issue_token(&sale.sku, &user, ttl).await {
+        admission::check_edge(&self.ctx, sale, &user, peer.addr.ip(), SystemTime::now())?;
+        let ttl = self.ctx.token_ttl;
+        match self.ctx.store.issue_token(&sale.sku, &user, ttl).await {
             Ok(token) => Ok(json(
                 StatusCode::OK,
                 &json!({ "token": token, "expires_in": ttl.as_secs() }),
@@ -175,13 +175,13 @@ impl SaleApi {
         req: Request<Incoming>,
         peer: &Peer,
     ) -> Result<GatewayResponse, GatewayError> {
-        let user = self.engine.identity.user(req.headers())?;
+        let user = self.ctx.identity.user(req.headers())?;
         let sale = self.sale(sku)?.clone();
         let (token, quantity) = read_order(req, sale.per_user_limit, self.body_timeout).await?;
         // A token seen before gets its first answer again, whatever the sale's state now:
         // a double click joins the request already queued, a resubmission after the sale
         // sold out still learns it won.
-        if let Some((ticket, t)) = self.engine.tickets.by_token(&token) {
+        if let Some((ticket, t)) = self.ctx.tickets.by_token(&token) {
             if t.user == user && t.sku == sale.sku && t.status.binds_token() {
                 return Ok(match t.status {
                     TicketStatus::Queued | TicketStatus::Processing => {
@@ -195,14 +195,8 @@ impl SaleApi {
             }
         }
         let decided = Instant::now();
-        let decision = admission::admit(
-            &self.engine,
-            &sale,
-            &user,
-            peer.addr.ip(),
-            SystemTime::now(),
-        );
-        self.engine
+        let decision = admission::admit(&self.ctx, &sale, &user, peer.addr.ip(), SystemTime::now());
+        self.ctx
             .metrics
             .admission_seconds
             .observe(decided.elapsed().as_secs_f64());
@@ -217,7 +211,7 @@ impl SaleApi {
                 return Ok(answer);
             }
         }
-        let counters = self.engine.counters(&sale.sku);
+        let counters = self.ctx.counters(&sale.sku);
         let slot = match decision {
             Ok(slot) => slot,
             Err(Refusal::QueueFull) => {
@@ -242,7 +236,7 @@ impl SaleApi {
         let ticket = TicketId::random();
         let seq = slot.seq();
         if !self
-            .engine
+            .ctx
             .tickets
             .open(ticket, sale.sku.clone(), seq, user.clone(), token)
         {
@@ -271,10 +265,10 @@ impl SaleApi {
     /// this instance's deliverer keeps its tickets current. If the store does not answer,
     /// what this instance knows.
     async fn current_state(&self, sale: &Sale, order: crate::types::OrderId) -> Outcome {
-        if self.engine.stock_sync.is_none() {
+        if self.ctx.stock_sync.is_none() {
             return Outcome::Reserved(order);
         }
-        match self.engine.store.order_state(&sale.sku, &order).await {
+        match self.ctx.store.order_state(&sale.sku, &order).await {
             Ok(state) => Outcome::of_order(order, state),
             Err(_) => Outcome::Reserved(order),
         }
@@ -289,9 +283,9 @@ impl SaleApi {
         peer: &Peer,
         unspent: admission::Unspent,
     ) -> Result<Option<GatewayResponse>, GatewayError> {
-        admission::check_rate(&self.engine, user, peer.addr.ip())?;
+        admission::check_rate(&self.ctx, user, peer.addr.ip())?;
         let outcome = self
-            .engine
+            .ctx
             .replay(sale, token, user, unspent)
             .await
             .map_err(|e| {
@@ -304,7 +298,7 @@ impl SaleApi {
 
     /// The busy page; an unknown or malformed `sku` is left out rather than echoed.
     fn busy_page(&self, query: Option<&str>) -> GatewayResponse {
-        let sale = query_param(query, "sku").and_then(|s| self.engine.sales.get(s));
+        let sale = query_param(query, "sku").and_then(|s| self.ctx.sales.get(s));
         let values = Values {
             sku: sale.map_or("", |s| s.sku.as_str()),
             retry_after: sale.map_or(1, |s| s.retry_after_secs()),
@@ -340,11 +334,11 @@ impl SaleApi {
     fn ticket(&self, id: &str) -> Result<GatewayResponse, GatewayError> {
         let id = TicketId::parse(id).ok_or(GatewayError::UnknownTicket)?;
         let ticket = self
-            .engine
+            .ctx
             .tickets
             .get(&id)
             .ok_or(GatewayError::UnknownTicket)?;
-        Ok(ticket_view(&self.engine, id, &ticket))
+        Ok(ticket_view(&self.ctx, id, &ticket))
     }
 }
 
@@ -387,13 +381,13 @@ fn accepted(sale: &Sale, ticket: TicketId, seq: u64) -> GatewayResponse {
     resp
 }
 
-fn ticket_view(engine: &Engine, id: TicketId, t: &Ticket) -> GatewayResponse {
+fn ticket_view(ctx: &SaleContext, id: TicketId, t: &Ticket) -> GatewayResponse {
     let mut body = serde_json::Map::new();
     body.insert("ticket".into(), json!(id));
     body.insert("sku".into(), t.sku.as_str().into());
     match &t.status {
         TicketStatus::Queued | TicketStatus::Processing => {
-            let (position, eta) = match engine.sales.get(t.sku.as_str()) {
+            let (position, eta) = match ctx.sales.get(t.sku.as_str()) {
                 Some(sale) => {
                     let p = sale.queue.position(t.seq).unwrap_or(0);
                     (p, sale.eta_ms(p))

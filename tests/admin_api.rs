@@ -153,7 +153,7 @@ async fn queue_capacity_changes_live() {
     );
     let gw = sale_gateway(&up, &cfg).await;
     let (addr, adm) = (gw.public_addr, gw.admin_addr);
-    gw.engine()
+    gw.context()
         .sales
         .get("phone")
         .expect("sale")

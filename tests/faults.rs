@@ -101,7 +101,7 @@ async fn an_order_the_backend_acknowledged_is_never_compensated() {
     redis.pause();
     up.release();
     let confirm_failed = || {
-        let m = gw.engine().metrics.clone();
+        let m = gw.context().metrics.clone();
         async move { m.store_errors.with_label_values(&["confirm"]).get() > 0 }
     };
     until("the confirm to fail", confirm_failed).await;
@@ -116,7 +116,7 @@ async fn an_order_the_backend_acknowledged_is_never_compensated() {
         "acknowledged, so confirmed"
     );
     assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "0");
-    assert_eq!(gw.engine().metrics.delivery_conflicts.get(), 0);
+    assert_eq!(gw.context().metrics.delivery_conflicts.get(), 0);
 }
 
 /// Defect: a token whose reply was lost, sent again to another instance after the sale
@@ -219,7 +219,7 @@ async fn a_store_that_lost_its_state_holds_the_sale_until_stock_is_loaded() {
     let t = ask_token(gw.public_addr, "phone", "carol").await;
     assert_refused(&t, StatusCode::SERVICE_UNAVAILABLE, "sale_held");
     assert_eq!(
-        gw.engine()
+        gw.context()
             .metrics
             .sale_held
             .with_label_values(&["phone"])
@@ -524,7 +524,7 @@ async fn an_order_restored_after_a_stop_mid_delivery_is_not_compensated_on_a_gue
     up.orders_status.store(0, Ordering::SeqCst);
     until("the order to leave the outbox", || async {
         second
-            .engine()
+            .context()
             .metrics
             .deliveries
             .with_label_values(&["confirmed"])
@@ -545,8 +545,8 @@ async fn nothing_is_admitted_once_the_drain_has_stopped() {
     use flashgate::sale::admission::admit;
     let up = Upstream::start().await;
     let gw = sale_gateway(&up, "[[sale]]\nsku = \"phone\"\nstock = 5\n").await;
-    let engine = gw.engine().clone();
-    let sale = engine.sales.get("phone").expect("sale").clone();
+    let ctx = gw.context().clone();
+    let sale = ctx.sales.get("phone").expect("sale").clone();
     gw.shutdown();
     until("the drain to stop", || {
         let sale = sale.clone();
@@ -555,7 +555,7 @@ async fn nothing_is_admitted_once_the_drain_has_stopped() {
     .await;
     let user = flashgate::types::UserId::parse("alice").expect("user");
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-    let decision = admit(&engine, &sale, &user, ip, std::time::SystemTime::now());
+    let decision = admit(&ctx, &sale, &user, ip, std::time::SystemTime::now());
     assert!(
         matches!(decision, Err(Refusal::ShuttingDown)),
         "{:?}",

@@ -244,7 +244,7 @@ async fn the_sale_window_and_pause_are_enforced() {
     );
 
     let token = token_for(addr, "phone", "a").await;
-    let sale = gw.engine().sales.get("phone").expect("sale").clone();
+    let sale = gw.context().sales.get("phone").expect("sale").clone();
     sale.set_paused(true);
     let a = order(addr, "phone", "a", &token).await;
     assert_refused(&a, StatusCode::FORBIDDEN, "sale_paused");

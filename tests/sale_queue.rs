@@ -68,7 +68,7 @@ async fn a_full_queue_rejects_with_retry_after() {
         &format!("{ASYNC}{}", sale("phone", 100, "capacity = 3")),
     )
     .await;
-    gw.engine()
+    gw.context()
         .sales
         .get("phone")
         .expect("sale")
@@ -92,7 +92,7 @@ async fn a_full_queue_redirects_to_the_busy_page() {
         sale("phone", 100, "capacity = 1")
     );
     let gw = sale_gateway(&up, &cfg).await;
-    gw.engine()
+    gw.context()
         .sales
         .get("phone")
         .expect("sale")
@@ -113,7 +113,7 @@ async fn a_full_queue_redirects_to_the_busy_page() {
 
     let custom = format!("[queue]\nresponse = \"async\"\noverflow = \"redirect\"\nredirect_url = \"https://shop.example/busy\"\n{}", sale("tv", 100, "capacity = 1"));
     let gw = sale_gateway(&up, &custom).await;
-    gw.engine()
+    gw.context()
         .sales
         .get("tv")
         .expect("sale")
@@ -134,7 +134,7 @@ async fn async_tickets_show_position_then_outcome() {
     )
     .await;
     let addr = gw.public_addr;
-    let s = gw.engine().sales.get("phone").expect("sale").clone();
+    let s = gw.context().sales.get("phone").expect("sale").clone();
     s.set_draining(false);
     let tickets = admit_async(addr, "phone", 4).await;
     let v = ticket_status(addr, &tickets[3]).await;
@@ -173,7 +173,7 @@ async fn requests_are_served_in_admission_order() {
     )
     .await;
     let addr = gw.public_addr;
-    let s = gw.engine().sales.get("phone").expect("sale").clone();
+    let s = gw.context().sales.get("phone").expect("sale").clone();
     s.set_draining(false);
     let tickets = admit_async(addr, "phone", 20).await;
     s.set_draining(true);
@@ -261,10 +261,10 @@ async fn a_crowd_of_ten_thousand_never_oversells() {
     );
     let distinct: HashSet<&String> = orders.values().collect();
     assert_eq!(distinct.len() as u64, STOCK);
-    let sale = gw.engine().sales.get("phone").expect("sale").clone();
+    let sale = gw.context().sales.get("phone").expect("sale").clone();
     assert_eq!(sale.remaining(), 0);
     let store_stock = gw
-        .engine()
+        .context()
         .store
         .stock(&sale.sku)
         .await
@@ -299,7 +299,7 @@ async fn shutdown_answers_every_queued_request() {
     )
     .await;
     let addr = gw.public_addr;
-    let s = gw.engine().sales.get("phone").expect("sale").clone();
+    let s = gw.context().sales.get("phone").expect("sale").clone();
     s.set_draining(false);
     let mut waiting = JoinSet::new();
     for i in 0..50 {

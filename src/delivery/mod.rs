@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeliveryConfig, UpstreamConfig};
 use crate::http::{Pool, UpstreamError, UpstreamTarget};
-use crate::sale::engine::Engine;
+use crate::sale::context::SaleContext;
 use crate::sale::outcome::Outcome;
 use crate::sale::Sale;
 use crate::store::{Compensation, Confirmation, Order};
@@ -162,7 +162,7 @@ struct Round {
 /// Delivers until `shutdown`, then keeps delivering what is left for up to
 /// `server.shutdown_timeout` (the round in flight included): the memory store keeps what is
 /// still undelivered after that for the next start.
-pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: CancellationToken) {
+pub async fn run(ctx: Arc<SaleContext>, settings: Settings, shutdown: CancellationToken) {
     let settings = Arc::new(settings);
     let mut state = State {
         backoff: Backoff::new(settings.retry_base, settings.retry_max),
@@ -182,7 +182,7 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
     tokio::pin!(out_of_time);
     let delivering = async {
         loop {
-            let r = round(&engine, &settings, &mut state).await;
+            let r = round(&ctx, &settings, &mut state).await;
             if shutdown.is_cancelled() {
                 break;
             }
@@ -191,13 +191,13 @@ pub async fn run(engine: Arc<Engine>, settings: Settings, shutdown: Cancellation
                 continue;
             }
             tokio::select! {
-                () = engine.outbox_ready.notified() => {}
+                () = ctx.outbox_ready.notified() => {}
                 () = sleep_until_due(&state, r.waiting, settings.claim_idle) => {}
                 () = shutdown.cancelled() => {}
             }
         }
         loop {
-            let r = round(&engine, &settings, &mut state).await;
+            let r = round(&ctx, &settings, &mut state).await;
             if r.settled == 0 && r.waiting == 0 {
                 return;
             }
@@ -233,16 +233,16 @@ async fn sleep_until_due(state: &State, waiting: usize, claim_idle: Duration) {
 }
 
 /// One pass over every sale's outbox.
-async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State) -> Round {
+async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut State) -> Round {
     let mut r = Round::default();
     let mut seen = HashSet::new();
     // Whether every order this deliverer holds was read this round: only then may it
     // forget what it remembers of orders it did not see.
     let mut complete = true;
-    for sale in engine.sales.iter() {
+    for sale in ctx.sales.iter() {
         // Read past the orders that are backing off so newer ones are not starved.
         let window = settings.max_in_flight.saturating_mul(8);
-        let claimed = engine
+        let claimed = ctx
             .store
             .claim(&sale.sku, &settings.consumer, window, settings.claim_idle)
             .await;
@@ -273,11 +273,11 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 && !state.ambiguous.contains(&order.order_id);
             if state.acked.contains(&order.order_id) {
                 // The backend has it: only the store's confirmation is missing.
-                r.tally(settle(engine, sale, settings, state, &order, Verdict::Accepted).await);
+                r.tally(settle(ctx, sale, settings, state, &order, Verdict::Accepted).await);
             } else if exhausted {
                 tracing::warn!(order = %order.order_id, attempts = state.backoff.attempts(&order.order_id),
                     "delivery gave up after its retries; compensating");
-                r.tally(settle(engine, sale, settings, state, &order, Verdict::Refused).await);
+                r.tally(settle(ctx, sale, settings, state, &order, Verdict::Refused).await);
             } else if expired && state.backoff.due(&order.order_id, now) {
                 last_asks.push(order);
             } else if expired {
@@ -317,7 +317,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
         }
         // Renew our hold on them: nobody takes them over while the POSTs are in flight.
         let ids: Vec<OrderId> = posts.iter().map(|(o, _)| o.order_id).collect();
-        let owned: HashSet<OrderId> = match engine
+        let owned: HashSet<OrderId> = match ctx
             .store
             .touch(&sale.sku, &settings.consumer, &ids)
             .await
@@ -354,7 +354,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 Verdict::Retry => "retry",
                 Verdict::Unknown => "unknown",
             };
-            engine.metrics.deliveries.with_label_values(&[result]).inc();
+            ctx.metrics.deliveries.with_label_values(&[result]).inc();
             if verdict == Verdict::Unknown {
                 state.ambiguous.insert(order.order_id);
             }
@@ -366,7 +366,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                     state.breaker.failure();
                     tracing::warn!(order = %id,
                         "delivery deadline passed and the backend did not take the order; compensating");
-                    r.tally(settle(engine, sale, settings, state, &order, Verdict::Refused).await);
+                    r.tally(settle(ctx, sale, settings, state, &order, Verdict::Refused).await);
                 }
                 (Verdict::Retry | Verdict::Unknown, last) => {
                     if last {
@@ -380,7 +380,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
                 }
                 (verdict, _) => {
                     state.breaker.success();
-                    r.tally(settle(engine, sale, settings, state, &order, verdict).await);
+                    r.tally(settle(ctx, sale, settings, state, &order, verdict).await);
                 }
             }
         }
@@ -393,7 +393,7 @@ async fn round(engine: &Arc<Engine>, settings: &Arc<Settings>, state: &mut State
         state.acked.retain(|o| seen.contains(o));
         state.ambiguous.retain(|o| seen.contains(o));
     }
-    let m = &engine.metrics;
+    let m = &ctx.metrics;
     m.outbox_backlog.set(r.waiting as i64);
     // Open means holding deliveries back now: past its cool-down, with nothing left to
     // probe with, it is not (a gauge stuck at 1 after the backend recovered would page).
@@ -415,7 +415,7 @@ impl Round {
 
 /// Applies the backend's verdict to the store and the ticket.
 async fn settle(
-    engine: &Engine,
+    ctx: &SaleContext,
     sale: &Sale,
     settings: &Settings,
     state: &mut State,
@@ -428,21 +428,17 @@ async fn settle(
         Verdict::Accepted => {
             // Remembered until the store confirms: an acknowledged order is never undone.
             state.acked.insert(*id);
-            match engine
-                .store
-                .confirm(&sale.sku, id, &settings.consumer)
-                .await
-            {
+            match ctx.store.confirm(&sale.sku, id, &settings.consumer).await {
                 Ok(Confirmation::Confirmed | Confirmation::AlreadyConfirmed) => {
-                    engine.tickets.update_by_order(id, Outcome::Confirmed(*id));
+                    ctx.tickets.update_by_order(id, Outcome::Confirmed(*id));
                     Settled::Done
                 }
                 Ok(Confirmation::Compensated) => {
                     // Its stock went back although the backend holds it: the one thing
                     // this module exists to prevent. Loud, counted, alerted on.
                     tracing::error!(order = %id, "the backend accepted an order whose stock was already restored");
-                    engine.metrics.delivery_conflicts.inc();
-                    engine.tickets.update_by_order(id, Outcome::Confirmed(*id));
+                    ctx.metrics.delivery_conflicts.inc();
+                    ctx.tickets.update_by_order(id, Outcome::Confirmed(*id));
                     Settled::Done
                 }
                 Ok(Confirmation::NotOwner | Confirmation::Unknown) => Settled::Done,
@@ -453,7 +449,7 @@ async fn settle(
             }
         }
         Verdict::Refused => {
-            match engine
+            match ctx
                 .store
                 .compensate(&sale.sku, id, &settings.consumer)
                 .await
@@ -462,17 +458,17 @@ async fn settle(
                     match result {
                         Compensation::Restored { remaining } => {
                             sale.set_remaining(remaining);
-                            if let Some(c) = engine.counters(&sale.sku) {
+                            if let Some(c) = ctx.counters(&sale.sku) {
                                 c.compensations.inc();
                             }
                             tracing::warn!(order = %id, "order not delivered; stock restored");
-                            engine.tickets.update_by_order(id, Outcome::Failed(*id));
+                            ctx.tickets.update_by_order(id, Outcome::Failed(*id));
                         }
                         Compensation::AlreadyFailed => {
-                            engine.tickets.update_by_order(id, Outcome::Failed(*id))
+                            ctx.tickets.update_by_order(id, Outcome::Failed(*id))
                         }
                         Compensation::Confirmed => {
-                            engine.tickets.update_by_order(id, Outcome::Confirmed(*id))
+                            ctx.tickets.update_by_order(id, Outcome::Confirmed(*id))
                         }
                         Compensation::NotOwner | Compensation::Unknown => {}
                     }

@@ -25,7 +25,7 @@ use crate::local_state::{LocalState, LocalStateError};
 use crate::metrics::Metrics;
 use crate::pages::Pages;
 use crate::proxy::Proxy;
-use crate::sale::engine::{Engine, EngineParts};
+use crate::sale::context::{ContextParts, SaleContext};
 use crate::sale::Sales;
 use crate::sale_api::SaleApi;
 use crate::store::{MemoryStore, StoreError};
@@ -65,7 +65,7 @@ pub enum StartError {
 /// Every component built from the config, nothing bound or started yet.
 pub struct Built {
     config: Config,
-    engine: Arc<Engine>,
+    ctx: Arc<SaleContext>,
     upstream: UpstreamTarget,
     proxy: Proxy,
     pages: Pages,
@@ -85,7 +85,7 @@ pub struct Gateway {
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    engine: Arc<Engine>,
+    ctx: Arc<SaleContext>,
     /// The memory store, when it is the store: what it still holds at the end of a
     /// graceful stop is written to the local state directory.
     memory: Option<Arc<MemoryStore>>,
@@ -119,7 +119,7 @@ impl Gateway {
         let local = LocalState::open(config.data_dir())?;
         let metrics = Arc::new(Metrics::new());
         let opened = store::open(&config.store, &local, Some(metrics.clone()))?;
-        let engine = Arc::new(Engine::new(EngineParts {
+        let ctx = Arc::new(SaleContext::new(ContextParts {
             sales: Sales::new(&config.sales, &config.queue),
             store: opened.store,
             metrics,
@@ -139,7 +139,7 @@ impl Gateway {
             )
         });
         Ok(Built {
-            engine,
+            ctx,
             upstream,
             proxy,
             pages,
@@ -168,9 +168,9 @@ impl Gateway {
 }
 
 impl Built {
-    /// The sale engine it built.
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
+    /// The sale context it built.
+    pub fn context(&self) -> &Arc<SaleContext> {
+        &self.ctx
     }
 
     /// Binds both listeners, loads stock (in the background while the store does not
@@ -178,7 +178,7 @@ impl Built {
     pub async fn start(self) -> Result<Gateway, StartError> {
         let Built {
             config,
-            engine,
+            ctx,
             upstream,
             proxy,
             pages,
@@ -207,12 +207,12 @@ impl Built {
         // A store that does not answer yet does not keep the gateway from serving (the
         // proxy, the edge answers): stock is loaded in the background once it answers.
         let mut loading = None;
-        match engine.load_stock(&config.sales).await {
+        match ctx.load_stock(&config.sales).await {
             Ok(()) => {}
             Err(StoreError::Unavailable(why)) => {
                 tracing::warn!(%why, "the store does not answer; stock will be loaded when it does");
                 loading = Some(tokio::spawn(tasks::load_when_up(
-                    engine.clone(),
+                    ctx.clone(),
                     config.sales.clone(),
                     config.store.breaker_cooldown,
                     shutdown.clone(),
@@ -246,18 +246,14 @@ impl Built {
         let router = PublicRouter::new(
             trusted,
             proxy,
-            SaleApi::new(engine.clone(), pages, config.server.body_timeout),
-            &engine.metrics,
+            SaleApi::new(ctx.clone(), pages, config.server.body_timeout),
+            &ctx.metrics,
         );
         let admin_handler = Admin::new(
             upstream.authority,
             config.upstream.connect_timeout,
-            engine.clone(),
-            AdminApi::new(
-                engine.clone(),
-                &config.admin.token,
-                config.server.body_timeout,
-            ),
+            ctx.clone(),
+            AdminApi::new(ctx.clone(), &config.admin.token, config.server.body_timeout),
         );
         let mut tasks = vec![
             tokio::spawn(server::serve(
@@ -266,9 +262,9 @@ impl Built {
                 limits,
                 public_edge,
                 server::ListenerMetrics::new(
-                    &engine.metrics,
+                    &ctx.metrics,
                     "public",
-                    Some(engine.metrics.open_connections.clone()),
+                    Some(ctx.metrics.open_connections.clone()),
                 ),
                 shutdown.clone(),
             )),
@@ -277,11 +273,11 @@ impl Built {
                 admin_handler,
                 admin_limits,
                 admin_edge,
-                server::ListenerMetrics::new(&engine.metrics, "admin", None),
+                server::ListenerMetrics::new(&ctx.metrics, "admin", None),
                 shutdown.clone(),
             )),
         ];
-        tasks.extend(tasks::start_sale_tasks(&engine, delivery, &shutdown));
+        tasks.extend(tasks::start_sale_tasks(&ctx, delivery, &shutdown));
         tasks.extend(loading);
         tasks.push(tokio::spawn(tasks::reload_on_hangup(
             tls.clone(),
@@ -293,7 +289,7 @@ impl Built {
             admin_addr,
             shutdown,
             tasks,
-            engine,
+            ctx,
             memory,
             tls,
         })
@@ -301,9 +297,9 @@ impl Built {
 }
 
 impl Gateway {
-    /// The sale engine: sales (pause, drain rate, drain hold), store, tickets.
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
+    /// The sale context: sales (pause, drain rate, drain hold), store, tickets.
+    pub fn context(&self) -> &Arc<SaleContext> {
+        &self.ctx
     }
 
     /// Starts a graceful shutdown: stop accepting, let in-flight requests finish.
@@ -326,7 +322,7 @@ impl Gateway {
                 tracing::error!(error = %e, "listener task failed");
             }
         }
-        match (&self.memory, self.engine.local.snapshot_path()) {
+        match (&self.memory, self.ctx.local.snapshot_path()) {
             (Some(m), Some(path)) => {
                 let undelivered = m.save(&path)?;
                 if undelivered > 0 {

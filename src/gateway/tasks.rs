@@ -10,25 +10,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SaleConfig;
 use crate::http::server::TlsAcceptor;
-use crate::sale::engine::Engine;
+use crate::sale::context::SaleContext;
 use crate::store::StoreError;
 
 /// How often rate-limit keys whose buckets refilled are forgotten.
 const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Starts the drains, the deliverer (when given its settings), stock sync and the limiter
-/// sweep over `engine`.
+/// sweep over `ctx`.
 pub(crate) fn start_sale_tasks(
-    engine: &Arc<Engine>,
+    ctx: &Arc<SaleContext>,
     delivery: Option<crate::delivery::Settings>,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let mut tasks: Vec<JoinHandle<()>> = engine
+    let mut tasks: Vec<JoinHandle<()>> = ctx
         .sales
         .iter()
         .map(|sale| {
             tokio::spawn(crate::sale::drain::run(
-                engine.clone(),
+                ctx.clone(),
                 sale.clone(),
                 shutdown.clone(),
             ))
@@ -36,22 +36,19 @@ pub(crate) fn start_sale_tasks(
         .collect();
     if let Some(settings) = delivery {
         tasks.push(tokio::spawn(crate::delivery::run(
-            engine.clone(),
+            ctx.clone(),
             settings,
             shutdown.clone(),
         )));
     }
-    if let Some(every) = engine.stock_sync {
+    if let Some(every) = ctx.stock_sync {
         tasks.push(tokio::spawn(sync_stock(
-            engine.clone(),
+            ctx.clone(),
             every,
             shutdown.clone(),
         )));
     }
-    tasks.push(tokio::spawn(sweep_limiters(
-        engine.clone(),
-        shutdown.clone(),
-    )));
+    tasks.push(tokio::spawn(sweep_limiters(ctx.clone(), shutdown.clone())));
     tasks
 }
 
@@ -59,7 +56,7 @@ pub(crate) fn start_sale_tasks(
 ///
 /// Polling rather than pub/sub: a few GETs a second per sale cost nothing, and a missed
 /// message (a reconnect, a restart) cannot leave a flag wrong; the next read corrects it.
-async fn sync_stock(engine: Arc<Engine>, every: Duration, shutdown: CancellationToken) {
+async fn sync_stock(ctx: Arc<SaleContext>, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -67,19 +64,19 @@ async fn sync_stock(engine: Arc<Engine>, every: Duration, shutdown: Cancellation
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        engine.sync_stock().await;
+        ctx.sync_stock().await;
     }
 }
 
 /// Forgets rate-limit keys whose buckets refilled, so the limiters' memory follows the
 /// crowd's size now, not its peak.
-async fn sweep_limiters(engine: Arc<Engine>, shutdown: CancellationToken) {
+async fn sweep_limiters(ctx: Arc<SaleContext>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(LIMITER_SWEEP_EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                engine.per_user.sweep();
-                engine.per_ip.sweep();
+                ctx.per_user.sweep();
+                ctx.per_ip.sweep();
             }
             () = shutdown.cancelled() => return,
         }
@@ -88,7 +85,7 @@ async fn sweep_limiters(engine: Arc<Engine>, shutdown: CancellationToken) {
 
 /// Loads stock until the store answers (every `every`), or until shutdown.
 pub(crate) async fn load_when_up(
-    engine: Arc<Engine>,
+    ctx: Arc<SaleContext>,
     sales: Vec<SaleConfig>,
     every: Duration,
     shutdown: CancellationToken,
@@ -98,7 +95,7 @@ pub(crate) async fn load_when_up(
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,
         }
-        match engine.load_stock(&sales).await {
+        match ctx.load_stock(&sales).await {
             Ok(()) => {
                 tracing::info!("the store answers; stock loaded");
                 return;

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
-use super::engine::Engine;
+use super::context::SaleContext;
 use super::outcome::Outcome;
 use super::queue::QueueItem;
 use super::{Sale, SaleState};
@@ -19,7 +19,7 @@ use crate::types::{TicketId, Token, UserId};
 /// The checks every buying request (token or order) passes, cheapest first: the sale
 /// window, pause, the sold-out flag, then the per-user and per-IP limits.
 pub fn check_edge(
-    engine: &Engine,
+    ctx: &SaleContext,
     sale: &Sale,
     user: &UserId,
     ip: IpAddr,
@@ -37,17 +37,17 @@ pub fn check_edge(
         SaleState::SoldOut => return Err(Refusal::SoldOut),
         SaleState::Held => return Err(Refusal::Held),
     }
-    check_rate(engine, user, ip)
+    check_rate(ctx, user, ip)
 }
 
 /// The per-user and per-IP rate limits alone.
-pub fn check_rate(engine: &Engine, user: &UserId, ip: IpAddr) -> Result<(), Refusal> {
-    if let Err(wait) = engine.per_user.check(user) {
+pub fn check_rate(ctx: &SaleContext, user: &UserId, ip: IpAddr) -> Result<(), Refusal> {
+    if let Err(wait) = ctx.per_user.check(user) {
         return Err(Refusal::RateLimited {
             retry_after: retry_after_secs(wait),
         });
     }
-    if let Err(wait) = engine.per_ip.check(&ip) {
+    if let Err(wait) = ctx.per_ip.check(&ip) {
         return Err(Refusal::RateLimited {
             retry_after: retry_after_secs(wait),
         });
@@ -78,13 +78,13 @@ pub fn replay_first(refusal: &Refusal) -> Option<Unspent> {
 /// Decides an order: the edge checks, then stock-aware admission, then a slot in the
 /// queue, which the caller fills with the request or, by dropping it, gives back.
 pub fn admit<'s>(
-    engine: &Engine,
+    ctx: &SaleContext,
     sale: &'s Sale,
     user: &UserId,
     ip: IpAddr,
     now: SystemTime,
 ) -> Result<Slot<'s>, Refusal> {
-    check_edge(engine, sale, user, ip, now)?;
+    check_edge(ctx, sale, user, ip, now)?;
     // Beyond remaining × admit_factor pending requests a new one could only reserve if
     // many ahead of it fail: say sold out now rather than after a wait in the queue.
     if !sale.has_room_for_one_more() {

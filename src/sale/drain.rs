@@ -10,7 +10,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::engine::Engine;
+use super::context::SaleContext;
 use super::outcome::Outcome;
 use super::queue::{Head, QueueItem};
 use super::ticket::TicketStatus;
@@ -31,7 +31,7 @@ fn limiter(rate: u32) -> DefaultDirectRateLimiter {
 
 /// Runs one sale's drain until `shutdown`; then refuses what is still queued with
 /// `shutting_down` and waits for the steps in flight, so every admitted request is answered.
-pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationToken) {
+pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationToken) {
     let workers = Arc::new(Semaphore::new(sale.settings.workers));
     let mut rate = sale.watch_rate();
     let mut paused = sale.watch_paused();
@@ -85,15 +85,13 @@ pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationTok
                 continue;
             }
         };
-        engine
-            .tickets
-            .update(&item.ticket, TicketStatus::Processing);
-        if let Some(c) = engine.counters(&sale.sku) {
+        ctx.tickets.update(&item.ticket, TicketStatus::Processing);
+        if let Some(c) = ctx.counters(&sale.sku) {
             c.drained.inc();
             c.queue_wait
                 .observe(item.admitted_at.elapsed().as_secs_f64());
         }
-        tokio::spawn(work(engine.clone(), sale.clone(), item, permit));
+        tokio::spawn(work(ctx.clone(), sale.clone(), item, permit));
     }
     // Nothing is admitted from now on, and every request admitted so far is answered: a
     // number taken and not yet filled in is waited for (briefly: its admission is a few
@@ -101,7 +99,7 @@ pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationTok
     sale.stop();
     loop {
         match sale.queue.pop() {
-            Head::Item(item) => conclude(&engine, &sale, item, Outcome::ShuttingDown),
+            Head::Item(item) => conclude(&ctx, &sale, item, Outcome::ShuttingDown),
             Head::Empty if sale.queue.is_empty() => break,
             Head::Filling | Head::Empty => {
                 let _ = tokio::time::timeout(FILLING_WAIT, sale.queue.wait_ready()).await;
@@ -114,7 +112,7 @@ pub async fn run(engine: Arc<Engine>, sale: Arc<Sale>, shutdown: CancellationTok
 
 /// One order worker: the store step for one admitted request, then its outcome.
 async fn work(
-    engine: Arc<Engine>,
+    ctx: Arc<SaleContext>,
     sale: Arc<Sale>,
     item: QueueItem,
     _permit: OwnedSemaphorePermit,
@@ -127,14 +125,14 @@ async fn work(
         per_user_limit: sale.per_user_limit,
     };
     // The store is behind the breaker, which bounds the call by the store timeout.
-    let outcome = match engine.store.reserve(&req).await {
+    let outcome = match ctx.store.reserve(&req).await {
         Ok(reply) => {
             // A replay reports what was decided then; the stock figure is not news.
             if !reply.replayed {
                 match reply.outcome {
                     Reservation::Reserved { remaining, .. } => {
                         sale.set_remaining(remaining);
-                        engine.outbox_ready.notify_one();
+                        ctx.outbox_ready.notify_one();
                     }
                     Reservation::SoldOut { remaining } => sale.set_remaining(remaining),
                     Reservation::LimitReached | Reservation::InvalidToken => {}
@@ -147,16 +145,15 @@ async fn work(
             Outcome::StoreUnavailable
         }
     };
-    conclude(&engine, &sale, item, outcome);
+    conclude(&ctx, &sale, item, outcome);
 }
 
 /// Records an admitted request's outcome and tells whoever waits for it.
-fn conclude(engine: &Engine, sale: &Sale, item: QueueItem, outcome: Outcome) {
-    if let Some(c) = engine.counters(&sale.sku) {
+fn conclude(ctx: &SaleContext, sale: &Sale, item: QueueItem, outcome: Outcome) {
+    if let Some(c) = ctx.counters(&sale.sku) {
         c.reserve(outcome.label());
     }
-    engine
-        .tickets
+    ctx.tickets
         .update(&item.ticket, TicketStatus::Done(outcome));
     if let Some(reply) = item.reply {
         let _ = reply.send(outcome);

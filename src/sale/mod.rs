@@ -2,8 +2,8 @@
 //! drain reads (rate, pause). Everything the admission path reads is an atomic.
 
 pub mod admission;
+pub mod context;
 pub mod drain;
-pub mod engine;
 pub mod outcome;
 pub mod queue;
 pub mod ticket;

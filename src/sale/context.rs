@@ -1,4 +1,4 @@
-//! The sale engine: the state the sale routes, the drains and the deliverer share, and the
+//! The sale context: the state the sale routes, the drains and the deliverer share, and the
 //! stock transitions they make on it (load, adopt, hold, sync). It starts nothing: the
 //! gateway composes it and runs the tasks that use it.
 
@@ -23,7 +23,7 @@ use crate::store::{StockLoad, StockReading, Store, StoreError, Unspent};
 use crate::types::{Epoch, Sku, Token, UserId};
 
 /// Shared state of the sale path.
-pub struct Engine {
+pub struct SaleContext {
     /// The sales.
     pub sales: Sales,
     /// Where stock, tokens and orders live.
@@ -52,7 +52,7 @@ pub struct Engine {
     store_id: String,
 }
 
-impl Engine {
+impl SaleContext {
     /// The sale `sku` names, or 404 `unknown_sale` (echoing at most 64 characters of it).
     pub fn sale(&self, sku: &str) -> Result<&Arc<Sale>, crate::error::GatewayError> {
         self.sales
@@ -60,9 +60,9 @@ impl Engine {
             .ok_or_else(|| crate::error::GatewayError::UnknownSale(sku.chars().take(64).collect()))
     }
 
-    /// Builds the engine from its parts.
-    pub fn new(parts: EngineParts<'_>) -> Self {
-        let EngineParts {
+    /// Builds the context from its parts.
+    pub fn new(parts: ContextParts<'_>) -> Self {
+        let ContextParts {
             sales,
             store,
             metrics,
@@ -257,9 +257,9 @@ impl Engine {
     }
 }
 
-/// What an [`Engine`] is built from: the components it shares and the config sections it
+/// What an [`SaleContext`] is built from: the components it shares and the config sections it
 /// reads.
-pub struct EngineParts<'a> {
+pub struct ContextParts<'a> {
     /// The sales.
     pub sales: Sales,
     /// The store, behind its breaker.
