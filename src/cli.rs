@@ -262,7 +262,10 @@ fn check_config(config: Config, path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(EXIT_CONFIG)
+            match e.is_configuration() {
+                true => ExitCode::from(EXIT_CONFIG),
+                false => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -291,7 +294,11 @@ fn serve(config: Config) -> ExitCode {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::FAILURE;
+                // What check-config refuses, serve refuses with the same code.
+                return match e.is_configuration() {
+                    true => ExitCode::from(EXIT_CONFIG),
+                    false => ExitCode::FAILURE,
+                };
             }
         };
         let token = gateway.shutdown_token();

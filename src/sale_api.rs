@@ -200,39 +200,39 @@ impl SaleApi {
             .metrics
             .admission_seconds
             .observe(decided.elapsed().as_secs_f64());
-        // A token this instance has no answer for may have been spent already: before a
-        // final refusal contradicts its outcome, that outcome is read from the store.
-        let unspent = decision.as_ref().err().and_then(admission::replay_first);
-        if let Some(unspent) = unspent {
-            if let Some(answer) = self
-                .replay_from_store(&sale, &token, &user, peer, unspent)
-                .await?
-            {
-                return Ok(answer);
-            }
-        }
         let counters = self.ctx.counters(&sale.sku);
+        let count_full = || {
+            if let Some(c) = counters {
+                c.admission(match sale.settings.overflow {
+                    Overflow::Redirect => "redirected",
+                    Overflow::Reject => Refusal::QueueFull.label(),
+                });
+            }
+        };
         let slot = match decision {
             Ok(slot) => slot,
             Err(Refusal::QueueFull) => {
-                if let Some(c) = counters {
-                    c.admission(match sale.settings.overflow {
-                        Overflow::Redirect => "redirected",
-                        Overflow::Reject => Refusal::QueueFull.label(),
-                    });
-                }
+                count_full();
                 return Ok(queue_full(&sale));
             }
             Err(refusal) => {
                 if let Some(c) = counters {
                     c.admission(refusal.label());
                 }
+                // A token this instance has no answer for may have been spent already:
+                // before a final refusal contradicts its outcome, that outcome is read
+                // from the store.
+                if let Some(unspent) = admission::replay_first(&refusal) {
+                    if let Some(answer) = self
+                        .replay_from_store(&sale, &token, &user, peer, unspent)
+                        .await?
+                    {
+                        return Ok(answer);
+                    }
+                }
                 return Err(refusal.into());
             }
         };
-        if let Some(c) = counters {
-            c.admission("admitted");
-        }
         let ticket = TicketId::random();
         let seq = slot.seq();
         if !self
@@ -242,7 +242,11 @@ impl SaleApi {
         {
             // Every remembered ticket is still unfinished: as good as a full queue (the
             // dropped slot goes back).
+            count_full();
             return Ok(queue_full(&sale));
+        }
+        if let Some(c) = counters {
+            c.admission("admitted");
         }
         let (reply, outcome) = match sale.settings.response {
             ResponseMode::Wait => {

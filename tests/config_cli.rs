@@ -40,6 +40,9 @@ fn bad_values_are_refused_naming_the_key() {
         ("unknown.toml", format!("{UP}[server]\nmax_conn = 1\n"), "server.max_conn"),
         ("url.toml", "[upstream]\nurl = \"not a url\"\n".into(), "upstream.url"),
         ("scheme.toml", "[upstream]\nurl = \"ftp://h\"\n".into(), "upstream.url"),
+        // Adversarial review: credentials in the URL were used as part of the address to
+        // connect to (every request 502) and shown in /readyz and the logs.
+        ("userinfo.toml", "[upstream]\nurl = \"http://u:p@127.0.0.1:9\"\n".into(), "upstream.url"),
         ("missing.toml", "[server]\n".into(), "upstream"),
         ("nourl.toml", "[upstream]\ntimeout = \"1s\"\n".into(), "upstream.url"),
         ("capacity.toml", format!("{UP}[queue]\ncapacity = 0\n"), "queue.capacity"),
@@ -187,4 +190,31 @@ fn serve_refuses_an_address_in_use_naming_the_key() {
         err.contains("server.listen") && err.contains(&addr),
         "{err}"
     );
+}
+
+/// Adversarial review: a broken page template or TLS file made `check-config` exit 2 (a
+/// refused configuration) but `serve` exit 1 (could not start) for the same config.
+#[test]
+fn serve_refuses_what_check_config_refuses_with_the_same_exit_code() {
+    let dir = std::env::temp_dir().join(format!("flashgate-serve-pages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("pages dir");
+    std::fs::write(dir.join("wait.html"), "<p>{{ bogus }}</p>").expect("template");
+    let text = format!(
+        "{UP}[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[pages]\ndir = \"{}\"\n",
+        dir.display()
+    );
+    let path = temp_file("broken-pages.toml", &text);
+    let p = path.to_str().expect("utf-8 path");
+    for command in ["check-config", "serve"] {
+        let args: Vec<&str> = match command {
+            "serve" => vec!["serve", "--config", p],
+            _ => vec!["check-config", p],
+        };
+        let out = flashgate(&args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(err.contains("pages.dir"), "{command}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -95,3 +95,27 @@ async fn metrics_follow_a_sale() {
         assert_eq!(value(&text, series), Some(want), "{series}\n{text}");
     }
 }
+
+/// Adversarial review: an order refused as sold out at the edge whose token the user still
+/// held unspent (the store then records it spent as sold out) was counted in no admission
+/// outcome, so the admission funnel lost most of a sold-out crowd.
+#[tokio::test]
+async fn a_sold_out_refusal_of_a_real_token_is_counted() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(&up, "[[sale]]\nsku = \"phone\"\nstock = 1\n").await;
+    let (addr, admin) = (gw.public_addr, gw.admin_addr);
+    let alice = token_for(addr, "phone", "alice").await;
+    let bob = token_for(addr, "phone", "bob").await;
+    assert_eq!(
+        order(addr, "phone", "alice", &alice).await.status,
+        StatusCode::CREATED
+    );
+    let a = order(addr, "phone", "bob", &bob).await;
+    assert_refused(&a, StatusCode::GONE, "sold_out");
+    let text = scrape(admin).await;
+    for (series, want) in [("admitted", 1.0), ("sold_out", 1.0)] {
+        let series =
+            format!("flashgate_admission_decisions_total{{outcome=\"{series}\",sku=\"phone\"}}");
+        assert_eq!(value(&text, &series), Some(want), "{series}");
+    }
+}

@@ -328,3 +328,52 @@ async fn shutdown_answers_every_queued_request() {
         .expect("nothing reserved was lost");
     let _ = Arc::strong_count(&s);
 }
+
+/// Adversarial review: with the ticket book full, a refused order was counted as admitted,
+/// and the queue place it had taken stayed taken while the drain was held, until the queue
+/// refused everyone.
+#[tokio::test]
+async fn a_full_ticket_book_refuses_without_keeping_queue_places() {
+    let up = Upstream::start().await;
+    // About one unfinished ticket per shard of the book: at most 32 of the 60 orders fit,
+    // and the queue (40) never fills by itself.
+    let cfg = format!(
+        "[queue]\nresponse = \"async\"\nmax_tickets = 1\n{}",
+        sale("phone", 1000, "capacity = 40")
+    );
+    let gw = sale_gateway(&up, &cfg).await;
+    let addr = gw.public_addr;
+    gw.context()
+        .sales
+        .get("phone")
+        .expect("sale")
+        .set_draining(false);
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for i in 0..60 {
+        let user = format!("u{i}");
+        let t = token_for(addr, "phone", &user).await;
+        let a = order(addr, "phone", &user, &t).await;
+        if a.status == StatusCode::ACCEPTED {
+            accepted += 1;
+        } else {
+            assert_refused(&a, StatusCode::SERVICE_UNAVAILABLE, "queue_full");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 28, "{refused} refused");
+    assert_eq!(
+        send(addr, get("/sale/phone")).await.json()["queued"],
+        accepted,
+        "every queue place is held by an accepted order"
+    );
+    let metrics = send(gw.admin_addr, get("/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let count = |outcome: &str| {
+        let series =
+            format!("flashgate_admission_decisions_total{{outcome=\"{outcome}\",sku=\"phone\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<u64>().ok())
+    };
+    assert_eq!(count("admitted"), Some(accepted));
+    assert_eq!(count("queue_full"), Some(refused));
+}

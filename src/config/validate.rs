@@ -125,6 +125,13 @@ fn check_upstream(c: &Config) -> Result<(), ConfigError> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(ConfigError::invalid("upstream.url", "has no host"));
     }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // They would be read as part of the address, and shown in /readyz and the logs.
+        return Err(ConfigError::invalid(
+            "upstream.url",
+            "must not carry credentials (user:password@)",
+        ));
+    }
     if uri.query().is_some() {
         return Err(ConfigError::invalid(
             "upstream.url",

@@ -105,6 +105,32 @@ impl Settings {
     }
 }
 
+/// How long the deliverer sleeps: until the next order is due and the breaker lets it go;
+/// with nothing waiting, until woken or `claim_idle` has passed (another instance's orders
+/// may be ours to take over by then).
+fn wake_after(
+    now: Instant,
+    next_due: Option<Instant>,
+    breaker_ready: Option<Instant>,
+    waiting: usize,
+    claim_idle: Duration,
+) -> Duration {
+    // An order may go once it is due and the breaker lets it: the later of the two.
+    let due = match (next_due, breaker_ready) {
+        (Some(due), Some(ready)) => Some(due.max(ready)),
+        (Some(due), None) => Some(due),
+        // Orders with no schedule yet (fresh ones) held by the breaker.
+        (None, Some(ready)) if waiting > 0 => Some(ready),
+        (None, _) => None,
+    };
+    match due {
+        Some(at) => at.saturating_duration_since(now),
+        // Something waits with no schedule (the outbox could not be read): retry soon.
+        None if waiting > 0 => Duration::from_millis(200),
+        None => claim_idle,
+    }
+}
+
 /// What the backend said about one order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -214,21 +240,15 @@ pub async fn run(ctx: Arc<SaleContext>, settings: Settings, shutdown: Cancellati
     }
 }
 
-/// Sleeps until the next order is due or the breaker lets a probe through; with nothing
-/// waiting, until woken or `claim_idle` has passed (another instance's orders may be
-/// ours to take over by then).
+/// Sleeps until the next order may go (see [`wake_after`]), or until woken.
 async fn sleep_until_due(state: &State, waiting: usize, claim_idle: Duration) {
-    let now = Instant::now();
-    let next = [state.backoff.next_due(), state.breaker.ready_at()]
-        .into_iter()
-        .flatten()
-        .min();
-    let wait = match next {
-        Some(at) => at.saturating_duration_since(now),
-        // Something waits with no schedule (the outbox could not be read): retry soon.
-        None if waiting > 0 => Duration::from_millis(200),
-        None => claim_idle,
-    };
+    let wait = wake_after(
+        Instant::now(),
+        state.backoff.next_due(),
+        state.breaker.ready_at(),
+        waiting,
+        claim_idle,
+    );
     tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
 }
 
@@ -294,7 +314,12 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
         // While the breaker is open only a probe goes out; it ends with this round (a
         // result recorded it, or it is handed back for the next round).
         let breaker = state.breaker.clone();
-        let permit = breaker.admit_at(now);
+        // Nothing to send takes no probe: a probe taken for nothing would be handed back.
+        let permit = if batch.is_empty() {
+            None
+        } else {
+            breaker.admit_at(now)
+        };
         let allowed = match &permit {
             Some(Permit::Pass) => settings.max_in_flight,
             Some(Permit::Probe(_)) => 1,
@@ -563,5 +588,51 @@ mod tests {
         assert_eq!(verdict(StatusCode::SERVICE_UNAVAILABLE), Verdict::Retry);
         assert_eq!(verdict(StatusCode::MOVED_PERMANENTLY), Verdict::Retry);
         assert_eq!(verdict(StatusCode::TOO_MANY_REQUESTS), Verdict::Retry);
+    }
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn an_order_backing_off_is_waited_for_even_when_the_breaker_could_probe() {
+        let now = Instant::now();
+        let due = now + Duration::from_secs(600);
+        // Adversarial review: a probe handed back made the breaker "ready" in the past,
+        // and the deliverer woke every millisecond to read the outbox for nothing.
+        let wait = wake_after(now, Some(due), Some(now - Duration::from_secs(1)), 1, IDLE);
+        assert_eq!(wait, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn an_order_due_now_waits_for_the_breaker_to_cool_down() {
+        let now = Instant::now();
+        let ready = now + Duration::from_secs(2);
+        let wait = wake_after(
+            now,
+            Some(now - Duration::from_secs(1)),
+            Some(ready),
+            1,
+            IDLE,
+        );
+        assert_eq!(wait, Duration::from_secs(2));
+        // Fresh orders (no backoff yet) held by the breaker wait for it too.
+        assert_eq!(
+            wake_after(now, None, Some(ready), 3, IDLE),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn nothing_waiting_sleeps_until_woken_or_claim_idle() {
+        let now = Instant::now();
+        assert_eq!(wake_after(now, None, None, 0, IDLE), IDLE);
+        assert_eq!(
+            wake_after(now, Some(now + IDLE * 2), None, 1, IDLE),
+            IDLE * 2
+        );
+        assert_eq!(
+            wake_after(now, None, None, 2, IDLE),
+            Duration::from_millis(200),
+            "waiting with no schedule (the outbox was not read): retry soon"
+        );
     }
 }

@@ -62,6 +62,18 @@ pub enum StartError {
     LocalState(#[from] LocalStateError),
 }
 
+impl StartError {
+    /// True when the configuration itself cannot serve (a template, a TLS file, the
+    /// upstream URL): exit code 2, as for a refused config; false for what the machine
+    /// refused (an address in use, the store, the data directory).
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Self::Setup(_) | Self::Pages(_) | Self::Tls(_) => true,
+            Self::Bind { .. } | Self::Store(_) | Self::LocalState(_) => false,
+        }
+    }
+}
+
 /// Every component built from the config, nothing bound or started yet.
 pub struct Built {
     config: Config,

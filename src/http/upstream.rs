@@ -24,16 +24,51 @@ impl UpstreamTarget {
         let uri: Uri = url
             .parse()
             .map_err(|_| GatewayError::BadRequest("upstream.url is not a URL"))?;
-        let authority = uri
+        let given = uri
             .authority()
-            .cloned()
             .ok_or(GatewayError::BadRequest("upstream.url has no host"))?;
-        let host = HeaderValue::from_str(authority.as_str())
+        if given.as_str().contains('@') {
+            return Err(GatewayError::BadRequest(
+                "upstream.url must not carry credentials",
+            ));
+        }
+        let host = HeaderValue::from_str(given.as_str())
             .map_err(|_| GatewayError::BadRequest("upstream.url has an invalid host"))?;
+        // What to connect to always has a port: http's 80 when the URL names none.
+        let authority = match given.port_u16() {
+            Some(_) => given.clone(),
+            None => Authority::try_from(format!("{}:80", given.host()))
+                .map_err(|_| GatewayError::BadRequest("upstream.url has an invalid host"))?,
+        };
         Ok(Self {
             authority,
             host,
             prefix: uri.path().trim_end_matches('/').to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adversarial review: a URL without a port was connected to as `host` alone, which
+    /// no socket address parses from: every request 502.
+    #[test]
+    fn a_url_without_a_port_connects_to_port_80() {
+        let t = UpstreamTarget::parse("http://127.0.0.1/api/").expect("url");
+        assert_eq!(t.authority.as_str(), "127.0.0.1:80");
+        assert_eq!(t.host, "127.0.0.1");
+        assert_eq!(t.prefix, "/api");
+        let t = UpstreamTarget::parse("http://[::1]").expect("url");
+        assert_eq!(t.authority.as_str(), "[::1]:80");
+        let t = UpstreamTarget::parse("http://127.0.0.1:9000").expect("url");
+        assert_eq!(t.authority.as_str(), "127.0.0.1:9000");
+        assert_eq!(t.host, "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused() {
+        assert!(UpstreamTarget::parse("http://u:p@127.0.0.1:9").is_err());
     }
 }

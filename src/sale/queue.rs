@@ -68,7 +68,7 @@ pub struct SaleQueue {
     tail: AtomicU64,
     /// The next sequence number the drain takes (only the drain moves it).
     head: AtomicU64,
-    /// Numbers taken and not yet passed by the drain: what the capacity bounds.
+    /// Numbers taken, neither given back nor passed by the drain: what the capacity bounds.
     len: AtomicUsize,
     ready: Notify,
 }
@@ -142,16 +142,34 @@ impl SaleQueue {
                 (n < cap).then_some(n + 1)
             })
             .ok()?;
-        // At most `cap` (≤ the slots) numbers are outstanding, so the slot this number
-        // names was passed by the drain already: it is free.
-        Some(self.tail.fetch_add(1, Ordering::AcqRel))
+        // Numbers given back free their place in `len` at once, but their ring slots only
+        // when the drain passes them: a number is granted only while the ring has a slot
+        // the drain has passed (the head only moves on, so the check holds once won).
+        let ring = self.slots.len() as u64;
+        let mut tail = self.tail.load(Ordering::Acquire);
+        loop {
+            if tail - self.head.load(Ordering::Acquire) >= ring {
+                self.len.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            match self.tail.compare_exchange_weak(
+                tail,
+                tail + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(tail),
+                Err(now) => tail = now,
+            }
+        }
     }
 
-    /// Gives back the number `seq` [`reserve`](Self::reserve) granted, unfilled: the drain
-    /// passes over it (until then it counts in positions behind it, which are at worst
-    /// one too high, never too low).
+    /// Gives back the number `seq` [`reserve`](Self::reserve) granted, unfilled: its place
+    /// counts no more at once (a held drain must not leave it taken), and the drain passes
+    /// over its slot. Until then it counts in the positions behind it.
     pub fn cancel_reservation(&self, seq: u64) {
         *self.slot(seq) = Slot::Cancelled(seq);
+        self.len.fetch_sub(1, Ordering::SeqCst);
         self.ready.notify_one();
     }
 
@@ -183,8 +201,9 @@ impl SaleQueue {
                 }
             };
             self.head.store(head + 1, Ordering::Release);
-            self.len.fetch_sub(1, Ordering::AcqRel);
+            // A given-back number left `len` when it was given back.
             if let Some(Slot::Filled(item)) = taken {
+                self.len.fetch_sub(1, Ordering::AcqRel);
                 return Head::Item(item);
             }
         }
@@ -277,6 +296,34 @@ mod tests {
         assert_eq!(pop_seq(&q), Some(c), "the cancelled number is passed over");
         assert!(q.is_empty());
         assert_eq!(q.reserve(), Some(3));
+    }
+
+    #[test]
+    fn a_number_given_back_frees_its_place_at_once_and_the_ring_is_never_overrun() {
+        let q = SaleQueue::new(2);
+        let first = q.reserve().expect("room");
+        q.push(item(first));
+        // The drain is held (nothing pops): give numbers back again and again.
+        let mut given_back = 0;
+        while let Some(seq) = q.reserve() {
+            assert_eq!(q.len(), 2);
+            q.cancel_reservation(seq);
+            assert_eq!(q.len(), 1, "a number given back holds no place");
+            given_back += 1;
+            assert!(
+                given_back < 100,
+                "the ring must bound the numbers outstanding"
+            );
+        }
+        // Every slot of the ring is outstanding now; the one queued item is still first.
+        assert_eq!(given_back, q.max_capacity() - 1);
+        assert_eq!(pop_seq(&q), Some(first));
+        assert!(q.is_empty());
+        let seq = q
+            .reserve()
+            .expect("the ring is free again once the drain passed");
+        q.push(item(seq));
+        assert_eq!(pop_seq(&q), Some(seq));
     }
 
     #[test]
