@@ -95,9 +95,12 @@ impl CircuitBreaker {
         at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// May a call go through now?
+    /// May a call go through now? (A closed breaker does not read the clock.)
     pub fn admit(&self) -> Option<Permit<'_>> {
-        self.admit_at(Instant::now())
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => Some(Permit::Pass),
+            _ => self.admit_at(Instant::now()),
+        }
     }
 
     /// May a call go through at `now`? Moves open → probing for exactly one caller once
