@@ -195,7 +195,15 @@ impl SaleApi {
             }
         }
         let decided = Instant::now();
-        let decision = admission::admit(&self.ctx, &sale, &user, peer.addr.ip(), SystemTime::now());
+        let ticket = TicketId::random();
+        let decision = admission::admit(
+            &self.ctx,
+            &sale,
+            &user,
+            peer.addr.ip(),
+            SystemTime::now(),
+            &ticket,
+        );
         self.ctx
             .metrics
             .admission_seconds
@@ -216,24 +224,31 @@ impl SaleApi {
                 return Ok(queue_full(&sale));
             }
             Err(refusal) => {
-                if let Some(c) = counters {
-                    c.admission(refusal.label());
-                }
                 // A token this instance has no answer for may have been spent already:
                 // before a final refusal contradicts its outcome, that outcome is read
-                // from the store.
-                if let Some(unspent) = admission::replay_first(&refusal) {
-                    if let Some(answer) = self
-                        .replay_from_store(&sale, &token, &user, peer, unspent)
-                        .await?
-                    {
-                        return Ok(answer);
+                // from the store. Only a refusal that stands is counted as one (a token
+                // spent now as sold out is refused sold out; an earlier order is a replay).
+                let replayed = match admission::replay_first(&refusal) {
+                    Some(unspent) => {
+                        self.replay_from_store(&sale, &token, &user, peer, unspent)
+                            .await?
                     }
+                    None => None,
+                };
+                let stands = match (&refusal, replayed) {
+                    (_, None) | (Refusal::SoldOut, Some(Outcome::SoldOut)) => true,
+                    (_, Some(_)) => false,
+                };
+                if let (true, Some(c)) = (stands, counters) {
+                    c.admission(refusal.label());
                 }
-                return Err(refusal.into());
+                return match replayed {
+                    // No ticket of this instance followed it: the answer carries none of ours.
+                    Some(outcome) => Ok(outcome.answer(TicketId::random())),
+                    None => Err(refusal.into()),
+                };
             }
         };
-        let ticket = TicketId::random();
         let seq = slot.seq();
         if !self
             .ctx
@@ -286,7 +301,7 @@ impl SaleApi {
         user: &crate::types::UserId,
         peer: &Peer,
         unspent: admission::Unspent,
-    ) -> Result<Option<GatewayResponse>, GatewayError> {
+    ) -> Result<Option<Outcome>, GatewayError> {
         admission::check_rate(&self.ctx, user, peer.addr.ip())?;
         let outcome = self
             .ctx
@@ -296,8 +311,7 @@ impl SaleApi {
                 tracing::warn!(sku = %sale.sku, error = %e, "cannot read a token's outcome");
                 GatewayError::StoreUnavailable
             })?;
-        // No ticket of this instance followed it: the answer carries none of ours.
-        Ok(outcome.map(|o| o.answer(TicketId::random())))
+        Ok(outcome)
     }
 
     /// The busy page; an unknown or malformed `sku` is left out rather than echoed.

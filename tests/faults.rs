@@ -8,7 +8,6 @@ mod redis_server;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use common::*;
 use flashgate::Gateway;
@@ -39,20 +38,6 @@ async fn buy(addr: SocketAddr, user: &str) -> (String, Answer) {
 
 fn order_id(a: &Answer) -> String {
     a.json()["order_id"].as_str().expect("order_id").to_owned()
-}
-
-/// Polls `what` until it holds.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    guarded(what, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
 }
 
 /// `GET /sale/tickets/{ticket}`'s body.
@@ -555,7 +540,15 @@ async fn nothing_is_admitted_once_the_drain_has_stopped() {
     .await;
     let user = flashgate::types::UserId::parse("alice").expect("user");
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-    let decision = admit(&ctx, &sale, &user, ip, std::time::SystemTime::now());
+    let ticket = flashgate::types::TicketId::random();
+    let decision = admit(
+        &ctx,
+        &sale,
+        &user,
+        ip,
+        std::time::SystemTime::now(),
+        &ticket,
+    );
     assert!(
         matches!(decision, Err(Refusal::ShuttingDown)),
         "{:?}",

@@ -119,3 +119,30 @@ async fn a_sold_out_refusal_of_a_real_token_is_counted() {
         assert_eq!(value(&text, &series), Some(want), "{series}");
     }
 }
+
+/// Adversarial review: a resubmitted token whose ticket was forgotten was answered from the
+/// store with its order (201), yet counted as a sold-out refusal.
+#[tokio::test]
+async fn a_replayed_order_is_not_counted_as_a_refusal() {
+    let up = Upstream::start().await;
+    // Tickets are forgotten a nanosecond after they finish: the resubmission is answered
+    // from the store.
+    let gw = sale_gateway(
+        &up,
+        "[queue]\nticket_ttl = \"1ns\"\n[[sale]]\nsku = \"phone\"\nstock = 1\n",
+    )
+    .await;
+    let (addr, admin) = (gw.public_addr, gw.admin_addr);
+    let alice = token_for(addr, "phone", "alice").await;
+    let first = order(addr, "phone", "alice", &alice).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = order(addr, "phone", "alice", &alice).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.json()["order_id"], first.json()["order_id"]);
+    let text = scrape(admin).await;
+    for (outcome, want) in [("admitted", 1.0), ("sold_out", 0.0)] {
+        let series =
+            format!("flashgate_admission_decisions_total{{outcome=\"{outcome}\",sku=\"phone\"}}");
+        assert_eq!(value(&text, &series), Some(want), "{series}");
+    }
+}

@@ -377,3 +377,51 @@ async fn a_full_ticket_book_refuses_without_keeping_queue_places() {
     assert_eq!(count("admitted"), Some(accepted));
     assert_eq!(count("queue_full"), Some(refused));
 }
+
+/// Adversarial review: with the ticket book (shared by all sales) full of one held sale's
+/// tickets, another sale's refused orders each took and gave back a queue number; once its
+/// ring was all given-back numbers, it refused every order for good, with nothing queued.
+#[tokio::test]
+async fn a_full_ticket_book_does_not_leave_another_sale_refusing_for_good() {
+    let up = Upstream::start().await;
+    // One unfinished ticket per shard of the book (32 shards); sale b's ring holds 4 numbers.
+    let cfg = format!(
+        "[queue]\nresponse = \"async\"\nmax_tickets = 32\n{}{}",
+        sale("a", 1000, "capacity = 300"),
+        sale("b", 1000, "capacity = 1")
+    );
+    let gw = sale_gateway(&up, &cfg).await;
+    let addr = gw.public_addr;
+    let a = gw.context().sales.get("a").expect("sale").clone();
+    a.set_draining(false);
+    // Fill every shard of the book with sale a's queued tickets.
+    let mut n = 0;
+    while a.queue.len() < 32 {
+        let user = format!("a{n}");
+        let t = token_for(addr, "a", &user).await;
+        let _ = order(addr, "a", &user, &t).await;
+        n += 1;
+        assert!(n < 5_000, "the book did not fill");
+    }
+    for i in 0..12 {
+        let user = format!("b{i}");
+        let t = token_for(addr, "b", &user).await;
+        let refused = order(addr, "b", &user, &t).await;
+        assert_refused(&refused, StatusCode::SERVICE_UNAVAILABLE, "queue_full");
+    }
+    // Sale a drains; its tickets finish and may be forgotten to make room.
+    a.set_draining(true);
+    until("sale a to drain", || {
+        let a = a.clone();
+        async move { a.pending() == 0 }
+    })
+    .await;
+    let t = token_for(addr, "b", "late").await;
+    let admitted = order(addr, "b", "late", &t).await;
+    assert_eq!(
+        admitted.status,
+        StatusCode::ACCEPTED,
+        "{:?}",
+        admitted.json()
+    );
+}

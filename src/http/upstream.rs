@@ -34,11 +34,18 @@ impl UpstreamTarget {
         }
         let host = HeaderValue::from_str(given.as_str())
             .map_err(|_| GatewayError::BadRequest("upstream.url has an invalid host"))?;
-        // What to connect to always has a port: http's 80 when the URL names none.
-        let authority = match given.port_u16() {
-            Some(_) => given.clone(),
+        // What to connect to always has a port: http's 80 when the URL names none. A port
+        // written but not one (empty, too large, zero, not a number) is refused.
+        let written = &given.as_str()[given.host().len()..];
+        let authority = match written.strip_prefix(':') {
             None => Authority::try_from(format!("{}:80", given.host()))
                 .map_err(|_| GatewayError::BadRequest("upstream.url has an invalid host"))?,
+            Some(port) if port.parse::<u16>().is_ok_and(|p| p > 0) => given.clone(),
+            Some(_) => {
+                return Err(GatewayError::BadRequest(
+                    "upstream.url has a port that is not one (1-65535)",
+                ))
+            }
         };
         Ok(Self {
             authority,
@@ -65,6 +72,19 @@ mod tests {
         let t = UpstreamTarget::parse("http://127.0.0.1:9000").expect("url");
         assert_eq!(t.authority.as_str(), "127.0.0.1:9000");
         assert_eq!(t.host, "127.0.0.1:9000");
+    }
+
+    /// Adversarial review: a port that does not parse was taken for no port (port 80).
+    #[test]
+    fn a_port_that_is_not_one_is_refused() {
+        for url in [
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:",
+            "http://127.0.0.1:8o81",
+            "http://127.0.0.1:0",
+        ] {
+            assert!(UpstreamTarget::parse(url).is_err(), "{url}");
+        }
     }
 
     #[test]

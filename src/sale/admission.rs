@@ -75,20 +75,27 @@ pub fn replay_first(refusal: &Refusal) -> Option<Unspent> {
     }
 }
 
-/// Decides an order: the edge checks, then stock-aware admission, then a slot in the
-/// queue, which the caller fills with the request or, by dropping it, gives back.
+/// Decides an order that would be followed by ticket `ticket`: the edge checks, then
+/// stock-aware admission, then room for its ticket and a slot in the queue, which the
+/// caller fills with the request or, by dropping it, gives back.
 pub fn admit<'s>(
     ctx: &SaleContext,
     sale: &'s Sale,
     user: &UserId,
     ip: IpAddr,
     now: SystemTime,
+    ticket: &TicketId,
 ) -> Result<Slot<'s>, Refusal> {
     check_edge(ctx, sale, user, ip, now)?;
     // Beyond remaining × admit_factor pending requests a new one could only reserve if
     // many ahead of it fail: say sold out now rather than after a wait in the queue.
     if !sale.has_room_for_one_more() {
         return Err(Refusal::SoldOut);
+    }
+    // A book full of unfinished tickets is as good as a full queue; asked first, so a
+    // refusal takes no queue number.
+    if !ctx.tickets.has_room(ticket) {
+        return Err(Refusal::QueueFull);
     }
     let slot = Slot {
         sale,

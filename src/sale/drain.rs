@@ -46,6 +46,8 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
                 () = shutdown.cancelled() => break,
             }
         }
+        // Numbers given back at the head would hold their ring slots until the next item.
+        sale.queue.pass_given_back();
         if sale.queue.is_empty() {
             tokio::select! {
                 () = sale.queue.wait_ready() => {}

@@ -209,15 +209,37 @@ impl SaleQueue {
         }
     }
 
+    /// Passes over numbers given back at the head, so their ring slots are free again even
+    /// while nothing is queued behind them. Only the sale's drain calls it.
+    pub fn pass_given_back(&self) {
+        loop {
+            let head = self.head.load(Ordering::Acquire);
+            if head == self.tail.load(Ordering::Acquire) {
+                return;
+            }
+            {
+                let mut slot = self.slot(head);
+                match &*slot {
+                    Slot::Cancelled(seq) if *seq == head => *slot = Slot::Empty,
+                    _ => return,
+                }
+            }
+            self.head.store(head + 1, Ordering::Release);
+        }
+    }
+
     /// Waits until an item may be there (a push or a cancellation since the last wait).
     pub async fn wait_ready(&self) {
         self.ready.notified().await;
     }
 
     /// 1-based position of the item with sequence number `seq`, if it is still queued.
+    /// Numbers given back ahead of it count until the drain passes them, but never past
+    /// what is queued.
     pub fn position(&self, seq: u64) -> Option<u64> {
         let head = self.head.load(Ordering::Acquire);
-        (seq >= head).then(|| seq - head + 1)
+        let queued = self.len() as u64;
+        (seq >= head).then(|| (seq - head + 1).min(queued.max(1)))
     }
 }
 
@@ -324,6 +346,39 @@ mod tests {
             .expect("the ring is free again once the drain passed");
         q.push(item(seq));
         assert_eq!(pop_seq(&q), Some(seq));
+    }
+
+    /// Adversarial review: numbers given back with nothing queued behind them kept their
+    /// ring slots until the next item, which could then never come.
+    #[test]
+    fn the_drain_passes_numbers_given_back_with_nothing_behind_them() {
+        let q = SaleQueue::new(1);
+        while let Some(seq) = q.reserve() {
+            q.cancel_reservation(seq);
+        }
+        assert!(q.is_empty(), "nothing is queued, yet the ring is spent");
+        q.pass_given_back();
+        let seq = q.reserve().expect("the ring is free again");
+        q.push(item(seq));
+        assert_eq!(pop_seq(&q), Some(seq));
+    }
+
+    /// Adversarial review: positions counted numbers given back, up to four times the
+    /// capacity, even on an empty queue.
+    #[test]
+    fn given_back_numbers_never_push_a_position_past_what_is_queued() {
+        let q = SaleQueue::new(4);
+        let first = q.reserve().expect("room");
+        q.push(item(first));
+        for _ in 0..3 {
+            let seq = q.reserve().expect("room");
+            q.cancel_reservation(seq);
+        }
+        let last = q.reserve().expect("room");
+        q.push(item(last));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.position(first), Some(1));
+        assert_eq!(q.position(last), Some(2), "two are queued: it is second");
     }
 
     #[test]

@@ -100,6 +100,16 @@ impl TicketBook {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// True when a ticket `id` could be opened now: its shard has room, or a finished
+    /// ticket to forget. Admission asks before it takes a queue number, so a full book
+    /// refuses without touching the queue (a race to the last room is still refused by
+    /// [`Self::open`]).
+    pub fn has_room(&self, id: &TicketId) -> bool {
+        let shard = self.shard_of(id);
+        shard.tickets.len() < self.per_shard
+            || shard.tickets.values().any(|t| t.finished_at.is_some())
+    }
+
     /// Records a new queued ticket; `false` when the book is full of unfinished tickets.
     pub fn open(&self, id: TicketId, sku: Sku, seq: u64, user: UserId, token: Token) -> bool {
         let now = Instant::now();

@@ -166,3 +166,17 @@ pub fn assert_refused(a: &Answer, status: StatusCode, code: &str) {
         String::from_utf8_lossy(&a.body)
     );
 }
+
+/// Polls `what` until it holds (bounded by [`guarded`]).
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    guarded(what, async {
+        while !check().await {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
