@@ -92,9 +92,9 @@ pub fn admit<'s>(
     if !sale.has_room_for_one_more() {
         return Err(Refusal::SoldOut);
     }
-    // A book full of unfinished tickets is as good as a full queue; asked first, so a
-    // refusal takes no queue number.
-    if !ctx.tickets.has_room(ticket) {
+    // A book full of unfinished tickets is as good as a full queue; asked before a number
+    // is taken, so its refusal takes none (a full queue is told apart first: one atomic).
+    if sale.queue.is_full() || !ctx.tickets.has_room(ticket) {
         return Err(Refusal::QueueFull);
     }
     let slot = Slot {

@@ -119,6 +119,11 @@ impl SaleQueue {
         self.len.load(Ordering::SeqCst)
     }
 
+    /// True when it holds its capacity (a hint: [`Self::reserve`] decides).
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.capacity()
+    }
+
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
