@@ -27,9 +27,7 @@ pub struct LocalState {
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {source}")]
 pub struct LocalStateError {
-    /// The file.
     pub path: String,
-    /// Why.
     pub source: io::Error,
 }
 

@@ -24,7 +24,7 @@ use crate::types::{Epoch, Sku, Token, UserId};
 
 /// Shared state of the sale path.
 pub struct SaleContext {
-    /// The sales.
+    /// Every configured sale, by sku.
     pub sales: Sales,
     /// Where stock, tokens and orders live.
     pub store: Arc<dyn Store>,

@@ -57,7 +57,7 @@ pub struct SaleSettings {
 
 /// One sale.
 pub struct Sale {
-    /// Its sku.
+    /// What it sells: its name in routes, the store and metrics.
     pub sku: Sku,
     /// Opening time, if any.
     pub starts_at: Option<Timestamp>,
@@ -67,9 +67,9 @@ pub struct Sale {
     ends: Option<SystemTime>,
     /// Most units per user.
     pub per_user_limit: u32,
-    /// Its queue.
+    /// The bounded FIFO queue its admitted requests wait in.
     pub queue: SaleQueue,
-    /// Its settings.
+    /// How its queue answers, waits and drains.
     pub settings: SaleSettings,
     /// Stock left, as the last store step reported it.
     remaining: AtomicU64,
