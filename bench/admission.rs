@@ -76,6 +76,25 @@ fn admission(c: &mut Criterion) {
         })
     });
 
+    // A ticket book full of unfinished tickets: every shard at its bound.
+    let booked = ctx(
+        0,
+        "[queue]\nmax_tickets = 6400\n[[sale]]\nsku = \"s\"\nstock = 1000000\nqueue = { capacity = 1000 }\n",
+    );
+    let sale = booked.sales.get("s").expect("sale").clone();
+    for seq in 0..20_000 {
+        let _ = booked.tickets.open(
+            TicketId::random(),
+            sale.sku.clone(),
+            seq,
+            user.clone(),
+            Token::random(),
+        );
+    }
+    c.bench_function("admit/refuse_ticket_book_full", |b| {
+        b.iter(|| black_box(admit(&booked, &sale, &user, ip, now, &ticket).is_err()))
+    });
+
     let limited = ctx(1, "[[sale]]\nsku = \"s\"\nstock = 1000\n");
     let sale = limited.sales.get("s").expect("sale").clone();
     let _ = admit(&limited, &sale, &user, ip, now, &ticket);

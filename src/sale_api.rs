@@ -228,10 +228,28 @@ impl SaleApi {
                 // before a final refusal contradicts its outcome, that outcome is read
                 // from the store. Only a refusal that stands is counted as one (a token
                 // spent now as sold out is refused sold out; an earlier order is a replay).
+                let count = |label: &'static str| {
+                    if let Some(c) = counters {
+                        c.admission(label);
+                    }
+                };
                 let replayed = match admission::replay_first(&refusal) {
                     Some(unspent) => {
-                        self.replay_from_store(&sale, &token, &user, peer, unspent)
-                            .await?
+                        // The read costs a rate credit, so a refused client cannot make
+                        // the gateway read the store at its own pace.
+                        if let Err(limited) =
+                            admission::check_rate(&self.ctx, &user, peer.addr.ip())
+                        {
+                            count(limited.label());
+                            return Err(limited.into());
+                        }
+                        match self.replay_from_store(&sale, &token, &user, unspent).await {
+                            Ok(replayed) => replayed,
+                            Err(e) => {
+                                count(refusal.label());
+                                return Err(e);
+                            }
+                        }
                     }
                     None => None,
                 };
@@ -239,8 +257,8 @@ impl SaleApi {
                     (_, None) | (Refusal::SoldOut, Some(Outcome::SoldOut)) => true,
                     (_, Some(_)) => false,
                 };
-                if let (true, Some(c)) = (stands, counters) {
-                    c.admission(refusal.label());
+                if stands {
+                    count(refusal.label());
                 }
                 return match replayed {
                     // No ticket of this instance followed it: the answer carries none of ours.
@@ -299,10 +317,8 @@ impl SaleApi {
         sale: &Sale,
         token: &Token,
         user: &crate::types::UserId,
-        peer: &Peer,
         unspent: admission::Unspent,
     ) -> Result<Option<Outcome>, GatewayError> {
-        admission::check_rate(&self.ctx, user, peer.addr.ip())?;
         let outcome = self
             .ctx
             .replay(sale, token, user, unspent)

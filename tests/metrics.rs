@@ -146,3 +146,38 @@ async fn a_replayed_order_is_not_counted_as_a_refusal() {
         assert_eq!(value(&text, &series), Some(want), "{series}");
     }
 }
+
+/// Adversarial review: a refused order whose replay read was cut short by the rate limit
+/// (or a store that did not answer) was answered but counted in no admission outcome.
+#[tokio::test]
+async fn every_decided_order_is_counted_once() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(
+        &up,
+        "[limits]\nper_user_rate = 1\nper_user_burst = 2\n[[sale]]\nsku = \"phone\"\nstock = 0\n",
+    )
+    .await;
+    let (addr, admin) = (gw.public_addr, gw.admin_addr);
+    let mut answered = 0;
+    for _ in 0..6 {
+        let a = order(addr, "phone", "hammer", "0123456789abcdef0123456789abcdef").await;
+        assert!(
+            matches!(a.status.as_u16(), 410 | 429),
+            "{} {:?}",
+            a.status,
+            a.json()
+        );
+        answered += 1;
+    }
+    let text = scrape(admin).await;
+    let counted: f64 = ["sold_out", "rate_limited"]
+        .iter()
+        .filter_map(|o| {
+            value(
+                &text,
+                &format!("flashgate_admission_decisions_total{{outcome=\"{o}\",sku=\"phone\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(counted, f64::from(answered));
+}

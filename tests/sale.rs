@@ -351,3 +351,33 @@ async fn the_identity_header_is_configurable() {
     .await;
     assert_eq!(a.status, StatusCode::OK);
 }
+
+/// Adversarial review: an order refused sold out by stock-aware admission (the flag not yet
+/// set) was charged the user's rate limit twice: once by admission, once by the replay read.
+#[tokio::test]
+async fn a_sold_out_refusal_costs_one_rate_credit() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(
+        &up,
+        "[limits]\nper_user_rate = 1\nper_user_burst = 2\n[queue]\nresponse = \"async\"\nadmit_factor = 1.0\n[[sale]]\nsku = \"phone\"\nstock = 2\n",
+    )
+    .await;
+    let addr = gw.public_addr;
+    gw.context()
+        .sales
+        .get("phone")
+        .expect("sale")
+        .set_draining(false);
+    for user in ["x", "y"] {
+        let t = token_for(addr, "phone", user).await;
+        assert_eq!(
+            order(addr, "phone", user, &t).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+    // Two pending for two units: nothing more can reserve. A burst of two answers two.
+    for _ in 0..2 {
+        let a = order(addr, "phone", "carol", "0123456789abcdef0123456789abcdef").await;
+        assert_refused(&a, StatusCode::GONE, "sold_out");
+    }
+}

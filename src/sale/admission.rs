@@ -25,19 +25,22 @@ pub fn check_edge(
     ip: IpAddr,
     now: SystemTime,
 ) -> Result<(), Refusal> {
-    match sale.state(now) {
-        SaleState::Open => {}
-        SaleState::Upcoming => {
-            return Err(Refusal::NotStarted {
-                starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
-            })
-        }
-        SaleState::Closed => return Err(Refusal::Closed),
-        SaleState::Paused => return Err(Refusal::Paused),
-        SaleState::SoldOut => return Err(Refusal::SoldOut),
-        SaleState::Held => return Err(Refusal::Held),
-    }
+    check_state(sale, now)?;
     check_rate(ctx, user, ip)
+}
+
+/// The sale's window, pause, hold and sold-out flag.
+fn check_state(sale: &Sale, now: SystemTime) -> Result<(), Refusal> {
+    match sale.state(now) {
+        SaleState::Open => Ok(()),
+        SaleState::Upcoming => Err(Refusal::NotStarted {
+            starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
+        }),
+        SaleState::Closed => Err(Refusal::Closed),
+        SaleState::Paused => Err(Refusal::Paused),
+        SaleState::SoldOut => Err(Refusal::SoldOut),
+        SaleState::Held => Err(Refusal::Held),
+    }
 }
 
 /// The per-user and per-IP rate limits alone.
@@ -86,12 +89,15 @@ pub fn admit<'s>(
     now: SystemTime,
     ticket: &TicketId,
 ) -> Result<Slot<'s>, Refusal> {
-    check_edge(ctx, sale, user, ip, now)?;
+    check_state(sale, now)?;
     // Beyond remaining × admit_factor pending requests a new one could only reserve if
-    // many ahead of it fail: say sold out now rather than after a wait in the queue.
+    // many ahead of it fail: say sold out now rather than after a wait in the queue. Told
+    // before the rate limits, like the sold-out flag: a sold-out refusal costs its one
+    // rate credit in the replay read that follows it, not two.
     if !sale.has_room_for_one_more() {
         return Err(Refusal::SoldOut);
     }
+    check_rate(ctx, user, ip)?;
     // A book full of unfinished tickets is as good as a full queue; asked before a number
     // is taken, so its refusal takes none (a full queue is told apart first: one atomic).
     if sale.queue.is_full() || !ctx.tickets.has_room(ticket) {

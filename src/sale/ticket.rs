@@ -72,6 +72,8 @@ struct Shard {
     order: VecDeque<TicketId>,
     by_order: HashMap<OrderId, TicketId>,
     by_token: HashMap<Token, TicketId>,
+    /// How many of `tickets` are finished: a full shard has room exactly when one is.
+    finished: usize,
 }
 
 /// All tickets of this gateway.
@@ -106,8 +108,7 @@ impl TicketBook {
     /// [`Self::open`]).
     pub fn has_room(&self, id: &TicketId) -> bool {
         let shard = self.shard_of(id);
-        shard.tickets.len() < self.per_shard
-            || shard.tickets.values().any(|t| t.finished_at.is_some())
+        shard.tickets.len() < self.per_shard || shard.finished > 0
     }
 
     /// Records a new queued ticket; `false` when the book is full of unfinished tickets.
@@ -149,10 +150,14 @@ impl TicketBook {
             let Some(t) = shard.tickets.get_mut(id) else {
                 return;
             };
-            if status.is_final() && t.finished_at.is_none() {
+            let finishes = status.is_final() && t.finished_at.is_none();
+            if finishes {
                 t.finished_at = Some(Instant::now());
             }
             t.status = status;
+            if finishes {
+                shard.finished += 1;
+            }
         }
         if let Some(order) = order {
             self.shard_of(&order).by_order.insert(order, *id);
@@ -212,6 +217,7 @@ impl TicketBook {
                 {
                     shard.order.pop_front();
                     if let Some(t) = shard.tickets.remove(&id) {
+                        shard.finished -= 1;
                         evicted.push(Evicted::of(id, &t));
                     }
                 }
@@ -223,6 +229,10 @@ impl TicketBook {
 
     /// Forgets the oldest finished ticket to make room; `false` if every ticket is unfinished.
     fn evict_oldest_finished(&self, shard: &mut Shard, evicted: &mut Vec<Evicted>) -> bool {
+        // A shard full of unfinished tickets is refused without a scan.
+        if shard.finished == 0 {
+            return false;
+        }
         let Some(pos) = shard.order.iter().position(|id| {
             shard
                 .tickets
@@ -233,6 +243,7 @@ impl TicketBook {
         };
         if let Some(id) = shard.order.remove(pos) {
             if let Some(t) = shard.tickets.remove(&id) {
+                shard.finished -= 1;
                 evicted.push(Evicted::of(id, &t));
             }
         }
@@ -321,6 +332,41 @@ mod tests {
             book.update(&id, TicketStatus::Done(Outcome::SoldOut));
         }
         assert!(book.len() <= SHARDS);
+    }
+
+    #[test]
+    fn room_follows_finished_tickets_through_eviction_and_expiry() {
+        let book = TicketBook::new(SHARDS, Duration::from_secs(3600));
+        // Fill every shard with one unfinished ticket (about: ids hash where they will).
+        let mut open = Vec::new();
+        for _ in 0..40 * SHARDS {
+            let id = TicketId::random();
+            if book.open(id, Sku::new("a"), 0, user(), Token::random()) {
+                open.push(id);
+            }
+        }
+        let probe = TicketId::random();
+        let full = !book.has_room(&probe);
+        // Finishing the ticket in the probe's shard makes room there, and opening one
+        // there takes that room again.
+        for id in &open {
+            book.update(id, TicketStatus::Done(Outcome::SoldOut));
+        }
+        assert!(book.has_room(&probe));
+        assert!(book.open(probe, Sku::new("a"), 0, user(), Token::random()));
+        assert_eq!(
+            !book.has_room(&probe),
+            full,
+            "the evicted finished ticket is gone"
+        );
+        let zero = TicketBook::new(SHARDS, Duration::ZERO);
+        let id = TicketId::random();
+        assert!(zero.open(id, Sku::new("a"), 0, user(), Token::random()));
+        zero.update(&id, TicketStatus::Done(Outcome::Duplicate));
+        // Expired at the next open in that shard: its count goes with it.
+        let gone = (0..1_000_000).any(|_| zero.get(&id).is_none());
+        assert!(gone);
+        assert!(zero.has_room(&id));
     }
 
     #[test]
