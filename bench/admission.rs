@@ -40,12 +40,11 @@ fn admission(c: &mut Criterion) {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let user = UserId::parse("bench-user").expect("user");
     let now = SystemTime::now();
-    let ticket = TicketId::random();
 
     let sold_out = ctx(0, "[[sale]]\nsku = \"s\"\nstock = 0\n");
     let sale = sold_out.sales.get("s").expect("sale").clone();
     c.bench_function("admit/refuse_sold_out", |b| {
-        b.iter(|| black_box(admit(&sold_out, &sale, &user, ip, now, &ticket).is_err()))
+        b.iter(|| black_box(admit(&sold_out, &sale, &user, ip, now).is_err()))
     });
 
     let full = ctx(
@@ -53,11 +52,11 @@ fn admission(c: &mut Criterion) {
         "[[sale]]\nsku = \"s\"\nstock = 1000000\nqueue = { capacity = 1 }\n",
     );
     let sale = full.sales.get("s").expect("sale").clone();
-    admit(&full, &sale, &user, ip, now, &ticket)
+    admit(&full, &sale, &user, ip, now)
         .expect("first is admitted")
-        .fill(TicketId::random(), user.clone(), Token::random(), 1, None);
+        .fill(user.clone(), Token::random(), 1, None);
     c.bench_function("admit/refuse_queue_full", |b| {
-        b.iter(|| black_box(admit(&full, &sale, &user, ip, now, &ticket).is_err()))
+        b.iter(|| black_box(admit(&full, &sale, &user, ip, now).is_err()))
     });
 
     let open = ctx(
@@ -67,9 +66,12 @@ fn admission(c: &mut Criterion) {
     let sale = open.sales.get("s").expect("sale").clone();
     c.bench_function("admit/admit_push_pop", |b| {
         b.iter(|| {
-            admit(&open, &sale, &user, ip, now, &ticket)
-                .expect("room")
-                .fill(TicketId::random(), user.clone(), Token::random(), 1, None);
+            admit(&open, &sale, &user, ip, now).expect("room").fill(
+                user.clone(),
+                Token::random(),
+                1,
+                None,
+            );
             let popped = matches!(sale.queue.pop(), Head::Item(_));
             sale.finish();
             black_box(popped)
@@ -92,14 +94,14 @@ fn admission(c: &mut Criterion) {
         );
     }
     c.bench_function("admit/refuse_ticket_book_full", |b| {
-        b.iter(|| black_box(admit(&booked, &sale, &user, ip, now, &ticket).is_err()))
+        b.iter(|| black_box(admit(&booked, &sale, &user, ip, now).is_err()))
     });
 
     let limited = ctx(1, "[[sale]]\nsku = \"s\"\nstock = 1000\n");
     let sale = limited.sales.get("s").expect("sale").clone();
-    let _ = admit(&limited, &sale, &user, ip, now, &ticket);
+    let _ = admit(&limited, &sale, &user, ip, now);
     c.bench_function("admit/refuse_rate_limited", |b| {
-        b.iter(|| black_box(admit(&limited, &sale, &user, ip, now, &ticket).is_err()))
+        b.iter(|| black_box(admit(&limited, &sale, &user, ip, now).is_err()))
     });
 }
 

@@ -195,15 +195,7 @@ impl SaleApi {
             }
         }
         let decided = Instant::now();
-        let ticket = TicketId::random();
-        let decision = admission::admit(
-            &self.ctx,
-            &sale,
-            &user,
-            peer.addr.ip(),
-            SystemTime::now(),
-            &ticket,
-        );
+        let decision = admission::admit(&self.ctx, &sale, &user, peer.addr.ip(), SystemTime::now());
         self.ctx
             .metrics
             .admission_seconds
@@ -267,7 +259,7 @@ impl SaleApi {
                 };
             }
         };
-        let seq = slot.seq();
+        let (seq, ticket) = (slot.seq(), slot.ticket());
         if !self
             .ctx
             .tickets
@@ -288,7 +280,7 @@ impl SaleApi {
             }
             ResponseMode::Async => (None, None),
         };
-        slot.fill(ticket, user, token, quantity, reply);
+        slot.fill(user, token, quantity, reply);
         if let Some(rx) = outcome {
             if let Ok(Ok(outcome)) = tokio::time::timeout(sale.settings.max_wait, rx).await {
                 return Ok(outcome.answer(ticket));

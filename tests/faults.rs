@@ -540,15 +540,7 @@ async fn nothing_is_admitted_once_the_drain_has_stopped() {
     .await;
     let user = flashgate::types::UserId::parse("alice").expect("user");
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-    let ticket = flashgate::types::TicketId::random();
-    let decision = admit(
-        &ctx,
-        &sale,
-        &user,
-        ip,
-        std::time::SystemTime::now(),
-        &ticket,
-    );
+    let decision = admit(&ctx, &sale, &user, ip, std::time::SystemTime::now());
     assert!(
         matches!(decision, Err(Refusal::ShuttingDown)),
         "{:?}",

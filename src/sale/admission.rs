@@ -78,16 +78,15 @@ pub fn replay_first(refusal: &Refusal) -> Option<Unspent> {
     }
 }
 
-/// Decides an order that would be followed by ticket `ticket`: the edge checks, then
-/// stock-aware admission, then room for its ticket and a slot in the queue, which the
-/// caller fills with the request or, by dropping it, gives back.
+/// Decides an order: the edge checks, then stock-aware admission, then room for a ticket
+/// (its id is drawn here, for an order that got this far) and a slot in the queue, which
+/// the caller fills with the request or, by dropping it, gives back.
 pub fn admit<'s>(
     ctx: &SaleContext,
     sale: &'s Sale,
     user: &UserId,
     ip: IpAddr,
     now: SystemTime,
-    ticket: &TicketId,
 ) -> Result<Slot<'s>, Refusal> {
     check_state(sale, now)?;
     // Beyond remaining × admit_factor pending requests a new one could only reserve if
@@ -100,12 +99,17 @@ pub fn admit<'s>(
     check_rate(ctx, user, ip)?;
     // A book full of unfinished tickets is as good as a full queue; asked before a number
     // is taken, so its refusal takes none (a full queue is told apart first: one atomic).
-    if sale.queue.is_full() || !ctx.tickets.has_room(ticket) {
+    if sale.queue.is_full() {
+        return Err(Refusal::QueueFull);
+    }
+    let ticket = TicketId::random();
+    if !ctx.tickets.has_room(&ticket) {
         return Err(Refusal::QueueFull);
     }
     let slot = Slot {
         sale,
         seq: sale.queue.reserve().ok_or(Refusal::QueueFull)?,
+        ticket,
     };
     // Checked after taking the number: either the stopping drain sees the number (and
     // answers it), or this sees the stop (and the dropped slot gives the number back).
@@ -121,6 +125,7 @@ pub fn admit<'s>(
 pub struct Slot<'s> {
     sale: &'s Sale,
     seq: u64,
+    ticket: TicketId,
 }
 
 impl Slot<'_> {
@@ -129,11 +134,15 @@ impl Slot<'_> {
         self.seq
     }
 
+    /// The id of the ticket that follows the request in it.
+    pub fn ticket(&self) -> TicketId {
+        self.ticket
+    }
+
     /// Queues the request in this slot, counted as pending until its outcome; `reply`
     /// hears the outcome (wait mode).
     pub fn fill(
         self,
-        ticket: TicketId,
         user: UserId,
         token: Token,
         quantity: u32,
@@ -143,7 +152,7 @@ impl Slot<'_> {
         this.sale.begin();
         this.sale.queue.push(QueueItem {
             seq: this.seq,
-            ticket,
+            ticket: this.ticket,
             user,
             token,
             quantity,
