@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
+use crate::membership::Membership;
 use crate::sale::context::SaleContext;
 use crate::sale::Sale;
 use crate::store::StoreError;
@@ -31,6 +32,8 @@ use crate::types::MAX_STOCK;
 /// The admin API over a sale context.
 pub struct AdminApi {
     ctx: Arc<SaleContext>,
+    /// This instance among those sharing the store.
+    membership: Arc<Membership>,
     /// `None` when no token is configured: the API is off.
     token: Option<Vec<u8>>,
     /// Command bodies must arrive within this time (`server.body_timeout`).
@@ -62,11 +65,17 @@ struct Delta {
 }
 
 impl AdminApi {
-    /// The API over `ctx`, accepting `token` (empty: off); command bodies must arrive
-    /// within `body_timeout`.
-    pub fn new(ctx: Arc<SaleContext>, token: &str, body_timeout: std::time::Duration) -> Self {
+    /// The API over `ctx` and `membership`, accepting `token` (empty: off); command
+    /// bodies must arrive within `body_timeout`.
+    pub fn new(
+        ctx: Arc<SaleContext>,
+        membership: Arc<Membership>,
+        token: &str,
+        body_timeout: std::time::Duration,
+    ) -> Self {
         Self {
             ctx,
+            membership,
             token: (!token.is_empty()).then(|| token.as_bytes().to_vec()),
             body_timeout,
         }
@@ -108,6 +117,16 @@ impl AdminApi {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method().clone(), parts.as_slice()) {
             (Method::GET, ["admin", "sales"]) => Ok(self.list()),
+            (Method::GET, ["admin", "instances"]) => {
+                let instances = self.membership.members().await.map_err(|e| {
+                    tracing::warn!(error = %e, "cannot read the instances from the store");
+                    GatewayError::StoreUnavailable
+                })?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "self": self.membership.me(), "instances": instances }),
+                ))
+            }
             (Method::POST, ["admin", "sales", sku, action @ ("pause" | "resume")]) => {
                 let sale = self.sale(sku)?;
                 sale.set_paused(*action == "pause");

@@ -9,7 +9,8 @@
 //! - L1 config and HTTP plumbing that knows nothing of sales: [`config`], [`http`] (the
 //!   listeners, the upstream pool, bodies, the gateway's own answers)
 //! - L2 components: [`store`] (the atomic store steps), [`local_state`], [`identity`],
-//!   [`pages`], [`order_body`], [`proxy`] (everything that is not a sale route), [`logging`]
+//!   [`pages`], [`order_body`], [`proxy`] (everything that is not a sale route), [`logging`],
+//!   [`membership`] (this instance among those sharing the store)
 //! - L3 the sale: [`sale`] (its state, bounded FIFO queue, tickets, the admission decision,
 //!   the context the sale path shares, and the drain)
 //! - L4 what uses the sale: [`delivery`] (hands reserved orders to the backend),
@@ -37,6 +38,7 @@ pub(crate) mod http;
 pub mod identity;
 pub(crate) mod local_state;
 pub(crate) mod logging;
+pub(crate) mod membership;
 pub(crate) mod metrics;
 pub mod order_body;
 pub(crate) mod pages;

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub upstream_seconds: HistogramVec,
     /// Client connections open on the public listener.
     pub open_connections: IntGauge,
+    /// Gateway instances announced in the store, this one included.
+    pub instances: IntGauge,
     /// Circuit breakers' state by breaker (`store`, `backend`): 1 open, 0 closed.
     pub breaker_open: IntGaugeVec,
     /// Admission decision latency (sampled on every decision).
@@ -122,6 +124,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(open_connections.clone()))
+            .expect("unique metric");
+        let instances = IntGauge::new(
+            "flashgate_instances",
+            "Gateway instances announced in the store, this one included",
+        )
+        .expect("valid metric");
+        r.register(Box::new(instances.clone()))
             .expect("unique metric");
         let outbox_backlog = IntGauge::new(
             "flashgate_outbox_backlog",
@@ -263,6 +272,7 @@ impl Metrics {
                 &["status"],
             ),
             open_connections,
+            instances,
             breaker_open: gauge(
                 &r,
                 "flashgate_circuit_breaker_open",

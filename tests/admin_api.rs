@@ -221,3 +221,34 @@ async fn command_bodies_are_bounded_in_size_and_time() {
     let a = call(adm, "PUT", "/admin/sales/phone/drain_rate", "{\"rate\": 7}").await;
     assert_eq!(a.status, StatusCode::OK);
 }
+
+/// With the memory store, the instance is alone in its list, under the id it was given
+/// and the address it advertises.
+#[tokio::test]
+async fn a_lone_instance_lists_itself() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(
+        &up,
+        &format!("{SALES}[admin]\ntoken = \"{TOKEN}\"\n[cluster]\ninstance_id = \"solo\"\nadvertise = \"gw-1.internal:9180\"\n"),
+    )
+    .await;
+    let listing = until_listed(gw.admin_addr).await;
+    assert_eq!(listing["self"]["id"], "solo");
+    assert_eq!(listing["instances"][0]["address"], "gw-1.internal:9180");
+    assert_eq!(listing["instances"].as_array().map(Vec::len), Some(1));
+    let a = send(gw.admin_addr, admin("GET", "/admin/instances", None, "")).await;
+    assert_refused(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+/// `GET /admin/instances` once this instance has announced itself.
+async fn until_listed(adm: std::net::SocketAddr) -> serde_json::Value {
+    until("the instance to announce itself", || async move {
+        let a = call(adm, "GET", "/admin/instances", "").await;
+        a.status == StatusCode::OK
+            && a.json()["instances"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+    })
+    .await;
+    call(adm, "GET", "/admin/instances", "").await.json()
+}

@@ -57,6 +57,9 @@ fn bad_values_are_refused_naming_the_key() {
         ("sku.toml", format!("{UP}[[sale]]\nsku = \"a b\"\nstock = 1\n"), "sale.0.sku"),
         ("nostock.toml", format!("{UP}[[sale]]\nsku = \"a\"\n"), "sale.0.stock"),
         ("level.toml", format!("{UP}[log]\nlevel = \"loud=[\"\n"), "log.level"),
+        ("instance.toml", format!("{UP}[cluster]\ninstance_id = \"a b\"\n"), "cluster.instance_id"),
+        ("advertise.toml", format!("{UP}[cluster]\nadvertise = \"nowhere\"\n"), "cluster.advertise"),
+        ("ttl.toml", format!("{UP}[cluster]\nheartbeat = \"2s\"\nmember_ttl = \"3s\"\n"), "cluster.member_ttl"),
     ];
     for (name, text, key) in cases {
         let err = refused(name, text, &[]);

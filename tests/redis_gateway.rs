@@ -242,3 +242,61 @@ async fn negative_stock_trips_the_oversell_guard() {
         "nothing reserved"
     );
 }
+
+/// `GET /admin/instances` on `admin`, with the admin token.
+async fn instances(admin: SocketAddr) -> serde_json::Value {
+    let req = request(
+        "GET",
+        "/admin/instances",
+        &[("authorization", "Bearer adm")],
+        "",
+    );
+    let a = send(admin, req).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
+    a.json()
+}
+
+fn ids(listing: &serde_json::Value) -> Vec<String> {
+    listing["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Instances sharing a Redis announce themselves: each lists the other with the address
+/// it advertises, and one that stops leaves the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_store_know_each_other() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let text = |id: &str| {
+        format!(
+            "{}[admin]\ntoken = \"adm\"\n[cluster]\ninstance_id = \"{id}\"\nheartbeat = \"20ms\"\nmember_ttl = \"2s\"\n",
+            redis_config(&up, &redis, "[[sale]]\nsku = \"phone\"\nstock = 1\n")
+        )
+    };
+    let a = gateway(&text("gw-a")).await;
+    let b = gateway(&text("gw-b")).await;
+    until("both instances to be listed", || async {
+        ids(&instances(a.admin_addr).await) == ["gw-a", "gw-b"]
+    })
+    .await;
+    let listing = instances(b.admin_addr).await;
+    assert_eq!(listing["self"]["id"], "gw-b");
+    assert_eq!(
+        listing["instances"][0]["address"],
+        a.admin_addr.to_string(),
+        "the admin listener's address is advertised by default"
+    );
+    let metrics = send(a.admin_addr, get("/metrics")).await;
+    assert!(String::from_utf8_lossy(&metrics.body).contains("flashgate_instances 2"));
+    b.shutdown();
+    guarded("b to stop", b.wait()).await.expect("clean stop");
+    // A graceful stop leaves the list at once, not after member_ttl.
+    until("b to leave the list", || async {
+        ids(&instances(a.admin_addr).await) == ["gw-a"]
+    })
+    .await;
+}

@@ -38,6 +38,9 @@ pub struct Config {
     /// The admin API on the admin listener.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// How this instance announces itself to the others sharing the store.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// The HTML pages: waiting room, countdown, busy page.
     #[serde(default)]
     pub pages: PagesConfig,
@@ -317,6 +320,35 @@ pub struct AdminConfig {
     /// Bearer token the admin API requires; empty turns the API off (every call 401).
     #[serde(skip_serializing_if = "String::is_empty", serialize_with = "redacted")]
     pub token: String,
+}
+
+/// `[cluster]`: how this instance announces itself in the store, so that the instances
+/// sharing it know each other.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This instance's id among them; empty = drawn at each start (`<pid>-<random>`).
+    pub instance_id: String,
+    /// `host:port` where the other instances reach this one; empty = the admin listener's
+    /// bound address.
+    pub advertise: String,
+    /// How often the announcement is renewed.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// How long an announcement lasts unrenewed: an instance silent this long is gone.
+    #[serde(with = "humantime_serde")]
+    pub member_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            instance_id: String::new(),
+            advertise: String::new(),
+            heartbeat: Duration::from_secs(1),
+            member_ttl: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[identity]`: who the user is, as the auth layer in front says.

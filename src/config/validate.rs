@@ -46,6 +46,7 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     check_identity(c)?;
     check_limits(c)?;
     check_store_and_delivery(c)?;
+    check_cluster(c)?;
     check_log(c)
 }
 
@@ -340,6 +341,40 @@ pub fn warnings(c: &Config) -> Vec<String> {
         );
     }
     out
+}
+
+fn check_cluster(c: &Config) -> Result<(), ConfigError> {
+    let k = &c.cluster;
+    let id_ok = k.instance_id.len() <= 64
+        && k.instance_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !id_ok {
+        return Err(ConfigError::invalid(
+            "cluster.instance_id",
+            "at most 64 of A-Z a-z 0-9 - _ .",
+        ));
+    }
+    if !k.advertise.is_empty()
+        && k.advertise
+            .parse::<http::uri::Authority>()
+            .map_or(true, |a| {
+                a.port_u16().is_none_or(|p| p == 0) || a.as_str().contains('@')
+            })
+    {
+        return Err(ConfigError::invalid(
+            "cluster.advertise",
+            format!("`{}` is not host:port", k.advertise),
+        ));
+    }
+    positive("cluster.heartbeat", !k.heartbeat.is_zero())?;
+    if k.member_ttl < k.heartbeat.saturating_mul(2) {
+        return Err(ConfigError::invalid(
+            "cluster.member_ttl",
+            "must be at least twice cluster.heartbeat (one late renewal is not a death)",
+        ));
+    }
+    Ok(())
 }
 
 fn check_log(c: &Config) -> Result<(), ConfigError> {

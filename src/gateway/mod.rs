@@ -22,6 +22,7 @@ use crate::error::GatewayError;
 use crate::http::server::{self, ConnectionLimits, Edge, TlsAcceptor, TlsError};
 use crate::http::UpstreamTarget;
 use crate::local_state::{LocalState, LocalStateError};
+use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::pages::Pages;
 use crate::proxy::Proxy;
@@ -261,11 +262,22 @@ impl Built {
             SaleApi::new(ctx.clone(), pages, config.server.body_timeout),
             &ctx.metrics,
         );
+        let membership = Arc::new(Membership::new(
+            &config.cluster,
+            admin_addr,
+            ctx.store.clone(),
+            ctx.metrics.clone(),
+        ));
         let admin_handler = Admin::new(
             upstream.authority,
             config.upstream.connect_timeout,
             ctx.clone(),
-            AdminApi::new(ctx.clone(), &config.admin.token, config.server.body_timeout),
+            AdminApi::new(
+                ctx.clone(),
+                membership.clone(),
+                &config.admin.token,
+                config.server.body_timeout,
+            ),
         );
         let mut tasks = vec![
             tokio::spawn(server::serve(
@@ -290,6 +302,7 @@ impl Built {
             )),
         ];
         tasks.extend(tasks::start_sale_tasks(&ctx, delivery, &shutdown));
+        tasks.push(tokio::spawn(membership.run(shutdown.clone())));
         tasks.extend(loading);
         tasks.push(tokio::spawn(tasks::reload_on_hangup(
             tls.clone(),

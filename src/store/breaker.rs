@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    Claimed, Compensation, Confirmation, Order, OrderState, ReserveReply, ReserveRequest,
+    Claimed, Compensation, Confirmation, Member, Order, OrderState, ReserveReply, ReserveRequest,
     StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::breaker::CircuitBreaker;
@@ -169,6 +169,15 @@ impl Store for Breaker {
     }
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
         self.call("order_state", self.inner.order_state(sku, order_id))
+    }
+    fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
+        self.call("announce", self.inner.announce(member, ttl))
+    }
+    fn members(&self) -> StoreFuture<'_, Vec<Member>> {
+        self.call("members", self.inner.members())
+    }
+    fn leave(&self, id: &str) -> StoreFuture<'_, ()> {
+        self.call("leave", self.inner.leave(id))
     }
     fn ping(&self) -> StoreFuture<'_, ()> {
         // Readiness probes bypass the breaker so they see the store itself, and a

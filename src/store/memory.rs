@@ -1,12 +1,12 @@
 //! The in-process store: one mutex per sale, so that each step is atomic without any lock
 //! shared between sales. For one instance and for `flashgate demo`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    Claimed, Compensation, Confirmation, Order, OrderState, Reservation, ReserveReply,
+    Claimed, Compensation, Confirmation, Member, Order, OrderState, Reservation, ReserveReply,
     ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::local_state::{read_json, write_json, LocalStateError};
@@ -20,6 +20,9 @@ const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(3600);
 pub struct MemoryStore {
     sales: RwLock<HashMap<Sku, Arc<Mutex<SaleData>>>>,
     replay_ttl: Duration,
+    /// Announced members and when each announcement expires (only this process's own,
+    /// but the same contract as a shared store's).
+    members: Mutex<BTreeMap<String, (String, Instant)>>,
 }
 
 enum TokenRecord {
@@ -129,7 +132,21 @@ impl MemoryStore {
         Self {
             sales: RwLock::new(HashMap::new()),
             replay_ttl,
+            members: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The live members after forgetting expired ones.
+    fn live_members(members: &mut BTreeMap<String, (String, Instant)>) -> Vec<Member> {
+        let now = Instant::now();
+        members.retain(|_, (_, expires)| *expires > now);
+        members
+            .iter()
+            .map(|(id, (address, _))| Member {
+                id: id.clone(),
+                address: address.clone(),
+            })
+            .collect()
     }
 
     fn sale(&self, sku: &Sku) -> Result<Arc<Mutex<SaleData>>, StoreError> {
@@ -584,6 +601,28 @@ impl Store for MemoryStore {
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
+        ready(Ok(()))
+    }
+
+    fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members.insert(
+            member.id.clone(),
+            (member.address.clone(), Instant::now() + ttl),
+        );
+        ready(Ok(Self::live_members(&mut members)))
+    }
+
+    fn members(&self) -> StoreFuture<'_, Vec<Member>> {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        ready(Ok(Self::live_members(&mut members)))
+    }
+
+    fn leave(&self, id: &str) -> StoreFuture<'_, ()> {
+        self.members
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
         ready(Ok(()))
     }
 

@@ -212,6 +212,15 @@ impl OrderState {
     }
 }
 
+/// One gateway instance sharing the store, as it announced itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Its instance id (`cluster.instance_id`).
+    pub id: String,
+    /// Where the other instances reach it (`cluster.advertise`).
+    pub address: String,
+}
+
 /// What a compensation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compensation {
@@ -318,4 +327,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds when the store answers (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Announces (or renews) `member` for `ttl` and returns the live members, by id. A
+    /// member whose announcement is not renewed within its `ttl` is forgotten.
+    fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>>;
+
+    /// The live members, by id.
+    fn members(&self) -> StoreFuture<'_, Vec<Member>>;
+
+    /// Forgets member `id` at once (a graceful stop).
+    fn leave(&self, id: &str) -> StoreFuture<'_, ()>;
 }

@@ -22,7 +22,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind, Value};
 
 use super::{
-    Claimed, Compensation, Confirmation, Order, OrderState, Reservation, ReserveReply,
+    Claimed, Compensation, Confirmation, Member, Order, OrderState, Reservation, ReserveReply,
     ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::config::{redact_url, StoreConfig};
@@ -59,6 +59,7 @@ struct Scripts {
     touch: Script,
     mark_lost: Script,
     reap: Script,
+    members: Script,
 }
 
 /// One sale's key names.
@@ -132,6 +133,7 @@ impl RedisStore {
                 touch: Script::new(include_str!("lua/touch.lua")),
                 mark_lost: Script::new(include_str!("lua/mark_lost.lua")),
                 reap: Script::new(include_str!("lua/reap.lua")),
+                members: Script::new(include_str!("lua/members.lua")),
             },
         })
     }
@@ -140,6 +142,39 @@ impl RedisStore {
         Keys {
             base: format!("{}:{{{sku}}}", self.prefix),
         }
+    }
+
+    /// Runs the membership script: `ttl_ms` > 0 announces `id`, 0 lists, < 0 removes.
+    async fn membership(
+        &self,
+        id: &str,
+        address: &str,
+        ttl_ms: i64,
+    ) -> Result<Vec<Member>, StoreError> {
+        // One hash tag for both keys (one slot in a cluster); `#` is in no sku.
+        let base = format!("{}:{{#instances}}", self.prefix);
+        let mut c = self.conn().await?;
+        let flat: Vec<String> = self
+            .exec(
+                self.scripts
+                    .members
+                    .key(format!("{base}:expiry"))
+                    .key(format!("{base}:address"))
+                    .arg(id)
+                    .arg(address)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c),
+            )
+            .await?;
+        let mut live: Vec<Member> = flat
+            .chunks_exact(2)
+            .map(|p| Member {
+                id: p[0].clone(),
+                address: p[1].clone(),
+            })
+            .collect();
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(live)
     }
 
     /// A connection to send one call on.
@@ -806,6 +841,21 @@ impl Store for RedisStore {
                 _ => Compensation::Unknown,
             })
         })
+    }
+
+    fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
+        let member = member.clone();
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        Box::pin(async move { self.membership(&member.id, &member.address, ttl_ms).await })
+    }
+
+    fn members(&self) -> StoreFuture<'_, Vec<Member>> {
+        Box::pin(async move { self.membership("", "", 0).await })
+    }
+
+    fn leave(&self, id: &str) -> StoreFuture<'_, ()> {
+        let id = id.to_owned();
+        Box::pin(async move { self.membership(&id, "", -1).await.map(|_| ()) })
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

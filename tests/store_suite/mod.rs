@@ -21,7 +21,8 @@ macro_rules! store_suite {
             largest_stock_figures_are_exact,
             add_stock_is_atomic_and_bounded,
             replays_answer_the_orders_state_now,
-            a_confirm_after_compensation_is_a_conflict
+            a_confirm_after_compensation_is_a_conflict,
+            members_come_and_go
         );
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -40,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashgate::store::{
-    Compensation, Confirmation, OrderState, Reservation, ReserveRequest, StockLoad, Store,
+    Compensation, Confirmation, Member, OrderState, Reservation, ReserveRequest, StockLoad, Store,
     StoreError, Unspent,
 };
 use flashgate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
@@ -523,4 +524,44 @@ pub async fn concurrent_crowd_never_oversells(store: Arc<dyn Store>) {
         store.outbox(&sku, 1000).await.expect("outbox").len() as u64,
         STOCK
     );
+}
+
+/// Instances announce themselves, renew, leave, and are forgotten when they stop renewing.
+pub async fn members_come_and_go(store: Arc<dyn Store>) {
+    let member = |id: &str, address: &str| Member {
+        id: id.to_owned(),
+        address: address.to_owned(),
+    };
+    let ids = |m: &[Member]| m.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    let a = member("a", "127.0.0.1:1");
+    let live = store.announce(&a, TTL).await.expect("announce");
+    assert_eq!(live, vec![a.clone()]);
+    let live = store
+        .announce(&member("b", "127.0.0.1:2"), TTL)
+        .await
+        .expect("announce");
+    assert_eq!(ids(&live), ["a", "b"]);
+    // A renewal may change the address; it is still one member.
+    let moved = member("a", "127.0.0.1:3");
+    store.announce(&moved, TTL).await.expect("renew");
+    let live = store.members().await.expect("members");
+    assert_eq!(live, vec![moved, member("b", "127.0.0.1:2")]);
+    store.leave("b").await.expect("leave");
+    assert_eq!(ids(&store.members().await.expect("members")), ["a"]);
+    // One that stops renewing is forgotten once its announcement runs out.
+    store
+        .announce(&member("c", "127.0.0.1:4"), Duration::from_millis(1))
+        .await
+        .expect("announce");
+    let forgotten = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let live = store.members().await.expect("members");
+            if ids(&live) == ["a"] {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(forgotten.is_ok(), "an expired member is still listed");
 }

@@ -1,0 +1,93 @@
+//! This instance among those sharing the store: it announces itself (id, internal address)
+//! every `cluster.heartbeat`, and the store forgets an instance whose announcement has not
+//! been renewed for `cluster.member_ttl`. What the other instances are is read from there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
+use crate::store::{Member, Store, StoreError};
+use crate::types::OrderId;
+
+/// This instance's membership in the store's list of instances.
+pub struct Membership {
+    me: Member,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    heartbeat: Duration,
+    ttl: Duration,
+}
+
+impl Membership {
+    /// This instance as `cfg` names it, reachable at `advertise` (used when
+    /// `cluster.advertise` is empty), announced in `store`.
+    pub fn new(
+        cfg: &ClusterConfig,
+        advertise: std::net::SocketAddr,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let id = match cfg.instance_id.as_str() {
+            "" => format!(
+                "{}-{}",
+                std::process::id(),
+                &OrderId::random().as_str()[..8]
+            ),
+            id => id.to_owned(),
+        };
+        let address = match cfg.advertise.as_str() {
+            "" => advertise.to_string(),
+            given => given.to_owned(),
+        };
+        Self {
+            me: Member { id, address },
+            store,
+            metrics,
+            heartbeat: cfg.heartbeat,
+            ttl: cfg.member_ttl,
+        }
+    }
+
+    /// This instance.
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    /// The live instances, as the store has them now.
+    pub async fn members(&self) -> Result<Vec<Member>, StoreError> {
+        let live = self.store.members().await?;
+        self.metrics.instances.set(live.len() as i64);
+        Ok(live)
+    }
+
+    /// Announces this instance every heartbeat until `shutdown`, then leaves the list.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut announced = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => break,
+            }
+            match self.store.announce(&self.me, self.ttl).await {
+                Ok(live) => {
+                    if !announced {
+                        tracing::info!(id = %self.me.id, address = %self.me.address,
+                            instances = live.len(), "announced in the store");
+                        announced = true;
+                    }
+                    self.metrics.instances.set(live.len() as i64);
+                }
+                // The breaker logs the store's trouble; the next heartbeat tries again.
+                Err(e) => tracing::debug!(error = %e, "cannot announce this instance"),
+            }
+        }
+        if let Err(e) = self.store.leave(&self.me.id).await {
+            tracing::debug!(error = %e, "cannot leave the store's list of instances");
+        }
+    }
+}
