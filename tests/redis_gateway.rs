@@ -300,3 +300,44 @@ async fn instances_sharing_a_store_know_each_other() {
     })
     .await;
 }
+
+/// Stock-aware admission shares its allowance among the instances selling the same stock:
+/// two instances together admit about remaining × admit_factor, not twice it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_the_admission_allowance() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let text = |id: &str| {
+        format!(
+            "{}[admin]\ntoken = \"adm\"\n[cluster]\ninstance_id = \"{id}\"\nheartbeat = \"20ms\"\nmember_ttl = \"2s\"\n",
+            redis_config(
+                &up,
+                &redis,
+                "[[sale]]\nsku = \"phone\"\nstock = 10\nqueue = { capacity = 100 }\n",
+            )
+            .replace("[queue]\n", "[queue]\nresponse = \"async\"\nadmit_factor = 1.0\n")
+        )
+    };
+    let gws = [gateway(&text("gw-a")).await, gateway(&text("gw-b")).await];
+    for gw in &gws {
+        let ctx = gw.context().clone();
+        until("each instance to count both", || {
+            let ctx = ctx.clone();
+            async move { ctx.instances() == 2 }
+        })
+        .await;
+        ctx.sales.get("phone").expect("sale").set_draining(false);
+    }
+    let mut admitted = Vec::new();
+    for (i, gw) in gws.iter().enumerate() {
+        let mut n = 0;
+        for u in 0..20 {
+            let user = format!("u{i}-{u}");
+            if buy(gw.public_addr, "phone", &user).await.status == StatusCode::ACCEPTED {
+                n += 1;
+            }
+        }
+        admitted.push(n);
+    }
+    assert_eq!(admitted, [5, 5], "each admits its share of 10 units × 1.0");
+}
