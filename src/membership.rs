@@ -2,7 +2,6 @@
 //! every `cluster.heartbeat`, and the store forgets an instance whose announcement has not
 //! been renewed for `cluster.member_ttl`. What the other instances are is read from there.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,22 +17,18 @@ pub struct Membership {
     me: Member,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    /// The live count, for whoever shares out per-instance allowances.
-    live: Arc<AtomicUsize>,
     heartbeat: Duration,
     ttl: Duration,
 }
 
 impl Membership {
     /// This instance as `cfg` names it, reachable at `advertise` (used when
-    /// `cluster.advertise` is empty), announced in `store`; each heartbeat stores the live
-    /// count in `live`.
+    /// `cluster.advertise` is empty), announced in `store`.
     pub fn new(
         cfg: &ClusterConfig,
         advertise: std::net::SocketAddr,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
-        live: Arc<AtomicUsize>,
     ) -> Self {
         let id = match cfg.instance_id.as_str() {
             "" => format!(
@@ -51,7 +46,6 @@ impl Membership {
             me: Member { id, address },
             store,
             metrics,
-            live,
             heartbeat: cfg.heartbeat,
             ttl: cfg.member_ttl,
         }
@@ -65,14 +59,8 @@ impl Membership {
     /// The live instances, as the store has them now.
     pub async fn members(&self) -> Result<Vec<Member>, StoreError> {
         let live = self.store.members().await?;
-        self.count(live.len());
+        self.metrics.instances.set(live.len() as i64);
         Ok(live)
-    }
-
-    fn count(&self, live: usize) {
-        self.metrics.instances.set(live as i64);
-        // This instance counts even when the list was read before its announcement.
-        self.live.store(live.max(1), Ordering::Relaxed);
     }
 
     /// Announces this instance every heartbeat until `shutdown`, then leaves the list.
@@ -92,7 +80,7 @@ impl Membership {
                             instances = live.len(), "announced in the store");
                         announced = true;
                     }
-                    self.count(live.len());
+                    self.metrics.instances.set(live.len() as i64);
                 }
                 // The breaker logs the store's trouble; the next heartbeat tries again.
                 Err(e) => tracing::debug!(error = %e, "cannot announce this instance"),

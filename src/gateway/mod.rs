@@ -267,7 +267,6 @@ impl Built {
             admin_addr,
             ctx.store.clone(),
             ctx.metrics.clone(),
-            ctx.instances_handle(),
         ));
         let admin_handler = Admin::new(
             upstream.authority,

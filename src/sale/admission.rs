@@ -93,7 +93,7 @@ pub fn admit<'s>(
     // many ahead of it fail: say sold out now rather than after a wait in the queue. Told
     // before the rate limits, like the sold-out flag: a sold-out refusal costs its one
     // rate credit in the replay read that follows it, not two.
-    if !sale.has_room_for_one_more(ctx.instances()) {
+    if !sale.has_room_for_one_more() {
         return Err(Refusal::SoldOut);
     }
     check_rate(ctx, user, ip)?;

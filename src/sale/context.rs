@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,9 +50,6 @@ pub struct SaleContext {
     pub local: LocalState,
     /// Names the store in the local state: its kind, address and key prefix.
     store_id: String,
-    /// Gateway instances selling from the same store, this one included (kept by the
-    /// membership heartbeat; 1 until it first answers).
-    instances: Arc<AtomicUsize>,
 }
 
 impl SaleContext {
@@ -102,18 +98,7 @@ impl SaleContext {
                     store_config.key_prefix
                 ),
             },
-            instances: Arc::new(AtomicUsize::new(1)),
         }
-    }
-
-    /// Gateway instances selling from the same store, this one included.
-    pub fn instances(&self) -> usize {
-        self.instances.load(Ordering::Relaxed).max(1)
-    }
-
-    /// The count [`Self::instances`] reads, for the membership heartbeat to keep.
-    pub fn instances_handle(&self) -> Arc<AtomicUsize> {
-        self.instances.clone()
     }
 
     /// The recorded outcome of `token` if `user` spent it already in `sale`; `unspent`

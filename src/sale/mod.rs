@@ -183,13 +183,11 @@ impl Sale {
     }
 
     /// Stock-aware admission: may one more request join, given what is already pending?
-    /// Pending requests may reach remaining × admit_factor, shared by the `instances`
-    /// selling the same stock (so that together they admit about that many, not
-    /// `instances` times it); beyond that a new one could only reserve if many ahead of it
-    /// fail, so it is told sold out at once.
-    pub fn has_room_for_one_more(&self, instances: usize) -> bool {
-        let share = self.remaining() as f64 * self.settings.admit_factor / instances.max(1) as f64;
-        (self.pending() as f64) < share.ceil()
+    /// Pending requests may reach remaining × admit_factor; beyond that a new one could
+    /// only reserve if many ahead of it fail, so it is told sold out at once.
+    pub fn has_room_for_one_more(&self) -> bool {
+        let limit = (self.remaining() as f64 * self.settings.admit_factor).ceil();
+        (self.pending() as f64) < limit
     }
 
     /// Queued requests released per second.
