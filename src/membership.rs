@@ -43,7 +43,11 @@ impl Membership {
             given => given.to_owned(),
         };
         Self {
-            me: Member { id, address },
+            me: Member {
+                id,
+                address,
+                incarnation: OrderId::random().as_str()[..12].to_owned(),
+            },
             store,
             metrics,
             heartbeat: cfg.heartbeat,
@@ -82,11 +86,17 @@ impl Membership {
                     }
                     self.metrics.instances.set(live.len() as i64);
                 }
+                Err(StoreError::Rejected(why)) => {
+                    // Two processes with one id: this one stays out of the list (it would
+                    // take over the other's entry) and says so at every heartbeat.
+                    tracing::error!(id = %self.me.id, %why,
+                        "cannot announce this instance: give each instance its own cluster.instance_id");
+                }
                 // The breaker logs the store's trouble; the next heartbeat tries again.
                 Err(e) => tracing::debug!(error = %e, "cannot announce this instance"),
             }
         }
-        if let Err(e) = self.store.leave(&self.me.id).await {
+        if let Err(e) = self.store.leave(&self.me).await {
             tracing::debug!(error = %e, "cannot leave the store's list of instances");
         }
     }

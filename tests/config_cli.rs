@@ -60,6 +60,10 @@ fn bad_values_are_refused_naming_the_key() {
         ("instance.toml", format!("{UP}[cluster]\ninstance_id = \"a b\"\n"), "cluster.instance_id"),
         ("advertise.toml", format!("{UP}[cluster]\nadvertise = \"nowhere\"\n"), "cluster.advertise"),
         ("ttl.toml", format!("{UP}[cluster]\nheartbeat = \"2s\"\nmember_ttl = \"3s\"\n"), "cluster.member_ttl"),
+        // Adversarial review: a nanosecond heartbeat flooded the store and made the count flap;
+        // a TTL of centuries overflowed the clock.
+        ("beat.toml", format!("{UP}[cluster]\nheartbeat = \"1ns\"\nmember_ttl = \"2ns\"\n"), "cluster.heartbeat"),
+        ("forever.toml", format!("{UP}[cluster]\nmember_ttl = \"1000years\"\n"), "cluster.member_ttl"),
     ];
     for (name, text, key) in cases {
         let err = refused(name, text, &[]);

@@ -1,6 +1,7 @@
 //! Checks that go beyond types: ranges, URLs, time windows, uniqueness.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use super::{Config, ConfigError, Overflow};
 
@@ -367,7 +368,19 @@ fn check_cluster(c: &Config) -> Result<(), ConfigError> {
             format!("`{}` is not host:port", k.advertise),
         ));
     }
-    positive("cluster.heartbeat", !k.heartbeat.is_zero())?;
+    // Under 10 ms every instance would keep the store busy announcing itself.
+    if k.heartbeat < Duration::from_millis(10) || k.heartbeat > Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "cluster.heartbeat",
+            "must be between 10ms and 1h",
+        ));
+    }
+    if k.member_ttl > Duration::from_secs(24 * 3600) {
+        return Err(ConfigError::invalid(
+            "cluster.member_ttl",
+            "must be at most 24h",
+        ));
+    }
     if k.member_ttl < k.heartbeat.saturating_mul(2) {
         return Err(ConfigError::invalid(
             "cluster.member_ttl",

@@ -176,8 +176,8 @@ impl Store for Breaker {
     fn members(&self) -> StoreFuture<'_, Vec<Member>> {
         self.call("members", self.inner.members())
     }
-    fn leave(&self, id: &str) -> StoreFuture<'_, ()> {
-        self.call("leave", self.inner.leave(id))
+    fn leave(&self, member: &Member) -> StoreFuture<'_, ()> {
+        self.call("leave", self.inner.leave(member))
     }
     fn ping(&self) -> StoreFuture<'_, ()> {
         // Readiness probes bypass the breaker so they see the store itself, and a

@@ -22,7 +22,7 @@ pub struct MemoryStore {
     replay_ttl: Duration,
     /// Announced members and when each announcement expires (only this process's own,
     /// but the same contract as a shared store's).
-    members: Mutex<BTreeMap<String, (String, Instant)>>,
+    members: Mutex<BTreeMap<String, (Member, Instant)>>,
 }
 
 enum TokenRecord {
@@ -137,16 +137,10 @@ impl MemoryStore {
     }
 
     /// The live members after forgetting expired ones.
-    fn live_members(members: &mut BTreeMap<String, (String, Instant)>) -> Vec<Member> {
+    fn live_members(members: &mut BTreeMap<String, (Member, Instant)>) -> Vec<Member> {
         let now = Instant::now();
         members.retain(|_, (_, expires)| *expires > now);
-        members
-            .iter()
-            .map(|(id, (address, _))| Member {
-                id: id.clone(),
-                address: address.clone(),
-            })
-            .collect()
+        members.values().map(|(m, _)| m.clone()).collect()
     }
 
     fn sale(&self, sku: &Sku) -> Result<Arc<Mutex<SaleData>>, StoreError> {
@@ -606,10 +600,21 @@ impl Store for MemoryStore {
 
     fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        members.insert(
-            member.id.clone(),
-            (member.address.clone(), Instant::now() + ttl),
-        );
+        let now = Instant::now();
+        let taken = members.get(&member.id).is_some_and(|(held, expires)| {
+            held.incarnation != member.incarnation && *expires > now
+        });
+        if taken {
+            return ready(Err(StoreError::Rejected(format!(
+                "instance id `{}` is held by another live instance",
+                member.id
+            ))));
+        }
+        // A TTL beyond what the clock can add is as good as forever.
+        let expires = now
+            .checked_add(ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        members.insert(member.id.clone(), (member.clone(), expires));
         ready(Ok(Self::live_members(&mut members)))
     }
 
@@ -618,11 +623,14 @@ impl Store for MemoryStore {
         ready(Ok(Self::live_members(&mut members)))
     }
 
-    fn leave(&self, id: &str) -> StoreFuture<'_, ()> {
-        self.members
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+    fn leave(&self, member: &Member) -> StoreFuture<'_, ()> {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        if members
+            .get(&member.id)
+            .is_some_and(|(held, _)| held.incarnation == member.incarnation)
+        {
+            members.remove(&member.id);
+        }
         ready(Ok(()))
     }
 

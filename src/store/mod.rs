@@ -219,6 +219,10 @@ pub struct Member {
     pub id: String,
     /// Where the other instances reach it (`cluster.advertise`).
     pub address: String,
+    /// Drawn at each start: tells two processes announcing the same id apart, so that
+    /// neither takes over nor removes the other's entry.
+    #[serde(skip)]
+    pub incarnation: String,
 }
 
 /// What a compensation did.
@@ -329,12 +333,13 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> StoreFuture<'_, ()>;
 
     /// Announces (or renews) `member` for `ttl` and returns the live members, by id. A
-    /// member whose announcement is not renewed within its `ttl` is forgotten.
+    /// member whose announcement is not renewed within its `ttl` is forgotten. An id a
+    /// live member of another incarnation holds is refused ([`StoreError::Rejected`]).
     fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>>;
 
     /// The live members, by id.
     fn members(&self) -> StoreFuture<'_, Vec<Member>>;
 
-    /// Forgets member `id` at once (a graceful stop).
-    fn leave(&self, id: &str) -> StoreFuture<'_, ()>;
+    /// Forgets `member` at once (a graceful stop), if the entry is its incarnation's.
+    fn leave(&self, member: &Member) -> StoreFuture<'_, ()>;
 }

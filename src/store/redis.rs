@@ -144,13 +144,8 @@ impl RedisStore {
         }
     }
 
-    /// Runs the membership script: `ttl_ms` > 0 announces `id`, 0 lists, < 0 removes.
-    async fn membership(
-        &self,
-        id: &str,
-        address: &str,
-        ttl_ms: i64,
-    ) -> Result<Vec<Member>, StoreError> {
+    /// Runs the membership script: `ttl_ms` > 0 announces `member`, 0 lists, < 0 removes.
+    async fn membership(&self, member: &Member, ttl_ms: i64) -> Result<Vec<Member>, StoreError> {
         // One hash tag for both keys (one slot in a cluster); `#` is in no sku.
         let base = format!("{}:{{#instances}}", self.prefix);
         let mut c = self.conn().await?;
@@ -160,17 +155,30 @@ impl RedisStore {
                     .members
                     .key(format!("{base}:expiry"))
                     .key(format!("{base}:address"))
-                    .arg(id)
-                    .arg(address)
+                    .arg(&member.id)
+                    .arg(&member.incarnation)
+                    .arg(&member.address)
                     .arg(ttl_ms)
                     .invoke_async(&mut c),
             )
             .await?;
+        if flat.first().map(String::as_str) == Some("taken") {
+            return Err(StoreError::Rejected(format!(
+                "instance id `{}` is held by another live instance",
+                member.id
+            )));
+        }
         let mut live: Vec<Member> = flat
+            .get(1..)
+            .unwrap_or_default()
             .chunks_exact(2)
-            .map(|p| Member {
-                id: p[0].clone(),
-                address: p[1].clone(),
+            .map(|p| {
+                let (incarnation, address) = p[1].split_once(' ').unwrap_or(("", &p[1]));
+                Member {
+                    id: p[0].clone(),
+                    address: address.to_owned(),
+                    incarnation: incarnation.to_owned(),
+                }
             })
             .collect();
         live.sort_by(|a, b| a.id.cmp(&b.id));
@@ -846,16 +854,29 @@ impl Store for RedisStore {
     fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
         let member = member.clone();
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        Box::pin(async move { self.membership(&member.id, &member.address, ttl_ms).await })
+        Box::pin(async move { self.membership(&member, ttl_ms).await })
     }
 
     fn members(&self) -> StoreFuture<'_, Vec<Member>> {
-        Box::pin(async move { self.membership("", "", 0).await })
+        Box::pin(async move {
+            let nobody = Member {
+                id: String::new(),
+                address: String::new(),
+                incarnation: String::new(),
+            };
+            self.membership(&nobody, 0).await
+        })
     }
 
-    fn leave(&self, id: &str) -> StoreFuture<'_, ()> {
-        let id = id.to_owned();
-        Box::pin(async move { self.membership(&id, "", -1).await.map(|_| ()) })
+    fn leave(&self, member: &Member) -> StoreFuture<'_, ()> {
+        let member = member.clone();
+        Box::pin(async move {
+            match self.membership(&member, -1).await {
+                // Another incarnation's entry is not ours to remove: nothing to do.
+                Ok(_) | Err(StoreError::Rejected(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

@@ -531,6 +531,7 @@ pub async fn members_come_and_go(store: Arc<dyn Store>) {
     let member = |id: &str, address: &str| Member {
         id: id.to_owned(),
         address: address.to_owned(),
+        incarnation: format!("i-{id}"),
     };
     let ids = |m: &[Member]| m.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
     let a = member("a", "127.0.0.1:1");
@@ -546,7 +547,25 @@ pub async fn members_come_and_go(store: Arc<dyn Store>) {
     store.announce(&moved, TTL).await.expect("renew");
     let live = store.members().await.expect("members");
     assert_eq!(live, vec![moved, member("b", "127.0.0.1:2")]);
-    store.leave("b").await.expect("leave");
+    // Another process announcing a live member's id neither takes over its entry nor,
+    // when it stops, removes it.
+    let impostor = Member {
+        incarnation: "i-other".to_owned(),
+        ..member("b", "127.0.0.1:9")
+    };
+    assert!(matches!(
+        store.announce(&impostor, TTL).await,
+        Err(StoreError::Rejected(_))
+    ));
+    store.leave(&impostor).await.expect("leave");
+    assert_eq!(
+        store.members().await.expect("members")[1].address,
+        "127.0.0.1:2"
+    );
+    store
+        .leave(&member("b", "127.0.0.1:2"))
+        .await
+        .expect("leave");
     assert_eq!(ids(&store.members().await.expect("members")), ["a"]);
     // One that stops renewing is forgotten once its announcement runs out.
     store
