@@ -128,6 +128,11 @@ async fn get_on(sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))
         .expect("request");
+    // A keep-alive connection takes the next request only once it is idle again: hyper
+    // refuses one sent before ("connection was not ready").
+    guarded("the connection to be ready", sender.ready())
+        .await
+        .expect("connection ready");
     let resp = guarded("a TLS request", sender.send_request(req))
         .await
         .expect("response");
