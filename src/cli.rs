@@ -244,15 +244,9 @@ fn check_config(config: Config, path: &std::path::Path) -> ExitCode {
         eprintln!("warning: {w}");
     }
     // Building pools and the store needs a runtime to exist, not to run.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match one_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let _entered = rt.enter();
     match Gateway::build(config) {
@@ -262,12 +256,29 @@ fn check_config(config: Config, path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            match e.is_configuration() {
-                true => ExitCode::from(EXIT_CONFIG),
-                false => ExitCode::FAILURE,
-            }
+            start_failure(&e)
         }
     }
+}
+
+/// The exit code of a gateway that could not start: what check-config refuses, serve
+/// refuses with the same code.
+fn start_failure(e: &crate::gateway::StartError) -> ExitCode {
+    match e.is_configuration() {
+        true => ExitCode::from(EXIT_CONFIG),
+        false => ExitCode::FAILURE,
+    }
+}
+
+/// A current-thread runtime for the short commands; a failure is reported and exits 1.
+fn one_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn config_failure(e: &ConfigError) -> ExitCode {
@@ -294,11 +305,7 @@ fn serve(config: Config) -> ExitCode {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!("{e}");
-                // What check-config refuses, serve refuses with the same code.
-                return match e.is_configuration() {
-                    true => ExitCode::from(EXIT_CONFIG),
-                    false => ExitCode::FAILURE,
-                };
+                return start_failure(&e);
             }
         };
         let token = gateway.shutdown_token();
@@ -328,15 +335,9 @@ fn stock(config: Config, action: StockAction) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match one_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         // Behind the breaker, every call is bounded by store.timeout: a dead Redis is an
