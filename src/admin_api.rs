@@ -3,10 +3,10 @@
 //!
 //! | request | does |
 //! |---|---|
-//! | `GET /admin/sales` | every sale: state, remaining, queued, pending, capacity, drain rate, paused |
+//! | `GET /admin/sales` | every sale: state, remaining, queued, pending, capacity, drain rate (total) and this instance's share, paused |
 //! | `POST /admin/sales/{sku}/pause`, `…/resume` | stops / restarts admission and the drain |
 //! | `POST /admin/sales/{sku}/hold`, `…/release` | holds / restarts the drain alone: admission goes on filling the queue |
-//! | `PUT /admin/sales/{sku}/drain_rate` `{"rate": n}` | changes the drain rate at once |
+//! | `PUT /admin/sales/{sku}/drain_rate` `{"rate": n}` | changes the drain rate at once, for every instance sharing the store |
 //! | `PUT /admin/sales/{sku}/capacity` `{"capacity": n}` | changes the queue capacity (up to `max_capacity`) |
 //! | `PUT /admin/sales/{sku}/stock` `{"units": n}` | sets the stock in the store under a new epoch (releases a held sale) |
 //! | `POST /admin/sales/{sku}/stock/add` `{"units": n}` | adds n units atomically (negative: takes them away), racing with no reservation |
@@ -143,6 +143,15 @@ impl AdminApi {
                 if rate == 0 {
                     return Err(GatewayError::BadRequest("rate must be at least 1"));
                 }
+                // Stored first: the rate is every instance's, and they lease by it.
+                self.ctx
+                    .store
+                    .set_drain_rate(&sale.sku, rate)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(sku = %sale.sku, error = %e, "cannot store the drain rate");
+                        GatewayError::StoreUnavailable
+                    })?;
                 sale.set_drain_rate(rate);
                 Ok(json(StatusCode::OK, &view(&sale)))
             }
@@ -212,6 +221,7 @@ fn view(s: &Sale) -> Value {
         "capacity": s.queue.capacity(),
         "max_capacity": s.queue.max_capacity(),
         "drain_rate": s.drain_rate(),
+        "drain_share": s.drain_share(),
         "paused": s.is_paused(),
         "draining": s.is_draining(),
         "held": s.is_held(),

@@ -44,8 +44,10 @@ pub struct Metrics {
     pub queue_capacity: IntGaugeVec,
     /// Time admitted requests spent queued, by sku.
     pub queue_wait: HistogramVec,
-    /// Configured drain rate per sale (requests per second).
+    /// Drain rate per sale, the total across instances (requests per second).
     pub drain_rate: IntGaugeVec,
+    /// This instance's measured share of each sale's drain rate.
+    pub drain_share: IntGaugeVec,
     /// Requests released by each sale's drain (its rate is the actual drain rate).
     pub drained: IntCounterVec,
     /// Reserve step outcomes by sku.
@@ -219,7 +221,13 @@ impl Metrics {
             drain_rate: gauge(
                 &r,
                 "flashgate_drain_rate_configured",
-                "Configured drain rate, requests per second",
+                "Drain rate, requests per second, the total across the instances sharing the store",
+                &["sku"],
+            ),
+            drain_share: gauge(
+                &r,
+                "flashgate_drain_share",
+                "Requests per second this instance's drain achieved while it had requests queued (its share of the sale's total rate)",
                 &["sku"],
             ),
             drained: counter(

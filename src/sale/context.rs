@@ -133,6 +133,9 @@ impl SaleContext {
             m.drain_rate
                 .with_label_values(&sku)
                 .set(i64::from(s.drain_rate()));
+            m.drain_share
+                .with_label_values(&sku)
+                .set(i64::from(s.drain_share()));
             m.stock
                 .with_label_values(&sku)
                 .set(s.remaining().min(i64::MAX as u64) as i64);

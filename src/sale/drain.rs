@@ -1,12 +1,12 @@
-//! Drain and order workers: per sale, queued requests are released at `drain_rate` per
-//! second (governor's GCRA, bursts of 10 ms worth but at least 2) to at most `workers`
-//! concurrent store steps, in admission order.
+//! Drain and order workers: per sale, queued requests are released at the sale's drain
+//! rate to at most `workers` concurrent store steps, in admission order. The rate is one
+//! budget for every instance sharing the store: the drain leases permits from it (see
+//! [`crate::store::lease`]) only while it has requests queued, so the rate goes where the
+//! queue is.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -15,18 +15,81 @@ use super::outcome::Outcome;
 use super::queue::{Head, QueueItem};
 use super::ticket::TicketStatus;
 use super::Sale;
+use crate::store::lease::{lease_size, LEASE_PERIOD};
 use crate::store::{Reservation, ReserveRequest};
 
 /// The longest a stopping drain waits for an admission to fill its slot in.
-const FILLING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const FILLING_WAIT: Duration = Duration::from_millis(100);
 
-fn limiter(rate: u32) -> DefaultDirectRateLimiter {
-    let per_second = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-    // With a burst of 1 the loop sleeps until the exact next slot, and the timer's lateness
-    // (up to a millisecond) is lost every time: 100/s drained at 90/s. A burst of 2 lets
-    // the loop take a slot while it is still ahead of schedule, so lateness is absorbed.
-    let burst = NonZeroU32::new(rate.div_ceil(100).max(2)).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
+/// How long a share of the rate is measured over before it is reported.
+const SHARE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Permits to release requests with: leased from the store, at most one lease a period.
+struct Pacer {
+    /// Permits in hand.
+    credit: u32,
+    /// No lease before this.
+    next_lease: Instant,
+    /// Since when the queue has been busy, and what was granted since.
+    window: Option<(Instant, u64)>,
+}
+
+impl Pacer {
+    fn new() -> Self {
+        Self {
+            credit: 0,
+            next_lease: Instant::now(),
+            window: None,
+        }
+    }
+
+    /// Asks the store for permits for what is queued. When the store cannot be asked, a
+    /// period's worth of this instance's pace is taken instead: the reserve steps then
+    /// fail fast (or go through, if the store is back) and their requests are answered.
+    async fn lease(&mut self, ctx: &SaleContext, sale: &Sale) {
+        let now = Instant::now();
+        let rate = sale.drain_rate();
+        // Up to the whole budget (two leases), so that a lease taken late takes what
+        // accrued meanwhile; never more than is queued.
+        let queued = u32::try_from(sale.queue.len()).unwrap_or(u32::MAX);
+        let want = queued.clamp(1, lease_size(rate).saturating_mul(2));
+        let (granted, wait) = match ctx.store.lease_drain(&sale.sku, want, rate).await {
+            Ok(lease) => {
+                sale.adopt_drain_rate(lease.rate);
+                (lease.granted, lease.next_in)
+            }
+            Err(e) => {
+                tracing::debug!(sku = %sale.sku, error = %e, "cannot lease drain permits");
+                let pace = match sale.drain_share() {
+                    0 => rate,
+                    share => share,
+                };
+                (lease_size(pace).min(want), Duration::ZERO)
+            }
+        };
+        self.credit = granted;
+        self.next_lease = now + wait.max(LEASE_PERIOD);
+        self.measure(sale, now, granted);
+    }
+
+    /// Reports what the drain achieved over each window of backlog as its share.
+    fn measure(&mut self, sale: &Sale, now: Instant, granted: u32) {
+        let (since, total) = self.window.get_or_insert((now, 0));
+        let elapsed = now.duration_since(*since);
+        if elapsed >= SHARE_WINDOW {
+            sale.set_drain_share((*total as f64 / elapsed.as_secs_f64()).round() as u32);
+            *since = now;
+            *total = 0;
+        }
+        *total += u64::from(granted);
+    }
+
+    /// The queue ran dry: permits in hand lapse (a burst later would exceed the rate) and
+    /// the next backlog is measured afresh.
+    fn idle(&mut self) {
+        self.credit = 0;
+        self.window = None;
+    }
 }
 
 /// Runs one sale's drain until `shutdown`; then refuses what is still queued with
@@ -36,10 +99,10 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
     let mut rate = sale.watch_rate();
     let mut paused = sale.watch_paused();
     let mut draining = sale.watch_draining();
-    let mut bucket = limiter(*rate.borrow_and_update());
-    let clock = DefaultClock::default();
+    let mut pacer = Pacer::new();
     loop {
         if *paused.borrow_and_update() || !*draining.borrow_and_update() {
+            pacer.idle();
             tokio::select! {
                 _ = paused.changed() => continue,
                 _ = draining.changed() => continue,
@@ -49,20 +112,27 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
         // Numbers given back at the head would hold their ring slots until the next item.
         sale.queue.pass_given_back();
         if sale.queue.is_empty() {
+            pacer.idle();
             tokio::select! {
                 () = sale.queue.wait_ready() => {}
                 _ = paused.changed() => {}
-                _ = rate.changed() => bucket = limiter(*rate.borrow_and_update()),
                 () = shutdown.cancelled() => break,
             }
             continue;
         }
-        if let Err(not_until) = bucket.check() {
-            let wait = not_until.wait_time_from(clock.now());
+        if pacer.credit == 0 {
+            if Instant::now() < pacer.next_lease {
+                tokio::select! {
+                    () = tokio::time::sleep_until(pacer.next_lease.into()) => {}
+                    // A new rate is leased by at once.
+                    _ = rate.changed() => pacer.next_lease = Instant::now(),
+                    _ = paused.changed() => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                _ = rate.changed() => bucket = limiter(*rate.borrow_and_update()),
-                _ = paused.changed() => {}
+                () = pacer.lease(&ctx, &sale) => {}
                 () = shutdown.cancelled() => break,
             }
             continue;
@@ -87,6 +157,7 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
                 continue;
             }
         };
+        pacer.credit -= 1;
         ctx.tickets.update(&item.ticket, TicketStatus::Processing);
         if let Some(c) = ctx.counters(&sale.sku) {
             c.drained.inc();

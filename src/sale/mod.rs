@@ -9,7 +9,7 @@ pub mod queue;
 pub mod ticket;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -81,7 +81,11 @@ pub struct Sale {
     stopped: AtomicBool,
     /// Admitted requests not finished yet (queued or being processed).
     pending: AtomicUsize,
+    /// Its total drain rate across the instances sharing the store.
     rate: watch::Sender<u32>,
+    /// What this instance's drain achieved while it had requests queued, per second (0
+    /// until measured): its share of `rate`, which ETAs are reckoned by.
+    share: AtomicU32,
     paused: watch::Sender<bool>,
     draining: watch::Sender<bool>,
 }
@@ -111,6 +115,7 @@ impl Sale {
             stopped: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             rate: watch::Sender::new(q.drain_rate),
+            share: AtomicU32::new(0),
             paused: watch::Sender::new(false),
             draining: watch::Sender::new(true),
         }
@@ -190,7 +195,7 @@ impl Sale {
         (self.pending() as f64) < limit
     }
 
-    /// Queued requests released per second.
+    /// Queued requests released per second, in total across the instances.
     pub fn drain_rate(&self) -> u32 {
         *self.rate.borrow()
     }
@@ -198,6 +203,31 @@ impl Sale {
     /// Changes the drain rate; the drain picks it up at once.
     pub fn set_drain_rate(&self, rate: u32) {
         self.rate.send_replace(rate.max(1));
+    }
+
+    /// Takes the drain rate the store holds, waking the drain only if it changed.
+    pub fn adopt_drain_rate(&self, rate: u32) {
+        let rate = rate.max(1);
+        self.rate
+            .send_if_modified(|r| std::mem::replace(r, rate) != rate);
+    }
+
+    /// This instance's measured share of the drain rate, per second (0: not measured yet).
+    pub fn drain_share(&self) -> u32 {
+        self.share.load(Ordering::Relaxed)
+    }
+
+    /// Records this instance's measured share of the drain rate.
+    pub fn set_drain_share(&self, per_second: u32) {
+        self.share.store(per_second, Ordering::Relaxed);
+    }
+
+    /// The pace this instance releases requests at: its measured share, else the rate.
+    fn pace(&self) -> u64 {
+        match self.drain_share() {
+            0 => u64::from(self.drain_rate().max(1)),
+            share => u64::from(share),
+        }
     }
 
     /// Follows drain-rate changes.
@@ -236,16 +266,17 @@ impl Sale {
         self.draining.subscribe()
     }
 
-    /// Estimated milliseconds until queue position `position` is processed.
+    /// Estimated milliseconds until queue position `position` is processed, at this
+    /// instance's share of the rate (another instance's queue takes the rest).
     pub fn eta_ms(&self, position: u64) -> u64 {
-        position.saturating_mul(1000) / u64::from(self.drain_rate().max(1))
+        position.saturating_mul(1000) / self.pace()
     }
 
     /// Seconds a refused client should wait before retrying: how long the drain takes to
     /// make real room (a tenth of the queue), at least one.
     pub fn retry_after_secs(&self) -> u32 {
         let tenth = (self.queue.capacity() as u64).div_ceil(10);
-        (tenth / u64::from(self.drain_rate().max(1))).clamp(1, 60) as u32
+        (tenth / self.pace()).clamp(1, 60) as u32
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    Claimed, Compensation, Confirmation, Member, Order, OrderState, ReserveReply, ReserveRequest,
-    StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
+    Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, ReserveReply,
+    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::breaker::CircuitBreaker;
 use crate::metrics::Metrics;
@@ -169,6 +169,12 @@ impl Store for Breaker {
     }
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
         self.call("order_state", self.inner.order_state(sku, order_id))
+    }
+    fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
+        self.call("lease_drain", self.inner.lease_drain(sku, want, rate))
+    }
+    fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {
+        self.call("set_drain_rate", self.inner.set_drain_rate(sku, rate))
     }
     fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
         self.call("announce", self.inner.announce(member, ttl))

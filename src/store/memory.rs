@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    Claimed, Compensation, Confirmation, Member, Order, OrderState, Reservation, ReserveReply,
-    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
+    Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Reservation,
+    ReserveReply, ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::local_state::{read_json, write_json, LocalStateError};
 use crate::types::unix_millis;
@@ -23,6 +23,17 @@ pub struct MemoryStore {
     /// Announced members and when each announcement expires (only this process's own,
     /// but the same contract as a shared store's).
     members: Mutex<BTreeMap<String, (Member, Instant)>>,
+    /// Each sale's drain budget: its arrival time (µs since `epoch`) and the rate an
+    /// operator set, apart from the stock so that a drain runs before stock is loaded.
+    drains: Mutex<HashMap<Sku, DrainBudget>>,
+    /// Where the drain budgets' clock starts.
+    epoch: Instant,
+}
+
+#[derive(Default)]
+struct DrainBudget {
+    tat_us: Option<f64>,
+    rate: Option<u32>,
 }
 
 enum TokenRecord {
@@ -133,6 +144,8 @@ impl MemoryStore {
             sales: RwLock::new(HashMap::new()),
             replay_ttl,
             members: Mutex::new(BTreeMap::new()),
+            drains: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
         }
     }
 
@@ -595,6 +608,22 @@ impl Store for MemoryStore {
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
+        ready(Ok(()))
+    }
+
+    fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
+        let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+        let budget = drains.entry(sku.clone()).or_default();
+        let now_us = self.epoch.elapsed().as_micros() as f64;
+        let (lease, tat) =
+            super::lease::grant(budget.tat_us, now_us, budget.rate.unwrap_or(rate), want);
+        budget.tat_us = Some(tat);
+        ready(Ok(lease))
+    }
+
+    fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {
+        let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+        drains.entry(sku.clone()).or_default().rate = Some(rate.max(1));
         ready(Ok(()))
     }
 

@@ -6,6 +6,7 @@
 //! per call costs nothing that matters and keeps `dyn Store` simple to pass around.
 
 pub mod breaker;
+pub mod lease;
 pub mod memory;
 pub mod redis;
 
@@ -19,6 +20,7 @@ use crate::types::{Epoch, OrderId, Sku, Token, UserId};
 
 pub use self::redis::RedisStore;
 pub use breaker::Breaker;
+pub use lease::DrainLease;
 pub use memory::MemoryStore;
 
 /// What a store call returns.
@@ -328,6 +330,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// An order's state, if the store knows the order.
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>>;
+
+    /// Leases up to `want` permits from `sku`'s drain rate, which every instance sharing
+    /// the store draws on (see [`lease`]): the rate an operator set with
+    /// [`set_drain_rate`](Self::set_drain_rate), else `rate` (the configured one).
+    fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease>;
+
+    /// Sets `sku`'s drain rate for every instance; it replaces the configured rate until
+    /// set again.
+    fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()>;
 
     /// Succeeds when the store answers (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;

@@ -10,6 +10,8 @@
 //! | `{prefix}:{sku}:buyers` | hash: user → units held |
 //! | `{prefix}:{sku}:order:<id>` | hash: the order and its state; expires `replay_ttl` after it settles |
 //! | `{prefix}:{sku}:outbox` | stream of reserved, undelivered orders |
+//! | `{prefix}:{sku}:drain` | the drain budget's arrival time (µs, store clock); expires when spent |
+//! | `{prefix}:{sku}:drain_rate` | the drain rate an operator set for every instance |
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,8 +24,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind, Value};
 
 use super::{
-    Claimed, Compensation, Confirmation, Member, Order, OrderState, Reservation, ReserveReply,
-    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
+    Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Reservation,
+    ReserveReply, ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
 };
 use crate::config::{redact_url, StoreConfig};
 use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
@@ -60,6 +62,7 @@ struct Scripts {
     mark_lost: Script,
     reap: Script,
     members: Script,
+    lease_drain: Script,
 }
 
 /// One sale's key names.
@@ -90,6 +93,12 @@ impl Keys {
     }
     fn outbox(&self) -> String {
         format!("{}:outbox", self.base)
+    }
+    fn drain(&self) -> String {
+        format!("{}:drain", self.base)
+    }
+    fn drain_rate(&self) -> String {
+        format!("{}:drain_rate", self.base)
     }
 }
 
@@ -134,6 +143,7 @@ impl RedisStore {
                 mark_lost: Script::new(include_str!("lua/mark_lost.lua")),
                 reap: Script::new(include_str!("lua/reap.lua")),
                 members: Script::new(include_str!("lua/members.lua")),
+                lease_drain: Script::new(include_str!("lua/lease_drain.lua")),
             },
         })
     }
@@ -848,6 +858,39 @@ impl Store for RedisStore {
                 Some("no_stock") => return Err(StoreError::UnknownSale(sku)),
                 _ => Compensation::Unknown,
             })
+        })
+    }
+
+    fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
+        let k = self.keys(sku);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let (granted, rate, next_in_us): (u32, u32, u64) = self
+                .exec(
+                    self.scripts
+                        .lease_drain
+                        .key(k.drain())
+                        .key(k.drain_rate())
+                        .arg(want)
+                        .arg(rate)
+                        .arg(super::lease::LEASE_PERIOD.as_micros() as u64)
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            Ok(DrainLease {
+                granted,
+                rate,
+                next_in: Duration::from_micros(next_in_us),
+            })
+        })
+    }
+
+    fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {
+        let k = self.keys(sku);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            self.exec(c.set::<_, _, ()>(k.drain_rate(), rate.max(1)))
+                .await
         })
     }
 

@@ -22,7 +22,8 @@ macro_rules! store_suite {
             add_stock_is_atomic_and_bounded,
             replays_answer_the_orders_state_now,
             a_confirm_after_compensation_is_a_conflict,
-            members_come_and_go
+            members_come_and_go,
+            the_drain_rate_is_one_budget
         );
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -583,4 +584,46 @@ pub async fn members_come_and_go(store: Arc<dyn Store>) {
     })
     .await;
     assert!(forgotten.is_ok(), "an expired member is still listed");
+}
+
+/// A sale's drain rate is one budget: leases never grant more than two leases' worth
+/// plus the rate over the time they span, whoever asks; a rate set in the store wins over
+/// the configured one.
+pub async fn the_drain_rate_is_one_budget(store: Arc<dyn Store>) {
+    let sku = Sku::new("budget");
+    let started = std::time::Instant::now();
+    let first = store.lease_drain(&sku, 1000, 1000).await.expect("lease");
+    assert_eq!(
+        (first.granted, first.rate),
+        (40, 1000),
+        "a fresh budget: 40 ms worth"
+    );
+    // Two "instances" ask as fast as they can: what they get is bounded by the clock.
+    let mut total = u64::from(first.granted);
+    for _ in 0..100 {
+        for want in [20, 7] {
+            total += u64::from(
+                store
+                    .lease_drain(&sku, want, 1000)
+                    .await
+                    .expect("lease")
+                    .granted,
+            );
+        }
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    assert!(
+        total <= 40 + elapsed_ms + 1,
+        "{total} permits in {elapsed_ms} ms at 1000/s"
+    );
+    // An instance asking for less than a lease takes only that.
+    let small = Sku::new("budget-small");
+    let l = store.lease_drain(&small, 3, 1000).await.expect("lease");
+    assert_eq!((l.granted, l.next_in), (3, Duration::ZERO));
+    // The operator's rate is every instance's, whatever each has configured.
+    let set = Sku::new("budget-set");
+    store.set_drain_rate(&set, 50).await.expect("set rate");
+    let l = store.lease_drain(&set, 100, 1000).await.expect("lease");
+    assert_eq!((l.granted, l.rate), (2, 50));
+    assert!(l.next_in > Duration::ZERO && l.next_in <= Duration::from_millis(20));
 }
