@@ -2,8 +2,8 @@
 //! every `cluster.heartbeat`, and the store forgets an instance whose announcement has not
 //! been renewed for `cluster.member_ttl`. What the other instances are is read from there.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +19,8 @@ pub struct Membership {
     metrics: Arc<Metrics>,
     heartbeat: Duration,
     ttl: Duration,
+    /// The live instances' deliverers as the last announcement found them, and when.
+    view: RwLock<Option<(Instant, Vec<String>)>>,
 }
 
 impl Membership {
@@ -52,12 +54,33 @@ impl Membership {
             metrics,
             heartbeat: cfg.heartbeat,
             ttl: cfg.member_ttl,
+            view: RwLock::new(None),
         }
     }
 
     /// This instance.
     pub fn me(&self) -> &Member {
         &self.me
+    }
+
+    /// How often this instance announces itself.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// How long an instance may go without announcing itself before it counts as gone.
+    pub fn member_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The deliverers of the live instances, if this instance's view of them is younger
+    /// than `member_ttl`. An older view could miss an instance started since (and its
+    /// orders would be taken from it): with none, nothing is taken over.
+    pub fn live_consumers(&self) -> Option<Vec<String>> {
+        let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
+        view.as_ref()
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, live)| live.clone())
     }
 
     /// The live instances, as the store has them now.
@@ -77,8 +100,13 @@ impl Membership {
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => break,
             }
+            let asked = Instant::now();
             match self.store.announce(&self.me, self.ttl).await {
                 Ok(live) => {
+                    // Dated when asked: the store's list is at least that fresh.
+                    let consumers = live.iter().map(Member::consumer).collect();
+                    *self.view.write().unwrap_or_else(PoisonError::into_inner) =
+                        Some((asked, consumers));
                     if !announced {
                         tracing::info!(id = %self.me.id, address = %self.me.address,
                             instances = live.len(), "announced in the store");

@@ -208,10 +208,11 @@ async fn sigkill_mid_delivery_then_restart_delivers_everything() {
     let dir = std::env::temp_dir().join(format!("flashgate-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = dir.join("gw.toml");
-    // Orders are taken over once idle past claim_idle, which must outlast a POST and a
-    // confirm: short timeouts keep the takeover quick.
+    // The dead gateway's orders are taken over once its announcement runs out
+    // (member_ttl), not after claim_idle: an hour here, so only that path can pass.
     let text = format!(
-        "{}[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"300ms\"\n[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 20\n{FAST_RETRY}claim_idle = \"700ms\"\n",
+        "{}[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"300ms\"\n[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 20\n\
+         [cluster]\nheartbeat = \"50ms\"\nmember_ttl = \"400ms\"\n{FAST_RETRY}claim_idle = \"1h\"\n",
         config_text(&up.url(), "").replace("timeout = \"5s\"", "timeout = \"300ms\""),
         redis.url()
     );

@@ -312,3 +312,52 @@ fn pending_count(server: &RedisServer, stream: &str) -> i64 {
         .parse()
         .expect("pending count")
 }
+
+/// Orders of a deliverer whose instance is gone from the list are taken over at once;
+/// a live one's, or one touched within the idle bound, are not.
+#[tokio::test]
+async fn orders_of_a_gone_instance_are_taken_over_at_once() {
+    let server = RedisServer::start();
+    let (store, sku) = sale_with_orders(&server, "gone", 10, 3).await;
+    let long = Duration::from_secs(3600);
+    assert!(store
+        .take_over(&sku, "b/2", &[], Duration::ZERO)
+        .await
+        .expect("no group yet")
+        .is_empty());
+    let held = store.claim(&sku, "a/1", 10, long).await.expect("claim");
+    let mut ids: Vec<_> = held.orders.iter().map(|o| o.order_id).collect();
+    ids.sort();
+    let live = ["a/1".to_owned(), "b/2".to_owned()];
+    assert!(store
+        .take_over(&sku, "b/2", &live, Duration::ZERO)
+        .await
+        .expect("take over")
+        .is_empty());
+    // Gone, but touched within the bound: still a's.
+    assert!(store
+        .take_over(&sku, "b/2", &live[1..], long)
+        .await
+        .expect("take over")
+        .is_empty());
+    let mut taken = store
+        .take_over(&sku, "b/2", &live[1..], Duration::ZERO)
+        .await
+        .expect("take over");
+    taken.sort();
+    assert_eq!(taken, ids);
+    // b reads them as its own; a can no longer settle them.
+    assert_eq!(
+        store
+            .claim(&sku, "b/2", 10, long)
+            .await
+            .expect("claim")
+            .orders
+            .len(),
+        3
+    );
+    assert_eq!(
+        store.confirm(&sku, &ids[0], "a/1").await.expect("confirm"),
+        Confirmation::NotOwner
+    );
+}

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeliveryConfig, UpstreamConfig};
 use crate::http::{Pool, UpstreamError, UpstreamTarget};
+use crate::membership::Membership;
 use crate::sale::context::SaleContext;
 use crate::sale::outcome::Outcome;
 use crate::sale::Sale;
@@ -57,9 +58,12 @@ pub struct Settings {
     breaker_cooldown: Duration,
     timeout: Duration,
     shutdown_timeout: Duration,
-    /// This deliverer's name in the store's consumer group: unique per process.
+    /// This deliverer's name in the store's consumer group: its instance's
+    /// (see [`crate::store::Member::consumer`]).
     consumer: String,
     claim_idle: Duration,
+    /// How long the deliverer sleeps with nothing to do.
+    idle_wake: Duration,
     /// Signs each delivery when `delivery.signing_secret` is set.
     signer: Option<crate::signature::Signer>,
 }
@@ -92,12 +96,9 @@ impl Settings {
             retry_max: delivery.retry_max,
             breaker_threshold: delivery.breaker_threshold,
             breaker_cooldown: delivery.breaker_cooldown,
-            consumer: format!(
-                "{}-{}",
-                std::process::id(),
-                &crate::types::OrderId::random().as_str()[..8]
-            ),
+            consumer: String::new(),
             claim_idle: delivery.claim_idle,
+            idle_wake: delivery.claim_idle,
             signer: crate::signature::Signer::new(&delivery.signing_secret),
             timeout: upstream.timeout,
             shutdown_timeout,
@@ -165,6 +166,10 @@ struct State {
     /// Orders with an attempt of unknown outcome, or taken over from another deliverer:
     /// only a refusal from the backend compensates them.
     ambiguous: HashSet<OrderId>,
+    /// The instances sharing the store: gone ones' orders are taken over.
+    membership: Arc<Membership>,
+    /// When orders of gone instances were last looked for.
+    looked_for_orphans: Option<Instant>,
 }
 
 /// What settling an order did to it.
@@ -188,7 +193,16 @@ struct Round {
 /// Delivers until `shutdown`, then keeps delivering what is left for up to
 /// `server.shutdown_timeout` (the round in flight included): the memory store keeps what is
 /// still undelivered after that for the next start.
-pub async fn run(ctx: Arc<SaleContext>, settings: Settings, shutdown: CancellationToken) {
+pub async fn run(
+    ctx: Arc<SaleContext>,
+    mut settings: Settings,
+    membership: Arc<Membership>,
+    shutdown: CancellationToken,
+) {
+    settings.consumer = membership.me().consumer();
+    // With nothing to deliver, wake at least every heartbeat: an instance that stopped
+    // announcing itself meanwhile leaves orders to take over.
+    settings.idle_wake = settings.claim_idle.min(membership.heartbeat());
     let settings = Arc::new(settings);
     let mut state = State {
         backoff: Backoff::new(settings.retry_base, settings.retry_max),
@@ -199,6 +213,8 @@ pub async fn run(ctx: Arc<SaleContext>, settings: Settings, shutdown: Cancellati
         )),
         acked: HashSet::new(),
         ambiguous: HashSet::new(),
+        membership,
+        looked_for_orphans: None,
     };
     // Whatever a round is doing when the stop comes, it ends by this deadline.
     let out_of_time = async {
@@ -218,7 +234,7 @@ pub async fn run(ctx: Arc<SaleContext>, settings: Settings, shutdown: Cancellati
             }
             tokio::select! {
                 () = ctx.outbox_ready.notified() => {}
-                () = sleep_until_due(&state, r.waiting, settings.claim_idle) => {}
+                () = sleep_until_due(&state, r.waiting, settings.idle_wake) => {}
                 () = shutdown.cancelled() => {}
             }
         }
@@ -228,7 +244,7 @@ pub async fn run(ctx: Arc<SaleContext>, settings: Settings, shutdown: Cancellati
                 return;
             }
             if r.settled == 0 {
-                sleep_until_due(&state, r.waiting, settings.claim_idle).await;
+                sleep_until_due(&state, r.waiting, settings.idle_wake).await;
             }
         }
     };
@@ -252,6 +268,33 @@ async fn sleep_until_due(state: &State, waiting: usize, claim_idle: Duration) {
     tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
 }
 
+/// Takes over `sale`'s orders held by deliverers not in `live`: they are read with this
+/// round's claim, as orders of unknown fate.
+async fn take_over(
+    ctx: &SaleContext,
+    sale: &Sale,
+    settings: &Settings,
+    state: &mut State,
+    live: &[String],
+) {
+    // Idle for a member TTL: an order touched since the view was taken is its owner's.
+    let min_idle = state.membership.member_ttl();
+    match ctx
+        .store
+        .take_over(&sale.sku, &settings.consumer, live, min_idle)
+        .await
+    {
+        Ok(ids) if ids.is_empty() => {}
+        Ok(ids) => {
+            tracing::info!(sku = %sale.sku, orders = ids.len(),
+                "took over the orders of an instance that is gone");
+            state.ambiguous.extend(ids);
+        }
+        // The breaker logs the store's trouble; the next heartbeat looks again.
+        Err(e) => tracing::debug!(sku = %sale.sku, error = %e, "cannot take over orders"),
+    }
+}
+
 /// One pass over every sale's outbox.
 async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut State) -> Round {
     let mut r = Round::default();
@@ -259,7 +302,22 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
     // Whether every order this deliverer holds was read this round: only then may it
     // forget what it remembers of orders it did not see.
     let mut complete = true;
+    // Once a heartbeat, orders held by instances gone from the store's list are taken over.
+    let live = if state
+        .looked_for_orphans
+        .is_none_or(|at| at.elapsed() >= state.membership.heartbeat())
+    {
+        state.membership.live_consumers()
+    } else {
+        None
+    };
+    if live.is_some() {
+        state.looked_for_orphans = Some(Instant::now());
+    }
     for sale in ctx.sales.iter() {
+        if let Some(live) = &live {
+            take_over(ctx, sale, settings, state, live).await;
+        }
         // Read past the orders that are backing off so newer ones are not starved.
         let window = settings.max_in_flight.saturating_mul(8);
         let claimed = ctx

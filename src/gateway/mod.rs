@@ -301,7 +301,12 @@ impl Built {
                 shutdown.clone(),
             )),
         ];
-        tasks.extend(tasks::start_sale_tasks(&ctx, delivery, &shutdown));
+        tasks.extend(tasks::start_sale_tasks(
+            &ctx,
+            delivery,
+            &membership,
+            &shutdown,
+        ));
         tasks.push(tokio::spawn(membership.run(shutdown.clone())));
         tasks.extend(loading);
         tasks.push(tokio::spawn(tasks::reload_on_hangup(

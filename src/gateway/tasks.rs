@@ -21,6 +21,7 @@ const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
 pub(crate) fn start_sale_tasks(
     ctx: &Arc<SaleContext>,
     delivery: Option<crate::delivery::Settings>,
+    membership: &Arc<crate::membership::Membership>,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks: Vec<JoinHandle<()>> = ctx
@@ -38,6 +39,7 @@ pub(crate) fn start_sale_tasks(
         tasks.push(tokio::spawn(crate::delivery::run(
             ctx.clone(),
             settings,
+            membership.clone(),
             shutdown.clone(),
         )));
     }

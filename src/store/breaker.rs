@@ -170,6 +170,18 @@ impl Store for Breaker {
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
         self.call("order_state", self.inner.order_state(sku, order_id))
     }
+    fn take_over(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        live: &[String],
+        min_idle: Duration,
+    ) -> StoreFuture<'_, Vec<OrderId>> {
+        self.call(
+            "take_over",
+            self.inner.take_over(sku, consumer, live, min_idle),
+        )
+    }
     fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
         self.call("lease_drain", self.inner.lease_drain(sku, want, rate))
     }

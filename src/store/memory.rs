@@ -611,6 +611,17 @@ impl Store for MemoryStore {
         ready(Ok(()))
     }
 
+    fn take_over(
+        &self,
+        _sku: &Sku,
+        _consumer: &str,
+        _live: &[String],
+        _min_idle: Duration,
+    ) -> StoreFuture<'_, Vec<OrderId>> {
+        // One process, one deliverer: nobody else's orders to take.
+        ready(Ok(Vec::new()))
+    }
+
     fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
         let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
         let budget = drains.entry(sku.clone()).or_default();

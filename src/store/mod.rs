@@ -227,6 +227,13 @@ pub struct Member {
     pub incarnation: String,
 }
 
+impl Member {
+    /// Its deliverer's name in the store: one per process, and naming its instance.
+    pub fn consumer(&self) -> String {
+        format!("{}/{}", self.id, self.incarnation)
+    }
+}
+
 /// What a compensation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compensation {
@@ -302,6 +309,18 @@ pub trait Store: Send + Sync + 'static {
         max: usize,
         claim_idle: Duration,
     ) -> StoreFuture<'_, Claimed>;
+
+    /// Moves to deliverer `consumer` the orders of `sku` held by deliverers not in `live`
+    /// (their instances have left or stopped announcing themselves) and idle for at least
+    /// `min_idle`; returns their ids. What the gone deliverer did with them is unknown.
+    /// A store with one deliverer has nothing to take over.
+    fn take_over(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        live: &[String],
+        min_idle: Duration,
+    ) -> StoreFuture<'_, Vec<OrderId>>;
 
     /// Renews deliverer `consumer`'s hold on `orders` just before it POSTs them, so no
     /// other deliverer takes them over while the POST is in flight; returns those it

@@ -500,6 +500,9 @@ fn reserve_reply(reply: &[Value], sku: &Sku) -> Result<ReserveReply, StoreError>
 /// Most pages of a deliverer's own pending entries read in one claim.
 const MAX_PAGES: usize = 64;
 
+/// Most orders taken over from one gone deliverer per call; the rest go next round.
+const TAKE_OVER_BATCH: usize = 1000;
+
 /// The consumer group of gateway deliverers on every outbox stream.
 const DELIVERERS: &str = "flashgate-deliverers";
 
@@ -858,6 +861,91 @@ impl Store for RedisStore {
                 Some("no_stock") => return Err(StoreError::UnknownSale(sku)),
                 _ => Compensation::Unknown,
             })
+        })
+    }
+
+    fn take_over(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        live: &[String],
+        min_idle: Duration,
+    ) -> StoreFuture<'_, Vec<OrderId>> {
+        let stream = self.keys(sku).outbox();
+        let (consumer, live) = (consumer.to_owned(), live.to_vec());
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let min_idle_ms = min_idle.as_millis().min(u128::from(u64::MAX)) as u64;
+            // The summary names every deliverer holding orders; no group, nothing held.
+            let summary: Value = match self
+                .exec(
+                    redis::cmd("XPENDING")
+                        .arg(&stream)
+                        .arg(DELIVERERS)
+                        .query_async(&mut c),
+                )
+                .await
+            {
+                Ok(v) => v,
+                // No deliverer has read this outbox yet: nobody's orders to take.
+                Err(StoreError::Rejected(e) | StoreError::Unavailable(e))
+                    if e.contains("NOGROUP") =>
+                {
+                    return Ok(Vec::new())
+                }
+                Err(e) => return Err(e),
+            };
+            let gone: Vec<String> = items(&summary)
+                .get(3)
+                .map(items)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|pair| text(items(pair).first()?))
+                .filter(|name| *name != consumer && !live.contains(name))
+                .collect();
+            let mut taken = Vec::new();
+            for name in gone {
+                let pending: Value = self
+                    .exec(
+                        redis::cmd("XPENDING")
+                            .arg(&stream)
+                            .arg(DELIVERERS)
+                            .arg("IDLE")
+                            .arg(min_idle_ms)
+                            .arg("-")
+                            .arg("+")
+                            .arg(TAKE_OVER_BATCH)
+                            .arg(&name)
+                            .query_async(&mut c),
+                    )
+                    .await?;
+                let ids: Vec<String> = items(&pending)
+                    .iter()
+                    .filter_map(|e| text(items(e).first()?))
+                    .collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                // XCLAIM checks the idle time again, atomically: an order its deliverer
+                // touched meanwhile stays with it.
+                let claimed: Value = self
+                    .exec(
+                        redis::cmd("XCLAIM")
+                            .arg(&stream)
+                            .arg(DELIVERERS)
+                            .arg(&consumer)
+                            .arg(min_idle_ms)
+                            .arg(&ids)
+                            .query_async(&mut c),
+                    )
+                    .await?;
+                taken.extend(
+                    entries_of(&claimed)
+                        .iter()
+                        .filter_map(|(_, f)| f.get("order_id").and_then(|id| OrderId::parse(id))),
+                );
+            }
+            Ok(taken)
         })
     }
 
