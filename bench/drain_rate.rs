@@ -6,12 +6,12 @@
 //!
 //! Under `cargo test` (no `--bench` argument) it runs a one-second smoke check instead.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use flashgate::config::Config;
 use flashgate::gateway::Gateway;
 use flashgate::sale::queue::QueueItem;
-use flashgate::types::{TicketId, UserId};
+use flashgate::types::{unix_millis, TicketId, UserId};
 use tokio_util::sync::CancellationToken;
 
 #[path = "env.rs"]
@@ -44,10 +44,8 @@ async fn main() {
     sale.set_draining(false);
     for i in 0..queued {
         let user = UserId::parse(&format!("u{i}")).expect("user");
-        let token = store
-            .issue_token(&sale.sku, &user, Duration::from_secs(600))
-            .await
-            .expect("token");
+        let expires = unix_millis(SystemTime::now()) + 600_000;
+        let token = ctx.tokens.issue(&sale.sku, &user, expires);
         let seq = sale.queue.reserve().expect("room");
         sale.begin();
         sale.queue.push(QueueItem {

@@ -5,7 +5,7 @@
 //! or below, and no modules (or files) import each other in a circle; `tests/architecture.rs`
 //! holds the code to this table.
 //! - L0 foundations: [`types`], [`error`], [`metrics`], [`ratelimit`], [`signal`], [`path`],
-//!   [`signature`], [`trusted_proxies`], [`breaker`]
+//!   [`signature`], [`trusted_proxies`], [`breaker`], [`token`] (signed sale tokens)
 //! - L1 config and HTTP plumbing that knows nothing of sales: [`config`], [`http`] (the
 //!   listeners, the upstream pool, bodies, the gateway's own answers)
 //! - L2 components: [`store`] (the atomic store steps), [`local_state`], [`identity`],
@@ -50,6 +50,7 @@ pub mod sale_api;
 pub(crate) mod signal;
 pub(crate) mod signature;
 pub mod store;
+pub mod token;
 pub(crate) mod trusted_proxies;
 pub mod types;
 

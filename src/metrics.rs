@@ -21,6 +21,7 @@ pub const ADMISSION_OUTCOMES: &[&str] = &[
     "redirected",
     "held",
     "shutting_down",
+    "invalid_token",
 ];
 
 /// Latency buckets from 100 µs to 10 s.

@@ -57,7 +57,7 @@ pub fn parse(
 mod tests {
     use super::*;
 
-    const T: &str = "0123456789abcdef0123456789abcdef";
+    const T: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
     fn the_header_wins_and_the_body_may_carry_token_and_quantity() {

@@ -3,7 +3,8 @@
 //! `GET /sale/tickets/{ticket}`, and the built-in busy page `GET /sale/busy`.
 //!
 //! Every refusal on the order path before the queue is decided here, in process, from
-//! atomics: the store is only touched by token issue and by the order workers.
+//! atomics and the token's signature: the store is only touched by the order workers (at
+//! the drain rate) and by replays of tokens this instance has no answer for.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -25,7 +26,7 @@ use crate::sale::context::SaleContext;
 use crate::sale::outcome::Outcome;
 use crate::sale::ticket::{Ticket, TicketStatus};
 use crate::sale::{Sale, SaleState};
-use crate::types::{TicketId, Token};
+use crate::types::{unix_millis, TicketId, Token};
 
 /// Largest order request body (it carries at most a token and a quantity).
 const ORDER_BODY_LIMIT: usize = 4096;
@@ -156,17 +157,14 @@ impl SaleApi {
         let user = self.ctx.identity.user(headers)?;
         let sale = self.sale(sku)?;
         admission::check_edge(&self.ctx, sale, &user, peer.addr.ip(), SystemTime::now())?;
+        // Signed here, remembered nowhere: the crowd's token requests never reach the store.
         let ttl = self.ctx.token_ttl;
-        match self.ctx.store.issue_token(&sale.sku, &user, ttl).await {
-            Ok(token) => Ok(json(
-                StatusCode::OK,
-                &json!({ "token": token, "expires_in": ttl.as_secs() }),
-            )),
-            Err(e) => {
-                tracing::warn!(%sku, error = %e, "token issue failed");
-                Err(GatewayError::StoreUnavailable)
-            }
-        }
+        let expires = unix_millis(SystemTime::now()).saturating_add(ttl.as_millis() as u64);
+        let token = self.ctx.tokens.issue(&sale.sku, &user, expires);
+        Ok(json(
+            StatusCode::OK,
+            &json!({ "token": token, "expires_in": ttl.as_secs() }),
+        ))
     }
 
     async fn order(
@@ -178,6 +176,19 @@ impl SaleApi {
         let user = self.ctx.identity.user(req.headers())?;
         let sale = self.sale(sku)?.clone();
         let (token, quantity) = read_order(req, sale.per_user_limit, self.body_timeout).await?;
+        let counters = self.ctx.counters(&sale.sku);
+        // Forged, another user's or another sale's: refused here, before any state is read.
+        if self
+            .ctx
+            .tokens
+            .check_binding(&token, &sale.sku, &user)
+            .is_err()
+        {
+            if let Some(c) = counters {
+                c.admission("invalid_token");
+            }
+            return Err(GatewayError::InvalidToken);
+        }
         // A token seen before gets its first answer again, whatever the sale's state now:
         // a double click joins the request already queued, a resubmission after the sale
         // sold out still learns it won.
@@ -194,13 +205,20 @@ impl SaleApi {
                 });
             }
         }
+        // Expired: checked after the ticket book, so that a double click on a token that
+        // expired while queued still joins its request.
+        if token.expires_ms() < unix_millis(SystemTime::now()) {
+            if let Some(c) = counters {
+                c.admission("invalid_token");
+            }
+            return Err(GatewayError::InvalidToken);
+        }
         let decided = Instant::now();
         let decision = admission::admit(&self.ctx, &sale, &user, peer.addr.ip(), SystemTime::now());
         self.ctx
             .metrics
             .admission_seconds
             .observe(decided.elapsed().as_secs_f64());
-        let counters = self.ctx.counters(&sale.sku);
         let count_full = || {
             if let Some(c) = counters {
                 c.admission(match sale.settings.overflow {

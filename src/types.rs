@@ -166,10 +166,87 @@ macro_rules! hex_id {
     };
 }
 
-hex_id!(
-    /// A one-time purchase token, bound to one user and one sale.
-    Token
-);
+/// A one-time purchase token, bound to one user and one sale and signed by the gateway
+/// (see [`crate::token`]): 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token([u8; 64]);
+
+impl Token {
+    /// The token of these 32 bytes.
+    pub fn from_bytes(raw: &[u8; 32]) -> Self {
+        let mut text = [0u8; 64];
+        // Cannot fail: the output is exactly twice the input.
+        let _ = hex::encode_to_slice(raw, &mut text);
+        Self(text)
+    }
+
+    /// Random bytes: a token no signer issued, for tests and benchmarks of what follows
+    /// the edge's check.
+    pub fn random() -> Self {
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        Self::from_bytes(&raw)
+    }
+
+    /// Parses the 64-hex-digit text form; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 64 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut text = [0u8; 64];
+        text.copy_from_slice(b);
+        Some(Self(text))
+    }
+
+    /// Its 32 bytes.
+    pub fn bytes(&self) -> [u8; 32] {
+        let mut raw = [0u8; 32];
+        // Cannot fail: only ever built from 64 hex digits.
+        let _ = hex::decode_to_slice(self.0, &mut raw);
+        raw
+    }
+
+    /// When it expires, milliseconds since the Unix epoch.
+    pub fn expires_ms(&self) -> u64 {
+        let raw = self.bytes();
+        let mut expiry = [0u8; 8];
+        expiry.copy_from_slice(&raw[..8]);
+        u64::from_be_bytes(expiry)
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        // Only ever built from ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({})", self.as_str())
+    }
+}
+
+impl serde::Serialize for Token {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Token {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&s).ok_or_else(|| serde::de::Error::custom("not 64 lowercase hex digits"))
+    }
+}
+
 hex_id!(
     /// An admitted order request's ticket: how its owner follows it.
     TicketId
@@ -250,16 +327,23 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_reject_other_text() {
-        let t = Token::random();
-        assert_eq!(Token::parse(t.as_str()), Some(t));
-        assert_ne!(Token::random(), t);
-        assert!(Token::parse("").is_none());
+        let t = OrderId::random();
+        assert_eq!(OrderId::parse(t.as_str()), Some(t));
+        assert_ne!(OrderId::random(), t);
+        assert!(OrderId::parse("").is_none());
         assert!(
-            Token::parse(&"A".repeat(32)).is_none(),
+            OrderId::parse(&"A".repeat(32)).is_none(),
             "uppercase is not our form"
         );
-        assert!(Token::parse(&"0".repeat(31)).is_none());
-        assert!(Token::parse(&"é".repeat(16)).is_none());
+        assert!(OrderId::parse(&"0".repeat(31)).is_none());
+        assert!(OrderId::parse(&"é".repeat(16)).is_none());
+        let raw: [u8; 32] = std::array::from_fn(|i| i as u8 * 7);
+        let token = Token::from_bytes(&raw);
+        assert_eq!(Token::parse(token.as_str()), Some(token));
+        assert_eq!(token.bytes(), raw);
+        assert!(Token::parse(&"0".repeat(63)).is_none());
+        assert!(Token::parse(&"F".repeat(64)).is_none());
+        assert!(Token::parse(&"é".repeat(32)).is_none());
     }
 
     #[test]

@@ -64,6 +64,9 @@ fn bad_values_are_refused_naming_the_key() {
         // a TTL of centuries overflowed the clock.
         ("beat.toml", format!("{UP}[cluster]\nheartbeat = \"1ns\"\nmember_ttl = \"2ns\"\n"), "cluster.heartbeat"),
         ("forever.toml", format!("{UP}[cluster]\nmember_ttl = \"1000years\"\n"), "cluster.member_ttl"),
+        // Instances sharing a store verify each other's tokens: one secret, long enough.
+        ("nosecret.toml", format!("{UP}[store]\nkind = \"redis\"\n"), "cluster.secret"),
+        ("shortsecret.toml", format!("{UP}[cluster]\nsecret = \"short\"\n"), "cluster.secret"),
     ];
     for (name, text, key) in cases {
         let err = refused(name, text, &[]);
@@ -169,7 +172,15 @@ fn unsigned_deliveries_over_the_proxied_upstream_are_warned_of() {
         !printed.contains("hunter2"),
         "the secret is never printed: {printed}"
     );
-    let (err, _) = check("stream.toml", &format!("{UP}[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:9\"\n[delivery]\nmode = \"stream\"\n"));
+    let (_, printed) = check(
+        "tokens.toml",
+        &format!("{UP}[cluster]\nsecret = \"hunter3-hunter3-hunter3\"\n"),
+    );
+    assert!(
+        !printed.contains("hunter3"),
+        "the token secret is never printed: {printed}"
+    );
+    let (err, _) = check("stream.toml", &format!("{UP}[cluster]\nsecret = \"0123456789abcdef\"\n[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:9\"\n[delivery]\nmode = \"stream\"\n"));
     assert!(!err.contains("signing_secret"), "{err}");
 }
 

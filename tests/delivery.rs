@@ -212,7 +212,7 @@ async fn sigkill_mid_delivery_then_restart_delivers_everything() {
     // (member_ttl), not after claim_idle: an hour here, so only that path can pass.
     let text = format!(
         "{}[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"300ms\"\n[limits]\nper_user_rate = 0\n[[sale]]\nsku = \"phone\"\nstock = 20\n\
-         [cluster]\nheartbeat = \"50ms\"\nmember_ttl = \"400ms\"\n{FAST_RETRY}claim_idle = \"1h\"\n",
+         [cluster]\nsecret = \"test-token-secret-0123456789\"\nheartbeat = \"50ms\"\nmember_ttl = \"400ms\"\n{FAST_RETRY}claim_idle = \"1h\"\n",
         config_text(&up.url(), "").replace("timeout = \"5s\"", "timeout = \"300ms\""),
         redis.url()
     );

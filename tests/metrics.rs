@@ -28,13 +28,17 @@ async fn metrics_follow_a_sale() {
     let gw = sale_gateway(&up, "[[sale]]\nsku = \"phone\"\nstock = 1\n").await;
     let (addr, admin) = (gw.public_addr, gw.admin_addr);
     let t = token_for(addr, "phone", "alice").await;
+    let bobs = token_for(addr, "phone", "bob").await;
     assert_eq!(
         order(addr, "phone", "alice", &t).await.status,
         StatusCode::CREATED
     );
-    // Sold out now: bob's order (with any well-formed token) is refused at the edge.
-    let a = order(addr, "phone", "bob", "0123456789abcdef0123456789abcdef").await;
+    // Sold out now: bob's order is refused at the edge.
+    let a = order(addr, "phone", "bob", &bobs).await;
     assert_refused(&a, StatusCode::GONE, "sold_out");
+    // A token nobody signed is refused before anything else, and counted as such.
+    let forged = order(addr, "phone", "bob", &"0123456789abcdef".repeat(4)).await;
+    assert_refused(&forged, StatusCode::UNPROCESSABLE_ENTITY, "invalid_token");
     assert_eq!(send(addr, get("/catalog")).await.status, StatusCode::OK);
 
     let text = guarded("the delivery to be counted", async {
@@ -72,21 +76,21 @@ async fn metrics_follow_a_sale() {
         ),
         (
             "flashgate_requests_total{route=\"sale\",status=\"4xx\"}",
-            1.0,
+            2.0,
         ),
         (
             "flashgate_requests_total{route=\"sale\",status=\"2xx\"}",
-            2.0,
+            3.0,
+        ),
+        (
+            "flashgate_admission_decisions_total{outcome=\"invalid_token\",sku=\"phone\"}",
+            1.0,
         ),
         (
             "flashgate_upstream_response_seconds_count{status=\"2xx\"}",
             1.0,
         ),
         ("flashgate_store_step_seconds_count{step=\"reserve\"}", 1.0),
-        (
-            "flashgate_store_step_seconds_count{step=\"issue_token\"}",
-            1.0,
-        ),
         ("flashgate_circuit_breaker_open{breaker=\"store\"}", 0.0),
         ("flashgate_circuit_breaker_open{breaker=\"backend\"}", 0.0),
         ("flashgate_compensations_total{sku=\"phone\"}", 0.0),
@@ -94,6 +98,8 @@ async fn metrics_follow_a_sale() {
     for (series, want) in expect {
         assert_eq!(value(&text, series), Some(want), "{series}\n{text}");
     }
+    // The token was signed at the edge: no store step issued it.
+    assert!(!text.contains("issue_token"), "{text}");
 }
 
 /// Adversarial review: an order refused as sold out at the edge whose token the user still
@@ -140,7 +146,7 @@ async fn a_replayed_order_is_not_counted_as_a_refusal() {
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(again.json()["order_id"], first.json()["order_id"]);
     let text = scrape(admin).await;
-    for (outcome, want) in [("admitted", 1.0), ("sold_out", 0.0)] {
+    for (outcome, want) in [("admitted", 1.0), ("sold_out", 0.0), ("invalid_token", 0.0)] {
         let series =
             format!("flashgate_admission_decisions_total{{outcome=\"{outcome}\",sku=\"phone\"}}");
         assert_eq!(value(&text, &series), Some(want), "{series}");
@@ -158,9 +164,16 @@ async fn every_decided_order_is_counted_once() {
     )
     .await;
     let (addr, admin) = (gw.public_addr, gw.admin_addr);
+    // The token route refuses a sold-out sale; the gateway's own signer makes one.
+    let (sku, user) = (
+        flashgate::types::Sku::new("phone"),
+        flashgate::types::UserId::parse("hammer").expect("user"),
+    );
+    let expires = flashgate::types::unix_millis(std::time::SystemTime::now()) + 60_000;
+    let token = gw.context().tokens.issue(&sku, &user, expires).to_string();
     let mut answered = 0;
     for _ in 0..6 {
-        let a = order(addr, "phone", "hammer", "0123456789abcdef0123456789abcdef").await;
+        let a = order(addr, "phone", "hammer", &token).await;
         assert!(
             matches!(a.status.as_u16(), 410 | 429),
             "{} {:?}",

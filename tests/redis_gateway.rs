@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 fn redis_config(up: &Upstream, redis: &RedisServer, sale: &str) -> String {
     format!(
-        "{}[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"300ms\"\nbreaker_cooldown = \"200ms\"\nsync_interval = \"50ms\"\n\
+        "{}[cluster]\nsecret = \"test-token-secret-0123456789\"\n[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"300ms\"\nbreaker_cooldown = \"200ms\"\nsync_interval = \"50ms\"\n\
          [queue]\ndrain_rate = 100000\nmax_wait = \"20s\"\n[limits]\nper_user_rate = 0\n{sale}",
         config_text(&up.url(), ""),
         redis.url()
@@ -131,9 +131,11 @@ async fn redis_killed_and_restarted_mid_sale() {
     );
 
     redis.kill();
-    // Sale calls fail fast with 503; passthrough and liveness keep working; not ready.
+    // Tokens are signed without the store; orders fail fast with 503; passthrough and
+    // liveness keep working; not ready.
     for user in ["down1", "down2", "down3", "down4"] {
-        let a = ask_token(addr, "phone", user).await;
+        let t = token_for(addr, "phone", user).await;
+        let a = order(addr, "phone", user, &t).await;
         assert_refused(&a, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
         assert!(a.headers.contains_key("retry-after"));
     }

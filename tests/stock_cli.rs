@@ -35,7 +35,7 @@ fn stock_can_be_loaded_and_read() {
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = config(
         &dir,
-        &format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url()),
+        &format!("[cluster]\nsecret = \"test-token-secret-0123456789\"\n[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url()),
     );
 
     let (code, out, _) = flashgate(&["stock", "--config", &cfg, "list"]);
@@ -88,7 +88,7 @@ fn a_dead_store_is_a_clear_error_not_a_hang() {
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = config(
         &dir,
-        &format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n"),
+        &format!("[cluster]\nsecret = \"test-token-secret-0123456789\"\n[store]\nkind = \"redis\"\nurl = \"{url}\"\n"),
     );
     let (code, _, err) = flashgate(&["stock", "--config", &cfg, "get", "phone"]);
     assert_eq!(code, 1);

@@ -25,10 +25,7 @@ fn store_on(server: &RedisServer) -> RedisStore {
 /// Issues a token for `user` and spends it on one unit; returns the reply's outcome.
 async fn reserve_one(store: &dyn Store, sku: &Sku, user: &str) -> Reservation {
     let u = UserId::parse(user).expect("user");
-    let token = store
-        .issue_token(sku, &u, Duration::from_secs(60))
-        .await
-        .expect("token");
+    let token = store_suite::token_for(sku, &u);
     let req = ReserveRequest {
         sku: sku.clone(),
         user: u,
@@ -251,10 +248,7 @@ async fn a_bad_figure_of_one_sale_leaves_the_other_sales_selling() {
     );
     for i in 0..3 {
         let u = UserId::parse(&format!("u{i}")).expect("user");
-        let t = store
-            .issue_token(&bad, &u, Duration::from_secs(60))
-            .await
-            .expect("token");
+        let t = store_suite::token_for(&bad, &u);
         let r = store
             .reserve(&ReserveRequest {
                 sku: bad.clone(),
@@ -360,4 +354,35 @@ async fn orders_of_a_gone_instance_are_taken_over_at_once() {
         store.confirm(&sku, &ids[0], "a/1").await.expect("confirm"),
         Confirmation::NotOwner
     );
+}
+
+/// A spent token is kept until it expires even when the replay TTL is shorter: it can
+/// never be spent twice.
+#[tokio::test]
+async fn a_spent_token_outlives_a_shorter_replay_ttl() {
+    let server = RedisServer::start();
+    let cfg = StoreConfig {
+        kind: StoreKind::Redis,
+        url: server.url(),
+        ..StoreConfig::default()
+    };
+    let store = RedisStore::new(&cfg, Duration::from_millis(1)).expect("pool");
+    let sku = Sku::new("outlive");
+    store.init_stock(&sku, 5, None).await.expect("init");
+    let u = UserId::parse("alice").expect("user");
+    let token = store_suite::token_for(&sku, &u);
+    let req = ReserveRequest {
+        sku: sku.clone(),
+        user: u,
+        token,
+        quantity: 1,
+        per_user_limit: 1,
+    };
+    assert!(!store.reserve(&req).await.expect("reserve").replayed);
+    let ttl: i64 = server
+        .command(&["PTTL", &format!("flashgate:{{outlive}}:tok:{token}")])
+        .trim_start_matches(':')
+        .parse()
+        .expect("a TTL");
+    assert!(ttl > 60_000, "kept {ttl} ms, less than the token's life");
 }

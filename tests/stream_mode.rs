@@ -35,7 +35,7 @@ async fn the_backend_consumes_orders_from_the_stream() {
     let redis = RedisServer::start();
     let up = Upstream::start().await;
     let cfg = format!(
-        "{}[store]\nkind = \"redis\"\nurl = \"{}\"\n[delivery]\nmode = \"stream\"\n[[sale]]\nsku = \"phone\"\nstock = 10\n",
+        "{}[cluster]\nsecret = \"test-token-secret-0123456789\"\n[store]\nkind = \"redis\"\nurl = \"{}\"\n[delivery]\nmode = \"stream\"\n[[sale]]\nsku = \"phone\"\nstock = 10\n",
         config_text(&up.url(), ""),
         redis.url()
     );

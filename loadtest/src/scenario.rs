@@ -354,6 +354,13 @@ impl Scenario {
             store.insert("kind".into(), "redis".into());
             store.insert("url".into(), url.clone().into());
             table.insert("store".into(), store.into());
+            // The instances share one token secret, as a fleet must.
+            let mut cluster = section(&mut table, "cluster");
+            cluster.insert(
+                "secret".into(),
+                format!("flashgate-loadtest-tokens-{}", owned.admin_token).into(),
+            );
+            table.insert("cluster".into(), cluster.into());
         }
         if let Some(at) = opens_at {
             let stamp = time::OffsetDateTime::from(at)

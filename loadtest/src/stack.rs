@@ -112,11 +112,11 @@ impl Stack {
         let dir = std::env::temp_dir().join(format!(
             "flashgate-loadtest-{}-{}",
             std::process::id(),
-            flashgate::types::Token::random()
+            flashgate::types::OrderId::random()
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let backend_stop = CancellationToken::new();
-        let admin_token = flashgate::types::Token::random().to_string();
+        let admin_token = flashgate::types::OrderId::random().to_string();
         // The backend takes only signed deliveries, as a production one should.
         let demo = flashgate::demo::DemoBackend::with_delay(scenario.backend.delay).verifying(
             &crate::scenario::signing_secret(&admin_token),

@@ -92,9 +92,10 @@ mod tests {
         );
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
         let text =
-            format!("{MINIMAL}[store]\nkind = \"redis\"\nurl = \"redis://:hunter2@cache:6379\"\n");
+            format!("{MINIMAL}[store]\nkind = \"redis\"\nurl = \"redis://:hunter2@cache:6379\"\n[cluster]\nsecret = \"hunter3-hunter3-hunter3\"\n");
         let c = Config::from_toml(&text, "t", &[]).expect("valid");
         assert!(!c.to_toml().contains("hunter2"));
+        assert!(!c.to_toml().contains("hunter3"), "nor the token secret");
         let bad = format!("{MINIMAL}[store]\nkind = \"redis\"\nurl = \"http://:hunter2@cache\"\n");
         let err = Config::from_toml(&bad, "t", &[])
             .expect_err("not a redis URL")

@@ -338,6 +338,11 @@ pub struct ClusterConfig {
     /// How long an announcement lasts unrenewed: an instance silent this long is gone.
     #[serde(with = "humantime_serde")]
     pub member_ttl: Duration,
+    /// Signs and verifies sale tokens (HMAC-SHA256); the same on every instance sharing
+    /// the store, and required with one (at least 16 characters). Empty with the memory
+    /// store: a random one per process. Never printed.
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "redacted")]
+    pub secret: String,
 }
 
 impl Default for ClusterConfig {
@@ -347,6 +352,7 @@ impl Default for ClusterConfig {
             advertise: String::new(),
             heartbeat: Duration::from_secs(1),
             member_ttl: Duration::from_secs(5),
+            secret: String::new(),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Config, ConfigError, Overflow};
+use super::{Config, ConfigError, Overflow, StoreKind};
 
 /// Turns a deserialisation error into one that names the dotted key at fault.
 pub(super) fn from_serde_error(e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
@@ -387,8 +387,24 @@ fn check_cluster(c: &Config) -> Result<(), ConfigError> {
             "must be at least twice cluster.heartbeat (one late renewal is not a death)",
         ));
     }
+    // Every instance verifies the tokens the others sign: one secret, set by hand.
+    if c.store.kind != StoreKind::Memory && k.secret.is_empty() {
+        return Err(ConfigError::invalid(
+            "cluster.secret",
+            "is required with a shared store: every instance signs and verifies sale tokens with it",
+        ));
+    }
+    if !k.secret.is_empty() && k.secret.len() < MIN_SECRET_LEN {
+        return Err(ConfigError::invalid(
+            "cluster.secret",
+            format!("must be at least {MIN_SECRET_LEN} characters"),
+        ));
+    }
     Ok(())
 }
+
+/// The shortest `cluster.secret`: 16 characters of a random password are ~96 bits.
+const MIN_SECRET_LEN: usize = 16;
 
 fn check_log(c: &Config) -> Result<(), ConfigError> {
     tracing_subscriber::EnvFilter::builder()
@@ -457,7 +473,7 @@ mod tests {
             "sale.0.stock",
             "stock above 2^53 - 1"
         );
-        let redis = "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\ntimeout = \"1s\"\n";
+        let redis = "[cluster]\nsecret = \"0123456789abcdef\"\n[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\ntimeout = \"1s\"\n";
         for idle in ["0s", "3s", "6s"] {
             assert_eq!(
                 key_of(

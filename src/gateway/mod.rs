@@ -132,6 +132,12 @@ impl Gateway {
         let local = LocalState::open(config.data_dir())?;
         let metrics = Arc::new(Metrics::new());
         let opened = store::open(&config.store, &local, Some(metrics.clone()))?;
+        // Without a configured secret (the memory store: one process) the store's own key
+        // signs tokens, so that they hold across a graceful restart as its state does.
+        let token_secret = match (&opened.memory, config.cluster.secret.as_str()) {
+            (Some(memory), "") => memory.token_secret(),
+            (_, secret) => secret.to_owned(),
+        };
         let ctx = Arc::new(SaleContext::new(ContextParts {
             sales: Sales::new(&config.sales, &config.queue),
             store: opened.store,
@@ -141,6 +147,7 @@ impl Gateway {
             identity: &config.identity,
             limits: &config.limits,
             store_config: &config.store,
+            token_secret: &token_secret,
         }));
         // In stream mode the backend consumes the outbox itself; the gateway only reserves.
         let delivery = (config.delivery.mode == DeliveryMode::Http).then(|| {

@@ -20,6 +20,7 @@ use crate::ratelimit::KeyedLimit;
 use crate::sale::ticket::TicketBook;
 use crate::sale::{Sale, Sales};
 use crate::store::{StockLoad, StockReading, Store, StoreError, Unspent};
+use crate::token::TokenSigner;
 use crate::types::{Epoch, Sku, Token, UserId};
 
 /// Shared state of the sale path.
@@ -38,6 +39,8 @@ pub struct SaleContext {
     pub per_ip: KeyedLimit<IpAddr>,
     /// How long issued tokens stay valid.
     pub token_ttl: Duration,
+    /// Signs the tokens it issues and verifies those it is given.
+    pub tokens: TokenSigner,
     /// How often sales' stock is read back from a shared store; `None` for the memory store.
     pub stock_sync: Option<Duration>,
     /// Woken when an order is reserved, so the deliverer does not wait for its next round.
@@ -71,6 +74,7 @@ impl SaleContext {
             identity,
             limits,
             store_config,
+            token_secret,
         } = parts;
         let counters = sales
             .iter()
@@ -86,6 +90,7 @@ impl SaleContext {
             per_user: KeyedLimit::new(limits.per_user_rate, limits.per_user_burst),
             per_ip: KeyedLimit::new(limits.per_ip_rate, limits.per_ip_burst),
             token_ttl: store_config.token_ttl,
+            tokens: TokenSigner::new(token_secret),
             stock_sync: (store_config.kind == StoreKind::Redis)
                 .then_some(store_config.sync_interval),
             outbox_ready: Notify::new(),
@@ -279,4 +284,6 @@ pub struct ContextParts<'a> {
     pub limits: &'a LimitsConfig,
     /// `[store]`: token lifetime, stock sync, and the store's name in the local state.
     pub store_config: &'a StoreConfig,
+    /// `cluster.secret`: what tokens are signed with.
+    pub token_secret: &'a str,
 }

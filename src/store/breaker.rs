@@ -116,9 +116,6 @@ impl Store for Breaker {
     fn stock(&self, sku: &Sku) -> StoreFuture<'_, StockReading> {
         self.call("stock", self.inner.stock(sku))
     }
-    fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token> {
-        self.call("issue_token", self.inner.issue_token(sku, user, ttl))
-    }
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
         self.call("reserve", self.inner.reserve(req))
     }

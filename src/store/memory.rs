@@ -1,7 +1,7 @@
 //! The in-process store: one mutex per sale, so that each step is atomic without any lock
 //! shared between sales. For one instance and for `flashgate demo`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,6 +28,9 @@ pub struct MemoryStore {
     drains: Mutex<HashMap<Sku, DrainBudget>>,
     /// Where the drain budgets' clock starts.
     epoch: Instant,
+    /// The key this process signs tokens with when `cluster.secret` is empty: part of the
+    /// state a graceful restart keeps, so that tokens issued before it still hold.
+    token_secret: RwLock<String>,
 }
 
 #[derive(Default)]
@@ -36,21 +39,20 @@ struct DrainBudget {
     rate: Option<u32>,
 }
 
-enum TokenRecord {
-    Issued { user: UserId },
-    Spent { user: UserId, outcome: Reservation },
+/// A spent token: who spent it and its first outcome, replayed to every later request.
+struct SpentToken {
+    user: UserId,
+    outcome: Reservation,
 }
 
 struct SaleData {
     stock: u64,
     epoch: Epoch,
     buyers: HashMap<UserId, u32>,
-    tokens: HashMap<Token, (TokenRecord, Instant)>,
-    /// Issued and spent tokens by deadline, oldest first: each kind has one TTL, so each
-    /// queue is in deadline order and expired tokens are dropped in O(1) each. An entry
-    /// whose token was renewed since (issued, then spent) is told apart by its deadline.
-    issued_expiry: VecDeque<(Instant, Token)>,
-    spent_expiry: VecDeque<(Instant, Token)>,
+    /// Spent tokens, each kept until the later of its expiry and the replay TTL.
+    tokens: HashMap<Token, (SpentToken, Instant)>,
+    /// The same tokens by deadline, earliest first.
+    token_expiry: BTreeSet<(Instant, Token)>,
     orders: HashMap<OrderId, (Order, OrderState)>,
     outbox: VecDeque<OrderId>,
     /// Settled orders by the time they are forgotten (after the replay TTL), oldest first.
@@ -67,8 +69,7 @@ impl SaleData {
             epoch,
             buyers: HashMap::new(),
             tokens: HashMap::new(),
-            issued_expiry: VecDeque::new(),
-            spent_expiry: VecDeque::new(),
+            token_expiry: BTreeSet::new(),
             orders: HashMap::new(),
             outbox: VecDeque::new(),
             settled: VecDeque::new(),
@@ -103,25 +104,18 @@ impl SaleData {
                 self.orders.remove(&id);
             }
         }
-        for queue in [&mut self.issued_expiry, &mut self.spent_expiry] {
-            while let Some(&(deadline, token)) = queue.front() {
-                if deadline > now {
-                    break;
-                }
-                queue.pop_front();
-                if self.tokens.get(&token).is_some_and(|(_, d)| *d == deadline) {
-                    self.tokens.remove(&token);
-                }
+        while let Some(&(deadline, token)) = self.token_expiry.first() {
+            if deadline > now {
+                break;
             }
+            self.token_expiry.pop_first();
+            self.tokens.remove(&token);
         }
     }
 
-    fn remember(&mut self, token: Token, record: TokenRecord, deadline: Instant) {
-        let queue = match record {
-            TokenRecord::Issued { .. } => &mut self.issued_expiry,
-            TokenRecord::Spent { .. } => &mut self.spent_expiry,
-        };
-        queue.push_back((deadline, token));
+    /// Records `token` spent until `deadline` (a token is spent once, so never twice).
+    fn remember(&mut self, token: Token, record: SpentToken, deadline: Instant) {
+        self.token_expiry.insert((deadline, token));
         self.tokens.insert(token, (record, deadline));
     }
 }
@@ -146,6 +140,7 @@ impl MemoryStore {
             members: Mutex::new(BTreeMap::new()),
             drains: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            token_secret: RwLock::new(OrderId::random().to_string() + OrderId::random().as_str()),
         }
     }
 
@@ -183,9 +178,27 @@ impl MemoryStore {
         (sale, created)
     }
 
-    /// Tokens (issued or spent) held for a sale: for tests of bounded memory.
+    /// The key tokens are signed with when no `cluster.secret` is set (random, kept across
+    /// a graceful restart with the rest of this store).
+    pub fn token_secret(&self) -> String {
+        self.token_secret
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Spent tokens held for a sale: for tests of bounded memory.
     pub fn token_count(&self, sku: &Sku) -> usize {
         self.sale(sku).map(|s| lock(&s).tokens.len()).unwrap_or(0)
+    }
+
+    /// How long a token spent now is remembered: for replays, and at least until it
+    /// expires (so that it can never be spent twice).
+    fn spent_until(&self, token: &Token, now: Instant) -> Instant {
+        let left = token
+            .expires_ms()
+            .saturating_sub(unix_millis(SystemTime::now()));
+        now + self.replay_ttl.max(Duration::from_millis(left))
     }
 
     fn reserve_now(&self, req: &ReserveRequest) -> Result<ReserveReply, StoreError> {
@@ -193,20 +206,22 @@ impl MemoryStore {
         let mut d = lock(&sale);
         let now = Instant::now();
         d.sweep(now);
-        let user = match d.tokens.get(&req.token) {
-            Some((TokenRecord::Issued { user }, _)) if *user == req.user => user.clone(),
-            Some((TokenRecord::Spent { user, outcome }, _)) if *user == req.user => {
-                return Ok(d.replay_of(outcome));
-            }
-            // Unknown, expired, or someone else's: refused without spending anything.
-            _ => {
-                return Ok(ReserveReply {
-                    outcome: Reservation::InvalidToken,
-                    replayed: false,
-                    state: None,
-                })
-            }
+        let invalid = ReserveReply {
+            outcome: Reservation::InvalidToken,
+            replayed: false,
+            state: None,
         };
+        match d.tokens.get(&req.token) {
+            Some((spent, _)) if spent.user == req.user => return Ok(d.replay_of(&spent.outcome)),
+            // Spent by someone else: refused without spending anything.
+            Some(_) => return Ok(invalid),
+            None => {}
+        }
+        // The edge verified the signature; an expiry passed since (while queued) stands.
+        if req.token.expires_ms() < unix_millis(SystemTime::now()) {
+            return Ok(invalid);
+        }
+        let user = req.user.clone();
         let held = d.buyers.get(&user).copied().unwrap_or(0);
         let mut state = None;
         let outcome = if held.saturating_add(req.quantity) > req.per_user_limit {
@@ -232,11 +247,12 @@ impl MemoryStore {
                 remaining: d.stock,
             }
         };
-        let record = TokenRecord::Spent {
+        let record = SpentToken {
             user,
             outcome: outcome.clone(),
         };
-        d.remember(req.token, record, now + self.replay_ttl);
+        let until = self.spent_until(&req.token, now);
+        d.remember(req.token, record, until);
         Ok(ReserveReply {
             outcome,
             replayed: false,
@@ -251,6 +267,9 @@ impl MemoryStore {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Snapshot {
     sales: Vec<SaleSnapshot>,
+    /// What tokens were signed with (see [`MemoryStore::token_secret`]).
+    #[serde(default)]
+    token_secret: String,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -266,9 +285,11 @@ struct SaleSnapshot {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct TokenSnapshot {
-    token: Token,
+    /// Text, so that a snapshot holding tokens of an older form still loads (they are
+    /// skipped: the gateway no longer accepts them).
+    token: String,
     user: String,
-    /// The outcome, once spent.
+    /// The outcome (`None`: a token issued and unspent, written by older versions).
     outcome: Option<Reservation>,
     /// How much longer it is kept, in milliseconds.
     ttl_ms: u64,
@@ -291,6 +312,7 @@ impl MemoryStore {
         let sales = self.sales.read().unwrap_or_else(PoisonError::into_inner);
         let mut undelivered = 0;
         let snapshot = Snapshot {
+            token_secret: self.token_secret(),
             sales: sales
                 .iter()
                 .map(|(sku, data)| {
@@ -306,19 +328,11 @@ impl MemoryStore {
                         .tokens
                         .iter()
                         .filter(|(_, (_, deadline))| *deadline > now)
-                        .map(|(token, (record, deadline))| {
-                            let (user, outcome) = match record {
-                                TokenRecord::Issued { user } => (user, None),
-                                TokenRecord::Spent { user, outcome } => {
-                                    (user, Some(outcome.clone()))
-                                }
-                            };
-                            TokenSnapshot {
-                                token: *token,
-                                user: user.to_string(),
-                                outcome,
-                                ttl_ms: deadline.duration_since(now).as_millis() as u64,
-                            }
+                        .map(|(token, (spent, deadline))| TokenSnapshot {
+                            token: token.to_string(),
+                            user: spent.user.to_string(),
+                            outcome: Some(spent.outcome.clone()),
+                            ttl_ms: deadline.duration_since(now).as_millis() as u64,
                         })
                         .collect();
                     SaleSnapshot {
@@ -344,6 +358,12 @@ impl MemoryStore {
         let Some(snapshot) = read_json::<Snapshot>(path)? else {
             return Ok(false);
         };
+        if !snapshot.token_secret.is_empty() {
+            *self
+                .token_secret
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = snapshot.token_secret;
+        }
         let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
         for s in snapshot.sales {
             let mut d = SaleData::new(s.stock.min(MAX_STOCK), s.epoch);
@@ -358,19 +378,15 @@ impl MemoryStore {
                 d.orders
                     .insert(order.order_id, (order, OrderState::Reserved));
             }
-            // Oldest deadline first, as the expiry queues expect.
-            let mut tokens = s.tokens;
-            tokens.sort_by_key(|t| t.ttl_ms);
             let now = Instant::now();
-            for t in tokens {
-                let Some(user) = UserId::parse(&t.user) else {
+            for t in s.tokens {
+                let (Some(token), Some(user), Some(outcome)) =
+                    (Token::parse(&t.token), UserId::parse(&t.user), t.outcome)
+                else {
                     continue;
                 };
-                let record = match t.outcome {
-                    Some(outcome) => TokenRecord::Spent { user, outcome },
-                    None => TokenRecord::Issued { user },
-                };
-                d.remember(t.token, record, now + Duration::from_millis(t.ttl_ms));
+                let record = SpentToken { user, outcome };
+                d.remember(token, record, now + Duration::from_millis(t.ttl_ms));
             }
             sales.insert(Sku::new(&s.sku), Arc::new(Mutex::new(d)));
         }
@@ -458,43 +474,29 @@ impl Store for MemoryStore {
         user: &UserId,
         unspent: Unspent,
     ) -> StoreFuture<'_, Option<ReserveReply>> {
-        let replay_ttl = self.replay_ttl;
         ready(self.sale(sku).map(|sale| {
             let mut d = lock(&sale);
             let now = Instant::now();
             d.sweep(now);
             match d.tokens.get(token) {
-                Some((TokenRecord::Spent { user: u, outcome }, _)) if u == user => {
-                    Some(d.replay_of(outcome))
-                }
-                Some((TokenRecord::Issued { user: u }, _))
-                    if u == user && unspent == Unspent::SpendAsSoldOut =>
-                {
+                Some((spent, _)) if spent.user == *user => Some(d.replay_of(&spent.outcome)),
+                Some(_) => None,
+                None if unspent == Unspent::SpendAsSoldOut => {
                     let outcome = Reservation::SoldOut { remaining: d.stock };
-                    let record = TokenRecord::Spent {
+                    let record = SpentToken {
                         user: user.clone(),
                         outcome: outcome.clone(),
                     };
-                    d.remember(*token, record, now + replay_ttl);
+                    let until = self.spent_until(token, now);
+                    d.remember(*token, record, until);
                     Some(ReserveReply {
                         outcome,
                         replayed: false,
                         state: None,
                     })
                 }
-                _ => None,
+                None => None,
             }
-        }))
-    }
-
-    fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token> {
-        ready(self.sale(sku).map(|sale| {
-            let mut d = lock(&sale);
-            let now = Instant::now();
-            d.sweep(now);
-            let token = Token::random();
-            d.remember(token, TokenRecord::Issued { user: user.clone() }, now + ttl);
-            token
         }))
     }
 

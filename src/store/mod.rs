@@ -279,11 +279,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stock left for a sale, with its epoch.
     fn stock(&self, sku: &Sku) -> StoreFuture<'_, StockReading>;
 
-    /// Issues a one-time token for `user` in `sku`, valid for `ttl`.
-    fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token>;
-
-    /// Spends a token: checks it, checks the user's limit, decrements stock only if enough
-    /// remains, records the order in the outbox — all or nothing.
+    /// Spends a token: a token spent before replays its first outcome (another user's is
+    /// invalid, as is one past its expiry); else checks the user's limit, decrements stock
+    /// only if enough remains, records the order in the outbox and the token spent (until
+    /// the later of its expiry and the replay TTL) — all or nothing. The token's signature
+    /// was checked at the edge ([`crate::token`]): the store never sees a forged one.
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply>;
 
     /// A spent token's recorded outcome; a token `user` holds unspent is left so or spent

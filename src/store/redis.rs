@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `{prefix}:{sku}:stock` | units left |
 //! | `{prefix}:{sku}:epoch` | which loading of the stock this is (`init-…` or `load-…`) |
-//! | `{prefix}:{sku}:tok:<token>` | hash: user, issued/spent, and the first outcome for replays |
+//! | `{prefix}:{sku}:tok:<token>` | hash: the user who spent it and its first outcome, for replays; kept until the later of its expiry and `replay_ttl` |
 //! | `{prefix}:{sku}:buyers` | hash: user → units held |
 //! | `{prefix}:{sku}:order:<id>` | hash: the order and its state; expires `replay_ttl` after it settles |
 //! | `{prefix}:{sku}:outbox` | stream of reserved, undelivered orders |
@@ -52,7 +52,6 @@ pub struct RedisStore {
 struct Scripts {
     reserve: Script,
     replay: Script,
-    issue_token: Script,
     confirm: Script,
     compensate: Script,
     load_stock: Script,
@@ -133,7 +132,6 @@ impl RedisStore {
             scripts: Scripts {
                 reserve: Script::new(include_str!("lua/reserve.lua")),
                 replay: Script::new(include_str!("lua/replay.lua")),
-                issue_token: Script::new(include_str!("lua/issue_token.lua")),
                 confirm: Script::new(include_str!("lua/confirm.lua")),
                 compensate: Script::new(include_str!("lua/compensate.lua")),
                 load_stock: Script::new(include_str!("lua/load_stock.lua")),
@@ -267,6 +265,7 @@ impl RedisStore {
                     .arg(self.replay_ttl_ms())
                     .arg(req.sku.as_str())
                     .arg(k.order_prefix())
+                    .arg(req.token.expires_ms())
                     .invoke_async(&mut c),
             )
             .await?;
@@ -686,31 +685,6 @@ impl Store for RedisStore {
         })
     }
 
-    fn issue_token(&self, sku: &Sku, user: &UserId, ttl: Duration) -> StoreFuture<'_, Token> {
-        let k = self.keys(sku);
-        let (sku, user) = (sku.clone(), user.clone());
-        Box::pin(async move {
-            let token = Token::random();
-            let mut c = self.conn().await?;
-            let issued: i64 = self
-                .exec(
-                    self.scripts
-                        .issue_token
-                        .key(k.stock())
-                        .key(k.token(&token))
-                        .arg(user.as_str())
-                        .arg(ttl.as_millis() as u64)
-                        .invoke_async(&mut c),
-                )
-                .await?;
-            if issued == 1 {
-                Ok(token)
-            } else {
-                Err(StoreError::UnknownSale(sku))
-            }
-        })
-    }
-
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
         let req = req.clone();
         Box::pin(async move { self.reserve_now(&req).await })
@@ -756,6 +730,7 @@ impl Store for RedisStore {
                             Unspent::SpendAsSoldOut => "spend",
                         })
                         .arg(self.replay_ttl_ms())
+                        .arg(token.expires_ms())
                         .invoke_async(&mut c),
                 )
                 .await?;

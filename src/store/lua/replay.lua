@@ -1,25 +1,28 @@
 -- A spent token's recorded outcome: how an instance that has no answer for a token learns
 -- the first one before it refuses the request at its edge. Asked to, it also spends a token
--- this user holds unspent, with the edge's answer (sold out) as its outcome: a request for
+-- this user has not spent, with the edge's answer (sold out) as its outcome: a request for
 -- it that is still on its way (a reply held in the network, a retry queued elsewhere) then
 -- replays that answer instead of reserving after the user was told sold out.
--- KEYS: 1 token hash, 2 stock.
+-- KEYS: 1 token record, 2 stock.
 -- ARGV: 1 user, 2 order key prefix (same hash tag, same slot), 3 'spend' or '',
---       4 replay ttl (ms).
+--       4 replay ttl (ms), 5 the token's expiry (Unix ms).
 -- Returns {kind, order_id, remaining, replayed, order_state} as reserve.lua does (replayed
--- 0 when this call spent it), or {'none'} when the token is not this user's or unknown.
+-- 0 when this call spent it), or {'none'} when the token is unspent (and left so) or
+-- another user's.
 local tok = redis.call('HMGET', KEYS[1], 'u', 's', 'k', 'o', 'r')
-if tok[1] ~= ARGV[1] then
-  return {'none'}
-end
-if tok[2] ~= 'spent' then
+if not tok[1] then
   if ARGV[3] ~= 'spend' then
     return {'none'}
   end
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
   local remaining = tonumber(redis.call('GET', KEYS[2]) or '0')
-  redis.call('HSET', KEYS[1], 's', 'spent', 'k', 'sold_out', 'o', '', 'r', remaining)
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('HSET', KEYS[1], 'u', ARGV[1], 's', 'spent', 'k', 'sold_out', 'o', '', 'r', remaining)
+  redis.call('PEXPIREAT', KEYS[1], math.max(now + tonumber(ARGV[4]), tonumber(ARGV[5])))
   return {'sold_out', '', remaining, 0, ''}
+end
+if tok[1] ~= ARGV[1] or tok[2] ~= 'spent' then
+  return {'none'}
 end
 local state = ''
 if tok[3] == 'reserved' then
