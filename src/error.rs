@@ -99,6 +99,13 @@ pub enum GatewayError {
     /// No ticket has this id (or it expired).
     #[error("unknown or expired ticket")]
     UnknownTicket,
+    /// The instance that held this queued request stopped before deciding it: nothing was
+    /// reserved for it, and submitting the same token again is safe.
+    #[error("the request behind this ticket was lost with the instance holding it; submit your token again")]
+    TicketLost,
+    /// The instance holding this ticket did not answer; it may still decide it.
+    #[error("the instance holding this ticket did not answer, retry shortly")]
+    TicketUnavailable,
     /// The request body did not arrive within `server.body_timeout`.
     #[error("the request body did not arrive in time")]
     RequestTimeout,
@@ -200,12 +207,13 @@ impl GatewayError {
                 StatusCode::FORBIDDEN
             }
             Self::Duplicate => StatusCode::CONFLICT,
-            Self::SoldOut => StatusCode::GONE,
+            Self::SoldOut | Self::TicketLost => StatusCode::GONE,
             Self::InvalidToken => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::QueueFull { .. }
             | Self::StoreUnavailable
             | Self::ShuttingDown
+            | Self::TicketUnavailable
             | Self::SaleHeld => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeliveryFailed => StatusCode::BAD_GATEWAY,
         }
@@ -238,6 +246,8 @@ impl GatewayError {
             Self::StoreUnavailable => "store_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::UnknownTicket => "unknown_ticket",
+            Self::TicketLost => "ticket_lost",
+            Self::TicketUnavailable => "ticket_unavailable",
             Self::Unauthorized => "unauthorized",
             Self::RequestTimeout => "request_timeout",
             Self::SaleHeld => "sale_held",
@@ -252,6 +262,7 @@ impl GatewayError {
             | Self::UpstreamBusy
             | Self::NotReady(_)
             | Self::StoreUnavailable
+            | Self::TicketUnavailable
             | Self::ShuttingDown => Some(1),
             Self::SaleHeld => Some(30),
             Self::RateLimited { retry_after } | Self::QueueFull { retry_after } => {
@@ -319,6 +330,8 @@ mod tests {
             GatewayError::StoreUnavailable,
             GatewayError::ShuttingDown,
             GatewayError::UnknownTicket,
+            GatewayError::TicketLost,
+            GatewayError::TicketUnavailable,
             GatewayError::Unauthorized,
             GatewayError::RequestTimeout,
             GatewayError::SaleHeld,

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, ReserveReply,
-    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
+    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, TicketRecord,
+    TokenHold, Unspent,
 };
 use crate::breaker::CircuitBreaker;
 use crate::metrics::Metrics;
-use crate::types::{Epoch, OrderId, Sku, Token, UserId};
+use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 
 /// A store behind a timeout and a circuit breaker.
 pub struct Breaker {
@@ -166,6 +167,28 @@ impl Store for Breaker {
     }
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
         self.call("order_state", self.inner.order_state(sku, order_id))
+    }
+    fn hold_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+        until_ms: u64,
+    ) -> StoreFuture<'_, TokenHold> {
+        self.call(
+            "hold_token",
+            self.inner.hold_token(sku, token, user, ticket, until_ms),
+        )
+    }
+    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
+        self.call(
+            "release_token",
+            self.inner.release_token(sku, token, ticket),
+        )
+    }
+    fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>> {
+        self.call("ticket_record", self.inner.ticket_record(sku, ticket))
     }
     fn take_over(
         &self,

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Reservation,
-    ReserveReply, ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
+    ReserveReply, ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture,
+    TicketRecord, TokenHold, Unspent,
 };
 use crate::local_state::{read_json, write_json, LocalStateError};
 use crate::types::unix_millis;
-use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
+use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId, MAX_STOCK};
 
 /// How long a spent token's outcome is kept for replays.
 const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(3600);
@@ -53,6 +54,11 @@ struct SaleData {
     tokens: HashMap<Token, (SpentToken, Instant)>,
     /// The same tokens by deadline, earliest first.
     token_expiry: BTreeSet<(Instant, Token)>,
+    /// Tokens held by queued requests (see [`Store::hold_token`]), and their tickets.
+    holds: HashMap<Token, (TicketId, Instant)>,
+    held_by: HashMap<TicketId, Token>,
+    /// The holds by deadline, earliest first.
+    hold_expiry: BTreeSet<(Instant, Token)>,
     orders: HashMap<OrderId, (Order, OrderState)>,
     outbox: VecDeque<OrderId>,
     /// Settled orders by the time they are forgotten (after the replay TTL), oldest first.
@@ -70,6 +76,9 @@ impl SaleData {
             buyers: HashMap::new(),
             tokens: HashMap::new(),
             token_expiry: BTreeSet::new(),
+            holds: HashMap::new(),
+            held_by: HashMap::new(),
+            hold_expiry: BTreeSet::new(),
             orders: HashMap::new(),
             outbox: VecDeque::new(),
             settled: VecDeque::new(),
@@ -110,6 +119,20 @@ impl SaleData {
             }
             self.token_expiry.pop_first();
             self.tokens.remove(&token);
+        }
+        while let Some(&(deadline, token)) = self.hold_expiry.first() {
+            if deadline > now {
+                break;
+            }
+            self.hold_expiry.pop_first();
+            self.unhold(&token);
+        }
+    }
+
+    fn unhold(&mut self, token: &Token) {
+        if let Some((ticket, deadline)) = self.holds.remove(token) {
+            self.held_by.remove(&ticket);
+            self.hold_expiry.remove(&(deadline, *token));
         }
     }
 
@@ -611,6 +634,59 @@ impl Store for MemoryStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         ready(Ok(()))
+    }
+
+    fn hold_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+        until_ms: u64,
+    ) -> StoreFuture<'_, TokenHold> {
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            let now = Instant::now();
+            d.sweep(now);
+            match d.tokens.get(token) {
+                Some((spent, _)) if spent.user == *user => {
+                    return TokenHold::Spent(d.replay_of(&spent.outcome));
+                }
+                // Spent by another user: this request's own reserve step refuses it.
+                Some(_) => return TokenHold::Held,
+                None => {}
+            }
+            if let Some((held, _)) = d.holds.get(token) {
+                return TokenHold::Queued(*held);
+            }
+            let left = until_ms.saturating_sub(unix_millis(SystemTime::now()));
+            let deadline = now + Duration::from_millis(left);
+            d.holds.insert(*token, (*ticket, deadline));
+            d.held_by.insert(*ticket, *token);
+            d.hold_expiry.insert((deadline, *token));
+            TokenHold::Held
+        }))
+    }
+
+    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            if d.holds.get(token).is_some_and(|(held, _)| held == ticket) {
+                d.unhold(token);
+            }
+        }))
+    }
+
+    fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>> {
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            d.sweep(Instant::now());
+            let token = d.held_by.get(ticket)?;
+            Some(match d.tokens.get(token) {
+                Some((spent, _)) => TicketRecord::Decided(d.replay_of(&spent.outcome)),
+                None => TicketRecord::Queued,
+            })
+        }))
     }
 
     fn take_over(

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Epoch, OrderId, Sku, Token, UserId};
+use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 
 pub use self::redis::RedisStore;
 pub use breaker::Breaker;
@@ -110,6 +110,27 @@ pub enum Unspent {
     /// Spend it with "sold out" as its outcome, so that the answer the edge gives now is
     /// the token's one answer (a request for it still on its way replays it).
     SpendAsSoldOut,
+}
+
+/// What holding a token for a queued request found (a shared store: a token may reach
+/// any instance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenHold {
+    /// The token is now held by this request's ticket.
+    Held,
+    /// Another request holds it, queued under this ticket (maybe on another instance).
+    Queued(TicketId),
+    /// It was spent already: its first outcome.
+    Spent(ReserveReply),
+}
+
+/// What the store knows of a ticket that held a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketRecord {
+    /// Its token was not spent (yet): the request is queued, or was lost with its instance.
+    Queued,
+    /// Its token was spent: the first outcome.
+    Decided(ReserveReply),
 }
 
 /// What loading a sale's stock at start-up found.
@@ -295,6 +316,25 @@ pub trait Store: Send + Sync + 'static {
         user: &UserId,
         unspent: Unspent,
     ) -> StoreFuture<'_, Option<ReserveReply>>;
+
+    /// Holds `token` (this `user`'s, unspent) for the queued request `ticket` until
+    /// `until_ms` (Unix ms), so that the same token sent to another instance joins this
+    /// request instead of queueing twice; a token held or spent before says so instead.
+    /// The ticket is remembered with it, for [`ticket_record`](Self::ticket_record).
+    fn hold_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+        until_ms: u64,
+    ) -> StoreFuture<'_, TokenHold>;
+
+    /// Lets go of `token` if `ticket` holds it (its request was refused after all).
+    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()>;
+
+    /// What became of the request behind `ticket`, if a token was held for it in `sku`.
+    fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>>;
 
     /// Up to `max` reserved, undelivered orders of `sku`, oldest first.
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>>;

@@ -10,6 +10,8 @@
 //! | `{prefix}:{sku}:buyers` | hash: user → units held |
 //! | `{prefix}:{sku}:order:<id>` | hash: the order and its state; expires `replay_ttl` after it settles |
 //! | `{prefix}:{sku}:outbox` | stream of reserved, undelivered orders |
+//! | `{prefix}:{sku}:hold:<token>` | the ticket of the queued request holding the token (any instance's) |
+//! | `{prefix}:{sku}:ticket:<ticket>` | the token that ticket's request holds, so any instance can answer it |
 //! | `{prefix}:{sku}:drain` | the drain budget's arrival time (µs, store clock); expires when spent |
 //! | `{prefix}:{sku}:drain_rate` | the drain rate an operator set for every instance |
 
@@ -25,10 +27,11 @@ use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind, Value};
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Reservation,
-    ReserveReply, ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, Unspent,
+    ReserveReply, ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture,
+    TicketRecord, TokenHold, Unspent,
 };
 use crate::config::{redact_url, StoreConfig};
-use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
+use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId, MAX_STOCK};
 
 /// Stock, tokens and orders in Redis, shared by every gateway instance.
 ///
@@ -62,6 +65,9 @@ struct Scripts {
     reap: Script,
     members: Script,
     lease_drain: Script,
+    hold_token: Script,
+    release_token: Script,
+    ticket_record: Script,
 }
 
 /// One sale's key names.
@@ -83,6 +89,17 @@ impl Keys {
     }
     fn token(&self, t: &Token) -> String {
         format!("{}:tok:{t}", self.base)
+    }
+    /// What a token record's key starts with (scripts that find a token in a ticket's
+    /// record build the key from this).
+    fn token_prefix(&self) -> String {
+        format!("{}:tok:", self.base)
+    }
+    fn hold(&self, t: &Token) -> String {
+        format!("{}:hold:{t}", self.base)
+    }
+    fn ticket(&self, t: &TicketId) -> String {
+        format!("{}:ticket:{t}", self.base)
     }
     fn buyers(&self) -> String {
         format!("{}:buyers", self.base)
@@ -142,6 +159,9 @@ impl RedisStore {
                 reap: Script::new(include_str!("lua/reap.lua")),
                 members: Script::new(include_str!("lua/members.lua")),
                 lease_drain: Script::new(include_str!("lua/lease_drain.lua")),
+                hold_token: Script::new(include_str!("lua/hold_token.lua")),
+                release_token: Script::new(include_str!("lua/release_token.lua")),
+                ticket_record: Script::new(include_str!("lua/ticket_record.lua")),
             },
         })
     }
@@ -836,6 +856,91 @@ impl Store for RedisStore {
                 Some("no_stock") => return Err(StoreError::UnknownSale(sku)),
                 _ => Compensation::Unknown,
             })
+        })
+    }
+
+    fn hold_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+        until_ms: u64,
+    ) -> StoreFuture<'_, TokenHold> {
+        let k = self.keys(sku);
+        let (sku, token, user, ticket) = (sku.clone(), *token, user.clone(), *ticket);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let reply: Vec<Value> = self
+                .exec(
+                    self.scripts
+                        .hold_token
+                        .key(k.token(&token))
+                        .key(k.hold(&token))
+                        .key(k.ticket(&ticket))
+                        .arg(user.as_str())
+                        .arg(ticket.as_str())
+                        .arg(token.as_str())
+                        .arg(until_ms)
+                        .arg(k.order_prefix())
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            match reply.first().and_then(text).as_deref() {
+                Some("held") => Ok(TokenHold::Held),
+                Some("queued") => reply
+                    .get(1)
+                    .and_then(text)
+                    .and_then(|t| TicketId::parse(&t))
+                    .map(TokenHold::Queued)
+                    .ok_or_else(|| StoreError::Rejected("a token's hold names no ticket".into())),
+                Some("spent") => {
+                    reserve_reply(reply.get(1..).unwrap_or_default(), &sku).map(TokenHold::Spent)
+                }
+                _ => Err(StoreError::Rejected("unexpected hold_token reply".into())),
+            }
+        })
+    }
+
+    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
+        let k = self.keys(sku);
+        let (token, ticket) = (*token, *ticket);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let _: i64 = self
+                .exec(
+                    self.scripts
+                        .release_token
+                        .key(k.hold(&token))
+                        .key(k.ticket(&ticket))
+                        .arg(ticket.as_str())
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>> {
+        let k = self.keys(sku);
+        let (sku, ticket) = (sku.clone(), *ticket);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let reply: Vec<Value> = self
+                .exec(
+                    self.scripts
+                        .ticket_record
+                        .key(k.ticket(&ticket))
+                        .arg(k.token_prefix())
+                        .arg(k.order_prefix())
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            match reply.first().and_then(text).as_deref() {
+                Some("none") => Ok(None),
+                Some("queued") => Ok(Some(TicketRecord::Queued)),
+                _ => reserve_reply(&reply, &sku).map(|r| Some(TicketRecord::Decided(r))),
+            }
         })
     }
 

@@ -23,7 +23,8 @@ macro_rules! store_suite {
             replays_answer_the_orders_state_now,
             a_confirm_after_compensation_is_a_conflict,
             members_come_and_go,
-            the_drain_rate_is_one_budget
+            the_drain_rate_is_one_budget,
+            a_token_is_held_by_one_queued_request
         );
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -43,10 +44,10 @@ use std::time::Duration;
 
 use flashgate::store::{
     Compensation, Confirmation, Member, OrderState, Reservation, ReserveRequest, StockLoad, Store,
-    StoreError, Unspent,
+    StoreError, TicketRecord, TokenHold, Unspent,
 };
 use flashgate::token::TokenSigner;
-use flashgate::types::{unix_millis, Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
+use flashgate::types::{unix_millis, Epoch, OrderId, Sku, TicketId, Token, UserId, MAX_STOCK};
 
 const TTL: Duration = Duration::from_secs(300);
 
@@ -644,4 +645,81 @@ pub async fn the_drain_rate_is_one_budget(store: Arc<dyn Store>) {
     let l = store.lease_drain(&set, 100, 1000).await.expect("lease");
     assert_eq!((l.granted, l.rate), (2, 50));
     assert!(l.next_in > Duration::ZERO && l.next_in <= Duration::from_millis(20));
+}
+
+/// A token sent to several instances is queued once: the first request holds it, later
+/// ones learn its ticket, and once spent everyone learns its outcome; any instance can
+/// tell what became of a ticket that held a token.
+pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
+    let sku = Sku::new("hold");
+    store.init_stock(&sku, 5, None).await.expect("init");
+    let alice = user("alice");
+    let token = token_for(&sku, &alice);
+    let until = unix_millis(std::time::SystemTime::now()) + 60_000;
+    let (first, second) = (TicketId::random(), TicketId::random());
+    let hold = |t: TicketId| {
+        let (store, sku, alice) = (store.clone(), sku.clone(), alice.clone());
+        async move {
+            store
+                .hold_token(&sku, &token, &alice, &t, until)
+                .await
+                .expect("hold")
+        }
+    };
+    assert_eq!(hold(first).await, TokenHold::Held);
+    assert_eq!(hold(second).await, TokenHold::Queued(first));
+    assert_eq!(
+        store.ticket_record(&sku, &first).await.expect("record"),
+        Some(TicketRecord::Queued)
+    );
+    assert_eq!(
+        store.ticket_record(&sku, &second).await.expect("record"),
+        None
+    );
+    // Only the holder lets go.
+    store
+        .release_token(&sku, &token, &second)
+        .await
+        .expect("release");
+    assert_eq!(hold(second).await, TokenHold::Queued(first));
+    let reply = store
+        .reserve(&req(&sku, &alice, token, 1))
+        .await
+        .expect("reserve");
+    let Some(TicketRecord::Decided(decided)) =
+        store.ticket_record(&sku, &first).await.expect("record")
+    else {
+        panic!("the ticket's outcome is in the store");
+    };
+    assert_eq!(decided.outcome, reply.outcome);
+    assert!(decided.replayed);
+    let TokenHold::Spent(spent) = hold(second).await else {
+        panic!("a spent token answers its outcome");
+    };
+    assert_eq!(spent.outcome, reply.outcome);
+    // A refused request lets go of its hold: the token queues again.
+    let other = token_for(&sku, &alice);
+    let refused = TicketId::random();
+    assert_eq!(
+        store
+            .hold_token(&sku, &other, &alice, &refused, until)
+            .await
+            .expect("hold"),
+        TokenHold::Held
+    );
+    store
+        .release_token(&sku, &other, &refused)
+        .await
+        .expect("release");
+    assert_eq!(
+        store.ticket_record(&sku, &refused).await.expect("record"),
+        None
+    );
+    assert_eq!(
+        store
+            .hold_token(&sku, &other, &alice, &second, until)
+            .await
+            .expect("hold"),
+        TokenHold::Held
+    );
 }
