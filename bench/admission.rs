@@ -33,6 +33,7 @@ fn item(seq: u64, user: &UserId) -> QueueItem {
         quantity: 1,
         admitted_at: Instant::now(),
         reply: None,
+        held: false,
     }
 }
 

@@ -56,6 +56,7 @@ async fn main() {
             quantity: 1,
             admitted_at: Instant::now(),
             reply: None,
+            held: false,
         });
     }
     let shutdown = CancellationToken::new();

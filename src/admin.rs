@@ -1,6 +1,7 @@
 //! The admin listener: liveness and readiness for orchestrators and load balancers, the
 //! Prometheus scrape at `/metrics` (no token: it holds no user data), and the admin API
-//! under `/admin/` (see [`crate::admin_api`]).
+//! under `/admin/` (see [`crate::admin_api`]). With a shared store, the other instances
+//! ask it about its tickets at `/internal/tickets/{id}` (see [`crate::peers`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,11 @@ use crate::admin_api::AdminApi;
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
 use crate::http::server::{Handler, Peer};
+use crate::peers::Peers;
 use crate::sale::context::SaleContext;
+use crate::sale_api::ticket_view;
+use crate::types::TicketId;
+use subtle::ConstantTimeEq;
 
 /// Routes of the admin listener.
 #[derive(Clone)]
@@ -30,6 +35,8 @@ struct Inner {
     probe_timeout: Duration,
     ctx: Arc<SaleContext>,
     api: AdminApi,
+    /// What the other instances' calls carry (`None`: no shared store, no such calls).
+    peer_credential: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +68,10 @@ impl Admin {
             inner: Arc::new(Inner {
                 upstream,
                 probe_timeout,
+                peer_credential: ctx
+                    .stock_sync
+                    .is_some()
+                    .then(|| Peers::credential(&ctx.tokens)),
                 ctx,
                 api,
             }),
@@ -79,6 +90,26 @@ impl Admin {
             http::HeaderValue::from_static("text/plain; version=0.0.4"),
         );
         r
+    }
+
+    /// Another instance asks about a ticket of this one (a poll that reached it): the
+    /// answer this instance would give, from its own book only (never asked onwards).
+    fn peer_ticket(&self, req: &Request<Incoming>, id: &str) -> GatewayResponse {
+        let Some(expected) = &self.inner.peer_credential else {
+            return GatewayError::NotFound.into_response();
+        };
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map_or(&b""[..], |v| v.as_bytes());
+        if !bool::from(given.ct_eq(expected.as_bytes())) {
+            return GatewayError::Unauthorized.into_response();
+        }
+        let ctx = &self.inner.ctx;
+        match TicketId::parse(id).and_then(|id| Some((id, ctx.tickets.get(&id)?))) {
+            Some((id, ticket)) => ticket_view(ctx, id, &ticket),
+            None => GatewayError::UnknownTicket.into_response(),
+        }
     }
 
     /// The skus of sales held because the store lost their state, sorted.
@@ -148,6 +179,9 @@ impl Handler for Admin {
             (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
             (&Method::GET, "/metrics") => self.metrics(),
             (_, path) if path.starts_with("/admin/") => self.inner.api.handle(req).await,
+            (&Method::GET, path) if path.starts_with("/internal/tickets/") => {
+                self.peer_ticket(&req, &path["/internal/tickets/".len()..])
+            }
             _ => GatewayError::NotFound.into_response(),
         }
     }

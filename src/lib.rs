@@ -10,7 +10,8 @@
 //!   listeners, the upstream pool, bodies, the gateway's own answers)
 //! - L2 components: [`store`] (the atomic store steps), [`local_state`], [`identity`],
 //!   [`pages`], [`order_body`], [`proxy`] (everything that is not a sale route), [`logging`],
-//!   [`membership`] (this instance among those sharing the store)
+//!   [`membership`] (this instance among those sharing the store), [`peers`] (asking
+//!   the other instances)
 //! - L3 the sale: [`sale`] (its state, bounded FIFO queue, tickets, the admission decision,
 //!   the context the sale path shares, and the drain)
 //! - L4 what uses the sale: [`delivery`] (hands reserved orders to the backend),
@@ -43,6 +44,7 @@ pub(crate) mod metrics;
 pub mod order_body;
 pub(crate) mod pages;
 pub mod path;
+pub(crate) mod peers;
 pub mod proxy;
 pub(crate) mod ratelimit;
 pub mod sale;

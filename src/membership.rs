@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
 use crate::store::{Member, Store, StoreError};
-use crate::types::OrderId;
+use crate::types::{OrderId, OwnerTag};
 
 /// This instance's membership in the store's list of instances.
 pub struct Membership {
@@ -19,16 +19,29 @@ pub struct Membership {
     metrics: Arc<Metrics>,
     heartbeat: Duration,
     ttl: Duration,
-    /// The live instances' deliverers as the last announcement found them, and when.
-    view: RwLock<Option<(Instant, Vec<String>)>>,
+    /// The live instances as the last announcement found them, and when.
+    view: RwLock<Option<(Instant, Vec<Member>)>>,
+}
+
+/// Where the instance that issued a ticket is, as far as this one knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whereabouts {
+    /// Announced: reachable at its address.
+    Live(Member),
+    /// Not among the live instances of a view younger than `member_ttl`: it stopped.
+    Gone,
+    /// This instance has no recent view of the others (it cannot reach the store).
+    Unknown,
 }
 
 impl Membership {
     /// This instance as `cfg` names it, reachable at `advertise` (used when
-    /// `cluster.advertise` is empty), announced in `store`.
+    /// `cluster.advertise` is empty), announced in `store` as incarnation `owner` (what
+    /// its ticket ids start with).
     pub fn new(
         cfg: &ClusterConfig,
         advertise: std::net::SocketAddr,
+        owner: OwnerTag,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -48,7 +61,7 @@ impl Membership {
             me: Member {
                 id,
                 address,
-                incarnation: OrderId::random().as_str()[..12].to_owned(),
+                incarnation: owner.as_str().to_owned(),
             },
             store,
             metrics,
@@ -80,7 +93,21 @@ impl Membership {
         let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
         view.as_ref()
             .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, live)| live.clone())
+            .map(|(_, live)| live.iter().map(Member::consumer).collect())
+    }
+
+    /// Where the instance of incarnation `owner` is.
+    pub fn whereabouts(&self, owner: &OwnerTag) -> Whereabouts {
+        let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
+        let Some((at, live)) = view.as_ref() else {
+            return Whereabouts::Unknown;
+        };
+        match live.iter().find(|m| m.incarnation == owner.as_str()) {
+            // Even a stale view's address is worth a try.
+            Some(m) => Whereabouts::Live(m.clone()),
+            None if at.elapsed() < self.ttl => Whereabouts::Gone,
+            None => Whereabouts::Unknown,
+        }
     }
 
     /// The live instances, as the store has them now.
@@ -104,9 +131,8 @@ impl Membership {
             match self.store.announce(&self.me, self.ttl).await {
                 Ok(live) => {
                     // Dated when asked: the store's list is at least that fresh.
-                    let consumers = live.iter().map(Member::consumer).collect();
                     *self.view.write().unwrap_or_else(PoisonError::into_inner) =
-                        Some((asked, consumers));
+                        Some((asked, live.clone()));
                     if !announced {
                         tracing::info!(id = %self.me.id, address = %self.me.address,
                             instances = live.len(), "announced in the store");

@@ -21,11 +21,13 @@ use crate::error::{GatewayError, Refusal};
 use crate::http::response::{json, GatewayResponse};
 use crate::http::server::Peer;
 use crate::pages::{Page, Pages, Values};
+use crate::peers::{Asked, Peers};
 use crate::sale::admission;
 use crate::sale::context::SaleContext;
 use crate::sale::outcome::Outcome;
 use crate::sale::ticket::{Ticket, TicketStatus};
 use crate::sale::{Sale, SaleState};
+use crate::store::{StoreError, TicketRecord, TokenHold};
 use crate::types::{unix_millis, TicketId, Token};
 
 /// Largest order request body (it carries at most a token and a quantity).
@@ -82,6 +84,9 @@ pub struct SaleApi {
     ctx: Arc<SaleContext>,
     pages: Arc<Pages>,
     body_timeout: std::time::Duration,
+    /// The other instances sharing the store (`None` with the memory store): tickets and
+    /// tokens may reach any of them.
+    peers: Option<Arc<Peers>>,
 }
 
 #[derive(Serialize)]
@@ -95,12 +100,19 @@ struct SaleView<'a> {
 }
 
 impl SaleApi {
-    /// Routes over `ctx`, rendering `pages`; order bodies must arrive within `body_timeout`.
-    pub fn new(ctx: Arc<SaleContext>, pages: Pages, body_timeout: std::time::Duration) -> Self {
+    /// Routes over `ctx`, rendering `pages`; order bodies must arrive within `body_timeout`;
+    /// `peers` when the store is shared with other instances.
+    pub fn new(
+        ctx: Arc<SaleContext>,
+        pages: Pages,
+        body_timeout: std::time::Duration,
+        peers: Option<Arc<Peers>>,
+    ) -> Self {
         Self {
             ctx,
             pages: Arc::new(pages),
             body_timeout,
+            peers,
         }
     }
 
@@ -118,7 +130,7 @@ impl SaleApi {
                 let sku = sku.to_owned();
                 self.order(&sku, req, peer).await
             }
-            (Route::Ticket(id), &Method::GET | &Method::HEAD) => self.ticket(id),
+            (Route::Ticket(id), &Method::GET | &Method::HEAD) => self.ticket(id).await,
             (Route::Busy, &Method::GET | &Method::HEAD) => Ok(self.busy_page(req.uri().query())),
             (Route::Unnormalised, _) => Err(GatewayError::NotFound),
             (Route::Wait(sku), &Method::GET | &Method::HEAD) => {
@@ -214,11 +226,32 @@ impl SaleApi {
             return Err(GatewayError::InvalidToken);
         }
         let decided = Instant::now();
-        let decision = admission::admit(&self.ctx, &sale, &user, peer.addr.ip(), SystemTime::now());
+        let checked =
+            admission::precheck(&self.ctx, &sale, &user, peer.addr.ip(), SystemTime::now());
+        let mut took = decided.elapsed();
+        // With a shared store the same token may reach another instance too: it is held for
+        // this request before the request takes a place, so that it is queued once.
+        let mut hold = None;
+        let decision = match checked {
+            Err(refusal) => Err(refusal),
+            Ok(()) => {
+                let ticket = TicketId::issued_by(&self.ctx.owner);
+                if self.peers.is_some() {
+                    match self.hold(&sale, &token, &user, ticket).await? {
+                        Held::Here(guard) => hold = Some(guard),
+                        Held::Elsewhere(answer) => return Ok(answer),
+                    }
+                }
+                let slotting = Instant::now();
+                let slot = admission::take_slot(&self.ctx, &sale, ticket);
+                took += slotting.elapsed();
+                slot
+            }
+        };
         self.ctx
             .metrics
             .admission_seconds
-            .observe(decided.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
         let count_full = || {
             if let Some(c) = counters {
                 c.admission(match sale.settings.overflow {
@@ -227,7 +260,7 @@ impl SaleApi {
                 });
             }
         };
-        let slot = match decision {
+        let mut slot = match decision {
             Ok(slot) => slot,
             Err(Refusal::QueueFull) => {
                 count_full();
@@ -298,13 +331,81 @@ impl SaleApi {
             }
             ResponseMode::Async => (None, None),
         };
+        if hold.is_some() {
+            slot.mark_held();
+        }
         slot.fill(user, token, quantity, reply);
+        // Queued: the drain lets go of the hold if the outcome leaves the token unspent.
+        if let Some(guard) = hold {
+            guard.disarm();
+        }
         if let Some(rx) = outcome {
             if let Ok(Ok(outcome)) = tokio::time::timeout(sale.settings.max_wait, rx).await {
                 return Ok(outcome.answer(ticket));
             }
         }
         Ok(accepted(&sale, ticket, seq))
+    }
+
+    /// Holds `token` in the shared store for this request's `ticket`; or the answer of the
+    /// request (maybe on another instance) that holds it or spent it.
+    async fn hold(
+        &self,
+        sale: &Sale,
+        token: &Token,
+        user: &crate::types::UserId,
+        ticket: TicketId,
+    ) -> Result<Held, GatewayError> {
+        let until = token
+            .expires_ms()
+            .saturating_add(self.ctx.tickets.ttl().as_millis() as u64);
+        let store = &self.ctx.store;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let held = store
+                .hold_token(&sale.sku, token, user, &ticket, until)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(sku = %sale.sku, error = %e, "cannot hold a token");
+                    GatewayError::StoreUnavailable
+                })?;
+            return Ok(match held {
+                TokenHold::Held => Held::Here(HoldGuard {
+                    store: store.clone(),
+                    sku: sale.sku.clone(),
+                    token: *token,
+                    ticket,
+                    armed: true,
+                }),
+                // A hold whose request is gone (its instance stopped, or its release was
+                // lost): let go of it and hold again, once.
+                TokenHold::Queued(other) if tries == 1 && self.is_stale(&other) => {
+                    let _ = store.release_token(&sale.sku, token, &other).await;
+                    continue;
+                }
+                TokenHold::Queued(other) => Held::Elsewhere(joined(other)),
+                // No ticket of this instance followed it: the answer carries none of ours.
+                TokenHold::Spent(reply) => {
+                    Held::Elsewhere(Outcome::of_reply(&reply).answer(TicketId::random()))
+                }
+            });
+        }
+    }
+
+    /// True when the request of ticket `other` that holds a token is gone: this process's
+    /// and no longer queued here, or another instance's that has stopped.
+    fn is_stale(&self, other: &TicketId) -> bool {
+        if other.owner() == self.ctx.owner {
+            return self
+                .ctx
+                .tickets
+                .get(other)
+                .is_none_or(|t| !t.status.binds_token());
+        }
+        self.peers
+            .as_ref()
+            .is_some_and(|p| p.is_gone(&other.owner()))
     }
 
     /// A reserved order's outcome now. With a shared store another instance may have
@@ -375,15 +476,133 @@ impl SaleApi {
         Ok(self.pages.render(Page::Wait, &values))
     }
 
-    fn ticket(&self, id: &str) -> Result<GatewayResponse, GatewayError> {
+    async fn ticket(&self, id: &str) -> Result<GatewayResponse, GatewayError> {
         let id = TicketId::parse(id).ok_or(GatewayError::UnknownTicket)?;
-        let ticket = self
-            .ctx
-            .tickets
-            .get(&id)
-            .ok_or(GatewayError::UnknownTicket)?;
-        Ok(ticket_view(&self.ctx, id, &ticket))
+        if let Some(ticket) = self.ctx.tickets.get(&id) {
+            return Ok(ticket_view(&self.ctx, id, &ticket));
+        }
+        // Another instance's ticket: its owner answers, else the store says what became
+        // of it.
+        let Some(peers) = &self.peers else {
+            return Err(GatewayError::UnknownTicket);
+        };
+        if id.owner() == self.ctx.owner {
+            return Err(GatewayError::UnknownTicket);
+        }
+        let owner_gone = match peers.ask_ticket(&id).await {
+            Asked::Answered {
+                status,
+                headers,
+                body,
+            } => return Ok(relayed(status, headers, body)),
+            Asked::Gone => true,
+            Asked::Unreachable => false,
+        };
+        match self.ticket_record(&id).await? {
+            Some((sku, TicketRecord::Decided(reply))) => {
+                let outcome = Outcome::of_reply(&reply);
+                Ok(status_view(id, &sku, &TicketStatus::Done(outcome), None))
+            }
+            // Nothing was reserved for it; its owner can no longer decide it.
+            Some((_, TicketRecord::Queued)) if owner_gone => Err(GatewayError::TicketLost),
+            Some((_, TicketRecord::Queued)) => Err(GatewayError::TicketUnavailable),
+            None if owner_gone => Err(GatewayError::UnknownTicket),
+            None => Err(GatewayError::TicketUnavailable),
+        }
     }
+
+    /// The store's record of `ticket`, looked for in every sale (a ticket names no sale;
+    /// only polls its owner could not answer come here).
+    async fn ticket_record(
+        &self,
+        ticket: &TicketId,
+    ) -> Result<Option<(crate::types::Sku, TicketRecord)>, GatewayError> {
+        for sale in self.ctx.sales.iter() {
+            match self.ctx.store.ticket_record(&sale.sku, ticket).await {
+                Ok(Some(record)) => return Ok(Some((sale.sku.clone(), record))),
+                Ok(None) | Err(StoreError::UnknownSale(_)) => {}
+                Err(e) => {
+                    tracing::warn!(sku = %sale.sku, error = %e, "cannot read a ticket's record");
+                    return Err(GatewayError::StoreUnavailable);
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Where a token is held for a queued request.
+enum Held {
+    /// Here, for this request: let go if the request does not get queued.
+    Here(HoldGuard),
+    /// Elsewhere (another request, maybe on another instance), or spent: its answer.
+    Elsewhere(GatewayResponse),
+}
+
+/// A token held for a request not queued yet: dropped armed (the request was refused, or
+/// its client went away first), the hold is let go.
+struct HoldGuard {
+    store: Arc<dyn crate::store::Store>,
+    sku: crate::types::Sku,
+    token: Token,
+    ticket: TicketId,
+    armed: bool,
+}
+
+impl HoldGuard {
+    /// The request is queued: its outcome decides what becomes of the hold.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (store, sku, token, ticket) = (
+            self.store.clone(),
+            self.sku.clone(),
+            self.token,
+            self.ticket,
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.release_token(&sku, &token, &ticket).await {
+                    tracing::debug!(%sku, error = %e, "cannot let go of a token's hold");
+                }
+            });
+        }
+    }
+}
+
+/// 202 for a token already queued under `ticket` (maybe on another instance): follow that.
+fn joined(ticket: TicketId) -> GatewayResponse {
+    let mut resp = json(
+        StatusCode::ACCEPTED,
+        &json!({ "status": "queued", "ticket": ticket }),
+    );
+    let h = resp.headers_mut();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/sale/tickets/{ticket}")) {
+        h.insert(LOCATION, loc);
+    }
+    h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Another instance's answer about its ticket, passed on.
+fn relayed(
+    status: StatusCode,
+    headers: Vec<(http::HeaderName, HeaderValue)>,
+    body: bytes::Bytes,
+) -> GatewayResponse {
+    let mut resp = GatewayResponse::new(http_body_util::Either::Right(http_body_util::Full::new(
+        body,
+    )));
+    *resp.status_mut() = status;
+    resp.headers_mut().extend(headers);
+    resp
 }
 
 /// Reads the token (header `X-Sale-Token`, else JSON `{"token"}`) and the quantity.
@@ -425,19 +644,29 @@ fn accepted(sale: &Sale, ticket: TicketId, seq: u64) -> GatewayResponse {
     resp
 }
 
-fn ticket_view(ctx: &SaleContext, id: TicketId, t: &Ticket) -> GatewayResponse {
+/// A ticket of this instance, as `GET /sale/tickets/{id}` answers it (here, or through
+/// another instance that was asked about it).
+pub(crate) fn ticket_view(ctx: &SaleContext, id: TicketId, t: &Ticket) -> GatewayResponse {
+    let place = ctx.sales.get(t.sku.as_str()).map(|sale| {
+        let p = sale.queue.position(t.seq).unwrap_or(0);
+        (p, sale.eta_ms(p))
+    });
+    status_view(id, &t.sku, &t.status, place)
+}
+
+/// A ticket's answer: where it is (`place`: position and ETA while queued) or its outcome.
+fn status_view(
+    id: TicketId,
+    sku: &crate::types::Sku,
+    status: &TicketStatus,
+    place: Option<(u64, u64)>,
+) -> GatewayResponse {
     let mut body = serde_json::Map::new();
     body.insert("ticket".into(), json!(id));
-    body.insert("sku".into(), t.sku.as_str().into());
-    match &t.status {
+    body.insert("sku".into(), sku.as_str().into());
+    match status {
         TicketStatus::Queued | TicketStatus::Processing => {
-            let (position, eta) = match ctx.sales.get(t.sku.as_str()) {
-                Some(sale) => {
-                    let p = sale.queue.position(t.seq).unwrap_or(0);
-                    (p, sale.eta_ms(p))
-                }
-                None => (0, 0),
-            };
+            let (position, eta) = place.unwrap_or((0, 0));
             body.insert("status".into(), "queued".into());
             body.insert("position".into(), position.into());
             body.insert("eta_ms".into(), eta.into());
@@ -445,7 +674,7 @@ fn ticket_view(ctx: &SaleContext, id: TicketId, t: &Ticket) -> GatewayResponse {
         TicketStatus::Done(outcome) => outcome.fields(&mut body),
     }
     let mut resp = json(StatusCode::OK, &body);
-    if !t.status.is_final() {
+    if !status.is_final() {
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }

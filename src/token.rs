@@ -102,6 +102,15 @@ impl TokenSigner {
         Ok(())
     }
 
+    /// A credential derived from the secret for `purpose` (hex), the same on every
+    /// instance sharing it: how they authenticate their calls to each other.
+    pub fn derive(&self, purpose: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(b"flashgate-derive-v1\0");
+        mac.update(purpose.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     fn tag(&self, sku: &Sku, user: &UserId, expiry_and_nonce: &[u8]) -> [u8; 16] {
         let mut mac = self.mac.clone();
         mac.update(LABEL);

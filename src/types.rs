@@ -256,6 +256,50 @@ hex_id!(
     OrderId
 );
 
+/// What every ticket an instance issues starts with: 8 random hex digits drawn at each
+/// start, so that another instance sharing the store can tell whose ticket it is asked
+/// about (and that it was issued before a restart, by a process that is gone).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OwnerTag([u8; 8]);
+
+impl OwnerTag {
+    /// A fresh tag for this process.
+    pub fn random() -> Self {
+        let id = OrderId::random();
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&id.0[..8]);
+        Self(tag)
+    }
+
+    /// The tag as text (8 lowercase hex digits).
+    pub fn as_str(&self) -> &str {
+        // Only ever built from ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for OwnerTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OwnerTag({})", self.as_str())
+    }
+}
+
+impl TicketId {
+    /// A fresh ticket id of the instance tagged `owner`.
+    pub fn issued_by(owner: &OwnerTag) -> Self {
+        let mut id = Self::random();
+        id.0[..8].copy_from_slice(&owner.0);
+        id
+    }
+
+    /// The instance that issued it.
+    pub fn owner(&self) -> OwnerTag {
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&self.0[..8]);
+        OwnerTag(tag)
+    }
+}
+
 /// The most units a sale's stock may hold: 2^53 − 1, the largest integer every layer
 /// (Lua's doubles in Redis scripts, JSON readers) carries exactly.
 pub const MAX_STOCK: u64 = (1 << 53) - 1;
@@ -337,6 +381,11 @@ mod tests {
         );
         assert!(OrderId::parse(&"0".repeat(31)).is_none());
         assert!(OrderId::parse(&"é".repeat(16)).is_none());
+        let owner = OwnerTag::random();
+        let ticket = TicketId::issued_by(&owner);
+        assert_eq!(ticket.owner(), owner);
+        assert_eq!(&ticket.as_str()[..8], owner.as_str());
+        assert_ne!(TicketId::issued_by(&owner), ticket);
         let raw: [u8; 32] = std::array::from_fn(|i| i as u8 * 7);
         let token = Token::from_bytes(&raw);
         assert_eq!(Token::parse(token.as_str()), Some(token));

@@ -28,6 +28,14 @@ async fn instance(up: &Upstream, redis: &RedisServer, id: &str, sale: &str) -> G
     gateway(&instance_config(up, redis, id, sale)).await
 }
 
+/// Config for instance `id` answering orders at once with a ticket (async mode).
+fn async_config(up: &Upstream, redis: &RedisServer, id: &str, sale: &str) -> String {
+    instance_config(up, redis, id, sale).replace(
+        "max_wait = \"20s\"\n",
+        "max_wait = \"20s\"\nresponse = \"async\"\n",
+    )
+}
+
 /// An admin call with the admin token; the answer's JSON.
 async fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> serde_json::Value {
     let req = request(method, path, &[("authorization", "Bearer adm")], body);
@@ -155,4 +163,169 @@ async fn a_drain_rate_set_on_one_instance_holds_for_all() {
         StatusCode::CREATED
     );
     assert_eq!(rate_on(c.admin_addr).await, 7);
+}
+
+/// `GET /sale/tickets/{id}` on `addr`.
+async fn poll(addr: SocketAddr, ticket: &str) -> Answer {
+    send(addr, get(&format!("/sale/tickets/{ticket}"))).await
+}
+
+/// Queued requests on `admin_addr`'s instance for sale `phone`.
+async fn queued_on(admin_addr: SocketAddr) -> u64 {
+    admin(admin_addr, "GET", "/admin/sales", "").await["sales"][0]["queued"]
+        .as_u64()
+        .expect("queued")
+}
+
+/// Behind a round-robin balancer a client's calls land anywhere: its ticket is answered by
+/// whichever instance it reaches, its token resubmitted elsewhere joins its queued request
+/// instead of queueing twice, and once decided a resubmission anywhere replays the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_tokens_and_replays_work_through_any_instance() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let a = gateway(&async_config(&up, &redis, "gw-a", sale)).await;
+    let b = gateway(&async_config(&up, &redis, "gw-b", sale)).await;
+    until("each to list the other", || async {
+        admin(a.admin_addr, "GET", "/admin/instances", "").await["instances"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+            && admin(b.admin_addr, "GET", "/admin/instances", "").await["instances"]
+                .as_array()
+                .is_some_and(|l| l.len() == 2)
+    })
+    .await;
+    admin(a.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    let token = token_for(a.public_addr, "phone", "alice").await;
+    let queued = order(a.public_addr, "phone", "alice", &token).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
+    let ticket = queued.json()["ticket"].as_str().expect("ticket").to_owned();
+
+    // Polled through b: a answers it.
+    let polled = poll(b.public_addr, &ticket).await;
+    assert_eq!(polled.status, StatusCode::OK, "{:?}", polled.json());
+    assert_eq!(polled.json()["status"], "queued");
+    assert_eq!(polled.json()["position"], 1);
+    // The same token sent to b joins a's request.
+    let again = order(b.public_addr, "phone", "alice", &token).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.json());
+    assert_eq!(again.json()["ticket"], ticket.as_str());
+    assert_eq!(queued_on(b.admin_addr).await, 0, "not queued twice");
+
+    admin(a.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    until("the ticket to be decided, seen through b", || async {
+        poll(b.public_addr, &ticket).await.json()["status"] != "queued"
+    })
+    .await;
+    let decided = poll(b.public_addr, &ticket).await.json();
+    let order_id = decided["order_id"].as_str().expect("order id").to_owned();
+    // A resubmission through b replays the order.
+    let replayed = order(b.public_addr, "phone", "alice", &token).await;
+    assert_eq!(
+        replayed.status,
+        StatusCode::CREATED,
+        "{:?}",
+        replayed.json()
+    );
+    assert_eq!(replayed.json()["order_id"], order_id.as_str());
+    assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "4");
+    // A ticket nobody issued is unknown everywhere.
+    let foreign = poll(b.public_addr, &"0123456789abcdef".repeat(2)).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+}
+
+/// Starts the gateway binary on `config`; returns it with its public and admin addresses.
+fn spawn_binary(config: &std::path::Path) -> (std::process::Child, SocketAddr, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--log-format", "json"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn flashgate");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (public, admin) = loop {
+        let line = lines.next().expect("flashgate exited early").expect("read");
+        // Warnings before the log starts are plain text.
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["message"] == "flashgate listening" {
+            let addr = |k: &str| v[k].as_str().expect("addr").parse().expect("addr");
+            break (addr("public_addr"), addr("admin_addr"));
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, public, admin)
+}
+
+/// An instance killed with a request queued: its ticket, polled elsewhere, says the
+/// request was lost and to resubmit the token; resubmitted, the token buys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_whose_owner_died_says_to_resubmit_and_the_token_still_buys() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let dir = std::env::temp_dir().join(format!("flashgate-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("a.toml");
+    std::fs::write(
+        &cfg,
+        async_config(&up, &redis, "gw-a", sale)
+            .replace("member_ttl = \"2s\"", "member_ttl = \"300ms\""),
+    )
+    .expect("config");
+    let (mut a, a_public, a_admin) = spawn_binary(&cfg);
+    let b = gateway(
+        &async_config(&up, &redis, "gw-b", sale)
+            .replace("member_ttl = \"2s\"", "member_ttl = \"300ms\""),
+    )
+    .await;
+    admin(a_admin, "POST", "/admin/sales/phone/hold", "").await;
+    let token = token_for(a_public, "phone", "alice").await;
+    let queued = order(a_public, "phone", "alice", &token).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED);
+    let ticket = queued.json()["ticket"].as_str().expect("ticket").to_owned();
+    until("b to know a", || async {
+        poll(b.public_addr, &ticket).await.status == StatusCode::OK
+    })
+    .await;
+    a.kill().expect("SIGKILL");
+    a.wait().expect("reaped");
+    // Unreachable at first (503, retry), then gone from the list: lost.
+    until("the ticket to be lost", || async {
+        let p = poll(b.public_addr, &ticket).await;
+        assert!(
+            matches!(p.status.as_u16(), 503 | 410),
+            "{} {:?}",
+            p.status,
+            p.json()
+        );
+        p.status == StatusCode::GONE
+    })
+    .await;
+    assert_refused(
+        &poll(b.public_addr, &ticket).await,
+        StatusCode::GONE,
+        "ticket_lost",
+    );
+    let bought = order(b.public_addr, "phone", "alice", &token).await;
+    assert!(
+        matches!(bought.status.as_u16(), 201 | 202),
+        "{} {:?}",
+        bought.status,
+        bought.json()
+    );
+    let new_ticket = bought.json()["ticket"].as_str().expect("ticket").to_owned();
+    assert_ne!(new_ticket, ticket);
+    until("the resubmitted order to be reserved", || async {
+        poll(b.public_addr, &new_ticket).await.json()["status"] == "reserved"
+            || poll(b.public_addr, &new_ticket).await.json()["status"] == "confirmed"
+    })
+    .await;
+    assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "4");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,6 +25,7 @@ use crate::local_state::{LocalState, LocalStateError};
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::pages::Pages;
+use crate::peers::Peers;
 use crate::proxy::Proxy;
 use crate::sale::context::{ContextParts, SaleContext};
 use crate::sale::Sales;
@@ -263,18 +264,24 @@ impl Built {
             trusted: trusted.clone(),
             ..Edge::default()
         };
-        let router = PublicRouter::new(
-            trusted,
-            proxy,
-            SaleApi::new(ctx.clone(), pages, config.server.body_timeout),
-            &ctx.metrics,
-        );
         let membership = Arc::new(Membership::new(
             &config.cluster,
             admin_addr,
+            ctx.owner,
             ctx.store.clone(),
             ctx.metrics.clone(),
         ));
+        // A shared store means other instances: tickets and tokens may reach any of them.
+        let peers = ctx
+            .stock_sync
+            .is_some()
+            .then(|| Arc::new(Peers::new(membership.clone(), &ctx.tokens)));
+        let router = PublicRouter::new(
+            trusted,
+            proxy,
+            SaleApi::new(ctx.clone(), pages, config.server.body_timeout, peers),
+            &ctx.metrics,
+        );
         let admin_handler = Admin::new(
             upstream.authority,
             config.upstream.connect_timeout,

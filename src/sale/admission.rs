@@ -88,6 +88,19 @@ pub fn admit<'s>(
     ip: IpAddr,
     now: SystemTime,
 ) -> Result<Slot<'s>, Refusal> {
+    precheck(ctx, sale, user, ip, now)?;
+    take_slot(ctx, sale, TicketId::issued_by(&ctx.owner))
+}
+
+/// Every check of [`admit`] before a slot is taken (the rate credit included): what a
+/// request passes before its token is held in a shared store.
+pub fn precheck(
+    ctx: &SaleContext,
+    sale: &Sale,
+    user: &UserId,
+    ip: IpAddr,
+    now: SystemTime,
+) -> Result<(), Refusal> {
     check_state(sale, now)?;
     // Beyond remaining × admit_factor pending requests a new one could only reserve if
     // many ahead of it fail: say sold out now rather than after a wait in the queue. Told
@@ -97,12 +110,21 @@ pub fn admit<'s>(
         return Err(Refusal::SoldOut);
     }
     check_rate(ctx, user, ip)?;
-    // A book full of unfinished tickets is as good as a full queue; asked before a number
-    // is taken, so its refusal takes none (a full queue is told apart first: one atomic).
+    // Told apart first: one atomic.
     if sale.queue.is_full() {
         return Err(Refusal::QueueFull);
     }
-    let ticket = TicketId::random();
+    Ok(())
+}
+
+/// Takes a slot in the queue for `ticket`, after [`precheck`].
+pub fn take_slot<'s>(
+    ctx: &SaleContext,
+    sale: &'s Sale,
+    ticket: TicketId,
+) -> Result<Slot<'s>, Refusal> {
+    // A book full of unfinished tickets is as good as a full queue; asked before a number
+    // is taken, so its refusal takes none.
     if !ctx.tickets.has_room(&ticket) {
         return Err(Refusal::QueueFull);
     }
@@ -110,6 +132,7 @@ pub fn admit<'s>(
         sale,
         seq: sale.queue.reserve().ok_or(Refusal::QueueFull)?,
         ticket,
+        held: false,
     };
     // Checked after taking the number: either the stopping drain sees the number (and
     // answers it), or this sees the stop (and the dropped slot gives the number back).
@@ -126,6 +149,7 @@ pub struct Slot<'s> {
     sale: &'s Sale,
     seq: u64,
     ticket: TicketId,
+    held: bool,
 }
 
 impl Slot<'_> {
@@ -137,6 +161,12 @@ impl Slot<'_> {
     /// The id of the ticket that follows the request in it.
     pub fn ticket(&self) -> TicketId {
         self.ticket
+    }
+
+    /// Its token is held in the shared store for its ticket: the drain lets go of the hold
+    /// if the outcome leaves the token unspent.
+    pub fn mark_held(&mut self) {
+        self.held = true;
     }
 
     /// Queues the request in this slot, counted as pending until its outcome; `reply`
@@ -158,6 +188,7 @@ impl Slot<'_> {
             quantity,
             admitted_at: Instant::now(),
             reply,
+            held: this.held,
         });
     }
 }

@@ -21,7 +21,7 @@ use crate::sale::ticket::TicketBook;
 use crate::sale::{Sale, Sales};
 use crate::store::{StockLoad, StockReading, Store, StoreError, Unspent};
 use crate::token::TokenSigner;
-use crate::types::{Epoch, Sku, Token, UserId};
+use crate::types::{Epoch, OwnerTag, Sku, Token, UserId};
 
 /// Shared state of the sale path.
 pub struct SaleContext {
@@ -41,6 +41,9 @@ pub struct SaleContext {
     pub token_ttl: Duration,
     /// Signs the tokens it issues and verifies those it is given.
     pub tokens: TokenSigner,
+    /// What this process's ticket ids start with (and its incarnation in the store's
+    /// list of instances).
+    pub owner: OwnerTag,
     /// How often sales' stock is read back from a shared store; `None` for the memory store.
     pub stock_sync: Option<Duration>,
     /// Woken when an order is reserved, so the deliverer does not wait for its next round.
@@ -91,6 +94,7 @@ impl SaleContext {
             per_ip: KeyedLimit::new(limits.per_ip_rate, limits.per_ip_burst),
             token_ttl: store_config.token_ttl,
             tokens: TokenSigner::new(token_secret),
+            owner: OwnerTag::random(),
             stock_sync: (store_config.kind == StoreKind::Redis)
                 .then_some(store_config.sync_interval),
             outbox_ready: Notify::new(),

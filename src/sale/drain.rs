@@ -222,7 +222,17 @@ async fn work(
 }
 
 /// Records an admitted request's outcome and tells whoever waits for it.
-fn conclude(ctx: &SaleContext, sale: &Sale, item: QueueItem, outcome: Outcome) {
+fn conclude(ctx: &Arc<SaleContext>, sale: &Sale, item: QueueItem, outcome: Outcome) {
+    // A token left unspent (the store did not answer, the gateway is stopping) may be
+    // sent again, to any instance: its hold must not send it back here.
+    if item.held && !outcome.binds_token() {
+        let (ctx, sku, token, ticket) = (ctx.clone(), sale.sku.clone(), item.token, item.ticket);
+        tokio::spawn(async move {
+            if let Err(e) = ctx.store.release_token(&sku, &token, &ticket).await {
+                tracing::debug!(%sku, error = %e, "cannot let go of a token's hold");
+            }
+        });
+    }
     if let Some(c) = ctx.counters(&sale.sku) {
         c.reserve(outcome.label());
     }

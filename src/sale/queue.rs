@@ -33,6 +33,9 @@ pub struct QueueItem {
     pub admitted_at: Instant,
     /// Where a waiting request hears the outcome (wait mode); `None` in async mode.
     pub reply: Option<oneshot::Sender<Outcome>>,
+    /// Its token is held in the shared store for its ticket (see
+    /// [`crate::store::Store::hold_token`]).
+    pub held: bool,
 }
 
 /// What one slot of the ring holds, for the sequence number it was last given.
@@ -261,6 +264,7 @@ mod tests {
             quantity: 1,
             admitted_at: Instant::now(),
             reply: None,
+            held: false,
         }
     }
 

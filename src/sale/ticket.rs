@@ -85,6 +85,11 @@ pub struct TicketBook {
 }
 
 impl TicketBook {
+    /// How long finished tickets are kept.
+    pub fn ttl(&self) -> std::time::Duration {
+        self.ttl
+    }
+
     /// A book holding at most about `max` tickets, finished ones for `ttl`.
     pub fn new(max: usize, ttl: Duration) -> Self {
         Self {
