@@ -20,6 +20,7 @@ use crate::http::server::{Handler, Peer};
 use crate::peers::Peers;
 use crate::sale::context::SaleContext;
 use crate::sale_api::ticket_view;
+use crate::store::StoreError;
 use crate::types::TicketId;
 use subtle::ConstantTimeEq;
 
@@ -48,7 +49,12 @@ struct Health {
 struct Readiness {
     ready: bool,
     upstream: &'static str,
+    /// `ok`, or `partial` when some sales' store (a Redis Cluster master) does not answer.
     store: &'static str,
+    /// Sales whose store does not answer: they refuse with 503 `store_unavailable`, the
+    /// others sell.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unavailable_sales: Vec<String>,
     /// Sales held because the store lost their state: this instance still serves (the
     /// proxy, the other sales), so it stays ready, and says why those sales refuse.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -126,14 +132,41 @@ impl Admin {
         held
     }
 
-    /// Ready when a TCP connection to the upstream opens and the store answers, each
-    /// within the probe timeout.
-    async fn readiness(&self) -> GatewayResponse {
-        let store =
-            tokio::time::timeout(self.inner.probe_timeout, self.inner.ctx.store.ping()).await;
-        if !matches!(store, Ok(Ok(()))) {
-            return GatewayError::NotReady("the store does not answer".to_owned()).into_response();
+    /// The sales whose store does not answer (each asked for its stock, through its
+    /// breaker), sorted; `None` when the store answers for none of them.
+    async fn unavailable_sales(&self) -> Option<Vec<String>> {
+        let ctx = &self.inner.ctx;
+        let sales: Vec<_> = ctx.sales.iter().collect();
+        if sales.is_empty() {
+            let pinged = tokio::time::timeout(self.inner.probe_timeout, ctx.store.ping()).await;
+            return matches!(pinged, Ok(Ok(()))).then(Vec::new);
         }
+        // Asked together: a dead master costs one probe timeout, not one a sale.
+        let mut asks = tokio::task::JoinSet::new();
+        for sale in &sales {
+            let (ctx, sku, timeout) = (ctx.clone(), sale.sku.clone(), self.inner.probe_timeout);
+            asks.spawn(async move {
+                match tokio::time::timeout(timeout, ctx.store.stock(&sku)).await {
+                    // "No such sale" is an answer: the store is up.
+                    Ok(Ok(_) | Err(StoreError::UnknownSale(_) | StoreError::Rejected(_))) => None,
+                    _ => Some(sku.to_string()),
+                }
+            });
+        }
+        let mut down: Vec<String> = asks.join_all().await.into_iter().flatten().collect();
+        if down.len() == sales.len() {
+            return None;
+        }
+        down.sort();
+        Some(down)
+    }
+
+    /// Ready when a TCP connection to the upstream opens and the store answers for at
+    /// least one sale, each within the probe timeout.
+    async fn readiness(&self) -> GatewayResponse {
+        let Some(unavailable_sales) = self.unavailable_sales().await else {
+            return GatewayError::NotReady("the store does not answer".to_owned()).into_response();
+        };
         let target = self.inner.upstream.as_str();
         let upstream = match tokio::time::timeout(
             self.inner.probe_timeout,
@@ -153,7 +186,12 @@ impl Admin {
                 &Readiness {
                     ready: true,
                     upstream: "ok",
-                    store: "ok",
+                    store: if unavailable_sales.is_empty() {
+                        "ok"
+                    } else {
+                        "partial"
+                    },
+                    unavailable_sales,
                     held: self
                         .held_sales()
                         .into_iter()

@@ -19,8 +19,8 @@ const PROBING: u8 = 2;
 
 /// A circuit breaker in front of one dependency; lock-free, shared by its callers.
 pub struct CircuitBreaker {
-    /// What it guards, in its log lines (`store`, `backend`).
-    name: &'static str,
+    /// What it guards, in its log lines (`store`, `store:<sku>`, `backend`).
+    name: std::borrow::Cow<'static, str>,
     threshold: u32,
     cooldown: Duration,
     state: AtomicU8,
@@ -71,9 +71,13 @@ impl Permit<'_> {
 impl CircuitBreaker {
     /// A closed breaker guarding `name`: `threshold` failures in a row open it for
     /// `cooldown`.
-    pub fn new(name: &'static str, threshold: u32, cooldown: Duration) -> Self {
+    pub fn new(
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        threshold: u32,
+        cooldown: Duration,
+    ) -> Self {
         Self {
-            name,
+            name: name.into(),
             threshold: threshold.max(1),
             cooldown,
             state: AtomicU8::new(CLOSED),
@@ -137,7 +141,7 @@ impl CircuitBreaker {
         self.failures.store(0, Ordering::Release);
         if self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {
             tracing::info!(
-                breaker = self.name,
+                breaker = %self.name,
                 "circuit breaker closed: it answers again"
             );
             self.set_gauge(false);
@@ -159,7 +163,7 @@ impl CircuitBreaker {
                 .saturating_add(self.cooldown.as_millis() as u64);
             self.ready_at.store(ready, Ordering::Release);
             if self.state.swap(OPEN, Ordering::AcqRel) == CLOSED {
-                tracing::warn!(breaker = self.name, failures = n, "circuit breaker opened");
+                tracing::warn!(breaker = %self.name, failures = n, "circuit breaker opened");
                 self.set_gauge(true);
             }
         }

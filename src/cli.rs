@@ -325,13 +325,12 @@ fn serve(config: Config) -> ExitCode {
 }
 
 fn stock(config: Config, action: StockAction) -> ExitCode {
-    use crate::config::StoreKind;
     use crate::local_state::LocalState;
     use crate::types::Sku;
-    if config.store.kind != StoreKind::Redis {
+    if !config.store.kind.is_shared() {
         eprintln!(
-            "error: config key `store.kind`: stock commands need \"redis\"; the memory store \
-             lives inside the serving process"
+            "error: config key `store.kind`: stock commands need \"redis\" or \"redis-cluster\"; \
+             the memory store lives inside the serving process"
         );
         return ExitCode::from(EXIT_CONFIG);
     }

@@ -67,6 +67,16 @@ fn bad_values_are_refused_naming_the_key() {
         // Instances sharing a store verify each other's tokens: one secret, long enough.
         ("nosecret.toml", format!("{UP}[store]\nkind = \"redis\"\n"), "cluster.secret"),
         ("shortsecret.toml", format!("{UP}[cluster]\nsecret = \"short\"\n"), "cluster.secret"),
+        (
+            "seeds.toml",
+            format!("{UP}[cluster]\nsecret = \"0123456789abcdef\"\n[store]\nkind = \"redis-cluster\"\n"),
+            "store.urls",
+        ),
+        (
+            "seedurl.toml",
+            format!("{UP}[cluster]\nsecret = \"0123456789abcdef\"\n[store]\nkind = \"redis-cluster\"\nurls = [\"redis://a:1\", \"http://b\"]\n"),
+            "store.urls.1",
+        ),
     ];
     for (name, text, key) in cases {
         let err = refused(name, text, &[]);

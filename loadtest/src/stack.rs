@@ -143,6 +143,7 @@ impl Stack {
                         persistent: true,
                         tls: None,
                         log: Some(dir.join("redis.log")),
+                        cluster: false,
                     })
                     .map(Arc::new)
                     .map_err(|e| format!("redis-server: {e}"))?;

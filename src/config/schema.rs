@@ -382,6 +382,10 @@ fn redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("<redacted>")
 }
 
+fn redacted_urls<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| redact_url(u)))
+}
+
 fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(url))
 }
@@ -432,8 +436,18 @@ impl Default for LimitsConfig {
 pub enum StoreKind {
     /// In this process: one gateway instance, and `flashgate demo`.
     Memory,
-    /// Redis (or a Redis Cluster slot per sale): many instances share it.
+    /// One Redis (`store.url`): many instances share it.
     Redis,
+    /// A Redis Cluster (`store.urls`, seed nodes): each sale's keys in one slot.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
+}
+
+impl StoreKind {
+    /// True for a store other instances may share (Redis, a Redis Cluster).
+    pub fn is_shared(self) -> bool {
+        self != Self::Memory
+    }
 }
 
 /// `[store]`: where stock, tokens and orders live.
@@ -445,6 +459,13 @@ pub struct StoreConfig {
     /// Redis URL, `redis://` or `rediss://` (TLS); a password in it is never printed.
     #[serde(serialize_with = "redacted_url")]
     pub url: String,
+    /// `kind = "redis-cluster"`: seed nodes (any few of the cluster's), each `redis://` or
+    /// `rediss://`; passwords in them are never printed.
+    #[serde(
+        serialize_with = "redacted_urls",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub urls: Vec<String>,
     /// Connections to Redis; each is multiplexed, so a few carry many concurrent calls.
     pub pool_size: usize,
     /// Prefix of every Redis key: `{prefix}:{{sku}}:…`.
@@ -474,6 +495,7 @@ impl Default for StoreConfig {
         Self {
             kind: StoreKind::Memory,
             url: "redis://127.0.0.1:6379".to_owned(),
+            urls: Vec::new(),
             pool_size: 8,
             key_prefix: "flashgate".to_owned(),
             timeout: Duration::from_secs(1),

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Config, ConfigError, Overflow, StoreKind};
+use super::{Config, ConfigError, Overflow};
 
 /// Turns a deserialisation error into one that names the dotted key at fault.
 pub(super) fn from_serde_error(e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
@@ -238,16 +238,32 @@ fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
         !c.store.breaker_cooldown.is_zero(),
     )?;
     positive("store.sync_interval", !c.store.sync_interval.is_zero())?;
-    if c.store.kind == super::StoreKind::Redis {
-        let scheme = c.store.url.split_once("://").map(|(s, _)| s);
-        if !matches!(scheme, Some("redis" | "rediss")) {
-            return Err(ConfigError::invalid(
-                "store.url",
+    let redis_url = |key: &str, url: &str| {
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        match scheme {
+            Some("redis" | "rediss") => Ok(()),
+            _ => Err(ConfigError::invalid(
+                key,
                 format!(
                     "`{}` is not a redis:// or rediss:// URL",
-                    super::redact_url(&c.store.url)
+                    super::redact_url(url)
                 ),
-            ));
+            )),
+        }
+    };
+    match c.store.kind {
+        super::StoreKind::Memory => {}
+        super::StoreKind::Redis => redis_url("store.url", &c.store.url)?,
+        super::StoreKind::RedisCluster => {
+            if c.store.urls.is_empty() {
+                return Err(ConfigError::invalid(
+                    "store.urls",
+                    "needs at least one seed node of the cluster (redis://host:port)",
+                ));
+            }
+            for (i, url) in c.store.urls.iter().enumerate() {
+                redis_url(&format!("store.urls.{i}"), url)?;
+            }
         }
     }
     if c.store.key_prefix.is_empty() || c.store.key_prefix.contains(['{', '}']) {
@@ -261,17 +277,17 @@ fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
     positive("queue.ticket_ttl", !c.queue.ticket_ttl.is_zero())?;
     positive("queue.max_tickets", c.queue.max_tickets > 0)?;
     positive("delivery.max_in_flight", c.delivery.max_in_flight > 0)?;
-    if c.delivery.mode == super::DeliveryMode::Stream && c.store.kind != super::StoreKind::Redis {
+    if c.delivery.mode == super::DeliveryMode::Stream && !c.store.kind.is_shared() {
         return Err(ConfigError::invalid(
             "delivery.mode",
-            "\"stream\" needs store.kind = \"redis\": the backend reads the Redis outbox stream",
+            "\"stream\" needs a Redis store: the backend reads the Redis outbox stream",
         ));
     }
     positive("delivery.deadline", !c.delivery.deadline.is_zero())?;
     // Another deliverer may take an order over once it sat this long unsettled. A POST in
     // flight and its confirm must end before that, or two deliverers settle one order.
     let busy = c.upstream.timeout + c.store.timeout;
-    if c.store.kind == super::StoreKind::Redis
+    if c.store.kind.is_shared()
         && c.delivery.mode == super::DeliveryMode::Http
         && c.delivery.claim_idle <= busy
     {
@@ -388,7 +404,7 @@ fn check_cluster(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     // Every instance verifies the tokens the others sign: one secret, set by hand.
-    if c.store.kind != StoreKind::Memory && k.secret.is_empty() {
+    if c.store.kind.is_shared() && k.secret.is_empty() {
         return Err(ConfigError::invalid(
             "cluster.secret",
             "is required with a shared store: every instance signs and verifies sale tokens with it",

@@ -41,7 +41,9 @@ pub fn open(
             memory = Some(m.clone());
             m
         }
-        StoreKind::Redis => Arc::new(RedisStore::new(cfg, cfg.replay_ttl)?),
+        StoreKind::Redis | StoreKind::RedisCluster => {
+            Arc::new(RedisStore::new(cfg, cfg.replay_ttl)?)
+        }
     };
     let breaker = Breaker::new(
         backend,

@@ -95,12 +95,24 @@ impl SaleContext {
             token_ttl: store_config.token_ttl,
             tokens: TokenSigner::new(token_secret),
             owner: OwnerTag::random(),
-            stock_sync: (store_config.kind == StoreKind::Redis)
+            stock_sync: store_config
+                .kind
+                .is_shared()
                 .then_some(store_config.sync_interval),
             outbox_ready: Notify::new(),
             local,
             store_id: match store_config.kind {
                 StoreKind::Memory => "memory".to_owned(),
+                StoreKind::RedisCluster => format!(
+                    "cluster {} {}",
+                    store_config
+                        .urls
+                        .iter()
+                        .map(|u| crate::config::redact_url(u))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    store_config.key_prefix
+                ),
                 StoreKind::Redis => format!(
                     "{} {}",
                     crate::config::redact_url(&store_config.url),

@@ -2,8 +2,9 @@
 //! timeout, and after a run of failures calls fail at once for a cool-down instead of
 //! piling onto a dead or drowning Redis.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{
@@ -19,7 +20,13 @@ use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 pub struct Breaker {
     inner: Arc<dyn Store>,
     timeout: Duration,
+    /// For the calls that belong to no sale (readiness, membership).
     breaker: CircuitBreaker,
+    /// One per sale: a sale whose keys live on a dead Redis Cluster master fails alone,
+    /// and the sales on live masters go on selling.
+    sales: RwLock<HashMap<Sku, Arc<CircuitBreaker>>>,
+    threshold: u32,
+    cooldown: Duration,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -36,6 +43,9 @@ impl Breaker {
             inner,
             timeout,
             breaker: CircuitBreaker::new("store", threshold, cooldown),
+            sales: RwLock::new(HashMap::new()),
+            threshold,
+            cooldown,
             metrics: None,
         }
     }
@@ -49,13 +59,58 @@ impl Breaker {
         self
     }
 
+    /// The breaker of `sku`'s calls, made on first use.
+    fn breaker_of(&self, sku: &Sku) -> Arc<CircuitBreaker> {
+        if let Some(b) = self
+            .sales
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sku)
+        {
+            return b.clone();
+        }
+        let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
+        sales
+            .entry(sku.clone())
+            .or_insert_with(|| {
+                let name = format!("store:{sku}");
+                let b = CircuitBreaker::new(name.clone(), self.threshold, self.cooldown);
+                Arc::new(match &self.metrics {
+                    Some(m) => b.with_gauge(m.breaker_open.with_label_values(&[name.as_str()])),
+                    None => b,
+                })
+            })
+            .clone()
+    }
+
+    /// A call of sale `sku`'s, behind its breaker.
+    fn call_for<'a, T: Send + 'a>(
+        &'a self,
+        sku: &Sku,
+        step: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        let breaker = self.breaker_of(sku);
+        Box::pin(async move { self.guarded(&breaker, step, fut).await })
+    }
+
+    /// A call that belongs to no sale, behind the store's own breaker.
     fn call<'a, T: Send + 'a>(
         &'a self,
         step: &'static str,
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'a,
     ) -> StoreFuture<'a, T> {
-        Box::pin(async move {
-            let Some(permit) = self.breaker.admit() else {
+        Box::pin(async move { self.guarded(&self.breaker, step, fut).await })
+    }
+
+    async fn guarded<T>(
+        &self,
+        breaker: &CircuitBreaker,
+        step: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        {
+            let Some(permit) = breaker.admit() else {
                 if let Some(m) = &self.metrics {
                     m.store_errors.with_label_values(&[step]).inc();
                 }
@@ -76,23 +131,23 @@ impl Breaker {
                     if let Some(m) = &self.metrics {
                         m.store_errors.with_label_values(&[step]).inc();
                     }
-                    self.breaker.failure()
+                    breaker.failure()
                 }
                 Err(StoreError::Invariant(why)) => {
                     tracing::error!(step, %why, "oversell guard tripped");
                     if let Some(m) = &self.metrics {
                         m.oversell_guard.inc();
                     }
-                    self.breaker.success()
+                    breaker.success()
                 }
                 // Any answer from the store, even "no such sale" or a refused stock
                 // change, shows it is up.
-                _ => self.breaker.success(),
+                _ => breaker.success(),
             }
             // The result moved the breaker on; a probe is over.
             permit.done();
             result
-        })
+        }
     }
 }
 
@@ -103,22 +158,26 @@ impl Store for Breaker {
         stock: u64,
         remembers: Option<&Epoch>,
     ) -> StoreFuture<'_, StockLoad> {
-        self.call("init_stock", self.inner.init_stock(sku, stock, remembers))
+        self.call_for(
+            sku,
+            "init_stock",
+            self.inner.init_stock(sku, stock, remembers),
+        )
     }
     fn mark_lost(&self, sku: &Sku, epoch: &Epoch) -> StoreFuture<'_, ()> {
-        self.call("mark_lost", self.inner.mark_lost(sku, epoch))
+        self.call_for(sku, "mark_lost", self.inner.mark_lost(sku, epoch))
     }
     fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch> {
-        self.call("set_stock", self.inner.set_stock(sku, stock))
+        self.call_for(sku, "set_stock", self.inner.set_stock(sku, stock))
     }
     fn add_stock(&self, sku: &Sku, delta: i64) -> StoreFuture<'_, u64> {
-        self.call("add_stock", self.inner.add_stock(sku, delta))
+        self.call_for(sku, "add_stock", self.inner.add_stock(sku, delta))
     }
     fn stock(&self, sku: &Sku) -> StoreFuture<'_, StockReading> {
-        self.call("stock", self.inner.stock(sku))
+        self.call_for(sku, "stock", self.inner.stock(sku))
     }
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
-        self.call("reserve", self.inner.reserve(req))
+        self.call_for(&req.sku, "reserve", self.inner.reserve(req))
     }
     fn replay(
         &self,
@@ -127,10 +186,10 @@ impl Store for Breaker {
         user: &UserId,
         unspent: Unspent,
     ) -> StoreFuture<'_, Option<ReserveReply>> {
-        self.call("replay", self.inner.replay(sku, token, user, unspent))
+        self.call_for(sku, "replay", self.inner.replay(sku, token, user, unspent))
     }
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
-        self.call("outbox", self.inner.outbox(sku, max))
+        self.call_for(sku, "outbox", self.inner.outbox(sku, max))
     }
     fn claim(
         &self,
@@ -139,7 +198,11 @@ impl Store for Breaker {
         max: usize,
         claim_idle: Duration,
     ) -> StoreFuture<'_, Claimed> {
-        self.call("claim", self.inner.claim(sku, consumer, max, claim_idle))
+        self.call_for(
+            sku,
+            "claim",
+            self.inner.claim(sku, consumer, max, claim_idle),
+        )
     }
     fn touch(
         &self,
@@ -147,7 +210,7 @@ impl Store for Breaker {
         consumer: &str,
         orders: &[OrderId],
     ) -> StoreFuture<'_, Vec<OrderId>> {
-        self.call("touch", self.inner.touch(sku, consumer, orders))
+        self.call_for(sku, "touch", self.inner.touch(sku, consumer, orders))
     }
     fn confirm(
         &self,
@@ -155,7 +218,7 @@ impl Store for Breaker {
         order_id: &OrderId,
         consumer: &str,
     ) -> StoreFuture<'_, Confirmation> {
-        self.call("confirm", self.inner.confirm(sku, order_id, consumer))
+        self.call_for(sku, "confirm", self.inner.confirm(sku, order_id, consumer))
     }
     fn compensate(
         &self,
@@ -163,10 +226,14 @@ impl Store for Breaker {
         order_id: &OrderId,
         consumer: &str,
     ) -> StoreFuture<'_, Compensation> {
-        self.call("compensate", self.inner.compensate(sku, order_id, consumer))
+        self.call_for(
+            sku,
+            "compensate",
+            self.inner.compensate(sku, order_id, consumer),
+        )
     }
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
-        self.call("order_state", self.inner.order_state(sku, order_id))
+        self.call_for(sku, "order_state", self.inner.order_state(sku, order_id))
     }
     fn hold_token(
         &self,
@@ -176,19 +243,21 @@ impl Store for Breaker {
         ticket: &TicketId,
         until_ms: u64,
     ) -> StoreFuture<'_, TokenHold> {
-        self.call(
+        self.call_for(
+            sku,
             "hold_token",
             self.inner.hold_token(sku, token, user, ticket, until_ms),
         )
     }
     fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
-        self.call(
+        self.call_for(
+            sku,
             "release_token",
             self.inner.release_token(sku, token, ticket),
         )
     }
     fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>> {
-        self.call("ticket_record", self.inner.ticket_record(sku, ticket))
+        self.call_for(sku, "ticket_record", self.inner.ticket_record(sku, ticket))
     }
     fn take_over(
         &self,
@@ -197,16 +266,17 @@ impl Store for Breaker {
         live: &[String],
         min_idle: Duration,
     ) -> StoreFuture<'_, Vec<OrderId>> {
-        self.call(
+        self.call_for(
+            sku,
             "take_over",
             self.inner.take_over(sku, consumer, live, min_idle),
         )
     }
     fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
-        self.call("lease_drain", self.inner.lease_drain(sku, want, rate))
+        self.call_for(sku, "lease_drain", self.inner.lease_drain(sku, want, rate))
     }
     fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {
-        self.call("set_drain_rate", self.inner.set_drain_rate(sku, rate))
+        self.call_for(sku, "set_drain_rate", self.inner.set_drain_rate(sku, rate))
     }
     fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
         self.call("announce", self.inner.announce(member, ttl))

@@ -32,6 +32,8 @@ pub struct RedisOptions {
     pub tls: Option<(String, String)>,
     /// Where its log goes; nowhere when `None`.
     pub log: Option<PathBuf>,
+    /// Run as a Redis Cluster node (its bus on a second free port); see [`RedisCluster`].
+    pub cluster: bool,
 }
 
 impl RedisOptions {
@@ -47,6 +49,7 @@ impl RedisOptions {
             persistent: false,
             tls: None,
             log: None,
+            cluster: false,
         }
     }
 }
@@ -56,6 +59,7 @@ pub struct RedisServer {
     options: RedisOptions,
     port: u16,
     tls_port: Option<u16>,
+    bus_port: Option<u16>,
     child: Mutex<Option<Child>>,
 }
 
@@ -71,9 +75,14 @@ impl RedisServer {
             }
             None => None,
         };
+        let bus_port = match options.cluster {
+            true => Some(free_port()?),
+            false => None,
+        };
         Ok(Self {
             port: free_port()?,
             tls_port,
+            bus_port,
             options,
             child: Mutex::new(None),
         })
@@ -90,6 +99,18 @@ impl RedisServer {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             cmd.args(["--appendonly", "no"]);
+        }
+        if let Some(bus) = self.bus_port {
+            // A dead master must not stop the others: sales on live masters go on.
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+            ])
+            .args(["--cluster-config-file", &file("nodes.conf")])
+            .args(["--cluster-node-timeout", "1000"])
+            .args(["--cluster-require-full-coverage", "no"]);
         }
         if let Some(p) = self.tls_port {
             cmd.args(["--tls-port", &p.to_string()])
@@ -234,4 +255,114 @@ fn read_line(s: &mut TcpStream) -> String {
         out.push(byte[0]);
     }
     String::from_utf8_lossy(&out).trim_end().to_owned()
+}
+
+/// A Redis Cluster of `masters` cluster-enabled redis-servers on 127.0.0.1, no replicas,
+/// the 16384 slots split evenly between them.
+pub struct RedisCluster {
+    /// Its nodes, in slot order: node `i` serves the `i`-th range.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, gives each its slots, introduces them, and waits until every node
+    /// says the cluster is ok.
+    pub fn start(masters: usize, program: &Path) -> Result<Self, String> {
+        let mut nodes = Vec::with_capacity(masters);
+        for i in 0..masters {
+            let mut options = RedisOptions::new(&format!("cluster{i}"));
+            options.program = program.to_path_buf();
+            options.cluster = true;
+            let node = RedisServer::new(options).map_err(|e| e.to_string())?;
+            node.start()?;
+            nodes.push(node);
+        }
+        let cmd = |n: &RedisServer, args: &[&str]| -> Result<String, String> {
+            let reply = n.command(args).map_err(|e| e.to_string())?;
+            match reply.starts_with('-') {
+                true => Err(format!("{}: {reply}", args.join(" "))),
+                false => Ok(reply),
+            }
+        };
+        let per = 16384 / masters;
+        for (i, n) in nodes.iter().enumerate() {
+            let first = i * per;
+            let last = if i + 1 == masters {
+                16383
+            } else {
+                first + per - 1
+            };
+            cmd(
+                n,
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &first.to_string(),
+                    &last.to_string(),
+                ],
+            )?;
+        }
+        for n in &nodes[1..] {
+            let bus = n.bus_port.unwrap_or(0).to_string();
+            cmd(
+                &nodes[0],
+                &["CLUSTER", "MEET", "127.0.0.1", &n.port().to_string(), &bus],
+            )?;
+        }
+        let cluster = Self { nodes };
+        cluster.wait_until_ok(&cluster.nodes.iter().collect::<Vec<_>>())?;
+        Ok(cluster)
+    }
+
+    /// Waits until each of `nodes` says the cluster is ok and knows every slot's master.
+    pub fn wait_until_ok(&self, nodes: &[&RedisServer]) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            // A bulk reply: its first line is the state.
+            let ok = nodes.iter().all(|n| {
+                n.command(&["CLUSTER", "INFO"])
+                    .is_ok_and(|l| l == "cluster_state:ok")
+            });
+            if ok && self.slots_known(nodes) {
+                return Ok(());
+            }
+            if start.elapsed() > STARTUP * 3 {
+                return Err("the cluster did not form".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True when each of `nodes` knows every other node (it joins the cluster's view).
+    fn slots_known(&self, nodes: &[&RedisServer]) -> bool {
+        nodes.iter().all(|n| {
+            n.command_lines(&["CLUSTER", "INFO"], 8).is_ok_and(|lines| {
+                lines
+                    .iter()
+                    .any(|l| l == &format!("cluster_known_nodes:{}", self.nodes.len()))
+            })
+        })
+    }
+
+    /// Seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The slot a key (or hash tag) maps to.
+    pub fn slot_of(&self, key: &str) -> Result<u16, String> {
+        let reply = self.nodes[0]
+            .command(&["CLUSTER", "KEYSLOT", key])
+            .map_err(|e| e.to_string())?;
+        reply
+            .trim_start_matches(':')
+            .parse()
+            .map_err(|_| format!("CLUSTER KEYSLOT {key}: {reply}"))
+    }
+
+    /// Which node (index) serves `slot`, by the initial even split.
+    pub fn node_of_slot(&self, slot: u16) -> usize {
+        let per = 16384 / self.nodes.len();
+        (usize::from(slot) / per).min(self.nodes.len() - 1)
+    }
 }

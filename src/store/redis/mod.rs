@@ -15,35 +15,27 @@
 //! | `{prefix}:{sku}:drain` | the drain budget's arrival time (µs, store clock); expires when spent |
 //! | `{prefix}:{sku}:drain_rate` | the drain rate an operator set for every instance |
 
+mod link;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind, Value};
+
+use self::link::{Conn, Link};
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Reservation,
     ReserveReply, ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture,
     TicketRecord, TokenHold, Unspent,
 };
-use crate::config::{redact_url, StoreConfig};
+use crate::config::StoreConfig;
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId, MAX_STOCK};
 
-/// Stock, tokens and orders in Redis, shared by every gateway instance.
-///
-/// deadpool opens and health-checks the connections; calls then go over clones of those
-/// multiplexed connections, round-robin, so concurrent calls pipeline on each connection
-/// instead of each taking a connection (and a health-check PING) for itself. When a call
-/// fails, the clones are dropped and the next call takes fresh ones from the pool.
+/// Stock, tokens and orders in Redis (one server or a cluster), shared by every gateway
+/// instance. How calls reach Redis is [`link`]'s business.
 pub struct RedisStore {
-    pool: Pool,
-    pool_size: usize,
-    live: RwLock<Arc<Vec<MultiplexedConnection>>>,
-    next: AtomicUsize,
+    link: Link,
     prefix: String,
     replay_ttl: Duration,
     /// Bound on one Redis exchange, a little under `store.timeout` so that a connection
@@ -68,6 +60,7 @@ struct Scripts {
     hold_token: Script,
     release_token: Script,
     ticket_record: Script,
+    clock: Script,
 }
 
 /// One sale's key names.
@@ -123,45 +116,34 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    /// A pool of `store.pool_size` connections to `store.url`; nothing is contacted yet.
+    /// The store `cfg` names (`store.url`, or the cluster's `store.urls`); nothing is
+    /// contacted yet.
     pub fn new(cfg: &StoreConfig, replay_ttl: Duration) -> Result<Self, StoreError> {
-        // rediss:// connections use rustls with the ring provider; installing it twice is a
-        // no-op that reports an error we can ignore.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut pc = PoolConfig::from_url(cfg.url.clone());
-        let mut pool_cfg = deadpool_redis::PoolConfig::new(cfg.pool_size);
-        // A dead Redis must not make callers wait forever for a connection.
-        pool_cfg.timeouts.wait = Some(cfg.timeout);
-        pool_cfg.timeouts.create = Some(cfg.timeout);
-        pool_cfg.timeouts.recycle = Some(cfg.timeout);
-        pc.pool = Some(pool_cfg);
-        let pool = pc
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redact_url(&cfg.url))))?;
         Ok(Self {
-            pool,
-            pool_size: cfg.pool_size,
-            live: RwLock::new(Arc::new(Vec::new())),
-            next: AtomicUsize::new(0),
+            link: Link::new(cfg)?,
             prefix: cfg.key_prefix.clone(),
             replay_ttl,
             call_timeout: cfg.timeout.mul_f64(0.9),
             scripts: Scripts {
-                reserve: Script::new(include_str!("lua/reserve.lua")),
-                replay: Script::new(include_str!("lua/replay.lua")),
-                confirm: Script::new(include_str!("lua/confirm.lua")),
-                compensate: Script::new(include_str!("lua/compensate.lua")),
-                load_stock: Script::new(include_str!("lua/load_stock.lua")),
-                set_stock: Script::new(include_str!("lua/set_stock.lua")),
-                add_stock: Script::new(include_str!("lua/add_stock.lua")),
-                touch: Script::new(include_str!("lua/touch.lua")),
-                mark_lost: Script::new(include_str!("lua/mark_lost.lua")),
-                reap: Script::new(include_str!("lua/reap.lua")),
-                members: Script::new(include_str!("lua/members.lua")),
-                lease_drain: Script::new(include_str!("lua/lease_drain.lua")),
-                hold_token: Script::new(include_str!("lua/hold_token.lua")),
-                release_token: Script::new(include_str!("lua/release_token.lua")),
-                ticket_record: Script::new(include_str!("lua/ticket_record.lua")),
+                reserve: Script::new(include_str!("../lua/reserve.lua")),
+                replay: Script::new(include_str!("../lua/replay.lua")),
+                confirm: Script::new(include_str!("../lua/confirm.lua")),
+                compensate: Script::new(include_str!("../lua/compensate.lua")),
+                load_stock: Script::new(include_str!("../lua/load_stock.lua")),
+                set_stock: Script::new(include_str!("../lua/set_stock.lua")),
+                add_stock: Script::new(include_str!("../lua/add_stock.lua")),
+                touch: Script::new(include_str!("../lua/touch.lua")),
+                mark_lost: Script::new(include_str!("../lua/mark_lost.lua")),
+                reap: Script::new(include_str!("../lua/reap.lua")),
+                members: Script::new(include_str!("../lua/members.lua")),
+                lease_drain: Script::new(include_str!("../lua/lease_drain.lua")),
+                hold_token: Script::new(include_str!("../lua/hold_token.lua")),
+                release_token: Script::new(include_str!("../lua/release_token.lua")),
+                ticket_record: Script::new(include_str!("../lua/ticket_record.lua")),
+                // KEYS[1] only routes the call to the node of that key's slot.
+                clock: Script::new(
+                    "local t = redis.call('TIME') return {tonumber(t[1]), tonumber(t[2])}",
+                ),
             },
         })
     }
@@ -214,25 +196,8 @@ impl RedisStore {
     }
 
     /// A connection to send one call on.
-    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
-        let live = self
-            .live
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if !live.is_empty() {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % live.len();
-            return Ok(live[i].clone());
-        }
-        // Take every pooled connection at once (so they are distinct), keep clones.
-        let mut taken = Vec::with_capacity(self.pool_size);
-        for _ in 0..self.pool_size {
-            taken.push(self.pool.get().await.map_err(unavailable)?);
-        }
-        let fresh: Vec<MultiplexedConnection> = taken.iter().map(|c| (**c).clone()).collect();
-        let first = fresh[0].clone();
-        *self.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
-        Ok(first)
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.link.conn().await
     }
 
     /// Runs one Redis exchange. A broken or silent connection drops the cached ones, so the
@@ -262,7 +227,7 @@ impl RedisStore {
     }
 
     fn forget_connections(&self) {
-        *self.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Vec::new());
+        self.link.forget();
     }
 
     async fn reserve_now(&self, req: &ReserveRequest) -> Result<ReserveReply, StoreError> {
@@ -374,7 +339,10 @@ impl RedisStore {
         }
         let mut seen = std::collections::HashSet::new();
         found.retain(|(id, _)| seen.insert(id.clone()));
-        let (secs, micros): (u64, u64) = self.exec(redis::cmd("TIME").query_async(&mut c)).await?;
+        // Asked of the outbox's node (a keyless TIME could go to any node, maybe a dead one).
+        let (secs, micros): (u64, u64) = self
+            .exec(self.scripts.clock.key(&stream).invoke_async(&mut c))
+            .await?;
         // Deliverers gone for ten takeover periods, holding nothing, leave the group.
         let reap_after = claim_idle.saturating_mul(10).as_millis() as u64;
         let _: i64 = self
@@ -403,7 +371,7 @@ impl RedisStore {
     /// entry's id and fields (`None` for an entry deleted meanwhile).
     async fn read_group(
         &self,
-        c: &mut MultiplexedConnection,
+        c: &mut Conn,
         stream: &str,
         consumer: &str,
         max: usize,
