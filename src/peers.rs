@@ -75,12 +75,6 @@ impl Peers {
         format!("Bearer {}", tokens.derive(PURPOSE))
     }
 
-    /// True when the instance of incarnation `owner` has stopped (a recent list of the
-    /// live instances does not hold it).
-    pub fn is_gone(&self, owner: &crate::types::OwnerTag) -> bool {
-        self.membership.whereabouts(owner) == Whereabouts::Gone
-    }
-
     /// Asks the instance that issued `ticket` about it.
     pub async fn ask_ticket(&self, ticket: &TicketId) -> Asked {
         let owner = match self.membership.whereabouts(&ticket.owner()) {

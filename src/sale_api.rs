@@ -380,7 +380,7 @@ impl SaleApi {
                 }),
                 // A hold whose request is gone (its instance stopped, or its release was
                 // lost): let go of it and hold again, once.
-                TokenHold::Queued(other) if tries == 1 && self.is_stale(&other) => {
+                TokenHold::Queued(other) if tries == 1 && self.is_stale(&other).await => {
                     let _ = store.release_token(&sale.sku, token, &other).await;
                     continue;
                 }
@@ -393,9 +393,10 @@ impl SaleApi {
         }
     }
 
-    /// True when the request of ticket `other` that holds a token is gone: this process's
-    /// and no longer queued here, or another instance's that has stopped.
-    fn is_stale(&self, other: &TicketId) -> bool {
+    /// True when the request of ticket `other` that holds a token is gone, or ended
+    /// leaving the token unspent: its hold outlived it (its instance stopped, a release
+    /// was lost, or the hold's reply was lost and the request never queued).
+    async fn is_stale(&self, other: &TicketId) -> bool {
         if other.owner() == self.ctx.owner {
             return self
                 .ctx
@@ -403,9 +404,17 @@ impl SaleApi {
                 .get(other)
                 .is_none_or(|t| !t.status.binds_token());
         }
-        self.peers
-            .as_ref()
-            .is_some_and(|p| p.is_gone(&other.owner()))
+        let Some(peers) = &self.peers else {
+            return false;
+        };
+        match peers.ask_ticket(other).await {
+            Asked::Gone => true,
+            Asked::Answered { status, body, .. } => {
+                status == StatusCode::NOT_FOUND || leaves_token_unspent(&body)
+            }
+            // It may still decide it.
+            Asked::Unreachable => false,
+        }
     }
 
     /// A reserved order's outcome now. With a shared store another instance may have
@@ -589,6 +598,18 @@ fn joined(ticket: TicketId) -> GatewayResponse {
     }
     h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     resp
+}
+
+/// True when a ticket's JSON says its request ended without spending its token.
+fn leaves_token_unspent(ticket_json: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(ticket_json)
+        .ok()
+        .and_then(|v| {
+            v["error"]
+                .as_str()
+                .map(|e| matches!(e, "store_unavailable" | "shutting_down"))
+        })
+        .unwrap_or(false)
 }
 
 /// Another instance's answer about its ticket, passed on.

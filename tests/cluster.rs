@@ -175,3 +175,79 @@ async fn a_dead_masters_failures_open_only_its_sales_breaker() {
         assert_eq!(reading.units, 5, "{sku}");
     }
 }
+
+/// A sale's slot moved to another master while a crowd buys (as `redis-cli --cluster
+/// reshard` moves it): calls follow the move (some answered 503 meanwhile, and retried),
+/// and nothing is lost or taken twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sales_slot_migrated_while_it_sells_loses_and_doubles_nothing() {
+    const STOCK: u64 = 150;
+    const USERS: usize = 200;
+    let cluster = std::sync::Arc::new(
+        RedisCluster::start(3, std::path::Path::new("redis-server")).expect("cluster"),
+    );
+    let up = Upstream::start().await;
+    let skus = skus_on_each_master(&cluster);
+    let sku = skus[0].clone();
+    let slot = cluster.slot_of(&sku).expect("slot");
+    let a = gateway(&config(&up, &cluster, "gw-a", &skus[..1], STOCK)).await;
+    let b = gateway(&config(&up, &cluster, "gw-b", &skus[..1], STOCK)).await;
+    let addrs = [a.public_addr, b.public_addr];
+    let stock_key = format!("flashgate:{{{sku}}}:stock");
+    until("the stock to be loaded", || async {
+        cluster.nodes[0].command(&["GET", &stock_key]).expect("GET") == STOCK.to_string()
+    })
+    .await;
+
+    let mut crowd = JoinSet::new();
+    for u in 0..USERS {
+        let sku = sku.clone();
+        crowd.spawn(async move {
+            let user = format!("u{u}");
+            let token = token_for(addrs[u % 2], &sku, &user).await;
+            // A 503 is retried with the same token, on the other instance.
+            for attempt in 0usize.. {
+                let a = order(addrs[(u + attempt) % 2], &sku, &user, &token).await;
+                if a.status != StatusCode::SERVICE_UNAVAILABLE {
+                    return (
+                        user,
+                        a.status,
+                        a.json()["order_id"].as_str().map(str::to_owned),
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            unreachable!()
+        });
+    }
+    let mover = cluster.clone();
+    let migrated = tokio::task::spawn_blocking(move || mover.migrate_slot(slot, 0, 1));
+    let mut orders = std::collections::HashSet::new();
+    let mut sold_out = 0;
+    while let Some(r) = crowd.join_next().await {
+        let (user, status, order_id) = r.expect("task");
+        match status {
+            StatusCode::CREATED => assert!(
+                orders.insert(order_id.expect("an order id")),
+                "{user}: an order id given twice"
+            ),
+            StatusCode::GONE => sold_out += 1,
+            other => panic!("{user}: {other}"),
+        }
+    }
+    migrated.await.expect("join").expect("the slot moved");
+    assert_eq!(orders.len() as u64, STOCK, "every unit sold once");
+    assert_eq!(sold_out, USERS - STOCK as usize);
+    // The sale's keys live on the new master now, and agree with what was answered.
+    let new = &cluster.nodes[1];
+    assert_eq!(new.command(&["GET", &stock_key]).expect("GET"), "0");
+    assert_eq!(
+        new.command(&["HLEN", &format!("flashgate:{{{sku}}}:buyers")])
+            .expect("HLEN"),
+        format!(":{STOCK}")
+    );
+    assert!(cluster.nodes[0]
+        .command(&["GET", &stock_key])
+        .expect("GET")
+        .starts_with("-MOVED"));
+}

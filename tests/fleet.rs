@@ -329,3 +329,48 @@ async fn a_ticket_whose_owner_died_says_to_resubmit_and_the_token_still_buys() {
     assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "4");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Defect (found by the slot-migration test): a token's hold whose reply was lost (the
+/// request was answered 503 and never queued) sent the token's retry on another instance
+/// to a ticket its owner never knew, for as long as the hold lasted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_whose_request_never_queued_does_not_trap_the_token() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let a = gateway(&async_config(&up, &redis, "gw-a", sale)).await;
+    let b = gateway(&async_config(&up, &redis, "gw-b", sale)).await;
+    until("b to know a", || async {
+        admin(b.admin_addr, "GET", "/admin/instances", "").await["instances"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+    })
+    .await;
+    // A ticket of a's that a never issued, holding alice's token.
+    let bobs = token_for(a.public_addr, "phone", "bob").await;
+    let tag = order(a.public_addr, "phone", "bob", &bobs).await.json()["ticket"]
+        .as_str()
+        .expect("ticket")[..8]
+        .to_owned();
+    let phantom = format!("{tag}{}", "0".repeat(24));
+    let token = token_for(b.public_addr, "phone", "alice").await;
+    assert_eq!(
+        redis.command(&[
+            "SET",
+            &format!("flashgate:{{phone}}:hold:{token}"),
+            &phantom,
+            "PX",
+            "60000"
+        ]),
+        "+OK"
+    );
+    let bought = order(b.public_addr, "phone", "alice", &token).await;
+    assert_eq!(bought.status, StatusCode::ACCEPTED, "{:?}", bought.json());
+    let ticket = bought.json()["ticket"].as_str().expect("ticket").to_owned();
+    assert_ne!(ticket, phantom, "joined a request that never queued");
+    until("alice's order to be reserved", || async {
+        poll(b.public_addr, &ticket).await.json()["status"] != "queued"
+    })
+    .await;
+    assert!(poll(b.public_addr, &ticket).await.json()["order_id"].is_string());
+}

@@ -344,6 +344,59 @@ impl RedisCluster {
         })
     }
 
+    /// Moves `slot` from node `from` to node `to` while clients keep using it, the way
+    /// `redis-cli --cluster reshard` does: the target imports, the source migrates, the
+    /// keys move a few at a time (clients meanwhile follow ASK redirections), then every
+    /// node learns the slot's new master.
+    pub fn migrate_slot(&self, slot: u16, from: usize, to: usize) -> Result<(), String> {
+        let cmd = |n: &RedisServer, args: &[&str]| -> Result<String, String> {
+            let reply = n.command(args).map_err(|e| e.to_string())?;
+            match reply.starts_with('-') {
+                true => Err(format!("{}: {reply}", args.join(" "))),
+                false => Ok(reply),
+            }
+        };
+        let (src, dst) = (&self.nodes[from], &self.nodes[to]);
+        let src_id = cmd(src, &["CLUSTER", "MYID"])?;
+        let dst_id = cmd(dst, &["CLUSTER", "MYID"])?;
+        let slot = slot.to_string();
+        cmd(dst, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id])?;
+        cmd(src, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id])?;
+        loop {
+            // An array reply: "*n", then "$len" and the key for each.
+            let head = src
+                .command_lines(&["CLUSTER", "GETKEYSINSLOT", &slot, "5"], 1)
+                .map_err(|e| e.to_string())?;
+            let n: usize = head
+                .first()
+                .and_then(|h| h.strip_prefix('*'))
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("GETKEYSINSLOT: {head:?}"))?;
+            if n == 0 {
+                break;
+            }
+            let lines = src
+                .command_lines(&["CLUSTER", "GETKEYSINSLOT", &slot, "5"], 1 + 2 * n)
+                .map_err(|e| e.to_string())?;
+            let keys: Vec<&str> = lines[1..]
+                .iter()
+                .skip(1)
+                .step_by(2)
+                .map(String::as_str)
+                .collect();
+            let port = dst.port().to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            cmd(src, &args)?;
+        }
+        for n in &self.nodes {
+            if n.answers() {
+                cmd(n, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Seed URLs of every node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
