@@ -218,6 +218,7 @@ fn view(s: &Sale) -> Value {
         "remaining": s.remaining(),
         "queued": s.queue.len(),
         "pending": s.pending(),
+        "pending_elsewhere": s.pending_elsewhere(),
         "capacity": s.queue.capacity(),
         "max_capacity": s.queue.max_capacity(),
         "drain_rate": s.drain_rate(),

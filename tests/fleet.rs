@@ -235,8 +235,25 @@ async fn tickets_tokens_and_replays_work_through_any_instance() {
     assert_eq!(foreign.status, StatusCode::NOT_FOUND);
 }
 
+/// A gateway process, killed when dropped (a failing test leaves none behind).
+struct Process(std::process::Child);
+
+impl Process {
+    /// SIGKILL, and reap it.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Starts the gateway binary on `config`; returns it with its public and admin addresses.
-fn spawn_binary(config: &std::path::Path) -> (std::process::Child, SocketAddr, SocketAddr) {
+fn spawn_binary(config: &std::path::Path) -> (Process, SocketAddr, SocketAddr) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
         .args(["serve", "--config"])
@@ -259,7 +276,7 @@ fn spawn_binary(config: &std::path::Path) -> (std::process::Child, SocketAddr, S
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (child, public, admin)
+    (Process(child), public, admin)
 }
 
 /// An instance killed with a request queued: its ticket, polled elsewhere, says the
@@ -293,8 +310,7 @@ async fn a_ticket_whose_owner_died_says_to_resubmit_and_the_token_still_buys() {
         poll(b.public_addr, &ticket).await.status == StatusCode::OK
     })
     .await;
-    a.kill().expect("SIGKILL");
-    a.wait().expect("reaped");
+    a.kill();
     // Unreachable at first (503, retry), then gone from the list: lost.
     until("the ticket to be lost", || async {
         let p = poll(b.public_addr, &ticket).await;
@@ -373,4 +389,48 @@ async fn a_hold_whose_request_never_queued_does_not_trap_the_token() {
     })
     .await;
     assert!(poll(b.public_addr, &ticket).await.json()["order_id"].is_string());
+}
+
+/// Stock-aware admission counts what every instance has pending: with the drains held, a
+/// sale whose stock one instance's queue already covers is sold out on the other too
+/// (each admitting remaining × admit_factor on its own would admit twice the stock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_aware_admission_counts_every_instances_pending_requests() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 4\n";
+    let text = |id| {
+        async_config(&up, &redis, id, sale).replace(
+            "response = \"async\"\n",
+            "response = \"async\"\nadmit_factor = 1.0\n",
+        )
+    };
+    let a = gateway(&text("gw-a")).await;
+    let b = gateway(&text("gw-b")).await;
+    for gw in [&a, &b] {
+        admin(gw.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    }
+    for u in 0..4 {
+        let user = format!("a{u}");
+        let t = token_for(a.public_addr, "phone", &user).await;
+        let queued = order(a.public_addr, "phone", &user, &t).await;
+        assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
+    }
+    until("b to learn a's pending requests", || async {
+        admin(b.admin_addr, "GET", "/admin/sales", "").await["sales"][0]["pending_elsewhere"] == 4
+    })
+    .await;
+    let t = token_for(b.public_addr, "phone", "late").await;
+    assert_refused(
+        &order(b.public_addr, "phone", "late", &t).await,
+        StatusCode::GONE,
+        "sold_out",
+    );
+    // Once a's requests are decided, the count runs back down and b admits again... if
+    // stock is left: here a's four take it all.
+    admin(a.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    until("the stock to be taken", || async {
+        redis.command(&["GET", "flashgate:{phone}:stock"]) == "0"
+    })
+    .await;
 }

@@ -269,7 +269,21 @@ impl SaleContext {
     /// that another one sold the sale out (the flag then refuses at its edge too), that
     /// stock came back, or that the store lost its state.
     pub async fn sync_stock(&self) {
+        // A count outlives a few missed syncs, not an instance that stopped.
+        let hold = self.stock_sync.unwrap_or_default().saturating_mul(4);
         for sale in self.sales.iter() {
+            let mine = sale.pending() as u64;
+            match self
+                .store
+                .share_pending(&sale.sku, self.owner.as_str(), mine, hold)
+                .await
+            {
+                Ok(others) => {
+                    sale.set_pending_elsewhere(usize::try_from(others).unwrap_or(usize::MAX))
+                }
+                // Counted as none: the store's trouble must not refuse the crowd here.
+                Err(_) => sale.set_pending_elsewhere(0),
+            }
             let known = self.local.epoch(&self.store_id, &sale.sku);
             let reading = self.store.stock(&sale.sku).await;
             let lost = matches!(reading, Err(StoreError::UnknownSale(_)));

@@ -81,6 +81,8 @@ pub struct Sale {
     stopped: AtomicBool,
     /// Admitted requests not finished yet (queued or being processed).
     pending: AtomicUsize,
+    /// The other instances' pending requests, as the last stock sync read them.
+    pending_elsewhere: AtomicUsize,
     /// Its total drain rate across the instances sharing the store.
     rate: watch::Sender<u32>,
     /// What this instance's drain achieved while it had requests queued, per second (0
@@ -114,6 +116,7 @@ impl Sale {
             held: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
+            pending_elsewhere: AtomicUsize::new(0),
             rate: watch::Sender::new(q.drain_rate),
             share: AtomicU32::new(0),
             paused: watch::Sender::new(false),
@@ -187,12 +190,23 @@ impl Sale {
         self.pending.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Stock-aware admission: may one more request join, given what is already pending?
-    /// Pending requests may reach remaining × admit_factor; beyond that a new one could
-    /// only reserve if many ahead of it fail, so it is told sold out at once.
+    /// The other instances' pending requests, as last read from the store.
+    pub fn pending_elsewhere(&self) -> usize {
+        self.pending_elsewhere.load(Ordering::Relaxed)
+    }
+
+    /// Records the other instances' pending requests.
+    pub fn set_pending_elsewhere(&self, n: usize) {
+        self.pending_elsewhere.store(n, Ordering::Relaxed);
+    }
+
+    /// Stock-aware admission: may one more request join, given what is already pending
+    /// here and on the other instances? Pending requests may reach remaining ×
+    /// admit_factor; beyond that a new one could only reserve if many ahead of it fail,
+    /// so it is told sold out at once.
     pub fn has_room_for_one_more(&self) -> bool {
         let limit = (self.remaining() as f64 * self.settings.admit_factor).ceil();
-        (self.pending() as f64) < limit
+        ((self.pending() + self.pending_elsewhere()) as f64) < limit
     }
 
     /// Queued requests released per second, in total across the instances.

@@ -272,6 +272,19 @@ impl Store for Breaker {
             self.inner.take_over(sku, consumer, live, min_idle),
         )
     }
+    fn share_pending(
+        &self,
+        sku: &Sku,
+        me: &str,
+        pending: u64,
+        ttl: Duration,
+    ) -> StoreFuture<'_, u64> {
+        self.call_for(
+            sku,
+            "share_pending",
+            self.inner.share_pending(sku, me, pending, ttl),
+        )
+    }
     fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
         self.call_for(sku, "lease_drain", self.inner.lease_drain(sku, want, rate))
     }

@@ -29,6 +29,8 @@ pub struct MemoryStore {
     drains: Mutex<HashMap<Sku, DrainBudget>>,
     /// Where the drain budgets' clock starts.
     epoch: Instant,
+    /// Each sale's pending requests by instance, and until when each count holds.
+    pending: Mutex<HashMap<Sku, HashMap<String, (u64, Instant)>>>,
     /// The key this process signs tokens with when `cluster.secret` is empty: part of the
     /// state a graceful restart keeps, so that tokens issued before it still hold.
     token_secret: RwLock<String>,
@@ -163,6 +165,7 @@ impl MemoryStore {
             members: Mutex::new(BTreeMap::new()),
             drains: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            pending: Mutex::new(HashMap::new()),
             token_secret: RwLock::new(OrderId::random().to_string() + OrderId::random().as_str()),
         }
     }
@@ -698,6 +701,30 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'_, Vec<OrderId>> {
         // One process, one deliverer: nobody else's orders to take.
         ready(Ok(Vec::new()))
+    }
+
+    fn share_pending(
+        &self,
+        sku: &Sku,
+        me: &str,
+        pending: u64,
+        ttl: Duration,
+    ) -> StoreFuture<'_, u64> {
+        let mut all = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let counts = all.entry(sku.clone()).or_default();
+        let now = Instant::now();
+        counts.retain(|_, (_, until)| *until > now);
+        if pending > 0 && !ttl.is_zero() {
+            counts.insert(me.to_owned(), (pending, now + ttl));
+        } else {
+            counts.remove(me);
+        }
+        let others = counts
+            .iter()
+            .filter(|(who, _)| who.as_str() != me)
+            .map(|(_, (n, _))| n)
+            .sum();
+        ready(Ok(others))
     }
 
     fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {

@@ -390,6 +390,17 @@ pub trait Store: Send + Sync + 'static {
     /// An order's state, if the store knows the order.
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>>;
 
+    /// Records that the instance `me` has `pending` requests of `sku` admitted and not yet
+    /// decided, for `ttl` (0 forgets them), and returns how many the other instances have
+    /// (those whose record has not run out): stock-aware admission counts them all.
+    fn share_pending(
+        &self,
+        sku: &Sku,
+        me: &str,
+        pending: u64,
+        ttl: Duration,
+    ) -> StoreFuture<'_, u64>;
+
     /// Leases up to `want` permits from `sku`'s drain rate, which every instance sharing
     /// the store draws on (see [`lease`]): the rate an operator set with
     /// [`set_drain_rate`](Self::set_drain_rate), else `rate` (the configured one).

@@ -24,7 +24,8 @@ macro_rules! store_suite {
             a_confirm_after_compensation_is_a_conflict,
             members_come_and_go,
             the_drain_rate_is_one_budget,
-            a_token_is_held_by_one_queued_request
+            a_token_is_held_by_one_queued_request,
+            instances_share_their_pending_counts
         );
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -721,5 +722,74 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
             .await
             .expect("hold"),
         TokenHold::Held
+    );
+}
+
+/// Each instance reports what it has pending and learns the others' total; a count that
+/// is not renewed runs out, and zero forgets it.
+pub async fn instances_share_their_pending_counts(store: Arc<dyn Store>) {
+    let sku = Sku::new("pending");
+    let long = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .share_pending(&sku, "a", 5, long)
+            .await
+            .expect("share"),
+        0
+    );
+    assert_eq!(
+        store
+            .share_pending(&sku, "b", 3, long)
+            .await
+            .expect("share"),
+        5
+    );
+    assert_eq!(
+        store
+            .share_pending(&sku, "a", 5, long)
+            .await
+            .expect("share"),
+        3
+    );
+    assert_eq!(
+        store
+            .share_pending(&sku, "b", 0, long)
+            .await
+            .expect("share"),
+        5
+    );
+    assert_eq!(
+        store
+            .share_pending(&sku, "a", 4, long)
+            .await
+            .expect("share"),
+        0
+    );
+    // Another sale's counts are its own.
+    assert_eq!(
+        store
+            .share_pending(&Sku::new("pending-other"), "b", 1, long)
+            .await
+            .expect("share"),
+        0
+    );
+    store
+        .share_pending(&sku, "c", 7, Duration::from_millis(1))
+        .await
+        .expect("share");
+    let forgotten = tokio::time::timeout(Duration::from_secs(10), async {
+        while store
+            .share_pending(&sku, "b", 0, long)
+            .await
+            .expect("share")
+            != 4
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        forgotten.is_ok(),
+        "an instance that stopped reporting still counts"
     );
 }

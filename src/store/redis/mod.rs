@@ -14,6 +14,7 @@
 //! | `{prefix}:{sku}:ticket:<ticket>` | the token that ticket's request holds, so any instance can answer it |
 //! | `{prefix}:{sku}:drain` | the drain budget's arrival time (µs, store clock); expires when spent |
 //! | `{prefix}:{sku}:drain_rate` | the drain rate an operator set for every instance |
+//! | `{prefix}:{sku}:pending` | hash: instance → its pending requests and until when the count holds |
 
 mod link;
 
@@ -61,6 +62,7 @@ struct Scripts {
     release_token: Script,
     ticket_record: Script,
     clock: Script,
+    share_pending: Script,
 }
 
 /// One sale's key names.
@@ -109,6 +111,9 @@ impl Keys {
     fn drain_rate(&self) -> String {
         format!("{}:drain_rate", self.base)
     }
+    fn pending(&self) -> String {
+        format!("{}:pending", self.base)
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -140,6 +145,7 @@ impl RedisStore {
                 hold_token: Script::new(include_str!("../lua/hold_token.lua")),
                 release_token: Script::new(include_str!("../lua/release_token.lua")),
                 ticket_record: Script::new(include_str!("../lua/ticket_record.lua")),
+                share_pending: Script::new(include_str!("../lua/share_pending.lua")),
                 // KEYS[1] only routes the call to the node of that key's slot.
                 clock: Script::new(
                     "local t = redis.call('TIME') return {tonumber(t[1]), tonumber(t[2])}",
@@ -994,6 +1000,30 @@ impl Store for RedisStore {
                 );
             }
             Ok(taken)
+        })
+    }
+
+    fn share_pending(
+        &self,
+        sku: &Sku,
+        me: &str,
+        pending: u64,
+        ttl: Duration,
+    ) -> StoreFuture<'_, u64> {
+        let k = self.keys(sku);
+        let me = me.to_owned();
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            self.exec(
+                self.scripts
+                    .share_pending
+                    .key(k.pending())
+                    .arg(&me)
+                    .arg(pending)
+                    .arg(ttl.as_millis().min(u128::from(u64::MAX)) as u64)
+                    .invoke_async(&mut c),
+            )
+            .await
         })
     }
 
