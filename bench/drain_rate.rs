@@ -6,16 +6,16 @@
 //!
 //! Under `cargo test` (no `--bench` argument) it runs a one-second smoke check instead.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use flashgate::config::Config;
 use flashgate::gateway::Gateway;
-use flashgate::sale::queue::QueueItem;
-use flashgate::types::{unix_millis, TicketId, UserId};
 use tokio_util::sync::CancellationToken;
 
 #[path = "env.rs"]
 mod env;
+#[path = "fill.rs"]
+mod fill;
 use env::env_or;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -42,23 +42,7 @@ async fn main() {
     ctx.load_stock(&config.sales).await.expect("stock");
     let sale = ctx.sales.get("bench").expect("sale").clone();
     sale.set_draining(false);
-    for i in 0..queued {
-        let user = UserId::parse(&format!("u{i}")).expect("user");
-        let expires = unix_millis(SystemTime::now()) + 600_000;
-        let token = ctx.tokens.issue(&sale.sku, &user, expires);
-        let seq = sale.queue.reserve().expect("room");
-        sale.begin();
-        sale.queue.push(QueueItem {
-            seq,
-            ticket: TicketId::random(),
-            user,
-            token,
-            quantity: 1,
-            admitted_at: Instant::now(),
-            reply: None,
-            held: false,
-        });
-    }
+    fill::fill(&ctx, &sale, queued, "u");
     let shutdown = CancellationToken::new();
     let drain = tokio::spawn(flashgate::sale::drain::run(
         ctx.clone(),

@@ -7,19 +7,12 @@
 #   CLIENTS=100 STEPS=500000 bash bench/redis_reserve.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/ensure-packages.sh
-ensure_packages redis-server:redis-server redis-benchmark:redis-tools
-
 CLIENTS=${CLIENTS:-50}
 STEPS=${STEPS:-200000}
 PORT=${PORT:-19379}
-WORK=$(mktemp -d)
-redis-server --bind 127.0.0.1 --port "$PORT" --save "" --appendonly no --dir "$WORK" >/dev/null &
-RPID=$!
-trap 'kill $RPID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 1 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+source scripts/bench-redis.sh
 
-fg=$(REDIS_URL="redis://127.0.0.1:$PORT" CLIENTS=$CLIENTS STEPS=$STEPS \
+fg=$(REDIS_URL="$REDIS_URL" CLIENTS=$CLIENTS STEPS=$STEPS \
     cargo bench --locked -q --bench redis_reserve 2>/dev/null | tail -1)
 echo "$fg"
 fg_rate=$(echo "$fg" | awk '{ print $(NF-1) }')

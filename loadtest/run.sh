@@ -6,7 +6,8 @@
 #   bash loadtest/run.sh redis-restart --users 5000  # any flashgate-loadtest flag after the name
 #
 # flashgate-loadtest starts what the scenario needs (the demo backend, a redis-server on a
-# free loopback port when `store = "redis"`, the flashgate binary), runs the crowd, stops it
+# free loopback port when `store = "redis"`, three of them as a Redis Cluster when
+# `store = "redis-cluster"`, the flashgate binary), runs the crowd, stops it
 # all again and prints the report. The JSON report and an SVG chart land in target/loadtest/
 # (OUT=dir to change). Exit status: 0 every invariant held, 1 one failed, 2 bad scenario,
 # 3 the stack would not start.
@@ -29,7 +30,7 @@ fi
 name=$(basename "$file" .toml)
 
 source scripts/ensure-packages.sh
-if grep -Eq '^store *= *"redis"' "$file"; then
+if grep -Eq '^store *= *"redis(-cluster)?"' "$file"; then
     ensure_packages redis-server:redis-server
 fi
 cargo build --release --locked -q -p flashgate -p flashgate-loadtest

@@ -26,6 +26,9 @@ struct Applied {
     sku: String,
     user_id: String,
     quantity: u64,
+    /// When the delivery that applied it reached the backend (Unix ms): load tests measure
+    /// the pace the backend was fed at, to which redeliveries add nothing.
+    arrived_ms: u64,
 }
 
 /// What the demo backend has recorded.
@@ -92,7 +95,24 @@ impl DemoBackend {
         l.by_sku.values().sum()
     }
 
+    /// When each order of `sku` first arrived (Unix ms, ascending), once applied.
+    pub fn arrivals(&self, sku: &str) -> Vec<u64> {
+        let l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut at: Vec<u64> = l
+            .orders
+            .iter()
+            .filter(|a| a.sku == sku)
+            .map(|a| a.arrived_ms)
+            .collect();
+        // Orders are applied in the order their (possibly delayed) handling finished.
+        at.sort_unstable();
+        at
+    }
+
     async fn record(&self, req: Request<Incoming>) -> GatewayResponse {
+        // Stamped before the body is read or the delay slept, so it is when the order
+        // reached the backend, not how long the backend took with it.
+        let arrived_ms = crate::types::unix_millis(std::time::SystemTime::now());
         let key = req
             .headers()
             .get("idempotency-key")
@@ -169,6 +189,7 @@ impl DemoBackend {
             sku: field("sku"),
             user_id: field("user_id"),
             quantity: order["quantity"].as_u64().unwrap_or(1),
+            arrived_ms,
         };
         *l.by_sku.entry(applied.sku.clone()).or_default() += 1;
         l.orders.push(applied);

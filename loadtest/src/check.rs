@@ -49,6 +49,10 @@ pub struct Evidence<'a> {
     pub gateways_killed: bool,
     /// How the system stands at the end of a chaos run.
     pub health: Option<&'a Health>,
+    /// When each of the sale's orders first reached the backend (Unix ms, ascending).
+    pub arrivals_ms: &'a [u64],
+    /// The sale's configured drain rate: the total across instances.
+    pub drain_rate: u32,
 }
 
 /// How the system stands once a chaos run is over: whatever happened, it must have
@@ -265,6 +269,54 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
             format!("{} units left", e.stock_final),
         ));
     }
+    if let Some(burst) = e.expect.burst_limit {
+        // The float product of a whole rate and 1.1 lands a hair above the whole number
+        // it means (200 × 1.1 = 220.00000000000003): not a unit of slack to round up to.
+        let limit = (f64::from(e.drain_rate) * burst - 1e-9).ceil().max(0.0) as usize;
+        let (peak, at) = peak_in_window(e.arrivals_ms, 1000);
+        let when = match (at, e.arrivals_ms.first()) {
+            (Some(at), Some(first)) => {
+                format!(
+                    " (from {:.1} s after the first)",
+                    (at - first) as f64 / 1000.0
+                )
+            }
+            _ => String::new(),
+        };
+        out.push(check(
+            "backend never above the drain rate (scenario)",
+            peak <= limit,
+            format!(
+                "peak {peak} orders in one second{when}; limit {limit} (configured {}/s × {burst})",
+                e.drain_rate
+            ),
+        ));
+    }
+    if let Some(tolerance) = e.expect.drain_tolerance {
+        let configured = f64::from(e.drain_rate);
+        let (ok, detail) = match achieved_rate(e.arrivals_ms) {
+            Some((achieved, span)) => {
+                let deviation = (achieved - configured) / configured;
+                (
+                    deviation.abs() <= tolerance,
+                    format!(
+                        "achieved {achieved:.1}/s ({} orders over {span:.2} s), configured {configured:.0}/s: {:+.2}% (tolerance ±{:.1}%)",
+                        e.arrivals_ms.len(),
+                        deviation * 100.0,
+                        tolerance * 100.0
+                    ),
+                )
+            }
+            None => (
+                false,
+                format!(
+                    "{} orders at the backend: too few to measure a rate (configured {configured:.0}/s)",
+                    e.arrivals_ms.len()
+                ),
+            ),
+        };
+        out.push(check("drain rate held in total (scenario)", ok, detail));
+    }
     if e.expect.store_outage_seen {
         out.push(check(
             "store outage reached the crowd (scenario)",
@@ -273,6 +325,33 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// The most of `sorted` (ascending ms) that fall within one sliding window of `window_ms`
+/// (half-open: a window starting at t holds t up to t + window_ms, exclusive), and where
+/// the first such window starts.
+pub fn peak_in_window(sorted: &[u64], window_ms: u64) -> (usize, Option<u64>) {
+    let mut best = (0, None);
+    let mut end = 0;
+    // The busiest window can always start at an arrival: slide its start over them.
+    for (start, &t) in sorted.iter().enumerate() {
+        end = end.max(start);
+        while end < sorted.len() && sorted[end] < t.saturating_add(window_ms) {
+            end += 1;
+        }
+        if end - start > best.0 {
+            best = (end - start, Some(t));
+        }
+    }
+    best
+}
+
+/// The rate `sorted` (ascending ms) arrived at, first to last: (arrivals − 1) / span, and
+/// the span in seconds. None for fewer than two, or all in one millisecond.
+pub fn achieved_rate(sorted: &[u64]) -> Option<(f64, f64)> {
+    let (first, last) = (sorted.first()?, sorted.last()?);
+    let span = last.checked_sub(*first).filter(|s| *s > 0)? as f64 / 1000.0;
+    Some(((sorted.len() - 1) as f64 / span, span))
 }
 
 #[cfg(test)]
@@ -322,6 +401,8 @@ mod tests {
             compensated: &[],
             gateways_killed: false,
             health: None,
+            arrivals_ms: &[],
+            drain_rate: 1,
         };
         all(&e)
             .into_iter()
@@ -386,5 +467,90 @@ mod tests {
         j[0].mismatches = 0;
         j[0].outcome = Outcome::Unfinished;
         assert!(failures(&j, &l, 1).contains(&"every request answered"));
+    }
+
+    #[test]
+    fn the_busiest_second_is_found_wherever_it_starts() {
+        assert_eq!(peak_in_window(&[], 1000), (0, None));
+        assert_eq!(peak_in_window(&[5], 1000), (1, Some(5)));
+        // A window holds [t, t + 1000): 1000 ms after the first is the next window's.
+        assert_eq!(peak_in_window(&[0, 999, 1000], 1000), (2, Some(0)));
+        // The busiest second straddles two calendar seconds.
+        let at = [0, 100, 900, 950, 1000, 1050, 1850, 1899, 3000];
+        assert_eq!(peak_in_window(&at, 1000), (6, Some(900)));
+        // Ties keep the first window; equal stamps all count.
+        assert_eq!(
+            peak_in_window(&[10, 10, 10, 2000, 2000], 1000),
+            (3, Some(10))
+        );
+        // An even pace of 200/s shows 200 in any second.
+        let even: Vec<u64> = (0..1000).map(|i| i * 5).collect();
+        assert_eq!(peak_in_window(&even, 1000).0, 200);
+    }
+
+    #[test]
+    fn the_rate_is_counted_between_the_first_and_last_arrival() {
+        assert_eq!(achieved_rate(&[]), None);
+        assert_eq!(achieved_rate(&[7]), None);
+        assert_eq!(achieved_rate(&[7, 7]), None);
+        let even: Vec<u64> = (0..=1000).map(|i| 1_000_000 + i * 5).collect();
+        assert_eq!(achieved_rate(&even), Some((200.0, 5.0)));
+    }
+
+    fn drain_failures(arrivals: &[u64], rate: u32) -> Vec<&'static str> {
+        let expect = Expect {
+            drain_tolerance: Some(0.05),
+            burst_limit: Some(1.1),
+            ..Expect::default()
+        };
+        let j = [journey("a", &[])];
+        let e = Evidence {
+            journeys: &j,
+            unanswered_requests: 0,
+            stock_initial: 0,
+            stock_final: 0,
+            per_user_limit: 1,
+            ledger: &[],
+            settled: true,
+            store_unavailable_answers: 0,
+            expect: &expect,
+            compensated: &[],
+            gateways_killed: false,
+            health: None,
+            arrivals_ms: arrivals,
+            drain_rate: rate,
+        };
+        all(&e)
+            .into_iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name)
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_or_a_slow_drain_fails_the_drain_checks() {
+        // 200/s for 5 s: both hold.
+        let even: Vec<u64> = (0..=1000).map(|i| i * 5).collect();
+        assert_eq!(drain_failures(&even, 200), Vec::<&str>::new());
+        // 220 in a second is the limit at 200/s × 1.1; 221 is above it.
+        let mut burst = even.clone();
+        burst.extend((0..20).map(|i| 2000 + i));
+        burst.sort_unstable();
+        assert_eq!(drain_failures(&burst, 200), Vec::<&str>::new());
+        burst.push(2500);
+        burst.sort_unstable();
+        assert!(
+            drain_failures(&burst, 200).contains(&"backend never above the drain rate (scenario)")
+        );
+        // The same orders over twice the time: half the rate.
+        let slow: Vec<u64> = (0..=1000).map(|i| i * 10).collect();
+        assert_eq!(
+            drain_failures(&slow, 200),
+            ["drain rate held in total (scenario)"]
+        );
+        assert_eq!(
+            drain_failures(&[1], 200),
+            ["drain rate held in total (scenario)"]
+        );
     }
 }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::{Applied, Evidence};
 use crate::report::{Drain, Funnel, Orders, Report};
-use crate::scenario::{Action, Scenario, StoreChoice};
+use crate::scenario::{Action, Scenario, SharedStore, StoreChoice};
 use crate::stack::{Programs, Stack};
 use crate::tally::{Route, Tally};
 use crate::user::{Journey, Plan};
@@ -195,7 +195,7 @@ async fn run_once(cli: &Cli, scenario: &Scenario, seed: u64, line: &mut RunLine)
         scenario.name,
         scenario.crowd.users,
         stack.config.sales[0].sku,
-        store_name(scenario.store),
+        scenario.store.name(),
         stack.instances.len(),
         stack.public,
         stack.admin,
@@ -268,7 +268,13 @@ fn check_only(cli: &Cli, scenario: &Scenario) -> ExitCode {
         admin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 2)),
         backend: placeholder,
         admin_token: "check".into(),
-        redis_url: (scenario.store == StoreChoice::Redis).then(|| "redis://127.0.0.1:1".into()),
+        store: match scenario.store {
+            StoreChoice::Memory => None,
+            StoreChoice::Redis => Some(SharedStore::Redis("redis://127.0.0.1:1".into())),
+            StoreChoice::RedisCluster => Some(SharedStore::Cluster(
+                (1..=3).map(|p| format!("redis://127.0.0.1:{p}")).collect(),
+            )),
+        },
     };
     let opens_at = scenario.crowd.sale_opens_in.map(|d| SystemTime::now() + d);
     match scenario.gateway_settings(&owned, opens_at) {
@@ -280,13 +286,6 @@ fn check_only(cli: &Cli, scenario: &Scenario) -> ExitCode {
             eprintln!("error: {}: {e}", cli.scenario.display());
             ExitCode::from(2)
         }
-    }
-}
-
-fn store_name(s: StoreChoice) -> &'static str {
-    match s {
-        StoreChoice::Memory => "memory",
-        StoreChoice::Redis => "redis",
     }
 }
 
@@ -392,7 +391,6 @@ async fn crowd(
 
     let stock_final = stack.store_stock(&sku).await?;
     let ledger = backend_ledger(stack, &sku).await?;
-    let metrics = stack.metrics().await.unwrap_or_default();
     let every: Vec<String> = stack
         .all_metrics()
         .await
@@ -435,6 +433,7 @@ async fn crowd(
     let store_unavailable = tally.count(Route::Order, "store_unavailable")
         + tally.count(Route::Token, "store_unavailable")
         + tally.count(Route::Poll, "failed:store_unavailable");
+    let arrivals = stack.demo.arrivals(&sku);
     let checks = check::all(&Evidence {
         journeys: &journeys,
         unanswered_requests: tally.unanswered(),
@@ -451,13 +450,15 @@ async fn crowd(
                 .any(|f| f.kind == scenario::FaultKind::GatewayRestart)
         }),
         health: faults.is_some().then_some(&health),
+        arrivals_ms: &arrivals,
+        drain_rate: stack.config.queue_for(sale).drain_rate,
     });
     let drain_rate = samples.last().map_or(0.0, |s| s.drain_rate);
     let achieved = sampler::achieved_drain(&samples);
     Ok(Report {
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
-        store: store_name(scenario.store).into(),
+        store: scenario.store.name().into(),
         users: c.users,
         crowd_seconds,
         settle_seconds,
@@ -472,12 +473,15 @@ async fn crowd(
             redeliveries_absorbed: ledger.1,
             compensations: summed("flashgate_compensations_total", &label) as u64,
         },
-        gateway_admission: sampler::metric_by(
-            &metrics,
-            "flashgate_admission_decisions_total",
-            &label,
-            "outcome",
-        ),
+        // Every instance's decisions together, as the crowd's answers are.
+        gateway_admission: every.iter().fold(BTreeMap::new(), |mut all, m| {
+            let one =
+                sampler::metric_by(m, "flashgate_admission_decisions_total", &label, "outcome");
+            for (outcome, n) in one {
+                *all.entry(outcome).or_default() += n;
+            }
+            all
+        }),
         latency: tally.percentiles(),
         drain: Drain {
             configured: drain_rate,

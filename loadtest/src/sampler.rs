@@ -1,5 +1,6 @@
 //! The gateway's side of the run, sampled while it goes: queue depth, stock and the drain
-//! counter, from the admin API and /metrics.
+//! counter, from the admin API and /metrics of every instance (the sale's drain rate is
+//! their total, and each queues its own share of the crowd).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,20 +16,21 @@ use crate::stack::Stack;
 pub struct Sample {
     /// Seconds since the crowd started.
     pub t: f64,
-    /// Requests queued.
+    /// Requests queued, on every instance together.
     pub queued: u64,
-    /// Stock the gateway knows of.
+    /// Stock the gateway knows of (the least any instance knows of).
     pub remaining: u64,
-    /// Requests released to the order workers so far.
+    /// Requests released to the order workers so far, by every instance together.
     pub drained: f64,
-    /// Configured drain rate.
+    /// Configured drain rate (the total across instances).
     pub drain_rate: f64,
 }
 
 /// Samples collected so far.
 pub type Samples = Arc<Mutex<Vec<Sample>>>;
 
-/// Samples every `every` until `stop`; a failed look is skipped (the gateway may be busy).
+/// Samples every `every` until `stop`; a sample some instance did not answer is skipped
+/// (it may be busy, or restarting).
 pub async fn run(
     stack: &Stack,
     sku: &str,
@@ -44,24 +46,42 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (Ok(sales), Ok(metrics)) =
-            (stack.admin_get("/admin/sales").await, stack.metrics().await)
-        else {
-            continue;
-        };
-        let Some(sale) = sales["sales"]
-            .as_array()
-            .and_then(|all| all.iter().find(|s| s["sku"] == sku))
-        else {
-            continue;
-        };
+        let t = start.elapsed().as_secs_f64();
         let label = format!("sku=\"{sku}\"");
-        let sample = Sample {
-            t: start.elapsed().as_secs_f64(),
-            queued: sale["queued"].as_u64().unwrap_or(0),
-            remaining: sale["remaining"].as_u64().unwrap_or(0),
-            drained: metric(&metrics, "flashgate_drained_total", &label).unwrap_or(0.0),
-            drain_rate: metric(&metrics, "flashgate_drain_rate_configured", &label).unwrap_or(0.0),
+        let mut sample: Option<Sample> = None;
+        let mut answered = true;
+        for k in 0..stack.instances.len() {
+            let Ok((sales, metrics)) = stack.instance_look(k, "/admin/sales").await else {
+                answered = false;
+                break;
+            };
+            let Some(sale) = sales["sales"]
+                .as_array()
+                .and_then(|all| all.iter().find(|s| s["sku"] == sku))
+            else {
+                answered = false;
+                break;
+            };
+            let look = Sample {
+                t,
+                queued: sale["queued"].as_u64().unwrap_or(0),
+                remaining: sale["remaining"].as_u64().unwrap_or(0),
+                drained: metric(&metrics, "flashgate_drained_total", &label).unwrap_or(0.0),
+                drain_rate: metric(&metrics, "flashgate_drain_rate_configured", &label)
+                    .unwrap_or(0.0),
+            };
+            sample = Some(match sample {
+                None => look,
+                Some(s) => Sample {
+                    queued: s.queued + look.queued,
+                    remaining: s.remaining.min(look.remaining),
+                    drained: s.drained + look.drained,
+                    ..s
+                },
+            });
+        }
+        let Some(sample) = sample.filter(|_| answered) else {
+            continue;
         };
         samples
             .lock()

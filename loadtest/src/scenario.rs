@@ -17,8 +17,8 @@ pub struct Scenario {
     /// What the scenario shows.
     #[serde(default)]
     pub description: String,
-    /// Which store the gateway uses: the in-process memory store or a redis-server started
-    /// for the run.
+    /// Which store the gateway uses: the in-process memory store, a redis-server or a
+    /// three-master Redis Cluster started for the run.
     #[serde(default)]
     pub store: StoreChoice,
     /// Gateway instances behind the crowd, sharing the store and the backend; user i goes to
@@ -114,6 +114,26 @@ pub enum StoreChoice {
     Memory,
     /// A redis-server started (and stopped) by the load test.
     Redis,
+    /// A Redis Cluster of three masters started (and stopped) by the load test; the sale's
+    /// keys live on whichever master serves its slot.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
+}
+
+impl StoreChoice {
+    /// True for a store several gateway instances can share.
+    pub fn is_shared(self) -> bool {
+        self != Self::Memory
+    }
+
+    /// Its name in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::RedisCluster => "redis-cluster",
+        }
+    }
 }
 
 /// The crowd: how many users, how they arrive and how they behave.
@@ -222,6 +242,17 @@ pub struct Expect {
     /// How long delivery may take to settle after the crowd is done.
     #[serde(default = "Expect::default_settle", with = "humantime_serde")]
     pub settle: Duration,
+    /// The sale's drain rate (the total across instances) must be what the backend got:
+    /// (orders − 1) / (last arrival − first arrival) within this share of it (0.05: ±5 %).
+    /// Measured on first arrivals at the backend, so the queue must stay busy from the
+    /// first order to the last or the pauses count against it.
+    #[serde(default)]
+    pub drain_tolerance: Option<f64>,
+    /// No sliding second may bring the backend more first arrivals than the drain rate
+    /// times this (1.1: 10 % above it, rounded up): several instances must not add up to
+    /// more than the one budget they share.
+    #[serde(default)]
+    pub burst_limit: Option<f64>,
 }
 
 impl Expect {
@@ -276,9 +307,27 @@ impl Scenario {
         if s.instances == 0 {
             return Err("key `instances`: must be at least 1".into());
         }
-        if s.instances > 1 && s.store != StoreChoice::Redis {
+        if s.instances > 1 && !s.store.is_shared() {
             return Err(
-                "key `instances`: instances share the store, so more than one needs store = \"redis\""
+                "key `instances`: instances share the store, so more than one needs store = \"redis\" or \"redis-cluster\""
+                    .into(),
+            );
+        }
+        if let Some(t) = s.expect.drain_tolerance {
+            if !(t > 0.0 && t < 1.0) {
+                return Err("key `expect.drain_tolerance`: must be above 0 and below 1".into());
+            }
+        }
+        if let Some(b) = s.expect.burst_limit {
+            if !(b.is_finite() && b >= 1.0) {
+                return Err("key `expect.burst_limit`: must be at least 1".into());
+            }
+        }
+        if s.chaos.is_some() && s.store == StoreChoice::RedisCluster {
+            // The fault proxies and the Redis faults know one server, not a cluster's
+            // nodes and the redirections between them.
+            return Err(
+                "key `chaos`: chaos faults are not supported with store = \"redis-cluster\"; use store = \"redis\""
                     .into(),
             );
         }
@@ -349,10 +398,19 @@ impl Scenario {
         let mut admin = section(&mut table, "admin");
         admin.insert("token".into(), owned.admin_token.clone().into());
         table.insert("admin".into(), admin.into());
-        if let Some(url) = &owned.redis_url {
+        if let Some(shared) = &owned.store {
             let mut store = section(&mut table, "store");
-            store.insert("kind".into(), "redis".into());
-            store.insert("url".into(), url.clone().into());
+            match shared {
+                SharedStore::Redis(url) => {
+                    store.insert("kind".into(), "redis".into());
+                    store.insert("url".into(), url.clone().into());
+                }
+                SharedStore::Cluster(urls) => {
+                    store.insert("kind".into(), "redis-cluster".into());
+                    let seeds: Vec<toml::Value> = urls.iter().cloned().map(Into::into).collect();
+                    store.insert("urls".into(), seeds.into());
+                }
+            }
             table.insert("store".into(), store.into());
             // The instances share one token secret, as a fleet must.
             let mut cluster = section(&mut table, "cluster");
@@ -410,8 +468,17 @@ pub struct Owned {
     pub backend: std::net::SocketAddr,
     /// Bearer token of the admin API.
     pub admin_token: String,
-    /// The store, when Redis.
-    pub redis_url: Option<String>,
+    /// The store, when shared (Redis or a Redis Cluster).
+    pub store: Option<SharedStore>,
+}
+
+/// Where a shared store is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedStore {
+    /// One redis-server: its URL.
+    Redis(String),
+    /// A Redis Cluster: its nodes' URLs (the gateway's seed nodes).
+    Cluster(Vec<String>),
 }
 
 #[cfg(test)]
@@ -459,7 +526,7 @@ mod tests {
             admin_listen: "127.0.0.1:2".parse().expect("addr"),
             backend: "127.0.0.1:3".parse().expect("addr"),
             admin_token: "secret".into(),
-            redis_url: Some("redis://127.0.0.1:4".into()),
+            store: Some(SharedStore::Redis("redis://127.0.0.1:4".into())),
         };
         let text = s.gateway_config(&owned, Some(SystemTime::UNIX_EPOCH));
         let c = flashgate::config::Config::from_toml(&text, "test", &[]).expect("valid config");
@@ -469,5 +536,44 @@ mod tests {
         assert_eq!(c.admin.token, "secret");
         assert_eq!(c.store.url, "redis://127.0.0.1:4");
         assert!(c.sales[0].starts_at.is_some());
+        let seeds = vec!["redis://127.0.0.1:5".into(), "redis://127.0.0.1:6".into()];
+        let owned = Owned {
+            store: Some(SharedStore::Cluster(seeds.clone())),
+            ..owned
+        };
+        let text = s.gateway_config(&owned, None);
+        let c = flashgate::config::Config::from_toml(&text, "test", &[]).expect("valid config");
+        assert_eq!(c.store.kind, flashgate::config::StoreKind::RedisCluster);
+        assert_eq!(c.store.urls, seeds);
+        assert!(
+            c.cluster.secret.len() >= 16,
+            "a shared store needs the secret"
+        );
+    }
+
+    #[test]
+    fn a_cluster_run_takes_instances_but_not_chaos() {
+        let two = format!("store = \"redis-cluster\"\ninstances = 2\n{MINIMAL}");
+        let s = Scenario::parse(&two).expect("parses");
+        assert_eq!(s.store, StoreChoice::RedisCluster);
+        let e = Scenario::parse(&MINIMAL.replace("name", "instances = 2\nname"))
+            .expect_err("memory store");
+        assert!(e.contains("instances"), "{e}");
+        let chaos =
+            format!("{two}[chaos]\nfaults = 1\nwindow = \"1s\"\nkinds = [\"backend_errors\"]\n");
+        let e = Scenario::parse(&chaos).expect_err("chaos on a cluster");
+        assert!(e.contains("redis-cluster"), "{e}");
+    }
+
+    #[test]
+    fn the_drain_expectations_are_bounded() {
+        let ok = format!("{MINIMAL}[expect]\ndrain_tolerance = 0.05\nburst_limit = 1.1\n");
+        let s = Scenario::parse(&ok).expect("parses");
+        assert_eq!(s.expect.drain_tolerance, Some(0.05));
+        assert_eq!(s.expect.burst_limit, Some(1.1));
+        let e = Scenario::parse(&ok.replace("0.05", "0")).expect_err("no tolerance");
+        assert!(e.contains("drain_tolerance"), "{e}");
+        let e = Scenario::parse(&ok.replace("1.1", "0.9")).expect_err("below the rate");
+        assert!(e.contains("burst_limit"), "{e}");
     }
 }

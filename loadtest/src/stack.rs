@@ -1,7 +1,8 @@
 //! What a scenario runs against, started for the run and stopped after it: the demo backend
-//! (in this process), a redis-server when the scenario wants Redis, and one or more
-//! instances of the flashgate binary. With a chaos schedule, each instance reaches Redis
-//! and the backend through fault proxies of its own.
+//! (in this process), a redis-server or a three-master Redis Cluster when the scenario wants
+//! one, and one or more instances of the flashgate binary. With a chaos schedule (one
+//! redis-server only), each instance reaches Redis and the backend through fault proxies of
+//! its own.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,13 +10,16 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use flashgate_support::{RedisOptions, RedisServer};
+use flashgate_support::{RedisCluster, RedisOptions, RedisServer};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Side;
 use crate::fault_proxy::FaultProxy;
-use crate::scenario::{Owned, Scenario, StoreChoice};
+use crate::scenario::{Owned, Scenario, SharedStore, StoreChoice};
+
+/// Masters of the cluster a `store = "redis-cluster"` run starts.
+const CLUSTER_MASTERS: usize = 3;
 
 /// Bound on every start-up wait and every side request.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -94,7 +98,9 @@ pub struct Stack {
     pub demo: flashgate::demo::DemoBackend,
     programs: Programs,
     redis: Option<Arc<RedisServer>>,
-    /// A client of the run's Redis, to read stock as the store has it.
+    /// The run's Redis Cluster, when it has one.
+    cluster: Option<Arc<RedisCluster>>,
+    /// A client of the run's Redis (or cluster), to read stock as the store has it.
     store: Option<flashgate::store::RedisStore>,
     /// The client for the admin API and the backend.
     side: Side,
@@ -130,7 +136,7 @@ impl Stack {
         .await
         .map_err(|e| format!("cannot start the demo backend: {e}"))?;
         let redis = match scenario.store {
-            StoreChoice::Memory => None,
+            StoreChoice::Memory | StoreChoice::RedisCluster => None,
             StoreChoice::Redis => {
                 // As with the gateway's ports: a port taken meanwhile means another try.
                 let mut started = Err(String::new());
@@ -154,6 +160,10 @@ impl Stack {
                 }
                 Some(started?)
             }
+        };
+        let cluster = match scenario.store {
+            StoreChoice::RedisCluster => Some(start_cluster(&programs.redis_server).await?),
+            StoreChoice::Memory | StoreChoice::Redis => None,
         };
         let redis_addr = redis
             .as_ref()
@@ -179,10 +189,12 @@ impl Stack {
                 None => None,
             };
             let backend_link = link(backend).await?;
-            let redis_url = match (&redis_link, redis_addr) {
-                (Some(p), _) => Some(format!("redis://{}", p.addr)),
-                (None, Some(a)) => Some(format!("redis://{a}")),
-                (None, None) => None,
+            // A cluster run has no fault links (the scenario refuses chaos with one).
+            let store = match (&redis_link, redis_addr, &cluster) {
+                (Some(p), _, _) => Some(SharedStore::Redis(format!("redis://{}", p.addr))),
+                (None, Some(a), _) => Some(SharedStore::Redis(format!("redis://{a}"))),
+                (None, None, Some(c)) => Some(SharedStore::Cluster(c.urls())),
+                (None, None, None) => None,
             };
             let via = backend_link.as_ref().map_or(backend, |p| p.addr);
             let (instance, cfg) = start_instance(
@@ -190,7 +202,7 @@ impl Stack {
                 scenario,
                 programs,
                 opens_at,
-                (via, redis_url, admin_token.clone()),
+                (via, store, admin_token.clone()),
                 &side,
             )
             .await?;
@@ -202,18 +214,21 @@ impl Stack {
             });
         }
         let config = config.ok_or("a run needs at least one instance")?;
-        // The checks read the store directly, never through a faulty link.
-        let store = match redis_addr {
-            Some(a) => {
+        // The checks read the store directly, never through a faulty link; a cluster's
+        // config already names its nodes themselves.
+        let store = match (redis_addr, &cluster) {
+            (Some(a), _) => {
                 let mut c = config.store.clone();
                 c.url = format!("redis://{a}");
-                Some(
-                    flashgate::store::RedisStore::new(&c, c.replay_ttl)
-                        .map_err(|e| e.to_string())?,
-                )
+                Some(c)
             }
-            None => None,
+            (None, Some(_)) => Some(config.store.clone()),
+            (None, None) => None,
         };
+        let store = store
+            .map(|c| flashgate::store::RedisStore::new(&c, c.replay_ttl))
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             dir,
             public: instances[0].public,
@@ -225,6 +240,7 @@ impl Stack {
             demo,
             programs: programs.clone(),
             redis,
+            cluster,
             store,
             side,
             backend_stop,
@@ -281,10 +297,12 @@ impl Stack {
     /// Entries still pending in the deliverers' group of `sku`'s outbox (none once every
     /// order is settled).
     pub async fn pending_deliveries(&self, sku: &str) -> Result<u64, String> {
-        let Some(r) = &self.redis else {
-            return Ok(0);
+        let url = match (&self.redis, &self.cluster) {
+            (Some(r), _) => r.url(),
+            (None, Some(c)) => node_of_sale(c, sku).await?,
+            (None, None) => return Ok(0),
         };
-        let client = redis::Client::open(r.url()).map_err(|e| e.to_string())?;
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
         let read = async {
             let mut c = client.get_multiplexed_async_connection().await?;
             let key = format!("{}:{{{sku}}}:outbox", self.config.store.key_prefix);
@@ -327,10 +345,14 @@ impl Stack {
         self.side.json(&url, Some(&self.admin_token)).await
     }
 
-    /// The gateway's Prometheus text.
-    pub async fn metrics(&self) -> Result<String, String> {
-        let url = format!("http://{}/metrics", self.admin);
-        self.side.text(&url, Some(&self.admin_token)).await
+    /// GET on instance `k`'s admin API, and its Prometheus text.
+    pub async fn instance_look(&self, k: usize, path: &str) -> Result<(Value, String), String> {
+        let inst = self.instances.get(k).ok_or("no such instance")?;
+        let url = format!("http://{}{path}", inst.admin);
+        let value = self.side.json(&url, Some(&self.admin_token)).await?;
+        let url = format!("http://{}/metrics", inst.admin);
+        let text = self.side.text(&url, Some(&self.admin_token)).await?;
+        Ok((value, text))
     }
 
     /// GET on the demo backend.
@@ -376,6 +398,11 @@ impl Stack {
         if let Some(r) = &self.redis {
             r.kill();
         }
+        if let Some(c) = &self.cluster {
+            for node in &c.nodes {
+                node.kill();
+            }
+        }
         self.backend_stop.cancel();
     }
 
@@ -391,6 +418,38 @@ impl Drop for Stack {
     }
 }
 
+/// Starts the run's Redis Cluster off the runtime's threads (it waits for the cluster to
+/// form); as with the gateway's ports, a port taken meanwhile means another try.
+async fn start_cluster(program: &Path) -> Result<Arc<RedisCluster>, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let program = program.to_path_buf();
+        let started =
+            tokio::task::spawn_blocking(move || RedisCluster::start(CLUSTER_MASTERS, &program))
+                .await
+                .map_err(|e| format!("redis cluster start: {e}"))?;
+        match started {
+            Ok(c) => return Ok(Arc::new(c)),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("the Redis Cluster would not start: {last}"))
+}
+
+/// The URL of the master serving `sku`'s keys: its outbox is there, and a raw command
+/// (no cluster client to follow redirections) must be sent to that node.
+async fn node_of_sale(cluster: &Arc<RedisCluster>, sku: &str) -> Result<String, String> {
+    let c = cluster.clone();
+    // Every key of a sale carries the sku as its hash tag: the sku's slot is theirs.
+    let tag = sku.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let slot = c.slot_of(&tag)?;
+        Ok(c.nodes[c.node_of_slot(slot)].url())
+    })
+    .await
+    .map_err(|e| format!("CLUSTER KEYSLOT: {e}"))?
+}
+
 /// Starts one gateway instance in `dir` on fresh ports, retrying when a chosen port was
 /// taken meanwhile; returns it (without fault links) and its effective config.
 async fn start_instance(
@@ -398,7 +457,7 @@ async fn start_instance(
     scenario: &Scenario,
     programs: &Programs,
     opens_at: Option<SystemTime>,
-    (backend, redis_url, admin_token): (SocketAddr, Option<String>, String),
+    (backend, store, admin_token): (SocketAddr, Option<SharedStore>, String),
     side: &Side,
 ) -> Result<(Instance, flashgate::config::Config), String> {
     let mut last = String::new();
@@ -408,7 +467,7 @@ async fn start_instance(
             admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             backend,
             admin_token: admin_token.clone(),
-            redis_url: redis_url.clone(),
+            store: store.clone(),
         };
         match launch(dir, scenario, programs, opens_at, &owned, side).await {
             Ok((child, config)) => {

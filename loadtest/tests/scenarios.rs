@@ -1,6 +1,6 @@
 //! The shipped load tests: every scenario file is valid, scaled-down runs of the scenarios
-//! pass their invariant checks through the real binaries (Redis restart included), and a run
-//! whose promise is broken exits non-zero.
+//! pass their invariant checks through the real binaries (Redis restart and a Redis Cluster
+//! included), and a run whose promise is broken exits non-zero.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -89,8 +89,8 @@ fn every_shipped_scenario_is_valid() {
         seen += 1;
     }
     assert!(
-        seen >= 8,
-        "the scenarios of the load-test suite ship, chaos ones included"
+        seen >= 10,
+        "the scenarios of the load-test suite ship, chaos and several-instance ones included"
     );
 }
 
@@ -203,6 +203,29 @@ fn short_chaos_runs_on_fixed_seeds_keep_every_promise() {
         "no acknowledged order compensated",
     ] {
         assert!(names.contains(&name), "{name}: {names:?}");
+    }
+}
+
+/// Two instances on a three-master Redis Cluster hold the sale's one drain budget: the
+/// backend gets the configured total, not that much from each instance.
+#[test]
+fn instances_on_a_cluster_feed_the_backend_the_total_drain_rate() {
+    let report = scratch("cluster.json");
+    let (code, r, stdout) = run(&scenario("cluster-3"), &["--users", "3000"], &report);
+    assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
+    assert_eq!(r["store"], "redis-cluster");
+    assert_eq!(r["orders"]["applied_at_backend"], 1400);
+    for name in [
+        "backend never above the drain rate (scenario)",
+        "drain rate held in total (scenario)",
+    ] {
+        let c = r["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is checked"));
+        assert_eq!(c["ok"], true, "{c}");
     }
 }
 

@@ -32,6 +32,8 @@ struct Pacer {
     next_lease: Instant,
     /// Since when the queue has been busy, and what was granted since.
     window: Option<(Instant, u64)>,
+    /// The last lease got less than it asked: other instances draw on the budget too.
+    contended: bool,
 }
 
 impl Pacer {
@@ -40,6 +42,7 @@ impl Pacer {
             credit: 0,
             next_lease: Instant::now(),
             window: None,
+            contended: false,
         }
     }
 
@@ -49,10 +52,16 @@ impl Pacer {
     async fn lease(&mut self, ctx: &SaleContext, sale: &Sale) {
         let now = Instant::now();
         let rate = sale.drain_rate();
-        // Up to the whole budget (two leases), so that a lease taken late takes what
-        // accrued meanwhile; never more than is queued.
+        // Alone, up to the whole budget (two leases), so that a lease taken late takes what
+        // accrued meanwhile. Sharing it, one lease: the first to ask after a refill would
+        // otherwise take it all, time after time, and starve the others. Never more than
+        // is queued.
         let queued = u32::try_from(sale.queue.len()).unwrap_or(u32::MAX);
-        let want = queued.clamp(1, lease_size(rate).saturating_mul(2));
+        let most = match self.contended {
+            true => lease_size(rate),
+            false => lease_size(rate).saturating_mul(2),
+        };
+        let want = queued.clamp(1, most);
         let (granted, wait) = match ctx.store.lease_drain(&sale.sku, want, rate).await {
             Ok(lease) => {
                 sale.adopt_drain_rate(lease.rate);
@@ -68,7 +77,17 @@ impl Pacer {
             }
         };
         self.credit = granted;
-        self.next_lease = now + wait.max(LEASE_PERIOD);
+        self.contended = granted < want;
+        // Sharing the budget, instances that ask at the same moments would win in the same
+        // order every time: a random delay of up to half a period makes the first asker
+        // anyone, so over time each gets its share.
+        let jitter = match self.contended {
+            true => {
+                Duration::from_micros(rand::random_range(0..LEASE_PERIOD.as_micros() as u64 / 2))
+            }
+            false => Duration::ZERO,
+        };
+        self.next_lease = now + wait.max(LEASE_PERIOD) + jitter;
         self.measure(sale, now, granted);
     }
 

@@ -30,11 +30,14 @@ pub struct MemoryStore {
     /// Where the drain budgets' clock starts.
     epoch: Instant,
     /// Each sale's pending requests by instance, and until when each count holds.
-    pending: Mutex<HashMap<Sku, HashMap<String, (u64, Instant)>>>,
+    pending: Mutex<HashMap<Sku, PendingCounts>>,
     /// The key this process signs tokens with when `cluster.secret` is empty: part of the
     /// state a graceful restart keeps, so that tokens issued before it still hold.
     token_secret: RwLock<String>,
 }
+
+/// One sale's pending requests by instance, and until when each count holds.
+type PendingCounts = HashMap<String, (u64, Instant)>;
 
 #[derive(Default)]
 struct DrainBudget {

@@ -1,0 +1,30 @@
+//! Filling a sale's queue directly, as admission would, for the drain benchmarks.
+
+use std::time::{Instant, SystemTime};
+
+use flashgate::sale::context::SaleContext;
+use flashgate::sale::queue::QueueItem;
+use flashgate::sale::Sale;
+use flashgate::types::{unix_millis, TicketId, UserId};
+
+/// Queues `n` one-unit orders in `sale`, each from its own user (`{users}{i}`) with a
+/// token signed by `ctx`, good for ten minutes.
+pub fn fill(ctx: &SaleContext, sale: &Sale, n: u64, users: &str) {
+    let expires = unix_millis(SystemTime::now()) + 600_000;
+    for i in 0..n {
+        let user = UserId::parse(&format!("{users}{i}")).expect("user");
+        let token = ctx.tokens.issue(&sale.sku, &user, expires);
+        let seq = sale.queue.reserve().expect("room in the queue");
+        sale.begin();
+        sale.queue.push(QueueItem {
+            seq,
+            ticket: TicketId::random(),
+            user,
+            token,
+            quantity: 1,
+            admitted_at: Instant::now(),
+            reply: None,
+            held: false,
+        });
+    }
+}
