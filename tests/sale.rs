@@ -383,3 +383,41 @@ async fn a_sold_out_refusal_costs_one_rate_credit() {
     let a = order(addr, "phone", "carol", &carols).await;
     assert_refused(&a, StatusCode::GONE, "sold_out");
 }
+
+/// Load-test finding: once the last unit went, requests still queued waited for drain
+/// permits (seconds, at the drain's pace) only to be told sold out. With no stock left they
+/// are answered at the workers' pace: the drain stops leasing permits for them.
+#[tokio::test]
+async fn requests_queued_past_the_sell_out_are_answered_without_waiting_for_the_drain() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(
+        &up,
+        "[limits]\nper_user_rate = 0\n[queue]\nresponse = \"async\"\ndrain_rate = 1\nadmit_factor = 100.0\n[[sale]]\nsku = \"phone\"\nstock = 1\n",
+    )
+    .await;
+    let addr = gw.public_addr;
+    let sale = gw.context().sales.get("phone").expect("sale").clone();
+    sale.set_draining(false);
+    let mut tickets = Vec::new();
+    for u in 0..12 {
+        let user = format!("u{u}");
+        let t = token_for(addr, "phone", &user).await;
+        let a = order(addr, "phone", &user, &t).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED);
+        tickets.push(a.json()["ticket"].as_str().expect("ticket").to_owned());
+    }
+    sale.set_draining(true);
+    for t in &tickets {
+        ticket_until(addr, t, |v| v["status"] != "queued").await;
+    }
+    // One lease (a budget of two permits at 1/s) sold the unit; at 1/s the other eleven
+    // would have needed ten more.
+    let metrics =
+        String::from_utf8_lossy(&send(gw.admin_addr, get("/metrics")).await.body).into_owned();
+    let leases: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flashgate_store_step_seconds_count{step=\"lease_drain\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("lease count");
+    assert!(leases <= 3.0, "{leases} leases for one unit");
+}

@@ -139,6 +139,14 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
             }
             continue;
         }
+        // With no stock left, what is queued can only be told sold out: an answer that
+        // reaches no backend, so it goes at the workers' pace, not the drain's (the store
+        // step still records each token's answer). A step that reserves after all (stock
+        // came back) shows stock again, and pacing resumes: at most a batch of `workers`
+        // went unpaced.
+        if pacer.credit == 0 && sale.remaining() == 0 {
+            pacer.credit = u32::try_from(sale.settings.workers).unwrap_or(u32::MAX);
+        }
         if pacer.credit == 0 {
             if Instant::now() < pacer.next_lease {
                 tokio::select! {
