@@ -75,8 +75,7 @@ impl Admin {
                 upstream,
                 probe_timeout,
                 peer_credential: ctx
-                    .stock_sync
-                    .is_some()
+                    .shared
                     .then(|| Peers::credential(&ctx.tokens)),
                 ctx,
                 api,

@@ -422,7 +422,7 @@ impl SaleApi {
     /// this instance's deliverer keeps its tickets current. If the store does not answer,
     /// what this instance knows.
     async fn current_state(&self, sale: &Sale, order: crate::types::OrderId) -> Outcome {
-        if self.ctx.stock_sync.is_none() {
+        if !self.ctx.shared {
             return Outcome::Reserved(order);
         }
         match self.ctx.store.order_state(&sale.sku, &order).await {

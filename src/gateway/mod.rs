@@ -273,8 +273,7 @@ impl Built {
         ));
         // A shared store means other instances: tickets and tokens may reach any of them.
         let peers = ctx
-            .stock_sync
-            .is_some()
+            .shared
             .then(|| Arc::new(Peers::new(membership.clone(), &ctx.tokens)));
         let router = PublicRouter::new(
             trusted,

@@ -43,18 +43,16 @@ pub(crate) fn start_sale_tasks(
             shutdown.clone(),
         )));
     }
-    if let Some(every) = ctx.stock_sync {
-        tasks.push(tokio::spawn(sync_stock(
-            ctx.clone(),
-            every,
-            shutdown.clone(),
-        )));
-    }
+    tasks.push(tokio::spawn(sync_stock(
+        ctx.clone(),
+        ctx.stock_sync,
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(sweep_limiters(ctx.clone(), shutdown.clone())));
     tasks
 }
 
-/// Reads each sale's stock back from the shared store every `every`.
+/// Reads each sale's stock back from the store every `every` (see [`SaleContext::stock_sync`]).
 ///
 /// Polling rather than pub/sub: a few GETs a second per sale cost nothing, and a missed
 /// message (a reconnect, a restart) cannot leave a flag wrong; the next read corrects it.

@@ -44,8 +44,12 @@ pub struct SaleContext {
     /// What this process's ticket ids start with (and its incarnation in the store's
     /// list of instances).
     pub owner: OwnerTag,
-    /// How often sales' stock is read back from a shared store; `None` for the memory store.
-    pub stock_sync: Option<Duration>,
+    /// How often sales' stock is read back from the store: other instances change it
+    /// (with a shared store), and order workers that finish out of order may leave an older
+    /// figure last.
+    pub stock_sync: Duration,
+    /// True when other instances may share the store (Redis, a Redis Cluster).
+    pub shared: bool,
     /// Woken when an order is reserved, so the deliverer does not wait for its next round.
     pub outbox_ready: Notify,
     /// Prometheus metrics.
@@ -95,10 +99,8 @@ impl SaleContext {
             token_ttl: store_config.token_ttl,
             tokens: TokenSigner::new(token_secret),
             owner: OwnerTag::random(),
-            stock_sync: store_config
-                .kind
-                .is_shared()
-                .then_some(store_config.sync_interval),
+            stock_sync: store_config.sync_interval,
+            shared: store_config.kind.is_shared(),
             outbox_ready: Notify::new(),
             local,
             store_id: match store_config.kind {
@@ -270,7 +272,7 @@ impl SaleContext {
     /// stock came back, or that the store lost its state.
     pub async fn sync_stock(&self) {
         // A count outlives a few missed syncs, not an instance that stopped.
-        let hold = self.stock_sync.unwrap_or_default().saturating_mul(4);
+        let hold = self.stock_sync.saturating_mul(4);
         for sale in self.sales.iter() {
             let mine = sale.pending() as u64;
             match self
