@@ -74,9 +74,7 @@ impl Admin {
             inner: Arc::new(Inner {
                 upstream,
                 probe_timeout,
-                peer_credential: ctx
-                    .shared
-                    .then(|| Peers::credential(&ctx.tokens)),
+                peer_credential: ctx.shared.then(|| Peers::credential(&ctx.tokens)),
                 ctx,
                 api,
             }),

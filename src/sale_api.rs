@@ -218,12 +218,28 @@ impl SaleApi {
             }
         }
         // Expired: checked after the ticket book, so that a double click on a token that
-        // expired while queued still joins its request.
+        // expired while queued still joins its request; and a token spent before it expired
+        // gets its first answer from the store (one read, paid with a rate credit).
         if token.expires_ms() < unix_millis(SystemTime::now()) {
-            if let Some(c) = counters {
-                c.admission("invalid_token");
+            let count = |label: &'static str| {
+                if let Some(c) = counters {
+                    c.admission(label);
+                }
+            };
+            if let Err(limited) = admission::check_rate(&self.ctx, &user, peer.addr.ip()) {
+                count(limited.label());
+                return Err(limited.into());
             }
-            return Err(GatewayError::InvalidToken);
+            let replayed = self
+                .replay_from_store(&sale, &token, &user, admission::Unspent::Leave)
+                .await?;
+            return match replayed {
+                Some(outcome) => Ok(outcome.answer(TicketId::random())),
+                None => {
+                    count("invalid_token");
+                    Err(GatewayError::InvalidToken)
+                }
+            };
         }
         let decided = Instant::now();
         let checked =
@@ -235,7 +251,7 @@ impl SaleApi {
         let decision = match checked {
             Err(refusal) => Err(refusal),
             Ok(()) => {
-                let ticket = TicketId::issued_by(&self.ctx.owner);
+                let ticket = self.ctx.tokens.new_ticket(&self.ctx.owner);
                 if self.peers.is_some() {
                     match self.hold(&sale, &token, &user, ticket).await? {
                         Held::Here(guard) => hold = Some(guard),
@@ -398,11 +414,12 @@ impl SaleApi {
     /// was lost, or the hold's reply was lost and the request never queued).
     async fn is_stale(&self, other: &TicketId) -> bool {
         if other.owner() == self.ctx.owner {
+            // Not in the book yet: a request (a double click) on its way into the queue.
             return self
                 .ctx
                 .tickets
                 .get(other)
-                .is_none_or(|t| !t.status.binds_token());
+                .is_some_and(|t| !t.status.binds_token());
         }
         let Some(peers) = &self.peers else {
             return false;
@@ -495,7 +512,9 @@ impl SaleApi {
         let Some(peers) = &self.peers else {
             return Err(GatewayError::UnknownTicket);
         };
-        if id.owner() == self.ctx.owner {
+        // This process's own, or one no instance issued (its MAC says so): nobody else
+        // knows it, and the store is not asked.
+        if id.owner() == self.ctx.owner || !self.ctx.tokens.issued(&id) {
             return Err(GatewayError::UnknownTicket);
         }
         let owner_gone = match peers.ask_ticket(&id).await {

@@ -18,7 +18,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::types::{Sku, Token, UserId};
+use crate::types::{OwnerTag, Sku, TicketId, Token, UserId};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -111,6 +111,30 @@ impl TokenSigner {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// A fresh ticket id of the process tagged `owner`: the tag, 48 random bits and a
+    /// 48-bit MAC of both, so that a ticket no instance issued is known for one at once,
+    /// without asking anyone.
+    pub fn new_ticket(&self, owner: &OwnerTag) -> TicketId {
+        let random = TicketId::random();
+        let head = format!("{}{}", owner.as_str(), &random.as_str()[8..20]);
+        let id = format!("{head}{}", self.ticket_mac(&head));
+        // Hex digits of the right length: always a ticket id.
+        TicketId::parse(&id).unwrap_or(random)
+    }
+
+    /// True when `ticket` was issued by an instance holding this secret.
+    pub fn issued(&self, ticket: &TicketId) -> bool {
+        let (head, mac) = ticket.as_str().split_at(20);
+        bool::from(self.ticket_mac(head).as_bytes().ct_eq(mac.as_bytes()))
+    }
+
+    fn ticket_mac(&self, head: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(b"flashgate-ticket-v1\0");
+        mac.update(head.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..6])
+    }
+
     fn tag(&self, sku: &Sku, user: &UserId, expiry_and_nonce: &[u8]) -> [u8; 16] {
         let mut mac = self.mac.clone();
         mac.update(LABEL);
@@ -188,6 +212,18 @@ mod tests {
             signer.check_binding(&t, &Sku::new("a"), &user("bc")),
             Err(TokenError::Forged)
         );
+    }
+
+    #[test]
+    fn tickets_carry_their_owner_and_a_mac() {
+        let signer = TokenSigner::new("s");
+        let owner = OwnerTag::random();
+        let t = signer.new_ticket(&owner);
+        assert_eq!(t.owner(), owner);
+        assert!(signer.issued(&t));
+        assert!(!TokenSigner::new("other").issued(&t));
+        assert!(!signer.issued(&TicketId::issued_by(&owner)));
+        assert_ne!(signer.new_ticket(&owner), t);
     }
 
     #[test]

@@ -434,3 +434,151 @@ async fn stock_aware_admission_counts_every_instances_pending_requests() {
     })
     .await;
 }
+
+/// Review finding: a token spent before it expired, resubmitted after its expiry to an
+/// instance without its ticket, was refused 422 although the store still held its first
+/// outcome (invariant 3: the same token gets the same answer, on any instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_token_replays_its_order_after_it_expired_on_any_instance() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let a = instance(&up, &redis, "gw-a", sale).await;
+    let b = instance(&up, &redis, "gw-b", sale).await;
+    let (sku, alice) = (
+        flashgate::types::Sku::new("phone"),
+        flashgate::types::UserId::parse("alice").expect("user"),
+    );
+    let now = || flashgate::types::unix_millis(std::time::SystemTime::now());
+    let expires = now() + 1_000;
+    let token = a.context().tokens.issue(&sku, &alice, expires).to_string();
+    let first = order(a.public_addr, "phone", "alice", &token).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.json());
+    until("the token to expire", || async { now() > expires + 5 }).await;
+    let again = order(b.public_addr, "phone", "alice", &token).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.json());
+    assert_eq!(again.json()["order_id"], first.json()["order_id"]);
+    // One never spent is refused, as expired.
+    let unspent = a
+        .context()
+        .tokens
+        .issue(&sku, &alice, now() - 1)
+        .to_string();
+    assert_refused(
+        &order(b.public_addr, "phone", "alice", &unspent).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_token",
+    );
+}
+
+/// Review finding: polling made-up ticket ids cost one store read each (a crowd could
+/// drive the store at its own pace). A ticket id carries a MAC: one no instance issued is
+/// unknown at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_tickets_cost_no_store_call() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let b = instance(
+        &up,
+        &redis,
+        "gw-b",
+        "[[sale]]\nsku = \"phone\"\nstock = 5\n",
+    )
+    .await;
+    for i in 0..50u32 {
+        let made_up = format!("{i:08x}{}", "5".repeat(24));
+        let p = poll(b.public_addr, &made_up).await;
+        assert_eq!(p.status, StatusCode::NOT_FOUND, "{:?}", p.json());
+    }
+    let metrics =
+        String::from_utf8_lossy(&send(b.admin_addr, get("/metrics")).await.body).into_owned();
+    assert!(
+        !metrics.contains("step=\"ticket_record\""),
+        "made-up tickets were looked up in the store"
+    );
+}
+
+/// Review finding: a double click on one instance (with a shared store) could queue the
+/// same token two or three times: the second request took the first one's hold as stale
+/// while the first was still on its way into the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_click_on_one_instance_queues_the_token_once() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let a = gateway(&async_config(
+        &up,
+        &redis,
+        "gw-a",
+        "[[sale]]\nsku = \"phone\"\nstock = 500\n",
+    ))
+    .await;
+    admin(a.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    for u in 0..20 {
+        let user = format!("u{u}");
+        let token = token_for(a.public_addr, "phone", &user).await;
+        let mut clicks = JoinSet::new();
+        for _ in 0..8 {
+            let (user, token) = (user.clone(), token.clone());
+            let addr = a.public_addr;
+            clicks.spawn(async move { order(addr, "phone", &user, &token).await.json() });
+        }
+        let mut tickets = std::collections::HashSet::new();
+        while let Some(answer) = clicks.join_next().await {
+            let answer = answer.expect("task");
+            tickets.insert(answer["ticket"].as_str().expect("ticket").to_owned());
+        }
+        assert_eq!(tickets.len(), 1, "{user}: {tickets:?}");
+    }
+    assert_eq!(queued_on(a.admin_addr).await, 20);
+}
+
+/// Review finding: a dead instance's orders were taken over only once the survivor's own
+/// deliveries in flight had ended (its delivery round waited on a slow backend), not within
+/// a heartbeat of the dead one's announcement running out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instances_orders_are_taken_over_while_the_survivor_waits_on_the_backend() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    // Deliveries go to /hold, which answers only when the test says: every POST hangs.
+    let text = |id: &str| {
+        instance_config(&up, &redis, id, sale)
+            .replace("timeout = \"5s\"", "timeout = \"30s\"")
+            .replace("member_ttl = \"2s\"", "member_ttl = \"300ms\"")
+            + "[delivery]\npath = \"/hold\"\nclaim_idle = \"1h\"\n"
+    };
+    let dir = std::env::temp_dir().join(format!("flashgate-fleet-takeover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("a.toml");
+    std::fs::write(&cfg, text("gw-a")).expect("config");
+    let (mut a, a_public, _) = spawn_binary(&cfg);
+    let b = gateway(&text("gw-b")).await;
+    let t = token_for(a_public, "phone", "alice").await;
+    assert_eq!(
+        order(a_public, "phone", "alice", &t).await.status,
+        StatusCode::CREATED
+    );
+    guarded("a's delivery to reach the backend", up.arrival()).await;
+    let t = token_for(b.public_addr, "phone", "bob").await;
+    assert_eq!(
+        order(b.public_addr, "phone", "bob", &t).await.status,
+        StatusCode::CREATED
+    );
+    guarded("b's delivery to reach the backend", up.arrival()).await;
+    a.kill();
+    // b's own POST hangs for 30 s; a's order is b's within a heartbeat of a's expiry.
+    until("a's order to be taken over by b", || async {
+        let pending = redis.command_lines(
+            &[
+                "XPENDING",
+                "flashgate:{phone}:outbox",
+                "flashgate-deliverers",
+            ],
+            12,
+        );
+        !pending.iter().any(|l| l.starts_with("gw-a/"))
+            && pending.iter().any(|l| l.starts_with("gw-b/"))
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,6 +19,7 @@
 //! renews that hold right before each POST.
 
 mod retry;
+mod takeover;
 
 pub use retry::Backoff;
 
@@ -32,6 +33,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -166,10 +168,10 @@ struct State {
     /// Orders with an attempt of unknown outcome, or taken over from another deliverer:
     /// only a refusal from the backend compensates them.
     ambiguous: HashSet<OrderId>,
-    /// The instances sharing the store: gone ones' orders are taken over.
-    membership: Arc<Membership>,
-    /// When orders of gone instances were last looked for.
-    looked_for_orphans: Option<Instant>,
+    /// Orders taken over from gone instances (see [`takeover`]), not yet marked ambiguous.
+    taken: mpsc::UnboundedReceiver<OrderId>,
+    /// Held while the outbox is read, and while orders are taken over.
+    claiming: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What settling an order did to it.
@@ -204,6 +206,8 @@ pub async fn run(
     // announcing itself meanwhile leaves orders to take over.
     settings.idle_wake = settings.claim_idle.min(membership.heartbeat());
     let settings = Arc::new(settings);
+    let (taken_tx, taken) = mpsc::unbounded_channel();
+    let claiming = Arc::new(tokio::sync::Mutex::new(()));
     let mut state = State {
         backoff: Backoff::new(settings.retry_base, settings.retry_max),
         breaker: Arc::new(CircuitBreaker::new(
@@ -213,9 +217,17 @@ pub async fn run(
         )),
         acked: HashSet::new(),
         ambiguous: HashSet::new(),
-        membership,
-        looked_for_orphans: None,
+        taken,
+        claiming: claiming.clone(),
     };
+    let takeover = tokio::spawn(takeover::run(
+        ctx.clone(),
+        membership,
+        settings.consumer.clone(),
+        claiming,
+        taken_tx,
+        shutdown.clone(),
+    ));
     // Whatever a round is doing when the stop comes, it ends by this deadline.
     let out_of_time = async {
         shutdown.cancelled().await;
@@ -254,6 +266,7 @@ pub async fn run(
             tracing::warn!("shutdown deadline passed with orders still in the outbox");
         }
     }
+    takeover.abort();
 }
 
 /// Sleeps until the next order may go (see [`wake_after`]), or until woken.
@@ -268,33 +281,6 @@ async fn sleep_until_due(state: &State, waiting: usize, claim_idle: Duration) {
     tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
 }
 
-/// Takes over `sale`'s orders held by deliverers not in `live`: they are read with this
-/// round's claim, as orders of unknown fate.
-async fn take_over(
-    ctx: &SaleContext,
-    sale: &Sale,
-    settings: &Settings,
-    state: &mut State,
-    live: &[String],
-) {
-    // Idle for a member TTL: an order touched since the view was taken is its owner's.
-    let min_idle = state.membership.member_ttl();
-    match ctx
-        .store
-        .take_over(&sale.sku, &settings.consumer, live, min_idle)
-        .await
-    {
-        Ok(ids) if ids.is_empty() => {}
-        Ok(ids) => {
-            tracing::info!(sku = %sale.sku, orders = ids.len(),
-                "took over the orders of an instance that is gone");
-            state.ambiguous.extend(ids);
-        }
-        // The breaker logs the store's trouble; the next heartbeat looks again.
-        Err(e) => tracing::debug!(sku = %sale.sku, error = %e, "cannot take over orders"),
-    }
-}
-
 /// One pass over every sale's outbox.
 async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut State) -> Round {
     let mut r = Round::default();
@@ -302,28 +288,19 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
     // Whether every order this deliverer holds was read this round: only then may it
     // forget what it remembers of orders it did not see.
     let mut complete = true;
-    // Once a heartbeat, orders held by instances gone from the store's list are taken over.
-    let live = if state
-        .looked_for_orphans
-        .is_none_or(|at| at.elapsed() >= state.membership.heartbeat())
-    {
-        state.membership.live_consumers()
-    } else {
-        None
-    };
-    if live.is_some() {
-        state.looked_for_orphans = Some(Instant::now());
-    }
     for sale in ctx.sales.iter() {
-        if let Some(live) = &live {
-            take_over(ctx, sale, settings, state, live).await;
-        }
         // Read past the orders that are backing off so newer ones are not starved.
         let window = settings.max_in_flight.saturating_mul(8);
+        // Orders taken over from gone instances are known as such before they are read.
+        let claiming = state.claiming.clone().lock_owned().await;
+        while let Ok(id) = state.taken.try_recv() {
+            state.ambiguous.insert(id);
+        }
         let claimed = ctx
             .store
             .claim(&sale.sku, &settings.consumer, window, settings.claim_idle)
             .await;
+        drop(claiming);
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {

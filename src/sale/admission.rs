@@ -89,7 +89,7 @@ pub fn admit<'s>(
     now: SystemTime,
 ) -> Result<Slot<'s>, Refusal> {
     precheck(ctx, sale, user, ip, now)?;
-    take_slot(ctx, sale, TicketId::issued_by(&ctx.owner))
+    take_slot(ctx, sale, ctx.tokens.new_ticket(&ctx.owner))
 }
 
 /// Every check of [`admit`] before a slot is taken (the rate credit included): what a
