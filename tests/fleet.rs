@@ -89,11 +89,10 @@ async fn instances_sharing_a_store_know_each_other() {
     .await;
 }
 
-/// Two instances drain a sale at its rate together, not each: the crowd, spread over both,
-/// cannot be served faster than the shared budget allows (its burst plus the rate over
-/// the time taken). Each instance draining at the full rate would take half as long.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_drain_at_one_rate_together() {
+/// `n` instances drain a sale at its rate together, not each: the crowd, spread over them,
+/// cannot be served faster than the shared budget allows (its burst plus the rate over the
+/// time taken). Each instance draining at the full rate would take 1/n of that time.
+async fn instances_drain_at_one_rate_together(n: usize) {
     const RATE: u64 = 40;
     const ORDERS: u64 = 60;
     // At 40/s a lease holds one permit and the budget two.
@@ -102,12 +101,14 @@ async fn two_instances_drain_at_one_rate_together() {
     let up = Upstream::start().await;
     let sale =
         format!("[[sale]]\nsku = \"phone\"\nstock = 1000\n[sale.queue]\ndrain_rate = {RATE}\n");
-    let a = instance(&up, &redis, "gw-a", &sale).await;
-    let b = instance(&up, &redis, "gw-b", &sale).await;
-    // Tokens first: their store calls are not part of the drain.
+    let mut fleet = Vec::new();
+    for i in 0..n {
+        fleet.push(instance(&up, &redis, &format!("gw-{i}"), &sale).await);
+    }
+    // Tokens first: issuing them is no part of the drain.
     let mut tokens = Vec::new();
     for u in 0..ORDERS {
-        let addr = [a.public_addr, b.public_addr][(u % 2) as usize];
+        let addr = fleet[u as usize % n].public_addr;
         let user = format!("u{u}");
         tokens.push((addr, user.clone(), token_for(addr, "phone", &user).await));
     }
@@ -123,9 +124,19 @@ async fn two_instances_drain_at_one_rate_together() {
     let fastest = Duration::from_millis((ORDERS - BUDGET - 1) * 1000 / RATE);
     assert!(
         elapsed >= fastest,
-        "{ORDERS} orders at {RATE}/s in total went through in {elapsed:?} (no less than {fastest:?} allowed)"
+        "{ORDERS} orders at {RATE}/s in total through {n} instances went through in {elapsed:?} (no less than {fastest:?} allowed)"
     );
     assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "940");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_drain_at_one_rate_together() {
+    instances_drain_at_one_rate_together(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_drain_at_one_rate_together() {
+    instances_drain_at_one_rate_together(3).await;
 }
 
 /// A drain rate set through one instance's admin API is every instance's: the other takes
