@@ -115,24 +115,37 @@ impl TokenSigner {
     /// 48-bit MAC of both, so that a ticket no instance issued is known for one at once,
     /// without asking anyone.
     pub fn new_ticket(&self, owner: &OwnerTag) -> TicketId {
+        // On the admission path: built in place, no allocation.
         let random = TicketId::random();
-        let head = format!("{}{}", owner.as_str(), &random.as_str()[8..20]);
-        let id = format!("{head}{}", self.ticket_mac(&head));
+        let mut text = [0u8; 32];
+        text[..8].copy_from_slice(owner.as_str().as_bytes());
+        text[8..20].copy_from_slice(&random.as_str().as_bytes()[8..20]);
+        let mac = self.ticket_mac(&text[..20]);
+        // Cannot fail: the output is exactly twice the input.
+        let _ = hex::encode_to_slice(mac, &mut text[20..]);
         // Hex digits of the right length: always a ticket id.
-        TicketId::parse(&id).unwrap_or(random)
+        std::str::from_utf8(&text)
+            .ok()
+            .and_then(TicketId::parse)
+            .unwrap_or(random)
     }
 
     /// True when `ticket` was issued by an instance holding this secret.
     pub fn issued(&self, ticket: &TicketId) -> bool {
-        let (head, mac) = ticket.as_str().split_at(20);
-        bool::from(self.ticket_mac(head).as_bytes().ct_eq(mac.as_bytes()))
+        let (head, given) = ticket.as_str().as_bytes().split_at(20);
+        let mut expected = [0u8; 12];
+        let _ = hex::encode_to_slice(self.ticket_mac(head), &mut expected);
+        bool::from(expected.ct_eq(given))
     }
 
-    fn ticket_mac(&self, head: &str) -> String {
+    /// The first 6 bytes of HMAC(secret, label, the ticket's first 20 hex digits).
+    fn ticket_mac(&self, head: &[u8]) -> [u8; 6] {
         let mut mac = self.mac.clone();
         mac.update(b"flashgate-ticket-v1\0");
-        mac.update(head.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..6])
+        mac.update(head);
+        let mut out = [0u8; 6];
+        out.copy_from_slice(&mac.finalize().into_bytes()[..6]);
+        out
     }
 
     fn tag(&self, sku: &Sku, user: &UserId, expiry_and_nonce: &[u8]) -> [u8; 16] {
