@@ -189,6 +189,12 @@ impl SaleApi {
         let sale = self.sale(sku)?.clone();
         let (token, quantity) = read_order(req, sale.per_user_limit, self.body_timeout).await?;
         let counters = self.ctx.counters(&sale.sku);
+        // Counts one admission decision of this order (one of ADMISSION_OUTCOMES).
+        let count = |label: &'static str| {
+            if let Some(c) = counters {
+                c.admission(label);
+            }
+        };
         // Forged, another user's or another sale's: refused here, before any state is read.
         if self
             .ctx
@@ -196,9 +202,7 @@ impl SaleApi {
             .check_binding(&token, &sale.sku, &user)
             .is_err()
         {
-            if let Some(c) = counters {
-                c.admission("invalid_token");
-            }
+            count("invalid_token");
             return Err(GatewayError::InvalidToken);
         }
         // A token seen before gets its first answer again, whatever the sale's state now:
@@ -221,11 +225,6 @@ impl SaleApi {
         // expired while queued still joins its request; and a token spent before it expired
         // gets its first answer from the store (one read, paid with a rate credit).
         if token.expires_ms() < unix_millis(SystemTime::now()) {
-            let count = |label: &'static str| {
-                if let Some(c) = counters {
-                    c.admission(label);
-                }
-            };
             if let Err(limited) = admission::check_rate(&self.ctx, &user, peer.addr.ip()) {
                 count(limited.label());
                 return Err(limited.into());
@@ -269,12 +268,10 @@ impl SaleApi {
             .admission_seconds
             .observe(took.as_secs_f64());
         let count_full = || {
-            if let Some(c) = counters {
-                c.admission(match sale.settings.overflow {
-                    Overflow::Redirect => "redirected",
-                    Overflow::Reject => Refusal::QueueFull.label(),
-                });
-            }
+            count(match sale.settings.overflow {
+                Overflow::Redirect => "redirected",
+                Overflow::Reject => Refusal::QueueFull.label(),
+            })
         };
         let mut slot = match decision {
             Ok(slot) => slot,
@@ -287,11 +284,6 @@ impl SaleApi {
                 // before a final refusal contradicts its outcome, that outcome is read
                 // from the store. Only a refusal that stands is counted as one (a token
                 // spent now as sold out is refused sold out; an earlier order is a replay).
-                let count = |label: &'static str| {
-                    if let Some(c) = counters {
-                        c.admission(label);
-                    }
-                };
                 let replayed = match admission::replay_first(&refusal) {
                     Some(unspent) => {
                         // The read costs a rate credit, so a refused client cannot make
@@ -337,9 +329,7 @@ impl SaleApi {
             count_full();
             return Ok(queue_full(&sale));
         }
-        if let Some(c) = counters {
-            c.admission("admitted");
-        }
+        count("admitted");
         let (reply, outcome) = match sale.settings.response {
             ResponseMode::Wait => {
                 let (tx, rx) = oneshot::channel();

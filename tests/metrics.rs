@@ -7,21 +7,6 @@ use std::time::Duration;
 use common::*;
 use http::StatusCode;
 
-async fn scrape(admin: std::net::SocketAddr) -> String {
-    let a = send(admin, get("/metrics")).await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert!(a.headers["content-type"]
-        .to_str()
-        .expect("ascii")
-        .starts_with("text/plain"));
-    String::from_utf8(a.body.to_vec()).expect("utf-8")
-}
-
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_follow_a_sale() {
     let up = Upstream::start().await;

@@ -412,12 +412,10 @@ async fn requests_queued_past_the_sell_out_are_answered_without_waiting_for_the_
     }
     // One lease (a budget of two permits at 1/s) sold the unit; at 1/s the other eleven
     // would have needed ten more.
-    let metrics =
-        String::from_utf8_lossy(&send(gw.admin_addr, get("/metrics")).await.body).into_owned();
-    let leases: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("flashgate_store_step_seconds_count{step=\"lease_drain\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("lease count");
+    let leases = value(
+        &scrape(gw.admin_addr).await,
+        "flashgate_store_step_seconds_count{step=\"lease_drain\"}",
+    )
+    .expect("lease count");
     assert!(leases <= 3.0, "{leases} leases for one unit");
 }

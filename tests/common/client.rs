@@ -180,3 +180,20 @@ where
     })
     .await;
 }
+
+/// `GET /metrics` on `admin`: the Prometheus text.
+pub async fn scrape(admin: SocketAddr) -> String {
+    let a = send(admin, get("/metrics")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.headers["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/plain"));
+    String::from_utf8(a.body.to_vec()).expect("utf-8")
+}
+
+/// The value of `series` (name and labels, as exported) in a scrape.
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
