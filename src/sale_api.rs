@@ -366,6 +366,17 @@ impl SaleApi {
             .expires_ms()
             .saturating_add(self.ctx.tickets.ttl().as_millis() as u64);
         let store = &self.ctx.store;
+        // From here until it is queued (or refused), this request is on its way in: a
+        // double click finds its hold and joins it. The guard unmarks it, and lets go of
+        // the hold unless disarmed, whatever happens.
+        self.ctx.tickets.set_arriving(&ticket, true);
+        let mut guard = HoldGuard {
+            ctx: self.ctx.clone(),
+            sku: sale.sku.clone(),
+            token: *token,
+            ticket,
+            armed: true,
+        };
         let mut tries = 0;
         loop {
             tries += 1;
@@ -377,22 +388,21 @@ impl SaleApi {
                     GatewayError::StoreUnavailable
                 })?;
             return Ok(match held {
-                TokenHold::Held => Held::Here(HoldGuard {
-                    store: store.clone(),
-                    sku: sale.sku.clone(),
-                    token: *token,
-                    ticket,
-                    armed: true,
-                }),
+                TokenHold::Held => Held::Here(guard),
                 // A hold whose request is gone (its instance stopped, or its release was
                 // lost): let go of it and hold again, once.
                 TokenHold::Queued(other) if tries == 1 && self.is_stale(&other).await => {
                     let _ = store.release_token(&sale.sku, token, &other).await;
                     continue;
                 }
-                TokenHold::Queued(other) => Held::Elsewhere(joined(other)),
+                // Not held for this ticket: nothing to let go.
+                TokenHold::Queued(other) => {
+                    guard.armed = false;
+                    Held::Elsewhere(joined(other))
+                }
                 // No ticket of this instance followed it: the answer carries none of ours.
                 TokenHold::Spent(reply) => {
+                    guard.armed = false;
                     Held::Elsewhere(Outcome::of_reply(&reply).answer(TicketId::random()))
                 }
             });
@@ -404,12 +414,12 @@ impl SaleApi {
     /// was lost, or the hold's reply was lost and the request never queued).
     async fn is_stale(&self, other: &TicketId) -> bool {
         if other.owner() == self.ctx.owner {
-            // Not in the book yet: a request (a double click) on its way into the queue.
-            return self
-                .ctx
-                .tickets
-                .get(other)
-                .is_some_and(|t| !t.status.binds_token());
+            // Not in the book: a request (a double click) on its way into the queue, or one
+            // that never got there (its hold's reply was lost).
+            return match self.ctx.tickets.get(other) {
+                Some(t) => !t.status.binds_token(),
+                None => !self.ctx.tickets.is_arriving(other),
+            };
         }
         let Some(peers) = &self.peers else {
             return false;
@@ -557,10 +567,10 @@ enum Held {
     Elsewhere(GatewayResponse),
 }
 
-/// A token held for a request not queued yet: dropped armed (the request was refused, or
-/// its client went away first), the hold is let go.
+/// A token held for a request not queued yet: dropped armed (the request was refused, its
+/// client went away first, or the hold's answer was lost), the hold is let go.
 struct HoldGuard {
-    store: Arc<dyn crate::store::Store>,
+    ctx: Arc<SaleContext>,
     sku: crate::types::Sku,
     token: Token,
     ticket: TicketId,
@@ -576,11 +586,12 @@ impl HoldGuard {
 
 impl Drop for HoldGuard {
     fn drop(&mut self) {
+        self.ctx.tickets.set_arriving(&self.ticket, false);
         if !self.armed {
             return;
         }
         let (store, sku, token, ticket) = (
-            self.store.clone(),
+            self.ctx.store.clone(),
             self.sku.clone(),
             self.token,
             self.ticket,

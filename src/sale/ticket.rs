@@ -74,6 +74,9 @@ struct Shard {
     by_token: HashMap<Token, TicketId>,
     /// How many of `tickets` are finished: a full shard has room exactly when one is.
     finished: usize,
+    /// Tickets whose request holds its token in a shared store and is on its way into
+    /// the queue (not opened yet).
+    arriving: std::collections::HashSet<TicketId>,
 }
 
 /// All tickets of this gateway.
@@ -184,6 +187,22 @@ impl TicketBook {
     }
 
     /// A ticket's record, if known and not expired.
+    /// Marks (true) or unmarks the request of ticket `id` as on its way into the queue.
+    pub fn set_arriving(&self, id: &TicketId, arriving: bool) {
+        let mut shard = self.shard_of(id);
+        if arriving {
+            shard.arriving.insert(*id);
+        } else {
+            shard.arriving.remove(id);
+        }
+    }
+
+    /// True while the request of ticket `id` is on its way into the queue.
+    pub fn is_arriving(&self, id: &TicketId) -> bool {
+        self.shard_of(id).arriving.contains(id)
+    }
+
+    /// The ticket `id`, unless unknown or forgotten.
     pub fn get(&self, id: &TicketId) -> Option<Ticket> {
         let shard = self.shard_of(id);
         let t = shard.tickets.get(id)?;
