@@ -23,6 +23,10 @@ use crate::sale_api::ticket_view;
 use crate::store::StoreError;
 use crate::types::TicketId;
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+/// The longest a readiness probe waits for the store or the upstream.
+pub const PROBE_TIMEOUT_CAP: Duration = Duration::from_millis(800);
 
 /// Routes of the admin listener.
 #[derive(Clone)]
@@ -34,6 +38,8 @@ struct Inner {
     /// The upstream's `host:port`, which readiness connects to.
     upstream: Authority,
     probe_timeout: Duration,
+    /// Cancelled once a graceful stop has begun: readiness answers 503 from then on.
+    stopping: CancellationToken,
     ctx: Arc<SaleContext>,
     api: AdminApi,
     /// What the other instances' calls carry (`None`: no shared store, no such calls).
@@ -45,11 +51,19 @@ struct Health {
     status: &'static str,
 }
 
+/// What readiness reports. Every instance shares the store and the backend: were their
+/// troubles to make it unready, every instance would go unready at once and even the
+/// proxy would stop. They are reported here (and in metrics and alerts) instead.
 #[derive(Serialize)]
 struct Readiness {
     ready: bool,
+    /// `ok`, or `unreachable` when no TCP connection to the upstream opens in time.
     upstream: &'static str,
-    /// `ok`, or `partial` when some sales' store (a Redis Cluster master) does not answer.
+    /// Why the upstream is `unreachable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_error: Option<String>,
+    /// `ok`; `partial` when some sales' store (a Redis Cluster master) does not answer;
+    /// `unavailable` when it answers for none.
     store: &'static str,
     /// Sales whose store does not answer: they refuse with 503 `store_unavailable`, the
     /// others sell.
@@ -63,17 +77,21 @@ struct Readiness {
 
 impl Admin {
     /// Admin routes checking `upstream` and the sale context's store (each probe gets
-    /// `probe_timeout`), exposing the sale context's metrics, and `api` under `/admin/`.
+    /// `probe_timeout`, at most [`PROBE_TIMEOUT_CAP`]), ready until `stopping`, exposing the sale context's metrics, and `api` under `/admin/`.
     pub fn new(
         upstream: Authority,
         probe_timeout: Duration,
+        stopping: CancellationToken,
         ctx: Arc<SaleContext>,
         api: AdminApi,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstream,
-                probe_timeout,
+                // A probe must answer within an orchestrator's own timeout (Kubernetes'
+                // default is one second), whatever the dependencies do.
+                probe_timeout: probe_timeout.min(PROBE_TIMEOUT_CAP),
+                stopping,
                 peer_credential: ctx.shared.then(|| Peers::credential(&ctx.tokens)),
                 ctx,
                 api,
@@ -158,50 +176,61 @@ impl Admin {
         Some(down)
     }
 
-    /// Ready when a TCP connection to the upstream opens and the store answers for at
-    /// least one sale, each within the probe timeout.
-    async fn readiness(&self) -> GatewayResponse {
-        let Some(unavailable_sales) = self.unavailable_sales().await else {
-            return GatewayError::NotReady("the store does not answer".to_owned()).into_response();
-        };
+    /// Opens (and drops) a TCP connection to the upstream: `None` when it opens in time.
+    async fn upstream_trouble(&self) -> Option<String> {
         let target = self.inner.upstream.as_str();
-        let upstream = match tokio::time::timeout(
-            self.inner.probe_timeout,
-            TcpStream::connect(target),
-        )
-        .await
-        {
+        match tokio::time::timeout(self.inner.probe_timeout, TcpStream::connect(target)).await {
             Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(format!("upstream {target} unreachable: {e}")),
-            Err(_) => Some(format!(
-                "upstream {target} did not accept a connection in time"
-            )),
-        };
-        match upstream {
-            None => json(
-                StatusCode::OK,
-                &Readiness {
-                    ready: true,
-                    upstream: "ok",
-                    store: if unavailable_sales.is_empty() {
-                        "ok"
-                    } else {
-                        "partial"
-                    },
-                    unavailable_sales,
-                    held: self
-                        .held_sales()
-                        .into_iter()
-                        .map(|sku| {
-                            format!(
-                                "sale `{sku}`: the store lost its stock; load stock to sell again"
-                            )
-                        })
-                        .collect(),
-                },
-            ),
-            Some(reason) => GatewayError::NotReady(reason).into_response(),
+            Ok(Err(e)) => Some(format!("{target}: {e}")),
+            Err(_) => Some(format!("{target}: no connection within the probe timeout")),
         }
+    }
+
+    /// Ready while this instance serves and no stop has begun; the store's and the
+    /// upstream's state (probed together, each within the probe timeout) is reported in
+    /// the body, not by going unready.
+    async fn readiness(&self) -> GatewayResponse {
+        if self.inner.stopping.is_cancelled() {
+            return GatewayError::NotReady("shutting down".to_owned()).into_response();
+        }
+        let (unavailable, upstream_error) =
+            tokio::join!(self.unavailable_sales(), self.upstream_trouble());
+        let (store, unavailable_sales) = match unavailable {
+            Some(down) if down.is_empty() => ("ok", down),
+            Some(down) => ("partial", down),
+            None => {
+                let mut all: Vec<String> = self
+                    .inner
+                    .ctx
+                    .sales
+                    .iter()
+                    .map(|s| s.sku.to_string())
+                    .collect();
+                all.sort();
+                ("unavailable", all)
+            }
+        };
+        json(
+            StatusCode::OK,
+            &Readiness {
+                ready: true,
+                upstream: if upstream_error.is_none() {
+                    "ok"
+                } else {
+                    "unreachable"
+                },
+                upstream_error,
+                store,
+                unavailable_sales,
+                held: self
+                    .held_sales()
+                    .into_iter()
+                    .map(|sku| {
+                        format!("sale `{sku}`: the store lost its stock; load stock to sell again")
+                    })
+                    .collect(),
+            },
+        )
     }
 }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
 
+use crate::repeats::Repeats;
+
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
 const PROBING: u8 = 2;
@@ -30,6 +32,10 @@ pub struct CircuitBreaker {
     epoch: Instant,
     /// Set to 1 while open, when given.
     gauge: Option<IntGauge>,
+    /// A flapping dependency opens and closes it many times a minute: one line a minute
+    /// each way, with the count.
+    opened: Repeats,
+    closed: Repeats,
 }
 
 /// What the breaker lets one caller do.
@@ -85,6 +91,8 @@ impl CircuitBreaker {
             ready_at: AtomicU64::new(0),
             epoch: Instant::now(),
             gauge: None,
+            opened: Repeats::new(),
+            closed: Repeats::new(),
         }
     }
 
@@ -140,10 +148,13 @@ impl CircuitBreaker {
     pub fn success(&self) {
         self.failures.store(0, Ordering::Release);
         if self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {
-            tracing::info!(
-                breaker = %self.name,
-                "circuit breaker closed: it answers again"
-            );
+            match self.closed.admit() {
+                Some(r) if r.count > 1 => tracing::info!(breaker = %self.name, repeated = %r,
+                    "circuit breaker closed: it answers again"),
+                Some(_) => tracing::info!(breaker = %self.name,
+                    "circuit breaker closed: it answers again"),
+                None => {}
+            }
             self.set_gauge(false);
         }
     }
@@ -163,7 +174,14 @@ impl CircuitBreaker {
                 .saturating_add(self.cooldown.as_millis() as u64);
             self.ready_at.store(ready, Ordering::Release);
             if self.state.swap(OPEN, Ordering::AcqRel) == CLOSED {
-                tracing::warn!(breaker = %self.name, failures = n, "circuit breaker opened");
+                match self.opened.admit() {
+                    Some(r) if r.count > 1 => tracing::warn!(breaker = %self.name, failures = n,
+                        repeated = %r, "circuit breaker opened"),
+                    Some(_) => {
+                        tracing::warn!(breaker = %self.name, failures = n, "circuit breaker opened")
+                    }
+                    None => {}
+                }
                 self.set_gauge(true);
             }
         }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 /// flashgate: a flash-sale traffic-shaping gateway.
 #[derive(Debug, Parser)]
-#[command(name = "flashgate", version, about)]
+#[command(name = "flashgate", version = crate::build::LONG_VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,7 +84,7 @@ struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
     /// Admin listener.
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, default_value = "127.0.0.1:8090")]
     admin_listen: String,
     /// Demo backend listener.
     #[arg(long, default_value = "127.0.0.1:8081")]
@@ -301,6 +301,7 @@ fn run<F: std::future::Future<Output = ExitCode>>(config: &Config, main: F) -> E
 fn serve(config: Config) -> ExitCode {
     let settings = config.clone();
     run(&settings, async move {
+        let signals = crate::signal::Terminations::watch();
         let gateway = match Gateway::start(config).await {
             Ok(g) => g,
             Err(e) => {
@@ -308,12 +309,8 @@ fn serve(config: Config) -> ExitCode {
                 return start_failure(&e);
             }
         };
-        let token = gateway.shutdown_token();
-        tokio::spawn(async move {
-            crate::signal::terminated().await;
-            tracing::info!("shutdown signal received; draining in-flight requests");
-            token.cancel();
-        });
+        let stopper = gateway.stopper();
+        tokio::spawn(signals.run(move || stopper.stop()));
         if let Err(e) = gateway.wait().await {
             tracing::error!(error = %e, "stopped, but undelivered orders could not be kept");
             eprintln!("error: {e}");
@@ -405,6 +402,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
         )
     };
     run(&probe, async move {
+        let signals = crate::signal::Terminations::watch();
         let stop = CancellationToken::new();
         let (backend_addr, backend, backend_task) =
             match crate::demo::serve_backend(args.backend_listen, backend, stop.clone()).await {
@@ -429,11 +427,8 @@ fn demo(args: &DemoArgs) -> ExitCode {
             }
         };
         print_demo_banner(args, gateway.public_addr, gateway.admin_addr, backend_addr);
-        let token = gateway.shutdown_token();
-        tokio::spawn(async move {
-            crate::signal::terminated().await;
-            token.cancel();
-        });
+        let stopper = gateway.stopper();
+        tokio::spawn(signals.run(move || stopper.stop()));
         let kept = gateway.wait().await;
         stop.cancel();
         let _ = backend_task.await;

@@ -1,11 +1,12 @@
 //! flashgate: a reverse proxy that turns a flash-sale crowd into a steady, bounded stream of
-//! orders. See `README.md` for running it and `DESIGN.md` for the contract.
+//! orders. See `README.md` for running it and `docs/contract.md` for the contract.
 //!
 //! The modules sit in layers, lowest first. A module uses only modules of its own layer
 //! or below, and no modules (or files) import each other in a circle; `tests/architecture.rs`
 //! holds the code to this table.
 //! - L0 foundations: [`types`], [`error`], [`metrics`], [`ratelimit`], [`signal`], [`path`],
-//!   [`signature`], [`trusted_proxies`], [`breaker`], [`token`] (signed sale tokens)
+//!   [`signature`], [`trusted_proxies`], [`breaker`], [`token`] (signed sale tokens),
+//!   [`repeats`] (warnings that fire in bursts, one line a minute), [`build`] (version, commit)
 //! - L1 config and HTTP plumbing that knows nothing of sales: [`config`], [`http`] (the
 //!   listeners, the upstream pool, bodies, the gateway's own answers)
 //! - L2 components: [`store`] (the atomic store steps), [`local_state`], [`identity`],
@@ -29,6 +30,7 @@
 pub(crate) mod admin;
 pub(crate) mod admin_api;
 pub(crate) mod breaker;
+pub mod build;
 pub mod cli;
 pub mod config;
 pub(crate) mod delivery;
@@ -47,6 +49,7 @@ pub mod path;
 pub(crate) mod peers;
 pub mod proxy;
 pub(crate) mod ratelimit;
+pub(crate) mod repeats;
 pub mod sale;
 pub mod sale_api;
 pub(crate) mod signal;

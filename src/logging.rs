@@ -1,4 +1,7 @@
-//! Log setup: text or JSON lines on stderr, filtered by `log.level`.
+//! Log setup: text or JSON lines on stderr, filtered by `log.level`, coloured only on a
+//! terminal. Warnings that fire in bursts go through [`crate::repeats`].
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +21,8 @@ pub fn init(cfg: &LogConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Escape codes are for a person at a terminal; in a file or the journal they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = match cfg.format {
         LogFormat::Text => builder.try_init(),

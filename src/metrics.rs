@@ -71,6 +71,8 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     /// Gateway instances announced in the store, this one included.
     pub instances: IntGauge,
+    /// 1, labelled with the version, the commit and the instance id.
+    build_info: IntGaugeVec,
     /// Circuit breakers' state by breaker (`store`, `backend`): 1 open, 0 closed.
     pub breaker_open: IntGaugeVec,
     /// Admission decision latency (sampled on every decision).
@@ -121,6 +123,12 @@ impl Metrics {
     // The names and label sets are constants of this file: registering cannot fail.
     pub fn new() -> Self {
         let r = Registry::new();
+        // Resident memory, CPU seconds, open file descriptors and their limit, start time.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric");
         let open_connections = IntGauge::new(
             "flashgate_open_connections",
             "Client connections open on the public listener",
@@ -289,8 +297,21 @@ impl Metrics {
                 &["breaker"],
             ),
             admission_seconds,
+            build_info: gauge(
+                &r,
+                "flashgate_build_info",
+                "1, labelled with the version and commit running and the instance's id",
+                &["version", "commit", "instance_id"],
+            ),
             registry: r,
         }
+    }
+
+    /// Records which build runs, as which instance (`cluster.instance_id`).
+    pub fn set_build_info(&self, instance_id: &str) {
+        self.build_info
+            .with_label_values(&[crate::build::VERSION, crate::build::COMMIT, instance_id])
+            .set(1);
     }
 
     /// The text exposition of every metric.
@@ -381,10 +402,31 @@ mod tests {
         m.queue_wait.with_label_values(&["s"]).observe(0.01);
         let text = String::from_utf8(m.render()).expect("utf-8");
         assert!(text.contains("flashgate_requests_total{route=\"proxy\",status=\"2xx\"} 1"));
+        m.set_build_info("i-1");
+        let text = String::from_utf8(m.render()).expect("utf-8");
+        assert!(text.contains(&format!(
+            "flashgate_build_info{{commit=\"{}\",instance_id=\"i-1\",version=\"{}\"}} 1",
+            crate::build::COMMIT,
+            crate::build::VERSION
+        )));
+        #[cfg(target_os = "linux")]
+        for process in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_cpu_seconds_total",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(&format!("\n{process} ")), "{process}");
+        }
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let mut parts = line.split_whitespace().skip(2);
             let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            assert!(name.starts_with("flashgate_"), "{name}");
+            // The process collector's names are the standard ones every exporter shares.
+            assert!(
+                name.starts_with("flashgate_") || name.starts_with("process_"),
+                "{name}"
+            );
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "{name}");
             }

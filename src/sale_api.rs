@@ -22,6 +22,7 @@ use crate::http::response::{json, GatewayResponse};
 use crate::http::server::Peer;
 use crate::pages::{Page, Pages, Values};
 use crate::peers::{Asked, Peers};
+use crate::repeats::warn_repeated;
 use crate::sale::admission;
 use crate::sale::context::SaleContext;
 use crate::sale::outcome::Outcome;
@@ -384,7 +385,7 @@ impl SaleApi {
                 .hold_token(&sale.sku, token, user, &ticket, until)
                 .await
                 .map_err(|e| {
-                    tracing::warn!(sku = %sale.sku, error = %e, "cannot hold a token");
+                    warn_repeated!(sku = %sale.sku, error = %e, "cannot hold a token");
                     GatewayError::StoreUnavailable
                 })?;
             return Ok(match held {
@@ -461,7 +462,7 @@ impl SaleApi {
             .replay(sale, token, user, unspent)
             .await
             .map_err(|e| {
-                tracing::warn!(sku = %sale.sku, error = %e, "cannot read a token's outcome");
+                warn_repeated!(sku = %sale.sku, error = %e, "cannot read a token's outcome");
                 GatewayError::StoreUnavailable
             })?;
         Ok(outcome)
@@ -550,7 +551,7 @@ impl SaleApi {
                 Ok(Some(record)) => return Ok(Some((sale.sku.clone(), record))),
                 Ok(None) | Err(StoreError::UnknownSale(_)) => {}
                 Err(e) => {
-                    tracing::warn!(sku = %sale.sku, error = %e, "cannot read a ticket's record");
+                    warn_repeated!(sku = %sale.sku, error = %e, "cannot read a ticket's record");
                     return Err(GatewayError::StoreUnavailable);
                 }
             }

@@ -1,26 +1,60 @@
-//! Waiting for the operator's stop signal.
+//! The operator's signals: SIGTERM/SIGINT stop the gateway, SIGHUP never does.
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-pub async fn terminated() {
+/// The operator's stop signals, watched from the moment [`Terminations::watch`] is called:
+/// a SIGTERM that arrives while the gateway is still starting is kept, not fatal. SIGHUP
+/// is taken over at the same moment, so that it never stops the process.
+pub struct Terminations {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Terminations {
+    /// Starts watching SIGTERM and SIGINT (and takes SIGHUP's default action away); call
+    /// inside a tokio runtime, before anything slow.
+    pub fn watch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            // Once a kind is registered, its default action is gone for the process's life:
+            // a SIGHUP before the reload task waits on it is ignored rather than fatal.
+            if let Err(e) = signal(SignalKind::hangup()) {
+                tracing::warn!(error = %e, "cannot watch SIGHUP");
+            }
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT; falling back to Ctrl-C");
+                    None
+                }
+            };
+            Self { streams }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Calls `stop` on every SIGTERM or SIGINT, for as long as the process runs: the first
+    /// begins a graceful stop, the next one hurries it.
+    pub async fn run(self, stop: impl Fn()) {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = self.streams {
+            loop {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the gateway");
-                let _ = tokio::signal::ctrl_c().await;
+                stop();
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        loop {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return std::future::pending().await;
+            }
+            stop();
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! The shipped Prometheus configuration and alert rules: valid, unit-tested with promtool,
-//! and naming only metrics the gateway really exports.
+//! The shipped Prometheus configuration, alert rules, dashboard and runbook: valid,
+//! unit-tested with promtool, naming only metrics the gateway really exports, every alert
+//! documented in docs/runbook.md, every dashboard panel with a unit and the instance
+//! selector.
 
 mod common;
 
@@ -7,6 +9,44 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use common::*;
+
+/// The alert rules of grafana/alerts.yml, in file order; each has a section of that name
+/// in docs/runbook.md.
+const ALERTS: &[&str] = &[
+    "FlashgateDown",
+    "FlashgateAbsent",
+    "FlashgateQueueSaturated",
+    "FlashgateStoreUnavailable",
+    "FlashgateBackendBreakerOpen",
+    "FlashgateDeliveryBacklogGrowing",
+    "FlashgateDeliveryStuck",
+    "FlashgateCompensating",
+    "FlashgateOversellGuardTripped",
+    "FlashgateDeliveryConflict",
+    "FlashgateSaleHeld",
+    "FlashgateHigh5xxRate",
+    "FlashgateBadGatewayRate",
+];
+
+/// Gauges every instance reads from the same store (or the same fleet-wide setting): each
+/// instance exports the same figure, so a sum over instances multiplies it.
+const SHARED_GAUGES: &[&str] = &[
+    "flashgate_stock_remaining",
+    "flashgate_sale_held",
+    "flashgate_instances",
+    "flashgate_drain_rate_configured",
+];
+
+/// Metric name prefixes the alerts and the dashboard are checked for: the gateway's own
+/// metrics and the process collector's. Prometheus's own series (`up`) and functions
+/// (`absent`) carry neither.
+const EXPORTED_PREFIXES: &[&str] = &["flashgate_", "process_"];
+
+/// A file of the repository.
+fn read(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
 
 fn promtool(args: &[&str]) -> String {
     let out = Command::new("promtool")
@@ -26,7 +66,13 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn prometheus_config_is_valid() {
     let out = promtool(&["check", "config", "grafana/prometheus.yml"]);
-    assert!(out.contains("7 rules found"), "{out}");
+    let found = format!("{} rules found", ALERTS.len());
+    assert!(out.contains(&found), "{out}");
+    // The alerts and the dashboard select `up{job="flashgate"}`; the admin listener's
+    // default port is 8090 (9090 is Prometheus's own).
+    let config = read("grafana/prometheus.yml");
+    assert!(config.contains("job_name: flashgate\n"), "{config}");
+    assert!(config.contains("127.0.0.1:8090"), "{config}");
 }
 
 #[test]
@@ -34,26 +80,199 @@ fn alert_rules_pass_their_unit_tests() {
     promtool(&["test", "rules", "grafana/alerts_test.yml"]);
 }
 
-/// Metric names (without histogram suffixes) a text mentions.
+/// Metric names (without histogram suffixes) starting with one of [`EXPORTED_PREFIXES`]
+/// that a text mentions.
 fn names_in(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let bytes = text.as_bytes();
-    let mut i = 0;
-    while let Some(pos) = text[i..].find("flashgate_") {
-        let start = i + pos;
-        let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
-            end += 1;
+    let word = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+    for prefix in EXPORTED_PREFIXES {
+        let mut i = 0;
+        while let Some(pos) = text[i..].find(prefix) {
+            let start = i + pos;
+            // Only at the start of a name: not `subprocess_…`.
+            if start > 0 && (word(bytes[start - 1]) || bytes[start - 1].is_ascii_uppercase()) {
+                i = start + prefix.len();
+                continue;
+            }
+            let mut end = start;
+            while end < bytes.len() && word(bytes[end]) {
+                end += 1;
+            }
+            let name = text[start..end].trim_end_matches('_');
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            names.insert(base.to_owned());
+            i = end;
         }
-        let name = text[start..end].trim_end_matches('_');
-        let base = ["_bucket", "_count", "_sum"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(name);
-        names.insert(base.to_owned());
-        i = end;
     }
     names
+}
+
+/// The dashboard.
+fn read_dashboard() -> serde_json::Value {
+    serde_json::from_str(&read("grafana/dashboards/flashgate.json")).expect("dashboard JSON")
+}
+
+/// The dashboard's panels, its rows left out. A collapsed row keeps its panels inside it,
+/// out of every check here: rows stay open.
+fn dashboard_panels(dashboard: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut panels = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        if panel["type"] == "row" {
+            assert_ne!(
+                panel["collapsed"], true,
+                "row {} is collapsed",
+                panel["title"]
+            );
+            assert!(
+                panel["panels"].as_array().is_none_or(Vec::is_empty),
+                "row {} holds panels",
+                panel["title"]
+            );
+        } else {
+            panels.push(panel);
+        }
+    }
+    panels
+}
+
+/// Every query of the dashboard: its panels' targets and its variables' queries.
+fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
+    let mut queries = Vec::new();
+    for panel in dashboard_panels(dashboard) {
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        if let Some(q) = variable["definition"].as_str() {
+            queries.push(q.to_owned());
+        }
+    }
+    queries
+}
+
+/// The alert names of a rules file, each with the lines of its rule (up to the next one).
+fn alert_rules(rules: &str) -> Vec<(String, Vec<&str>)> {
+    let mut found: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in rules.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("- alert: ") {
+            found.push((name.trim().to_owned(), Vec::new()));
+        } else if let Some((_, lines)) = found.last_mut() {
+            lines.push(line);
+        }
+    }
+    found
+}
+
+#[test]
+fn every_alert_has_annotations_and_a_runbook_section() {
+    let rules = read("grafana/alerts.yml");
+    let runbook = read("docs/runbook.md");
+    let found = alert_rules(&rules);
+    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ALERTS, "the rules of grafana/alerts.yml");
+    let sections: Vec<&str> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(str::trim)
+        .collect();
+    for (name, lines) in &found {
+        for key in ["summary", "description", "runbook_url"] {
+            let value = lines
+                .iter()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+                .unwrap_or_else(|| panic!("{name} has no `{key}` annotation"));
+            assert!(
+                value.trim_matches('"').trim().len() > 10,
+                "{name}: `{key}` is empty"
+            );
+        }
+        let url = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("runbook_url: "))
+            .expect("runbook_url");
+        assert_eq!(
+            url,
+            format!("\"docs/runbook.md#{}\"", name.to_lowercase()),
+            "{name}'s runbook_url"
+        );
+        assert!(
+            sections.contains(&name.as_str()),
+            "docs/runbook.md has no section `## {name}`"
+        );
+    }
+    // A renamed or removed rule leaves no section behind.
+    for section in sections.iter().filter(|s| s.starts_with("Flashgate")) {
+        assert!(
+            ALERTS.contains(section),
+            "docs/runbook.md has a section for no alert: {section}"
+        );
+    }
+}
+
+#[test]
+fn dashboard_has_units_an_instance_selector_and_no_sum_over_shared_gauges() {
+    let dashboard = read_dashboard();
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let instance = variables
+        .iter()
+        .find(|v| v["name"] == "instance")
+        .expect("an `instance` variable");
+    assert_eq!(
+        instance["definition"],
+        "label_values(flashgate_build_info, instance)"
+    );
+    assert_eq!(instance["multi"], true);
+    assert_eq!(instance["includeAll"], true);
+    let mut exprs = Vec::new();
+    for panel in dashboard_panels(&dashboard) {
+        let title = &panel["title"];
+        let unit = panel["fieldConfig"]["defaults"]["unit"]
+            .as_str()
+            .unwrap_or("");
+        assert!(!unit.is_empty(), "panel {title} has no unit");
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            assert!(
+                expr.contains("instance=~\"$instance\""),
+                "panel {title} ignores the instance selector: {expr}"
+            );
+            for gauge in SHARED_GAUGES {
+                assert!(
+                    !(expr.contains(gauge) && expr.contains("sum")),
+                    "panel {title}: every instance exports the same {gauge}; aggregate it \
+                     with max, not sum: {expr}"
+                );
+            }
+            exprs.push(expr);
+        }
+    }
+    // The per-instance row.
+    for wanted in [
+        "sum by (instance) (rate(flashgate_requests_total",
+        "sum by (instance) (flashgate_queue_depth",
+        "flashgate_drain_share",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "rate(process_cpu_seconds_total",
+        "up{job=\"flashgate\"",
+        "flashgate_build_info",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(wanted)),
+            "no panel queries {wanted}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -64,17 +283,36 @@ async fn alerts_use_only_exported_metrics() {
     let t = token_for(gw.public_addr, "phone", "a").await;
     order(gw.public_addr, "phone", "a", &t).await;
     send(gw.public_addr, get("/x")).await;
-    let exported = names_in(&String::from_utf8_lossy(
-        &send(gw.admin_addr, get("/metrics")).await.body,
-    ));
-    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/alerts.yml"))
-        .expect("alerts.yml");
-    let used = names_in(&rules);
+    // The delivery runs after the order's answer; its counter appears with its first attempt.
+    let admin = gw.admin_addr;
+    until("the order's delivery to be counted", || async move {
+        scrape(admin).await.contains("flashgate_deliveries_total{")
+    })
+    .await;
+    let text = scrape(admin).await;
+    let exported = names_in(&text);
+    for name in [
+        "flashgate_build_info",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(exported.contains(name), "/metrics has no {name}:\n{text}");
+    }
+    let used = names_in(&read("grafana/alerts.yml"));
     assert!(!used.is_empty());
     let missing: Vec<&String> = used.difference(&exported).collect();
     assert!(
         missing.is_empty(),
         "alerts use metrics the gateway does not export: {missing:?}"
+    );
+    let used = names_in(&dashboard_queries(&read_dashboard()).join("\n"));
+    assert!(used.contains("process_open_fds"), "{used:?}");
+    let missing: Vec<&String> = used.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard uses metrics the gateway does not export: {missing:?}"
     );
 }
 
@@ -179,19 +417,16 @@ async fn every_dashboard_and_alert_expression_evaluates_on_a_real_prometheus() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 
-    let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/grafana/dashboards/flashgate.json"
-        ))
-        .expect("dashboard"),
-    )
-    .expect("dashboard JSON");
+    let dashboard = read_dashboard();
     let mut checked = 0;
-    for panel in dashboard["panels"].as_array().expect("panels") {
+    for panel in dashboard_panels(&dashboard) {
         for target in panel["targets"].as_array().expect("targets") {
             let expr = target["expr"].as_str().expect("expr");
-            let concrete = expr.replace("$__rate_interval", "1m").replace("$sku", ".*");
+            // As Grafana sends them with "All" selected.
+            let concrete = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$sku", ".*")
+                .replace("$instance", ".*");
             let v = query(prom, &concrete).await;
             assert_eq!(v["status"], "success", "{expr}: {v}");
             let n = v["data"]["result"].as_array().map_or(0, Vec::len);
@@ -208,10 +443,29 @@ async fn every_dashboard_and_alert_expression_evaluates_on_a_real_prometheus() {
         checked += 1;
     }
     assert!(checked >= 20, "checked {checked} expressions");
-    // The rules loaded into Prometheus too.
+    // The instance selector's query (label_values(flashgate_build_info, instance)) finds
+    // the gateway.
+    let v = send(
+        prom,
+        get(&format!(
+            "/api/v1/label/instance/values?match%5B%5D={}",
+            encode("flashgate_build_info")
+        )),
+    )
+    .await
+    .json();
+    let target = admin.to_string();
+    assert!(
+        v["data"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|i| i.as_str() == Some(target.as_str()))),
+        "instance selector: {v}"
+    );
+    // The rules loaded into Prometheus too, all healthy.
     let r = send(prom, get("/api/v1/rules")).await.json();
-    let loaded = r["data"]["groups"][0]["rules"]
-        .as_array()
-        .map_or(0, Vec::len);
-    assert_eq!(loaded, 7);
+    let loaded = r["data"]["groups"][0]["rules"].as_array().expect("rules");
+    assert_eq!(loaded.len(), ALERTS.len(), "{r}");
+    for rule in loaded {
+        assert_ne!(rule["health"], "err", "{rule}");
+    }
 }

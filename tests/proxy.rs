@@ -281,10 +281,21 @@ async fn admin_health_and_readiness_follow_the_upstream() {
         StatusCode::OK,
         "liveness does not depend on the upstream"
     );
+    // The upstream is every instance's: were its death to make instances unready, all of
+    // them would leave the balancer at once. Readiness reports it instead.
+    let a = send(down.admin_addr, get("/readyz")).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
+    assert_eq!(a.json()["ready"], true);
+    assert_eq!(a.json()["upstream"], "unreachable");
+    assert!(a.json()["upstream_error"].is_string());
+
+    // A stop that has begun is what makes an instance unready.
+    down.stop();
     let a = send(down.admin_addr, get("/readyz")).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(a.json()["error"], "not_ready");
     assert!(a.headers.contains_key("retry-after"));
+    down.shutdown();
 }
 
 #[tokio::test]

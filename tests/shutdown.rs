@@ -39,8 +39,55 @@ async fn shutdown_finishes_the_in_flight_request() {
         .expect("nothing undelivered is lost");
 }
 
-/// Starts the real binary and returns it with its public address, read from its JSON log.
-fn spawn_binary(config: &std::path::Path) -> (std::process::Child, SocketAddr) {
+/// The real binary, its listeners' addresses (read from its JSON log), and every log line
+/// it writes from then on.
+struct Binary {
+    /// Taken by [`Binary::exit`]; killed on drop if still there (a failed test).
+    child: Option<std::process::Child>,
+    public: SocketAddr,
+    admin: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    fn logged(&self, message: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|l| l.contains(message))
+    }
+
+    async fn exit(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        guarded(
+            "flashgate to exit",
+            tokio::task::spawn_blocking(move || child.wait()),
+        )
+        .await
+        .expect("join")
+        .expect("wait")
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_logged(config: &std::path::Path) -> Binary {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
         .args(["serve", "--config"])
         .arg(config)
@@ -51,37 +98,115 @@ fn spawn_binary(config: &std::path::Path) -> (std::process::Child, SocketAddr) {
         .expect("spawn flashgate");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
+    let (public, admin) = loop {
         let line = lines
             .next()
             .expect("flashgate exited before listening")
             .expect("read log");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("log lines are JSON ({e}): {line}"));
         if v["message"] == "flashgate listening" {
-            let a = v["public_addr"].as_str().expect("public_addr field");
-            break a.parse().expect("an address");
+            let addr = |key: &str| {
+                v[key]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect("an address field")
+            };
+            break (addr("public_addr"), addr("admin_addr"));
         }
     };
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = log.clone();
     // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().expect("log lock").push(line);
+        }
+    });
+    Binary {
+        child: Some(child),
+        public,
+        admin,
+        log,
+    }
+}
+
+/// A config file in a fresh directory (removed by the caller).
+fn config_file(name: &str, text: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("flashgate-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg = dir.join("gw.toml");
+    std::fs::write(&cfg, text).expect("write config");
+    (dir, cfg)
+}
+
+/// Behind a balancer: SIGTERM turns readiness 503 at once, but the public listener goes on
+/// accepting (and answering) new connections for the whole grace, so that requests the
+/// balancer still sends before it notices are served, not refused. A second SIGTERM ends
+/// the grace; the gateway then closes and exits 0. SIGHUP, meanwhile, stops nothing.
+#[tokio::test]
+async fn sigterm_keeps_serving_through_the_grace_with_readiness_503() {
+    let up = Upstream::start().await;
+    // An hour: nothing in this test can race the grace's end.
+    let (dir, cfg) = config_file("grace", &config_text(&up.url(), "shutdown_grace = \"1h\""));
+    let gw = spawn_logged(&cfg);
+    assert_eq!(send(gw.admin, get("/readyz")).await.status, StatusCode::OK);
+
+    gw.signal(libc::SIGHUP);
+    until("SIGHUP to be logged as not a reload", || async {
+        gw.logged("configuration reload is not supported yet")
+    })
+    .await;
+    assert_eq!(
+        send(gw.public, get("/after-hup")).await.status,
+        StatusCode::OK
+    );
+
+    gw.signal(libc::SIGTERM);
+    until("readiness to turn 503", || async {
+        send(gw.admin, get("/readyz")).await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let a = send(gw.admin, get("/readyz")).await;
+    assert_eq!(a.json()["error"], "not_ready", "{:?}", a.json());
+    // A client that keeps sending, each request on a new connection: all served.
+    for i in 0..20 {
+        let a = send(gw.public, get(&format!("/during-grace/{i}"))).await;
+        assert_eq!(a.status, StatusCode::OK, "request {i} during the grace");
+    }
+    assert_eq!(
+        send(gw.admin, get("/healthz")).await.status,
+        StatusCode::OK,
+        "alive while stopping"
+    );
+
+    gw.signal(libc::SIGTERM);
+    let addr = gw.public;
+    guarded("listener to close after the second signal", async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(gw.logged("closing the listeners"));
+    let code = gw.exit().await;
+    assert!(code.success(), "exit status {code:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let up = Upstream::start().await;
-    let dir = std::env::temp_dir().join(format!("flashgate-sigterm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = dir.join("gw.toml");
-    std::fs::write(&cfg, config_text(&up.url(), "")).expect("write config");
-    let (mut child, addr) = spawn_binary(&cfg);
-
+    // A short grace that ends by itself: no second signal in this test.
+    let (dir, cfg) = config_file(
+        "sigterm",
+        &config_text(&up.url(), "shutdown_grace = \"50ms\""),
+    );
+    let gw = spawn_logged(&cfg);
+    let addr = gw.public;
     let in_flight = tokio::spawn(async move { send(addr, get("/hold")).await });
     assert_eq!(up.arrival().await, "/hold");
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
-    // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill failed");
+    gw.signal(libc::SIGTERM);
     guarded("listener to close", async {
         while TcpStream::connect(addr).await.is_ok() {
             tokio::task::yield_now().await;
@@ -92,13 +217,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     up.release();
     let a = in_flight.await.expect("client task");
     assert_eq!(a.status, StatusCode::OK);
-    let code = guarded(
-        "flashgate to exit",
-        tokio::task::spawn_blocking(move || child.wait()),
-    )
-    .await
-    .expect("join")
-    .expect("wait");
+    let code = gw.exit().await;
     assert!(code.success(), "exit status {code:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

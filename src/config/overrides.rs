@@ -6,7 +6,7 @@ use super::ConfigError;
 /// whose keys themselves contain underscores.
 const SECTIONS: &[&str] = &[
     "server", "upstream", "queue", "sale", "identity", "limits", "store", "delivery", "admin",
-    "log",
+    "cluster", "pages", "log",
 ];
 
 /// Environment variables that configure the command line rather than a key.
@@ -165,6 +165,11 @@ mod tests {
         let o = Override::from_env("FLASHGATE_SALE_1_PER_USER_LIMIT", "2").expect("valid");
         assert_eq!(o.key, ["sale", "1", "per_user_limit"]);
         assert!(Override::from_env("FLASHGATE_NOPE_X", "1").is_err());
+        // Secrets come from the environment (the service's env file): every section is reachable.
+        let o = Override::from_env("FLASHGATE_CLUSTER_SECRET", "s").expect("valid");
+        assert_eq!(o.key, ["cluster", "secret"]);
+        let o = Override::from_env("FLASHGATE_PAGES_DIR", "/p").expect("valid");
+        assert_eq!(o.key, ["pages", "dir"]);
     }
 
     #[test]

@@ -71,7 +71,11 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Runtime worker threads; 0 means one per CPU core.
     pub threads: usize,
-    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    /// On SIGTERM/SIGINT, readiness turns 503 at once and the listeners keep accepting
+    /// this long, so that balancers notice and stop sending before they close.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Once the listeners close, in-flight and queued requests get this long to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// This instance's own state: the store epochs it has loaded (so a store that lost
@@ -114,12 +118,13 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             max_connections: 10_000,
             header_timeout: Duration::from_secs(10),
             body_limit: 1024 * 1024,
             body_timeout: Duration::from_secs(10),
             threads: 0,
+            shutdown_grace: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             data_dir: None,
             max_connections_per_ip: 1000,

@@ -24,6 +24,7 @@ mod takeover;
 pub use retry::Backoff;
 
 use crate::breaker::{CircuitBreaker, Permit};
+use crate::repeats::warn_repeated;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -304,7 +305,7 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(sku = %sale.sku, error = %e, "cannot read the outbox");
+                warn_repeated!(sku = %sale.sku, error = %e, "cannot read the outbox");
                 r.waiting += 1;
                 complete = false;
                 continue;
@@ -384,7 +385,7 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
         {
             Ok(owned) => owned.into_iter().collect(),
             Err(e) => {
-                tracing::warn!(sku = %sale.sku, error = %e, "cannot renew the hold on orders; not posting them");
+                warn_repeated!(sku = %sale.sku, error = %e, "cannot renew the hold on orders; not posting them");
                 r.waiting += posts.len();
                 continue;
             }
@@ -503,7 +504,7 @@ async fn settle(
                 }
                 Ok(Confirmation::NotOwner | Confirmation::Unknown) => Settled::Done,
                 Err(e) => {
-                    tracing::warn!(order = %id, error = %e, "cannot confirm a delivered order; will confirm it again");
+                    warn_repeated!(order = %id, error = %e, "cannot confirm a delivered order; will confirm it again");
                     Settled::Pending
                 }
             }
@@ -535,7 +536,7 @@ async fn settle(
                     Settled::Done
                 }
                 Err(e) => {
-                    tracing::warn!(order = %id, error = %e, "cannot compensate a refused order");
+                    warn_repeated!(order = %id, error = %e, "cannot compensate a refused order");
                     Settled::Pending
                 }
             }

@@ -91,12 +91,36 @@ pub struct Built {
     restored: Option<PathBuf>,
 }
 
+/// Asks a running gateway to stop gracefully (see [`Gateway::stop`]); cheap to clone,
+/// for signal handlers.
+#[derive(Clone)]
+pub struct Stopper {
+    stopping: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+impl Stopper {
+    /// The first call begins the graceful stop: readiness answers 503 at once, the
+    /// listeners keep accepting for `server.shutdown_grace`, then close and drain. A
+    /// second call ends the grace at once.
+    pub fn stop(&self) {
+        if self.stopping.is_cancelled() {
+            self.shutdown.cancel();
+        } else {
+            self.stopping.cancel();
+        }
+    }
+}
+
 /// A running gateway: its bound addresses and the handle to stop it.
 pub struct Gateway {
     /// Where the public listener is bound (the real port when `:0` was asked for).
     pub public_addr: SocketAddr,
     /// Where the admin listener is bound.
     pub admin_addr: SocketAddr,
+    /// Cancelled when a graceful stop begins: readiness turns 503.
+    stopping: CancellationToken,
+    /// Cancelled when the listeners close (after the grace).
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     ctx: Arc<SaleContext>,
@@ -225,6 +249,7 @@ impl Built {
             tracing::info!(path = %path.display(), "restored the memory store kept by the last stop");
         }
         let shutdown = CancellationToken::new();
+        let stopping = CancellationToken::new();
         // A store that does not answer yet does not keep the gateway from serving (the
         // proxy, the edge answers): stock is loaded in the background once it answers.
         let mut loading = None;
@@ -271,6 +296,8 @@ impl Built {
             ctx.store.clone(),
             ctx.metrics.clone(),
         ));
+        let instance_id = membership.me().id.clone();
+        ctx.metrics.set_build_info(&instance_id);
         // A shared store means other instances: tickets and tokens may reach any of them.
         let peers = ctx
             .shared
@@ -284,6 +311,7 @@ impl Built {
         let admin_handler = Admin::new(
             upstream.authority,
             config.upstream.connect_timeout,
+            stopping.clone(),
             ctx.clone(),
             AdminApi::new(
                 ctx.clone(),
@@ -322,14 +350,21 @@ impl Built {
         ));
         tasks.push(tokio::spawn(membership.run(shutdown.clone())));
         tasks.extend(loading);
+        tasks.push(tokio::spawn(tasks::stop_after_grace(
+            stopping.clone(),
+            shutdown.clone(),
+            config.server.shutdown_grace,
+        )));
         tasks.push(tokio::spawn(tasks::reload_on_hangup(
             tls.clone(),
             shutdown.clone(),
         )));
-        tracing::info!(%public_addr, %admin_addr, upstream = %config.upstream.url, "flashgate listening");
+        tracing::info!(%public_addr, %admin_addr, upstream = %config.upstream.url,
+            version = crate::build::VERSION, commit = crate::build::COMMIT, instance = %instance_id, "flashgate listening");
         Ok(Gateway {
             public_addr,
             admin_addr,
+            stopping,
             shutdown,
             tasks,
             ctx,
@@ -345,14 +380,23 @@ impl Gateway {
         &self.ctx
     }
 
-    /// Starts a graceful shutdown: stop accepting, let in-flight requests finish.
+    /// Shuts down now, without the grace: stop accepting, let in-flight requests finish.
     pub fn shutdown(&self) {
+        self.stopping.cancel();
         self.shutdown.cancel();
     }
 
-    /// A token that starts the shutdown when cancelled (for signal handlers).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+    /// Stops as SIGTERM does: readiness 503 at once, the grace, then the shutdown.
+    pub fn stop(&self) {
+        self.stopper().stop();
+    }
+
+    /// A handle that stops the gateway as [`stop`](Self::stop) does (for signal handlers).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stopping: self.stopping.clone(),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     /// Waits until the listeners have shut down, their connections have drained, every

@@ -129,3 +129,28 @@ pub(crate) async fn reload_on_hangup(tls: Option<Arc<TlsAcceptor>>, shutdown: Ca
         }
     }
 }
+
+/// Once a stop is asked for (`stopping`), keeps serving for `grace` (readiness already
+/// answers 503, so balancers stop sending), then starts the shutdown proper: listeners
+/// close, in-flight and queued requests finish. A second stop request ends the grace early.
+pub(crate) async fn stop_after_grace(
+    stopping: CancellationToken,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    tokio::select! {
+        () = stopping.cancelled() => {}
+        () = shutdown.cancelled() => return,
+    }
+    if !grace.is_zero() {
+        tracing::info!(grace = %humantime::format_duration(grace),
+            "stopping: /readyz answers 503; still accepting during the grace so balancers notice \
+             (a second SIGTERM or SIGINT stops at once)");
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+    tracing::info!("closing the listeners; draining in-flight requests");
+    shutdown.cancel();
+}

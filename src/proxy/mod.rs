@@ -19,6 +19,7 @@ use crate::http::deadline::{BodyTimedOut, Deadline};
 use crate::http::response::GatewayResponse;
 use crate::http::server::Peer;
 use crate::http::{Pool, UpstreamBody, UpstreamError, UpstreamTarget};
+use crate::repeats::warn_repeated;
 pub use guard::Guard;
 
 use headers::strip_hop_by_hop;
@@ -159,7 +160,7 @@ impl Proxy {
         );
         let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
             Err(_) => {
-                tracing::warn!(upstream = %self.authority, "upstream timed out");
+                warn_repeated!(upstream = %self.authority, "upstream timed out");
                 return Err(GatewayError::UpstreamTimeout(self.timeout));
             }
             Ok(Err(UpstreamError::Busy)) => return Err(GatewayError::UpstreamBusy),
@@ -178,7 +179,7 @@ impl Proxy {
                 return Err(GatewayError::UpstreamUnavailable);
             }
             Ok(Err(e)) => {
-                tracing::warn!(upstream = %self.authority, error = %error_chain(&e), "upstream request failed");
+                warn_repeated!(upstream = %self.authority, error = %error_chain(&e), "upstream request failed");
                 return Err(GatewayError::UpstreamUnavailable);
             }
             Ok(Ok(resp)) => resp,

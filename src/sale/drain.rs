@@ -15,6 +15,7 @@ use super::outcome::Outcome;
 use super::queue::{Head, QueueItem};
 use super::ticket::TicketStatus;
 use super::Sale;
+use crate::repeats::warn_repeated;
 use crate::store::lease::{lease_size, LEASE_PERIOD};
 use crate::store::{Reservation, ReserveRequest};
 
@@ -241,7 +242,7 @@ async fn work(
             Outcome::of_reply(&reply)
         }
         Err(e) => {
-            tracing::warn!(sku = %sale.sku, error = %e, "reserve step failed");
+            warn_repeated!(sku = %sale.sku, error = %e, "reserve step failed");
             Outcome::StoreUnavailable
         }
     };

@@ -1,0 +1,122 @@
+//! Keeps a warning that fires in bursts (a store outage, a dead backend, a crowd's requests
+//! failing alike) to one line a minute with its count.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a repeated warning stays quiet after it was written.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts the occurrences of one warning so that a burst is written as one line per
+/// [`REPEAT_WINDOW`]: the first at once, the next one a window later carrying how many
+/// there were meanwhile. Lock-free; one per call site (see [`warn_repeated`]) or per
+/// thing that warns (a circuit breaker).
+pub struct Repeats {
+    /// When the next occurrence may be written, in ms since the process's first log.
+    next_ms: AtomicU64,
+    /// When the last one was written.
+    last_ms: AtomicU64,
+    /// Occurrences not written since the last written one.
+    quiet: AtomicU64,
+}
+
+/// A warning about to be written and what was not written before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated {
+    /// Occurrences since the last line, this one included.
+    pub count: u64,
+    /// Seconds since the last line.
+    pub secs: u64,
+}
+
+impl std::fmt::Display for Repeated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "x{} in the last {} s", self.count, self.secs)
+    }
+}
+
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Repeats {
+    /// A warning not seen yet.
+    pub const fn new() -> Self {
+        Self {
+            next_ms: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            quiet: AtomicU64::new(0),
+        }
+    }
+
+    /// One occurrence now: `Some` when it is to be written (with the repeats it stands
+    /// for), `None` when it is only counted.
+    pub fn admit(&self) -> Option<Repeated> {
+        self.admit_at(now_ms())
+    }
+
+    fn admit_at(&self, now: u64) -> Option<Repeated> {
+        let next = self.next_ms.load(Ordering::Acquire);
+        let window = REPEAT_WINDOW.as_millis() as u64;
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now + window, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let last = self.last_ms.swap(now, Ordering::AcqRel);
+            let quiet = self.quiet.swap(0, Ordering::AcqRel);
+            return Some(Repeated {
+                count: quiet + 1,
+                secs: now.saturating_sub(last).div_ceil(1000),
+            });
+        }
+        self.quiet.fetch_add(1, Ordering::AcqRel);
+        None
+    }
+}
+
+impl Default for Repeats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `tracing::warn!` for a warning that can fire in bursts: written once a minute at most
+/// from this call site, with `repeated = "x227 in the last 60 s"` when it stands for more
+/// than itself.
+macro_rules! warn_repeated {
+    ($($arg:tt)+) => {{
+        static REPEATS: $crate::repeats::Repeats = $crate::repeats::Repeats::new();
+        match REPEATS.admit() {
+            Some(r) if r.count > 1 => tracing::warn!(repeated = %r, $($arg)+),
+            Some(_) => tracing::warn!($($arg)+),
+            None => {}
+        }
+    }};
+}
+pub(crate) use warn_repeated;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_one_line_a_window_with_its_count() {
+        let r = Repeats::new();
+        let first = r.admit_at(1_000).expect("the first is written");
+        assert_eq!(first.count, 1);
+        for t in 1_001..1_227 {
+            assert_eq!(r.admit_at(t), None, "quiet within the window");
+        }
+        let next = r.admit_at(61_000).expect("written a window later");
+        assert_eq!(next.count, 227, "226 counted + this one");
+        assert_eq!(next.secs, 60);
+        assert_eq!(next.to_string(), "x227 in the last 60 s");
+        // Counting starts again.
+        assert_eq!(r.admit_at(61_001), None);
+        assert_eq!(r.admit_at(200_000).map(|r| r.count), Some(2));
+    }
+}
