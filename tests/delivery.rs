@@ -120,6 +120,48 @@ async fn a_backend_down_past_the_deadline_gets_the_stock_back() {
     );
 }
 
+/// 501 Not Implemented and 505 are permanent: retrying cannot change the answer, so the
+/// order is compensated on the first one (with a deadline of an hour, a retried order
+/// would stay `reserved` and this test would time out). A status the operator lists in
+/// `delivery.retry_statuses` is retried instead.
+#[tokio::test]
+async fn a_501_is_permanent_unless_configured_as_retryable() {
+    for status in [501, 505] {
+        let up = Upstream::start().await;
+        up.orders_status.store(status, Ordering::SeqCst);
+        let cfg = format!("[[sale]]\nsku = \"phone\"\nstock = 1\n{FAST_RETRY}deadline = \"1h\"\n");
+        let gw = sale_gateway(&up, &cfg).await;
+        let (order_id, ticket) = buy(gw.public_addr, "alice").await;
+        until_status(gw.public_addr, &ticket, "failed").await;
+        let attempts = up
+            .drain_seen()
+            .await
+            .iter()
+            .filter(|s| {
+                s.headers
+                    .get("idempotency-key")
+                    .is_some_and(|k| k == order_id.as_str())
+            })
+            .count();
+        assert_eq!(attempts, 1, "{status}: one attempt, no retries");
+        let s = send(gw.public_addr, get("/sale/phone")).await.json();
+        assert_eq!(s["remaining"], 1, "{status}: the unit is back");
+    }
+
+    let up = Upstream::start().await;
+    up.orders_status.store(501, Ordering::SeqCst);
+    let cfg = format!(
+        "[[sale]]\nsku = \"phone\"\nstock = 1\n{FAST_RETRY}deadline = \"1h\"\nretry_statuses = [501, 503]\n"
+    );
+    let gw = sale_gateway(&up, &cfg).await;
+    let (order_id, ticket) = buy(gw.public_addr, "alice").await;
+    let id = order_id.clone();
+    deliveries_until(&up, |s| s.get(&id).copied().unwrap_or(0) >= 2).await;
+    assert_eq!(ticket_status(gw.public_addr, &ticket).await, "reserved");
+    up.orders_status.store(0, Ordering::SeqCst);
+    until_status(gw.public_addr, &ticket, "confirmed").await;
+}
+
 #[tokio::test]
 async fn a_retry_limit_compensates_too() {
     let up = Upstream::start().await;

@@ -309,6 +309,18 @@ fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
         "delivery.breaker_cooldown",
         !c.delivery.breaker_cooldown.is_zero(),
     )?;
+    // 2xx and 409 mean the backend has the order: retrying them would deliver it twice.
+    if let Some(bad) = c
+        .delivery
+        .retry_statuses
+        .iter()
+        .find(|&&s| !(300..=599).contains(&s) || s == 409)
+    {
+        return Err(ConfigError::invalid(
+            "delivery.retry_statuses",
+            format!("{bad} cannot be retried: statuses 300-599 except 409 (which means delivered)"),
+        ));
+    }
     if c.delivery.retry_max < c.delivery.retry_base {
         return Err(ConfigError::invalid(
             "delivery.retry_max",
@@ -454,6 +466,15 @@ mod tests {
             "server.maxconn"
         );
         assert_eq!(key_of(&format!("bogus = 1\n{UP}"), &[]), "bogus");
+        for delivered in ["[200]", "[409]", "[99]", "[600]"] {
+            assert_eq!(
+                key_of(
+                    &format!("{UP}[delivery]\nretry_statuses = {delivered}\n"),
+                    &[]
+                ),
+                "delivery.retry_statuses"
+            );
+        }
         assert_eq!(key_of(&format!("{UP}bogus = 1\n"), &[]), "upstream.bogus");
         assert_eq!(
             key_of(&format!("{UP}[queue]\ncapacity = 0\n"), &[]),

@@ -1,8 +1,9 @@
 //! The deliverer: hands reserved orders from the outbox to the backend with an
-//! idempotency key. 2xx or 409 is an acknowledgement (confirm); other 4xx is a permanent
-//! refusal (compensate: stock and the user's count go back); 5xx, 408, 429 and transport
-//! errors are retried with exponential backoff and jitter until `delivery.deadline` (or
-//! `delivery.retries`) runs out, which compensates too. A breaker holds deliveries back
+//! idempotency key. 2xx or 409 is an acknowledgement (confirm); a status in
+//! `delivery.retry_statuses` (408, 425, 429, 500, 502-504 by default) and transport errors
+//! are retried with exponential backoff and jitter until `delivery.deadline` (or
+//! `delivery.retries`) runs out, which compensates too; any other status (a 4xx, 501, 505)
+//! is a permanent refusal (compensate: stock and the user's count go back). A breaker holds deliveries back
 //! while the backend keeps failing, so retries are not burnt against a dead backend.
 //!
 //! An order the backend may have accepted is never compensated. An acknowledgement is kept
@@ -54,6 +55,8 @@ pub struct Settings {
     path: String,
     max_in_flight: usize,
     retries: u32,
+    /// Statuses that mean "not now" (`delivery.retry_statuses`).
+    retry_statuses: Vec<u16>,
     deadline: Duration,
     retry_base: Duration,
     retry_max: Duration,
@@ -94,6 +97,7 @@ impl Settings {
             path: format!("{}{}", target.prefix, delivery.path),
             max_in_flight: delivery.max_in_flight,
             retries: delivery.retries,
+            retry_statuses: delivery.retry_statuses.clone(),
             deadline: delivery.deadline,
             retry_base: delivery.retry_base,
             retry_max: delivery.retry_max,
@@ -140,10 +144,11 @@ fn wake_after(
 enum Verdict {
     /// 2xx or 409: it has the order.
     Accepted,
-    /// Another 4xx: it will never take it.
+    /// Any other status not in `delivery.retry_statuses` (a 4xx, 501, 505): it will never
+    /// take it.
     Refused,
-    /// It does not have the order now (a 5xx answer, 408, 429, or the request never left):
-    /// try again later.
+    /// It does not have the order now (a status in `delivery.retry_statuses`, or the
+    /// request never left): try again later.
     Retry,
     /// No answer after the request went out (a timeout, a reset): it may have applied it.
     Unknown,
@@ -400,12 +405,12 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
             let settings = settings.clone();
             let expires_at = order.reserved_at.saturating_add(deadline_ms);
             set.spawn(async move {
-                let verdict = post(&settings, &order, expires_at).await;
-                (order, verdict, last)
+                let (verdict, reply) = post(&settings, &order, expires_at).await;
+                (order, verdict, reply, last)
             });
         }
         while let Some(joined) = set.join_next().await {
-            let Ok((order, verdict, last)) = joined else {
+            let Ok((order, verdict, reply, last)) = joined else {
                 r.waiting += 1;
                 continue;
             };
@@ -420,6 +425,14 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
                 state.ambiguous.insert(order.order_id);
             }
             let id = order.order_id;
+            match verdict {
+                Verdict::Accepted => {}
+                Verdict::Refused => warn_repeated!(order = %id, %reply,
+                    "the backend refused the order for good (not in delivery.retry_statuses); compensating"),
+                Verdict::Retry | Verdict::Unknown => {
+                    warn_repeated!(order = %id, %reply, "delivery attempt failed; will retry")
+                }
+            }
             match (verdict, last) {
                 (Verdict::Retry, true) if !state.ambiguous.contains(&id) => {
                     // No attempt ever reached the backend unanswered: it does not have
@@ -550,11 +563,32 @@ async fn settle(
     settled
 }
 
+/// What one delivery attempt got back, for the logs.
+enum Reply {
+    /// The backend answered with this status.
+    Status(StatusCode),
+    /// The request never left (no connection, the pool full, a request not built).
+    NotSent(String),
+    /// The request left and no answer came (a timeout, a reset).
+    NoAnswer(String),
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status(s) => write!(f, "HTTP {s}"),
+            Self::NotSent(why) => write!(f, "not sent: {why}"),
+            Self::NoAnswer(why) => write!(f, "no answer: {why}"),
+        }
+    }
+}
+
 /// POSTs one order to the backend.
-async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
+async fn post(settings: &Settings, order: &Order, expires_at: u64) -> (Verdict, Reply) {
+    let not_sent = |why: &str| (Verdict::Retry, Reply::NotSent(why.to_owned()));
     let pool = &settings.pool;
     let Ok(body) = serde_json::to_vec(&Delivery { order, expires_at }) else {
-        return Verdict::Retry;
+        return not_sent("the order cannot be encoded");
     };
     let mut req = Request::builder()
         .method(Method::POST)
@@ -572,7 +606,7 @@ async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
     }
     let req = req.body(Full::new(Bytes::from(body)));
     let Ok(req) = req else {
-        return Verdict::Retry;
+        return not_sent("the request cannot be built");
     };
     // The whole exchange, body included, is bounded: a backend that sends a head and then
     // stalls must not hold the deliverer (nor outlive `claim_idle`, which fences it).
@@ -581,32 +615,33 @@ async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Verdict {
         Ok(Ok(resp)) => resp,
         // Never connected: the request did not leave.
         Ok(Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Busy))) => {
-            tracing::debug!(order = %order.order_id, error = %e, "delivery failed; will retry");
-            return Verdict::Retry;
+            return not_sent(&e.to_string());
         }
-        Ok(Err(e)) => {
-            tracing::debug!(order = %order.order_id, error = %e, "delivery outcome unknown; will ask again");
-            return Verdict::Unknown;
+        Ok(Err(e)) => return (Verdict::Unknown, Reply::NoAnswer(e.to_string())),
+        Err(_) => {
+            let why = format!("no answer within upstream.timeout ({:?})", settings.timeout);
+            return (Verdict::Unknown, Reply::NoAnswer(why));
         }
-        Err(_) => return Verdict::Unknown,
     };
     let status = resp.status();
     // The head decided; the body is read so the connection can be reused, within the same
     // bound (a stalled body just closes the connection).
     let _ = tokio::time::timeout_at(deadline, resp.into_body().collect()).await;
-    verdict(status)
+    (
+        verdict(status, &settings.retry_statuses),
+        Reply::Status(status),
+    )
 }
 
-fn verdict(status: StatusCode) -> Verdict {
+/// The backend contract: 2xx and 409 delivered, `retry` statuses not now, any other
+/// status never (a 4xx, 501 Not Implemented, 505: retrying cannot change the answer).
+fn verdict(status: StatusCode, retry: &[u16]) -> Verdict {
     if status.is_success() || status == StatusCode::CONFLICT {
         Verdict::Accepted
-    } else if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS {
-        // Client errors that say "not now" rather than "never".
+    } else if retry.contains(&status.as_u16()) {
         Verdict::Retry
-    } else if status.is_client_error() {
-        Verdict::Refused
     } else {
-        Verdict::Retry
+        Verdict::Refused
     }
 }
 
@@ -616,14 +651,25 @@ mod tests {
 
     #[test]
     fn backend_contract_verdicts() {
-        assert_eq!(verdict(StatusCode::CREATED), Verdict::Accepted);
-        assert_eq!(verdict(StatusCode::CONFLICT), Verdict::Accepted);
-        assert_eq!(verdict(StatusCode::BAD_REQUEST), Verdict::Refused);
-        assert_eq!(verdict(StatusCode::UNPROCESSABLE_ENTITY), Verdict::Refused);
-        assert_eq!(verdict(StatusCode::INTERNAL_SERVER_ERROR), Verdict::Retry);
-        assert_eq!(verdict(StatusCode::SERVICE_UNAVAILABLE), Verdict::Retry);
-        assert_eq!(verdict(StatusCode::MOVED_PERMANENTLY), Verdict::Retry);
-        assert_eq!(verdict(StatusCode::TOO_MANY_REQUESTS), Verdict::Retry);
+        let retry = crate::config::DeliveryConfig::default().retry_statuses;
+        let v = |s: u16| verdict(StatusCode::from_u16(s).expect("status"), &retry);
+        assert_eq!(v(201), Verdict::Accepted);
+        assert_eq!(v(409), Verdict::Accepted);
+        assert_eq!(v(400), Verdict::Refused);
+        assert_eq!(v(422), Verdict::Refused);
+        for permanent in [501, 505, 301] {
+            assert_eq!(v(permanent), Verdict::Refused, "{permanent}");
+        }
+        for not_now in [408, 425, 429, 500, 502, 503, 504] {
+            assert_eq!(v(not_now), Verdict::Retry, "{not_now}");
+        }
+        // Configurable: a backend whose 501 means "not deployed yet" can have it retried.
+        let mut with_501 = retry.clone();
+        with_501.push(501);
+        assert_eq!(
+            verdict(StatusCode::NOT_IMPLEMENTED, &with_501),
+            Verdict::Retry
+        );
     }
 
     const IDLE: Duration = Duration::from_secs(60);
