@@ -235,14 +235,14 @@ impl Admin {
 }
 
 impl Handler for Admin {
-    async fn handle(&self, req: Request<Incoming>, _peer: &Peer) -> GatewayResponse {
+    async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> GatewayResponse {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json(StatusCode::OK, &Health { status: "ok" })
             }
             (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
             (&Method::GET, "/metrics") => self.metrics(),
-            (_, path) if path.starts_with("/admin/") => self.inner.api.handle(req).await,
+            (_, path) if path.starts_with("/admin/") => self.inner.api.handle(req, peer.addr).await,
             (&Method::GET, path) if path.starts_with("/internal/tickets/") => {
                 self.peer_ticket(&req, &path["/internal/tickets/".len()..])
             }

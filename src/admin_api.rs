@@ -6,11 +6,17 @@
 //! | `GET /admin/sales` | every sale: state, remaining, queued, pending, capacity, drain rate (total) and this instance's share, paused |
 //! | `POST /admin/sales/{sku}/pause`, `…/resume` | stops / restarts admission and the drain |
 //! | `POST /admin/sales/{sku}/hold`, `…/release` | holds / restarts the drain alone: admission goes on filling the queue |
-//! | `PUT /admin/sales/{sku}/drain_rate` `{"rate": n}` | changes the drain rate at once, for every instance sharing the store |
+//! | `PUT /admin/sales/{sku}/drain_rate` `{"rate": n}` | changes the drain rate (the total of every instance) |
 //! | `PUT /admin/sales/{sku}/capacity` `{"capacity": n}` | changes the queue capacity (up to `max_capacity`) |
+//!
+//! Pause, hold, drain rate and capacity are stored with the sale: with a shared store every
+//! instance applies them (at its next stock sync; this one at once) and a restarted one
+//! starts with them. The answer says so (`"scope": "fleet"`, or `"instance"` with the
+//! memory store). Every change is logged with the peer, the value before and after.
 //! | `PUT /admin/sales/{sku}/stock` `{"units": n}` | sets the stock in the store under a new epoch (releases a held sale) |
 //! | `POST /admin/sales/{sku}/stock/add` `{"units": n}` | adds n units atomically (negative: takes them away), racing with no reservation |
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,7 +32,7 @@ use crate::http::response::{json, GatewayResponse};
 use crate::membership::Membership;
 use crate::sale::context::SaleContext;
 use crate::sale::Sale;
-use crate::store::StoreError;
+use crate::store::{SaleControl, StoreError};
 use crate::types::MAX_STOCK;
 
 /// The admin API over a sale context.
@@ -81,9 +87,9 @@ impl AdminApi {
         }
     }
 
-    /// Answers a request under `/admin/`.
-    pub async fn handle(&self, req: Request<Incoming>) -> GatewayResponse {
-        match self.route(req).await {
+    /// Answers a request under `/admin/` from `peer`.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> GatewayResponse {
+        match self.route(req, peer).await {
             Ok(r) => r,
             Err(GatewayError::Unauthorized) => {
                 let mut r = GatewayError::Unauthorized.into_response();
@@ -109,7 +115,58 @@ impl AdminApi {
         given.ct_eq(expected).into()
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<GatewayResponse, GatewayError> {
+    /// Where a setting made here holds: every instance sharing the store, or this one.
+    fn scope(&self) -> &'static str {
+        if self.ctx.shared {
+            "fleet"
+        } else {
+            "instance"
+        }
+    }
+
+    /// Stores `control` for every instance (first: if the store cannot take it, nothing
+    /// changes anywhere and the operator is told so), then applies it here at once.
+    async fn store_control(&self, sale: &Sale, control: SaleControl) -> Result<(), GatewayError> {
+        self.ctx
+            .store
+            .set_control(&sale.sku, control)
+            .await
+            .map_err(|e| {
+                tracing::warn!(sku = %sale.sku, error = %e, ?control, "cannot store a sale setting");
+                GatewayError::StoreUnavailable
+            })?;
+        match control {
+            SaleControl::Paused(p) => sale.set_paused(p),
+            SaleControl::Draining(d) => sale.set_draining(d),
+            SaleControl::Capacity(c) => sale.queue.set_capacity(c).map_err(|_| {
+                GatewayError::BadRequest("capacity must be between 1 and max_capacity")
+            })?,
+        }
+        Ok(())
+    }
+
+    /// The answer to a change: the sale's figures and where the change holds; the change
+    /// is logged with who asked for it and the value before and after.
+    fn changed(
+        &self,
+        peer: SocketAddr,
+        action: &str,
+        sale: &Sale,
+        before: impl std::fmt::Display,
+        after: impl std::fmt::Display,
+    ) -> GatewayResponse {
+        let scope = self.scope();
+        tracing::info!(%peer, action, sku = %sale.sku, %before, %after, scope, "admin action");
+        let mut v = view(sale);
+        v["scope"] = json!(scope);
+        json(StatusCode::OK, &v)
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<GatewayResponse, GatewayError> {
         if !self.authorized(req.headers()) {
             return Err(GatewayError::Unauthorized);
         }
@@ -128,14 +185,20 @@ impl AdminApi {
                 ))
             }
             (Method::POST, ["admin", "sales", sku, action @ ("pause" | "resume")]) => {
-                let sale = self.sale(sku)?;
-                sale.set_paused(*action == "pause");
-                Ok(json(StatusCode::OK, &view(sale)))
+                let sale = self.sale(sku)?.clone();
+                let before = sale.is_paused();
+                self.store_control(&sale, SaleControl::Paused(*action == "pause"))
+                    .await?;
+                let after = sale.is_paused();
+                Ok(self.changed(peer, action, &sale, paused_word(before), paused_word(after)))
             }
             (Method::POST, ["admin", "sales", sku, action @ ("hold" | "release")]) => {
-                let sale = self.sale(sku)?;
-                sale.set_draining(*action == "release");
-                Ok(json(StatusCode::OK, &view(sale)))
+                let sale = self.sale(sku)?.clone();
+                let before = sale.is_draining();
+                self.store_control(&sale, SaleControl::Draining(*action == "release"))
+                    .await?;
+                let after = sale.is_draining();
+                Ok(self.changed(peer, action, &sale, drain_word(before), drain_word(after)))
             }
             (Method::PUT, ["admin", "sales", sku, "drain_rate"]) => {
                 let sale = self.sale(sku)?.clone();
@@ -152,16 +215,23 @@ impl AdminApi {
                         tracing::warn!(sku = %sale.sku, error = %e, "cannot store the drain rate");
                         GatewayError::StoreUnavailable
                     })?;
+                let before = sale.drain_rate();
                 sale.set_drain_rate(rate);
-                Ok(json(StatusCode::OK, &view(&sale)))
+                Ok(self.changed(peer, "drain_rate", &sale, before, rate))
             }
             (Method::PUT, ["admin", "sales", sku, "capacity"]) => {
                 let sale = self.sale(sku)?.clone();
                 let Capacity { capacity } = read_json(req, self.body_timeout).await?;
-                sale.queue.set_capacity(capacity).map_err(|_| {
-                    GatewayError::BadRequest("capacity must be between 1 and max_capacity")
-                })?;
-                Ok(json(StatusCode::OK, &view(&sale)))
+                // Checked before it is stored: every instance would refuse it too.
+                if capacity == 0 || capacity > sale.queue.max_capacity() {
+                    return Err(GatewayError::BadRequest(
+                        "capacity must be between 1 and max_capacity",
+                    ));
+                }
+                let before = sale.queue.capacity();
+                self.store_control(&sale, SaleControl::Capacity(capacity))
+                    .await?;
+                Ok(self.changed(peer, "capacity", &sale, before, capacity))
             }
             (Method::PUT, ["admin", "sales", sku, "stock"]) => {
                 let sale = self.sale(sku)?.clone();
@@ -177,8 +247,9 @@ impl AdminApi {
                     .set_stock(&sale.sku, units)
                     .await
                     .map_err(stock_error)?;
+                let before = sale.remaining();
                 self.ctx.adopt(&sale, units, &epoch);
-                Ok(json(StatusCode::OK, &view(&sale)))
+                Ok(self.changed(peer, "stock", &sale, before, units))
             }
             (Method::POST, ["admin", "sales", sku, "stock", "add"]) => {
                 let sale = self.sale(sku)?.clone();
@@ -189,10 +260,11 @@ impl AdminApi {
                     .add_stock(&sale.sku, units)
                     .await
                     .map_err(stock_error)?;
+                let before = sale.remaining();
                 if !sale.is_held() {
                     sale.set_remaining(now);
                 }
-                Ok(json(StatusCode::OK, &view(&sale)))
+                Ok(self.changed(peer, "stock_add", &sale, before, now))
             }
             (_, ["admin", "sales", ..]) => Err(GatewayError::MethodNotAllowed),
             _ => Err(GatewayError::NotFound),
@@ -207,6 +279,22 @@ impl AdminApi {
         let mut sales: Vec<Value> = self.ctx.sales.iter().map(|s| view(s)).collect();
         sales.sort_by(|a, b| a["sku"].as_str().cmp(&b["sku"].as_str()));
         json(StatusCode::OK, &json!({ "sales": sales }))
+    }
+}
+
+fn paused_word(paused: bool) -> &'static str {
+    if paused {
+        "paused"
+    } else {
+        "running"
+    }
+}
+
+fn drain_word(draining: bool) -> &'static str {
+    if draining {
+        "draining"
+    } else {
+        "held"
     }
 }
 

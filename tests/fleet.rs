@@ -159,11 +159,15 @@ async fn a_drain_rate_set_on_one_instance_holds_for_all() {
     let rate_on = |addr| async move {
         admin(addr, "GET", "/admin/sales", "").await["sales"][0]["drain_rate"].clone()
     };
-    assert_eq!(rate_on(b.admin_addr).await, 500, "b has not leased yet");
+    assert_eq!(set["scope"], "fleet");
     let token = token_for(b.public_addr, "phone", "alice").await;
     let bought = order(b.public_addr, "phone", "alice", &token).await;
     assert_eq!(bought.status, StatusCode::CREATED);
-    assert_eq!(rate_on(b.admin_addr).await, 7);
+    // Learnt from a lease or from the stock sync, whichever comes first.
+    until("b to drain at the stored rate", || async {
+        rate_on(b.admin_addr).await == 7
+    })
+    .await;
     assert_eq!(redis.command(&["GET", "flashgate:{phone}:drain_rate"]), "7");
     b.shutdown();
     guarded("b to stop", b.wait()).await.expect("clean stop");
@@ -174,6 +178,93 @@ async fn a_drain_rate_set_on_one_instance_holds_for_all() {
         StatusCode::CREATED
     );
     assert_eq!(rate_on(c.admin_addr).await, 7);
+}
+
+/// Pause, hold and capacity set through one instance's admin API are the sale's, not the
+/// instance's: stored with it, applied by every instance sharing the store, and in force
+/// from the first request of an instance started later. Before, each was per instance: a
+/// sale "paused" on one instance went on selling through the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_hold_and_capacity_set_on_one_instance_hold_for_the_fleet() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 10\n[sale.queue]\ncapacity = 100\n";
+    let a = instance(&up, &redis, "gw-a", sale).await;
+    let b = instance(&up, &redis, "gw-b", sale).await;
+    let sale_on =
+        |addr| async move { admin(addr, "GET", "/admin/sales", "").await["sales"][0].clone() };
+
+    let token = token_for(a.public_addr, "phone", "alice").await;
+    let paused = admin(a.admin_addr, "POST", "/admin/sales/phone/pause", "").await;
+    assert_eq!(
+        (paused["paused"].clone(), paused["scope"].clone()),
+        (true.into(), "fleet".into())
+    );
+    until("b to apply the pause", || async {
+        sale_on(b.admin_addr).await["paused"] == true
+    })
+    .await;
+    assert_refused(
+        &order(b.public_addr, "phone", "alice", &token).await,
+        StatusCode::FORBIDDEN,
+        "sale_paused",
+    );
+
+    admin(a.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    admin(
+        a.admin_addr,
+        "PUT",
+        "/admin/sales/phone/capacity",
+        r#"{"capacity": 250}"#,
+    )
+    .await;
+    until("b to apply the hold and the capacity", || async {
+        let s = sale_on(b.admin_addr).await;
+        s["draining"] == false && s["capacity"] == 250
+    })
+    .await;
+
+    // A capacity no instance could take is refused before it is stored.
+    let too_big = send(
+        a.admin_addr,
+        request(
+            "PUT",
+            "/admin/sales/phone/capacity",
+            &[("authorization", "Bearer adm")],
+            r#"{"capacity": 100000}"#,
+        ),
+    )
+    .await;
+    assert_eq!(too_big.status, StatusCode::BAD_REQUEST);
+
+    // An instance started now is paused, held and sized from its first request on.
+    let c = instance(&up, &redis, "gw-c", sale).await;
+    let first = sale_on(c.admin_addr).await;
+    assert_eq!(
+        (
+            first["paused"].clone(),
+            first["draining"].clone(),
+            first["capacity"].clone()
+        ),
+        (true.into(), false.into(), 250.into()),
+        "{first}"
+    );
+    assert_refused(
+        &order(c.public_addr, "phone", "alice", &token).await,
+        StatusCode::FORBIDDEN,
+        "sale_paused",
+    );
+
+    // Resumed and released through another instance: everyone sells again.
+    admin(c.admin_addr, "POST", "/admin/sales/phone/resume", "").await;
+    admin(c.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    until("a to apply the resume and the release", || async {
+        let s = sale_on(a.admin_addr).await;
+        s["paused"] == false && s["draining"] == true
+    })
+    .await;
+    let bought = order(a.public_addr, "phone", "alice", &token).await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{:?}", bought.json());
 }
 
 /// `GET /sale/tickets/{id}` on `addr`.

@@ -266,6 +266,11 @@ impl Built {
             }
             Err(e) => return Err(e.into()),
         }
+        // Operators' settings stored by the fleet (a pause, a hold) hold from the first
+        // request on, not from the first stock sync.
+        for sale in ctx.sales.iter() {
+            ctx.sync_controls(sale).await;
+        }
         if let Some(path) = restored {
             // This process holds the state now; a crash from here on must be seen as lost
             // state (the sale held), never answered with the stale snapshot.

@@ -17,6 +17,7 @@ use crate::identity::Identity;
 use crate::local_state::LocalState;
 use crate::metrics::{Metrics, SaleCounters};
 use crate::ratelimit::KeyedLimit;
+use crate::repeats::warn_repeated;
 use crate::sale::ticket::TicketBook;
 use crate::sale::{Sale, Sales};
 use crate::store::{StockLoad, StockReading, Store, StoreError, Unspent};
@@ -267,6 +268,31 @@ impl SaleContext {
         }
     }
 
+    /// Applies what operators stored for `sale` (pause, hold, capacity, drain rate: set on
+    /// any instance, meant for all); what the store cannot say now stays as it is.
+    pub async fn sync_controls(&self, sale: &Sale) {
+        let Ok(c) = self.store.controls(&sale.sku).await else {
+            return;
+        };
+        // Only changes are sent: the drain wakes on every send.
+        if let Some(paused) = c.paused.filter(|&p| p != sale.is_paused()) {
+            sale.set_paused(paused);
+        }
+        if let Some(draining) = c.draining.filter(|&d| d != sale.is_draining()) {
+            sale.set_draining(draining);
+        }
+        if let Some(capacity) = c.capacity {
+            if sale.queue.capacity() != capacity && sale.queue.set_capacity(capacity).is_err() {
+                // Stored by an instance configured with a larger max_capacity.
+                warn_repeated!(sku = %sale.sku, capacity, max = sale.queue.max_capacity(),
+                    "the stored queue capacity is above this instance's max_capacity; keeping mine");
+            }
+        }
+        if let Some(rate) = c.drain_rate {
+            sale.adopt_drain_rate(rate);
+        }
+    }
+
     /// Reads each sale's stock back from the shared store once: how an instance learns
     /// that another one sold the sale out (the flag then refuses at its edge too), that
     /// stock came back, or that the store lost its state.
@@ -286,6 +312,7 @@ impl SaleContext {
                 // Counted as none: the store's trouble must not refuse the crowd here.
                 Err(_) => sale.set_pending_elsewhere(0),
             }
+            self.sync_controls(sale).await;
             let known = self.local.epoch(&self.store_id, &sale.sku);
             let reading = self.store.stock(&sale.sku).await;
             let lost = matches!(reading, Err(StoreError::UnknownSale(_)));

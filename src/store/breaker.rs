@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, ReserveReply,
-    ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture, TicketRecord,
-    TokenHold, Unspent,
+    ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, Store, StoreError,
+    StoreFuture, TicketRecord, TokenHold, Unspent,
 };
 use crate::breaker::CircuitBreaker;
 use crate::metrics::Metrics;
@@ -290,6 +290,12 @@ impl Store for Breaker {
     }
     fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {
         self.call_for(sku, "set_drain_rate", self.inner.set_drain_rate(sku, rate))
+    }
+    fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()> {
+        self.call_for(sku, "set_control", self.inner.set_control(sku, control))
+    }
+    fn controls(&self, sku: &Sku) -> StoreFuture<'_, SaleControls> {
+        self.call_for(sku, "controls", self.inner.controls(sku))
     }
     fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
         self.call("announce", self.inner.announce(member, ttl))

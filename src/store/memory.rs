@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Reservation,
-    ReserveReply, ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture,
-    TicketRecord, TokenHold, Unspent,
+    ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, Store,
+    StoreError, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
 use crate::local_state::{read_json, write_json, LocalStateError};
 use crate::types::unix_millis;
@@ -31,6 +31,8 @@ pub struct MemoryStore {
     epoch: Instant,
     /// Each sale's pending requests by instance, and until when each count holds.
     pending: Mutex<HashMap<Sku, PendingCounts>>,
+    /// Operators' settings by sale (one process: they live as long as it does).
+    controls: Mutex<HashMap<Sku, SaleControls>>,
     /// The key this process signs tokens with when `cluster.secret` is empty: part of the
     /// state a graceful restart keeps, so that tokens issued before it still hold.
     token_secret: RwLock<String>,
@@ -169,6 +171,7 @@ impl MemoryStore {
             drains: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             pending: Mutex::new(HashMap::new()),
+            controls: Mutex::new(HashMap::new()),
             token_secret: RwLock::new(OrderId::random().to_string() + OrderId::random().as_str()),
         }
     }
@@ -744,6 +747,29 @@ impl Store for MemoryStore {
         let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
         drains.entry(sku.clone()).or_default().rate = Some(rate.max(1));
         ready(Ok(()))
+    }
+
+    fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()> {
+        let mut controls = self.controls.lock().unwrap_or_else(PoisonError::into_inner);
+        controls.entry(sku.clone()).or_default().apply(control);
+        ready(Ok(()))
+    }
+
+    fn controls(&self, sku: &Sku) -> StoreFuture<'_, SaleControls> {
+        let mut c = self
+            .controls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sku)
+            .copied()
+            .unwrap_or_default();
+        c.drain_rate = self
+            .drains
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sku)
+            .and_then(|d| d.rate);
+        ready(Ok(c))
     }
 
     fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {

@@ -273,6 +273,42 @@ pub enum Compensation {
     Unknown,
 }
 
+/// One operator setting of a sale, stored with it so that every instance sharing the
+/// store applies it (and a restarted one starts with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleControl {
+    /// Admission and the drain stopped (true) or running.
+    Paused(bool),
+    /// The drain running (true) or held while admission goes on.
+    Draining(bool),
+    /// The queue's capacity on each instance.
+    Capacity(usize),
+}
+
+/// The settings operators stored for a sale; `None`: never set, the config's holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaleControls {
+    /// See [`SaleControl::Paused`].
+    pub paused: Option<bool>,
+    /// See [`SaleControl::Draining`].
+    pub draining: Option<bool>,
+    /// See [`SaleControl::Capacity`].
+    pub capacity: Option<usize>,
+    /// The drain rate set for every instance ([`Store::set_drain_rate`]).
+    pub drain_rate: Option<u32>,
+}
+
+impl SaleControls {
+    /// Applies one setting.
+    pub fn apply(&mut self, control: SaleControl) {
+        match control {
+            SaleControl::Paused(p) => self.paused = Some(p),
+            SaleControl::Draining(d) => self.draining = Some(d),
+            SaleControl::Capacity(c) => self.capacity = Some(c),
+        }
+    }
+}
+
 /// The store's operations. Every method is one atomic step.
 pub trait Store: Send + Sync + 'static {
     /// Loads a sale's stock at start-up: the store's figure if it holds the sale, else the
@@ -409,6 +445,13 @@ pub trait Store: Send + Sync + 'static {
     /// Sets `sku`'s drain rate for every instance; it replaces the configured rate until
     /// set again.
     fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()>;
+
+    /// Stores an operator's setting of `sku` for every instance; it replaces the
+    /// configured one until set again.
+    fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()>;
+
+    /// The settings operators stored for `sku` (what was never set is `None`).
+    fn controls(&self, sku: &Sku) -> StoreFuture<'_, SaleControls>;
 
     /// Succeeds when the store answers (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;

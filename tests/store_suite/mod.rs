@@ -25,7 +25,8 @@ macro_rules! store_suite {
             members_come_and_go,
             the_drain_rate_is_one_budget,
             a_token_is_held_by_one_queued_request,
-            instances_share_their_pending_counts
+            instances_share_their_pending_counts,
+            operator_settings_are_kept_with_the_sale
         );
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -791,5 +792,46 @@ pub async fn instances_share_their_pending_counts(store: Arc<dyn Store>) {
     assert!(
         forgotten.is_ok(),
         "an instance that stopped reporting still counts"
+    );
+}
+
+/// Pause, hold, capacity and drain rate are stored per sale, each on its own: setting one
+/// leaves the others as they were, and another sale's are untouched.
+pub async fn operator_settings_are_kept_with_the_sale(store: Arc<dyn Store>) {
+    use flashgate::store::{SaleControl, SaleControls};
+    let (sale, other) = (Sku::new("controls"), Sku::new("controls-other"));
+    assert_eq!(
+        store.controls(&sale).await.expect("read"),
+        SaleControls::default()
+    );
+    store
+        .set_control(&sale, SaleControl::Paused(true))
+        .await
+        .expect("pause");
+    store
+        .set_control(&sale, SaleControl::Capacity(250))
+        .await
+        .expect("capacity");
+    store
+        .set_control(&sale, SaleControl::Draining(false))
+        .await
+        .expect("hold");
+    store.set_drain_rate(&sale, 7).await.expect("rate");
+    store
+        .set_control(&sale, SaleControl::Paused(false))
+        .await
+        .expect("resume");
+    assert_eq!(
+        store.controls(&sale).await.expect("read"),
+        SaleControls {
+            paused: Some(false),
+            draining: Some(false),
+            capacity: Some(250),
+            drain_rate: Some(7),
+        }
+    );
+    assert_eq!(
+        store.controls(&other).await.expect("read"),
+        SaleControls::default()
     );
 }

@@ -27,8 +27,8 @@ use self::link::{Conn, Link};
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Reservation,
-    ReserveReply, ReserveRequest, StockLoad, StockReading, Store, StoreError, StoreFuture,
-    TicketRecord, TokenHold, Unspent,
+    ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, Store,
+    StoreError, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
 use crate::config::StoreConfig;
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId, MAX_STOCK};
@@ -113,6 +113,9 @@ impl Keys {
     }
     fn pending(&self) -> String {
         format!("{}:pending", self.base)
+    }
+    fn controls(&self) -> String {
+        format!("{}:controls", self.base)
     }
 }
 
@@ -1057,6 +1060,48 @@ impl Store for RedisStore {
             let mut c = self.conn().await?;
             self.exec(c.set::<_, _, ()>(k.drain_rate(), rate.max(1)))
                 .await
+        })
+    }
+
+    fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()> {
+        let k = self.keys(sku);
+        let (field, value) = match control {
+            SaleControl::Paused(p) => ("paused", u64::from(p)),
+            SaleControl::Draining(d) => ("draining", u64::from(d)),
+            SaleControl::Capacity(c) => ("capacity", c as u64),
+        };
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            self.exec(c.hset::<_, _, _, ()>(k.controls(), field, value))
+                .await
+        })
+    }
+
+    fn controls(&self, sku: &Sku) -> StoreFuture<'_, SaleControls> {
+        let k = self.keys(sku);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            // Both keys carry the sale's hash tag: one node, one round trip.
+            let (fields, rate): (HashMap<String, String>, Option<String>) = self
+                .exec(
+                    redis::pipe()
+                        .hgetall(k.controls())
+                        .get(k.drain_rate())
+                        .query_async(&mut c),
+                )
+                .await?;
+            // What does not parse (a hand edit) is as good as unset: the config holds.
+            let flag = |name: &str| match fields.get(name).map(String::as_str) {
+                Some("1") => Some(true),
+                Some("0") => Some(false),
+                _ => None,
+            };
+            Ok(SaleControls {
+                paused: flag("paused"),
+                draining: flag("draining"),
+                capacity: fields.get("capacity").and_then(|c| c.parse().ok()),
+                drain_rate: rate.and_then(|r| r.parse().ok()).filter(|&r| r > 0),
+            })
         })
     }
 
