@@ -345,6 +345,11 @@ fn stock(config: Config, action: StockAction) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Stock written under another key layout would be misread by the gateways.
+        if let Err(e) = store.claim_layout(crate::store::KEY_LAYOUT).await {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
         let result = match action {
             StockAction::Get { sku } => store
                 .stock(&Sku::new(&sku))

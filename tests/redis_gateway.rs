@@ -244,3 +244,39 @@ async fn negative_stock_trips_the_oversell_guard() {
         "nothing reserved"
     );
 }
+
+/// The store records the key layout the gateway writes, and a gateway refuses to start on
+/// a store written in another layout, naming both: it would misread every key.
+#[tokio::test]
+async fn a_store_in_another_key_layout_is_refused_by_name() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 3\n";
+    let gw = redis_gateway(&up, &redis, sale).await;
+    assert_eq!(
+        redis.command(&["GET", "flashgate:layout"]),
+        flashgate::store::KEY_LAYOUT.to_string()
+    );
+    gw.shutdown();
+    guarded("the gateway to stop", gw.wait())
+        .await
+        .expect("clean stop");
+
+    redis.command(&["SET", "flashgate:layout", "99"]);
+    let config = flashgate::Config::from_toml(&redis_config(&up, &redis, sale), "test", &[])
+        .expect("valid config");
+    let refused = match Gateway::start(config).await {
+        Ok(_) => panic!("a gateway started on a store in key layout 99"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        refused.contains("key layout 99")
+            && refused.contains(&format!("layout {}", flashgate::store::KEY_LAYOUT)),
+        "{refused}"
+    );
+    assert_eq!(
+        redis.command(&["GET", "flashgate:{phone}:stock"]),
+        "3",
+        "nothing written"
+    );
+}

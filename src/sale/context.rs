@@ -20,6 +20,7 @@ use crate::ratelimit::KeyedLimit;
 use crate::repeats::warn_repeated;
 use crate::sale::ticket::TicketBook;
 use crate::sale::{Sale, Sales};
+use crate::store::KEY_LAYOUT;
 use crate::store::{StockLoad, StockReading, Store, StoreError, Unspent};
 use crate::token::TokenSigner;
 use crate::types::{Epoch, OwnerTag, Sku, Token, UserId};
@@ -170,6 +171,8 @@ impl SaleContext {
     /// the store's figure as the sale's remaining stock. A store that has lost a sale this
     /// instance loaded before is not loaded again: the sale is held (see [`Self::hold`]).
     pub async fn load_stock(&self, sales: &[SaleConfig]) -> Result<(), StoreError> {
+        // Before anything is read or written: another layout's keys would be misread.
+        self.store.claim_layout(KEY_LAYOUT).await?;
         for cfg in sales {
             let Some(sale) = self.sales.get(&cfg.sku) else {
                 continue;

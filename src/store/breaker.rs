@@ -306,6 +306,9 @@ impl Store for Breaker {
     fn leave(&self, member: &Member) -> StoreFuture<'_, ()> {
         self.call("leave", self.inner.leave(member))
     }
+    fn claim_layout(&self, layout: u32) -> StoreFuture<'_, ()> {
+        self.call("claim_layout", self.inner.claim_layout(layout))
+    }
     fn ping(&self) -> StoreFuture<'_, ()> {
         // Readiness probes bypass the breaker so they see the store itself, and a
         // successful probe closes the breaker early.

@@ -51,7 +51,24 @@ pub enum StoreError {
         /// Stock held now.
         units: u64,
     },
+    /// The store was written by a flashgate whose keys are laid out differently: this one
+    /// would misread them. Nothing was written.
+    #[error(
+        "the store holds key layout {found}, this flashgate {version} uses layout {expected}: \
+         run the version that wrote it, or empty or migrate the store (README: Upgrade and rollback)",
+        version = crate::build::VERSION
+    )]
+    Layout {
+        /// The layout the store names.
+        found: String,
+        /// The layout this build reads and writes ([`KEY_LAYOUT`]).
+        expected: u32,
+    },
 }
+
+/// The version of the store's key layout this build reads and writes, recorded in the store
+/// (`<key_prefix>:layout`); it changes whenever keys or their contents change meaning.
+pub const KEY_LAYOUT: u32 = 1;
 
 /// One reserve step's input: spend `token` on `quantity` units of `sku` for `user`.
 #[derive(Debug, Clone)]
@@ -455,6 +472,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds when the store answers (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Records key layout `layout` in a store that names none yet, and refuses
+    /// ([`StoreError::Layout`]) a store that names another.
+    fn claim_layout(&self, layout: u32) -> StoreFuture<'_, ()>;
 
     /// Announces (or renews) `member` for `ttl` and returns the live members, by id. A
     /// member whose announcement is not renewed within its `ttl` is forgotten. An id a

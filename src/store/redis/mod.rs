@@ -1063,6 +1063,34 @@ impl Store for RedisStore {
         })
     }
 
+    fn claim_layout(&self, layout: u32) -> StoreFuture<'_, ()> {
+        let key = format!("{}:layout", self.prefix);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let set: bool = self
+                .exec(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(layout)
+                        .arg("NX")
+                        .query_async::<Option<String>>(&mut c),
+                )
+                .await?
+                .is_some();
+            if set {
+                return Ok(());
+            }
+            let found: Option<String> = self.exec(c.get(&key)).await?;
+            match found {
+                Some(found) if found != layout.to_string() => Err(StoreError::Layout {
+                    found,
+                    expected: layout,
+                }),
+                _ => Ok(()),
+            }
+        })
+    }
+
     fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()> {
         let k = self.keys(sku);
         let (field, value) = match control {
