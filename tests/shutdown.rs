@@ -2,10 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-
 use common::*;
 use http::StatusCode;
 use tokio::net::TcpStream;
@@ -37,107 +33,6 @@ async fn shutdown_finishes_the_in_flight_request() {
     guarded("gateway to stop", gw.wait())
         .await
         .expect("nothing undelivered is lost");
-}
-
-/// The real binary, its listeners' addresses (read from its JSON log), and every log line
-/// it writes from then on.
-struct Binary {
-    /// Taken by [`Binary::exit`]; killed on drop if still there (a failed test).
-    child: Option<std::process::Child>,
-    public: SocketAddr,
-    admin: SocketAddr,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Binary {
-    fn signal(&self, signal: libc::c_int) {
-        let child = self.child.as_ref().expect("running");
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
-        // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    fn logged(&self, message: &str) -> bool {
-        self.log
-            .lock()
-            .expect("log lock")
-            .iter()
-            .any(|l| l.contains(message))
-    }
-
-    async fn exit(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        guarded(
-            "flashgate to exit",
-            tokio::task::spawn_blocking(move || child.wait()),
-        )
-        .await
-        .expect("join")
-        .expect("wait")
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn spawn_logged(config: &std::path::Path) -> Binary {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--log-format", "json"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn flashgate");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let (public, admin) = loop {
-        let line = lines
-            .next()
-            .expect("flashgate exited before listening")
-            .expect("read log");
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("log lines are JSON ({e}): {line}"));
-        if v["message"] == "flashgate listening" {
-            let addr = |key: &str| {
-                v[key]
-                    .as_str()
-                    .and_then(|a| a.parse().ok())
-                    .expect("an address field")
-            };
-            break (addr("public_addr"), addr("admin_addr"));
-        }
-    };
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let kept = log.clone();
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            kept.lock().expect("log lock").push(line);
-        }
-    });
-    Binary {
-        child: Some(child),
-        public,
-        admin,
-        log,
-    }
-}
-
-/// A config file in a fresh directory (removed by the caller).
-fn config_file(name: &str, text: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("flashgate-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = dir.join("gw.toml");
-    std::fs::write(&cfg, text).expect("write config");
-    (dir, cfg)
 }
 
 /// Behind a balancer: SIGTERM turns readiness 503 at once, but the public listener goes on

@@ -600,6 +600,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter: `info`, `debug`, `flashgate=debug,hyper=warn`, …
     pub level: String,
+    /// One line per request, at info, target `access`: listener, peer, method, path
+    /// (without the query), status, bytes, duration_ms.
+    pub access: bool,
 }
 
 impl Default for LogConfig {
@@ -607,6 +610,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             level: "info".to_owned(),
+            access: false,
         }
     }
 }

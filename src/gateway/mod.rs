@@ -289,9 +289,11 @@ impl Built {
             tls: tls.clone(),
             proxy_protocol: config.server.proxy_protocol,
             trusted: trusted.clone(),
+            access_log: config.log.access.then_some("public"),
         };
         let admin_edge = Edge {
             trusted: trusted.clone(),
+            access_log: config.log.access.then_some("admin"),
             ..Edge::default()
         };
         let membership = Arc::new(Membership::new(

@@ -4,11 +4,14 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod binary;
 pub mod client;
 pub mod sale;
 pub mod upstream;
 
 // Every test binary takes what it needs from one flat namespace.
+#[allow(unused_imports)]
+pub use binary::*;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]

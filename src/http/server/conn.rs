@@ -292,7 +292,16 @@ where
                     }));
                 }
                 let guard = StreamGuard::new(state, permit);
+                let access = shared.edge.access_log.map(|listener| Access {
+                    listener,
+                    started: Instant::now(),
+                    method: req.method().clone(),
+                    path: req.uri().path().to_owned(),
+                });
                 let resp = shared.handler.handle(req, &peer).await;
+                if let Some(a) = access {
+                    a.log(&peer, &resp);
+                }
                 Ok(resp.map(|inner| Tracked {
                     inner,
                     _guard: Some(guard),
@@ -314,6 +323,34 @@ where
     };
     if let Err(e) = result {
         tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+    }
+}
+
+/// What an access log line says of a request, taken before the handler consumes it.
+struct Access {
+    listener: &'static str,
+    started: Instant,
+    method: http::Method,
+    path: String,
+}
+
+impl Access {
+    /// One line at info, target `access` (`log.level = "info,access=off"` silences it):
+    /// the path without its query (which may carry what should not be logged), the body
+    /// size when known before sending (`-` when streamed), the time to the response head.
+    fn log<B: Body>(self, peer: &Peer, resp: &http::Response<B>) {
+        let bytes = resp.body().size_hint().exact();
+        tracing::info!(
+            target: "access",
+            listener = self.listener,
+            peer = %peer.addr,
+            method = %self.method,
+            path = %self.path,
+            status = resp.status().as_u16(),
+            bytes = %bytes.map_or_else(|| "-".to_owned(), |b| b.to_string()),
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "access"
+        );
     }
 }
 

@@ -122,6 +122,8 @@ pub struct Edge {
     pub proxy_protocol: bool,
     /// Peers whose `X-Forwarded-For` and PROXY headers are believed.
     pub trusted: TrustedProxies,
+    /// `Some(listener name)`: one access log line per request (`log.access`).
+    pub access_log: Option<&'static str>,
 }
 
 /// Why a connection was closed before any request.
