@@ -125,18 +125,23 @@ struct DemoArgs {
     /// How far a delivery's signature time may be from the backend's clock.
     #[arg(long, default_value = "5m")]
     signature_tolerance: humantime::Duration,
+    /// Bearer token of the admin API (`/admin/`); without it a random one is made and
+    /// printed.
+    #[arg(long)]
+    admin_token: Option<String>,
 }
 
 impl DemoArgs {
-    fn config_text(&self, backend: std::net::SocketAddr) -> String {
+    fn config_text(&self, backend: std::net::SocketAddr, admin_token: &str) -> String {
         let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         format!(
             "[server]\nlisten = {}\nadmin_listen = {}\nthreads = {}\nshutdown_timeout = \"10s\"\n\
+             shutdown_grace = \"0s\"\n\
              [upstream]\nurl = \"http://{backend}\"\n\
              [queue]\ncapacity = {}\ndrain_rate = {}\nworkers = {}\noverflow = {}\nresponse = {}\n\
              [limits]\nper_user_rate = {}\nper_user_burst = {}\n\
              [[sale]]\nsku = {}\nstock = {}\nper_user_limit = {}\n\
-             [log]\nlevel = {}\n",
+             [log]\nlevel = {}\n[admin]\ntoken = {}\n",
             q(&self.listen),
             q(&self.admin_listen),
             self.threads,
@@ -151,6 +156,7 @@ impl DemoArgs {
             self.stock,
             self.per_user_limit,
             q(&self.log_level),
+            q(admin_token),
         )
     }
 }
@@ -392,7 +398,16 @@ fn stock(config: Config, action: StockAction) -> ExitCode {
 
 fn demo(args: &DemoArgs) -> ExitCode {
     // Validate everything before binding anything; the backend port is checked by binding.
-    let probe = match Config::from_toml(&args.config_text(args.backend_listen), "demo flags", &[]) {
+    // The admin API is on in the demo: with the operator's token, else one made for this run.
+    let admin_token = args
+        .admin_token
+        .clone()
+        .unwrap_or_else(|| crate::types::OrderId::random().as_str().to_owned());
+    let probe = match Config::from_toml(
+        &args.config_text(args.backend_listen, &admin_token),
+        "demo flags",
+        &[],
+    ) {
         Ok(c) => c,
         Err(e) => return config_failure(&e),
     };
@@ -400,10 +415,11 @@ fn demo(args: &DemoArgs) -> ExitCode {
     let secret = crate::types::OrderId::random().as_str().to_owned();
     let backend =
         crate::demo::DemoBackend::default().verifying(&secret, args.signature_tolerance.into());
+    let admin_token = &admin_token;
     let config_text = |backend_addr| {
         format!(
             "{}[delivery]\nsigning_secret = \"{secret}\"\n",
-            args.config_text(backend_addr)
+            args.config_text(backend_addr, admin_token)
         )
     };
     run(&probe, async move {
@@ -424,14 +440,24 @@ fn demo(args: &DemoArgs) -> ExitCode {
             Ok(c) => c,
             Err(e) => return config_failure(&e),
         };
-        let gateway = match Gateway::start(config).await {
+        let started = match Gateway::build(config) {
+            Ok(built) => built.with_demo_identities().start().await,
+            Err(e) => Err(e),
+        };
+        let gateway = match started {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        print_demo_banner(args, gateway.public_addr, gateway.admin_addr, backend_addr);
+        print_demo_banner(
+            args,
+            admin_token,
+            gateway.public_addr,
+            gateway.admin_addr,
+            backend_addr,
+        );
         let stopper = gateway.stopper();
         tokio::spawn(signals.run(move || stopper.stop()));
         let kept = gateway.wait().await;
@@ -453,6 +479,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
 
 fn print_demo_banner(
     args: &DemoArgs,
+    admin_token: &str,
     gw: std::net::SocketAddr,
     admin: std::net::SocketAddr,
     backend: std::net::SocketAddr,
@@ -481,9 +508,15 @@ fn print_demo_banner(
     );
     println!("  curl -s http://{backend}/orders/stats");
     println!(
-        "  http://{gw}/sale/{sku}/wait   (the sale page; its Buy button needs the X-User-Id header an auth layer sets)"
+        "  curl -s -H 'Authorization: Bearer {admin_token}' http://{admin}/admin/sales   (the admin API)"
     );
     println!("  curl -s http://{gw}/   (anything else is proxied to the backend)");
+    println!();
+    println!("In a browser:");
+    println!(
+        "  http://{gw}/sale/{sku}/wait   (the sale page: Buy, then the waiting room; the demo gives \
+         each browser an identity in a cookie, where `serve` needs an auth layer's X-User-Id)"
+    );
     println!();
     println!("Ctrl-C stops it.");
 }

@@ -12,7 +12,7 @@
 //! - L2 components: [`store`] (the atomic store steps), [`local_state`], [`identity`],
 //!   [`pages`], [`order_body`], [`proxy`] (everything that is not a sale route), [`logging`],
 //!   [`membership`] (this instance among those sharing the store), [`peers`] (asking
-//!   the other instances)
+//!   the other instances), [`demo_identity`] (`flashgate demo`'s cookie identities)
 //! - L3 the sale: [`sale`] (its state, bounded FIFO queue, tickets, the admission decision,
 //!   the context the sale path shares, and the drain)
 //! - L4 what uses the sale: [`delivery`] (hands reserved orders to the backend),
@@ -35,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod delivery;
 pub mod demo;
+pub(crate) mod demo_identity;
 pub mod error;
 pub mod gateway;
 pub(crate) mod http;

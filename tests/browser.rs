@@ -22,7 +22,8 @@ fn artifacts() -> PathBuf {
 /// Runs one scenario of pages.mjs against `gw`'s sale `sku`.
 async fn drive(gw: &flashgate::gateway::Gateway, sku: &str, scenario: &str) {
     drive_at(
-        gw,
+        gw.admin_addr,
+        ADMIN_TOKEN,
         &format!("http://{}", gw.public_addr),
         None,
         sku,
@@ -34,7 +35,8 @@ async fn drive(gw: &flashgate::gateway::Gateway, sku: &str, scenario: &str) {
 /// Runs one scenario against the gateway at `url`; `cert` is its certificate when `url`
 /// is https.
 async fn drive_at(
-    gw: &flashgate::gateway::Gateway,
+    admin: std::net::SocketAddr,
+    admin_token: &str,
     url: &str,
     cert: Option<&Path>,
     sku: &str,
@@ -50,8 +52,8 @@ async fn drive_at(
     cmd.arg(&script)
         .arg(scenario)
         .env("GATEWAY", url)
-        .env("ADMIN", format!("http://{}", gw.admin_addr))
-        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("ADMIN", format!("http://{admin}"))
+        .env("ADMIN_TOKEN", admin_token)
         .env("SKU", sku)
         .env("SOON", "soon")
         .env("ARTIFACTS", artifacts())
@@ -146,5 +148,79 @@ async fn the_waiting_room_works_over_https() {
     );
     let gw = gateway(&text).await;
     let url = format!("https://localhost:{}", gw.public_addr.port());
-    drive_at(&gw, &url, Some(&cert), "phone", "waiting-room").await;
+    drive_at(
+        gw.admin_addr,
+        ADMIN_TOKEN,
+        &url,
+        Some(&cert),
+        "phone",
+        "waiting-room",
+    )
+    .await;
+}
+
+/// `flashgate demo` exactly as its banner says: open the printed sale page in a browser
+/// that sends no identity header, click Buy, watch the waiting room (the sale held through
+/// the admin API with `--admin-token`), get the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_sells_to_a_plain_browser_as_printed() {
+    use std::io::{BufRead, BufReader};
+    let token = "demo-browser-admin-token";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--backend-listen", "127.0.0.1:0", "--log-level", "warn"])
+        .args(["--admin-token", token])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the demo");
+    let kill = KillOnDrop(Some(child.id()));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut page, mut admin) = (None, None);
+    while page.is_none() || admin.is_none() {
+        let line = lines.next().expect("the demo exited early").expect("read");
+        if line.contains(&format!("Bearer {token}")) {
+            admin = line
+                .split("http://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        }
+        if line.trim_start().starts_with("http://") && line.contains("/wait") {
+            page = line.split_whitespace().next().map(str::to_owned);
+        }
+    }
+    let page = page.expect("the sale page's address");
+    let gateway = page.split("/sale/").next().expect("base").to_owned();
+    drive_at(
+        admin.expect("the admin address"),
+        token,
+        &gateway,
+        None,
+        "demo-phone",
+        "demo",
+    )
+    .await;
+    drop(kill);
+    let _ = child.wait();
+}
+
+/// Kills the demo if the test ends early.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill(2) with a pid this test spawned has no memory effects.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+    }
 }

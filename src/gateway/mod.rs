@@ -89,6 +89,8 @@ pub struct Built {
     delivery: Option<crate::delivery::Settings>,
     memory: Option<Arc<MemoryStore>>,
     restored: Option<PathBuf>,
+    /// `flashgate demo` only (never a config key): identities for browsers without one.
+    demo_identities: bool,
 }
 
 /// Asks a running gateway to stop gracefully (see [`Gateway::stop`]); cheap to clone,
@@ -193,6 +195,7 @@ impl Gateway {
             delivery,
             memory: opened.memory,
             restored: opened.restored,
+            demo_identities: false,
             config,
         })
     }
@@ -213,6 +216,13 @@ impl Gateway {
 }
 
 impl Built {
+    /// `flashgate demo` only: a request without the identity header gets a random demo
+    /// identity in a cookie (see [`crate::demo_identity`]).
+    pub fn with_demo_identities(mut self) -> Self {
+        self.demo_identities = true;
+        self
+    }
+
     /// The sale context it built.
     pub fn context(&self) -> &Arc<SaleContext> {
         &self.ctx
@@ -232,6 +242,7 @@ impl Built {
             delivery,
             memory,
             restored,
+            demo_identities,
         } = self;
         let bind = |key: &'static str, addr: SocketAddr| async move {
             let listener = TcpListener::bind(addr)
@@ -314,6 +325,9 @@ impl Built {
             proxy,
             SaleApi::new(ctx.clone(), pages, config.server.body_timeout, peers),
             &ctx.metrics,
+            demo_identities
+                .then(|| crate::demo_identity::DemoIdentity::new(&config.identity.header))
+                .flatten(),
         );
         let admin_handler = Admin::new(
             upstream.authority,

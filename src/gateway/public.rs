@@ -8,6 +8,7 @@ use http::Request;
 use hyper::body::Incoming;
 use prometheus::{Histogram, IntCounter};
 
+use crate::demo_identity::DemoIdentity;
 use crate::error::GatewayError;
 use crate::http::response::GatewayResponse;
 use crate::http::server::{Handler, Peer};
@@ -31,6 +32,8 @@ struct Routes {
     answered: [[IntCounter; 5]; 2],
     /// Proxied requests' time to the upstream's response head, by status class.
     upstream: [Histogram; 5],
+    /// `flashgate demo` only: identities for browsers that send none.
+    demo: Option<DemoIdentity>,
 }
 
 /// Index of the sale route in `answered`.
@@ -45,6 +48,7 @@ impl PublicRouter {
         proxy: Proxy,
         sales: SaleApi,
         metrics: &Metrics,
+        demo: Option<DemoIdentity>,
     ) -> Self {
         Self {
             inner: Arc::new(Routes {
@@ -55,6 +59,7 @@ impl PublicRouter {
                     STATUS_CLASSES.map(|c| metrics.requests.with_label_values(&[route, c]))
                 }),
                 upstream: STATUS_CLASSES.map(|c| metrics.upstream_seconds.with_label_values(&[c])),
+                demo,
             }),
         }
     }
@@ -83,7 +88,12 @@ impl Handler for PublicRouter {
             self.inner.answered[PROXY][status_class_index(resp.status().as_u16())].inc();
             return resp;
         }
-        let (route, resp) = if req.uri().path().starts_with("/sale/") {
+        let demo_cookie = self
+            .inner
+            .demo
+            .as_ref()
+            .and_then(|d| d.apply(req.headers_mut()));
+        let (route, mut resp) = if req.uri().path().starts_with("/sale/") {
             // A clone of the URI shares its bytes: the route borrows from it, not from `req`.
             let uri = req.uri().clone();
             match Route::of(uri.path()) {
@@ -93,6 +103,9 @@ impl Handler for PublicRouter {
         } else {
             (PROXY, self.inner.proxy.forward(req, peer).await)
         };
+        if let Some(cookie) = demo_cookie {
+            DemoIdentity::set_cookie(resp.headers_mut(), cookie);
+        }
         let class = status_class_index(resp.status().as_u16());
         self.inner.answered[route][class].inc();
         if route == PROXY {

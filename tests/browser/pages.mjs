@@ -3,7 +3,7 @@
 //   GATEWAY (http://127.0.0.1:port), ADMIN (admin base URL), ADMIN_TOKEN, SKU, ARTIFACTS (dir),
 //   and for a gateway over TLS, CERT_PEM (its self-signed certificate, which Chromium is
 //   told to trust by its key; node's own fetch trusts it through NODE_EXTRA_CA_CERTS)
-// and the scenario as the one argument: waiting-room | busy | countdown.
+// and the scenario as the one argument: waiting-room | busy | countdown | demo.
 // Every wait is for a state the page must reach; the timeouts only bound a broken run.
 import { chromium } from "playwright-core";
 
@@ -143,9 +143,36 @@ async function countdown(context) {
   await shot(page, "3-bought");
 }
 
+// `flashgate demo` as its banner prints it: a browser with no identity header (no auth
+// layer in front) buys from the sale page, watches the waiting room, and keeps its demo
+// identity (a cookie) for its next try.
+async function demo(browser) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await admin("hold");
+  await page.goto(`${GATEWAY}/sale/${SKU}/wait`);
+  await page.locator("#buy:enabled").click();
+  await page.waitForURL(/\/wait\?ticket=[0-9a-f]{32}$/, { timeout: BOUND });
+  await page.locator("#position", { hasText: "1" }).waitFor({ timeout: BOUND });
+  await shot(page, "1-waiting-room");
+  const cookies = await context.cookies();
+  const mine = cookies.find((c) => c.name === "flashgate_demo_user");
+  if (!mine || !/^demo-[0-9a-f]+$/.test(mine.value)) fail(`no demo identity cookie: ${JSON.stringify(cookies)}`);
+  await admin("release");
+  await page.locator("#outcome[data-outcome=reserved]").waitFor({ timeout: BOUND });
+  await shot(page, "2-reserved");
+  // The same browser is the same buyer: one unit per user.
+  await page.goto(`${GATEWAY}/sale/${SKU}/wait`);
+  await page.locator("#buy:enabled").click();
+  await page.locator("#message", { hasText: "You already have an order" }).waitFor({ timeout: BOUND });
+  await shot(page, "3-same-buyer");
+  await context.close();
+}
+
 const scenarios = { "waiting-room": waitingRoom, busy, countdown };
-if (!scenarios[scenario]) {
-  console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(", ")}`);
+const ownContext = { demo };
+if (!scenarios[scenario] && !ownContext[scenario]) {
+  console.error(`unknown scenario ${scenario}; one of ${[...Object.keys(scenarios), ...Object.keys(ownContext)].join(", ")}`);
   process.exit(2);
 }
 const args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"];
@@ -160,9 +187,13 @@ const browser = await chromium.launch({
   args,
 });
 try {
-  // The auth layer in front of the gateway would set the identity header; here the browser does.
-  const context = await browser.newContext({ extraHTTPHeaders: { "X-User-Id": `browser-${scenario}` } });
-  await scenarios[scenario](context);
+  if (ownContext[scenario]) {
+    await ownContext[scenario](browser);
+  } else {
+    // The auth layer in front of the gateway would set the identity header; here the browser does.
+    const context = await browser.newContext({ extraHTTPHeaders: { "X-User-Id": `browser-${scenario}` } });
+    await scenarios[scenario](context);
+  }
   console.log(`${scenario}: ok`);
 } catch (e) {
   console.error(e.stack || String(e));
