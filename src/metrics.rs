@@ -37,6 +37,8 @@ pub struct Metrics {
     registry: Registry,
     /// Requests answered, by route and status class (`2xx` … `5xx`).
     pub requests: IntCounterVec,
+    /// Requests answered with a 5xx, by route and exact status (502 apart from 503, …).
+    pub server_errors: IntCounterVec,
     /// Admission decisions by sku and outcome.
     pub admission: IntCounterVec,
     /// Requests waiting in each sale's queue.
@@ -196,6 +198,12 @@ impl Metrics {
                 "flashgate_sale_held",
                 "1 while the sale is held: the store lost its state and stock is not reloaded",
                 &["sku"],
+            ),
+            server_errors: counter(
+                &r,
+                "flashgate_server_errors_total",
+                "Requests answered with a 5xx status, by route and exact status",
+                &["route", "status"],
             ),
             requests: counter(
                 &r,

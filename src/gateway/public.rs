@@ -30,6 +30,8 @@ struct Routes {
     sales: SaleApi,
     /// Requests answered by route (sale, proxy) and status class, resolved once.
     answered: [[IntCounter; 5]; 2],
+    /// 5xx answers by route and exact status (looked up on the error path only).
+    server_errors: prometheus::IntCounterVec,
     /// Proxied requests' time to the upstream's response head, by status class.
     upstream: [Histogram; 5],
     /// `flashgate demo` only: identities for browsers that send none.
@@ -40,6 +42,8 @@ struct Routes {
 const SALE: usize = 0;
 /// Index of the proxy route in `answered`.
 const PROXY: usize = 1;
+/// The `route` label of each index.
+const ROUTES: [&str; 2] = ["sale", "proxy"];
 
 impl PublicRouter {
     /// The router over `sales` and `proxy`, counting into `metrics`.
@@ -55,7 +59,8 @@ impl PublicRouter {
                 trusted,
                 proxy,
                 sales,
-                answered: ["sale", "proxy"].map(|route| {
+                server_errors: metrics.server_errors.clone(),
+                answered: ROUTES.map(|route| {
                     STATUS_CLASSES.map(|c| metrics.requests.with_label_values(&[route, c]))
                 }),
                 upstream: STATUS_CLASSES.map(|c| metrics.upstream_seconds.with_label_values(&[c])),
@@ -108,6 +113,12 @@ impl Handler for PublicRouter {
         }
         let class = status_class_index(resp.status().as_u16());
         self.inner.answered[route][class].inc();
+        if resp.status().is_server_error() {
+            self.inner
+                .server_errors
+                .with_label_values(&[ROUTES[route], resp.status().as_str()])
+                .inc();
+        }
         if route == PROXY {
             self.inner.upstream[class].observe(started.elapsed().as_secs_f64());
         }
