@@ -1,4 +1,4 @@
-//! The public sale routes (DESIGN.md, "Public HTTP contract"):
+//! The public sale routes (docs/contract.md, "Public HTTP API"):
 //! `GET /sale/{sku}`, `POST /sale/{sku}/token`, `POST /sale/{sku}/order`,
 //! `GET /sale/tickets/{ticket}`, and the built-in busy page `GET /sale/busy`.
 //!

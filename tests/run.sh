@@ -24,6 +24,10 @@ cargo test --workspace --all-targets --locked
 # Every fuzz target, coverage-guided, for a short bounded time (stable toolchain).
 echo "== fuzz"
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-10} bash fuzz/run.sh
+# The Debian package and its systemd unit (packaging/), from the debug binary cargo test
+# built: contents, a dpkg install into a scratch root, systemd-analyze verify.
+echo "== package"
+bash tests/package.sh
 # The README's other command, `cargo run --release -- demo`, must pick the gateway binary
 # among the workspace's binaries (a debug build here: the same target selection).
 echo "== cargo run -- --version"
