@@ -124,15 +124,24 @@ impl AdminApi {
         }
     }
 
-    /// Stores `control` for every instance (first: if the store cannot take it, nothing
-    /// changes anywhere and the operator is told so), then applies it here at once.
-    async fn store_control(&self, sale: &Sale, control: SaleControl) -> Result<(), GatewayError> {
+    /// Stores `control` for every instance first, then applies it here at once. If the
+    /// store does not confirm it, nothing changes here and the operator gets 503; the
+    /// write may still have landed (a reply lost to a timeout): the log says so, and the
+    /// instances then apply it at their next sync. Setting it again is safe.
+    async fn store_control(
+        &self,
+        peer: SocketAddr,
+        sale: &Sale,
+        control: SaleControl,
+    ) -> Result<(), GatewayError> {
         self.ctx
             .store
             .set_control(&sale.sku, control)
             .await
             .map_err(|e| {
-                tracing::warn!(sku = %sale.sku, error = %e, ?control, "cannot store a sale setting");
+                tracing::warn!(%peer, sku = %sale.sku, error = %e, ?control,
+                    "admin action not confirmed by the store: it may still take effect; \
+                     check GET /admin/sales and send it again");
                 GatewayError::StoreUnavailable
             })?;
         match control {
@@ -187,7 +196,7 @@ impl AdminApi {
             (Method::POST, ["admin", "sales", sku, action @ ("pause" | "resume")]) => {
                 let sale = self.sale(sku)?.clone();
                 let before = sale.is_paused();
-                self.store_control(&sale, SaleControl::Paused(*action == "pause"))
+                self.store_control(peer, &sale, SaleControl::Paused(*action == "pause"))
                     .await?;
                 let after = sale.is_paused();
                 Ok(self.changed(peer, action, &sale, paused_word(before), paused_word(after)))
@@ -195,7 +204,7 @@ impl AdminApi {
             (Method::POST, ["admin", "sales", sku, action @ ("hold" | "release")]) => {
                 let sale = self.sale(sku)?.clone();
                 let before = sale.is_draining();
-                self.store_control(&sale, SaleControl::Draining(*action == "release"))
+                self.store_control(peer, &sale, SaleControl::Draining(*action == "release"))
                     .await?;
                 let after = sale.is_draining();
                 Ok(self.changed(peer, action, &sale, drain_word(before), drain_word(after)))
@@ -212,7 +221,9 @@ impl AdminApi {
                     .set_drain_rate(&sale.sku, rate)
                     .await
                     .map_err(|e| {
-                        tracing::warn!(sku = %sale.sku, error = %e, "cannot store the drain rate");
+                        tracing::warn!(%peer, sku = %sale.sku, error = %e, rate,
+                            "admin action not confirmed by the store: it may still take effect; \
+                             check GET /admin/sales and send it again");
                         GatewayError::StoreUnavailable
                     })?;
                 let before = sale.drain_rate();
@@ -229,7 +240,7 @@ impl AdminApi {
                     ));
                 }
                 let before = sale.queue.capacity();
-                self.store_control(&sale, SaleControl::Capacity(capacity))
+                self.store_control(peer, &sale, SaleControl::Capacity(capacity))
                     .await?;
                 Ok(self.changed(peer, "capacity", &sale, before, capacity))
             }

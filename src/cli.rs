@@ -225,11 +225,17 @@ pub fn main() -> ExitCode {
             Ok(c) => check_config(c, &config),
             Err(e) => config_failure(&e),
         },
-        Command::Serve { config, overrides } => match overrides.load(&config) {
-            Ok(c) => serve(c),
-            Err(e) => config_failure(&e),
-        },
-        Command::Demo(args) => demo(&args),
+        Command::Serve { config, overrides } => {
+            crate::signal::ignore_hangups_while_starting();
+            match overrides.load(&config) {
+                Ok(c) => serve(c),
+                Err(e) => config_failure(&e),
+            }
+        }
+        Command::Demo(args) => {
+            crate::signal::ignore_hangups_while_starting();
+            demo(&args)
+        }
         Command::Stock {
             config,
             overrides,

@@ -385,7 +385,7 @@ impl SaleApi {
                 .hold_token(&sale.sku, token, user, &ticket, until)
                 .await
                 .map_err(|e| {
-                    warn_repeated!(sku = %sale.sku, error = %e, "cannot hold a token");
+                    warn_repeated!("cannot hold a token", sku = %sale.sku, error = %e);
                     GatewayError::StoreUnavailable
                 })?;
             return Ok(match held {
@@ -462,7 +462,7 @@ impl SaleApi {
             .replay(sale, token, user, unspent)
             .await
             .map_err(|e| {
-                warn_repeated!(sku = %sale.sku, error = %e, "cannot read a token's outcome");
+                warn_repeated!("cannot read a token's outcome", sku = %sale.sku, error = %e);
                 GatewayError::StoreUnavailable
             })?;
         Ok(outcome)
@@ -551,7 +551,7 @@ impl SaleApi {
                 Ok(Some(record)) => return Ok(Some((sale.sku.clone(), record))),
                 Ok(None) | Err(StoreError::UnknownSale(_)) => {}
                 Err(e) => {
-                    warn_repeated!(sku = %sale.sku, error = %e, "cannot read a ticket's record");
+                    warn_repeated!("cannot read a ticket's record", sku = %sale.sku, error = %e);
                     return Err(GatewayError::StoreUnavailable);
                 }
             }

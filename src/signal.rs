@@ -1,5 +1,17 @@
 //! The operator's signals: SIGTERM/SIGINT stop the gateway, SIGHUP never does.
 
+/// Ignores SIGHUP from now until [`Terminations::watch`] takes it over: a SIGHUP sent while
+/// the process is still reading its config and starting (a reload script racing a start)
+/// must not stop it. Call first thing in a serving command.
+pub fn ignore_hangups_while_starting() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN before any thread is started has no
+    // memory effects; the runtime's handler replaces it later.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
 /// The operator's stop signals, watched from the moment [`Terminations::watch`] is called:
 /// a SIGTERM that arrives while the gateway is still starting is kept, not fatal. SIGHUP
 /// is taken over at the same moment, so that it never stops the process.

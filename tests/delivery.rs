@@ -162,10 +162,35 @@ async fn a_501_is_permanent_unless_configured_as_retryable() {
     until_status(gw.public_addr, &ticket, "confirmed").await;
 }
 
+/// Review finding: a CDN in front of the backend answered 524 (the origin timed out, after
+/// applying the order): the order was compensated and its unit sold again. A 5xx that does
+/// not say "not processed" leaves the order's fate unknown: it is asked again (past a retry
+/// limit too), never compensated on, and confirmed once the backend answers.
+#[tokio::test]
+async fn a_proxys_timeout_status_never_gives_the_unit_back() {
+    let up = Upstream::start().await;
+    up.orders_status.store(524, Ordering::SeqCst);
+    let cfg = format!("[[sale]]\nsku = \"phone\"\nstock = 1\n{FAST_RETRY}retries = 2\n");
+    let gw = sale_gateway(&up, &cfg).await;
+    let (order_id, ticket) = buy(gw.public_addr, "alice").await;
+    let id = order_id.clone();
+    deliveries_until(&up, |s| s.get(&id).copied().unwrap_or(0) >= 4).await;
+    assert_eq!(ticket_status(gw.public_addr, &ticket).await, "reserved");
+    assert_eq!(
+        send(gw.public_addr, get("/sale/phone")).await.json()["remaining"],
+        0,
+        "the unit stays reserved"
+    );
+    up.orders_status.store(0, Ordering::SeqCst);
+    until_status(gw.public_addr, &ticket, "confirmed").await;
+}
+
 #[tokio::test]
 async fn a_retry_limit_compensates_too() {
     let up = Upstream::start().await;
-    up.orders_status.store(502, Ordering::SeqCst);
+    // 503: the backend did not process it (a 502 or 504 might have been applied behind a
+    // proxy, and is never compensated on).
+    up.orders_status.store(503, Ordering::SeqCst);
     let cfg = format!("[[sale]]\nsku = \"phone\"\nstock = 1\n{FAST_RETRY}retries = 3\n");
     let gw = sale_gateway(&up, &cfg).await;
     let (order_id, ticket) = buy(gw.public_addr, "alice").await;

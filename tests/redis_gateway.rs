@@ -270,7 +270,7 @@ async fn a_store_in_another_key_layout_is_refused_by_name() {
         Err(e) => e.to_string(),
     };
     assert!(
-        refused.contains("key layout 99")
+        refused.contains("key layout \"99\"")
             && refused.contains(&format!("layout {}", flashgate::store::KEY_LAYOUT)),
         "{refused}"
     );

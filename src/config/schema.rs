@@ -535,9 +535,10 @@ pub struct DeliveryConfig {
     pub max_in_flight: usize,
     /// Attempts per order before it counts as refused for good (0 = until the deadline).
     pub retries: u32,
-    /// Backend answers that mean "not now": the order is tried again, with backoff. Any
-    /// other answer that is not 2xx or 409 refuses it for good (it is compensated at once).
-    /// No answer at all (refused connection, timeout, reset) is always tried again.
+    /// Backend answers that mean "not now": the order is tried again, with backoff. A 5xx
+    /// other than 501, 503 and 505 is always tried again (the order may be applied: its
+    /// fate is unknown), and so is no answer at all. Any other answer that is not 2xx or
+    /// 409 refuses the order for good (it is compensated at once).
     pub retry_statuses: Vec<u16>,
     /// An order not delivered this long after it was reserved is compensated.
     #[serde(with = "humantime_serde")]
@@ -570,7 +571,7 @@ impl Default for DeliveryConfig {
             path: "/orders".to_owned(),
             max_in_flight: 16,
             retries: 0,
-            retry_statuses: vec![408, 425, 429, 500, 502, 503, 504],
+            retry_statuses: vec![408, 425, 429, 503],
             deadline: Duration::from_secs(600),
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),

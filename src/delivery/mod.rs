@@ -1,9 +1,12 @@
 //! The deliverer: hands reserved orders from the outbox to the backend with an
-//! idempotency key. 2xx or 409 is an acknowledgement (confirm); a status in
-//! `delivery.retry_statuses` (408, 425, 429, 500, 502-504 by default) and transport errors
-//! are retried with exponential backoff and jitter until `delivery.deadline` (or
+//! idempotency key. 2xx or 409 is an acknowledgement (confirm). A 5xx other than 501, 503
+//! and 505 may come from a proxy after the request reached the backend: the order's fate
+//! is unknown and it is asked again until the backend says. A status in
+//! `delivery.retry_statuses` (408, 425, 429, 503 by default) and connection errors are
+//! retried with exponential backoff and jitter until `delivery.deadline` (or
 //! `delivery.retries`) runs out, which compensates too; any other status (a 4xx, 501, 505)
-//! is a permanent refusal (compensate: stock and the user's count go back). A breaker holds deliveries back
+//! is a permanent refusal (compensate: stock and the user's count go back), unless an
+//! earlier attempt may have landed: then only a 4xx refuses it. A breaker holds deliveries back
 //! while the backend keeps failing, so retries are not burnt against a dead backend.
 //!
 //! An order the backend may have accepted is never compensated. An acknowledgement is kept
@@ -310,7 +313,7 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
-                warn_repeated!(sku = %sale.sku, error = %e, "cannot read the outbox");
+                warn_repeated!("cannot read the outbox", sku = %sale.sku, error = %e);
                 r.waiting += 1;
                 complete = false;
                 continue;
@@ -390,7 +393,7 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
         {
             Ok(owned) => owned.into_iter().collect(),
             Err(e) => {
-                warn_repeated!(sku = %sale.sku, error = %e, "cannot renew the hold on orders; not posting them");
+                warn_repeated!("cannot renew the hold on orders; not posting them", sku = %sale.sku, error = %e);
                 r.waiting += posts.len();
                 continue;
             }
@@ -425,12 +428,14 @@ async fn round(ctx: &Arc<SaleContext>, settings: &Arc<Settings>, state: &mut Sta
                 state.ambiguous.insert(order.order_id);
             }
             let id = order.order_id;
+            let verdict = standing(verdict, &reply, state.ambiguous.contains(&id));
             match verdict {
                 Verdict::Accepted => {}
-                Verdict::Refused => warn_repeated!(order = %id, %reply,
-                    "the backend refused the order for good (not in delivery.retry_statuses); compensating"),
+                Verdict::Refused => {
+                    warn_repeated!("the backend refused the order for good; compensating", order = %id, %reply)
+                }
                 Verdict::Retry | Verdict::Unknown => {
-                    warn_repeated!(order = %id, %reply, "delivery attempt failed; will retry")
+                    warn_repeated!("delivery attempt failed; will retry", order = %id, %reply)
                 }
             }
             match (verdict, last) {
@@ -517,7 +522,7 @@ async fn settle(
                 }
                 Ok(Confirmation::NotOwner | Confirmation::Unknown) => Settled::Done,
                 Err(e) => {
-                    warn_repeated!(order = %id, error = %e, "cannot confirm a delivered order; will confirm it again");
+                    warn_repeated!("cannot confirm a delivered order; will confirm it again", order = %id, error = %e);
                     Settled::Pending
                 }
             }
@@ -549,7 +554,7 @@ async fn settle(
                     Settled::Done
                 }
                 Err(e) => {
-                    warn_repeated!(order = %id, error = %e, "cannot compensate a refused order");
+                    warn_repeated!("cannot compensate a refused order", order = %id, error = %e);
                     Settled::Pending
                 }
             }
@@ -633,15 +638,35 @@ async fn post(settings: &Settings, order: &Order, expires_at: u64) -> (Verdict, 
     )
 }
 
-/// The backend contract: 2xx and 409 delivered, `retry` statuses not now, any other
-/// status never (a 4xx, 501 Not Implemented, 505: retrying cannot change the answer).
+/// 5xx answers that say the request was not processed: 501 Not Implemented, 503 Service
+/// Unavailable, 505 HTTP Version Not Supported. Any other 5xx (500, 502, 504, a CDN's
+/// 520-527, …) may come from a proxy after the request reached the backend.
+const NOT_PROCESSED_5XX: [u16; 3] = [501, 503, 505];
+
+/// The backend contract: 2xx and 409 delivered; a 5xx that does not say the request went
+/// unprocessed leaves the order's fate unknown (asked again, never compensated on it);
+/// `retry` statuses not now; any other status never (a 4xx, 501, 505: retrying cannot
+/// change the answer).
 fn verdict(status: StatusCode, retry: &[u16]) -> Verdict {
     if status.is_success() || status == StatusCode::CONFLICT {
         Verdict::Accepted
+    } else if status.is_server_error() && !NOT_PROCESSED_5XX.contains(&status.as_u16()) {
+        Verdict::Unknown
     } else if retry.contains(&status.as_u16()) {
         Verdict::Retry
     } else {
         Verdict::Refused
+    }
+}
+
+/// What an attempt's verdict means for an order that may already be applied (an earlier
+/// attempt went unanswered): only the backend's own refusal, a 4xx (410 for a late order,
+/// per the contract), proves it was not; a 501 or 505 from something in between proves
+/// nothing, and the order is asked again.
+fn standing(verdict: Verdict, reply: &Reply, ambiguous: bool) -> Verdict {
+    match (verdict, reply) {
+        (Verdict::Refused, Reply::Status(s)) if ambiguous && !s.is_client_error() => Verdict::Retry,
+        (v, _) => v,
     }
 }
 
@@ -660,8 +685,14 @@ mod tests {
         for permanent in [501, 505, 301] {
             assert_eq!(v(permanent), Verdict::Refused, "{permanent}");
         }
-        for not_now in [408, 425, 429, 500, 502, 503, 504] {
+        for not_now in [408, 425, 429, 503] {
             assert_eq!(v(not_now), Verdict::Retry, "{not_now}");
+        }
+        // Review finding: a CDN's 524 (the origin timed out, maybe after applying the
+        // order) was taken as a refusal and the unit sold again. A 5xx that does not say
+        // "not processed" leaves the order's fate unknown, listed or not.
+        for unknown in [500, 502, 504, 520, 524, 599] {
+            assert_eq!(v(unknown), Verdict::Unknown, "{unknown}");
         }
         // Configurable: a backend whose 501 means "not deployed yet" can have it retried.
         let mut with_501 = retry.clone();
@@ -669,6 +700,33 @@ mod tests {
         assert_eq!(
             verdict(StatusCode::NOT_IMPLEMENTED, &with_501),
             Verdict::Retry
+        );
+    }
+
+    #[test]
+    fn an_order_that_may_be_applied_is_refused_only_by_the_backends_4xx() {
+        let status = |s: u16| Reply::Status(StatusCode::from_u16(s).expect("status"));
+        // Review finding: a timeout, then a 501 from something in between, compensated an
+        // order the first attempt had applied.
+        assert_eq!(
+            standing(Verdict::Refused, &status(501), true),
+            Verdict::Retry
+        );
+        assert_eq!(
+            standing(Verdict::Refused, &status(301), true),
+            Verdict::Retry
+        );
+        assert_eq!(
+            standing(Verdict::Refused, &status(410), true),
+            Verdict::Refused
+        );
+        assert_eq!(
+            standing(Verdict::Refused, &status(501), false),
+            Verdict::Refused
+        );
+        assert_eq!(
+            standing(Verdict::Accepted, &status(200), true),
+            Verdict::Accepted
         );
     }
 

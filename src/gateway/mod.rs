@@ -371,6 +371,9 @@ impl Built {
         ));
         tasks.push(tokio::spawn(membership.run(shutdown.clone())));
         tasks.extend(loading);
+        tasks.push(tokio::spawn(tasks::flush_repeated_warnings(
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(tasks::stop_after_grace(
             stopping.clone(),
             shutdown.clone(),

@@ -83,6 +83,20 @@ async fn sweep_limiters(ctx: Arc<SaleContext>, shutdown: CancellationToken) {
     }
 }
 
+/// Writes the counts of warnings that went quiet (see [`crate::repeats::flush`]).
+pub(crate) async fn flush_repeated_warnings(shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => crate::repeats::flush(false),
+            () = shutdown.cancelled() => {
+                crate::repeats::flush(true);
+                return;
+            }
+        }
+    }
+}
+
 /// Loads stock until the store answers (every `every`), or until shutdown.
 pub(crate) async fn load_when_up(
     ctx: Arc<SaleContext>,

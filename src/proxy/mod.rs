@@ -160,7 +160,7 @@ impl Proxy {
         );
         let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
             Err(_) => {
-                warn_repeated!(upstream = %self.authority, "upstream timed out");
+                warn_repeated!("upstream timed out", upstream = %self.authority);
                 return Err(GatewayError::UpstreamTimeout(self.timeout));
             }
             Ok(Err(UpstreamError::Busy)) => return Err(GatewayError::UpstreamBusy),
@@ -179,7 +179,7 @@ impl Proxy {
                 return Err(GatewayError::UpstreamUnavailable);
             }
             Ok(Err(e)) => {
-                warn_repeated!(upstream = %self.authority, error = %error_chain(&e), "upstream request failed");
+                warn_repeated!("upstream request failed", upstream = %self.authority, error = %error_chain(&e));
                 return Err(GatewayError::UpstreamUnavailable);
             }
             Ok(Ok(resp)) => resp,

@@ -287,8 +287,7 @@ impl SaleContext {
         if let Some(capacity) = c.capacity {
             if sale.queue.capacity() != capacity && sale.queue.set_capacity(capacity).is_err() {
                 // Stored by an instance configured with a larger max_capacity.
-                warn_repeated!(sku = %sale.sku, capacity, max = sale.queue.max_capacity(),
-                    "the stored queue capacity is above this instance's max_capacity; keeping mine");
+                warn_repeated!("the stored queue capacity is outside 1..=max_capacity of this instance; keeping its own", sku = %sale.sku, capacity, max = sale.queue.max_capacity());
             }
         }
         if let Some(rate) = c.drain_rate {

@@ -242,7 +242,7 @@ async fn work(
             Outcome::of_reply(&reply)
         }
         Err(e) => {
-            warn_repeated!(sku = %sale.sku, error = %e, "reserve step failed");
+            warn_repeated!("reserve step failed", sku = %sale.sku, error = %e);
             Outcome::StoreUnavailable
         }
     };

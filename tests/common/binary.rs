@@ -40,12 +40,12 @@ impl Binary {
 
     /// The log lines written since it listened, parsed.
     pub fn lines(&self) -> Vec<serde_json::Value> {
-        self.log
-            .lock()
-            .expect("log lock")
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.log_handle().lines()
+    }
+
+    /// The log, readable after the process is gone.
+    pub fn log_handle(&self) -> Log {
+        Log(self.log.clone())
     }
 
     /// Waits for the process to exit.
@@ -122,4 +122,19 @@ pub fn config_file(name: &str, text: &str) -> (std::path::PathBuf, std::path::Pa
     let cfg = dir.join("gw.toml");
     std::fs::write(&cfg, text).expect("write config");
     (dir, cfg)
+}
+
+/// A process's log lines, kept by the thread that reads its stderr.
+pub struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Log {
+    /// The lines so far, parsed.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.0
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
 }

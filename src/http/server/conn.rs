@@ -264,6 +264,12 @@ where
             let state = state.clone();
             let peer = peer.clone();
             async move {
+                // Made first, so that every request has its line: refused ones, and one
+                // whose client went away before the answer (logged as 499 on drop).
+                let access = shared
+                    .edge
+                    .access_log
+                    .map(|listener| Access::new(listener, &req, peer.addr));
                 // Past the cancelled-stream limit the GOAWAY is on its way: streams the
                 // client still opens meanwhile are refused, never proxied.
                 let over = state.cancelled.load(Ordering::Acquire) >= state.max_cancelled;
@@ -274,6 +280,9 @@ where
                 };
                 let Some(permit) = permit else {
                     let resp = GatewayError::TooManyConnections.into_response();
+                    if let Some(a) = access {
+                        a.answered(&resp);
+                    }
                     return Ok::<_, Infallible>(resp.map(|inner| Tracked {
                         inner,
                         _guard: None,
@@ -286,21 +295,19 @@ where
                     let e = GatewayError::HeaderTooLarge {
                         limit: shared.limits.max_header_size,
                     };
-                    return Ok(e.into_closing_response().map(|inner| Tracked {
+                    let resp = e.into_closing_response();
+                    if let Some(a) = access {
+                        a.answered(&resp);
+                    }
+                    return Ok(resp.map(|inner| Tracked {
                         inner,
                         _guard: None,
                     }));
                 }
                 let guard = StreamGuard::new(state, permit);
-                let access = shared.edge.access_log.map(|listener| Access {
-                    listener,
-                    started: Instant::now(),
-                    method: req.method().clone(),
-                    path: req.uri().path().to_owned(),
-                });
                 let resp = shared.handler.handle(req, &peer).await;
                 if let Some(a) = access {
-                    a.log(&peer, &resp);
+                    a.answered(&resp);
                 }
                 Ok(resp.map(|inner| Tracked {
                     inner,
@@ -326,31 +333,62 @@ where
     }
 }
 
-/// What an access log line says of a request, taken before the handler consumes it.
+/// What an access log line says of a request, taken before the handler consumes it. Its
+/// line is written when the answer is ready; dropped unanswered (the client went away and
+/// the handler with it), it is written with status 499, as nginx does.
 struct Access {
     listener: &'static str,
+    peer: SocketAddr,
     started: Instant,
     method: http::Method,
     path: String,
+    written: bool,
 }
 
+/// The status logged for a request whose client went away before its answer.
+const CLIENT_GONE: u16 = 499;
+
 impl Access {
+    fn new<B>(listener: &'static str, req: &http::Request<B>, peer: SocketAddr) -> Self {
+        Self {
+            listener,
+            peer,
+            started: Instant::now(),
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            written: false,
+        }
+    }
+
+    fn answered<B: Body>(mut self, resp: &http::Response<B>) {
+        let bytes = resp.body().size_hint().exact();
+        self.write(resp.status().as_u16(), bytes);
+    }
+
     /// One line at info, target `access` (`log.level = "info,access=off"` silences it):
     /// the path without its query (which may carry what should not be logged), the body
     /// size when known before sending (`-` when streamed), the time to the response head.
-    fn log<B: Body>(self, peer: &Peer, resp: &http::Response<B>) {
-        let bytes = resp.body().size_hint().exact();
+    fn write(&mut self, status: u16, bytes: Option<u64>) {
+        self.written = true;
         tracing::info!(
             target: "access",
             listener = self.listener,
-            peer = %peer.addr,
+            peer = %self.peer,
             method = %self.method,
             path = %self.path,
-            status = resp.status().as_u16(),
+            status,
             bytes = %bytes.map_or_else(|| "-".to_owned(), |b| b.to_string()),
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             "access"
         );
+    }
+}
+
+impl Drop for Access {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write(CLIENT_GONE, None);
+        }
     }
 }
 

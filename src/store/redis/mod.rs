@@ -1080,10 +1080,20 @@ impl Store for RedisStore {
             if set {
                 return Ok(());
             }
-            let found: Option<String> = self.exec(c.get(&key)).await?;
+            // Not a string (a hand-made key, another program's): no layout of ours.
+            let kind: String = self
+                .exec(redis::cmd("TYPE").arg(&key).query_async(&mut c))
+                .await?;
+            let found = match kind.as_str() {
+                "string" => self.exec(c.get::<_, Option<String>>(&key)).await?,
+                // Gone since the SET: a store emptied meanwhile; the next start writes it.
+                "none" => None,
+                other => Some(format!("<a {other}>")),
+            };
             match found {
                 Some(found) if found != layout.to_string() => Err(StoreError::Layout {
-                    found,
+                    // Shown in logs and errors: quoted, escaped, bounded.
+                    found: format!("{:?}", found.chars().take(40).collect::<String>()),
                     expected: layout,
                 }),
                 _ => Ok(()),
