@@ -415,11 +415,18 @@ impl SaleApi {
     /// was lost, or the hold's reply was lost and the request never queued).
     async fn is_stale(&self, other: &TicketId) -> bool {
         if other.owner() == self.ctx.owner {
-            // Not in the book: a request (a double click) on its way into the queue, or one
-            // that never got there (its hold's reply was lost).
+            // On its way into the queue (a double click's first request): not stale. Read
+            // before the book: a request is put in the book before it stops arriving, so
+            // "not arriving" then "not in the book" cannot be one that moved between the
+            // two reads (read the other way round, a double click under load queued twice).
+            if self.ctx.tickets.is_arriving(other) {
+                return false;
+            }
+            // Not in the book either: a request that never got there (its hold's reply was
+            // lost); in it, stale once its outcome left the token unspent.
             return match self.ctx.tickets.get(other) {
                 Some(t) => !t.status.binds_token(),
-                None => !self.ctx.tickets.is_arriving(other),
+                None => true,
             };
         }
         let Some(peers) = &self.peers else {
