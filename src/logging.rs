@@ -23,6 +23,10 @@ pub fn init(cfg: &LogConfig) {
         .with_writer(std::io::stderr)
         // Escape codes are for a person at a terminal; in a file or the journal they are noise.
         .with_ansi(std::io::stderr().is_terminal())
+        // A log reader that went away (a pipe closed) makes writes fail: reporting that on
+        // the same stderr panics the task that logged (the stop task, say). Lines are lost
+        // instead; the gateway goes on.
+        .log_internal_errors(false)
         .with_target(false);
     let _ = match cfg.format {
         LogFormat::Text => builder.try_init(),
