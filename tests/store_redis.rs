@@ -386,3 +386,50 @@ async fn a_spent_token_outlives_a_shorter_replay_ttl() {
         .expect("a TTL");
     assert!(ttl > 60_000, "kept {ttl} ms, less than the token's life");
 }
+
+/// Load-test finding: after a Redis restart the gateway answered `store_unavailable` for
+/// the rest of the sale. A restart drops the cached connections, and every call that then
+/// found the cache empty took pooled connections one by one until it had all of them:
+/// many calls at once each held a few and waited for the rest until the pool's wait
+/// timed out, again and again. One refill at a time now, which outlives its caller.
+#[tokio::test]
+async fn a_crowd_of_calls_on_no_connections_all_connect() {
+    let mut server = RedisServer::start();
+    let cfg = StoreConfig {
+        kind: StoreKind::Redis,
+        url: server.url(),
+        // Generous: only a deadlock could use it up.
+        timeout: Duration::from_secs(5),
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(RedisStore::new(&cfg, Duration::from_secs(3600)).expect("pool"));
+    // Every call started before any finishes.
+    let crowd = |n: usize| {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let store = store.clone();
+            calls.spawn(async move { store.ping().await.map_err(|e| e.to_string()) });
+        }
+        async move {
+            let mut failed = (0, None);
+            while let Some(result) = calls.join_next().await {
+                if let Err(e) = result.expect("the call ran") {
+                    failed = (failed.0 + 1, Some(e));
+                }
+            }
+            failed
+        }
+    };
+    // A fresh store has no connections yet.
+    assert_eq!(
+        crowd(64).await,
+        (0, None),
+        "first crowd: (failed, the last error)"
+    );
+    server.restart();
+    // The first call after the restart finds the connections broken and drops them (or,
+    // if Redis noticed first, reconnects): either way the next crowd meets no connection
+    // it can use.
+    let _ = store.ping().await;
+    assert_eq!(crowd(64).await, (0, None), "after the restart");
+}

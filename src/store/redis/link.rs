@@ -1,7 +1,7 @@
 //! How the Redis store reaches Redis: a pool of multiplexed connections to one server, or
 //! one cluster connection that knows the slot map and follows MOVED and ASK redirections.
 //! Either way a call takes a [`Conn`], and a call that finds the link broken drops it, so
-//! the next call connects afresh.
+//! the next call connects afresh (one refill at a time, whoever asks).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -53,22 +53,31 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// The way to Redis.
-pub(super) enum Link {
+/// The way to Redis, and the one refill of its connections under way.
+pub(super) struct Link {
+    way: Way,
+    /// Held by the task refilling the connections. Calls that find none wait for it
+    /// rather than each connecting: each taking pooled connections for itself, a crowd
+    /// of calls held a few each and waited for the rest until the pool gave up, again and
+    /// again (the gateway never reconnected after a Redis restart under load). The refill
+    /// is a task of its own: a caller that gives up does not undo the connections made.
+    refill: Arc<tokio::sync::Mutex<()>>,
+}
+
+enum Way {
     /// deadpool opens and health-checks the connections; calls then go over clones of
     /// those multiplexed connections, round-robin, so concurrent calls pipeline on each
     /// connection instead of each taking a connection (and a health-check PING).
     Single {
         pool: Pool,
         size: usize,
-        live: RwLock<Arc<Vec<MultiplexedConnection>>>,
+        live: Arc<RwLock<Arc<Vec<MultiplexedConnection>>>>,
         next: AtomicUsize,
     },
     /// One cluster connection (itself multiplexed, one connection per node).
     Cluster {
-        // Boxed: the client is much larger than the single server's pool handle.
-        client: Box<ClusterClient>,
-        live: RwLock<Option<ClusterConnection>>,
+        client: Arc<ClusterClient>,
+        live: Arc<RwLock<Option<ClusterConnection>>>,
         timeout: Duration,
     },
 }
@@ -80,6 +89,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl Link {
     /// The link `cfg` names; nothing is contacted yet.
     pub(super) fn new(cfg: &StoreConfig) -> Result<Self, StoreError> {
+        let refill = Arc::new(tokio::sync::Mutex::new(()));
         // rediss:// connections use rustls with the ring provider; installing it twice is a
         // no-op that reports an error we can ignore.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -92,11 +102,12 @@ impl Link {
                     let seeds: Vec<String> = cfg.urls.iter().map(|u| redact_url(u)).collect();
                     unavailable(format!("{}: {e}", seeds.join(",")))
                 })?;
-            return Ok(Self::Cluster {
-                client: Box::new(client),
-                live: RwLock::new(None),
+            let way = Way::Cluster {
+                client: Arc::new(client),
+                live: Arc::new(RwLock::new(None)),
                 timeout: cfg.timeout,
-            });
+            };
+            return Ok(Self { way, refill });
         }
         let mut pc = PoolConfig::from_url(cfg.url.clone());
         let mut pool_cfg = deadpool_redis::PoolConfig::new(cfg.pool_size);
@@ -108,66 +119,106 @@ impl Link {
         let pool = pc
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| unavailable(format!("{}: {e}", redact_url(&cfg.url))))?;
-        Ok(Self::Single {
+        let way = Way::Single {
             pool,
             size: cfg.pool_size,
-            live: RwLock::new(Arc::new(Vec::new())),
+            live: Arc::new(RwLock::new(Arc::new(Vec::new()))),
             next: AtomicUsize::new(0),
-        })
+        };
+        Ok(Self { way, refill })
     }
 
-    /// A connection to send one call on.
+    /// A connection to send one call on: a cached one, else one of those the refill
+    /// under way (started here if none is) makes.
     pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
-        match self {
-            Self::Single {
-                pool,
-                size,
-                live,
-                next,
-            } => {
-                let cached = live.read().unwrap_or_else(PoisonError::into_inner).clone();
-                if !cached.is_empty() {
-                    let i = next.fetch_add(1, Ordering::Relaxed) % cached.len();
-                    return Ok(Conn::Single(cached[i].clone()));
-                }
-                // Take every pooled connection at once (so they are distinct), keep clones.
-                let mut taken = Vec::with_capacity(*size);
-                for _ in 0..*size {
-                    taken.push(pool.get().await.map_err(unavailable)?);
-                }
-                let fresh: Vec<MultiplexedConnection> =
-                    taken.iter().map(|c| (**c).clone()).collect();
-                let first = fresh[0].clone();
-                *live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
-                Ok(Conn::Single(first))
-            }
-            Self::Cluster {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let one = self.refill.clone().lock_owned().await;
+        // Refilled while this call waited.
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let refill = match &self.way {
+            Way::Single {
+                pool, size, live, ..
+            } => tokio::spawn(fill_single(pool.clone(), *size, live.clone(), one)),
+            Way::Cluster {
                 client,
                 live,
                 timeout,
-            } => {
-                if let Some(c) = live.read().unwrap_or_else(PoisonError::into_inner).clone() {
-                    return Ok(Conn::Cluster(c));
+            } => tokio::spawn(fill_cluster(client.clone(), live.clone(), *timeout, one)),
+        };
+        refill.await.map_err(unavailable)??;
+        self.cached()
+            .ok_or_else(|| unavailable("the new connections were dropped at once"))
+    }
+
+    /// A cached connection, if there is one.
+    fn cached(&self) -> Option<Conn> {
+        match &self.way {
+            Way::Single { live, next, .. } => {
+                let cached = live.read().unwrap_or_else(PoisonError::into_inner).clone();
+                if cached.is_empty() {
+                    return None;
                 }
-                let c = tokio::time::timeout(*timeout, client.get_async_connection())
-                    .await
-                    .map_err(|_| unavailable("the cluster did not answer in time"))?
-                    .map_err(unavailable)?;
-                *live.write().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
-                Ok(Conn::Cluster(c))
+                let i = next.fetch_add(1, Ordering::Relaxed) % cached.len();
+                Some(Conn::Single(cached[i].clone()))
             }
+            Way::Cluster { live, .. } => live
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .map(Conn::Cluster),
         }
     }
 
     /// Drops the cached connections: the next call connects afresh.
     pub(super) fn forget(&self) {
-        match self {
-            Self::Single { live, .. } => {
+        match &self.way {
+            Way::Single { live, .. } => {
                 *live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Vec::new());
             }
-            Self::Cluster { live, .. } => {
+            Way::Cluster { live, .. } => {
                 *live.write().unwrap_or_else(PoisonError::into_inner) = None;
             }
         }
     }
+}
+
+/// Takes every pooled connection at once (so they are distinct, and opened side by side)
+/// and caches clones of them; `_one` is the refill's turn, given back when it ends.
+async fn fill_single(
+    pool: Pool,
+    size: usize,
+    live: Arc<RwLock<Arc<Vec<MultiplexedConnection>>>>,
+    _one: tokio::sync::OwnedMutexGuard<()>,
+) -> Result<(), StoreError> {
+    let mut gets = tokio::task::JoinSet::new();
+    for _ in 0..size {
+        let pool = pool.clone();
+        gets.spawn(async move { pool.get().await });
+    }
+    let mut taken = Vec::with_capacity(size);
+    while let Some(got) = gets.join_next().await {
+        taken.push(got.map_err(unavailable)?.map_err(unavailable)?);
+    }
+    let fresh: Vec<MultiplexedConnection> = taken.iter().map(|c| (**c).clone()).collect();
+    *live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+    Ok(())
+}
+
+/// Opens the cluster connection and caches it; `_one` as for [`fill_single`].
+async fn fill_cluster(
+    client: Arc<ClusterClient>,
+    live: Arc<RwLock<Option<ClusterConnection>>>,
+    timeout: Duration,
+    _one: tokio::sync::OwnedMutexGuard<()>,
+) -> Result<(), StoreError> {
+    let c = tokio::time::timeout(timeout, client.get_async_connection())
+        .await
+        .map_err(|_| unavailable("the cluster did not answer in time"))?
+        .map_err(unavailable)?;
+    *live.write().unwrap_or_else(PoisonError::into_inner) = Some(c);
+    Ok(())
 }
