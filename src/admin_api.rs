@@ -138,12 +138,7 @@ impl AdminApi {
             .store
             .set_control(&sale.sku, control)
             .await
-            .map_err(|e| {
-                tracing::warn!(%peer, sku = %sale.sku, error = %e, ?control,
-                    "admin action not confirmed by the store: it may still take effect; \
-                     check GET /admin/sales and send it again");
-                GatewayError::StoreUnavailable
-            })?;
+            .map_err(|e| unconfirmed(peer, sale, &e, format_args!("{control:?}")))?;
         match control {
             SaleControl::Paused(p) => sale.set_paused(p),
             SaleControl::Draining(d) => sale.set_draining(d),
@@ -193,21 +188,21 @@ impl AdminApi {
                     &serde_json::json!({ "self": self.membership.me(), "instances": instances }),
                 ))
             }
-            (Method::POST, ["admin", "sales", sku, action @ ("pause" | "resume")]) => {
+            (
+                Method::POST,
+                ["admin", "sales", sku, action @ ("pause" | "resume" | "hold" | "release")],
+            ) => {
+                let control = match *action {
+                    "pause" => SaleControl::Paused(true),
+                    "resume" => SaleControl::Paused(false),
+                    "hold" => SaleControl::Draining(false),
+                    _ => SaleControl::Draining(true),
+                };
                 let sale = self.sale(sku)?.clone();
-                let before = sale.is_paused();
-                self.store_control(peer, &sale, SaleControl::Paused(*action == "pause"))
-                    .await?;
-                let after = sale.is_paused();
-                Ok(self.changed(peer, action, &sale, paused_word(before), paused_word(after)))
-            }
-            (Method::POST, ["admin", "sales", sku, action @ ("hold" | "release")]) => {
-                let sale = self.sale(sku)?.clone();
-                let before = sale.is_draining();
-                self.store_control(peer, &sale, SaleControl::Draining(*action == "release"))
-                    .await?;
-                let after = sale.is_draining();
-                Ok(self.changed(peer, action, &sale, drain_word(before), drain_word(after)))
+                let before = switch_word(&sale, control);
+                self.store_control(peer, &sale, control).await?;
+                let after = switch_word(&sale, control);
+                Ok(self.changed(peer, action, &sale, before, after))
             }
             (Method::PUT, ["admin", "sales", sku, "drain_rate"]) => {
                 let sale = self.sale(sku)?.clone();
@@ -220,12 +215,7 @@ impl AdminApi {
                     .store
                     .set_drain_rate(&sale.sku, rate)
                     .await
-                    .map_err(|e| {
-                        tracing::warn!(%peer, sku = %sale.sku, error = %e, rate,
-                            "admin action not confirmed by the store: it may still take effect; \
-                             check GET /admin/sales and send it again");
-                        GatewayError::StoreUnavailable
-                    })?;
+                    .map_err(|e| unconfirmed(peer, &sale, &e, format_args!("drain_rate {rate}")))?;
                 let before = sale.drain_rate();
                 sale.set_drain_rate(rate);
                 Ok(self.changed(peer, "drain_rate", &sale, before, rate))
@@ -293,20 +283,29 @@ impl AdminApi {
     }
 }
 
-fn paused_word(paused: bool) -> &'static str {
-    if paused {
-        "paused"
-    } else {
-        "running"
+/// The state a pause/resume or hold/release switch leaves, as the log words it.
+fn switch_word(sale: &Sale, control: SaleControl) -> &'static str {
+    match control {
+        SaleControl::Paused(_) if sale.is_paused() => "paused",
+        SaleControl::Paused(_) => "running",
+        SaleControl::Draining(_) if sale.is_draining() => "draining",
+        SaleControl::Draining(_) => "held",
+        SaleControl::Capacity(_) => "sized",
     }
 }
 
-fn drain_word(draining: bool) -> &'static str {
-    if draining {
-        "draining"
-    } else {
-        "held"
-    }
+/// An admin change the store did not confirm: logged (its write may still land, and the
+/// instances then apply it at their next sync), answered 503.
+fn unconfirmed(
+    peer: SocketAddr,
+    sale: &Sale,
+    error: &StoreError,
+    change: std::fmt::Arguments<'_>,
+) -> GatewayError {
+    tracing::warn!(%peer, sku = %sale.sku, %error, %change,
+        "admin action not confirmed by the store: it may still take effect; \
+         check GET /admin/sales and send it again");
+    GatewayError::StoreUnavailable
 }
 
 /// A sale's live figures.

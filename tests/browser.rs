@@ -164,63 +164,8 @@ async fn the_waiting_room_works_over_https() {
 /// the admin API with `--admin-token`), get the order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_sells_to_a_plain_browser_as_printed() {
-    use std::io::{BufRead, BufReader};
     let token = "demo-browser-admin-token";
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--backend-listen", "127.0.0.1:0", "--log-level", "warn"])
-        .args(["--admin-token", token])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the demo");
-    let kill = KillOnDrop(Some(child.id()));
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut page, mut admin) = (None, None);
-    while page.is_none() || admin.is_none() {
-        let line = lines.next().expect("the demo exited early").expect("read");
-        if line.contains(&format!("Bearer {token}")) {
-            admin = line
-                .split("http://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
-        }
-        if line.trim_start().starts_with("http://") && line.contains("/wait") {
-            page = line.split_whitespace().next().map(str::to_owned);
-        }
-    }
-    let page = page.expect("the sale page's address");
-    let gateway = page.split("/sale/").next().expect("base").to_owned();
-    drive_at(
-        admin.expect("the admin address"),
-        token,
-        &gateway,
-        None,
-        "demo-phone",
-        "demo",
-    )
-    .await;
-    drop(kill);
-    let _ = child.wait();
-}
-
-/// Kills the demo if the test ends early.
-struct KillOnDrop(Option<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // SAFETY: kill(2) with a pid this test spawned has no memory effects.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-        }
-    }
+    let demo = spawn_demo(&["--admin-token", token]);
+    let gateway = demo.page.split("/sale/").next().expect("base").to_owned();
+    drive_at(demo.admin, token, &gateway, None, "demo-phone", "demo").await;
 }

@@ -50,6 +50,19 @@ async fn until_status(addr: SocketAddr, ticket: &str, want: &str) {
     .await;
 }
 
+/// How many delivery attempts of `order_id` the upstream has received so far.
+async fn attempts_of(up: &Upstream, order_id: &str) -> usize {
+    up.drain_seen()
+        .await
+        .iter()
+        .filter(|s| {
+            s.headers
+                .get("idempotency-key")
+                .is_some_and(|k| k == order_id)
+        })
+        .count()
+}
+
 /// Collects deliveries (idempotency keys, with how often each arrived) until `done` holds.
 async fn deliveries_until(
     up: &Upstream,
@@ -133,16 +146,7 @@ async fn a_501_is_permanent_unless_configured_as_retryable() {
         let gw = sale_gateway(&up, &cfg).await;
         let (order_id, ticket) = buy(gw.public_addr, "alice").await;
         until_status(gw.public_addr, &ticket, "failed").await;
-        let attempts = up
-            .drain_seen()
-            .await
-            .iter()
-            .filter(|s| {
-                s.headers
-                    .get("idempotency-key")
-                    .is_some_and(|k| k == order_id.as_str())
-            })
-            .count();
+        let attempts = attempts_of(&up, &order_id).await;
         assert_eq!(attempts, 1, "{status}: one attempt, no retries");
         let s = send(gw.public_addr, get("/sale/phone")).await.json();
         assert_eq!(s["remaining"], 1, "{status}: the unit is back");
@@ -195,16 +199,7 @@ async fn a_retry_limit_compensates_too() {
     let gw = sale_gateway(&up, &cfg).await;
     let (order_id, ticket) = buy(gw.public_addr, "alice").await;
     until_status(gw.public_addr, &ticket, "failed").await;
-    let attempts = up
-        .drain_seen()
-        .await
-        .iter()
-        .filter(|s| {
-            s.headers
-                .get("idempotency-key")
-                .is_some_and(|k| k == order_id.as_str())
-        })
-        .count();
+    let attempts = attempts_of(&up, &order_id).await;
     assert_eq!(attempts, 3, "three attempts, then compensation");
 }
 

@@ -2,53 +2,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use http::StatusCode;
 
-fn addr_after(line: &str, label: &str) -> Option<SocketAddr> {
-    let rest = line.trim_start().strip_prefix(label)?.trim_start();
-    rest.strip_prefix("http://")?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[tokio::test]
 async fn demo_sells_through_its_own_backend_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--backend-listen",
-            "127.0.0.1:0",
-            "--stock",
-            "3",
-            "--drain-rate",
-            "1000",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn demo");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut gw, mut backend) = (None, None);
-    while gw.is_none() || backend.is_none() {
-        let line = lines.next().expect("demo exited early").expect("read");
-        gw = gw.or_else(|| addr_after(&line, "gateway"));
-        backend = backend.or_else(|| addr_after(&line, "backend"));
-    }
-    let (gw, backend) = (gw.expect("gateway"), backend.expect("backend"));
+    let mut demo = spawn_demo(&["--stock", "3", "--drain-rate", "1000"]);
+    let (gw, backend) = (demo.gateway, demo.backend);
 
     let status = send(gw, get("/sale/demo-phone")).await;
     assert_eq!(status.json()["remaining"], 3);
@@ -87,16 +49,14 @@ async fn demo_sells_through_its_own_backend_and_stops_on_sigterm() {
         "passthrough to the backend"
     );
 
-    let pid = libc::pid_t::try_from(child.id()).expect("pid");
-    // SAFETY: kill(2) on a child we spawned, with a valid signal.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    demo.signal(libc::SIGTERM);
+    let code = demo.exit().await;
+    let rest: Vec<String> = demo.rest.by_ref().map_while(Result::ok).collect();
     assert!(
         rest.iter()
             .any(|l| l.contains("the backend recorded 3 orders")),
         "{rest:?}"
     );
-    let code = child.wait().expect("wait");
     assert!(code.success());
 }
 

@@ -162,49 +162,10 @@ async fn a_closed_log_pipe_does_not_keep_the_gateway_from_stopping() {
         "closed-log",
         &config_text(&up.url(), "shutdown_grace = \"50ms\""),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .args(["--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn flashgate");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let public: std::net::SocketAddr = loop {
-        let line = lines.next().expect("a line").expect("read");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
-        if v["message"] == "flashgate listening" {
-            break v["public_addr"]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .expect("addr");
-        }
-    };
-    drop(lines); // the reader goes away
-    assert_eq!(send(public, get("/still")).await.status, StatusCode::OK);
-    let pid = libc::pid_t::try_from(child.id()).expect("pid");
-    // SAFETY: kill(2) with a pid this test spawned has no memory effects.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    // Killed if the test fails first: a hung gateway must not outlive it.
-    struct Reaped(std::process::Child);
-    impl Drop for Reaped {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Reaped(child);
-    let code = guarded("the gateway to stop with its log pipe closed", async {
-        loop {
-            if let Some(code) = child.0.try_wait().expect("try_wait") {
-                return code;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let gw = spawn_then_close_log(&cfg); // the reader goes away
+    assert_eq!(send(gw.public, get("/still")).await.status, StatusCode::OK);
+    gw.signal(libc::SIGTERM);
+    let code = gw.exit().await;
     assert!(code.success(), "{code:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,17 +1,17 @@
 //! The real binary in a child process: its listeners' addresses read from its JSON log,
-//! every later log line kept for the test to search, killed if the test fails first.
+//! every later log line kept for the test to search, killed if the test fails first
+//! ([`Process`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use super::client::guarded;
+use super::process::Process;
 
 /// The real binary, its listeners' addresses (read from its JSON log), and every log line
 /// it writes from then on.
 pub struct Binary {
-    /// Taken by [`Binary::exit`]; killed on drop if still there (a failed test).
-    child: Option<std::process::Child>,
+    process: Process,
     /// The public listener.
     pub public: SocketAddr,
     /// The admin listener.
@@ -22,11 +22,7 @@ pub struct Binary {
 impl Binary {
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: libc::c_int) {
-        let child = self.child.as_ref().expect("running");
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
-        // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill failed");
+        self.process.signal(signal);
     }
 
     /// True once a log line containing `message` was written.
@@ -50,39 +46,65 @@ impl Binary {
 
     /// Waits for the process to exit.
     pub async fn exit(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        guarded(
-            "flashgate to exit",
-            tokio::task::spawn_blocking(move || child.wait()),
-        )
-        .await
-        .expect("join")
-        .expect("wait")
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.exit().await
     }
 }
 
 /// Starts `flashgate serve --config config` with JSON logs.
 pub fn spawn_logged(config: &std::path::Path) -> Binary {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--log-format", "json"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn flashgate");
-    let stderr = child.stderr.take().expect("stderr");
+    let (process, lines, public, admin) = start(config);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = log.clone();
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().expect("log lock").push(line);
+        }
+    });
+    Binary {
+        process,
+        public,
+        admin,
+        log,
+    }
+}
+
+/// Starts it as [`spawn_logged`] does, then closes its log pipe (a log reader that went
+/// away): every later line it writes fails.
+pub fn spawn_then_close_log(config: &std::path::Path) -> Binary {
+    let (process, lines, public, admin) = start(config);
+    drop(lines);
+    Binary {
+        process,
+        public,
+        admin,
+        log: Default::default(),
+    }
+}
+
+/// Spawns the binary and reads its log until it listens: the child, the rest of its log,
+/// the public and admin addresses.
+fn start(
+    config: &std::path::Path,
+) -> (
+    Process,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+    SocketAddr,
+    SocketAddr,
+) {
+    let mut process = Process(
+        Command::new(env!("CARGO_BIN_EXE_flashgate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--log-format", "json"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn flashgate"),
+    );
+    let stderr = process.0.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
-    let (public, admin) = loop {
+    loop {
         let line = lines
             .next()
             .expect("flashgate exited before listening")
@@ -96,22 +118,8 @@ pub fn spawn_logged(config: &std::path::Path) -> Binary {
                     .and_then(|a| a.parse().ok())
                     .expect("an address field")
             };
-            break (addr("public_addr"), addr("admin_addr"));
+            return (process, lines, addr("public_addr"), addr("admin_addr"));
         }
-    };
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let kept = log.clone();
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            kept.lock().expect("log lock").push(line);
-        }
-    });
-    Binary {
-        child: Some(child),
-        public,
-        admin,
-        log,
     }
 }
 

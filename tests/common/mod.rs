@@ -1,11 +1,14 @@
 //! Shared test support: a real upstream on a loopback port ([`upstream`]), small HTTP
-//! clients ([`client`]), a gateway in process and the sale calls tests make ([`sale`]).
+//! clients ([`client`]), a gateway in process and the sale calls tests make ([`sale`]),
+//! the real binary ([`binary`], [`demo`]) as a child [`process`].
 //! Everything binds 127.0.0.1 on port 0.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod binary;
 pub mod client;
+pub mod demo;
+pub mod process;
 pub mod sale;
 pub mod upstream;
 
@@ -14,6 +17,10 @@ pub mod upstream;
 pub use binary::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use demo::*;
+#[allow(unused_imports)]
+pub use process::*;
 #[allow(unused_imports)]
 pub use sale::*;
 #[allow(unused_imports)]
