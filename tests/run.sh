@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-packages.sh
 
+# The build takes a few GB; say how much room there is, so that a full disk is plain.
+echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free here"
+
 # The store tests run a real redis-server on a free loopback port (never 6379); the
 # monitoring tests check the shipped Prometheus config and alert rules with promtool; the
 # browser tests drive Debian's chromium through playwright-core (npm, pinned in
