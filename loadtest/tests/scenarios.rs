@@ -227,7 +227,7 @@ fn instances_on_a_cluster_feed_the_backend_the_total_drain_rate() {
             "",
         );
     assert!(
-        !loose.contains("burst_limit") && loose.contains("drain_tolerance = 0.5\n"),
+        !loose.contains("\nburst_limit") && loose.contains("\ndrain_tolerance = 0.5\n"),
         "the test loosened the scenario's figures"
     );
     let path = scratch("cluster-3-loose.toml");
@@ -244,4 +244,25 @@ fn instances_on_a_cluster_feed_the_backend_the_total_drain_rate() {
         .find(|c| c["name"] == "drain rate held in total (scenario)")
         .expect("the total drain rate is checked");
     assert_eq!(c["ok"], true, "{c}");
+}
+
+#[test]
+fn a_broken_promise_fails_the_run() {
+    // 40 users cannot buy 100 units: the scenario's `sold_out` promise fails, exit 1.
+    let path = scratch("unsold.toml");
+    std::fs::write(
+        &path,
+        "name = \"unsold\"\n[crowd]\nusers = 40\n[expect]\nsold_out = true\n\
+         [gateway.queue]\ndrain_rate = 1000\n[gateway.log]\nlevel = \"warn\"\n\
+         [[gateway.sale]]\nsku = \"a\"\nstock = 100\n",
+    )
+    .expect("write");
+    let report = scratch("unsold.json");
+    let (code, r, stdout) = run(path.to_str().expect("utf-8"), &[], &report);
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(r["passed"], false);
+    assert_eq!(failed_checks(&r).len(), 1, "{:?}", failed_checks(&r));
+    assert_eq!(r["orders"]["stock_final"], 60);
+    assert!(stdout.contains("[FAIL] sold out (scenario)"), "{stdout}");
+    assert!(stdout.contains("result: FAIL"), "{stdout}");
 }
