@@ -176,6 +176,59 @@ async fn a_dead_masters_failures_open_only_its_sales_breaker() {
     }
 }
 
+/// Review finding: a master that stops answering (paused, swapping, stuck in a slow
+/// command) without refusing connections stopped every sale. A call timing out on it
+/// dropped the one cluster connection every sale shares, and connecting again meant
+/// reaching every node, the silent one too. The sales on the other masters must go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_master_stops_only_its_own_sales() {
+    use flashgate::config::{StoreConfig, StoreKind};
+    use flashgate::store::{RedisStore, Store, StoreError};
+    use flashgate::types::Sku;
+    use std::time::Duration;
+    let cluster = RedisCluster::start(3, std::path::Path::new("redis-server")).expect("cluster");
+    let skus = skus_on_each_master(&cluster);
+    let cfg = StoreConfig {
+        kind: StoreKind::RedisCluster,
+        urls: cluster.urls(),
+        timeout: Duration::from_millis(300),
+        ..StoreConfig::default()
+    };
+    let store = RedisStore::new(&cfg, Duration::from_secs(60)).expect("store");
+    for sku in &skus {
+        store
+            .init_stock(&Sku::new(sku), 5, None)
+            .await
+            .expect("init");
+    }
+    cluster.nodes[2]
+        .signal("-STOP")
+        .expect("pause the third master");
+    let silent = Sku::new(&skus[2]);
+    assert!(store.stock(&silent).await.is_err(), "its master is silent");
+    let mut readings = Vec::new();
+    for sku in &skus[..2] {
+        readings.push(store.stock(&Sku::new(sku)).await.map(|r| r.units));
+    }
+    cluster.nodes[2].signal("-CONT").expect("resume it");
+    for (sku, reading) in skus.iter().zip(readings) {
+        assert_eq!(reading.map_err(|e| e.to_string()), Ok(5), "{sku}");
+    }
+    // The connection mends itself: once the master answers again, so does its sale...
+    until("the resumed master's sale to answer", || async {
+        store.stock(&silent).await.is_ok()
+    })
+    .await;
+    // ...and once a master that died is back (empty: no persistence here).
+    cluster.nodes[2].kill();
+    assert!(store.stock(&silent).await.is_err(), "its master is dead");
+    cluster.nodes[2].start().expect("the master restarts");
+    until("the restarted master to answer", || async {
+        !matches!(store.stock(&silent).await, Err(StoreError::Unavailable(_)))
+    })
+    .await;
+}
+
 /// A sale's slot moved to another master while a crowd buys (as `redis-cli --cluster
 /// reshard` moves it): calls follow the move (some answered 503 meanwhile, and retried),
 /// and nothing is lost or taken twice.

@@ -433,3 +433,23 @@ async fn a_crowd_of_calls_on_no_connections_all_connect() {
     let _ = store.ping().await;
     assert_eq!(crowd(64).await, (0, None), "after the restart");
 }
+
+/// Review finding: a Redis at its client limit (`maxclients`) with room for fewer
+/// connections than the pool's size refused the rest, and the refill threw away those it
+/// had got: every call answered store_unavailable while connections were to be had.
+#[tokio::test]
+async fn a_redis_with_room_for_fewer_connections_than_the_pool_is_used() {
+    let server = RedisServer::start();
+    // Room for 4 (the pool asks for 8; the command's own connection is gone by then).
+    assert_eq!(server.command(&["CONFIG", "SET", "maxclients", "4"]), "+OK");
+    let store = store_on(&server);
+    let sku = Sku::new("few");
+    store
+        .init_stock(&sku, 2, None)
+        .await
+        .expect("init over what Redis gave");
+    assert!(matches!(
+        reserve_one(&store, &sku, "u1").await,
+        Reservation::Reserved { remaining: 1, .. }
+    ));
+}

@@ -1,7 +1,8 @@
 //! How the Redis store reaches Redis: a pool of multiplexed connections to one server, or
 //! one cluster connection that knows the slot map and follows MOVED and ASK redirections.
-//! Either way a call takes a [`Conn`], and a call that finds the link broken drops it, so
-//! the next call connects afresh (one refill at a time, whoever asks).
+//! Either way a call takes a [`Conn`]. A call that finds the one server's connections broken
+//! or silent drops them, and the next call connects afresh (one refill at a time, whoever
+//! asks); the cluster connection mends itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -173,21 +174,37 @@ impl Link {
         }
     }
 
-    /// Drops the cached connections: the next call connects afresh.
-    pub(super) fn forget(&self) {
+    /// A call failed `how`: drops the cached connections where that calls for it, so the
+    /// next call connects afresh.
+    pub(super) fn failed(&self, how: Failure) {
         match &self.way {
             Way::Single { live, .. } => {
                 *live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Vec::new());
             }
-            Way::Cluster { live, .. } => {
+            // The cluster connection reconnects to a node that broke or went silent by
+            // itself; dropping it for that meant connecting to every node again, which a
+            // silent node never let finish: one paused master stopped every sale.
+            Way::Cluster { live, .. } if how == Failure::Unrecoverable => {
                 *live.write().unwrap_or_else(PoisonError::into_inner) = None;
             }
+            Way::Cluster { .. } => {}
         }
     }
 }
 
+/// How a call to Redis failed, as far as the connections are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// No answer in time.
+    Silent,
+    /// The connection broke (reset, closed, an I/O error).
+    Broken,
+    /// redis-rs says the connection cannot be used again.
+    Unrecoverable,
+}
+
 /// Takes every pooled connection at once (so they are distinct, and opened side by side)
-/// and caches clones of them; `_one` is the refill's turn, given back when it ends.
+/// and caches clones of those it got; `_one` is the refill's turn, given back when it ends.
 async fn fill_single(
     pool: Pool,
     size: usize,
@@ -199,9 +216,20 @@ async fn fill_single(
         let pool = pool.clone();
         gets.spawn(async move { pool.get().await });
     }
-    let mut taken = Vec::with_capacity(size);
+    // As many as Redis gives: one at its client limit (maxclients) may refuse a few, and
+    // the calls go on over the others rather than not at all.
+    let (mut taken, mut refused) = (Vec::with_capacity(size), None);
     while let Some(got) = gets.join_next().await {
-        taken.push(got.map_err(unavailable)?.map_err(unavailable)?);
+        match got
+            .map_err(unavailable)
+            .and_then(|g| g.map_err(unavailable))
+        {
+            Ok(c) => taken.push(c),
+            Err(e) => refused = Some(e),
+        }
+    }
+    if taken.is_empty() {
+        return Err(refused.unwrap_or_else(|| unavailable("a pool of no connections")));
     }
     let fresh: Vec<MultiplexedConnection> = taken.iter().map(|c| (**c).clone()).collect();
     *live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);

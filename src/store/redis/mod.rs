@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind, Value};
 
-use self::link::{Conn, Link};
+use self::link::{Conn, Failure, Link};
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Reservation,
@@ -209,8 +209,8 @@ impl RedisStore {
         self.link.conn().await
     }
 
-    /// Runs one Redis exchange. A broken or silent connection drops the cached ones, so the
-    /// next call reconnects through the pool.
+    /// Runs one Redis exchange. A broken or silent connection drops the cached ones (see
+    /// [`Link::failed`]), so the next call reconnects.
     async fn exec<T>(
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -223,20 +223,18 @@ impl RedisStore {
                 Err(StoreError::Rejected(e.to_string()))
             }
             Ok(Err(e)) => {
-                if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
-                    self.forget_connections();
+                if e.is_unrecoverable_error() {
+                    self.link.failed(Failure::Unrecoverable);
+                } else if e.is_io_error() || e.is_connection_dropped() {
+                    self.link.failed(Failure::Broken);
                 }
                 Err(unavailable(e))
             }
             Err(_) => {
-                self.forget_connections();
+                self.link.failed(Failure::Silent);
                 Err(unavailable("redis did not answer in time"))
             }
         }
-    }
-
-    fn forget_connections(&self) {
-        self.link.forget();
     }
 
     async fn reserve_now(&self, req: &ReserveRequest) -> Result<ReserveReply, StoreError> {
