@@ -1,12 +1,12 @@
 //! How the Redis store reaches Redis: a pool of multiplexed connections to one server, or
 //! one cluster connection that knows the slot map and follows MOVED and ASK redirections.
-//! Either way a call takes a [`Conn`]. A call that finds the one server's connections broken
-//! or silent drops them, and the next call connects afresh (one refill at a time, whoever
-//! asks); the cluster connection mends itself.
+//! Either way a call takes a [`Conn`]. A call that finds the connections broken or silent
+//! drops them (see [`Link::failed`]), and the next call connects afresh: one refill at a
+//! time, whoever asks.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -63,6 +63,12 @@ pub(super) struct Link {
     /// again (the gateway never reconnected after a Redis restart under load). The refill
     /// is a task of its own: a caller that gives up does not undo the connections made.
     refill: Arc<tokio::sync::Mutex<()>>,
+    /// When a call last got an answer, in ms since `epoch`: a cluster connection that
+    /// answers some calls is not the trouble when one node is silent.
+    answered_ms: AtomicU64,
+    epoch: Instant,
+    /// How long a call may take.
+    timeout: Duration,
 }
 
 enum Way {
@@ -108,7 +114,7 @@ impl Link {
                 live: Arc::new(RwLock::new(None)),
                 timeout: cfg.timeout,
             };
-            return Ok(Self { way, refill });
+            return Ok(Self::with(way, refill, cfg.timeout));
         }
         let mut pc = PoolConfig::from_url(cfg.url.clone());
         let mut pool_cfg = deadpool_redis::PoolConfig::new(cfg.pool_size);
@@ -126,7 +132,26 @@ impl Link {
             live: Arc::new(RwLock::new(Arc::new(Vec::new()))),
             next: AtomicUsize::new(0),
         };
-        Ok(Self { way, refill })
+        Ok(Self::with(way, refill, cfg.timeout))
+    }
+
+    fn with(way: Way, refill: Arc<tokio::sync::Mutex<()>>, timeout: Duration) -> Self {
+        Self {
+            way,
+            refill,
+            answered_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            timeout,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A call got an answer.
+    pub(super) fn answered(&self) {
+        self.answered_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// A connection to send one call on: a cached one, else one of those the refill
@@ -181,13 +206,20 @@ impl Link {
             Way::Single { live, .. } => {
                 *live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Vec::new());
             }
-            // The cluster connection reconnects to a node that broke or went silent by
-            // itself; dropping it for that meant connecting to every node again, which a
-            // silent node never let finish: one paused master stopped every sale.
-            Way::Cluster { live, .. } if how == Failure::Unrecoverable => {
+            // A silent node while other calls get answers is left to the cluster
+            // connection: dropping it meant connecting to every node again, the silent one
+            // too, so one paused master stopped every sale. Silent for every call, broken,
+            // or unusable, it is dropped (a slot moved under load once left the old one
+            // failing every call for good).
+            Way::Cluster { .. }
+                if how == Failure::Silent
+                    && self
+                        .now_ms()
+                        .saturating_sub(self.answered_ms.load(Ordering::Relaxed))
+                        < self.timeout.as_millis() as u64 => {}
+            Way::Cluster { live, .. } => {
                 *live.write().unwrap_or_else(PoisonError::into_inner) = None;
             }
-            Way::Cluster { .. } => {}
         }
     }
 }
@@ -243,7 +275,9 @@ async fn fill_cluster(
     timeout: Duration,
     _one: tokio::sync::OwnedMutexGuard<()>,
 ) -> Result<(), StoreError> {
-    let c = tokio::time::timeout(timeout, client.get_async_connection())
+    // Opening it connects to every node, each within `timeout`: one silent node must not
+    // use up the whole allowance (the others' sales would get no connection at all).
+    let c = tokio::time::timeout(timeout * 4, client.get_async_connection())
         .await
         .map_err(|_| unavailable("the cluster did not answer in time"))?
         .map_err(unavailable)?;

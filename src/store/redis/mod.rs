@@ -216,10 +216,14 @@ impl RedisStore {
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.call_timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok(v)) => {
+                self.link.answered();
+                Ok(v)
+            }
             // The server ran the command and refused it ("ERR …", a script failing on the
             // data it found): it is up, and the trouble is that data's.
             Ok(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::ResponseError) => {
+                self.link.answered();
                 Err(StoreError::Rejected(e.to_string()))
             }
             Ok(Err(e)) => {
