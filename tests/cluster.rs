@@ -8,6 +8,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use common::*;
+use flashgate::config::{StoreConfig, StoreKind};
+use flashgate::store::{RedisStore, Store};
+use flashgate::types::Sku;
 use flashgate::Gateway;
 use flashgate_support::RedisCluster;
 use http::StatusCode;
@@ -137,32 +140,40 @@ async fn sales_on_three_masters_sell_and_a_dead_master_stops_only_its_own() {
     assert_eq!(ready.json()["unavailable_sales"][0], dead.as_str());
 }
 
+/// The store config of a gateway on `cluster`, calls bounded by `timeout`.
+fn cluster_store(cluster: &RedisCluster, timeout: std::time::Duration) -> StoreConfig {
+    StoreConfig {
+        kind: StoreKind::RedisCluster,
+        urls: cluster.urls(),
+        timeout,
+        ..StoreConfig::default()
+    }
+}
+
+/// Loads `units` of stock for every sale in `skus`.
+async fn load_each(store: &dyn Store, skus: &[String], units: u64) {
+    for sku in skus {
+        store
+            .init_stock(&Sku::new(sku), units, None)
+            .await
+            .expect("init");
+    }
+}
+
 /// The store's breaker is per sale: with a threshold of one and an hour's cool-down, a
 /// shared breaker opened by the dead master's sale would refuse every other sale's calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_masters_failures_open_only_its_sales_breaker() {
-    use flashgate::config::{StoreConfig, StoreKind};
-    use flashgate::store::{Breaker, RedisStore, Store};
-    use flashgate::types::Sku;
+    use flashgate::store::Breaker;
     use std::sync::Arc;
     use std::time::Duration;
     let cluster = RedisCluster::start(3, std::path::Path::new("redis-server")).expect("cluster");
     let skus = skus_on_each_master(&cluster);
-    let cfg = StoreConfig {
-        kind: StoreKind::RedisCluster,
-        urls: cluster.urls(),
-        timeout: Duration::from_millis(500),
-        ..StoreConfig::default()
-    };
+    let cfg = cluster_store(&cluster, Duration::from_millis(500));
     let inner: Arc<dyn Store> =
         Arc::new(RedisStore::new(&cfg, Duration::from_secs(60)).expect("store"));
     let store = Breaker::new(inner, Duration::from_secs(2), 1, Duration::from_secs(3600));
-    for sku in &skus {
-        store
-            .init_stock(&Sku::new(sku), 5, None)
-            .await
-            .expect("init");
-    }
+    load_each(&store, &skus, 5).await;
     cluster.nodes[2].kill();
     let dead = Sku::new(&skus[2]);
     assert!(store.stock(&dead).await.is_err(), "its master is dead");
@@ -182,25 +193,13 @@ async fn a_dead_masters_failures_open_only_its_sales_breaker() {
 /// reaching every node, the silent one too. The sales on the other masters must go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_master_stops_only_its_own_sales() {
-    use flashgate::config::{StoreConfig, StoreKind};
-    use flashgate::store::{RedisStore, Store, StoreError};
-    use flashgate::types::Sku;
+    use flashgate::store::StoreError;
     use std::time::Duration;
     let cluster = RedisCluster::start(3, std::path::Path::new("redis-server")).expect("cluster");
     let skus = skus_on_each_master(&cluster);
-    let cfg = StoreConfig {
-        kind: StoreKind::RedisCluster,
-        urls: cluster.urls(),
-        timeout: Duration::from_millis(300),
-        ..StoreConfig::default()
-    };
+    let cfg = cluster_store(&cluster, Duration::from_millis(300));
     let store = RedisStore::new(&cfg, Duration::from_secs(60)).expect("store");
-    for sku in &skus {
-        store
-            .init_stock(&Sku::new(sku), 5, None)
-            .await
-            .expect("init");
-    }
+    load_each(&store, &skus, 5).await;
     cluster.nodes[2]
         .signal("-STOP")
         .expect("pause the third master");

@@ -149,9 +149,11 @@ impl Link {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// A call got an answer.
+    /// A call got an answer (kept for the cluster only: see [`Link::failed`]).
     pub(super) fn answered(&self) {
-        self.answered_ms.store(self.now_ms(), Ordering::Relaxed);
+        if matches!(self.way, Way::Cluster { .. }) {
+            self.answered_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// A connection to send one call on: a cached one, else one of those the refill
@@ -229,10 +231,9 @@ impl Link {
 pub(super) enum Failure {
     /// No answer in time.
     Silent,
-    /// The connection broke (reset, closed, an I/O error).
+    /// The connection broke (reset, closed, an I/O error), or redis-rs says it cannot be
+    /// used again.
     Broken,
-    /// redis-rs says the connection cannot be used again.
-    Unrecoverable,
 }
 
 /// Takes every pooled connection at once (so they are distinct, and opened side by side)

@@ -227,9 +227,7 @@ impl RedisStore {
                 Err(StoreError::Rejected(e.to_string()))
             }
             Ok(Err(e)) => {
-                if e.is_unrecoverable_error() {
-                    self.link.failed(Failure::Unrecoverable);
-                } else if e.is_io_error() || e.is_connection_dropped() {
+                if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
                     self.link.failed(Failure::Broken);
                 }
                 Err(unavailable(e))
