@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn the_documented_test_vector() {
-        // The README's vector: a backend in any language checks itself against it.
+        // The vector of docs/sale-path.md: a backend in any language checks itself against it.
         let s = Signer::new("whsec_test").expect("signer");
         let body = br#"{"order_id":"0123456789abcdef0123456789abcdef","sku":"phone","user_id":"alice","quantity":1}"#;
         let v = s.sign(1_767_225_600, body);

@@ -358,7 +358,7 @@ pub fn warnings(c: &Config) -> Vec<String> {
         out.push(
             "delivery.signing_secret is empty: orders are delivered over the same upstream the \
              proxy forwards clients to, and only the path guard keeps clients off the intake; \
-             set a secret and verify Flashgate-Signature in the backend (README: signed deliveries)"
+             set a secret and verify Flashgate-Signature in the backend (docs/sale-path.md: signed deliveries)"
                 .to_owned(),
         );
     }

@@ -55,7 +55,7 @@ pub enum StoreError {
     /// would misread them. Nothing was written.
     #[error(
         "the store holds key layout {found}, this flashgate {version} uses layout {expected}: \
-         run the version that wrote it, or empty or migrate the store (README: Upgrade and rollback)",
+         run the version that wrote it, or empty or migrate the store (docs/operating.md: upgrade and rollback)",
         version = crate::build::VERSION
     )]
     Layout {

@@ -1,0 +1,40 @@
+//! The integration tests, one binary: every file here is a module, run against real
+//! processes on loopback (upstreams, redis-server, the gateway binary, Prometheus,
+//! Chromium). One binary links the crate once; `cargo test --test it <module>::` runs
+//! one file's tests.
+
+// Shared support first: `store_suite!` is a macro the store modules below use.
+mod common;
+mod redis_server;
+#[macro_use]
+mod store_suite;
+
+mod admin_api;
+mod architecture;
+mod browser;
+mod client_address;
+mod cluster;
+mod config_cli;
+mod delivery;
+mod demo;
+mod docs;
+mod faults;
+mod fleet;
+mod hostile;
+mod isolation;
+mod limits;
+mod logs;
+mod metrics;
+mod monitoring;
+mod pages;
+mod path_normalisation;
+mod proxy;
+mod redis_gateway;
+mod sale;
+mod sale_queue;
+mod shutdown;
+mod stock_cli;
+mod store_memory;
+mod store_redis;
+mod stream_mode;
+mod tls;
