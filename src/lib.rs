@@ -44,7 +44,6 @@ pub(crate) mod local_state;
 pub(crate) mod logging;
 pub(crate) mod membership;
 pub(crate) mod metrics;
-pub mod order_body;
 pub(crate) mod pages;
 pub mod path;
 pub(crate) mod peers;

@@ -1,7 +1,7 @@
 //! The order request: header token and JSON body. Any input gives a token and a quantity
 //! within the limit, or a 400 `bad_request`.
 #![no_main]
-use flashgate::order_body::parse;
+use flashgate::sale_api::order_body::parse;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (Option<Vec<u8>>, Vec<u8>, u8)| {

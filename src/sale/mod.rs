@@ -4,6 +4,9 @@
 pub mod admission;
 pub mod context;
 pub mod drain;
+pub(crate) mod hold;
+pub mod lookup;
+pub mod order;
 pub mod outcome;
 pub mod queue;
 pub mod ticket;

@@ -1,0 +1,96 @@
+//! Finding a ticket's answer: in this instance's ticket book, else (with a shared store)
+//! from the instance that issued it, else from the store's record of what became of it.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::context::SaleContext;
+use super::outcome::Outcome;
+use super::ticket::Ticket;
+use crate::error::GatewayError;
+use crate::peers::{Asked, Peers};
+use crate::repeats::warn_repeated;
+use crate::store::{StoreError, TicketRecord};
+use crate::types::{Sku, TicketId};
+
+/// Where a ticket's answer was found.
+pub enum Found {
+    /// In this instance's book.
+    Here(Ticket),
+    /// Its owner's answer, to pass on as it is.
+    Relayed {
+        /// The owner's status.
+        status: StatusCode,
+        /// The owner's headers worth passing on.
+        headers: Vec<(HeaderName, HeaderValue)>,
+        /// The owner's body.
+        body: bytes::Bytes,
+    },
+    /// The store's record: decided, in sale `Sku`, with this outcome.
+    Decided(Sku, Outcome),
+}
+
+/// Finds ticket `id`; `peers` when the store is shared with other instances. Unknown,
+/// lost (its owner gone before deciding it) and unavailable (its owner silent) tickets are
+/// the contract's errors.
+pub async fn find_ticket(
+    ctx: &SaleContext,
+    peers: Option<&Peers>,
+    id: TicketId,
+) -> Result<Found, GatewayError> {
+    if let Some(ticket) = ctx.tickets.get(&id) {
+        return Ok(Found::Here(ticket));
+    }
+    // Another instance's ticket: its owner answers, else the store says what became of it.
+    let Some(peers) = peers else {
+        return Err(GatewayError::UnknownTicket);
+    };
+    // This process's own, or one no instance issued (its MAC says so): nobody else knows
+    // it, and the store is not asked.
+    if id.owner() == ctx.owner || !ctx.tokens.issued(&id) {
+        return Err(GatewayError::UnknownTicket);
+    }
+    let owner_gone = match peers.ask_ticket(&id).await {
+        Asked::Answered {
+            status,
+            headers,
+            body,
+        } => {
+            return Ok(Found::Relayed {
+                status,
+                headers,
+                body,
+            })
+        }
+        Asked::Gone => true,
+        Asked::Unreachable => false,
+    };
+    match ticket_record(ctx, &id).await? {
+        Some((sku, TicketRecord::Decided(reply))) => {
+            Ok(Found::Decided(sku, Outcome::of_reply(&reply)))
+        }
+        // Nothing was reserved for it; its owner can no longer decide it.
+        Some((_, TicketRecord::Queued)) if owner_gone => Err(GatewayError::TicketLost),
+        Some((_, TicketRecord::Queued)) => Err(GatewayError::TicketUnavailable),
+        None if owner_gone => Err(GatewayError::UnknownTicket),
+        None => Err(GatewayError::TicketUnavailable),
+    }
+}
+
+/// The store's record of `ticket`, looked for in every sale (a ticket names no sale; only
+/// polls its owner could not answer come here).
+async fn ticket_record(
+    ctx: &SaleContext,
+    ticket: &TicketId,
+) -> Result<Option<(Sku, TicketRecord)>, GatewayError> {
+    for sale in ctx.sales.iter() {
+        match ctx.store.ticket_record(&sale.sku, ticket).await {
+            Ok(Some(record)) => return Ok(Some((sale.sku.clone(), record))),
+            Ok(None) | Err(StoreError::UnknownSale(_)) => {}
+            Err(e) => {
+                warn_repeated!("cannot read a ticket's record", sku = %sale.sku, error = %e);
+                return Err(GatewayError::StoreUnavailable);
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,296 @@
+//! Placing an order: the protocol from a parsed order request to its first answer. Every
+//! refusal before the queue is decided here, in process, from atomics and the token's
+//! signature; the store is read only for a token this instance has no answer for (its
+//! recorded outcome, paid with a rate credit) and, with a shared store, to hold the token
+//! for the request it queues ([`super::hold`]).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::oneshot;
+
+use super::admission::{self, Unspent};
+use super::context::SaleContext;
+use super::hold::{hold, Held, HoldGuard};
+use super::outcome::Outcome;
+use super::ticket::TicketStatus;
+use super::Sale;
+use crate::config::{Overflow, ResponseMode};
+use crate::error::{GatewayError, Refusal};
+use crate::peers::Peers;
+use crate::repeats::warn_repeated;
+use crate::types::{unix_millis, OrderId, TicketId, Token, UserId};
+
+/// One order request, parsed: who, with which token, for how many units.
+pub struct Order {
+    /// The sale it is for.
+    pub sale: Arc<Sale>,
+    /// The buyer, from the identity header.
+    pub user: UserId,
+    /// The one-time token, its signature not checked yet.
+    pub token: Token,
+    /// Units asked for (at most the sale's per-user limit).
+    pub quantity: u32,
+    /// The client's address, for the per-IP limit.
+    pub ip: IpAddr,
+}
+
+/// What became of an order that was not refused.
+#[derive(Debug)]
+pub enum Placed {
+    /// Queued under `ticket` at place `seq`: follow the ticket.
+    Queued {
+        /// The request's ticket.
+        ticket: TicketId,
+        /// Its place in the sale's queue.
+        seq: u64,
+    },
+    /// Its token is queued already under this ticket (maybe on another instance).
+    Joined(TicketId),
+    /// Decided: the outcome, under the ticket it answers for.
+    Decided(Outcome, TicketId),
+    /// No room: the queue, or the book of unfinished tickets, is full.
+    QueueFull,
+}
+
+/// Places `order`: refused, answered from what is known of its token, or queued (and, in
+/// wait mode, waited for up to the sale's `max_wait`). `peers` when the store is shared.
+pub async fn place(
+    ctx: &Arc<SaleContext>,
+    peers: Option<&Peers>,
+    order: Order,
+) -> Result<Placed, GatewayError> {
+    let Order {
+        sale,
+        user,
+        token,
+        quantity,
+        ip,
+    } = order;
+    // Forged, another user's or another sale's: refused here, before any state is read.
+    if ctx.tokens.check_binding(&token, &sale.sku, &user).is_err() {
+        count(ctx, &sale, "invalid_token");
+        return Err(GatewayError::InvalidToken);
+    }
+    if let Some(answer) = answered_before(ctx, &sale, &token, &user, ip).await? {
+        return Ok(answer);
+    }
+    let decided = Instant::now();
+    let checked = admission::precheck(ctx, &sale, &user, ip, SystemTime::now());
+    let mut took = decided.elapsed();
+    // With a shared store the same token may reach another instance too: it is held for
+    // this request before the request takes a place, so that it is queued once.
+    let mut held = None;
+    let decision = match checked {
+        Err(refusal) => Err(refusal),
+        Ok(()) => {
+            let ticket = ctx.tokens.new_ticket(&ctx.owner);
+            if let Some(peers) = peers {
+                match hold(ctx, peers, &sale, &token, &user, ticket).await? {
+                    Held::Here(guard) => held = Some(guard),
+                    Held::Queued(other) => return Ok(Placed::Joined(other)),
+                    // No ticket of this instance followed it: the answer carries none of ours.
+                    Held::Spent(outcome) => {
+                        return Ok(Placed::Decided(outcome, TicketId::random()))
+                    }
+                }
+            }
+            let slotting = Instant::now();
+            let slot = admission::take_slot(ctx, &sale, ticket);
+            took += slotting.elapsed();
+            slot
+        }
+    };
+    ctx.metrics.admission_seconds.observe(took.as_secs_f64());
+    let slot = match decision {
+        Ok(slot) => slot,
+        Err(Refusal::QueueFull) => {
+            count_full(ctx, &sale);
+            return Ok(Placed::QueueFull);
+        }
+        Err(refusal) => return refused(ctx, &sale, &token, &user, ip, refusal).await,
+    };
+    queue(ctx, &sale, held, slot, user, token, quantity).await
+}
+
+/// Queues an admitted order in its `slot`, under the token's hold if `held`; in wait mode
+/// waits for its outcome up to the sale's `max_wait`. (`held` comes first: a slot given
+/// back is dropped before its hold is let go.)
+async fn queue(
+    ctx: &SaleContext,
+    sale: &Sale,
+    held: Option<HoldGuard>,
+    mut slot: admission::Slot<'_>,
+    user: UserId,
+    token: Token,
+    quantity: u32,
+) -> Result<Placed, GatewayError> {
+    let (seq, ticket) = (slot.seq(), slot.ticket());
+    if !ctx
+        .tickets
+        .open(ticket, sale.sku.clone(), seq, user.clone(), token)
+    {
+        // Every remembered ticket is still unfinished: as good as a full queue (the dropped
+        // slot goes back).
+        count_full(ctx, sale);
+        return Ok(Placed::QueueFull);
+    }
+    count(ctx, sale, "admitted");
+    let (reply, outcome) = match sale.settings.response {
+        ResponseMode::Wait => {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        }
+        ResponseMode::Async => (None, None),
+    };
+    if held.is_some() {
+        slot.mark_held();
+    }
+    slot.fill(user, token, quantity, reply);
+    // Queued: the drain lets go of the hold if the outcome leaves the token unspent.
+    if let Some(guard) = held {
+        guard.disarm();
+    }
+    if let Some(rx) = outcome {
+        if let Ok(Ok(outcome)) = tokio::time::timeout(sale.settings.max_wait, rx).await {
+            return Ok(Placed::Decided(outcome, ticket));
+        }
+    }
+    Ok(Placed::Queued { ticket, seq })
+}
+
+/// A refusal at the edge, unless the token was spent already: a token this instance has no
+/// answer for may have been, and before a final refusal contradicts its outcome, that
+/// outcome is read from the store. Only a refusal that stands is counted as one (a token
+/// spent now as sold out is refused sold out; an earlier order is a replay).
+async fn refused(
+    ctx: &SaleContext,
+    sale: &Sale,
+    token: &Token,
+    user: &UserId,
+    ip: IpAddr,
+    refusal: Refusal,
+) -> Result<Placed, GatewayError> {
+    let replayed = match admission::replay_first(&refusal) {
+        Some(unspent) => {
+            // The read costs a rate credit, so a refused client cannot make the gateway
+            // read the store at its own pace.
+            if let Err(limited) = admission::check_rate(ctx, user, ip) {
+                count(ctx, sale, limited.label());
+                return Err(limited.into());
+            }
+            match replay(ctx, sale, token, user, unspent).await {
+                Ok(replayed) => replayed,
+                Err(e) => {
+                    count(ctx, sale, refusal.label());
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let stands = match (&refusal, replayed) {
+        (_, None) | (Refusal::SoldOut, Some(Outcome::SoldOut)) => true,
+        (_, Some(_)) => false,
+    };
+    if stands {
+        count(ctx, sale, refusal.label());
+    }
+    match replayed {
+        // No ticket of this instance followed it: the answer carries none of ours.
+        Some(outcome) => Ok(Placed::Decided(outcome, TicketId::random())),
+        None => Err(refusal.into()),
+    }
+}
+
+/// A reserved order's outcome now. With a shared store another instance may have confirmed
+/// or compensated it, so the store is asked (one read); with the memory store this
+/// instance's deliverer keeps its tickets current. If the store does not answer, what this
+/// instance knows.
+async fn current_state(ctx: &SaleContext, sale: &Sale, order: OrderId) -> Outcome {
+    if !ctx.shared {
+        return Outcome::Reserved(order);
+    }
+    match ctx.store.order_state(&sale.sku, &order).await {
+        Ok(state) => Outcome::of_order(order, state),
+        Err(_) => Outcome::Reserved(order),
+    }
+}
+
+/// The recorded outcome of `token` if `user` spent it already, as the answer to give.
+async fn replay(
+    ctx: &SaleContext,
+    sale: &Sale,
+    token: &Token,
+    user: &UserId,
+    unspent: Unspent,
+) -> Result<Option<Outcome>, GatewayError> {
+    ctx.replay(sale, token, user, unspent).await.map_err(|e| {
+        warn_repeated!("cannot read a token's outcome", sku = %sale.sku, error = %e);
+        GatewayError::StoreUnavailable
+    })
+}
+
+/// A token this instance answered before, or an expired one: its first answer again (the
+/// ticket book's, else the store's, read with a rate credit); `None` for a fresh token.
+async fn answered_before(
+    ctx: &SaleContext,
+    sale: &Sale,
+    token: &Token,
+    user: &UserId,
+    ip: IpAddr,
+) -> Result<Option<Placed>, GatewayError> {
+    // A token seen before gets its first answer again, whatever the sale's state now: a
+    // double click joins the request already queued, a resubmission after the sale sold
+    // out still learns it won.
+    if let Some((ticket, t)) = ctx.tickets.by_token(token) {
+        if t.user == *user && t.sku == sale.sku && t.status.binds_token() {
+            return Ok(Some(match t.status {
+                TicketStatus::Queued | TicketStatus::Processing => {
+                    Placed::Queued { ticket, seq: t.seq }
+                }
+                TicketStatus::Done(Outcome::Reserved(order)) => {
+                    Placed::Decided(current_state(ctx, sale, order).await, ticket)
+                }
+                TicketStatus::Done(outcome) => Placed::Decided(outcome, ticket),
+            }));
+        }
+    }
+    // Expired: checked after the ticket book, so that a double click on a token that
+    // expired while queued still joins its request; and a token spent before it expired
+    // gets its first answer from the store (one read, paid with a rate credit).
+    if token.expires_ms() >= unix_millis(SystemTime::now()) {
+        return Ok(None);
+    }
+    if let Err(limited) = admission::check_rate(ctx, user, ip) {
+        count(ctx, sale, limited.label());
+        return Err(limited.into());
+    }
+    match replay(ctx, sale, token, user, Unspent::Leave).await? {
+        Some(outcome) => Ok(Some(Placed::Decided(outcome, TicketId::random()))),
+        None => {
+            count(ctx, sale, "invalid_token");
+            Err(GatewayError::InvalidToken)
+        }
+    }
+}
+
+/// Counts one admission decision of an order (one of `ADMISSION_OUTCOMES`).
+fn count(ctx: &SaleContext, sale: &Sale, label: &'static str) {
+    if let Some(c) = ctx.counters(&sale.sku) {
+        c.admission(label);
+    }
+}
+
+/// Counts a full queue's refusal under the sale's overflow policy.
+fn count_full(ctx: &SaleContext, sale: &Sale) {
+    count(
+        ctx,
+        sale,
+        match sale.settings.overflow {
+            Overflow::Redirect => "redirected",
+            Overflow::Reject => Refusal::QueueFull.label(),
+        },
+    );
+}

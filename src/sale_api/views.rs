@@ -1,0 +1,120 @@
+//! The sale routes' answers: status, headers and JSON body for each thing that can become
+//! of an order or a ticket (docs/contract.md, "Public HTTP API").
+
+use http::header::{HeaderValue, LOCATION, RETRY_AFTER};
+use http::StatusCode;
+use serde_json::json;
+
+use crate::config::Overflow;
+use crate::error::GatewayError;
+use crate::http::response::{json, GatewayResponse};
+use crate::sale::context::SaleContext;
+use crate::sale::ticket::{Ticket, TicketStatus};
+use crate::sale::Sale;
+use crate::types::{Sku, TicketId};
+
+/// 202 for a token already queued under `ticket` (maybe on another instance): follow that.
+pub(super) fn joined(ticket: TicketId) -> GatewayResponse {
+    let mut resp = json(
+        StatusCode::ACCEPTED,
+        &json!({ "status": "queued", "ticket": ticket }),
+    );
+    let h = resp.headers_mut();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/sale/tickets/{ticket}")) {
+        h.insert(LOCATION, loc);
+    }
+    h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Another instance's answer about its ticket, passed on.
+pub(super) fn relayed(
+    status: StatusCode,
+    headers: Vec<(http::HeaderName, HeaderValue)>,
+    body: bytes::Bytes,
+) -> GatewayResponse {
+    let mut resp = GatewayResponse::new(http_body_util::Either::Right(http_body_util::Full::new(
+        body,
+    )));
+    *resp.status_mut() = status;
+    resp.headers_mut().extend(headers);
+    resp
+}
+
+/// 202 with the ticket, its position and ETA, and where to follow it.
+pub(super) fn accepted(sale: &Sale, ticket: TicketId, seq: u64) -> GatewayResponse {
+    let position = sale.queue.position(seq).unwrap_or(0);
+    let mut resp = json(
+        StatusCode::ACCEPTED,
+        &json!({
+            "status": "queued",
+            "ticket": ticket,
+            "position": position,
+            "eta_ms": sale.eta_ms(position),
+        }),
+    );
+    let h = resp.headers_mut();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/sale/tickets/{ticket}")) {
+        h.insert(LOCATION, loc);
+    }
+    h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// A ticket of this instance, as `GET /sale/tickets/{id}` answers it (here, or through
+/// another instance that was asked about it).
+pub(crate) fn ticket_view(ctx: &SaleContext, id: TicketId, t: &Ticket) -> GatewayResponse {
+    let place = ctx.sales.get(t.sku.as_str()).map(|sale| {
+        let p = sale.queue.position(t.seq).unwrap_or(0);
+        (p, sale.eta_ms(p))
+    });
+    status_view(id, &t.sku, &t.status, place)
+}
+
+/// A ticket's answer: where it is (`place`: position and ETA while queued) or its outcome.
+pub(super) fn status_view(
+    id: TicketId,
+    sku: &Sku,
+    status: &TicketStatus,
+    place: Option<(u64, u64)>,
+) -> GatewayResponse {
+    let mut body = serde_json::Map::new();
+    body.insert("ticket".into(), json!(id));
+    body.insert("sku".into(), sku.as_str().into());
+    match status {
+        TicketStatus::Queued | TicketStatus::Processing => {
+            let (position, eta) = place.unwrap_or((0, 0));
+            body.insert("status".into(), "queued".into());
+            body.insert("position".into(), position.into());
+            body.insert("eta_ms".into(), eta.into());
+        }
+        TicketStatus::Done(outcome) => outcome.fields(&mut body),
+    }
+    let mut resp = json(StatusCode::OK, &body);
+    if !status.is_final() {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// A full queue's answer: 503 `queue_full` with Retry-After, or with
+/// `overflow = "redirect"` a 303 to the busy page carrying the same JSON body.
+pub(super) fn queue_full(sale: &Sale) -> GatewayResponse {
+    let mut resp = GatewayError::QueueFull {
+        retry_after: sale.retry_after_secs(),
+    }
+    .into_response();
+    if sale.settings.overflow == Overflow::Redirect {
+        let target = if sale.settings.redirect_url.is_empty() {
+            format!("/sale/busy?sku={}", sale.sku)
+        } else {
+            sale.settings.redirect_url.clone()
+        };
+        *resp.status_mut() = StatusCode::SEE_OTHER;
+        if let Ok(v) = HeaderValue::from_str(&target) {
+            resp.headers_mut().insert(LOCATION, v);
+        }
+    }
+    resp
+}
