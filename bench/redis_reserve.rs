@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use flashgate::config::{StoreConfig, StoreKind};
-use flashgate::store::{RedisStore, Reservation, ReserveRequest, Store};
+use flashgate::store::{RedisStore, Reservation, ReserveRequest, StockSteps, TokenSteps};
 use flashgate::token::TokenSigner;
 use flashgate::types::{unix_millis, Sku, UserId};
 use tokio::task::JoinSet;

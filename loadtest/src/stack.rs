@@ -332,7 +332,7 @@ impl Stack {
         sku: &str,
         order: &str,
     ) -> Option<flashgate::store::OrderState> {
-        use flashgate::store::Store;
+        use flashgate::store::TokenSteps;
         let store = self.store.as_ref()?;
         let id = flashgate::types::OrderId::parse(order)?;
         let read = store.order_state(&flashgate::types::Sku::new(sku), &id);
@@ -364,7 +364,7 @@ impl Stack {
     /// The sale's stock as the store has it now.
     pub async fn store_stock(&self, sku: &str) -> Result<u64, String> {
         if let Some(store) = &self.store {
-            use flashgate::store::Store;
+            use flashgate::store::StockSteps;
             let read = store.stock(&flashgate::types::Sku::new(sku));
             return tokio::time::timeout(SIDE_TIMEOUT, read)
                 .await

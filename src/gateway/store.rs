@@ -8,7 +8,7 @@ use super::StartError;
 use crate::config::{StoreConfig, StoreKind};
 use crate::local_state::LocalState;
 use crate::metrics::Metrics;
-use crate::store::{Breaker, MemoryStore, RedisStore, Store};
+use crate::store::{GuardedStore, MemoryStore, RedisStore, Store};
 
 /// The store as opened.
 pub struct OpenedStore {
@@ -45,7 +45,7 @@ pub fn open(
             Arc::new(RedisStore::new(cfg, cfg.replay_ttl)?)
         }
     };
-    let breaker = Breaker::new(
+    let breaker = GuardedStore::new(
         backend,
         cfg.timeout,
         cfg.breaker_threshold,

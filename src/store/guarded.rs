@@ -12,12 +12,13 @@ use super::{
     ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, Store, StoreError,
     StoreFuture, TicketRecord, TokenHold, Unspent,
 };
+use super::{DrainSteps, FleetSteps, OutboxSteps, StockSteps, TokenSteps};
 use crate::breaker::CircuitBreaker;
 use crate::metrics::Metrics;
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 
 /// A store behind a timeout and a circuit breaker.
-pub struct Breaker {
+pub struct GuardedStore {
     inner: Arc<dyn Store>,
     timeout: Duration,
     /// For the calls that belong to no sale (readiness, membership).
@@ -30,7 +31,7 @@ pub struct Breaker {
     metrics: Option<Arc<Metrics>>,
 }
 
-impl Breaker {
+impl GuardedStore {
     /// Wraps `inner`: calls time out after `timeout`; `threshold` failures in a row open the
     /// breaker for `cooldown`.
     pub fn new(
@@ -151,7 +152,7 @@ impl Breaker {
     }
 }
 
-impl Store for Breaker {
+impl StockSteps for GuardedStore {
     fn init_stock(
         &self,
         sku: &Sku,
@@ -164,21 +165,29 @@ impl Store for Breaker {
             self.inner.init_stock(sku, stock, remembers),
         )
     }
+
     fn mark_lost(&self, sku: &Sku, epoch: &Epoch) -> StoreFuture<'_, ()> {
         self.call_for(sku, "mark_lost", self.inner.mark_lost(sku, epoch))
     }
+
     fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch> {
         self.call_for(sku, "set_stock", self.inner.set_stock(sku, stock))
     }
+
     fn add_stock(&self, sku: &Sku, delta: i64) -> StoreFuture<'_, u64> {
         self.call_for(sku, "add_stock", self.inner.add_stock(sku, delta))
     }
+
     fn stock(&self, sku: &Sku) -> StoreFuture<'_, StockReading> {
         self.call_for(sku, "stock", self.inner.stock(sku))
     }
+}
+
+impl TokenSteps for GuardedStore {
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
         self.call_for(&req.sku, "reserve", self.inner.reserve(req))
     }
+
     fn replay(
         &self,
         sku: &Sku,
@@ -188,53 +197,7 @@ impl Store for Breaker {
     ) -> StoreFuture<'_, Option<ReserveReply>> {
         self.call_for(sku, "replay", self.inner.replay(sku, token, user, unspent))
     }
-    fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
-        self.call_for(sku, "outbox", self.inner.outbox(sku, max))
-    }
-    fn claim(
-        &self,
-        sku: &Sku,
-        consumer: &str,
-        max: usize,
-        claim_idle: Duration,
-    ) -> StoreFuture<'_, Claimed> {
-        self.call_for(
-            sku,
-            "claim",
-            self.inner.claim(sku, consumer, max, claim_idle),
-        )
-    }
-    fn touch(
-        &self,
-        sku: &Sku,
-        consumer: &str,
-        orders: &[OrderId],
-    ) -> StoreFuture<'_, Vec<OrderId>> {
-        self.call_for(sku, "touch", self.inner.touch(sku, consumer, orders))
-    }
-    fn confirm(
-        &self,
-        sku: &Sku,
-        order_id: &OrderId,
-        consumer: &str,
-    ) -> StoreFuture<'_, Confirmation> {
-        self.call_for(sku, "confirm", self.inner.confirm(sku, order_id, consumer))
-    }
-    fn compensate(
-        &self,
-        sku: &Sku,
-        order_id: &OrderId,
-        consumer: &str,
-    ) -> StoreFuture<'_, Compensation> {
-        self.call_for(
-            sku,
-            "compensate",
-            self.inner.compensate(sku, order_id, consumer),
-        )
-    }
-    fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
-        self.call_for(sku, "order_state", self.inner.order_state(sku, order_id))
-    }
+
     fn hold_token(
         &self,
         sku: &Sku,
@@ -249,6 +212,7 @@ impl Store for Breaker {
             self.inner.hold_token(sku, token, user, ticket, until_ms),
         )
     }
+
     fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
         self.call_for(
             sku,
@@ -256,9 +220,35 @@ impl Store for Breaker {
             self.inner.release_token(sku, token, ticket),
         )
     }
+
     fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>> {
         self.call_for(sku, "ticket_record", self.inner.ticket_record(sku, ticket))
     }
+
+    fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
+        self.call_for(sku, "order_state", self.inner.order_state(sku, order_id))
+    }
+}
+
+impl OutboxSteps for GuardedStore {
+    fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
+        self.call_for(sku, "outbox", self.inner.outbox(sku, max))
+    }
+
+    fn claim(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        max: usize,
+        claim_idle: Duration,
+    ) -> StoreFuture<'_, Claimed> {
+        self.call_for(
+            sku,
+            "claim",
+            self.inner.claim(sku, consumer, max, claim_idle),
+        )
+    }
+
     fn take_over(
         &self,
         sku: &Sku,
@@ -272,6 +262,40 @@ impl Store for Breaker {
             self.inner.take_over(sku, consumer, live, min_idle),
         )
     }
+
+    fn touch(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        orders: &[OrderId],
+    ) -> StoreFuture<'_, Vec<OrderId>> {
+        self.call_for(sku, "touch", self.inner.touch(sku, consumer, orders))
+    }
+
+    fn confirm(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        consumer: &str,
+    ) -> StoreFuture<'_, Confirmation> {
+        self.call_for(sku, "confirm", self.inner.confirm(sku, order_id, consumer))
+    }
+
+    fn compensate(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        consumer: &str,
+    ) -> StoreFuture<'_, Compensation> {
+        self.call_for(
+            sku,
+            "compensate",
+            self.inner.compensate(sku, order_id, consumer),
+        )
+    }
+}
+
+impl DrainSteps for GuardedStore {
     fn share_pending(
         &self,
         sku: &Sku,
@@ -285,30 +309,25 @@ impl Store for Breaker {
             self.inner.share_pending(sku, me, pending, ttl),
         )
     }
+
     fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
         self.call_for(sku, "lease_drain", self.inner.lease_drain(sku, want, rate))
     }
+
     fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {
         self.call_for(sku, "set_drain_rate", self.inner.set_drain_rate(sku, rate))
     }
+
     fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()> {
         self.call_for(sku, "set_control", self.inner.set_control(sku, control))
     }
+
     fn controls(&self, sku: &Sku) -> StoreFuture<'_, SaleControls> {
         self.call_for(sku, "controls", self.inner.controls(sku))
     }
-    fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
-        self.call("announce", self.inner.announce(member, ttl))
-    }
-    fn members(&self) -> StoreFuture<'_, Vec<Member>> {
-        self.call("members", self.inner.members())
-    }
-    fn leave(&self, member: &Member) -> StoreFuture<'_, ()> {
-        self.call("leave", self.inner.leave(member))
-    }
-    fn claim_layout(&self, layout: u32) -> StoreFuture<'_, ()> {
-        self.call("claim_layout", self.inner.claim_layout(layout))
-    }
+}
+
+impl FleetSteps for GuardedStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         // Readiness probes bypass the breaker so they see the store itself, and a
         // successful probe closes the breaker early.
@@ -322,6 +341,22 @@ impl Store for Breaker {
             }
             r
         })
+    }
+
+    fn claim_layout(&self, layout: u32) -> StoreFuture<'_, ()> {
+        self.call("claim_layout", self.inner.claim_layout(layout))
+    }
+
+    fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>> {
+        self.call("announce", self.inner.announce(member, ttl))
+    }
+
+    fn members(&self) -> StoreFuture<'_, Vec<Member>> {
+        self.call("members", self.inner.members())
+    }
+
+    fn leave(&self, member: &Member) -> StoreFuture<'_, ()> {
+        self.call("leave", self.inner.leave(member))
     }
 }
 
@@ -337,7 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_probe_whose_caller_goes_away_hands_the_probe_back() {
-        let b = Breaker::new(
+        let b = GuardedStore::new(
             Arc::new(MemoryStore::new()),
             Duration::from_secs(5),
             1,
@@ -361,7 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_one_probe_at_a_time_and_a_failed_probe_reopens() {
-        let b = Breaker::new(
+        let b = GuardedStore::new(
             Arc::new(MemoryStore::new()),
             Duration::from_secs(5),
             1,
@@ -377,7 +412,7 @@ mod tests {
         );
         drop(probe);
         assert!(b.call("t", async { Err::<(), _>(down()) }).await.is_err());
-        let b = Breaker::new(
+        let b = GuardedStore::new(
             Arc::new(MemoryStore::new()),
             Duration::from_secs(5),
             1,

@@ -5,23 +5,24 @@
 //! Store calls happen at the drain rate, never on the admission path, so a boxed future
 //! per call costs nothing that matters and keeps `dyn Store` simple to pass around.
 
-pub mod breaker;
+pub mod guarded;
 pub mod lease;
 pub mod memory;
 pub mod redis;
+pub mod steps;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 
 pub use self::redis::RedisStore;
-pub use breaker::Breaker;
+pub use guarded::GuardedStore;
 pub use lease::DrainLease;
 pub use memory::MemoryStore;
+pub use steps::{DrainSteps, FleetSteps, OutboxSteps, StockSteps, TokenSteps};
 
 /// What a store call returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -326,165 +327,8 @@ impl SaleControls {
     }
 }
 
-/// The store's operations. Every method is one atomic step.
-pub trait Store: Send + Sync + 'static {
-    /// Loads a sale's stock at start-up: the store's figure if it holds the sale, else the
-    /// configured `stock` — unless this instance `remembers` having loaded it before, in
-    /// which case the store lost its state and nothing is written ([`StockLoad::Lost`]).
-    fn init_stock(
-        &self,
-        sku: &Sku,
-        stock: u64,
-        remembers: Option<&Epoch>,
-    ) -> StoreFuture<'_, StockLoad>;
+/// The store's operations, in five groups ([`steps`]); every method is one atomic step.
+/// Implemented by every type that implements the five.
+pub trait Store: StockSteps + TokenSteps + OutboxSteps + DrainSteps + FleetSteps {}
 
-    /// Leaves a tombstone where the sale's stock was (the store lost it, and this instance
-    /// had loaded it as `epoch`), so that a first start does not load it again; a no-op
-    /// once stock is back. The memory store has no other instance to warn.
-    fn mark_lost(&self, sku: &Sku, epoch: &Epoch) -> StoreFuture<'_, ()>;
-
-    /// Sets a sale's stock, replacing what is there, under a new epoch (operator action).
-    fn set_stock(&self, sku: &Sku, stock: u64) -> StoreFuture<'_, Epoch>;
-
-    /// Adds `delta` units (negative: takes them away) atomically, racing with no
-    /// reservation; returns the stock now. [`StoreError::OutOfRange`] leaves it unchanged.
-    fn add_stock(&self, sku: &Sku, delta: i64) -> StoreFuture<'_, u64>;
-
-    /// Stock left for a sale, with its epoch.
-    fn stock(&self, sku: &Sku) -> StoreFuture<'_, StockReading>;
-
-    /// Spends a token: a token spent before replays its first outcome (another user's is
-    /// invalid, as is one past its expiry); else checks the user's limit, decrements stock
-    /// only if enough remains, records the order in the outbox and the token spent (until
-    /// the later of its expiry and the replay TTL) — all or nothing. The token's signature
-    /// was checked at the edge ([`crate::token`]): the store never sees a forged one.
-    fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply>;
-
-    /// A spent token's recorded outcome; a token `user` holds unspent is left so or spent
-    /// as sold out, as `unspent` says. `None` if the token is not this user's (or unknown).
-    fn replay(
-        &self,
-        sku: &Sku,
-        token: &Token,
-        user: &UserId,
-        unspent: Unspent,
-    ) -> StoreFuture<'_, Option<ReserveReply>>;
-
-    /// Holds `token` (this `user`'s, unspent) for the queued request `ticket` until
-    /// `until_ms` (Unix ms), so that the same token sent to another instance joins this
-    /// request instead of queueing twice; a token held or spent before says so instead.
-    /// The ticket is remembered with it, for [`ticket_record`](Self::ticket_record).
-    fn hold_token(
-        &self,
-        sku: &Sku,
-        token: &Token,
-        user: &UserId,
-        ticket: &TicketId,
-        until_ms: u64,
-    ) -> StoreFuture<'_, TokenHold>;
-
-    /// Lets go of `token` if `ticket` holds it (its request was refused after all).
-    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()>;
-
-    /// What became of the request behind `ticket`, if a token was held for it in `sku`.
-    fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>>;
-
-    /// Up to `max` reserved, undelivered orders of `sku`, oldest first.
-    fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>>;
-
-    /// Up to `max` orders for deliverer `consumer` to deliver: those it already holds,
-    /// new ones, and those another deliverer has held for longer than `claim_idle` (it
-    /// probably died). With one deliverer this is [`outbox`](Self::outbox).
-    fn claim(
-        &self,
-        sku: &Sku,
-        consumer: &str,
-        max: usize,
-        claim_idle: Duration,
-    ) -> StoreFuture<'_, Claimed>;
-
-    /// Moves to deliverer `consumer` the orders of `sku` held by deliverers not in `live`
-    /// (their instances have left or stopped announcing themselves) and idle for at least
-    /// `min_idle`; returns their ids. What the gone deliverer did with them is unknown.
-    /// A store with one deliverer has nothing to take over.
-    fn take_over(
-        &self,
-        sku: &Sku,
-        consumer: &str,
-        live: &[String],
-        min_idle: Duration,
-    ) -> StoreFuture<'_, Vec<OrderId>>;
-
-    /// Renews deliverer `consumer`'s hold on `orders` just before it POSTs them, so no
-    /// other deliverer takes them over while the POST is in flight; returns those it
-    /// still owns (the others were taken over and are not its to deliver).
-    fn touch(&self, sku: &Sku, consumer: &str, orders: &[OrderId])
-        -> StoreFuture<'_, Vec<OrderId>>;
-
-    /// Marks an order delivered and takes it out of the outbox. With a `consumer`, only
-    /// if that deliverer owns the order (fencing); `""` settles whoever holds it.
-    fn confirm(
-        &self,
-        sku: &Sku,
-        order_id: &OrderId,
-        consumer: &str,
-    ) -> StoreFuture<'_, Confirmation>;
-
-    /// Undoes a reserved order: restores stock and the user's count, marks it failed,
-    /// takes it out of the outbox. Running it twice changes nothing the second time.
-    /// Fenced by `consumer` as [`confirm`](Self::confirm) is.
-    fn compensate(
-        &self,
-        sku: &Sku,
-        order_id: &OrderId,
-        consumer: &str,
-    ) -> StoreFuture<'_, Compensation>;
-
-    /// An order's state, if the store knows the order.
-    fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>>;
-
-    /// Records that the instance `me` has `pending` requests of `sku` admitted and not yet
-    /// decided, for `ttl` (0 forgets them), and returns how many the other instances have
-    /// (those whose record has not run out): stock-aware admission counts them all.
-    fn share_pending(
-        &self,
-        sku: &Sku,
-        me: &str,
-        pending: u64,
-        ttl: Duration,
-    ) -> StoreFuture<'_, u64>;
-
-    /// Leases up to `want` permits from `sku`'s drain rate, which every instance sharing
-    /// the store draws on (see [`lease`]): the rate an operator set with
-    /// [`set_drain_rate`](Self::set_drain_rate), else `rate` (the configured one).
-    fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease>;
-
-    /// Sets `sku`'s drain rate for every instance; it replaces the configured rate until
-    /// set again.
-    fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()>;
-
-    /// Stores an operator's setting of `sku` for every instance; it replaces the
-    /// configured one until set again.
-    fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()>;
-
-    /// The settings operators stored for `sku` (what was never set is `None`).
-    fn controls(&self, sku: &Sku) -> StoreFuture<'_, SaleControls>;
-
-    /// Succeeds when the store answers (readiness).
-    fn ping(&self) -> StoreFuture<'_, ()>;
-
-    /// Records key layout `layout` in a store that names none yet, and refuses
-    /// ([`StoreError::Layout`]) a store that names another.
-    fn claim_layout(&self, layout: u32) -> StoreFuture<'_, ()>;
-
-    /// Announces (or renews) `member` for `ttl` and returns the live members, by id. A
-    /// member whose announcement is not renewed within its `ttl` is forgotten. An id a
-    /// live member of another incarnation holds is refused ([`StoreError::Rejected`]).
-    fn announce(&self, member: &Member, ttl: Duration) -> StoreFuture<'_, Vec<Member>>;
-
-    /// The live members, by id.
-    fn members(&self) -> StoreFuture<'_, Vec<Member>>;
-
-    /// Forgets `member` at once (a graceful stop), if the entry is its incarnation's.
-    fn leave(&self, member: &Member) -> StoreFuture<'_, ()>;
-}
+impl<S: StockSteps + TokenSteps + OutboxSteps + DrainSteps + FleetSteps> Store for S {}

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use crate::common::*;
 use flashgate::config::{StoreConfig, StoreKind};
-use flashgate::store::{RedisStore, Store};
+use flashgate::store::{RedisStore, StockSteps, Store};
 use flashgate::types::Sku;
 use flashgate::Gateway;
 use flashgate_support::RedisCluster;
@@ -162,7 +162,7 @@ async fn load_each(store: &dyn Store, skus: &[String], units: u64) {
 /// shared breaker opened by the dead master's sale would refuse every other sale's calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_masters_failures_open_only_its_sales_breaker() {
-    use flashgate::store::Breaker;
+    use flashgate::store::GuardedStore;
     use std::sync::Arc;
     use std::time::Duration;
     let cluster = RedisCluster::start(3, std::path::Path::new("redis-server")).expect("cluster");
@@ -170,7 +170,7 @@ async fn a_dead_masters_failures_open_only_its_sales_breaker() {
     let cfg = cluster_store(&cluster, Duration::from_millis(500));
     let inner: Arc<dyn Store> =
         Arc::new(RedisStore::new(&cfg, Duration::from_secs(60)).expect("store"));
-    let store = Breaker::new(inner, Duration::from_secs(2), 1, Duration::from_secs(3600));
+    let store = GuardedStore::new(inner, Duration::from_secs(2), 1, Duration::from_secs(3600));
     load_each(&store, &skus, 5).await;
     cluster.nodes[2].kill();
     let dead = Sku::new(&skus[2]);

@@ -4,7 +4,7 @@ use crate::store_suite;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashgate::store::{MemoryStore, ReserveRequest, Store};
+use flashgate::store::{MemoryStore, ReserveRequest, StockSteps, Store, TokenSteps};
 use flashgate::types::{Sku, UserId};
 
 store_suite!(|| ((), Arc::new(MemoryStore::new()) as Arc<dyn Store>));

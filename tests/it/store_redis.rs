@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::redis_server::RedisServer;
 use flashgate::config::{StoreConfig, StoreKind};
-use flashgate::store::{Compensation, Confirmation};
+use flashgate::store::{
+    Compensation, Confirmation, FleetSteps, OutboxSteps, StockSteps, TokenSteps,
+};
 use flashgate::store::{RedisStore, Reservation, ReserveRequest, Store};
 use flashgate::types::{Sku, UserId};
 
@@ -232,10 +234,10 @@ async fn a_deliverer_sees_every_order_it_holds_however_many() {
 /// that every sale shares.
 #[tokio::test]
 async fn a_bad_figure_of_one_sale_leaves_the_other_sales_selling() {
-    use flashgate::store::{Breaker, StoreError};
+    use flashgate::store::{GuardedStore, StoreError};
     let server = RedisServer::start();
     let inner: Arc<dyn Store> = Arc::new(store_on(&server));
-    let store = Breaker::new(inner, Duration::from_secs(2), 1, Duration::from_secs(3600));
+    let store = GuardedStore::new(inner, Duration::from_secs(2), 1, Duration::from_secs(3600));
     let (bad, good) = (Sku::new("bad"), Sku::new("good"));
     store.init_stock(&bad, 5, None).await.expect("init");
     store.init_stock(&good, 5, None).await.expect("init");

@@ -1,0 +1,110 @@
+//! The memory store's spending tokens (the order step), their replays and holds ([`TokenSteps`]).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{lock, ready, MemoryStore, SpentToken};
+use crate::store::{
+    OrderState, Reservation, ReserveReply, ReserveRequest, StoreFuture, TicketRecord, TokenHold,
+    TokenSteps, Unspent,
+};
+use crate::types::unix_millis;
+use crate::types::{OrderId, Sku, TicketId, Token, UserId};
+
+impl TokenSteps for MemoryStore {
+    fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
+        ready(self.reserve_now(req))
+    }
+
+    fn replay(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        unspent: Unspent,
+    ) -> StoreFuture<'_, Option<ReserveReply>> {
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            let now = Instant::now();
+            d.sweep(now);
+            match d.tokens.get(token) {
+                Some((spent, _)) if spent.user == *user => Some(d.replay_of(&spent.outcome)),
+                Some(_) => None,
+                None if unspent == Unspent::SpendAsSoldOut => {
+                    let outcome = Reservation::SoldOut { remaining: d.stock };
+                    let record = SpentToken {
+                        user: user.clone(),
+                        outcome: outcome.clone(),
+                    };
+                    let until = self.spent_until(token, now);
+                    d.remember(*token, record, until);
+                    Some(ReserveReply {
+                        outcome,
+                        replayed: false,
+                        state: None,
+                    })
+                }
+                None => None,
+            }
+        }))
+    }
+
+    fn hold_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+        until_ms: u64,
+    ) -> StoreFuture<'_, TokenHold> {
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            let now = Instant::now();
+            d.sweep(now);
+            match d.tokens.get(token) {
+                Some((spent, _)) if spent.user == *user => {
+                    return TokenHold::Spent(d.replay_of(&spent.outcome));
+                }
+                // Spent by another user: this request's own reserve step refuses it.
+                Some(_) => return TokenHold::Held,
+                None => {}
+            }
+            if let Some((held, _)) = d.holds.get(token) {
+                return TokenHold::Queued(*held);
+            }
+            let left = until_ms.saturating_sub(unix_millis(SystemTime::now()));
+            let deadline = now + Duration::from_millis(left);
+            d.holds.insert(*token, (*ticket, deadline));
+            d.held_by.insert(*ticket, *token);
+            d.hold_expiry.insert((deadline, *token));
+            TokenHold::Held
+        }))
+    }
+
+    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            if d.holds.get(token).is_some_and(|(held, _)| held == ticket) {
+                d.unhold(token);
+            }
+        }))
+    }
+
+    fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>> {
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            d.sweep(Instant::now());
+            let token = d.held_by.get(ticket)?;
+            Some(match d.tokens.get(token) {
+                Some((spent, _)) => TicketRecord::Decided(d.replay_of(&spent.outcome)),
+                None => TicketRecord::Queued,
+            })
+        }))
+    }
+
+    fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
+        ready(
+            self.sale(sku)
+                .map(|sale| lock(&sale).orders.get(order_id).map(|(_, s)| *s)),
+        )
+    }
+}

@@ -1,0 +1,111 @@
+//! The Redis store's the shared drain budget, pending counts and operator settings ([`DrainSteps`]).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::RedisStore;
+use crate::store::{DrainLease, DrainSteps, SaleControl, SaleControls, StoreFuture};
+use crate::types::Sku;
+
+impl DrainSteps for RedisStore {
+    fn share_pending(
+        &self,
+        sku: &Sku,
+        me: &str,
+        pending: u64,
+        ttl: Duration,
+    ) -> StoreFuture<'_, u64> {
+        let k = self.keys(sku);
+        let me = me.to_owned();
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            self.exec(
+                self.scripts
+                    .share_pending
+                    .key(k.pending())
+                    .arg(&me)
+                    .arg(pending)
+                    .arg(ttl.as_millis().min(u128::from(u64::MAX)) as u64)
+                    .invoke_async(&mut c),
+            )
+            .await
+        })
+    }
+
+    fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
+        let k = self.keys(sku);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let (granted, rate, next_in_us): (u32, u32, u64) = self
+                .exec(
+                    self.scripts
+                        .lease_drain
+                        .key(k.drain())
+                        .key(k.drain_rate())
+                        .arg(want)
+                        .arg(rate)
+                        .arg(crate::store::lease::LEASE_PERIOD.as_micros() as u64)
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            Ok(DrainLease {
+                granted,
+                rate,
+                next_in: Duration::from_micros(next_in_us),
+            })
+        })
+    }
+
+    fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {
+        let k = self.keys(sku);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            self.exec(c.set::<_, _, ()>(k.drain_rate(), rate.max(1)))
+                .await
+        })
+    }
+
+    fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()> {
+        let k = self.keys(sku);
+        let (field, value) = match control {
+            SaleControl::Paused(p) => ("paused", u64::from(p)),
+            SaleControl::Draining(d) => ("draining", u64::from(d)),
+            SaleControl::Capacity(c) => ("capacity", c as u64),
+        };
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            self.exec(c.hset::<_, _, _, ()>(k.controls(), field, value))
+                .await
+        })
+    }
+
+    fn controls(&self, sku: &Sku) -> StoreFuture<'_, SaleControls> {
+        let k = self.keys(sku);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            // Both keys carry the sale's hash tag: one node, one round trip.
+            let (fields, rate): (HashMap<String, String>, Option<String>) = self
+                .exec(
+                    redis::pipe()
+                        .hgetall(k.controls())
+                        .get(k.drain_rate())
+                        .query_async(&mut c),
+                )
+                .await?;
+            // What does not parse (a hand edit) is as good as unset: the config holds.
+            let flag = |name: &str| match fields.get(name).map(String::as_str) {
+                Some("1") => Some(true),
+                Some("0") => Some(false),
+                _ => None,
+            };
+            Ok(SaleControls {
+                paused: flag("paused"),
+                draining: flag("draining"),
+                capacity: fields.get("capacity").and_then(|c| c.parse().ok()),
+                drain_rate: rate.and_then(|r| r.parse().ok()).filter(|&r| r > 0),
+            })
+        })
+    }
+}

@@ -1,0 +1,147 @@
+//! The Redis store's spending tokens (the order step), their replays and holds ([`TokenSteps`]).
+
+use redis::{AsyncCommands, Value};
+
+use super::reply::{reserve_reply, text};
+use super::RedisStore;
+use crate::store::{
+    OrderState, ReserveReply, ReserveRequest, StoreError, StoreFuture, TicketRecord, TokenHold,
+    TokenSteps, Unspent,
+};
+use crate::types::{OrderId, Sku, TicketId, Token, UserId};
+
+impl TokenSteps for RedisStore {
+    fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply> {
+        let req = req.clone();
+        Box::pin(async move { self.reserve_now(&req).await })
+    }
+
+    fn replay(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        unspent: Unspent,
+    ) -> StoreFuture<'_, Option<ReserveReply>> {
+        let k = self.keys(sku);
+        let (sku, token, user) = (sku.clone(), *token, user.clone());
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let reply: Vec<Value> = self
+                .exec(
+                    self.scripts
+                        .replay
+                        .key(k.token(&token))
+                        .key(k.stock())
+                        .arg(user.as_str())
+                        .arg(k.order_prefix())
+                        .arg(match unspent {
+                            Unspent::Leave => "",
+                            Unspent::SpendAsSoldOut => "spend",
+                        })
+                        .arg(self.replay_ttl_ms())
+                        .arg(token.expires_ms())
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            if reply.first().and_then(text).as_deref() == Some("none") {
+                return Ok(None);
+            }
+            reserve_reply(&reply, &sku).map(Some)
+        })
+    }
+
+    fn hold_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+        until_ms: u64,
+    ) -> StoreFuture<'_, TokenHold> {
+        let k = self.keys(sku);
+        let (sku, token, user, ticket) = (sku.clone(), *token, user.clone(), *ticket);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let reply: Vec<Value> = self
+                .exec(
+                    self.scripts
+                        .hold_token
+                        .key(k.token(&token))
+                        .key(k.hold(&token))
+                        .key(k.ticket(&ticket))
+                        .arg(user.as_str())
+                        .arg(ticket.as_str())
+                        .arg(token.as_str())
+                        .arg(until_ms)
+                        .arg(k.order_prefix())
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            match reply.first().and_then(text).as_deref() {
+                Some("held") => Ok(TokenHold::Held),
+                Some("queued") => reply
+                    .get(1)
+                    .and_then(text)
+                    .and_then(|t| TicketId::parse(&t))
+                    .map(TokenHold::Queued)
+                    .ok_or_else(|| StoreError::Rejected("a token's hold names no ticket".into())),
+                Some("spent") => {
+                    reserve_reply(reply.get(1..).unwrap_or_default(), &sku).map(TokenHold::Spent)
+                }
+                _ => Err(StoreError::Rejected("unexpected hold_token reply".into())),
+            }
+        })
+    }
+
+    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
+        let k = self.keys(sku);
+        let (token, ticket) = (*token, *ticket);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let _: i64 = self
+                .exec(
+                    self.scripts
+                        .release_token
+                        .key(k.hold(&token))
+                        .key(k.ticket(&ticket))
+                        .arg(ticket.as_str())
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>> {
+        let k = self.keys(sku);
+        let (sku, ticket) = (sku.clone(), *ticket);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let reply: Vec<Value> = self
+                .exec(
+                    self.scripts
+                        .ticket_record
+                        .key(k.ticket(&ticket))
+                        .arg(k.token_prefix())
+                        .arg(k.order_prefix())
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            match reply.first().and_then(text).as_deref() {
+                Some("none") => Ok(None),
+                Some("queued") => Ok(Some(TicketRecord::Queued)),
+                _ => reserve_reply(&reply, &sku).map(|r| Some(TicketRecord::Decided(r))),
+            }
+        })
+    }
+
+    fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
+        let key = self.keys(sku).order(order_id);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let state: Option<String> = self.exec(c.hget(&key, "state")).await?;
+            Ok(state.as_deref().and_then(OrderState::parse))
+        })
+    }
+}
