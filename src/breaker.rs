@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
 
-use crate::repeats::Repeats;
+use crate::log_throttle::Repeats;
 
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 /// flashgate: a flash-sale traffic-shaping gateway.
 #[derive(Debug, Parser)]
-#[command(name = "flashgate", version = crate::build::LONG_VERSION, about)]
+#[command(name = "flashgate", version = crate::version::LONG_VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -184,6 +184,14 @@ impl From<crate::path::PathError> for GatewayError {
     }
 }
 
+/// The 5xx statuses of the gateway's own answers: `flashgate_server_errors_total` has a
+/// series for each, on each route, from the start.
+pub const GATEWAY_5XX: [StatusCode; 3] = [
+    StatusCode::BAD_GATEWAY,
+    StatusCode::SERVICE_UNAVAILABLE,
+    StatusCode::GATEWAY_TIMEOUT,
+];
+
 impl GatewayError {
     /// HTTP status of the answer.
     pub fn status(&self) -> StatusCode {
@@ -302,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn every_503_carries_retry_after() {
+    fn every_503_carries_retry_after_and_every_5xx_is_listed() {
         let all = [
             GatewayError::BadRequest("x"),
             GatewayError::BodyTooLarge { limit: 1 },
@@ -340,6 +348,9 @@ mod tests {
         for e in all {
             let needs = matches!(e.status().as_u16(), 429 | 503);
             assert_eq!(e.retry_after().is_some(), needs, "{}", e.code());
+            if e.status().is_server_error() {
+                assert!(GATEWAY_5XX.contains(&e.status()), "{}", e.code());
+            }
         }
     }
 }

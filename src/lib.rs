@@ -2,22 +2,23 @@
 //! orders. See `README.md` for running it and `docs/contract.md` for the contract.
 //!
 //! The modules sit in layers, lowest first. A module uses only modules of its own layer
-//! or below, and no modules (or files) import each other in a circle; `tests/architecture.rs`
-//! holds the code to this table.
+//! or below, and no modules (or files) import each other in a circle;
+//! `tests/it/architecture.rs` holds the code to this table, and `docs/layout.md` to it.
 //! - L0 foundations: [`types`], [`error`], [`metrics`], [`ratelimit`], [`signal`], [`path`],
 //!   [`signature`], [`trusted_proxies`], [`breaker`], [`token`] (signed sale tokens),
-//!   [`repeats`] (warnings that fire in bursts, one line a minute), [`build`] (version, commit)
+//!   [`log_throttle`] (warnings that fire in bursts, one line a minute), [`version`]
+//!   (version, commit)
 //! - L1 config and HTTP plumbing that knows nothing of sales: [`config`], [`http`] (the
 //!   listeners, the upstream pool, bodies, the gateway's own answers)
 //! - L2 components: [`store`] (the atomic store steps), [`local_state`], [`identity`],
-//!   [`pages`], [`order_body`], [`proxy`] (everything that is not a sale route), [`logging`],
-//!   [`membership`] (this instance among those sharing the store), [`peers`] (asking
-//!   the other instances), [`demo_identity`] (`flashgate demo`'s cookie identities)
+//!   [`pages`], [`proxy`] (everything that is not a sale route), [`logging`], [`cluster`]
+//!   (this instance among those sharing the store, and asking the others)
 //! - L3 the sale: [`sale`] (its state, bounded FIFO queue, tickets, the admission decision,
-//!   the context the sale path shares, and the drain)
+//!   the order protocol, token holds, ticket lookup, the context the sale path shares, and
+//!   the drain)
 //! - L4 what uses the sale: [`delivery`] (hands reserved orders to the backend),
-//!   [`sale_api`] (the public sale routes), [`admin_api`] (`/admin/`), [`admin`] (the
-//!   admin listener: probes, `/metrics`), [`demo`] (the demo backend)
+//!   [`sale_api`] (the public sale routes), [`admin`] (the admin listener: probes,
+//!   `/metrics`, the admin API), [`demo`] (the demo backend and its cookie identities)
 //! - L5 the composition root: [`gateway`] (builds every component once, binds, starts
 //!   the background tasks)
 //! - L6 the entry: [`cli`]
@@ -28,28 +29,24 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub(crate) mod admin;
-pub(crate) mod admin_api;
 pub(crate) mod breaker;
-pub mod build;
 pub mod cli;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod delivery;
 pub mod demo;
-pub(crate) mod demo_identity;
 pub mod error;
 pub mod gateway;
 pub(crate) mod http;
 pub mod identity;
 pub(crate) mod local_state;
+pub(crate) mod log_throttle;
 pub(crate) mod logging;
-pub(crate) mod membership;
 pub(crate) mod metrics;
 pub(crate) mod pages;
 pub mod path;
-pub(crate) mod peers;
 pub mod proxy;
 pub(crate) mod ratelimit;
-pub(crate) mod repeats;
 pub mod sale;
 pub mod sale_api;
 pub(crate) mod signal;
@@ -58,6 +55,7 @@ pub mod store;
 pub mod token;
 pub(crate) mod trusted_proxies;
 pub mod types;
+pub mod version;
 
 pub use config::Config;
 pub use gateway::Gateway;

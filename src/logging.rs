@@ -1,5 +1,5 @@
 //! Log setup: text or JSON lines on stderr, filtered by `log.level`, coloured only on a
-//! terminal. Warnings that fire in bursts go through [`crate::repeats`].
+//! terminal. Warnings that fire in bursts go through [`crate::log_throttle`].
 
 use std::io::IsTerminal;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-use crate::membership::Membership;
+use crate::cluster::membership::Membership;
 use crate::sale::context::SaleContext;
 use crate::types::OrderId;
 

@@ -3,6 +3,7 @@
 //! background tasks ([`Built::start`]), and runs until shut down.
 
 mod public;
+mod start;
 pub mod store;
 mod tasks;
 
@@ -11,28 +12,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Admin;
-use crate::admin_api::AdminApi;
 use crate::config::{Config, DeliveryMode};
 use crate::error::GatewayError;
-use crate::http::server::{self, ConnectionLimits, Edge, TlsAcceptor, TlsError};
+use crate::http::server::{TlsAcceptor, TlsError};
 use crate::http::UpstreamTarget;
 use crate::local_state::{LocalState, LocalStateError};
-use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::pages::Pages;
-use crate::peers::Peers;
 use crate::proxy::Proxy;
 use crate::sale::context::{ContextParts, SaleContext};
 use crate::sale::Sales;
-use crate::sale_api::SaleApi;
 use crate::store::{MemoryStore, StoreError};
 use crate::trusted_proxies::TrustedProxies;
-use public::PublicRouter;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +211,7 @@ impl Gateway {
 
 impl Built {
     /// `flashgate demo` only: a request without the identity header gets a random demo
-    /// identity in a cookie (see [`crate::demo_identity`]).
+    /// identity in a cookie (see [`crate::demo::identity`]).
     pub fn with_demo_identities(mut self) -> Self {
         self.demo_identities = true;
         self
@@ -226,175 +220,6 @@ impl Built {
     /// The sale context it built.
     pub fn context(&self) -> &Arc<SaleContext> {
         &self.ctx
-    }
-
-    /// Binds both listeners, loads stock (in the background while the store does not
-    /// answer) and starts serving; call inside a tokio runtime.
-    pub async fn start(self) -> Result<Gateway, StartError> {
-        let Built {
-            config,
-            ctx,
-            upstream,
-            proxy,
-            pages,
-            trusted,
-            tls,
-            delivery,
-            memory,
-            restored,
-            demo_identities,
-        } = self;
-        let bind = |key: &'static str, addr: SocketAddr| async move {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { key, addr, source })?;
-            let bound =
-                listener
-                    .local_addr()
-                    .map_err(|source| StartError::Bind { key, addr, source })?;
-            Ok::<_, StartError>((listener, bound))
-        };
-        let (public, public_addr) = bind("server.listen", config.server.listen).await?;
-        let (admin, admin_addr) = bind("server.admin_listen", config.server.admin_listen).await?;
-        if let Some(path) = &restored {
-            tracing::info!(path = %path.display(), "restored the memory store kept by the last stop");
-        }
-        let shutdown = CancellationToken::new();
-        let stopping = CancellationToken::new();
-        // A store that does not answer yet does not keep the gateway from serving (the
-        // proxy, the edge answers): stock is loaded in the background once it answers.
-        let mut loading = None;
-        match ctx.load_stock(&config.sales).await {
-            Ok(()) => {}
-            Err(StoreError::Unavailable(why)) => {
-                tracing::warn!(%why, "the store does not answer; stock will be loaded when it does");
-                loading = Some(tokio::spawn(tasks::load_when_up(
-                    ctx.clone(),
-                    config.sales.clone(),
-                    config.store.breaker_cooldown,
-                    shutdown.clone(),
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        // Operators' settings stored by the fleet (a pause, a hold) hold from the first
-        // request on, not from the first stock sync.
-        for sale in ctx.sales.iter() {
-            ctx.sync_controls(sale).await;
-        }
-        if let Some(path) = restored {
-            // This process holds the state now; a crash from here on must be seen as lost
-            // state (the sale held), never answered with the stale snapshot.
-            std::fs::remove_file(&path).map_err(|source| LocalStateError {
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
-        let limits = ConnectionLimits::from_config(&config.server);
-        // The admin listener is for a handful of operators and probes, not the crowd.
-        let admin_limits = ConnectionLimits {
-            max_connections: 64,
-            ..limits
-        };
-        let public_edge = Edge {
-            tls: tls.clone(),
-            proxy_protocol: config.server.proxy_protocol,
-            trusted: trusted.clone(),
-            access_log: config.log.access.then_some("public"),
-        };
-        let admin_edge = Edge {
-            trusted: trusted.clone(),
-            access_log: config.log.access.then_some("admin"),
-            ..Edge::default()
-        };
-        let membership = Arc::new(Membership::new(
-            &config.cluster,
-            admin_addr,
-            ctx.owner,
-            ctx.store.clone(),
-            ctx.metrics.clone(),
-        ));
-        let instance_id = membership.me().id.clone();
-        ctx.metrics.set_build_info(&instance_id);
-        // A shared store means other instances: tickets and tokens may reach any of them.
-        let peers = ctx
-            .shared
-            .then(|| Arc::new(Peers::new(membership.clone(), &ctx.tokens)));
-        let router = PublicRouter::new(
-            trusted,
-            proxy,
-            SaleApi::new(ctx.clone(), pages, config.server.body_timeout, peers),
-            &ctx.metrics,
-            demo_identities
-                .then(|| crate::demo_identity::DemoIdentity::new(&config.identity.header))
-                .flatten(),
-        );
-        let admin_handler = Admin::new(
-            upstream.authority,
-            config.upstream.connect_timeout,
-            stopping.clone(),
-            ctx.clone(),
-            AdminApi::new(
-                ctx.clone(),
-                membership.clone(),
-                &config.admin.token,
-                config.server.body_timeout,
-            ),
-        );
-        let mut tasks = vec![
-            tokio::spawn(server::serve(
-                public,
-                router,
-                limits,
-                public_edge,
-                server::ListenerMetrics::new(
-                    &ctx.metrics,
-                    "public",
-                    Some(ctx.metrics.open_connections.clone()),
-                ),
-                shutdown.clone(),
-            )),
-            tokio::spawn(server::serve(
-                admin,
-                admin_handler,
-                admin_limits,
-                admin_edge,
-                server::ListenerMetrics::new(&ctx.metrics, "admin", None),
-                shutdown.clone(),
-            )),
-        ];
-        tasks.extend(tasks::start_sale_tasks(
-            &ctx,
-            delivery,
-            &membership,
-            &shutdown,
-        ));
-        tasks.push(tokio::spawn(membership.run(shutdown.clone())));
-        tasks.extend(loading);
-        tasks.push(tokio::spawn(tasks::flush_repeated_warnings(
-            shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(tasks::stop_after_grace(
-            stopping.clone(),
-            shutdown.clone(),
-            config.server.shutdown_grace,
-        )));
-        tasks.push(tokio::spawn(tasks::reload_on_hangup(
-            tls.clone(),
-            shutdown.clone(),
-        )));
-        tracing::info!(%public_addr, %admin_addr, upstream = %config.upstream.url,
-            version = crate::build::VERSION, commit = crate::build::COMMIT, instance = %instance_id, "flashgate listening");
-        Ok(Gateway {
-            public_addr,
-            admin_addr,
-            stopping,
-            shutdown,
-            tasks,
-            ctx,
-            memory,
-            tls,
-        })
     }
 }
 

@@ -8,8 +8,8 @@ use http::Request;
 use hyper::body::Incoming;
 use prometheus::{Histogram, IntCounter};
 
-use crate::demo_identity::DemoIdentity;
-use crate::error::GatewayError;
+use crate::demo::identity::DemoIdentity;
+use crate::error::{GatewayError, GATEWAY_5XX};
 use crate::http::response::GatewayResponse;
 use crate::http::server::{Handler, Peer};
 use crate::metrics::{status_class_index, Metrics, STATUS_CLASSES};
@@ -54,6 +54,14 @@ impl PublicRouter {
         metrics: &Metrics,
         demo: Option<DemoIdentity>,
     ) -> Self {
+        // The gateway's own 5xx answers are counted from 0, not from the first one.
+        for route in ROUTES {
+            for status in GATEWAY_5XX {
+                metrics
+                    .server_errors
+                    .with_label_values(&[route, status.as_str()]);
+            }
+        }
         Self {
             inner: Arc::new(Routes {
                 trusted,

@@ -21,7 +21,7 @@ const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
 pub(crate) fn start_sale_tasks(
     ctx: &Arc<SaleContext>,
     delivery: Option<crate::delivery::Settings>,
-    membership: &Arc<crate::membership::Membership>,
+    membership: &Arc<crate::cluster::membership::Membership>,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks: Vec<JoinHandle<()>> = ctx
@@ -83,14 +83,14 @@ async fn sweep_limiters(ctx: Arc<SaleContext>, shutdown: CancellationToken) {
     }
 }
 
-/// Writes the counts of warnings that went quiet (see [`crate::repeats::flush`]).
+/// Writes the counts of warnings that went quiet (see [`crate::log_throttle::flush`]).
 pub(crate) async fn flush_repeated_warnings(shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
-            _ = tick.tick() => crate::repeats::flush(false),
+            _ = tick.tick() => crate::log_throttle::flush(false),
             () = shutdown.cancelled() => {
-                crate::repeats::flush(true);
+                crate::log_throttle::flush(true);
                 return;
             }
         }

@@ -19,7 +19,7 @@ use crate::http::deadline::{BodyTimedOut, Deadline};
 use crate::http::response::GatewayResponse;
 use crate::http::server::Peer;
 use crate::http::{Pool, UpstreamBody, UpstreamError, UpstreamTarget};
-use crate::repeats::warn_repeated;
+use crate::log_throttle::warn_repeated;
 pub use guard::Guard;
 
 use headers::strip_hop_by_hop;

@@ -15,9 +15,9 @@ use crate::config::{
 };
 use crate::identity::Identity;
 use crate::local_state::LocalState;
+use crate::log_throttle::warn_repeated;
 use crate::metrics::{Metrics, SaleCounters};
 use crate::ratelimit::KeyedLimit;
-use crate::repeats::warn_repeated;
 use crate::sale::ticket::TicketBook;
 use crate::sale::{Sale, Sales};
 use crate::store::KEY_LAYOUT;

@@ -15,7 +15,7 @@ use super::outcome::Outcome;
 use super::queue::{Head, QueueItem};
 use super::ticket::TicketStatus;
 use super::Sale;
-use crate::repeats::warn_repeated;
+use crate::log_throttle::warn_repeated;
 use crate::store::lease::{lease_size, LEASE_PERIOD};
 use crate::store::{Reservation, ReserveRequest};
 

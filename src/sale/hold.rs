@@ -11,9 +11,9 @@ use http::StatusCode;
 use super::context::SaleContext;
 use super::outcome::Outcome;
 use super::Sale;
+use crate::cluster::peers::{Asked, Peers};
 use crate::error::GatewayError;
-use crate::peers::{Asked, Peers};
-use crate::repeats::warn_repeated;
+use crate::log_throttle::warn_repeated;
 use crate::store::TokenHold;
 use crate::types::{Sku, TicketId, Token, UserId};
 

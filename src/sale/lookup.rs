@@ -6,9 +6,9 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use super::context::SaleContext;
 use super::outcome::Outcome;
 use super::ticket::Ticket;
+use crate::cluster::peers::{Asked, Peers};
 use crate::error::GatewayError;
-use crate::peers::{Asked, Peers};
-use crate::repeats::warn_repeated;
+use crate::log_throttle::warn_repeated;
 use crate::store::{StoreError, TicketRecord};
 use crate::types::{Sku, TicketId};
 

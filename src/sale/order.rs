@@ -16,10 +16,10 @@ use super::hold::{hold, Held, HoldGuard};
 use super::outcome::Outcome;
 use super::ticket::TicketStatus;
 use super::Sale;
+use crate::cluster::peers::Peers;
 use crate::config::{Overflow, ResponseMode};
 use crate::error::{GatewayError, Refusal};
-use crate::peers::Peers;
-use crate::repeats::warn_repeated;
+use crate::log_throttle::warn_repeated;
 use crate::types::{unix_millis, OrderId, TicketId, Token, UserId};
 
 /// One order request, parsed: who, with which token, for how many units.

@@ -18,11 +18,11 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::cluster::peers::Peers;
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
 use crate::http::server::Peer;
 use crate::pages::{Page, Pages, Values};
-use crate::peers::Peers;
 use crate::sale::admission;
 use crate::sale::context::SaleContext;
 use crate::sale::lookup::{find_ticket, Found};

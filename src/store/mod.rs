@@ -57,7 +57,7 @@ pub enum StoreError {
     #[error(
         "the store holds key layout {found}, this flashgate {version} uses layout {expected}: \
          run the version that wrote it, or empty or migrate the store (docs/operating.md: upgrade and rollback)",
-        version = crate::build::VERSION
+        version = crate::version::VERSION
     )]
     Layout {
         /// The layout the store names.

@@ -330,6 +330,83 @@ async fn alerts_use_only_exported_metrics() {
     );
 }
 
+/// The equality matchers of every `flashgate_…{…}` selector in `exprs`: the series an
+/// expression needs, as (metric, [(label, value)]). Regex matchers and template variables
+/// (`$instance`) select nothing fixed and are left out.
+fn fixed_selectors(exprs: &[String]) -> BTreeSet<(String, Vec<(String, String)>)> {
+    let mut out = BTreeSet::new();
+    for expr in exprs {
+        for name in names_in(expr) {
+            let mut rest = expr.as_str();
+            while let Some(at) = rest.find(&format!("{name}{{")) {
+                let after = &rest[at + name.len() + 1..];
+                let Some(end) = after.find('}') else { break };
+                let labels: Vec<(String, String)> = after[..end]
+                    .split(',')
+                    .filter_map(|m| {
+                        let (k, v) = m.split_once('=')?;
+                        let v = v.strip_prefix('"')?.strip_suffix('"')?;
+                        (!k.ends_with('!') && !v.starts_with('~') && !v.contains('$'))
+                            .then(|| (k.trim().to_owned(), v.to_owned()))
+                    })
+                    .filter(|(k, _)| !["instance", "job"].contains(&k.as_str()))
+                    .collect();
+                out.insert((name.clone(), labels));
+                rest = &after[end..];
+            }
+        }
+    }
+    out
+}
+
+/// A gateway that has served nothing yet already exports every series the dashboard's
+/// panels and the alert rules read, with the label values they select, at 0: a panel on a
+/// fresh instance shows 0, not "No data", and a rule can be checked against it.
+#[tokio::test]
+async fn a_fresh_gateway_exports_every_series_the_dashboard_and_alerts_read() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(&up, "[[sale]]\nsku = \"phone\"\nstock = 1\n").await;
+    let text = scrape(gw.admin_addr).await;
+    let mut exprs = alert_exprs(&read("grafana/alerts.yml"));
+    exprs.extend(dashboard_queries(&read_dashboard()));
+    let exported = names_in(&text);
+    let mut missing = Vec::new();
+    for (name, labels) in fixed_selectors(&exprs) {
+        if !name.starts_with("flashgate_") {
+            continue;
+        }
+        let found = exported.contains(&name)
+            && text.lines().any(|l| {
+                let series = l.split_whitespace().next().unwrap_or("");
+                (series == name
+                    || series.starts_with(&format!("{name}{{"))
+                    || series.starts_with(&format!("{name}_bucket{{")))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+            });
+        if !found {
+            missing.push(format!("{name}{labels:?}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "a fresh gateway lacks series the dashboard or alerts read: {missing:#?}\n{text}"
+    );
+    // The selector reader reads what it must.
+    let seen = fixed_selectors(&[
+        "rate(flashgate_server_errors_total{route=\"proxy\",status=\"502\"}[5m]) + flashgate_queue_depth{sku=~\"$sku\"}".to_owned(),
+    ]);
+    assert!(seen.contains(&(
+        "flashgate_server_errors_total".to_owned(),
+        vec![
+            ("route".to_owned(), "proxy".to_owned()),
+            ("status".to_owned(), "502".to_owned())
+        ]
+    )));
+    assert!(seen.contains(&("flashgate_queue_depth".to_owned(), vec![])));
+}
+
 /// Percent-encodes a query parameter.
 fn encode(q: &str) -> String {
     q.bytes()

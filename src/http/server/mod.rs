@@ -289,7 +289,7 @@ pub async fn serve<H: Handler>(
                 Ok(pair) => pair,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning on the error.
-                    crate::repeats::warn_repeated!("accept failed", error = %e);
+                    crate::log_throttle::warn_repeated!("accept failed", error = %e);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }

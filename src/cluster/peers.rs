@@ -13,8 +13,8 @@ use http::uri::Authority;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 
+use crate::cluster::membership::{Membership, Whereabouts};
 use crate::http::Pool;
-use crate::membership::{Membership, Whereabouts};
 use crate::token::TokenSigner;
 use crate::types::TicketId;
 

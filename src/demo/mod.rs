@@ -1,6 +1,8 @@
 //! `flashgate demo`: a whole flash sale on one machine — a demo seckill backend, the
 //! gateway with the memory store in front of it, and one sale.
 
+pub(crate) mod identity;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -4,6 +4,9 @@
 //! or a token. Per-sale counters are resolved once at start-up, so the admission path pays
 //! an atomic add, not a label lookup.
 
+mod catalogue;
+
+use catalogue::Spec;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -23,6 +26,9 @@ pub const ADMISSION_OUTCOMES: &[&str] = &[
     "shutting_down",
     "invalid_token",
 ];
+
+/// Every delivery attempt's result, as the `result` label of `flashgate_deliveries_total`.
+pub const DELIVERY_RESULTS: [&str; 4] = ["confirmed", "refused", "retry", "unknown"];
 
 /// Latency buckets from 100 µs to 10 s.
 fn latency_buckets() -> Vec<f64> {
@@ -92,26 +98,40 @@ pub struct Metrics {
     pub goaway: IntCounterVec,
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+fn counter(r: &Registry, spec: &Spec) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(spec.name, spec.help), spec.labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
 }
 
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+fn gauge(r: &Registry, spec: &Spec) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(spec.name, spec.help), spec.labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+fn histogram(r: &Registry, spec: &Spec) -> HistogramVec {
     let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(latency_buckets()),
-        labels,
+        HistogramOpts::new(spec.name, spec.help).buckets(latency_buckets()),
+        spec.labels,
     )
     .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
+}
+
+/// A counter of a single series (no labels).
+fn single_counter(r: &Registry, spec: &Spec) -> IntCounter {
+    let c = IntCounter::new(spec.name, spec.help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+/// A gauge of a single series (no labels).
+fn single_gauge(r: &Registry, spec: &Spec) -> IntGauge {
+    let g = IntGauge::new(spec.name, spec.help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
 }
 
 impl Default for Metrics {
@@ -131,31 +151,10 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("unique metric");
-        let open_connections = IntGauge::new(
-            "flashgate_open_connections",
-            "Client connections open on the public listener",
-        )
-        .expect("valid metric");
-        r.register(Box::new(open_connections.clone()))
-            .expect("unique metric");
-        let instances = IntGauge::new(
-            "flashgate_instances",
-            "Gateway instances announced in the store, this one included",
-        )
-        .expect("valid metric");
-        r.register(Box::new(instances.clone()))
-            .expect("unique metric");
-        let outbox_backlog = IntGauge::new(
-            "flashgate_outbox_backlog",
-            "Reserved orders the deliverer holds that are not delivered or compensated yet",
-        )
-        .expect("valid metric");
-        r.register(Box::new(outbox_backlog.clone()))
-            .expect("unique metric");
         let admission_seconds = Histogram::with_opts(
             HistogramOpts::new(
-                "flashgate_admission_decision_seconds",
-                "Time to decide admit-or-refuse for an order, in process",
+                catalogue::ADMISSION_SECONDS.name,
+                catalogue::ADMISSION_SECONDS.help,
             )
             .buckets(vec![
                 1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 1e-4, 1e-3,
@@ -164,161 +163,47 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(admission_seconds.clone()))
             .expect("unique metric");
-        let oversell_guard = IntCounter::new(
-            "flashgate_oversell_guard_trips_total",
-            "Times the store reported negative stock; should stay 0",
-        )
-        .expect("valid metric");
-        r.register(Box::new(oversell_guard.clone()))
-            .expect("unique metric");
-        let delivery_conflicts = IntCounter::new(
-            "flashgate_delivery_conflicts_total",
-            "Orders the backend accepted whose stock had already been restored; should stay 0",
-        )
-        .expect("valid metric");
-        r.register(Box::new(delivery_conflicts.clone()))
-            .expect("unique metric");
-        Self {
-            connections_refused: counter(
-                &r,
-                "flashgate_connections_refused_total",
-                "Connections closed before any request, by listener and reason",
-                &["listener", "reason"],
-            ),
-            goaway: counter(
-                &r,
-                "flashgate_h2_goaway_total",
-                "h2 connections the gateway sent GOAWAY, by reason",
-                &["reason"],
-            ),
-            oversell_guard,
-            delivery_conflicts,
-            sale_held: gauge(
-                &r,
-                "flashgate_sale_held",
-                "1 while the sale is held: the store lost its state and stock is not reloaded",
-                &["sku"],
-            ),
-            server_errors: counter(
-                &r,
-                "flashgate_server_errors_total",
-                "Requests answered with a 5xx status, by route and exact status",
-                &["route", "status"],
-            ),
-            requests: counter(
-                &r,
-                "flashgate_requests_total",
-                "Requests answered, by route and status class",
-                &["route", "status"],
-            ),
-            admission: counter(
-                &r,
-                "flashgate_admission_decisions_total",
-                "Admission decisions by sale and outcome",
-                &["sku", "outcome"],
-            ),
-            queue_depth: gauge(
-                &r,
-                "flashgate_queue_depth",
-                "Requests waiting in the sale's queue",
-                &["sku"],
-            ),
-            queue_capacity: gauge(
-                &r,
-                "flashgate_queue_capacity",
-                "Most requests the sale's queue holds",
-                &["sku"],
-            ),
-            queue_wait: histogram(
-                &r,
-                "flashgate_queue_wait_seconds",
-                "Time admitted requests spent queued",
-                &["sku"],
-            ),
-            drain_rate: gauge(
-                &r,
-                "flashgate_drain_rate_configured",
-                "Drain rate, requests per second, the total across the instances sharing the store",
-                &["sku"],
-            ),
-            drain_share: gauge(
-                &r,
-                "flashgate_drain_share",
-                "Requests per second this instance's drain achieved while it had requests queued (its share of the sale's total rate)",
-                &["sku"],
-            ),
-            drained: counter(
-                &r,
-                "flashgate_drained_total",
-                "Requests released by the sale's drain",
-                &["sku"],
-            ),
-            reserve: counter(
-                &r,
-                "flashgate_reserve_outcomes_total",
-                "Reserve step outcomes",
-                &["sku", "outcome"],
-            ),
-            stock: gauge(
-                &r,
-                "flashgate_stock_remaining",
-                "Stock left, as last seen from the store",
-                &["sku"],
-            ),
-            store_seconds: histogram(
-                &r,
-                "flashgate_store_step_seconds",
-                "Store step latency",
-                &["step"],
-            ),
-            store_errors: counter(
-                &r,
-                "flashgate_store_errors_total",
-                "Failed store calls",
-                &["step"],
-            ),
-            deliveries: counter(
-                &r,
-                "flashgate_deliveries_total",
-                "Delivery attempts by result",
-                &["result"],
-            ),
-            compensations: counter(
-                &r,
-                "flashgate_compensations_total",
-                "Orders compensated (stock put back)",
-                &["sku"],
-            ),
-            outbox_backlog,
-            upstream_seconds: histogram(
-                &r,
-                "flashgate_upstream_response_seconds",
-                "Proxied requests: time to the upstream's response head",
-                &["status"],
-            ),
-            open_connections,
-            instances,
-            breaker_open: gauge(
-                &r,
-                "flashgate_circuit_breaker_open",
-                "1 while the breaker is open",
-                &["breaker"],
-            ),
+        let m = Self {
+            connections_refused: counter(&r, &catalogue::CONNECTIONS_REFUSED),
+            goaway: counter(&r, &catalogue::GOAWAY),
+            oversell_guard: single_counter(&r, &catalogue::OVERSELL_GUARD),
+            delivery_conflicts: single_counter(&r, &catalogue::DELIVERY_CONFLICTS),
+            sale_held: gauge(&r, &catalogue::SALE_HELD),
+            server_errors: counter(&r, &catalogue::SERVER_ERRORS),
+            requests: counter(&r, &catalogue::REQUESTS),
+            admission: counter(&r, &catalogue::ADMISSION),
+            queue_depth: gauge(&r, &catalogue::QUEUE_DEPTH),
+            queue_capacity: gauge(&r, &catalogue::QUEUE_CAPACITY),
+            queue_wait: histogram(&r, &catalogue::QUEUE_WAIT),
+            drain_rate: gauge(&r, &catalogue::DRAIN_RATE),
+            drain_share: gauge(&r, &catalogue::DRAIN_SHARE),
+            drained: counter(&r, &catalogue::DRAINED),
+            reserve: counter(&r, &catalogue::RESERVE),
+            stock: gauge(&r, &catalogue::STOCK),
+            store_seconds: histogram(&r, &catalogue::STORE_SECONDS),
+            store_errors: counter(&r, &catalogue::STORE_ERRORS),
+            deliveries: counter(&r, &catalogue::DELIVERIES),
+            compensations: counter(&r, &catalogue::COMPENSATIONS),
+            outbox_backlog: single_gauge(&r, &catalogue::OUTBOX_BACKLOG),
+            upstream_seconds: histogram(&r, &catalogue::UPSTREAM_SECONDS),
+            open_connections: single_gauge(&r, &catalogue::OPEN_CONNECTIONS),
+            instances: single_gauge(&r, &catalogue::INSTANCES),
+            breaker_open: gauge(&r, &catalogue::BREAKER_OPEN),
             admission_seconds,
-            build_info: gauge(
-                &r,
-                "flashgate_build_info",
-                "1, labelled with the version and commit running and the instance's id",
-                &["version", "commit", "instance_id"],
-            ),
+            build_info: gauge(&r, &catalogue::BUILD_INFO),
             registry: r,
+        };
+        // Series a dashboard or an alert reads exist from the start, at 0.
+        for result in DELIVERY_RESULTS {
+            m.deliveries.with_label_values(&[result]);
         }
+        m
     }
 
     /// Records which build runs, as which instance (`cluster.instance_id`).
     pub fn set_build_info(&self, instance_id: &str) {
         self.build_info
-            .with_label_values(&[crate::build::VERSION, crate::build::COMMIT, instance_id])
+            .with_label_values(&[crate::version::VERSION, crate::version::COMMIT, instance_id])
             .set(1);
     }
 
@@ -414,8 +299,8 @@ mod tests {
         let text = String::from_utf8(m.render()).expect("utf-8");
         assert!(text.contains(&format!(
             "flashgate_build_info{{commit=\"{}\",instance_id=\"i-1\",version=\"{}\"}} 1",
-            crate::build::COMMIT,
-            crate::build::VERSION
+            crate::version::COMMIT,
+            crate::version::VERSION
         )));
         #[cfg(target_os = "linux")]
         for process in [

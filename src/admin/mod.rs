@@ -1,7 +1,9 @@
 //! The admin listener: liveness and readiness for orchestrators and load balancers, the
 //! Prometheus scrape at `/metrics` (no token: it holds no user data), and the admin API
-//! under `/admin/` (see [`crate::admin_api`]). With a shared store, the other instances
-//! ask it about its tickets at `/internal/tickets/{id}` (see [`crate::peers`]).
+//! under `/admin/` (see [`api`]). With a shared store, the other instances
+//! ask it about its tickets at `/internal/tickets/{id}` (see [`crate::cluster::peers`]).
+
+pub(crate) mod api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +15,11 @@ use tokio::net::TcpStream;
 
 use http::uri::Authority;
 
-use crate::admin_api::AdminApi;
+use self::api::AdminApi;
+use crate::cluster::peers::Peers;
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
 use crate::http::server::{Handler, Peer};
-use crate::peers::Peers;
 use crate::sale::context::SaleContext;
 use crate::sale_api::ticket_view;
 use crate::store::StoreError;

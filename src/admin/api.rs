@@ -27,9 +27,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::cluster::membership::Membership;
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
-use crate::membership::Membership;
 use crate::sale::context::SaleContext;
 use crate::sale::Sale;
 use crate::store::{SaleControl, StoreError};

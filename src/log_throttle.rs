@@ -142,7 +142,7 @@ pub fn flush(stopping: bool) {
 /// stands for more than itself; a count not carried by a next line is written by [`flush`].
 macro_rules! warn_repeated {
     ($message:literal $(, $($field:tt)+)?) => {{
-        static REPEATS: $crate::repeats::Repeats = $crate::repeats::Repeats::new();
+        static REPEATS: $crate::log_throttle::Repeats = $crate::log_throttle::Repeats::new();
         match REPEATS.admit_site($message) {
             Some(r) if r.count > 1 => tracing::warn!($($($field)+,)? repeated = %r, $message),
             Some(_) => tracing::warn!($($($field)+,)? $message),
