@@ -205,71 +205,109 @@ impl AdminApi {
                 Ok(self.changed(peer, action, &sale, before, after))
             }
             (Method::PUT, ["admin", "sales", sku, "drain_rate"]) => {
-                let sale = self.sale(sku)?.clone();
-                let Rate { rate } = read_json(req, self.body_timeout).await?;
-                if rate == 0 {
-                    return Err(GatewayError::BadRequest("rate must be at least 1"));
-                }
-                // Stored first: the rate is every instance's, and they lease by it.
-                self.ctx
-                    .store
-                    .set_drain_rate(&sale.sku, rate)
-                    .await
-                    .map_err(|e| unconfirmed(peer, &sale, &e, format_args!("drain_rate {rate}")))?;
-                let before = sale.drain_rate();
-                sale.set_drain_rate(rate);
-                Ok(self.changed(peer, "drain_rate", &sale, before, rate))
+                self.set_drain_rate(req, peer, sku).await
             }
             (Method::PUT, ["admin", "sales", sku, "capacity"]) => {
-                let sale = self.sale(sku)?.clone();
-                let Capacity { capacity } = read_json(req, self.body_timeout).await?;
-                // Checked before it is stored: every instance would refuse it too.
-                if capacity == 0 || capacity > sale.queue.max_capacity() {
-                    return Err(GatewayError::BadRequest(
-                        "capacity must be between 1 and max_capacity",
-                    ));
-                }
-                let before = sale.queue.capacity();
-                self.store_control(peer, &sale, SaleControl::Capacity(capacity))
-                    .await?;
-                Ok(self.changed(peer, "capacity", &sale, before, capacity))
+                self.set_capacity(req, peer, sku).await
             }
-            (Method::PUT, ["admin", "sales", sku, "stock"]) => {
-                let sale = self.sale(sku)?.clone();
-                let Units { units } = read_json(req, self.body_timeout).await?;
-                if units > MAX_STOCK {
-                    return Err(GatewayError::BadRequest(
-                        "units must be at most 9007199254740991 (2^53 - 1)",
-                    ));
-                }
-                let epoch = self
-                    .ctx
-                    .store
-                    .set_stock(&sale.sku, units)
-                    .await
-                    .map_err(stock_error)?;
-                let before = sale.remaining();
-                self.ctx.adopt(&sale, units, &epoch);
-                Ok(self.changed(peer, "stock", &sale, before, units))
-            }
+            (Method::PUT, ["admin", "sales", sku, "stock"]) => self.set_stock(req, peer, sku).await,
             (Method::POST, ["admin", "sales", sku, "stock", "add"]) => {
-                let sale = self.sale(sku)?.clone();
-                let Delta { units } = read_json(req, self.body_timeout).await?;
-                let now = self
-                    .ctx
-                    .store
-                    .add_stock(&sale.sku, units)
-                    .await
-                    .map_err(stock_error)?;
-                let before = sale.remaining();
-                if !sale.is_held() {
-                    sale.set_remaining(now);
-                }
-                Ok(self.changed(peer, "stock_add", &sale, before, now))
+                self.add_stock(req, peer, sku).await
             }
             (_, ["admin", "sales", ..]) => Err(GatewayError::MethodNotAllowed),
             _ => Err(GatewayError::NotFound),
         }
+    }
+
+    /// Sets a sale's drain rate for every instance (`PUT …/drain_rate`).
+    async fn set_drain_rate(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        sku: &str,
+    ) -> Result<GatewayResponse, GatewayError> {
+        let sale = self.sale(sku)?.clone();
+        let Rate { rate } = read_json(req, self.body_timeout).await?;
+        if rate == 0 {
+            return Err(GatewayError::BadRequest("rate must be at least 1"));
+        }
+        // Stored first: the rate is every instance's, and they lease by it.
+        self.ctx
+            .store
+            .set_drain_rate(&sale.sku, rate)
+            .await
+            .map_err(|e| unconfirmed(peer, &sale, &e, format_args!("drain_rate {rate}")))?;
+        let before = sale.drain_rate();
+        sale.set_drain_rate(rate);
+        Ok(self.changed(peer, "drain_rate", &sale, before, rate))
+    }
+
+    /// Sets a sale's queue capacity for every instance (`PUT …/capacity`).
+    async fn set_capacity(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        sku: &str,
+    ) -> Result<GatewayResponse, GatewayError> {
+        let sale = self.sale(sku)?.clone();
+        let Capacity { capacity } = read_json(req, self.body_timeout).await?;
+        // Checked before it is stored: every instance would refuse it too.
+        if capacity == 0 || capacity > sale.queue.max_capacity() {
+            return Err(GatewayError::BadRequest(
+                "capacity must be between 1 and max_capacity",
+            ));
+        }
+        let before = sale.queue.capacity();
+        self.store_control(peer, &sale, SaleControl::Capacity(capacity))
+            .await?;
+        Ok(self.changed(peer, "capacity", &sale, before, capacity))
+    }
+
+    /// Replaces a sale's stock under a new epoch (`PUT …/stock`).
+    async fn set_stock(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        sku: &str,
+    ) -> Result<GatewayResponse, GatewayError> {
+        let sale = self.sale(sku)?.clone();
+        let Units { units } = read_json(req, self.body_timeout).await?;
+        if units > MAX_STOCK {
+            return Err(GatewayError::BadRequest(
+                "units must be at most 9007199254740991 (2^53 - 1)",
+            ));
+        }
+        let epoch = self
+            .ctx
+            .store
+            .set_stock(&sale.sku, units)
+            .await
+            .map_err(stock_error)?;
+        let before = sale.remaining();
+        self.ctx.adopt(&sale, units, &epoch);
+        Ok(self.changed(peer, "stock", &sale, before, units))
+    }
+
+    /// Adds (or takes away) units of a sale's stock (`POST …/stock/add`).
+    async fn add_stock(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        sku: &str,
+    ) -> Result<GatewayResponse, GatewayError> {
+        let sale = self.sale(sku)?.clone();
+        let Delta { units } = read_json(req, self.body_timeout).await?;
+        let now = self
+            .ctx
+            .store
+            .add_stock(&sale.sku, units)
+            .await
+            .map_err(stock_error)?;
+        let before = sale.remaining();
+        if !sale.is_held() {
+            sale.set_remaining(now);
+        }
+        Ok(self.changed(peer, "stock_add", &sale, before, now))
     }
 
     fn sale(&self, sku: &str) -> Result<&Arc<Sale>, GatewayError> {

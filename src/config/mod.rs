@@ -9,10 +9,12 @@ mod error;
 mod load;
 mod overrides;
 mod schema;
+mod store_delivery;
 mod timestamp;
 mod validate;
 
 pub use error::ConfigError;
 pub use overrides::{env_overrides, Override};
 pub use schema::*;
+pub use store_delivery::*;
 pub use timestamp::Timestamp;

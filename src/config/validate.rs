@@ -46,7 +46,8 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     check_sales(c)?;
     check_identity(c)?;
     check_limits(c)?;
-    check_store_and_delivery(c)?;
+    check_store(c)?;
+    check_delivery(c)?;
     check_cluster(c)?;
     check_log(c)
 }
@@ -229,7 +230,9 @@ fn check_limits(c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
+/// `[store]` and the ticket bounds: timeouts, breaker, URLs for the store kind, key prefix,
+/// token and replay lifetimes.
+fn check_store(c: &Config) -> Result<(), ConfigError> {
     positive("store.timeout", !c.store.timeout.is_zero())?;
     positive("store.pool_size", c.store.pool_size > 0)?;
     positive("store.breaker_threshold", c.store.breaker_threshold > 0)?;
@@ -276,6 +279,12 @@ fn check_store_and_delivery(c: &Config) -> Result<(), ConfigError> {
     positive("store.replay_ttl", !c.store.replay_ttl.is_zero())?;
     positive("queue.ticket_ttl", !c.queue.ticket_ttl.is_zero())?;
     positive("queue.max_tickets", c.queue.max_tickets > 0)?;
+    Ok(())
+}
+
+/// `[delivery]`: the deliverer's bounds, its statuses and path, and how it shares orders
+/// with other instances' deliverers.
+fn check_delivery(c: &Config) -> Result<(), ConfigError> {
     positive("delivery.max_in_flight", c.delivery.max_in_flight > 0)?;
     if c.delivery.mode == super::DeliveryMode::Stream && !c.store.kind.is_shared() {
         return Err(ConfigError::invalid(

@@ -17,11 +17,12 @@ use crate::admin::Admin;
 use crate::cluster::membership::Membership;
 use crate::cluster::peers::Peers;
 use crate::config::Config;
-use crate::http::server::{self, ConnectionLimits, Edge};
+use crate::http::server::{self, ConnectionLimits, Edge, TlsAcceptor};
 use crate::local_state::LocalStateError;
 use crate::sale::context::SaleContext;
 use crate::sale_api::SaleApi;
 use crate::store::StoreError;
+use crate::trusted_proxies::TrustedProxies;
 
 impl Built {
     /// Binds both listeners, loads stock (in the background while the store does not
@@ -45,15 +46,8 @@ impl Built {
         let shutdown = CancellationToken::new();
         let stopping = CancellationToken::new();
         let loading = bring_store_up(&ctx, &config, restored, &shutdown).await?;
-        let membership = Arc::new(Membership::new(
-            &config.cluster,
-            admin_addr,
-            ctx.owner,
-            ctx.store.clone(),
-            ctx.metrics.clone(),
-        ));
+        let membership = member(&ctx, &config, admin_addr);
         let instance_id = membership.me().id.clone();
-        ctx.metrics.set_build_info(&instance_id);
         // A shared store means other instances: tickets and tokens may reach any of them.
         let peers = ctx
             .shared
@@ -80,17 +74,7 @@ impl Built {
             ),
         );
         let limits = ConnectionLimits::from_config(&config.server);
-        let public_edge = Edge {
-            tls: tls.clone(),
-            proxy_protocol: config.server.proxy_protocol,
-            trusted: trusted.clone(),
-            access_log: config.log.access.then_some("public"),
-        };
-        let admin_edge = Edge {
-            trusted,
-            access_log: config.log.access.then_some("admin"),
-            ..Edge::default()
-        };
+        let (public_edge, admin_edge) = edges(&config, &tls, trusted);
         let mut tasks = vec![
             tokio::spawn(server::serve(
                 public,
@@ -117,26 +101,16 @@ impl Built {
                 shutdown.clone(),
             )),
         ];
-        tasks.extend(tasks::start_sale_tasks(
+        tasks.extend(background(
             &ctx,
+            &config,
             delivery,
             &membership,
+            loading,
+            &tls,
+            &stopping,
             &shutdown,
         ));
-        tasks.push(tokio::spawn(membership.run(shutdown.clone())));
-        tasks.extend(loading);
-        tasks.push(tokio::spawn(tasks::flush_repeated_warnings(
-            shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(tasks::stop_after_grace(
-            stopping.clone(),
-            shutdown.clone(),
-            config.server.shutdown_grace,
-        )));
-        tasks.push(tokio::spawn(tasks::reload_on_hangup(
-            tls.clone(),
-            shutdown.clone(),
-        )));
         tracing::info!(%public_addr, %admin_addr, upstream = %config.upstream.url,
             version = crate::version::VERSION, commit = crate::version::COMMIT, instance = %instance_id, "flashgate listening");
         Ok(Gateway {
@@ -207,4 +181,67 @@ async fn bring_store_up(
         })?;
     }
     Ok(loading)
+}
+
+/// This instance as a member of the fleet sharing the store, announced by the admin
+/// listener's address; its id goes into `flashgate_build_info`.
+fn member(ctx: &SaleContext, config: &Config, admin_addr: SocketAddr) -> Arc<Membership> {
+    let membership = Arc::new(Membership::new(
+        &config.cluster,
+        admin_addr,
+        ctx.owner,
+        ctx.store.clone(),
+        ctx.metrics.clone(),
+    ));
+    ctx.metrics.set_build_info(&membership.me().id);
+    membership
+}
+
+/// The public listener's edge (TLS, PROXY protocol) and the admin listener's.
+fn edges(config: &Config, tls: &Option<Arc<TlsAcceptor>>, trusted: TrustedProxies) -> (Edge, Edge) {
+    let public = Edge {
+        tls: tls.clone(),
+        proxy_protocol: config.server.proxy_protocol,
+        trusted: trusted.clone(),
+        access_log: config.log.access.then_some("public"),
+    };
+    let admin = Edge {
+        trusted,
+        access_log: config.log.access.then_some("admin"),
+        ..Edge::default()
+    };
+    (public, admin)
+}
+
+/// Spawns the background tasks: each sale's drain, the deliverer and stock sync, the
+/// membership heartbeat, the stock loader (if the store was down), the flush of repeated
+/// warnings, the end of the stop's grace, and TLS reload on SIGHUP.
+#[allow(clippy::too_many_arguments)]
+fn background(
+    ctx: &Arc<SaleContext>,
+    config: &Config,
+    delivery: Option<crate::delivery::Settings>,
+    membership: &Arc<Membership>,
+    loading: Option<JoinHandle<()>>,
+    tls: &Option<Arc<TlsAcceptor>>,
+    stopping: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    tasks.extend(tasks::start_sale_tasks(ctx, delivery, membership, shutdown));
+    tasks.push(tokio::spawn(membership.clone().run(shutdown.clone())));
+    tasks.extend(loading);
+    tasks.push(tokio::spawn(tasks::flush_repeated_warnings(
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(tasks::stop_after_grace(
+        stopping.clone(),
+        shutdown.clone(),
+        config.server.shutdown_grace,
+    )));
+    tasks.push(tokio::spawn(tasks::reload_on_hangup(
+        tls.clone(),
+        shutdown.clone(),
+    )));
+    tasks
 }

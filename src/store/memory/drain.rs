@@ -1,4 +1,5 @@
-//! The memory store's the shared drain budget, pending counts and operator settings ([`DrainSteps`]).
+//! The memory store's drain steps ([`DrainSteps`]): the shared drain budget, pending counts
+//! and operators' settings.
 
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};

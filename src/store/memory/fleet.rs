@@ -1,4 +1,4 @@
-//! The memory store's readiness, key layout and membership ([`FleetSteps`]).
+//! The memory store's fleet steps ([`FleetSteps`]): readiness, key layout and membership.
 
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
-//! The memory store's the outbox of reserved orders: claimed, confirmed or compensated ([`OutboxSteps`]).
+//! The memory store's outbox steps ([`OutboxSteps`]): reserved orders claimed by deliverers,
+//! confirmed or compensated.
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -1,4 +1,5 @@
-//! The memory store's a sale's stock: loaded once, read, changed by operators ([`StockSteps`]).
+//! The memory store's stock steps ([`StockSteps`]): a sale's stock loaded once, read, changed by
+//! operators.
 
 use super::{lock, ready, MemoryStore};
 use crate::store::{StockLoad, StockReading, StockSteps, StoreError, StoreFuture};

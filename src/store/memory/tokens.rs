@@ -1,4 +1,5 @@
-//! The memory store's spending tokens (the order step), their replays and holds ([`TokenSteps`]).
+//! The memory store's token steps ([`TokenSteps`]): spending a token (the order step), its
+//! replays and holds.
 
 use std::time::{Duration, Instant, SystemTime};
 

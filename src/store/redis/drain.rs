@@ -1,4 +1,5 @@
-//! The Redis store's the shared drain budget, pending counts and operator settings ([`DrainSteps`]).
+//! The Redis store's drain steps ([`DrainSteps`]): the shared drain budget, pending counts
+//! and operators' settings.
 
 use std::collections::HashMap;
 use std::time::Duration;

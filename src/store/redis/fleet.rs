@@ -1,4 +1,4 @@
-//! The Redis store's readiness, key layout and membership ([`FleetSteps`]).
+//! The Redis store's fleet steps ([`FleetSteps`]): readiness, key layout and membership.
 
 use std::time::Duration;
 

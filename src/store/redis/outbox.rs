@@ -1,11 +1,14 @@
-//! The Redis store's the outbox of reserved orders: claimed, confirmed or compensated ([`OutboxSteps`]).
+//! The Redis store's outbox steps ([`OutboxSteps`]): reserved orders claimed by deliverers,
+//! confirmed or compensated.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Value;
 
-use super::reply::{entries_of, items, stock_figure, text};
-use super::{RedisStore, DELIVERERS, TAKE_OVER_BATCH};
+use super::link::Conn;
+use super::reply::{entries_of, items, order_of, stock_figure, text};
+use super::{RedisStore, DELIVERERS, MAX_PAGES, TAKE_OVER_BATCH};
 use crate::store::{
     Claimed, Compensation, Confirmation, Order, OutboxSteps, StoreError, StoreFuture,
 };
@@ -209,5 +212,192 @@ impl OutboxSteps for RedisStore {
                 _ => Compensation::Unknown,
             })
         })
+    }
+}
+
+impl RedisStore {
+    async fn claim_now(
+        &self,
+        sku: &Sku,
+        consumer: &str,
+        max: usize,
+        claim_idle: Duration,
+    ) -> Result<Claimed, StoreError> {
+        let k = self.keys(sku);
+        let stream = k.outbox();
+        let mut c = self.conn().await?;
+        self.ensure_group(&mut c, &stream).await?;
+        // Every entry this deliverer holds (it must see all it owns: what it remembers of
+        // an order is forgotten once the order is not among them), then up to `max` new
+        // ones.
+        let (mut found, complete) = self.read_own(&mut c, &stream, consumer, max).await?;
+        let fresh = self.read_group(&mut c, &stream, consumer, max, ">").await?;
+        found.extend(fresh.into_iter().filter_map(|(id, f)| Some((id, f?))));
+        // Orders another deliverer has sat on for too long: it probably died.
+        let reply: Value = self
+            .exec(
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(DELIVERERS)
+                    .arg(consumer)
+                    .arg(claim_idle.as_millis() as u64)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(max)
+                    .query_async(&mut c),
+            )
+            .await?;
+        let mut taken_over = Vec::new();
+        if let Some(entries) = items(&reply).get(1) {
+            let entries = entries_of(entries);
+            taken_over.extend(
+                entries
+                    .iter()
+                    .filter_map(|(_, f)| f.get("order_id").and_then(|id| OrderId::parse(id))),
+            );
+            found.extend(entries);
+        }
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|(id, _)| seen.insert(id.clone()));
+        // Asked of the outbox's node (a keyless TIME could go to any node, maybe a dead one).
+        let (secs, micros): (u64, u64) = self
+            .exec(self.scripts.clock.key(&stream).invoke_async(&mut c))
+            .await?;
+        // Deliverers gone for ten takeover periods, holding nothing, leave the group.
+        let reap_after = claim_idle.saturating_mul(10).as_millis() as u64;
+        let _: i64 = self
+            .exec(
+                self.scripts
+                    .reap
+                    .key(&stream)
+                    .arg(DELIVERERS)
+                    .arg(consumer)
+                    .arg(reap_after)
+                    .invoke_async(&mut c),
+            )
+            .await?;
+        Ok(Claimed {
+            orders: found
+                .into_iter()
+                .filter_map(|(_, f)| order_of(&f))
+                .collect(),
+            now_ms: secs.saturating_mul(1000).saturating_add(micros / 1000),
+            taken_over,
+            complete,
+        })
+    }
+
+    /// One XREADGROUP page from `from` (`0`-based history or `>` for new entries): each
+    /// entry's id and fields (`None` for an entry deleted meanwhile).
+    async fn read_group(
+        &self,
+        c: &mut Conn,
+        stream: &str,
+        consumer: &str,
+        max: usize,
+        from: &str,
+    ) -> Result<Vec<(String, Option<HashMap<String, String>>)>, StoreError> {
+        let reply: Value = self
+            .exec(
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(DELIVERERS)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(max)
+                    .arg("STREAMS")
+                    .arg(stream)
+                    .arg(from)
+                    .query_async(c),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for per_stream in items(&reply) {
+            if let Some(entries) = items(per_stream).get(1) {
+                out.extend(items(entries).iter().filter_map(|entry| {
+                    let pair = items(entry);
+                    let id = text(pair.first()?)?;
+                    let fields = pair.get(1).and_then(|f| match f {
+                        Value::Array(kv) => Some(
+                            kv.chunks(2)
+                                .filter_map(|kv| Some((text(kv.first()?)?, text(kv.get(1)?)?)))
+                                .collect(),
+                        ),
+                        _ => None,
+                    });
+                    Some((id, fields))
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn outbox_now(&self, sku: &Sku, max: usize) -> Result<Vec<Order>, StoreError> {
+        let k = self.keys(sku);
+        let mut c = self.conn().await?;
+        let entries: Vec<(String, HashMap<String, String>)> = self
+            .exec(
+                redis::cmd("XRANGE")
+                    .arg(k.outbox())
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max)
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(_, f)| order_of(&f))
+            .collect())
+    }
+
+    /// Creates the deliverers' group on `stream`, from the stream's start, unless it exists.
+    async fn ensure_group(&self, c: &mut Conn, stream: &str) -> Result<(), StoreError> {
+        let created: Result<(), StoreError> = self
+            .exec(
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(stream)
+                    .arg(DELIVERERS)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async(c),
+            )
+            .await;
+        match created {
+            // BUSYGROUP: it exists already.
+            Err(e) if !e.to_string().contains("BUSYGROUP") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The entries `consumer` holds, page by page, and whether that is all of them (at
+    /// most [`MAX_PAGES`] pages, so that a huge backlog cannot keep one round reading
+    /// forever).
+    async fn read_own(
+        &self,
+        c: &mut Conn,
+        stream: &str,
+        consumer: &str,
+        max: usize,
+    ) -> Result<(Vec<(String, HashMap<String, String>)>, bool), StoreError> {
+        let mut found = Vec::new();
+        let mut from = "0".to_owned();
+        let mut pages = 0;
+        loop {
+            let page = self.read_group(c, stream, consumer, max, &from).await?;
+            let full = page.len() >= max;
+            let Some(last) = page.last().map(|(id, _)| id.clone()) else {
+                break;
+            };
+            found.extend(page.into_iter().filter_map(|(id, f)| Some((id, f?))));
+            pages += 1;
+            if !full || pages >= MAX_PAGES {
+                break;
+            }
+            from = last;
+        }
+        Ok((found, pages < MAX_PAGES))
     }
 }

@@ -1,4 +1,5 @@
-//! The Redis store's a sale's stock: loaded once, read, changed by operators ([`StockSteps`]).
+//! The Redis store's stock steps ([`StockSteps`]): a sale's stock loaded once, read, changed by
+//! operators.
 
 use redis::Value;
 

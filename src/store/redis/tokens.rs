@@ -1,4 +1,5 @@
-//! The Redis store's spending tokens (the order step), their replays and holds ([`TokenSteps`]).
+//! The Redis store's token steps ([`TokenSteps`]): spending a token (the order step), its
+//! replays and holds.
 
 use redis::{AsyncCommands, Value};
 
