@@ -8,6 +8,7 @@
 mod error;
 mod load;
 mod overrides;
+mod redact;
 mod schema;
 mod store_delivery;
 mod timestamp;
@@ -15,6 +16,7 @@ mod validate;
 
 pub use error::ConfigError;
 pub use overrides::{env_overrides, Override};
+pub use redact::redact_url;
 pub use schema::*;
 pub use store_delivery::*;
 pub use timestamp::Timestamp;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{redacted, redacted_url, redacted_urls};
+use super::redact::{redacted, redacted_url, redacted_urls};
 
 /// Which store implementation holds the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

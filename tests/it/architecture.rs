@@ -385,3 +385,71 @@ fn the_reader_sees_what_it_must() {
     assert_eq!(table.get("error"), Some(&0));
     assert_eq!(table.get("sale"), Some(&3));
 }
+
+/// The rows of docs/layout.md's module table: (layer, name as written, the row's text).
+fn layout_rows(doc: &str) -> Vec<(u32, String, String)> {
+    doc.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // "| L0 | `types` | … |" splits into ["", "L0", "`types`", "…", ""].
+            let layer = cells.get(1)?.strip_prefix('L')?.parse().ok()?;
+            let name = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((layer, name.to_owned(), cells.get(3)?.to_string()))
+        })
+        .collect()
+}
+
+/// docs/layout.md's table is the tree's: every module of `src/lib.rs` has one row in its
+/// layer, written `name/` when it is a folder, and a folder's row names every file and
+/// folder in it.
+#[test]
+fn the_layout_table_is_complete() {
+    let lib = std::fs::read_to_string(format!("{SRC}/lib.rs")).expect("src/lib.rs");
+    let table = layer_table(&lib);
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/layout.md"))
+        .expect("docs/layout.md");
+    let rows = layout_rows(&doc);
+    let mut problems = Vec::new();
+    let mut listed = BTreeSet::new();
+    for (layer, written, text) in &rows {
+        let name = written.trim_end_matches('/');
+        listed.insert(name.to_owned());
+        match table.get(name) {
+            None => problems.push(format!("`{written}` is not a module of src/lib.rs")),
+            Some(l) if l != layer => problems.push(format!("`{written}` is in L{l}, not L{layer}")),
+            Some(_) => {}
+        }
+        let dir = Path::new(SRC).join(name);
+        if dir.is_dir() != written.ends_with('/') {
+            problems.push(format!(
+                "`{written}`: a folder is written `name/`, a file `name`"
+            ));
+        }
+        if !dir.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir).expect("a module folder") {
+            let path = entry.expect("entry").path();
+            let file = path
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned();
+            let shown = if path.is_dir() {
+                format!("`{file}/`")
+            } else {
+                format!("`{}`", file.trim_end_matches(".rs"))
+            };
+            if file != "mod.rs" && !text.contains(&shown) {
+                problems.push(format!("the row of `{written}` does not name {shown}"));
+            }
+        }
+    }
+    for module in table.keys() {
+        if !listed.contains(module) {
+            problems.push(format!("docs/layout.md has no row for `{module}`"));
+        }
+    }
+    assert!(rows.len() > 10, "the table was not read");
+    assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
+}

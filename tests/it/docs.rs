@@ -264,3 +264,61 @@ fn the_readmes_minimal_config_is_valid() {
         .unwrap_or_else(|e| panic!("the README's minimal config: {e}"));
     assert_eq!(config.sales.len(), 1);
 }
+
+/// The suffixes after `{}:` in `format!("{}:suffix…", …)` calls of `code`: the key names.
+fn key_suffixes(code: &str) -> BTreeSet<String> {
+    code.split("format!(\"{}:")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The Redis keys are described once, in docs/contract.md's "Store layout" table, and that
+/// table names every key of a sale the code builds, and no other.
+#[test]
+fn the_store_key_table_is_the_codes() {
+    let read = |p: &str| std::fs::read_to_string(Path::new(ROOT).join(p)).expect(p);
+    let contract = read("docs/contract.md");
+    let table = contract
+        .split("## Store layout")
+        .nth(1)
+        .expect("a Store layout section");
+    let documented: BTreeSet<String> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `{prefix}:{<sku>}:"))
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect()
+        })
+        .collect();
+    let built = key_suffixes(&read("src/store/redis/keys.rs"));
+    assert!(built.len() >= 10, "the key names were not read: {built:?}");
+    assert_eq!(
+        documented, built,
+        "docs/contract.md's key table and src/store/redis/keys.rs disagree"
+    );
+    for key in [
+        "{prefix}:layout",
+        "{prefix}:{#instances}:expiry",
+        "{prefix}:{#instances}:address",
+    ] {
+        assert!(
+            table.contains(&format!("| `{key}` |")),
+            "{key} is not in the table"
+        );
+    }
+    // The key table is written once: no other document or source file repeats it.
+    for other in ["README.md", "docs/stores.md", "src/store/redis/mod.rs"] {
+        assert!(
+            !read(other).contains("{prefix}:{sku}:stock` |")
+                && !read(other).contains("{prefix}:{<sku>}:stock` |"),
+            "{other} repeats the key table"
+        );
+    }
+}

@@ -1,5 +1,5 @@
 //! One sale's key names. Every key of a sale shares the hash tag `{sku}`, so each script
-//! touches one Redis Cluster slot; the layout is docs/contract.md's "Store key layout".
+//! touches one Redis Cluster slot; what each holds is docs/contract.md's "Store layout".
 
 use crate::types::{OrderId, TicketId, Token};
 

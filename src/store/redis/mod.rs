@@ -1,20 +1,8 @@
 //! The Redis store: every step is one Lua script (one round trip, atomic on the server),
 //! called by EVALSHA and reloaded by redis-rs on NOSCRIPT. All of a sale's keys share the
-//! hash tag `{sku}`, so each script touches one Redis Cluster slot:
-//!
-//! | key | holds |
-//! |---|---|
-//! | `{prefix}:{sku}:stock` | units left |
-//! | `{prefix}:{sku}:epoch` | which loading of the stock this is (`init-…` or `load-…`) |
-//! | `{prefix}:{sku}:tok:<token>` | hash: the user who spent it and its first outcome, for replays; kept until the later of its expiry and `replay_ttl` |
-//! | `{prefix}:{sku}:buyers` | hash: user → units held |
-//! | `{prefix}:{sku}:order:<id>` | hash: the order and its state; expires `replay_ttl` after it settles |
-//! | `{prefix}:{sku}:outbox` | stream of reserved, undelivered orders |
-//! | `{prefix}:{sku}:hold:<token>` | the ticket of the queued request holding the token (any instance's) |
-//! | `{prefix}:{sku}:ticket:<ticket>` | the token that ticket's request holds, so any instance can answer it |
-//! | `{prefix}:{sku}:drain` | the drain budget's arrival time (µs, store clock); expires when spent |
-//! | `{prefix}:{sku}:drain_rate` | the drain rate an operator set for every instance |
-//! | `{prefix}:{sku}:pending` | hash: instance → its pending requests and until when the count holds |
+//! hash tag `{sku}`, so each script touches one Redis Cluster slot. The keys are named in
+//! [`keys`]; what each holds is the table of docs/contract.md, "Store layout" (the one
+//! table: `tests/it/docs.rs` holds it to the code).
 
 mod drain;
 mod fleet;
