@@ -20,6 +20,7 @@ mod demo;
 mod docs;
 mod faults;
 mod fleet;
+mod fleet_tickets;
 mod hostile;
 mod isolation;
 mod limits;

@@ -1,0 +1,436 @@
+//! Many gateway instances on one Redis answer a client's tickets and tokens wherever its
+//! calls land: relayed tickets, joined holds, replays, an owner's death, stale holds.
+
+use std::net::SocketAddr;
+
+use crate::common::*;
+use crate::redis_server::RedisServer;
+use http::StatusCode;
+use tokio::task::JoinSet;
+
+use crate::fleet::*;
+
+/// `GET /sale/tickets/{id}` on `addr`.
+async fn poll(addr: SocketAddr, ticket: &str) -> Answer {
+    send(addr, get(&format!("/sale/tickets/{ticket}"))).await
+}
+
+/// Queued requests on `admin_addr`'s instance for sale `phone`.
+async fn queued_on(admin_addr: SocketAddr) -> u64 {
+    admin(admin_addr, "GET", "/admin/sales", "").await["sales"][0]["queued"]
+        .as_u64()
+        .expect("queued")
+}
+
+/// Behind a round-robin balancer a client's calls land anywhere: its ticket is answered by
+/// whichever instance it reaches, its token resubmitted elsewhere joins its queued request
+/// instead of queueing twice, and once decided a resubmission anywhere replays the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_tokens_and_replays_work_through_any_instance() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let a = gateway(&async_config(&up, &redis, "gw-a", sale)).await;
+    let b = gateway(&async_config(&up, &redis, "gw-b", sale)).await;
+    until("each to list the other", || async {
+        admin(a.admin_addr, "GET", "/admin/instances", "").await["instances"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+            && admin(b.admin_addr, "GET", "/admin/instances", "").await["instances"]
+                .as_array()
+                .is_some_and(|l| l.len() == 2)
+    })
+    .await;
+    admin(a.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    let token = token_for(a.public_addr, "phone", "alice").await;
+    let queued = order(a.public_addr, "phone", "alice", &token).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
+    let ticket = queued.json()["ticket"].as_str().expect("ticket").to_owned();
+
+    // Polled through b: a answers it.
+    let polled = poll(b.public_addr, &ticket).await;
+    assert_eq!(polled.status, StatusCode::OK, "{:?}", polled.json());
+    assert_eq!(polled.json()["status"], "queued");
+    assert_eq!(polled.json()["position"], 1);
+    // The same token sent to b joins a's request.
+    let again = order(b.public_addr, "phone", "alice", &token).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.json());
+    assert_eq!(again.json()["ticket"], ticket.as_str());
+    assert_eq!(queued_on(b.admin_addr).await, 0, "not queued twice");
+
+    admin(a.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    until("the ticket to be decided, seen through b", || async {
+        poll(b.public_addr, &ticket).await.json()["status"] != "queued"
+    })
+    .await;
+    let decided = poll(b.public_addr, &ticket).await.json();
+    let order_id = decided["order_id"].as_str().expect("order id").to_owned();
+    // A resubmission through b replays the order.
+    let replayed = order(b.public_addr, "phone", "alice", &token).await;
+    assert_eq!(
+        replayed.status,
+        StatusCode::CREATED,
+        "{:?}",
+        replayed.json()
+    );
+    assert_eq!(replayed.json()["order_id"], order_id.as_str());
+    assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "4");
+    // A ticket nobody issued is unknown everywhere.
+    let foreign = poll(b.public_addr, &"0123456789abcdef".repeat(2)).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+}
+
+/// A gateway process, killed when dropped (a failing test leaves none behind).
+struct Process(std::process::Child);
+
+impl Process {
+    /// SIGKILL, and reap it.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts the gateway binary on `config`; returns it with its public and admin addresses.
+fn spawn_binary(config: &std::path::Path) -> (Process, SocketAddr, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--log-format", "json"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn flashgate");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (public, admin) = loop {
+        let line = lines.next().expect("flashgate exited early").expect("read");
+        // Warnings before the log starts are plain text.
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["message"] == "flashgate listening" {
+            let addr = |k: &str| v[k].as_str().expect("addr").parse().expect("addr");
+            break (addr("public_addr"), addr("admin_addr"));
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Process(child), public, admin)
+}
+
+/// An instance killed with a request queued: its ticket, polled elsewhere, says the
+/// request was lost and to resubmit the token; resubmitted, the token buys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_whose_owner_died_says_to_resubmit_and_the_token_still_buys() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let dir = std::env::temp_dir().join(format!("flashgate-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("a.toml");
+    std::fs::write(
+        &cfg,
+        async_config(&up, &redis, "gw-a", sale)
+            .replace("member_ttl = \"2s\"", "member_ttl = \"300ms\""),
+    )
+    .expect("config");
+    let (mut a, a_public, a_admin) = spawn_binary(&cfg);
+    let b = gateway(
+        &async_config(&up, &redis, "gw-b", sale)
+            .replace("member_ttl = \"2s\"", "member_ttl = \"300ms\""),
+    )
+    .await;
+    admin(a_admin, "POST", "/admin/sales/phone/hold", "").await;
+    let token = token_for(a_public, "phone", "alice").await;
+    let queued = order(a_public, "phone", "alice", &token).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED);
+    let ticket = queued.json()["ticket"].as_str().expect("ticket").to_owned();
+    until("b to know a", || async {
+        poll(b.public_addr, &ticket).await.status == StatusCode::OK
+    })
+    .await;
+    a.kill();
+    // Unreachable at first (503, retry), then gone from the list: lost.
+    until("the ticket to be lost", || async {
+        let p = poll(b.public_addr, &ticket).await;
+        assert!(
+            matches!(p.status.as_u16(), 503 | 410),
+            "{} {:?}",
+            p.status,
+            p.json()
+        );
+        p.status == StatusCode::GONE
+    })
+    .await;
+    assert_refused(
+        &poll(b.public_addr, &ticket).await,
+        StatusCode::GONE,
+        "ticket_lost",
+    );
+    // The hold set through a is the sale's (stored for the fleet): b holds too, until an
+    // operator releases it through any instance.
+    admin(b.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    let bought = order(b.public_addr, "phone", "alice", &token).await;
+    assert!(
+        matches!(bought.status.as_u16(), 201 | 202),
+        "{} {:?}",
+        bought.status,
+        bought.json()
+    );
+    let new_ticket = bought.json()["ticket"].as_str().expect("ticket").to_owned();
+    assert_ne!(new_ticket, ticket);
+    until("the resubmitted order to be reserved", || async {
+        poll(b.public_addr, &new_ticket).await.json()["status"] == "reserved"
+            || poll(b.public_addr, &new_ticket).await.json()["status"] == "confirmed"
+    })
+    .await;
+    assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "4");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Defect (found by the slot-migration test): a token's hold whose reply was lost (the
+/// request was answered 503 and never queued) sent the token's retry on another instance
+/// to a ticket its owner never knew, for as long as the hold lasted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_whose_request_never_queued_does_not_trap_the_token() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let a = gateway(&async_config(&up, &redis, "gw-a", sale)).await;
+    let b = gateway(&async_config(&up, &redis, "gw-b", sale)).await;
+    until("b to know a", || async {
+        admin(b.admin_addr, "GET", "/admin/instances", "").await["instances"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+    })
+    .await;
+    // A ticket of a's that a never issued, holding alice's token.
+    let bobs = token_for(a.public_addr, "phone", "bob").await;
+    let tag = order(a.public_addr, "phone", "bob", &bobs).await.json()["ticket"]
+        .as_str()
+        .expect("ticket")[..8]
+        .to_owned();
+    let phantom = format!("{tag}{}", "0".repeat(24));
+    let token = token_for(b.public_addr, "phone", "alice").await;
+    assert_eq!(
+        redis.command(&[
+            "SET",
+            &format!("flashgate:{{phone}}:hold:{token}"),
+            &phantom,
+            "PX",
+            "60000"
+        ]),
+        "+OK"
+    );
+    let bought = order(b.public_addr, "phone", "alice", &token).await;
+    assert_eq!(bought.status, StatusCode::ACCEPTED, "{:?}", bought.json());
+    let ticket = bought.json()["ticket"].as_str().expect("ticket").to_owned();
+    assert_ne!(ticket, phantom, "joined a request that never queued");
+    until("alice's order to be reserved", || async {
+        poll(b.public_addr, &ticket).await.json()["status"] != "queued"
+    })
+    .await;
+    assert!(poll(b.public_addr, &ticket).await.json()["order_id"].is_string());
+}
+
+/// Stock-aware admission counts what every instance has pending: with the drains held, a
+/// sale whose stock one instance's queue already covers is sold out on the other too
+/// (each admitting remaining × admit_factor on its own would admit twice the stock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_aware_admission_counts_every_instances_pending_requests() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 4\n";
+    let text = |id| {
+        async_config(&up, &redis, id, sale).replace(
+            "response = \"async\"\n",
+            "response = \"async\"\nadmit_factor = 1.0\n",
+        )
+    };
+    let a = gateway(&text("gw-a")).await;
+    let b = gateway(&text("gw-b")).await;
+    for gw in [&a, &b] {
+        admin(gw.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    }
+    for u in 0..4 {
+        let user = format!("a{u}");
+        let t = token_for(a.public_addr, "phone", &user).await;
+        let queued = order(a.public_addr, "phone", &user, &t).await;
+        assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
+    }
+    until("b to learn a's pending requests", || async {
+        admin(b.admin_addr, "GET", "/admin/sales", "").await["sales"][0]["pending_elsewhere"] == 4
+    })
+    .await;
+    let t = token_for(b.public_addr, "phone", "late").await;
+    assert_refused(
+        &order(b.public_addr, "phone", "late", &t).await,
+        StatusCode::GONE,
+        "sold_out",
+    );
+    // Once a's requests are decided, the count runs back down and b admits again... if
+    // stock is left: here a's four take it all.
+    admin(a.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    until("the stock to be taken", || async {
+        redis.command(&["GET", "flashgate:{phone}:stock"]) == "0"
+    })
+    .await;
+}
+
+/// Review finding: a token spent before it expired, resubmitted after its expiry to an
+/// instance without its ticket, was refused 422 although the store still held its first
+/// outcome (invariant 3: the same token gets the same answer, on any instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_token_replays_its_order_after_it_expired_on_any_instance() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let a = instance(&up, &redis, "gw-a", sale).await;
+    let b = instance(&up, &redis, "gw-b", sale).await;
+    let (sku, alice) = (
+        flashgate::types::Sku::new("phone"),
+        flashgate::types::UserId::parse("alice").expect("user"),
+    );
+    let now = || flashgate::types::unix_millis(std::time::SystemTime::now());
+    let expires = now() + 1_000;
+    let token = a.context().tokens.issue(&sku, &alice, expires).to_string();
+    let first = order(a.public_addr, "phone", "alice", &token).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.json());
+    until("the token to expire", || async { now() > expires + 5 }).await;
+    let again = order(b.public_addr, "phone", "alice", &token).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.json());
+    assert_eq!(again.json()["order_id"], first.json()["order_id"]);
+    // One never spent is refused, as expired.
+    let unspent = a
+        .context()
+        .tokens
+        .issue(&sku, &alice, now() - 1)
+        .to_string();
+    assert_refused(
+        &order(b.public_addr, "phone", "alice", &unspent).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_token",
+    );
+}
+
+/// Review finding: polling made-up ticket ids cost one store read each (a crowd could
+/// drive the store at its own pace). A ticket id carries a MAC: one no instance issued is
+/// unknown at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_tickets_cost_no_store_call() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let b = instance(
+        &up,
+        &redis,
+        "gw-b",
+        "[[sale]]\nsku = \"phone\"\nstock = 5\n",
+    )
+    .await;
+    for i in 0..50u32 {
+        let made_up = format!("{i:08x}{}", "5".repeat(24));
+        let p = poll(b.public_addr, &made_up).await;
+        assert_eq!(p.status, StatusCode::NOT_FOUND, "{:?}", p.json());
+    }
+    let metrics =
+        String::from_utf8_lossy(&send(b.admin_addr, get("/metrics")).await.body).into_owned();
+    assert!(
+        !metrics.contains("step=\"ticket_record\""),
+        "made-up tickets were looked up in the store"
+    );
+}
+
+/// Review finding: a double click on one instance (with a shared store) could queue the
+/// same token two or three times: the second request took the first one's hold as stale
+/// while the first was still on its way into the queue. Later, under load, once in ~40
+/// runs: the staleness check read the book, then the "arriving" mark, and the first request
+/// moved from one to the other in between. 400 buyers make that window show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_click_on_one_instance_queues_the_token_once() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let a = gateway(&async_config(
+        &up,
+        &redis,
+        "gw-a",
+        "[[sale]]\nsku = \"phone\"\nstock = 5000\n",
+    ))
+    .await;
+    admin(a.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    for u in 0..400 {
+        let user = format!("u{u}");
+        let token = token_for(a.public_addr, "phone", &user).await;
+        let mut clicks = JoinSet::new();
+        for _ in 0..8 {
+            let (user, token) = (user.clone(), token.clone());
+            let addr = a.public_addr;
+            clicks.spawn(async move { order(addr, "phone", &user, &token).await.json() });
+        }
+        let mut tickets = std::collections::HashSet::new();
+        let mut answers = Vec::new();
+        while let Some(answer) = clicks.join_next().await {
+            let answer = answer.expect("task");
+            tickets.insert(answer["ticket"].as_str().expect("ticket").to_owned());
+            answers.push(answer);
+        }
+        assert_eq!(tickets.len(), 1, "{user}: {tickets:?} {answers:?}");
+    }
+    assert_eq!(queued_on(a.admin_addr).await, 400);
+}
+
+/// Review finding: a dead instance's orders were taken over only once the survivor's own
+/// deliveries in flight had ended (its delivery round waited on a slow backend), not within
+/// a heartbeat of the dead one's announcement running out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instances_orders_are_taken_over_while_the_survivor_waits_on_the_backend() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    // Deliveries go to /hold, which answers only when the test says: every POST hangs.
+    let text = |id: &str| {
+        instance_config(&up, &redis, id, sale)
+            .replace("timeout = \"5s\"", "timeout = \"30s\"")
+            .replace("member_ttl = \"2s\"", "member_ttl = \"300ms\"")
+            + "[delivery]\npath = \"/hold\"\nclaim_idle = \"1h\"\n"
+    };
+    let dir = std::env::temp_dir().join(format!("flashgate-fleet-takeover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("a.toml");
+    std::fs::write(&cfg, text("gw-a")).expect("config");
+    let (mut a, a_public, _) = spawn_binary(&cfg);
+    let b = gateway(&text("gw-b")).await;
+    let t = token_for(a_public, "phone", "alice").await;
+    assert_eq!(
+        order(a_public, "phone", "alice", &t).await.status,
+        StatusCode::CREATED
+    );
+    guarded("a's delivery to reach the backend", up.arrival()).await;
+    let t = token_for(b.public_addr, "phone", "bob").await;
+    assert_eq!(
+        order(b.public_addr, "phone", "bob", &t).await.status,
+        StatusCode::CREATED
+    );
+    guarded("b's delivery to reach the backend", up.arrival()).await;
+    a.kill();
+    // b's own POST hangs for 30 s; a's order is b's within a heartbeat of a's expiry.
+    until("a's order to be taken over by b", || async {
+        let pending = redis.command_lines(
+            &[
+                "XPENDING",
+                "flashgate:{phone}:outbox",
+                "flashgate-deliverers",
+            ],
+            12,
+        );
+        !pending.iter().any(|l| l.starts_with("gw-a/"))
+            && pending.iter().any(|l| l.starts_with("gw-b/"))
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

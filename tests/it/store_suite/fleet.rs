@@ -1,0 +1,292 @@
+//! The store contract for many instances: membership, the shared drain budget, token
+//! holds, pending counts and operators' settings.
+
+use super::*;
+
+/// Instances announce themselves, renew, leave, and are forgotten when they stop renewing.
+pub async fn members_come_and_go(store: Arc<dyn Store>) {
+    let member = |id: &str, address: &str| Member {
+        id: id.to_owned(),
+        address: address.to_owned(),
+        incarnation: format!("i-{id}"),
+    };
+    let ids = |m: &[Member]| m.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    let a = member("a", "127.0.0.1:1");
+    let live = store.announce(&a, TTL).await.expect("announce");
+    assert_eq!(live, vec![a.clone()]);
+    let live = store
+        .announce(&member("b", "127.0.0.1:2"), TTL)
+        .await
+        .expect("announce");
+    assert_eq!(ids(&live), ["a", "b"]);
+    // A renewal may change the address; it is still one member.
+    let moved = member("a", "127.0.0.1:3");
+    store.announce(&moved, TTL).await.expect("renew");
+    let live = store.members().await.expect("members");
+    assert_eq!(live, vec![moved, member("b", "127.0.0.1:2")]);
+    // Another process announcing a live member's id neither takes over its entry nor,
+    // when it stops, removes it.
+    let impostor = Member {
+        incarnation: "i-other".to_owned(),
+        ..member("b", "127.0.0.1:9")
+    };
+    assert!(matches!(
+        store.announce(&impostor, TTL).await,
+        Err(StoreError::Rejected(_))
+    ));
+    store.leave(&impostor).await.expect("leave");
+    assert_eq!(
+        store.members().await.expect("members")[1].address,
+        "127.0.0.1:2"
+    );
+    store
+        .leave(&member("b", "127.0.0.1:2"))
+        .await
+        .expect("leave");
+    assert_eq!(ids(&store.members().await.expect("members")), ["a"]);
+    // One that stops renewing is forgotten once its announcement runs out.
+    store
+        .announce(&member("c", "127.0.0.1:4"), Duration::from_millis(1))
+        .await
+        .expect("announce");
+    let forgotten = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let live = store.members().await.expect("members");
+            if ids(&live) == ["a"] {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(forgotten.is_ok(), "an expired member is still listed");
+}
+
+/// A sale's drain rate is one budget: leases never grant more than two leases' worth
+/// plus the rate over the time they span, whoever asks; a rate set in the store wins over
+/// the configured one.
+pub async fn the_drain_rate_is_one_budget(store: Arc<dyn Store>) {
+    let sku = Sku::new("budget");
+    let started = std::time::Instant::now();
+    let first = store.lease_drain(&sku, 1000, 1000).await.expect("lease");
+    assert_eq!(
+        (first.granted, first.rate),
+        (40, 1000),
+        "a fresh budget: 40 ms worth"
+    );
+    // Two "instances" ask as fast as they can: what they get is bounded by the clock.
+    let mut total = u64::from(first.granted);
+    for _ in 0..100 {
+        for want in [20, 7] {
+            total += u64::from(
+                store
+                    .lease_drain(&sku, want, 1000)
+                    .await
+                    .expect("lease")
+                    .granted,
+            );
+        }
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    assert!(
+        total <= 40 + elapsed_ms + 1,
+        "{total} permits in {elapsed_ms} ms at 1000/s"
+    );
+    // An instance asking for less than a lease takes only that.
+    let small = Sku::new("budget-small");
+    let l = store.lease_drain(&small, 3, 1000).await.expect("lease");
+    assert_eq!((l.granted, l.next_in), (3, Duration::ZERO));
+    // The operator's rate is every instance's, whatever each has configured.
+    let set = Sku::new("budget-set");
+    store.set_drain_rate(&set, 50).await.expect("set rate");
+    let l = store.lease_drain(&set, 100, 1000).await.expect("lease");
+    assert_eq!((l.granted, l.rate), (2, 50));
+    assert!(l.next_in > Duration::ZERO && l.next_in <= Duration::from_millis(20));
+}
+
+/// A token sent to several instances is queued once: the first request holds it, later
+/// ones learn its ticket, and once spent everyone learns its outcome; any instance can
+/// tell what became of a ticket that held a token.
+pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
+    let sku = Sku::new("hold");
+    store.init_stock(&sku, 5, None).await.expect("init");
+    let alice = user("alice");
+    let token = token_for(&sku, &alice);
+    let until = unix_millis(std::time::SystemTime::now()) + 60_000;
+    let (first, second) = (TicketId::random(), TicketId::random());
+    let hold = |t: TicketId| {
+        let (store, sku, alice) = (store.clone(), sku.clone(), alice.clone());
+        async move {
+            store
+                .hold_token(&sku, &token, &alice, &t, until)
+                .await
+                .expect("hold")
+        }
+    };
+    assert_eq!(hold(first).await, TokenHold::Held);
+    assert_eq!(hold(second).await, TokenHold::Queued(first));
+    assert_eq!(
+        store.ticket_record(&sku, &first).await.expect("record"),
+        Some(TicketRecord::Queued)
+    );
+    assert_eq!(
+        store.ticket_record(&sku, &second).await.expect("record"),
+        None
+    );
+    // Only the holder lets go.
+    store
+        .release_token(&sku, &token, &second)
+        .await
+        .expect("release");
+    assert_eq!(hold(second).await, TokenHold::Queued(first));
+    let reply = store
+        .reserve(&req(&sku, &alice, token, 1))
+        .await
+        .expect("reserve");
+    let Some(TicketRecord::Decided(decided)) =
+        store.ticket_record(&sku, &first).await.expect("record")
+    else {
+        panic!("the ticket's outcome is in the store");
+    };
+    assert_eq!(decided.outcome, reply.outcome);
+    assert!(decided.replayed);
+    let TokenHold::Spent(spent) = hold(second).await else {
+        panic!("a spent token answers its outcome");
+    };
+    assert_eq!(spent.outcome, reply.outcome);
+    // A refused request lets go of its hold: the token queues again.
+    let other = token_for(&sku, &alice);
+    let refused = TicketId::random();
+    assert_eq!(
+        store
+            .hold_token(&sku, &other, &alice, &refused, until)
+            .await
+            .expect("hold"),
+        TokenHold::Held
+    );
+    store
+        .release_token(&sku, &other, &refused)
+        .await
+        .expect("release");
+    assert_eq!(
+        store.ticket_record(&sku, &refused).await.expect("record"),
+        None
+    );
+    assert_eq!(
+        store
+            .hold_token(&sku, &other, &alice, &second, until)
+            .await
+            .expect("hold"),
+        TokenHold::Held
+    );
+}
+
+/// Each instance reports what it has pending and learns the others' total; a count that
+/// is not renewed runs out, and zero forgets it.
+pub async fn instances_share_their_pending_counts(store: Arc<dyn Store>) {
+    let sku = Sku::new("pending");
+    let long = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .share_pending(&sku, "a", 5, long)
+            .await
+            .expect("share"),
+        0
+    );
+    assert_eq!(
+        store
+            .share_pending(&sku, "b", 3, long)
+            .await
+            .expect("share"),
+        5
+    );
+    assert_eq!(
+        store
+            .share_pending(&sku, "a", 5, long)
+            .await
+            .expect("share"),
+        3
+    );
+    assert_eq!(
+        store
+            .share_pending(&sku, "b", 0, long)
+            .await
+            .expect("share"),
+        5
+    );
+    assert_eq!(
+        store
+            .share_pending(&sku, "a", 4, long)
+            .await
+            .expect("share"),
+        0
+    );
+    // Another sale's counts are its own.
+    assert_eq!(
+        store
+            .share_pending(&Sku::new("pending-other"), "b", 1, long)
+            .await
+            .expect("share"),
+        0
+    );
+    store
+        .share_pending(&sku, "c", 7, Duration::from_millis(1))
+        .await
+        .expect("share");
+    let forgotten = tokio::time::timeout(Duration::from_secs(10), async {
+        while store
+            .share_pending(&sku, "b", 0, long)
+            .await
+            .expect("share")
+            != 4
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        forgotten.is_ok(),
+        "an instance that stopped reporting still counts"
+    );
+}
+
+/// Pause, hold, capacity and drain rate are stored per sale, each on its own: setting one
+/// leaves the others as they were, and another sale's are untouched.
+pub async fn operator_settings_are_kept_with_the_sale(store: Arc<dyn Store>) {
+    use flashgate::store::{SaleControl, SaleControls};
+    let (sale, other) = (Sku::new("controls"), Sku::new("controls-other"));
+    assert_eq!(
+        store.controls(&sale).await.expect("read"),
+        SaleControls::default()
+    );
+    store
+        .set_control(&sale, SaleControl::Paused(true))
+        .await
+        .expect("pause");
+    store
+        .set_control(&sale, SaleControl::Capacity(250))
+        .await
+        .expect("capacity");
+    store
+        .set_control(&sale, SaleControl::Draining(false))
+        .await
+        .expect("hold");
+    store.set_drain_rate(&sale, 7).await.expect("rate");
+    store
+        .set_control(&sale, SaleControl::Paused(false))
+        .await
+        .expect("resume");
+    assert_eq!(
+        store.controls(&sale).await.expect("read"),
+        SaleControls {
+            paused: Some(false),
+            draining: Some(false),
+            capacity: Some(250),
+            drain_rate: Some(7),
+        }
+    );
+    assert_eq!(
+        store.controls(&other).await.expect("read"),
+        SaleControls::default()
+    );
+}
