@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::outcome::Outcome;
 use crate::config::{
     IdentityConfig, LimitsConfig, QueueConfig, SaleConfig, StoreConfig, StoreKind,
 };
@@ -21,7 +20,7 @@ use crate::ratelimit::KeyedLimit;
 use crate::sale::ticket::TicketBook;
 use crate::sale::{Sale, Sales};
 use crate::store::KEY_LAYOUT;
-use crate::store::{StockLoad, StockReading, Store, StoreError, Unspent};
+use crate::store::{Replay, StockLoad, StockReading, Store, StoreError, Unspent};
 use crate::token::TokenSigner;
 use crate::types::{Epoch, OwnerTag, Sku, Token, UserId};
 
@@ -126,17 +125,17 @@ impl SaleContext {
         }
     }
 
-    /// The recorded outcome of `token` if `user` spent it already in `sale`; `unspent`
-    /// says what to do with a token still unspent (see [`super::admission::replay_first`]).
+    /// What the store knows of `token` (`user`'s, in `sale`): its recorded outcome if
+    /// spent, the ticket of the queued request that holds it; `unspent` says what to do
+    /// with a token neither spent nor held (see [`super::admission::replay_first`]).
     pub async fn replay(
         &self,
         sale: &Sale,
         token: &Token,
         user: &UserId,
         unspent: Unspent,
-    ) -> Result<Option<Outcome>, StoreError> {
-        let reply = self.store.replay(&sale.sku, token, user, unspent).await?;
-        Ok(reply.as_ref().map(Outcome::of_reply))
+    ) -> Result<Replay, StoreError> {
+        self.store.replay(&sale.sku, token, user, unspent).await
     }
 
     /// The counters of sale `sku` (every configured sale has them).

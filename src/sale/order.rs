@@ -20,6 +20,7 @@ use crate::cluster::peers::Peers;
 use crate::config::{Overflow, ResponseMode};
 use crate::error::{GatewayError, Refusal};
 use crate::log_throttle::warn_repeated;
+use crate::store::Replay;
 use crate::types::{unix_millis, OrderId, TicketId, Token, UserId};
 
 /// One order request, parsed: who, with which token, for how many units.
@@ -188,19 +189,27 @@ async fn refused(
                 }
             }
         }
-        None => None,
+        None => Replay::Unknown,
     };
-    let stands = match (&refusal, replayed) {
-        (_, None) | (Refusal::SoldOut, Some(Outcome::SoldOut)) => true,
-        (_, Some(_)) => false,
+    let stands = match (&refusal, &replayed) {
+        (_, Replay::Unknown) => true,
+        (Refusal::SoldOut, Replay::Spent(reply)) => {
+            matches!(Outcome::of_reply(reply), Outcome::SoldOut)
+        }
+        (_, Replay::Spent(_) | Replay::Queued(_)) => false,
     };
     if stands {
         count(ctx, sale, refusal.label());
     }
     match replayed {
         // No ticket of this instance followed it: the answer carries none of ours.
-        Some(outcome) => Ok(Placed::Decided(outcome, TicketId::random())),
-        None => Err(refusal.into()),
+        Replay::Spent(reply) => Ok(Placed::Decided(
+            Outcome::of_reply(&reply),
+            TicketId::random(),
+        )),
+        // A request queued with it (maybe on another instance) decides it: join it.
+        Replay::Queued(ticket) => Ok(Placed::Joined(ticket)),
+        Replay::Unknown => Err(refusal.into()),
     }
 }
 
@@ -218,14 +227,15 @@ async fn current_state(ctx: &SaleContext, sale: &Sale, order: OrderId) -> Outcom
     }
 }
 
-/// The recorded outcome of `token` if `user` spent it already, as the answer to give.
+/// What the store knows of `token`: its first outcome if spent, the ticket of the queued
+/// request holding it; a store that does not answer is `store_unavailable`.
 async fn replay(
     ctx: &SaleContext,
     sale: &Sale,
     token: &Token,
     user: &UserId,
     unspent: Unspent,
-) -> Result<Option<Outcome>, GatewayError> {
+) -> Result<Replay, GatewayError> {
     ctx.replay(sale, token, user, unspent).await.map_err(|e| {
         warn_repeated!("cannot read a token's outcome", sku = %sale.sku, error = %e);
         GatewayError::StoreUnavailable
@@ -268,8 +278,13 @@ async fn answered_before(
         return Err(limited.into());
     }
     match replay(ctx, sale, token, user, Unspent::Leave).await? {
-        Some(outcome) => Ok(Some(Placed::Decided(outcome, TicketId::random()))),
-        None => {
+        Replay::Spent(reply) => Ok(Some(Placed::Decided(
+            Outcome::of_reply(&reply),
+            TicketId::random(),
+        ))),
+        // Still queued under its first request (maybe on another instance): join it.
+        Replay::Queued(ticket) => Ok(Some(Placed::Joined(ticket))),
+        Replay::Unknown => {
             count(ctx, sale, "invalid_token");
             Err(GatewayError::InvalidToken)
         }

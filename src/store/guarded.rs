@@ -8,9 +8,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{
-    Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, ReserveReply,
-    ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, Store, StoreError,
-    StoreFuture, TicketRecord, TokenHold, Unspent,
+    Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Replay,
+    ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, Store,
+    StoreError, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
 use super::{DrainSteps, FleetSteps, OutboxSteps, StockSteps, TokenSteps};
 use crate::breaker::CircuitBreaker;
@@ -194,7 +194,7 @@ impl TokenSteps for GuardedStore {
         token: &Token,
         user: &UserId,
         unspent: Unspent,
-    ) -> StoreFuture<'_, Option<ReserveReply>> {
+    ) -> StoreFuture<'_, Replay> {
         self.call_for(sku, "replay", self.inner.replay(sku, token, user, unspent))
     }
 

@@ -142,6 +142,19 @@ pub enum TokenHold {
     Spent(ReserveReply),
 }
 
+/// What a replay found of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Spent, now or before: its outcome (as reserve answers a replay).
+    Spent(ReserveReply),
+    /// Unspent and held by the request queued under this ticket (maybe on another
+    /// instance): that request decides it, so a double click joins it and the token is
+    /// left unspent whatever `Unspent` asked.
+    Queued(TicketId),
+    /// Unspent and left so, or another user's.
+    Unknown,
+}
+
 /// What the store knows of a ticket that held a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TicketRecord {

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::{
-    Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, ReserveReply,
-    ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, StoreFuture, TicketRecord,
-    TokenHold, Unspent,
+    Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Replay,
+    ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, StoreFuture,
+    TicketRecord, TokenHold, Unspent,
 };
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 
@@ -48,14 +48,16 @@ pub trait TokenSteps: Send + Sync + 'static {
     fn reserve(&self, req: &ReserveRequest) -> StoreFuture<'_, ReserveReply>;
 
     /// A spent token's recorded outcome; a token `user` holds unspent is left so or spent
-    /// as sold out, as `unspent` says. `None` if the token is not this user's (or unknown).
+    /// as sold out, as `unspent` says, unless a queued request holds it
+    /// ([`hold_token`](Self::hold_token)): then that request's ticket, the token left
+    /// unspent. [`Replay::Unknown`] if the token is not this user's (or unknown).
     fn replay(
         &self,
         sku: &Sku,
         token: &Token,
         user: &UserId,
         unspent: Unspent,
-    ) -> StoreFuture<'_, Option<ReserveReply>>;
+    ) -> StoreFuture<'_, Replay>;
 
     /// Holds `token` (this `user`'s, unspent) for the queued request `ticket` until
     /// `until_ms` (Unix ms), so that the same token sent to another instance joins this
@@ -70,7 +72,9 @@ pub trait TokenSteps: Send + Sync + 'static {
         until_ms: u64,
     ) -> StoreFuture<'_, TokenHold>;
 
-    /// Lets go of `token` if `ticket` holds it (its request was refused after all).
+    /// Lets go of `token` if `ticket` holds it (its request was refused after all, or ended
+    /// leaving it unspent): the token may be held again. What became of `ticket` stays
+    /// readable ([`ticket_record`](Self::ticket_record)) until its hold would have run out.
     fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()>;
 
     /// What became of the request behind `ticket`, if a token was held for it in `sku`.

@@ -283,6 +283,106 @@ async fn stock_aware_admission_counts_every_instances_pending_requests() {
     .await;
 }
 
+/// Review finding: a double click that reached another instance, while the sale looked
+/// sold out there (its stock covered by requests queued elsewhere), was answered sold out
+/// and spent the token as such; the first request, queued first in line with stock left
+/// for it, then ended sold out too. A token held by a queued request is that request's:
+/// the double click joins it, whatever the other instance would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_click_elsewhere_joins_the_queued_request_though_the_sale_looks_sold_out_there() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 2\n";
+    let text = |id| {
+        async_config(&up, &redis, id, sale).replace(
+            "response = \"async\"\n",
+            "response = \"async\"\nadmit_factor = 1.0\n",
+        )
+    };
+    let a = gateway(&text("gw-a")).await;
+    let b = gateway(&text("gw-b")).await;
+    for gw in [&a, &b] {
+        admin(gw.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    }
+    let mut tokens = Vec::new();
+    let mut tickets = Vec::new();
+    for u in 0..2 {
+        let user = format!("a{u}");
+        let t = token_for(a.public_addr, "phone", &user).await;
+        let queued = order(a.public_addr, "phone", &user, &t).await;
+        assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
+        tickets.push(
+            queued.json()["ticket"]
+                .as_str()
+                .expect("a ticket")
+                .to_owned(),
+        );
+        tokens.push(t);
+    }
+    until("b to learn a's pending requests", || async {
+        admin(b.admin_addr, "GET", "/admin/sales", "").await["sales"][0]["pending_elsewhere"] == 2
+    })
+    .await;
+    // Someone else is refused there: the stock is covered.
+    let late = token_for(b.public_addr, "phone", "late").await;
+    assert_refused(
+        &order(b.public_addr, "phone", "late", &late).await,
+        StatusCode::GONE,
+        "sold_out",
+    );
+    // The first in line clicks again, on b: it joins its request.
+    let again = order(b.public_addr, "phone", "a0", &tokens[0]).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.json());
+    assert_eq!(again.json()["ticket"], tickets[0].as_str());
+    admin(a.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    for ticket in &tickets {
+        until("each queued request to win its unit", || async {
+            matches!(
+                poll(a.public_addr, ticket).await.json()["status"].as_str(),
+                Some("reserved" | "confirmed")
+            )
+        })
+        .await;
+    }
+    assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "0");
+}
+
+/// Review finding: a request still queued when its instance stopped gracefully ends
+/// `shutting_down`, its token unspent; polled on another instance, its ticket was mostly
+/// answered 404 (as if it never existed: the hold's release took the ticket's record with
+/// it). It is 410 `ticket_lost`: resubmit the token, which then buys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_queued_on_an_instance_that_stopped_gracefully_says_to_resubmit() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 2\n";
+    let a = gateway(&async_config(&up, &redis, "gw-a", sale)).await;
+    let b = gateway(&async_config(&up, &redis, "gw-b", sale)).await;
+    admin(a.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    let token = token_for(a.public_addr, "phone", "alice").await;
+    let queued = order(a.public_addr, "phone", "alice", &token).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
+    let ticket = queued.json()["ticket"]
+        .as_str()
+        .expect("a ticket")
+        .to_owned();
+    a.shutdown();
+    guarded("a to stop", a.wait()).await.expect("a stops");
+    let b_public = b.public_addr;
+    until("b to answer the ticket of a's stopped request", || {
+        let ticket = ticket.clone();
+        async move { poll(b_public, &ticket).await.status != StatusCode::SERVICE_UNAVAILABLE }
+    })
+    .await;
+    assert_refused(
+        &poll(b.public_addr, &ticket).await,
+        StatusCode::GONE,
+        "ticket_lost",
+    );
+    let again = order(b.public_addr, "phone", "alice", &token).await;
+    assert!(again.status.is_success(), "{:?}", again.json());
+}
+
 /// Review finding: a token spent before it expired, resubmitted after its expiry to an
 /// instance without its ticket, was refused 422 although the store still held its first
 /// outcome (invariant 3: the same token gets the same answer, on any instance).

@@ -3,14 +3,21 @@
 -- this user has not spent, with the edge's answer (sold out) as its outcome: a request for
 -- it that is still on its way (a reply held in the network, a retry queued elsewhere) then
 -- replays that answer instead of reserving after the user was told sold out.
--- KEYS: 1 token record, 2 stock.
+-- A token held by a queued request (hold_token.lua), on this instance or another, is that
+-- request's to decide: its ticket is returned and the token left unspent, so that a double
+-- click joins the request instead of spending the token as sold out under it.
+-- KEYS: 1 token record, 2 stock, 3 the token's hold.
 -- ARGV: 1 user, 2 order key prefix (same hash tag, same slot), 3 'spend' or '',
 --       4 replay ttl (ms), 5 the token's expiry (Unix ms).
 -- Returns {kind, order_id, remaining, replayed, order_state} as reserve.lua does (replayed
--- 0 when this call spent it), or {'none'} when the token is unspent (and left so) or
--- another user's.
+-- 0 when this call spent it), {'queued', ticket} when a queued request holds it, or
+-- {'none'} when the token is unspent (and left so) or another user's.
 local tok = redis.call('HMGET', KEYS[1], 'u', 's', 'k', 'o', 'r')
 if not tok[1] then
+  local held = redis.call('GET', KEYS[3])
+  if held then
+    return {'queued', held}
+  end
   if ARGV[3] ~= 'spend' then
     return {'none'}
   end

@@ -69,6 +69,9 @@ struct SaleData {
     /// Tokens held by queued requests (see [`Store::hold_token`]), and their tickets.
     holds: HashMap<Token, (TicketId, Instant)>,
     held_by: HashMap<TicketId, Token>,
+    /// Tickets whose hold was let go, by the deadline their record is kept until (the
+    /// hold's), earliest first.
+    released: BTreeSet<(Instant, TicketId)>,
     /// The holds by deadline, earliest first.
     hold_expiry: BTreeSet<(Instant, Token)>,
     orders: HashMap<OrderId, (Order, OrderState)>,
@@ -90,6 +93,7 @@ impl SaleData {
             token_expiry: BTreeSet::new(),
             holds: HashMap::new(),
             held_by: HashMap::new(),
+            released: BTreeSet::new(),
             hold_expiry: BTreeSet::new(),
             orders: HashMap::new(),
             outbox: VecDeque::new(),
@@ -138,6 +142,21 @@ impl SaleData {
             }
             self.hold_expiry.pop_first();
             self.unhold(&token);
+        }
+        while let Some(&(deadline, ticket)) = self.released.first() {
+            if deadline > now {
+                break;
+            }
+            self.released.pop_first();
+            self.held_by.remove(&ticket);
+        }
+    }
+
+    /// Lets go of `token`'s hold, keeping its ticket's record until the hold's deadline.
+    fn release(&mut self, token: &Token) {
+        if let Some((ticket, deadline)) = self.holds.remove(token) {
+            self.hold_expiry.remove(&(deadline, *token));
+            self.released.insert((deadline, ticket));
         }
     }
 

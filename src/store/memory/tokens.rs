@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, ready, MemoryStore, SpentToken};
 use crate::store::{
-    OrderState, Reservation, ReserveReply, ReserveRequest, StoreFuture, TicketRecord, TokenHold,
-    TokenSteps, Unspent,
+    OrderState, Replay, Reservation, ReserveReply, ReserveRequest, StoreFuture, TicketRecord,
+    TokenHold, TokenSteps, Unspent,
 };
 use crate::types::unix_millis;
 use crate::types::{OrderId, Sku, TicketId, Token, UserId};
@@ -22,14 +22,19 @@ impl TokenSteps for MemoryStore {
         token: &Token,
         user: &UserId,
         unspent: Unspent,
-    ) -> StoreFuture<'_, Option<ReserveReply>> {
+    ) -> StoreFuture<'_, Replay> {
         ready(self.sale(sku).map(|sale| {
             let mut d = lock(&sale);
             let now = Instant::now();
             d.sweep(now);
+            let held = d.holds.get(token).map(|(ticket, _)| *ticket);
             match d.tokens.get(token) {
-                Some((spent, _)) if spent.user == *user => Some(d.replay_of(&spent.outcome)),
-                Some(_) => None,
+                Some((spent, _)) if spent.user == *user => {
+                    Replay::Spent(d.replay_of(&spent.outcome))
+                }
+                Some(_) => Replay::Unknown,
+                // Held by a queued request: that request decides it.
+                None if held.is_some() => Replay::Queued(held.unwrap_or_else(TicketId::random)),
                 None if unspent == Unspent::SpendAsSoldOut => {
                     let outcome = Reservation::SoldOut { remaining: d.stock };
                     let record = SpentToken {
@@ -38,13 +43,13 @@ impl TokenSteps for MemoryStore {
                     };
                     let until = self.spent_until(token, now);
                     d.remember(*token, record, until);
-                    Some(ReserveReply {
+                    Replay::Spent(ReserveReply {
                         outcome,
                         replayed: false,
                         state: None,
                     })
                 }
-                None => None,
+                None => Replay::Unknown,
             }
         }))
     }
@@ -85,7 +90,7 @@ impl TokenSteps for MemoryStore {
         ready(self.sale(sku).map(|sale| {
             let mut d = lock(&sale);
             if d.holds.get(token).is_some_and(|(held, _)| held == ticket) {
-                d.unhold(token);
+                d.release(token);
             }
         }))
     }

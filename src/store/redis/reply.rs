@@ -6,7 +6,7 @@ use redis::Value;
 
 use super::unavailable;
 use crate::store::{Order, OrderState, Reservation, ReserveReply, StoreError};
-use crate::types::{OrderId, Sku, MAX_STOCK};
+use crate::types::{OrderId, Sku, TicketId, MAX_STOCK};
 
 /// A stock figure from Redis (an integer reply or text). A negative one means stock was
 /// oversold (or set wrong by hand) and trips the oversell guard instead of being read as
@@ -102,4 +102,13 @@ pub(super) fn entries_of(v: &Value) -> Vec<(String, HashMap<String, String>)> {
             Some((id, map))
         })
         .collect()
+}
+
+/// The ticket of a `{'queued', ticket}` answer: the request that holds a token.
+pub(super) fn held_by(reply: &[Value]) -> Result<TicketId, StoreError> {
+    reply
+        .get(1)
+        .and_then(text)
+        .and_then(|t| TicketId::parse(&t))
+        .ok_or_else(|| StoreError::Rejected("a token's hold names no ticket".into()))
 }

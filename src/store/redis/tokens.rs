@@ -3,11 +3,11 @@
 
 use redis::{AsyncCommands, Value};
 
-use super::reply::{reserve_reply, text};
+use super::reply::{held_by, reserve_reply, text};
 use super::RedisStore;
 use crate::store::{
-    OrderState, ReserveReply, ReserveRequest, StoreError, StoreFuture, TicketRecord, TokenHold,
-    TokenSteps, Unspent,
+    OrderState, Replay, ReserveReply, ReserveRequest, StoreError, StoreFuture, TicketRecord,
+    TokenHold, TokenSteps, Unspent,
 };
 use crate::types::{OrderId, Sku, TicketId, Token, UserId};
 
@@ -23,7 +23,7 @@ impl TokenSteps for RedisStore {
         token: &Token,
         user: &UserId,
         unspent: Unspent,
-    ) -> StoreFuture<'_, Option<ReserveReply>> {
+    ) -> StoreFuture<'_, Replay> {
         let k = self.keys(sku);
         let (sku, token, user) = (sku.clone(), *token, user.clone());
         Box::pin(async move {
@@ -34,6 +34,7 @@ impl TokenSteps for RedisStore {
                         .replay
                         .key(k.token(&token))
                         .key(k.stock())
+                        .key(k.hold(&token))
                         .arg(user.as_str())
                         .arg(k.order_prefix())
                         .arg(match unspent {
@@ -45,10 +46,11 @@ impl TokenSteps for RedisStore {
                         .invoke_async(&mut c),
                 )
                 .await?;
-            if reply.first().and_then(text).as_deref() == Some("none") {
-                return Ok(None);
+            match reply.first().and_then(text).as_deref() {
+                Some("none") => Ok(Replay::Unknown),
+                Some("queued") => held_by(&reply).map(Replay::Queued),
+                _ => reserve_reply(&reply, &sku).map(Replay::Spent),
             }
-            reserve_reply(&reply, &sku).map(Some)
         })
     }
 
@@ -81,12 +83,7 @@ impl TokenSteps for RedisStore {
                 .await?;
             match reply.first().and_then(text).as_deref() {
                 Some("held") => Ok(TokenHold::Held),
-                Some("queued") => reply
-                    .get(1)
-                    .and_then(text)
-                    .and_then(|t| TicketId::parse(&t))
-                    .map(TokenHold::Queued)
-                    .ok_or_else(|| StoreError::Rejected("a token's hold names no ticket".into())),
+                Some("queued") => held_by(&reply).map(TokenHold::Queued),
                 Some("spent") => {
                     reserve_reply(reply.get(1..).unwrap_or_default(), &sku).map(TokenHold::Spent)
                 }
@@ -105,7 +102,6 @@ impl TokenSteps for RedisStore {
                     self.scripts
                         .release_token
                         .key(k.hold(&token))
-                        .key(k.ticket(&ticket))
                         .arg(ticket.as_str())
                         .invoke_async(&mut c),
                 )

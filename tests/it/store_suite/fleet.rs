@@ -168,9 +168,11 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
         .release_token(&sku, &other, &refused)
         .await
         .expect("release");
+    // Its ticket still says nothing was reserved for it (a poll elsewhere answers
+    // ticket_lost, not "no such ticket": review finding), until the hold would have ended.
     assert_eq!(
         store.ticket_record(&sku, &refused).await.expect("record"),
-        None
+        Some(TicketRecord::Queued)
     );
     assert_eq!(
         store
@@ -288,5 +290,70 @@ pub async fn operator_settings_are_kept_with_the_sale(store: Arc<dyn Store>) {
     assert_eq!(
         store.controls(&other).await.expect("read"),
         SaleControls::default()
+    );
+}
+
+/// A replay never spends a token a queued request holds, whatever it is asked: it names
+/// that request's ticket, so a double click on any instance joins it (review finding: a
+/// double click answered sold out elsewhere burned the token under its queued request).
+pub async fn a_replay_leaves_a_held_token_to_its_request(store: Arc<dyn Store>) {
+    let sku = Sku::new("held-replay");
+    store.init_stock(&sku, 5, None).await.expect("init");
+    let alice = user("alice");
+    let token = token_for(&sku, &alice);
+    let until = unix_millis(std::time::SystemTime::now()) + 60_000;
+    let ticket = TicketId::random();
+    let held = store
+        .hold_token(&sku, &token, &alice, &ticket, until)
+        .await
+        .expect("hold");
+    assert_eq!(held, TokenHold::Held);
+    for unspent in [Unspent::SpendAsSoldOut, Unspent::Leave] {
+        assert_eq!(
+            store
+                .replay(&sku, &token, &alice, unspent)
+                .await
+                .expect("replay"),
+            Replay::Queued(ticket),
+            "{unspent:?}"
+        );
+    }
+    // The queued request still buys with it.
+    let reply = store
+        .reserve(&req(&sku, &alice, token, 1))
+        .await
+        .expect("reserve");
+    assert!(
+        matches!(reply.outcome, Reservation::Reserved { .. }),
+        "{reply:?}"
+    );
+    // Spent now: the replay answers its outcome, the hold no longer matters.
+    let replayed = store
+        .replay(&sku, &token, &alice, Unspent::SpendAsSoldOut)
+        .await
+        .expect("replay");
+    assert!(
+        matches!(&replayed, Replay::Spent(r) if r.outcome == reply.outcome),
+        "{replayed:?}"
+    );
+    // Let go (its request was refused): a replay may spend it as sold out again.
+    let other = token_for(&sku, &user("bob"));
+    let bobs = TicketId::random();
+    let bob = user("bob");
+    store
+        .hold_token(&sku, &other, &bob, &bobs, until)
+        .await
+        .expect("hold");
+    store
+        .release_token(&sku, &other, &bobs)
+        .await
+        .expect("release");
+    let burned = store
+        .replay(&sku, &other, &bob, Unspent::SpendAsSoldOut)
+        .await
+        .expect("replay");
+    assert!(
+        matches!(&burned, Replay::Spent(r) if matches!(r.outcome, Reservation::SoldOut { .. })),
+        "{burned:?}"
     );
 }

@@ -23,6 +23,7 @@ macro_rules! store_suite {
             members_come_and_go,
             the_drain_rate_is_one_budget,
             a_token_is_held_by_one_queued_request,
+            a_replay_leaves_a_held_token_to_its_request,
             instances_share_their_pending_counts,
             operator_settings_are_kept_with_the_sale
         );
@@ -51,11 +52,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashgate::store::{
-    Compensation, Confirmation, Member, OrderState, Reservation, ReserveRequest, StockLoad, Store,
-    StoreError, TicketRecord, TokenHold, Unspent,
+    Compensation, Confirmation, Member, OrderState, Replay, Reservation, ReserveReply,
+    ReserveRequest, StockLoad, Store, StoreError, TicketRecord, TokenHold, Unspent,
 };
 use flashgate::token::TokenSigner;
 use flashgate::types::{unix_millis, Epoch, OrderId, Sku, TicketId, Token, UserId, MAX_STOCK};
+
+/// A replay's reply if it found the token spent; `None` if it found nothing (a token held
+/// by a queued request is not expected where this is used).
+fn spent(r: Replay) -> Option<ReserveReply> {
+    match r {
+        Replay::Spent(reply) => Some(reply),
+        Replay::Unknown => None,
+        Replay::Queued(ticket) => panic!("held by {ticket}, not spent"),
+    }
+}
 
 const TTL: Duration = Duration::from_secs(300);
 

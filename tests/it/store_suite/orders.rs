@@ -18,10 +18,12 @@ pub async fn replays_answer_the_orders_state_now(store: Arc<dyn Store>) {
     let Reservation::Reserved { order_id, .. } = first.outcome else {
         panic!("not reserved: {first:?}");
     };
-    let read = store
-        .replay(&sku, &t, &alice, Unspent::Leave)
-        .await
-        .expect("replay");
+    let read = spent(
+        store
+            .replay(&sku, &t, &alice, Unspent::Leave)
+            .await
+            .expect("replay"),
+    );
     assert_eq!(
         read.map(|r| (r.outcome, r.state)),
         Some((first.outcome.clone(), Some(OrderState::Reserved)))
@@ -31,7 +33,7 @@ pub async fn replays_answer_the_orders_state_now(store: Arc<dyn Store>) {
             .replay(&sku, &t, &bob, Unspent::SpendAsSoldOut)
             .await
             .expect("replay"),
-        None,
+        Replay::Unknown,
         "not bob's"
     );
     assert_eq!(
@@ -39,14 +41,16 @@ pub async fn replays_answer_the_orders_state_now(store: Arc<dyn Store>) {
             .replay(&sku, &unspent, &alice, Unspent::Leave)
             .await
             .expect("replay"),
-        None,
+        Replay::Unknown,
         "not spent"
     );
     // Spent as sold out: a request for it still on its way replays that, reserves nothing.
-    let burned = store
-        .replay(&sku, &unspent, &alice, Unspent::SpendAsSoldOut)
-        .await
-        .expect("replay");
+    let burned = spent(
+        store
+            .replay(&sku, &unspent, &alice, Unspent::SpendAsSoldOut)
+            .await
+            .expect("replay"),
+    );
     assert!(
         matches!(burned, Some(ref r) if matches!(r.outcome, Reservation::SoldOut { remaining: 4 })),
         "{burned:?}"
@@ -72,10 +76,12 @@ pub async fn replays_answer_the_orders_state_now(store: Arc<dyn Store>) {
         (again.replayed, again.outcome, again.state),
         (true, first.outcome.clone(), Some(OrderState::Failed))
     );
-    let read = store
-        .replay(&sku, &t, &alice, Unspent::Leave)
-        .await
-        .expect("replay");
+    let read = spent(
+        store
+            .replay(&sku, &t, &alice, Unspent::Leave)
+            .await
+            .expect("replay"),
+    );
     assert_eq!(read.and_then(|r| r.state), Some(OrderState::Failed));
 }
 
@@ -145,11 +151,13 @@ pub async fn foreign_tokens_are_invalid(store: Arc<dyn Store>) {
         .expect("reserve");
     assert_eq!(reply.outcome, Reservation::InvalidToken);
     assert_eq!(store.stock(&sku).await.expect("stock").units, 4);
-    assert!(store
-        .replay(&sku, &token, &bob, Unspent::SpendAsSoldOut)
-        .await
-        .expect("replay")
-        .is_none());
+    assert_eq!(
+        store
+            .replay(&sku, &token, &bob, Unspent::SpendAsSoldOut)
+            .await
+            .expect("replay"),
+        Replay::Unknown
+    );
     // Alice still gets her answer.
     assert!(
         store
