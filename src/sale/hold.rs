@@ -86,7 +86,7 @@ pub(super) async fn hold(
 /// True when the request of ticket `other` that holds a token is gone, or ended leaving
 /// the token unspent: its hold outlived it (its instance stopped, a release was lost, or
 /// the hold's reply was lost and the request never queued).
-async fn is_stale(ctx: &SaleContext, peers: &Peers, other: &TicketId) -> bool {
+pub(super) async fn is_stale(ctx: &SaleContext, peers: &Peers, other: &TicketId) -> bool {
     if other.owner() == ctx.owner {
         // On its way into the queue (a double click's first request): not stale. Read
         // before the book: a request is put in the book before it stops arriving, so "not

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::admission::{self, Unspent};
 use super::context::SaleContext;
-use super::hold::{hold, Held, HoldGuard};
+use super::hold::{hold, is_stale, Held, HoldGuard};
 use super::outcome::Outcome;
 use super::ticket::TicketStatus;
 use super::Sale;
@@ -74,7 +74,7 @@ pub async fn place(
         count(ctx, &sale, "invalid_token");
         return Err(GatewayError::InvalidToken);
     }
-    if let Some(answer) = answered_before(ctx, &sale, &token, &user, ip).await? {
+    if let Some(answer) = answered_before(ctx, peers, &sale, &token, &user, ip).await? {
         return Ok(answer);
     }
     let decided = Instant::now();
@@ -110,7 +110,7 @@ pub async fn place(
             count_full(ctx, &sale);
             return Ok(Placed::QueueFull);
         }
-        Err(refusal) => return refused(ctx, &sale, &token, &user, ip, refusal).await,
+        Err(refusal) => return refused(ctx, peers, &sale, &token, &user, ip, refusal).await,
     };
     queue(ctx, &sale, held, slot, user, token, quantity).await
 }
@@ -167,6 +167,7 @@ async fn queue(
 /// spent now as sold out is refused sold out; an earlier order is a replay).
 async fn refused(
     ctx: &SaleContext,
+    peers: Option<&Peers>,
     sale: &Sale,
     token: &Token,
     user: &UserId,
@@ -181,7 +182,7 @@ async fn refused(
                 count(ctx, sale, limited.label());
                 return Err(limited.into());
             }
-            match replay(ctx, sale, token, user, unspent).await {
+            match replay_unless_stale(ctx, peers, sale, token, user, unspent).await {
                 Ok(replayed) => replayed,
                 Err(e) => {
                     count(ctx, sale, refusal.label());
@@ -227,6 +228,28 @@ async fn current_state(ctx: &SaleContext, sale: &Sale, order: OrderId) -> Outcom
     }
 }
 
+/// [`replay`], except that a hold whose request is gone (see [`super::hold`]) is let go and
+/// the token replayed again: a dead request can no longer decide the token, and joining it
+/// would send the buyer from `ticket_lost` back to the same ticket until the hold ran out.
+async fn replay_unless_stale(
+    ctx: &SaleContext,
+    peers: Option<&Peers>,
+    sale: &Sale,
+    token: &Token,
+    user: &UserId,
+    unspent: Unspent,
+) -> Result<Replay, GatewayError> {
+    let replayed = replay(ctx, sale, token, user, unspent).await?;
+    let (Replay::Queued(other), Some(peers)) = (&replayed, peers) else {
+        return Ok(replayed);
+    };
+    if !is_stale(ctx, peers, other).await {
+        return Ok(replayed);
+    }
+    let _ = ctx.store.release_token(&sale.sku, token, other).await;
+    replay(ctx, sale, token, user, unspent).await
+}
+
 /// What the store knows of `token`: its first outcome if spent, the ticket of the queued
 /// request holding it; a store that does not answer is `store_unavailable`.
 async fn replay(
@@ -246,6 +269,7 @@ async fn replay(
 /// ticket book's, else the store's, read with a rate credit); `None` for a fresh token.
 async fn answered_before(
     ctx: &SaleContext,
+    peers: Option<&Peers>,
     sale: &Sale,
     token: &Token,
     user: &UserId,
@@ -277,7 +301,7 @@ async fn answered_before(
         count(ctx, sale, limited.label());
         return Err(limited.into());
     }
-    match replay(ctx, sale, token, user, Unspent::Leave).await? {
+    match replay_unless_stale(ctx, peers, sale, token, user, Unspent::Leave).await? {
         Replay::Spent(reply) => Ok(Some(Placed::Decided(
             Outcome::of_reply(&reply),
             TicketId::random(),

@@ -383,6 +383,54 @@ async fn a_ticket_queued_on_an_instance_that_stopped_gracefully_says_to_resubmit
     assert!(again.status.is_success(), "{:?}", again.json());
 }
 
+/// A token held by a request whose instance died, resubmitted where the sale is sold out:
+/// the dead request cannot decide it, so the hold is let go and the token is answered sold
+/// out (joining the dead request would send the buyer round from ticket_lost to the same
+/// ticket until the hold ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_held_by_a_dead_request_is_answered_sold_out_where_the_sale_sold_out() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let dir = std::env::temp_dir().join(format!("flashgate-fleet-dead-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("a.toml");
+    let fast = |id| {
+        async_config(&up, &redis, id, sale).replace("member_ttl = \"2s\"", "member_ttl = \"300ms\"")
+    };
+    std::fs::write(&cfg, fast("gw-a")).expect("config");
+    let (mut a, a_public, a_admin) = spawn_binary(&cfg);
+    let b = gateway(&fast("gw-b")).await;
+    admin(a_admin, "POST", "/admin/sales/phone/hold", "").await;
+    let token = token_for(a_public, "phone", "alice").await;
+    let queued = order(a_public, "phone", "alice", &token).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED);
+    let ticket = queued.json()["ticket"].as_str().expect("ticket").to_owned();
+    until("b to know a", || async {
+        poll(b.public_addr, &ticket).await.status == StatusCode::OK
+    })
+    .await;
+    a.kill();
+    until("the ticket to be lost", || async {
+        poll(b.public_addr, &ticket).await.status == StatusCode::GONE
+    })
+    .await;
+    admin(
+        b.admin_addr,
+        "PUT",
+        "/admin/sales/phone/stock",
+        r#"{"units":0}"#,
+    )
+    .await;
+    until("b to see the sale sold out", || async {
+        admin(b.admin_addr, "GET", "/admin/sales", "").await["sales"][0]["remaining"] == 0
+    })
+    .await;
+    let again = order(b.public_addr, "phone", "alice", &token).await;
+    assert_refused(&again, StatusCode::GONE, "sold_out");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Review finding: a token spent before it expired, resubmitted after its expiry to an
 /// instance without its ticket, was refused 422 although the store still held its first
 /// outcome (invariant 3: the same token gets the same answer, on any instance).
