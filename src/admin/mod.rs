@@ -129,8 +129,16 @@ impl Admin {
             return GatewayError::Unauthorized.into_response();
         }
         let ctx = &self.inner.ctx;
-        match TicketId::parse(id).and_then(|id| Some((id, ctx.tickets.get(&id)?))) {
-            Some((id, ticket)) => ticket_view(ctx, id, &ticket),
+        let Some(id) = TicketId::parse(id) else {
+            return GatewayError::UnknownTicket.into_response();
+        };
+        // Read before the book (a request enters the book before it stops arriving): one
+        // on its way into the queue, its token held but its place not taken yet, is not
+        // gone, only not answerable yet; taken for gone, its hold would be let go.
+        let arriving = ctx.tickets.is_arriving(&id);
+        match ctx.tickets.get(&id) {
+            Some(ticket) => ticket_view(ctx, id, &ticket),
+            None if arriving => GatewayError::TicketUnavailable.into_response(),
             None => GatewayError::UnknownTicket.into_response(),
         }
     }

@@ -21,6 +21,8 @@ pub struct Membership {
     ttl: Duration,
     /// The live instances as the last announcement found them, and when.
     view: RwLock<Option<(Instant, Vec<Member>)>>,
+    /// Held while the view is read afresh for a lookup ([`Membership::locate`]).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// Where the instance that issued a ticket is, as far as this one knows.
@@ -68,6 +70,7 @@ impl Membership {
             heartbeat: cfg.heartbeat,
             ttl: cfg.member_ttl,
             view: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -108,6 +111,29 @@ impl Membership {
             None if at.elapsed() < self.ttl => Whereabouts::Gone,
             None => Whereabouts::Unknown,
         }
+    }
+
+    /// Where the instance of incarnation `owner` is, like [`whereabouts`](Self::whereabouts),
+    /// except that an owner the view does not list is looked up in the store's list read
+    /// afresh: an instance started since the last heartbeat is not gone. Lookups that wait
+    /// meanwhile share that one read.
+    pub async fn locate(&self, owner: &OwnerTag) -> Whereabouts {
+        let asked = Instant::now();
+        match self.whereabouts(owner) {
+            Whereabouts::Gone => {}
+            known => return known,
+        }
+        let _one = self.refreshing.lock().await;
+        let fresh = |view: &Option<(Instant, Vec<Member>)>| {
+            view.as_ref().is_some_and(|(at, _)| *at >= asked)
+        };
+        if !fresh(&self.view.read().unwrap_or_else(PoisonError::into_inner)) {
+            let reading = Instant::now();
+            if let Ok(live) = self.store.members().await {
+                *self.view.write().unwrap_or_else(PoisonError::into_inner) = Some((reading, live));
+            }
+        }
+        self.whereabouts(owner)
     }
 
     /// The live instances, as the store has them now.

@@ -77,7 +77,7 @@ impl Peers {
 
     /// Asks the instance that issued `ticket` about it.
     pub async fn ask_ticket(&self, ticket: &TicketId) -> Asked {
-        let owner = match self.membership.whereabouts(&ticket.owner()) {
+        let owner = match self.membership.locate(&ticket.owner()).await {
             Whereabouts::Live(m) => m,
             Whereabouts::Gone => return Asked::Gone,
             Whereabouts::Unknown => return Asked::Unreachable,

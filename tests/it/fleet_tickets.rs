@@ -431,6 +431,85 @@ async fn a_token_held_by_a_dead_request_is_answered_sold_out_where_the_sale_sold
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Review finding: a request on its way into a queue (its token held in the store, its
+/// place not taken yet) was unknown (404) to the other instances that asked about its
+/// ticket, which took its hold for stale and let it go: a double click there then spent
+/// the token under it. Its owner now says it cannot answer yet, and the click joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_its_way_into_the_queue_keeps_its_hold_against_a_double_click() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let a = instance(&up, &redis, "gw-a", sale).await;
+    let b = instance(&up, &redis, "gw-b", sale).await;
+    let (sku, alice) = (
+        flashgate::types::Sku::new("phone"),
+        flashgate::types::UserId::parse("alice").expect("user"),
+    );
+    let now = flashgate::types::unix_millis(std::time::SystemTime::now());
+    let ctx = a.context();
+    let token = ctx.tokens.issue(&sku, &alice, now + 60_000);
+    // As a's order path leaves it between holding the token and taking its place.
+    let ticket = ctx.tokens.new_ticket(&ctx.owner);
+    ctx.tickets.set_arriving(&ticket, true);
+    let held = ctx
+        .store
+        .hold_token(&sku, &token, &alice, &ticket, now + 60_000)
+        .await
+        .expect("hold");
+    assert_eq!(held, flashgate::store::TokenHold::Held);
+    // b refuses orders now; the double click is answered by the request that holds it.
+    admin(b.admin_addr, "POST", "/admin/sales/phone/pause", "").await;
+    let click = order(b.public_addr, "phone", "alice", &token.to_string()).await;
+    assert_eq!(click.status, StatusCode::ACCEPTED, "{:?}", click.json());
+    assert_eq!(click.json()["ticket"], ticket.to_string());
+    assert_eq!(
+        redis.command(&["GET", &format!("flashgate:{{phone}}:hold:{token}")]),
+        ticket.to_string(),
+        "the hold is still the arriving request's"
+    );
+}
+
+/// Review finding: an instance that started after another's last look at the list of
+/// instances was taken for gone by it, for up to a heartbeat: its tickets polled there
+/// answered ticket_lost while queued. A ticket whose owner the view does not list is
+/// looked up in the store's list first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_of_an_instance_started_since_the_last_heartbeat_is_not_lost() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    // b looks at the list once, at its start, and not again for an hour.
+    let b = gateway(
+        &async_config(&up, &redis, "gw-b", sale)
+            .replace("heartbeat = \"20ms\"", "heartbeat = \"1h\"")
+            .replace("member_ttl = \"2s\"", "member_ttl = \"2h\""),
+    )
+    .await;
+    until("b to have looked at the list", || async {
+        instances(b.admin_addr).await["instances"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    })
+    .await;
+    let c = gateway(&async_config(&up, &redis, "gw-c", sale)).await;
+    until("c to be announced", || async {
+        ids(&instances(c.admin_addr).await).contains(&"gw-c".to_owned())
+    })
+    .await;
+    admin(c.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    let token = token_for(c.public_addr, "phone", "alice").await;
+    let queued = order(c.public_addr, "phone", "alice", &token).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
+    let ticket = queued.json()["ticket"]
+        .as_str()
+        .expect("a ticket")
+        .to_owned();
+    let polled = poll(b.public_addr, &ticket).await;
+    assert_eq!(polled.status, StatusCode::OK, "{:?}", polled.json());
+    assert_eq!(polled.json()["status"], "queued");
+}
+
 /// Review finding: a token spent before it expired, resubmitted after its expiry to an
 /// instance without its ticket, was refused 422 although the store still held its first
 /// outcome (invariant 3: the same token gets the same answer, on any instance).
