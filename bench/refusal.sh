@@ -40,6 +40,23 @@ http {
 }
 CONF
 
+# Orders carry a signed token (a forged one would be refused 422 before the sold-out flag
+# is read): signed here under the bench's own secret, as src/token.rs signs them, valid
+# for an hour.
+SECRET=bench-refusal-secret-0123456789
+TOKEN=$(python3 - "$SECRET" <<'PY'
+import hashlib, hmac, os, struct, sys, time
+head = struct.pack(">Q", int(time.time() * 1000) + 3_600_000) + os.urandom(8)
+msg = b"flashgate-token-v1"
+for part in (b"phone", b"crowd-member"):
+    msg += struct.pack(">H", len(part)) + part
+tag = hmac.new(sys.argv[1].encode(), msg + head, hashlib.sha256).digest()[:16]
+print((head + tag).hex())
+PY
+)
+# Not FLASHGATE_…: the gateway reads those as config overrides.
+export BENCH_SALE_TOKEN=$TOKEN
+
 # The upstream is never contacted on this path; it points at a closed port on purpose.
 cat > "$WORK/flashgate.toml" <<CONF
 [server]
@@ -51,6 +68,8 @@ url = "http://127.0.0.1:9"
 [[sale]]
 sku = "phone"
 stock = 0
+[cluster]
+secret = "$SECRET"
 [log]
 level = "warn"
 CONF
@@ -75,7 +94,7 @@ run() { # port pid -> "requests/s refused-share p99-ms cpu-µs-per-request" of o
 }
 check() { # port status: one request must be refused with that status
     local got
-    got=$(exec 3<>"/dev/tcp/127.0.0.1/$1"; printf 'POST /sale/phone/order HTTP/1.1\r\nHost: x\r\nX-User-Id: crowd-member\r\nX-Sale-Token: 0123456789abcdef0123456789abcdef\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' >&3; head -1 <&3)
+    got=$(exec 3<>"/dev/tcp/127.0.0.1/$1"; printf 'POST /sale/phone/order HTTP/1.1\r\nHost: x\r\nX-User-Id: crowd-member\r\nX-Sale-Token: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' "$TOKEN" >&3; head -1 <&3)
     case "$got" in *" $2 "*) ;; *) echo "port $1 answered '$got', expected $2" >&2; exit 1;; esac
 }
 check "$FG_PORT" 410

@@ -453,3 +453,69 @@ fn the_layout_table_is_complete() {
     assert!(rows.len() > 10, "the table was not read");
     assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
 }
+
+/// Longest source file and function of `src/`, in lines: rooms a newcomer reads in one
+/// sitting.
+const MAX_FILE_LINES: usize = 600;
+const MAX_FN_LINES: usize = 100;
+
+/// The functions of a file longer than `max` lines, as (name, lines). A function runs from
+/// its `fn` line to the first line after it that closes at the same indentation.
+fn long_functions(text: &str, max: usize) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut long = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let signature = ["pub(crate) ", "pub(super) ", "pub ", "async ", "const "]
+            .iter()
+            .fold(trimmed, |t, p| t.strip_prefix(p).unwrap_or(t));
+        let signature = signature.strip_prefix("async ").unwrap_or(signature);
+        let Some(rest) = signature.strip_prefix("fn ") else {
+            continue;
+        };
+        if trimmed.ends_with(';') {
+            continue; // a declaration, no body
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let closing = format!("{indent}}}");
+        if let Some(end) = lines[i + 1..].iter().position(|l| *l == closing) {
+            if end + 2 > max {
+                long.push((name, end + 2));
+            }
+        }
+    }
+    long
+}
+
+#[test]
+fn no_source_file_or_function_is_too_long_to_read_in_one_sitting() {
+    let mut files = Vec::new();
+    rust_files(Path::new(SRC), &mut files);
+    let mut problems = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("source file");
+        let shown = file
+            .strip_prefix(SRC)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let n = text.lines().count();
+        if n > MAX_FILE_LINES {
+            problems.push(format!("src/{shown}: {n} lines (at most {MAX_FILE_LINES})"));
+        }
+        for (name, n) in long_functions(&text, MAX_FN_LINES) {
+            problems.push(format!(
+                "src/{shown}: fn {name} is {n} lines (at most {MAX_FN_LINES})"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
+    // The reader finds a long function, nested or not, and ends it at its own brace.
+    let body = "    x();\n".repeat(3);
+    let text = format!("impl A {{\n    pub async fn f() {{\n{body}    }}\n}}\nfn g() {{\n}}\n");
+    assert_eq!(long_functions(&text, 4), [("f".to_owned(), 5)]);
+}
