@@ -495,7 +495,11 @@ async fn every_dashboard_and_alert_expression_evaluates_on_a_real_prometheus() {
             "Prometheus never scraped the gateway"
         );
         send(addr, get("/catalog")).await;
-        if tokio::net::TcpStream::connect(prom).await.is_ok() {
+        // Listening is not ready: a starting Prometheus answers 503 "Service Unavailable"
+        // (not JSON) until its storage is open (a fresh clone's CI run met it once).
+        let ready = tokio::net::TcpStream::connect(prom).await.is_ok()
+            && send(prom, get("/-/ready")).await.status == http::StatusCode::OK;
+        if ready {
             let v = query(prom, "count_over_time(flashgate_queue_capacity[1m])").await;
             let scrapes = v["data"]["result"][0]["value"][1]
                 .as_str()

@@ -63,8 +63,8 @@ pub(super) struct Link {
     /// again (the gateway never reconnected after a Redis restart under load). The refill
     /// is a task of its own: a caller that gives up does not undo the connections made.
     refill: Arc<tokio::sync::Mutex<()>>,
-    /// When a call last got an answer, in ms since `epoch`: a cluster connection that
-    /// answers some calls is not the trouble when one node is silent.
+    /// When a call last got an answer, in ms since `epoch`: connections that answer some
+    /// calls are not the trouble when one call goes unanswered (see [`keeps_connections`]).
     answered_ms: AtomicU64,
     epoch: Instant,
     /// How long a call may take.
@@ -118,10 +118,13 @@ impl Link {
         }
         let mut pc = PoolConfig::from_url(cfg.url.clone());
         let mut pool_cfg = deadpool_redis::PoolConfig::new(cfg.pool_size);
-        // A dead Redis must not make callers wait forever for a connection.
+        // A dead Redis must not make callers wait forever for a connection. Opening one is
+        // the refill's business, a task of its own that no caller waits on for longer than
+        // its own bound: it gets four times the store timeout, as the cluster's does, so
+        // that a gateway starved of CPU under a crowd still gets its connections back.
         pool_cfg.timeouts.wait = Some(cfg.timeout);
-        pool_cfg.timeouts.create = Some(cfg.timeout);
-        pool_cfg.timeouts.recycle = Some(cfg.timeout);
+        pool_cfg.timeouts.create = Some(cfg.timeout * 4);
+        pool_cfg.timeouts.recycle = Some(cfg.timeout * 4);
         pc.pool = Some(pool_cfg);
         let pool = pc
             .create_pool(Some(Runtime::Tokio1))
@@ -149,11 +152,9 @@ impl Link {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// A call got an answer (kept for the cluster only: see [`Link::failed`]).
+    /// A call got an answer (see [`Link::failed`]).
     pub(super) fn answered(&self) {
-        if matches!(self.way, Way::Cluster { .. }) {
-            self.answered_ms.store(self.now_ms(), Ordering::Relaxed);
-        }
+        self.answered_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// A connection to send one call on: a cached one, else one of those the refill
@@ -204,26 +205,34 @@ impl Link {
     /// A call failed `how`: drops the cached connections where that calls for it, so the
     /// next call connects afresh.
     pub(super) fn failed(&self, how: Failure) {
+        let since_answer = Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.answered_ms.load(Ordering::Relaxed)),
+        );
+        if keeps_connections(how, since_answer, self.timeout) {
+            return;
+        }
         match &self.way {
             Way::Single { live, .. } => {
                 *live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Vec::new());
             }
-            // A silent node while other calls get answers is left to the cluster
-            // connection: dropping it meant connecting to every node again, the silent one
-            // too, so one paused master stopped every sale. Silent for every call, broken,
-            // or unusable, it is dropped (a slot moved under load once left the old one
-            // failing every call for good).
-            Way::Cluster { .. }
-                if how == Failure::Silent
-                    && self
-                        .now_ms()
-                        .saturating_sub(self.answered_ms.load(Ordering::Relaxed))
-                        < self.timeout.as_millis() as u64 => {}
             Way::Cluster { live, .. } => {
                 *live.write().unwrap_or_else(PoisonError::into_inner) = None;
             }
         }
     }
+}
+
+/// Whether a call that failed `how`, `since_answer` after some call last got an answer,
+/// leaves the connections as they are. A silent call while others get answers is that
+/// call's trouble, not the connections': one paused cluster master (dropping the cluster
+/// connection meant connecting to every node again, the silent one too, so every sale
+/// stopped), or a gateway starved of CPU under a crowd (dropping every connection at each
+/// slow call made every call wait for a refill, which timed out in turn: after a Redis
+/// restart under load the gateway answered store_unavailable for the rest of the sale).
+/// Silent for every call, or broken, they are dropped.
+fn keeps_connections(how: Failure, since_answer: Duration, timeout: Duration) -> bool {
+    how == Failure::Silent && since_answer < timeout
 }
 
 /// How a call to Redis failed, as far as the connections are concerned.
@@ -284,4 +293,19 @@ async fn fill_cluster(
         .map_err(unavailable)?;
     *live.write().unwrap_or_else(PoisonError::into_inner) = Some(c);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_silence_while_others_are_answered_keeps_the_connections() {
+        let t = Duration::from_millis(200);
+        let ms = Duration::from_millis;
+        assert!(keeps_connections(Failure::Silent, ms(50), t));
+        assert!(!keeps_connections(Failure::Silent, ms(200), t));
+        assert!(!keeps_connections(Failure::Silent, ms(5_000), t));
+        assert!(!keeps_connections(Failure::Broken, ms(0), t));
+    }
 }
