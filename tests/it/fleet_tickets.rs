@@ -9,6 +9,7 @@ use http::StatusCode;
 use tokio::task::JoinSet;
 
 use crate::fleet::*;
+use flashgate::Gateway;
 
 /// `GET /sale/tickets/{id}` on `addr`.
 async fn poll(addr: SocketAddr, ticket: &str) -> Answer {
@@ -239,16 +240,11 @@ async fn a_hold_whose_request_never_queued_does_not_trap_the_token() {
     assert!(poll(b.public_addr, &ticket).await.json()["order_id"].is_string());
 }
 
-/// Stock-aware admission counts what every instance has pending: with the drains held, a
-/// sale whose stock one instance's queue already covers is sold out on the other too
-/// (each admitting remaining × admit_factor on its own would admit twice the stock).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_aware_admission_counts_every_instances_pending_requests() {
-    let redis = RedisServer::start();
-    let up = Upstream::start().await;
-    let sale = "[[sale]]\nsku = \"phone\"\nstock = 4\n";
+/// Two instances in async mode admitting no more than the stock (`admit_factor = 1.0`),
+/// their drains held: what is admitted stays pending.
+async fn held_pair(up: &Upstream, redis: &RedisServer, sale: &str) -> (Gateway, Gateway) {
     let text = |id| {
-        async_config(&up, &redis, id, sale).replace(
+        async_config(up, redis, id, sale).replace(
             "response = \"async\"\n",
             "response = \"async\"\nadmit_factor = 1.0\n",
         )
@@ -258,6 +254,18 @@ async fn stock_aware_admission_counts_every_instances_pending_requests() {
     for gw in [&a, &b] {
         admin(gw.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
     }
+    (a, b)
+}
+
+/// Stock-aware admission counts what every instance has pending: with the drains held, a
+/// sale whose stock one instance's queue already covers is sold out on the other too
+/// (each admitting remaining × admit_factor on its own would admit twice the stock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_aware_admission_counts_every_instances_pending_requests() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 4\n";
+    let (a, b) = held_pair(&up, &redis, sale).await;
     for u in 0..4 {
         let user = format!("a{u}");
         let t = token_for(a.public_addr, "phone", &user).await;
@@ -293,17 +301,7 @@ async fn a_double_click_elsewhere_joins_the_queued_request_though_the_sale_looks
     let redis = RedisServer::start();
     let up = Upstream::start().await;
     let sale = "[[sale]]\nsku = \"phone\"\nstock = 2\n";
-    let text = |id| {
-        async_config(&up, &redis, id, sale).replace(
-            "response = \"async\"\n",
-            "response = \"async\"\nadmit_factor = 1.0\n",
-        )
-    };
-    let a = gateway(&text("gw-a")).await;
-    let b = gateway(&text("gw-b")).await;
-    for gw in [&a, &b] {
-        admin(gw.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
-    }
+    let (a, b) = held_pair(&up, &redis, sale).await;
     let mut tokens = Vec::new();
     let mut tickets = Vec::new();
     for u in 0..2 {
