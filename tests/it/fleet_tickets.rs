@@ -125,28 +125,24 @@ fn spawn_binary(config: &std::path::Path) -> (Process, SocketAddr, SocketAddr) {
     (Process(child), public, admin)
 }
 
-/// An instance killed with a request queued: its ticket, polled elsewhere, says the
-/// request was lost and to resubmit the token; resubmitted, the token buys.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ticket_whose_owner_died_says_to_resubmit_and_the_token_still_buys() {
-    let redis = RedisServer::start();
-    let up = Upstream::start().await;
+/// Instance a (the binary) and b (in process) on `redis`, forgetting a silent instance
+/// after 300 ms; alice's order queued on a (its drain held) and known to b; then a killed.
+/// Returns b, alice's token, her ticket, and the directory of a's config.
+async fn owner_killed_with_a_queued_ticket(
+    up: &Upstream,
+    redis: &RedisServer,
+    name: &str,
+) -> (Gateway, String, String, std::path::PathBuf) {
     let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
-    let dir = std::env::temp_dir().join(format!("flashgate-fleet-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("flashgate-fleet-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
+    let fast = |id| {
+        async_config(up, redis, id, sale).replace("member_ttl = \"2s\"", "member_ttl = \"300ms\"")
+    };
     let cfg = dir.join("a.toml");
-    std::fs::write(
-        &cfg,
-        async_config(&up, &redis, "gw-a", sale)
-            .replace("member_ttl = \"2s\"", "member_ttl = \"300ms\""),
-    )
-    .expect("config");
+    std::fs::write(&cfg, fast("gw-a")).expect("config");
     let (mut a, a_public, a_admin) = spawn_binary(&cfg);
-    let b = gateway(
-        &async_config(&up, &redis, "gw-b", sale)
-            .replace("member_ttl = \"2s\"", "member_ttl = \"300ms\""),
-    )
-    .await;
+    let b = gateway(&fast("gw-b")).await;
     admin(a_admin, "POST", "/admin/sales/phone/hold", "").await;
     let token = token_for(a_public, "phone", "alice").await;
     let queued = order(a_public, "phone", "alice", &token).await;
@@ -157,6 +153,16 @@ async fn a_ticket_whose_owner_died_says_to_resubmit_and_the_token_still_buys() {
     })
     .await;
     a.kill();
+    (b, token, ticket, dir)
+}
+
+/// An instance killed with a request queued: its ticket, polled elsewhere, says the
+/// request was lost and to resubmit the token; resubmitted, the token buys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_whose_owner_died_says_to_resubmit_and_the_token_still_buys() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let (b, token, ticket, dir) = owner_killed_with_a_queued_ticket(&up, &redis, "died").await;
     // Unreachable at first (503, retry), then gone from the list: lost.
     until("the ticket to be lost", || async {
         let p = poll(b.public_addr, &ticket).await;
@@ -389,26 +395,7 @@ async fn a_ticket_queued_on_an_instance_that_stopped_gracefully_says_to_resubmit
 async fn a_token_held_by_a_dead_request_is_answered_sold_out_where_the_sale_sold_out() {
     let redis = RedisServer::start();
     let up = Upstream::start().await;
-    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
-    let dir = std::env::temp_dir().join(format!("flashgate-fleet-dead-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("a.toml");
-    let fast = |id| {
-        async_config(&up, &redis, id, sale).replace("member_ttl = \"2s\"", "member_ttl = \"300ms\"")
-    };
-    std::fs::write(&cfg, fast("gw-a")).expect("config");
-    let (mut a, a_public, a_admin) = spawn_binary(&cfg);
-    let b = gateway(&fast("gw-b")).await;
-    admin(a_admin, "POST", "/admin/sales/phone/hold", "").await;
-    let token = token_for(a_public, "phone", "alice").await;
-    let queued = order(a_public, "phone", "alice", &token).await;
-    assert_eq!(queued.status, StatusCode::ACCEPTED);
-    let ticket = queued.json()["ticket"].as_str().expect("ticket").to_owned();
-    until("b to know a", || async {
-        poll(b.public_addr, &ticket).await.status == StatusCode::OK
-    })
-    .await;
-    a.kill();
+    let (b, token, ticket, dir) = owner_killed_with_a_queued_ticket(&up, &redis, "dead").await;
     until("the ticket to be lost", || async {
         poll(b.public_addr, &ticket).await.status == StatusCode::GONE
     })
