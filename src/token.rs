@@ -13,6 +13,9 @@
 //! Sku and user are length-prefixed in the MAC input, so no two (sku, user) pairs sign
 //! alike. Every instance sharing a store must share the secret (`cluster.secret`).
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -42,6 +45,9 @@ pub enum TokenError {
 pub struct TokenSigner {
     /// The keyed MAC, ready: cloned per token instead of re-keyed.
     mac: HmacSha256,
+    /// The serial of the next ticket this process issues (from a random start): no two
+    /// of its tickets alike for 2^32 tickets.
+    serial: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -63,7 +69,10 @@ impl TokenSigner {
         };
         // HMAC takes a key of any length; this cannot fail.
         let mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-        Self { mac }
+        Self {
+            mac,
+            serial: Arc::new(AtomicU32::new(rand::rng().next_u32())),
+        }
     }
 
     /// A token for `user` in `sku` that expires at `expires_ms` (Unix milliseconds).
@@ -111,23 +120,25 @@ impl TokenSigner {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// A fresh ticket id of the process tagged `owner`: the tag, 48 random bits and a
-    /// 48-bit MAC of both, so that a ticket no instance issued is known for one at once,
-    /// without asking anyone.
-    pub fn new_ticket(&self, owner: &OwnerTag) -> TicketId {
+    /// A fresh ticket id of the process tagged `owner` for sale `sku`: the owner's tag,
+    /// the sale's tag, a serial and a 48-bit MAC of them (docs/contract.md, "Tickets"), so
+    /// that any instance knows whose ticket it is and for which sale, and knows one no
+    /// instance issued at once, without asking anyone.
+    pub fn new_ticket(&self, owner: &OwnerTag, sku: &Sku) -> TicketId {
         // On the admission path: built in place, no allocation.
-        let random = TicketId::random();
         let mut text = [0u8; 32];
         text[..8].copy_from_slice(owner.as_str().as_bytes());
-        text[8..20].copy_from_slice(&random.as_str().as_bytes()[8..20]);
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        // Cannot fail: each output is exactly twice its input.
+        let _ = hex::encode_to_slice(sku.tag().to_be_bytes(), &mut text[8..12]);
+        let _ = hex::encode_to_slice(serial.to_be_bytes(), &mut text[12..20]);
         let mac = self.ticket_mac(&text[..20]);
-        // Cannot fail: the output is exactly twice the input.
         let _ = hex::encode_to_slice(mac, &mut text[20..]);
         // Hex digits of the right length: always a ticket id.
         std::str::from_utf8(&text)
             .ok()
             .and_then(TicketId::parse)
-            .unwrap_or(random)
+            .unwrap_or_else(TicketId::random)
     }
 
     /// True when `ticket` was issued by an instance holding this secret.
@@ -228,15 +239,19 @@ mod tests {
     }
 
     #[test]
-    fn tickets_carry_their_owner_and_a_mac() {
+    fn tickets_carry_their_owner_their_sale_and_a_mac() {
         let signer = TokenSigner::new("s");
         let owner = OwnerTag::random();
-        let t = signer.new_ticket(&owner);
+        let (phone, tv) = (Sku::new("phone"), Sku::new("tv"));
+        assert_ne!(phone.tag(), tv.tag());
+        let t = signer.new_ticket(&owner, &phone);
         assert_eq!(t.owner(), owner);
+        assert_eq!(t.sale_tag(), phone.tag());
+        assert_eq!(signer.new_ticket(&owner, &tv).sale_tag(), tv.tag());
         assert!(signer.issued(&t));
         assert!(!TokenSigner::new("other").issued(&t));
         assert!(!signer.issued(&TicketId::issued_by(&owner)));
-        assert_ne!(signer.new_ticket(&owner), t);
+        assert_ne!(signer.new_ticket(&owner, &phone), t);
     }
 
     #[test]

@@ -48,6 +48,15 @@ impl Sku {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A 16-bit tag of the sku, the same on every instance: what a ticket carries to name
+    /// its sale (FNV-1a folded; tags of two sales may collide, which costs a lookup more).
+    pub fn tag(&self) -> u16 {
+        let hash = self.0.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        (hash >> 16) as u16 ^ hash as u16
+    }
 }
 
 // A `Sku` hashes exactly as its text, so maps keyed by `Sku` can be searched with a `&str`.
@@ -290,6 +299,14 @@ impl TicketId {
         let mut id = Self::random();
         id.0[..8].copy_from_slice(&owner.0);
         id
+    }
+
+    /// The tag of the sale it was issued for ([`Sku::tag`]).
+    pub fn sale_tag(&self) -> u16 {
+        let mut tag = [0u8; 2];
+        // Cannot fail: only ever built from hex digits.
+        let _ = hex::decode_to_slice(&self.0[8..12], &mut tag);
+        u16::from_be_bytes(tag)
     }
 
     /// The instance that issued it.

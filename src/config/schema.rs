@@ -398,6 +398,16 @@ pub struct LimitsConfig {
     pub per_ip_rate: u32,
     /// Requests an IP may make in a burst above the rate.
     pub per_ip_burst: u32,
+    /// Polls per second of one ticket that another instance must answer (relayed to its
+    /// owner, or read from the store); 0 turns the limit off.
+    pub ticket_poll_rate: u32,
+    /// Polls of one ticket in a burst above that rate.
+    pub ticket_poll_burst: u32,
+    /// Polls per second from one client IP that another instance must answer; 0 turns the
+    /// limit off.
+    pub relay_per_ip_rate: u32,
+    /// Such polls an IP may make in a burst above that rate.
+    pub relay_per_ip_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -407,6 +417,12 @@ impl Default for LimitsConfig {
             per_user_burst: 10,
             per_ip_rate: 0,
             per_ip_burst: 100,
+            // A waiting page polls its ticket once a second.
+            ticket_poll_rate: 2,
+            ticket_poll_burst: 10,
+            // Generous: a NAT's crowd shares an address.
+            relay_per_ip_rate: 100,
+            relay_per_ip_burst: 200,
         }
     }
 }

@@ -227,6 +227,12 @@ fn check_limits(c: &Config) -> Result<(), ConfigError> {
     if l.per_ip_rate > 0 {
         positive("limits.per_ip_burst", l.per_ip_burst > 0)?;
     }
+    if l.ticket_poll_rate > 0 {
+        positive("limits.ticket_poll_burst", l.ticket_poll_burst > 0)?;
+    }
+    if l.relay_per_ip_rate > 0 {
+        positive("limits.relay_per_ip_burst", l.relay_per_ip_burst > 0)?;
+    }
     Ok(())
 }
 

@@ -77,6 +77,8 @@ async fn sweep_limiters(ctx: Arc<SaleContext>, shutdown: CancellationToken) {
             _ = tick.tick() => {
                 ctx.per_user.sweep();
                 ctx.per_ip.sweep();
+                ctx.ticket_polls.sweep();
+                ctx.relays_per_ip.sweep();
             }
             () = shutdown.cancelled() => return,
         }

@@ -89,11 +89,10 @@ pub fn admit<'s>(
     now: SystemTime,
 ) -> Result<Slot<'s>, Refusal> {
     precheck(ctx, sale, user, ip, now)?;
-    take_slot(ctx, sale, ctx.tokens.new_ticket(&ctx.owner))
+    take_place(ctx, sale, ctx.tokens.new_ticket(&ctx.owner, &sale.sku))?.number()
 }
 
-/// Every check of [`admit`] before a slot is taken (the rate credit included): what a
-/// request passes before its token is held in a shared store.
+/// Every check of [`admit`] before a place is taken (the rate credit included).
 pub fn precheck(
     ctx: &SaleContext,
     sale: &Sale,
@@ -117,29 +116,61 @@ pub fn precheck(
     Ok(())
 }
 
-/// Takes a slot in the queue for `ticket`, after [`precheck`].
-pub fn take_slot<'s>(
+/// Takes a place in the queue for `ticket`, after [`precheck`] and before anything that
+/// costs a store call (a shared store's token hold): a full queue, or a book full of
+/// unfinished tickets, refuses here, in process (invariant 6).
+pub fn take_place<'s>(
     ctx: &SaleContext,
     sale: &'s Sale,
     ticket: TicketId,
-) -> Result<Slot<'s>, Refusal> {
-    // A book full of unfinished tickets is as good as a full queue; asked before a number
-    // is taken, so its refusal takes none.
-    if !ctx.tickets.has_room(&ticket) {
+) -> Result<Place<'s>, Refusal> {
+    if !ctx.tickets.has_room(&ticket) || !sale.queue.take_place() {
         return Err(Refusal::QueueFull);
     }
-    let slot = Slot {
-        sale,
-        seq: sale.queue.reserve().ok_or(Refusal::QueueFull)?,
-        ticket,
-        held: false,
-    };
-    // Checked after taking the number: either the stopping drain sees the number (and
-    // answers it), or this sees the stop (and the dropped slot gives the number back).
-    if sale.is_stopped() {
-        return Err(Refusal::ShuttingDown);
+    Ok(Place { sale, ticket })
+}
+
+/// A place within a sale's queue capacity, not numbered yet: dropped, it is given back.
+pub struct Place<'s> {
+    sale: &'s Sale,
+    ticket: TicketId,
+}
+
+impl<'s> Place<'s> {
+    /// The id of the ticket that will follow the request.
+    pub fn ticket(&self) -> TicketId {
+        self.ticket
     }
-    Ok(slot)
+
+    /// Takes the place's sequence number, which fixes its order in the queue: the slot to
+    /// fill. Refused when the ring has no slot free, or the sale's drain has stopped.
+    pub fn number(self) -> Result<Slot<'s>, Refusal> {
+        let place = std::mem::ManuallyDrop::new(self);
+        // On `None` the queue gave the place back itself.
+        let seq = place
+            .sale
+            .queue
+            .number_for_place()
+            .ok_or(Refusal::QueueFull)?;
+        let slot = Slot {
+            sale: place.sale,
+            seq,
+            ticket: place.ticket,
+            held: false,
+        };
+        // Checked after taking the number: either the stopping drain sees the number (and
+        // answers it), or this sees the stop (and the dropped slot gives the number back).
+        if slot.sale.is_stopped() {
+            return Err(Refusal::ShuttingDown);
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.sale.queue.give_back_place();
+    }
 }
 
 /// A place in a sale's queue, taken by admission. Filled, it holds the request; dropped

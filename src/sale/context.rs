@@ -22,7 +22,7 @@ use crate::sale::{Sale, Sales};
 use crate::store::KEY_LAYOUT;
 use crate::store::{Replay, StockLoad, StockReading, Store, StoreError, Unspent};
 use crate::token::TokenSigner;
-use crate::types::{Epoch, OwnerTag, Sku, Token, UserId};
+use crate::types::{Epoch, OwnerTag, Sku, TicketId, Token, UserId};
 
 /// Shared state of the sale path.
 pub struct SaleContext {
@@ -38,6 +38,10 @@ pub struct SaleContext {
     pub per_user: KeyedLimit<UserId>,
     /// Per-IP request limit on sale routes.
     pub per_ip: KeyedLimit<IpAddr>,
+    /// Per-ticket limit on polls another instance must answer.
+    pub ticket_polls: KeyedLimit<TicketId>,
+    /// Per-IP limit on polls another instance must answer.
+    pub relays_per_ip: KeyedLimit<IpAddr>,
     /// How long issued tokens stay valid.
     pub token_ttl: Duration,
     /// Signs the tokens it issues and verifies those it is given.
@@ -97,6 +101,8 @@ impl SaleContext {
             identity: Identity::new(identity),
             per_user: KeyedLimit::new(limits.per_user_rate, limits.per_user_burst),
             per_ip: KeyedLimit::new(limits.per_ip_rate, limits.per_ip_burst),
+            ticket_polls: KeyedLimit::new(limits.ticket_poll_rate, limits.ticket_poll_burst),
+            relays_per_ip: KeyedLimit::new(limits.relay_per_ip_rate, limits.relay_per_ip_burst),
             token_ttl: store_config.token_ttl,
             tokens: TokenSigner::new(token_secret),
             owner: OwnerTag::random(),

@@ -76,13 +76,17 @@ pub async fn find_ticket(
     }
 }
 
-/// The store's record of `ticket`, looked for in every sale (a ticket names no sale; only
-/// polls its owner could not answer come here).
+/// The store's record of `ticket`, looked for in the sales its tag names (one, unless two
+/// sales' tags collide; only polls its owner could not answer come here).
 async fn ticket_record(
     ctx: &SaleContext,
     ticket: &TicketId,
 ) -> Result<Option<(Sku, TicketRecord)>, GatewayError> {
-    for sale in ctx.sales.iter() {
+    for sale in ctx
+        .sales
+        .iter()
+        .filter(|s| s.sku.tag() == ticket.sale_tag())
+    {
         match ctx.store.ticket_record(&sale.sku, ticket).await {
             Ok(Some(record)) => return Ok(Some((sale.sku.clone(), record))),
             Ok(None) | Err(StoreError::UnknownSale(_)) => {}

@@ -78,41 +78,57 @@ pub async fn place(
         return Ok(answer);
     }
     let decided = Instant::now();
-    let checked = admission::precheck(ctx, &sale, &user, ip, SystemTime::now());
-    let mut took = decided.elapsed();
-    // With a shared store the same token may reach another instance too: it is held for
-    // this request before the request takes a place, so that it is queued once.
-    let mut held = None;
-    let decision = match checked {
-        Err(refusal) => Err(refusal),
-        Ok(()) => {
-            let ticket = ctx.tokens.new_ticket(&ctx.owner);
-            if let Some(peers) = peers {
-                match hold(ctx, peers, &sale, &token, &user, ticket).await? {
-                    Held::Here(guard) => held = Some(guard),
-                    Held::Queued(other) => return Ok(Placed::Joined(other)),
-                    // No ticket of this instance followed it: the answer carries none of ours.
-                    Held::Spent(outcome) => {
-                        return Ok(Placed::Decided(outcome, TicketId::random()))
-                    }
-                }
-            }
-            let slotting = Instant::now();
-            let slot = admission::take_slot(ctx, &sale, ticket);
-            took += slotting.elapsed();
-            slot
-        }
-    };
-    ctx.metrics.admission_seconds.observe(took.as_secs_f64());
-    let slot = match decision {
-        Ok(slot) => slot,
-        Err(Refusal::QueueFull) => {
-            count_full(ctx, &sale);
-            return Ok(Placed::QueueFull);
-        }
+    // Every refusal at the edge is decided here, before any store step: the checks, then
+    // a place within the queue's capacity (one atomic). Only then, with a shared store,
+    // is the token held for this request (the same token may reach another instance
+    // too, and must be queued once), and only then is the place numbered: its admission
+    // order.
+    let placed = admission::precheck(ctx, &sale, &user, ip, SystemTime::now()).and_then(|()| {
+        admission::take_place(ctx, &sale, ctx.tokens.new_ticket(&ctx.owner, &sale.sku))
+    });
+    ctx.metrics
+        .admission_seconds
+        .observe(decided.elapsed().as_secs_f64());
+    let place = match placed {
+        Ok(place) => place,
         Err(refusal) => return refused(ctx, peers, &sale, &token, &user, ip, refusal).await,
     };
-    queue(ctx, &sale, held, slot, user, token, quantity).await
+    let mut held = None;
+    if let Some(peers) = peers {
+        match hold(ctx, peers, &sale, &token, &user, place.ticket()).await? {
+            Held::Here(guard) => held = Some(guard),
+            Held::Queued(other) => return Ok(Placed::Joined(other)),
+            Held::Spent(outcome) => return Ok(remember(ctx, &sale, &user, token, outcome)),
+        }
+    }
+    // Declared after `held`, so dropped before it: a number given back is given back
+    // before its hold is let go.
+    let numbered = place.number();
+    match numbered {
+        Ok(slot) => queue(ctx, &sale, held, slot, user, token, quantity).await,
+        Err(refusal) => refused(ctx, peers, &sale, &token, &user, ip, refusal).await,
+    }
+}
+
+/// An outcome the store recorded for `token`, given now: remembered as a finished ticket
+/// of this instance (when the book has room), so that the token's next submission here,
+/// and a poll of the ticket, are answered without a store call.
+fn remember(
+    ctx: &SaleContext,
+    sale: &Sale,
+    user: &UserId,
+    token: Token,
+    outcome: Outcome,
+) -> Placed {
+    let ticket = ctx.tokens.new_ticket(&ctx.owner, &sale.sku);
+    ctx.tickets.remember(
+        ticket,
+        sale.sku.clone(),
+        user.clone(),
+        token,
+        outcome,
+    );
+    Placed::Decided(outcome, ticket)
 }
 
 /// Queues an admitted order in its `slot`, under the token's hold if `held`; in wait mode
@@ -174,6 +190,10 @@ async fn refused(
     ip: IpAddr,
     refusal: Refusal,
 ) -> Result<Placed, GatewayError> {
+    if matches!(refusal, Refusal::QueueFull) {
+        count_full(ctx, sale);
+        return Ok(Placed::QueueFull);
+    }
     let replayed = match admission::replay_first(&refusal) {
         Some(unspent) => {
             // The read costs a rate credit, so a refused client cannot make the gateway
@@ -203,11 +223,7 @@ async fn refused(
         count(ctx, sale, refusal.label());
     }
     match replayed {
-        // No ticket of this instance followed it: the answer carries none of ours.
-        Replay::Spent(reply) => Ok(Placed::Decided(
-            Outcome::of_reply(&reply),
-            TicketId::random(),
-        )),
+        Replay::Spent(reply) => Ok(remember(ctx, sale, user, *token, Outcome::of_reply(&reply))),
         // A request queued with it (maybe on another instance) decides it: join it.
         Replay::Queued(ticket) => Ok(Placed::Joined(ticket)),
         Replay::Unknown => Err(refusal.into()),
@@ -302,9 +318,12 @@ async fn answered_before(
         return Err(limited.into());
     }
     match replay_unless_stale(ctx, peers, sale, token, user, Unspent::Leave).await? {
-        Replay::Spent(reply) => Ok(Some(Placed::Decided(
+        Replay::Spent(reply) => Ok(Some(remember(
+            ctx,
+            sale,
+            user,
+            *token,
             Outcome::of_reply(&reply),
-            TicketId::random(),
         ))),
         // Still queued under its first request (maybe on another instance): join it.
         Replay::Queued(ticket) => Ok(Some(Placed::Joined(ticket))),

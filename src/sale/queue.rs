@@ -71,7 +71,8 @@ pub struct SaleQueue {
     tail: AtomicU64,
     /// The next sequence number the drain takes (only the drain moves it).
     head: AtomicU64,
-    /// Numbers taken, neither given back nor passed by the drain: what the capacity bounds.
+    /// Places taken (numbered or about to be), neither given back nor passed by the
+    /// drain: what the capacity bounds.
     len: AtomicUsize,
     ready: Notify,
 }
@@ -142,14 +143,38 @@ impl SaleQueue {
     /// [`push`](Self::push) an item with that number or
     /// [`cancel_reservation`](Self::cancel_reservation) it.
     pub fn reserve(&self) -> Option<u64> {
+        if !self.take_place() {
+            return None;
+        }
+        self.number_for_place()
+    }
+
+    /// Takes a place within the capacity, without a number yet; `false` when full. The
+    /// caller must turn it into a number ([`number_for_place`](Self::number_for_place)) or
+    /// [`give_back_place`](Self::give_back_place). A place is taken before anything slow
+    /// (a shared store's token hold), so a full queue refuses at the cost of one atomic;
+    /// the number, which fixes the admission order, is taken after.
+    pub fn take_place(&self) -> bool {
         let cap = self.capacity();
         // SeqCst: a stopping drain that reads `len` after raising the sale's stop flag
-        // sees this number, or this admission sees the flag (see `Sale::stop`).
+        // sees this place, or this admission sees the flag (see `Sale::stop`).
         self.len
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < cap).then_some(n + 1)
             })
-            .ok()?;
+            .is_ok()
+    }
+
+    /// Gives back a place [`take_place`](Self::take_place) took and never numbered.
+    pub fn give_back_place(&self) {
+        self.len.fetch_sub(1, Ordering::SeqCst);
+        // A stopping drain waits for every place to be numbered or given back.
+        self.ready.notify_one();
+    }
+
+    /// The sequence number of a place [`take_place`](Self::take_place) took; `None` (the
+    /// place given back) when the ring has no slot free.
+    pub fn number_for_place(&self) -> Option<u64> {
         // Numbers given back free their place in `len` at once, but their ring slots only
         // when the drain passes them: a number is granted only while the ring has a slot
         // the drain has passed (the head only moves on, so the check holds once won).
@@ -157,7 +182,7 @@ impl SaleQueue {
         let mut tail = self.tail.load(Ordering::Acquire);
         loop {
             if tail - self.head.load(Ordering::Acquire) >= ring {
-                self.len.fetch_sub(1, Ordering::SeqCst);
+                self.give_back_place();
                 return None;
             }
             match self.tail.compare_exchange_weak(
@@ -388,6 +413,21 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(q.position(first), Some(1));
         assert_eq!(q.position(last), Some(2), "two are queued: it is second");
+    }
+
+    #[test]
+    fn a_place_counts_against_the_capacity_before_it_is_numbered() {
+        let q = SaleQueue::new(2);
+        assert!(q.take_place());
+        assert!(q.take_place());
+        assert!(!q.take_place(), "two places taken: full");
+        assert!(q.reserve().is_none());
+        q.give_back_place();
+        assert_eq!(q.len(), 1);
+        let seq = q.number_for_place().expect("a slot");
+        q.push(item(seq));
+        assert_eq!(pop_seq(&q), Some(seq));
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -435,7 +435,7 @@ async fn a_request_on_its_way_into_the_queue_keeps_its_hold_against_a_double_cli
     let ctx = a.context();
     let token = ctx.tokens.issue(&sku, &alice, now + 60_000);
     // As a's order path leaves it between holding the token and taking its place.
-    let ticket = ctx.tokens.new_ticket(&ctx.owner);
+    let ticket = ctx.tokens.new_ticket(&ctx.owner, &sku);
     ctx.tickets.set_arriving(&ticket, true);
     let held = ctx
         .store

@@ -18,6 +18,7 @@ mod config_cli;
 mod delivery;
 mod demo;
 mod docs;
+mod edge_costs;
 mod faults;
 mod fleet;
 mod fleet_tickets;
