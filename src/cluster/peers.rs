@@ -12,6 +12,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER};
 use http::uri::Authority;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
+use tokio::sync::Semaphore;
 
 use crate::cluster::membership::{Membership, Whereabouts};
 use crate::http::Pool;
@@ -24,8 +25,14 @@ const PURPOSE: &str = "flashgate-internal-v1";
 /// The longest an owner is given to answer a forwarded poll.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Idle connections kept to each other instance.
-const IDLE_PER_PEER: usize = 8;
+/// Relays in flight to each other instance at once; more wait their turn, first come
+/// first served, within [`ASK_TIMEOUT`]. It bounds the connections a public crowd's polls
+/// can open on another instance's admin listener (docs/operating.md, "Admin listener").
+pub const RELAYS_PER_PEER: usize = 16;
+
+/// Connections open to each other instance at most: the relays', and room for one whose
+/// connection is still being handed back.
+const CONNECTIONS_PER_PEER: usize = RELAYS_PER_PEER + RELAYS_PER_PEER / 2;
 
 /// The path another instance answers a ticket on (its admin listener).
 pub fn ticket_path(ticket: &TicketId) -> String {
@@ -54,7 +61,14 @@ pub enum Asked {
 pub struct Peers {
     membership: Arc<Membership>,
     credential: HeaderValue,
-    pools: Mutex<HashMap<String, Pool<Empty<Bytes>>>>,
+    pools: Mutex<HashMap<String, Relay>>,
+}
+
+/// Keep-alive connections to one other instance, and the fair line for them.
+#[derive(Clone)]
+struct Relay {
+    pool: Pool<Empty<Bytes>>,
+    turns: Arc<Semaphore>,
 }
 
 impl Peers {
@@ -85,7 +99,7 @@ impl Peers {
         let Ok(authority) = owner.address.parse::<Authority>() else {
             return Asked::Unreachable;
         };
-        let pool = self.pool(&authority);
+        let relay = self.relay(&authority);
         let Ok(req) = Request::builder()
             .method(Method::GET)
             .uri(ticket_path(ticket))
@@ -96,7 +110,9 @@ impl Peers {
             return Asked::Unreachable;
         };
         let asked = async {
-            let resp = pool.send(req).await.ok()?;
+            // Waits its turn rather than failing at once while the relays are busy.
+            let _turn = relay.turns.acquire().await.ok()?;
+            let resp = relay.pool.send(req).await.ok()?;
             let status = resp.status();
             let headers = [CONTENT_TYPE, LOCATION, RETRY_AFTER]
                 .into_iter()
@@ -119,7 +135,7 @@ impl Peers {
         }
     }
 
-    fn pool(&self, authority: &Authority) -> Pool<Empty<Bytes>> {
+    fn relay(&self, authority: &Authority) -> Relay {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         // Instances come and go with new addresses: forget the pools of the gone.
         if pools.len() > 64 {
@@ -127,14 +143,15 @@ impl Peers {
         }
         pools
             .entry(authority.as_str().to_owned())
-            .or_insert_with(|| {
-                Pool::new(
+            .or_insert_with(|| Relay {
+                pool: Pool::new(
                     authority.clone(),
-                    IDLE_PER_PEER,
-                    IDLE_PER_PEER * 4,
+                    RELAYS_PER_PEER,
+                    CONNECTIONS_PER_PEER,
                     Duration::from_secs(30),
                     ASK_TIMEOUT,
-                )
+                ),
+                turns: Arc::new(Semaphore::new(RELAYS_PER_PEER)),
             })
             .clone()
     }

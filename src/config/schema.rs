@@ -320,13 +320,29 @@ pub struct PagesConfig {
     pub dir: String,
 }
 
-/// `[admin]`: the admin API's credentials.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `[admin]`: the admin API's credentials and the admin listener's connection caps.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Bearer token the admin API requires; empty turns the API off (every call 401).
     #[serde(skip_serializing_if = "String::is_empty", serialize_with = "redacted")]
     pub token: String,
+    /// Connections the admin listener keeps open at once. The other instances' ticket
+    /// relays use at most 24 each; the rest is the probes' and operators'.
+    pub max_connections: usize,
+    /// Connections from one source address at once (0 = no cap): no one address (an
+    /// instance's relays, a stuck client) can take the probes' room.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token: String::new(),
+            max_connections: 256,
+            max_connections_per_ip: 64,
+        }
+    }
 }
 
 /// `[cluster]`: how this instance announces itself in the store, so that the instances

@@ -91,9 +91,10 @@ impl Built {
             tokio::spawn(server::serve(
                 admin,
                 admin_handler,
-                // The admin listener is for a handful of operators and probes, not the crowd.
+                // For probes, operators and the other instances' relays, not the crowd.
                 ConnectionLimits {
-                    max_connections: 64,
+                    max_connections: config.admin.max_connections,
+                    max_connections_per_ip: config.admin.max_connections_per_ip,
                     ..limits
                 },
                 admin_edge,

@@ -1,6 +1,8 @@
 //! Finding a ticket's answer: in this instance's ticket book, else (with a shared store)
 //! from the instance that issued it, else from the store's record of what became of it.
 
+use std::net::IpAddr;
+
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::context::SaleContext;
@@ -9,6 +11,7 @@ use super::ticket::Ticket;
 use crate::cluster::peers::{Asked, Peers};
 use crate::error::GatewayError;
 use crate::log_throttle::warn_repeated;
+use crate::ratelimit::retry_after_secs;
 use crate::store::{StoreError, TicketRecord};
 use crate::types::{Sku, TicketId};
 
@@ -36,6 +39,7 @@ pub async fn find_ticket(
     ctx: &SaleContext,
     peers: Option<&Peers>,
     id: TicketId,
+    client: IpAddr,
 ) -> Result<Found, GatewayError> {
     if let Some(ticket) = ctx.tickets.get(&id) {
         return Ok(Found::Here(ticket));
@@ -48,6 +52,17 @@ pub async fn find_ticket(
     // it, and the store is not asked.
     if id.owner() == ctx.owner || !ctx.tokens.issued(&id) {
         return Err(GatewayError::UnknownTicket);
+    }
+    // Answered by another instance or the store: paid for per ticket and per client, so
+    // that a client polling in a loop is refused itself, before it costs anyone a relay.
+    if let Err(wait) = ctx
+        .ticket_polls
+        .check(&id)
+        .and_then(|()| ctx.relays_per_ip.check(&client))
+    {
+        return Err(GatewayError::RateLimited {
+            retry_after: retry_after_secs(wait),
+        });
     }
     let owner_gone = match peers.ask_ticket(&id).await {
         Asked::Answered {

@@ -121,13 +121,8 @@ fn remember(
     outcome: Outcome,
 ) -> Placed {
     let ticket = ctx.tokens.new_ticket(&ctx.owner, &sale.sku);
-    ctx.tickets.remember(
-        ticket,
-        sale.sku.clone(),
-        user.clone(),
-        token,
-        outcome,
-    );
+    ctx.tickets
+        .remember(ticket, sale.sku.clone(), user.clone(), token, outcome);
     Placed::Decided(outcome, ticket)
 }
 

@@ -9,6 +9,7 @@
 pub mod order_body;
 mod views;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -133,7 +134,9 @@ impl SaleApi {
                 let sku = sku.to_owned();
                 self.order(&sku, req, peer).await
             }
-            (Route::Ticket(id), &Method::GET | &Method::HEAD) => self.ticket(id).await,
+            (Route::Ticket(id), &Method::GET | &Method::HEAD) => {
+                self.ticket(id, peer.addr.ip()).await
+            }
             (Route::Busy, &Method::GET | &Method::HEAD) => Ok(self.busy_page(req.uri().query())),
             (Route::Unnormalised, _) => Err(GatewayError::NotFound),
             (Route::Wait(sku), &Method::GET | &Method::HEAD) => {
@@ -245,10 +248,10 @@ impl SaleApi {
         Ok(self.pages.render(Page::Wait, &values))
     }
 
-    async fn ticket(&self, id: &str) -> Result<GatewayResponse, GatewayError> {
+    async fn ticket(&self, id: &str, client: IpAddr) -> Result<GatewayResponse, GatewayError> {
         let id = TicketId::parse(id).ok_or(GatewayError::UnknownTicket)?;
         Ok(
-            match find_ticket(&self.ctx, self.peers.as_deref(), id).await? {
+            match find_ticket(&self.ctx, self.peers.as_deref(), id, client).await? {
                 Found::Here(ticket) => ticket_view(&self.ctx, id, &ticket),
                 Found::Relayed {
                     status,

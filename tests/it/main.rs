@@ -32,6 +32,7 @@ mod pages;
 mod path_normalisation;
 mod proxy;
 mod redis_gateway;
+mod relays;
 mod sale;
 mod sale_queue;
 mod shutdown;
