@@ -17,7 +17,14 @@ use tokio::time::Sleep;
 #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
 pub struct BodyTimedOut(pub Duration);
 
-/// A body that fails once `limit` has passed since it was first waited for.
+/// The client's own body failed (malformed framing, cut off): the client's fault, told
+/// apart from the upstream's failures by the proxy.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is malformed or was cut off: {0}")]
+pub struct ClientBodyBroken(#[source] pub Box<dyn StdError + Send + Sync>);
+
+/// A body that fails once `limit` has passed since it was first waited for; its own
+/// errors come out as [`ClientBodyBroken`].
 pub struct Deadline<B> {
     inner: B,
     limit: Duration,
@@ -49,7 +56,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            return Poll::Ready(
+                frame.map(|f| f.map_err(|e| Box::new(ClientBodyBroken(e.into())) as Self::Error)),
+            );
         }
         let limit = self.limit;
         let timer = self

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::error::GatewayError;
-use crate::http::deadline::{BodyTimedOut, Deadline};
+use crate::http::deadline::{BodyTimedOut, ClientBodyBroken, Deadline};
 use crate::http::response::GatewayResponse;
 use crate::http::server::Peer;
 use crate::http::{Pool, UpstreamBody, UpstreamError, UpstreamTarget};
@@ -172,11 +172,13 @@ impl Proxy {
             Ok(Err(e)) if caused_by::<BodyTimedOut>(&e) => {
                 return Err(GatewayError::RequestTimeout);
             }
-            Ok(Err(UpstreamError::Http(e))) if e.is_user() => {
-                // The client's own body failed (reset, cut off): its doing, not the
-                // upstream's, and at the client's rate: not worth a warning each.
+            Ok(Err(e)) if caused_by::<ClientBodyBroken>(&e) => {
+                // The client's own body failed (malformed framing, reset, cut off): its
+                // doing, not the upstream's, and at the client's rate: not worth a warning.
                 tracing::debug!(error = %error_chain(&e), "request body failed while proxied");
-                return Err(GatewayError::UpstreamUnavailable);
+                return Err(GatewayError::BadRequest(
+                    "the request body is malformed or was cut off",
+                ));
             }
             Ok(Err(e)) => {
                 warn_repeated!("upstream request failed", upstream = %self.authority, error = %error_chain(&e));

@@ -402,3 +402,51 @@ async fn a_slow_body_is_cut_off_with_408() {
     let a = order(addr, "phone", "sloth", &token).await;
     assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
 }
+
+/// Attack (fleet review): a proxied request whose own body is broken (a chunk size `zz`,
+/// a bare-LF chunk line, a chunk size past 64 bits, a half-close mid-body) was answered
+/// 502 `upstream_unavailable` and counted in `flashgate_server_errors_total{route="proxy",
+/// status="502"}`, the series behind the "upstream down" alert: any client could raise
+/// it. It is the client's fault: 400 `bad_request`, counted as a client error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_request_body_is_the_clients_fault_never_the_upstreams() {
+    let up = Upstream::start().await;
+    let gw = gateway(&config_text(&up.url(), "")).await;
+    let head = "POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for body in [
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "5\nhello\n0\n\n",
+        "fffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let text = raw(gw.public_addr, format!("{head}{body}").as_bytes()).await;
+        expect(&text, 400, "bad_request");
+    }
+    // Cut off mid-body: the client half-closes after 10 of 100 bytes.
+    let mut s = TcpStream::connect(gw.public_addr).await.expect("connect");
+    s.write_all(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    s.shutdown().await.expect("half-close");
+    let _ = read_until_closed(&mut s).await;
+    until(
+        "the four broken bodies to be counted as client errors",
+        || async {
+            let text = scrape(gw.admin_addr).await;
+            value(
+                &text,
+                "flashgate_requests_total{route=\"proxy\",status=\"4xx\"}",
+            ) == Some(4.0)
+        },
+    )
+    .await;
+    let text = scrape(gw.admin_addr).await;
+    assert_eq!(
+        value(
+            &text,
+            "flashgate_server_errors_total{route=\"proxy\",status=\"502\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "nothing blamed on the upstream"
+    );
+}
