@@ -35,6 +35,9 @@ pub enum PathError {
     DotSegment,
     /// Neither `/…` nor `*`.
     NotAbsolute,
+    /// A request target in authority-form (`orders`, `host:80`) on a method other than
+    /// CONNECT, or `*` on a method other than OPTIONS (RFC 9112 §3.2).
+    Form,
 }
 
 impl PathError {
@@ -47,6 +50,7 @@ impl PathError {
             Self::NotUtf8 => "the path does not decode to UTF-8",
             Self::DotSegment => "the path has dot segments",
             Self::NotAbsolute => "the path is not absolute",
+            Self::Form => "the request target is not a path or a URL (authority-form is for CONNECT, * for OPTIONS)",
         }
     }
 }
@@ -78,6 +82,20 @@ pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
     rewrite(raw.as_bytes()).map(Cow::Owned)
 }
 
+/// Refuses a request target in a form `method` may not use: authority-form (`orders`,
+/// `host:80`) but on CONNECT, which the proxy's guard refuses itself, and `*` but on
+/// OPTIONS. Forwarded, either would reach the upstream as `/` with the target for a host.
+pub fn check_form(method: &http::Method, uri: &http::Uri) -> Result<(), PathError> {
+    if *method == http::Method::CONNECT {
+        return Ok(());
+    }
+    let authority_form = uri.scheme().is_none() && uri.authority().is_some();
+    if authority_form || (uri.path() == "*" && *method != http::Method::OPTIONS) {
+        return Err(PathError::Form);
+    }
+    Ok(())
+}
+
 /// Normalises the path of `uri` in place (keeping its scheme, authority and query); does
 /// nothing, and allocates nothing, when it is normal already.
 pub fn normalise_uri(uri: &mut http::Uri) -> Result<(), PathError> {
@@ -97,12 +115,12 @@ pub fn normalise_uri(uri: &mut http::Uri) -> Result<(), PathError> {
     Ok(())
 }
 
-/// How the most forgiving backend might route `path`: escapes decoded until nothing
-/// changes (bytes that are not UTF-8 read as `/`, as old servers read overlong forms),
-/// [`fold`]ed, `\` as `/`, slashes merged, `;parameters` stripped, whitespace trimmed,
-/// dot segments resolved, each segment cut at `.`, `:` or NUL. The intake guard is tested
-/// and fuzzed against this reading.
-pub fn lenient_segments(path: &str) -> Vec<String> {
+/// How the most forgiving backends might route `path`, one reading per [`Reading`]:
+/// escapes decoded until nothing changes (bytes that are not UTF-8 read as `/`, as old
+/// servers read overlong forms), folded ([`fold_as`]), `\` as `/`, slashes merged,
+/// `;parameters` stripped, whitespace trimmed, dot segments resolved, each segment cut at
+/// `.`, `:` or NUL. The intake guard is tested and fuzzed against these readings.
+pub fn lenient_readings(path: &str) -> Vec<Vec<String>> {
     let mut text = path.to_owned();
     loop {
         let decoded = decode_leniently(&text);
@@ -111,8 +129,32 @@ pub fn lenient_segments(path: &str) -> Vec<String> {
         }
         text = decoded;
     }
+    Reading::ALL
+        .iter()
+        .map(|&reading| lenient_segments(&fold_as(&text, reading)))
+        .collect()
+}
+
+/// True when a backend reading `segment` in any of the [`lenient_readings`] would take it
+/// for `ours` (lower case): the same, or `ours` followed by anything but a letter, digit,
+/// `-` or `_` (which such a backend may strip: `orders;x`, `orders.json`, `orders\u{301}`).
+pub fn reads_as(segment: &str, ours: &str) -> bool {
+    let segment = segment.trim();
+    let Some(head) = segment.get(..ours.len()) else {
+        return false;
+    };
+    if !head.eq_ignore_ascii_case(ours) {
+        return false;
+    }
+    segment[ours.len()..]
+        .chars()
+        .next()
+        .is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_'))
+}
+
+fn lenient_segments(folded: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for segment in fold(&text).replace('\\', "/").split('/') {
+    for segment in folded.replace('\\', "/").split('/') {
         match segment.split(';').next().unwrap_or_default().trim() {
             "" | "." => {}
             ".." => {
@@ -245,14 +287,42 @@ fn check_segments(path: &str) -> Result<(), PathError> {
     Ok(())
 }
 
-/// A segment as the most forgiving backend compares it: escapes decoded, NFKC-normalised
-/// (fullwidth letters are letters), case-folded as Java's `equalsIgnoreCase` and .NET's
-/// ordinal-ignore-case do (`ſ` is `s`, the Kelvin sign is `k`).
+/// How a Unicode-aware backend may compare text: each folds escapes, drops the
+/// characters that render as nothing and folds case, and differs in what it does with
+/// composed characters. A guard must refuse what any of them would route to the intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// NFKC-normalised: fullwidth letters are letters, and `s` + U+0301 is `ś`.
+    Nfkc,
+    /// Not normalised: `s` + U+0301 is an `s` followed by a mark.
+    Plain,
+    /// Decomposed with the combining marks dropped: `ś` is `s`.
+    Unmarked,
+}
+
+impl Reading {
+    /// Every reading.
+    pub const ALL: [Reading; 3] = [Reading::Nfkc, Reading::Plain, Reading::Unmarked];
+}
+
+/// A segment as the most forgiving backend compares it ([`Reading::Nfkc`]).
 pub fn fold(segment: &str) -> String {
+    fold_as(segment, Reading::Nfkc)
+}
+
+/// A segment as a backend reading it as `reading` compares it: escapes decoded,
+/// normalised as `reading` says, case-folded as Java's `equalsIgnoreCase` and .NET's
+/// ordinal-ignore-case do (`ſ` is `s`, the Kelvin sign is `k`).
+pub fn fold_as(segment: &str, reading: Reading) -> String {
+    use unicode_normalization::char::is_combining_mark;
     use unicode_normalization::UnicodeNormalization;
     let decoded = decode_leniently(segment);
-    decoded
-        .nfkc()
+    let chars: Box<dyn Iterator<Item = char>> = match reading {
+        Reading::Nfkc => Box::new(decoded.nfkc()),
+        Reading::Plain => Box::new(decoded.chars()),
+        Reading::Unmarked => Box::new(decoded.nfkd().filter(|&c| !is_combining_mark(c)).nfkc()),
+    };
+    chars
         .filter(|&c| !is_ignorable(c))
         .flat_map(char::to_uppercase)
         .flat_map(char::to_lowercase)

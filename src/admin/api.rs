@@ -46,6 +46,11 @@ pub struct AdminApi {
     body_timeout: std::time::Duration,
 }
 
+/// A switch's body: nothing, or `{}` (a command takes no fields it does not know).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Rate {
@@ -199,6 +204,7 @@ impl AdminApi {
                     _ => SaleControl::Draining(true),
                 };
                 let sale = self.sale(sku)?.clone();
+                read_switch(req, self.body_timeout).await?;
                 let before = switch_word(&sale, control);
                 self.store_control(peer, &sale, control).await?;
                 let after = switch_word(&sale, control);
@@ -376,6 +382,21 @@ fn stock_error(e: StoreError) -> GatewayError {
         }
         _ => GatewayError::StoreUnavailable,
     }
+}
+
+/// Reads a switch's body: empty, or `{}`; at most 4096 bytes like every command body.
+async fn read_switch(
+    req: Request<Incoming>,
+    timeout: std::time::Duration,
+) -> Result<(), GatewayError> {
+    let (parts, body) = req.into_parts();
+    let body = crate::http::body::read(&parts.headers, body, 4096, timeout).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    serde_json::from_slice::<NoFields>(&body)
+        .map(|_| ())
+        .map_err(|_| GatewayError::BadRequest("this command takes no body, or {}"))
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(

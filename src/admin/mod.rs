@@ -62,18 +62,15 @@ struct Readiness {
     /// `ok`, or `unreachable` when no TCP connection to the upstream opens in time.
     upstream: &'static str,
     /// Why the upstream is `unreachable`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     upstream_error: Option<String>,
     /// `ok`; `partial` when some sales' store (a Redis Cluster master) does not answer;
     /// `unavailable` when it answers for none.
     store: &'static str,
     /// Sales whose store does not answer: they refuse with 503 `store_unavailable`, the
     /// others sell.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     unavailable_sales: Vec<String>,
     /// Sales held because the store lost their state: this instance still serves (the
     /// proxy, the other sales), so it stays ready, and says why those sales refuse.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     held: Vec<String>,
 }
 

@@ -96,7 +96,9 @@ impl Handler for PublicRouter {
             None => peer,
         };
         // Every decision below, and the upstream, reads one normalised path.
-        if let Err(e) = crate::path::normalise_uri(req.uri_mut()) {
+        let normalised = crate::path::check_form(req.method(), req.uri())
+            .and_then(|()| crate::path::normalise_uri(req.uri_mut()));
+        if let Err(e) = normalised {
             let resp = GatewayError::from(e).into_closing_response();
             self.inner.answered[PROXY][status_class_index(resp.status().as_u16())].inc();
             return resp;

@@ -10,6 +10,8 @@
 //! does not end in chunked and differing lengths with 400; the proxy re-frames every body
 //! it forwards, so the upstream never sees the client's framing.
 
+use std::borrow::Cow;
+
 use http::request::Parts;
 use http::Method;
 
@@ -63,47 +65,46 @@ fn writes(method: &Method) -> bool {
         .any(|m| method.as_str().eq_ignore_ascii_case(m))
 }
 
-/// Whether a lenient backend could route `path` to the intake or below it. A segment is
-/// compared as such a backend may read it ([`crate::path::fold`]: decoded, NFKC, case
-/// folded; whitespace trimmed), and matches with anything but a letter, digit, `-` or `_`
-/// after it (`orders;x`, `orders.json`, `orders%3Bx`, `orders:create`), since some backend
-/// strips it. ASCII segments without escapes, nearly all, are compared in place.
+/// Whether a lenient backend could route `path` to the intake or below it. Each segment
+/// is compared in every way such a backend may read it ([`crate::path::Reading`]:
+/// decoded, with and without NFKC, with combining marks dropped; case folded; whitespace
+/// trimmed), and matches with anything but a letter, digit, `-` or `_` after it
+/// ([`crate::path::reads_as`]: `orders;x`, `orders.json`, `orders%3Bx`, `orders%CC%81`),
+/// since some backend strips it. ASCII segments without escapes, nearly all, are read
+/// once, in place.
 fn reaches(path: &str, intake: &[String]) -> bool {
-    // A segment that is only whitespace or `;parameters` is as good as none to such a
-    // backend (Tomcat strips `;x` and then merges the slashes: `/;x/orders` is `/orders`).
-    let mut theirs = path
-        .split('/')
-        .map(|segment| {
-            if segment.contains('%') || !segment.is_ascii() {
-                std::borrow::Cow::Owned(crate::path::fold(segment))
-            } else {
-                std::borrow::Cow::Borrowed(segment)
-            }
-        })
-        .filter(|read| !read.split(';').next().unwrap_or_default().trim().is_empty());
-    for ours in intake {
-        let Some(read) = theirs.next() else {
-            return false;
-        };
-        let Some(rest) = strip_prefix_ignore_case(read.trim(), ours) else {
-            return false;
-        };
-        let same = match rest.chars().next() {
-            None => true,
-            Some(c) => !(c.is_alphanumeric() || c == '-' || c == '_'),
-        };
-        if !same {
-            return false;
+    let segments: Vec<Vec<Cow<'_, str>>> = path.split('/').map(readings).collect();
+    // A segment that is only whitespace or `;parameters` in some reading is as good as
+    // none to such a backend (Tomcat strips `;x` and then merges the slashes: `/;x/orders`
+    // is `/orders`), so it may be skipped or not: `from[i]` says whether segments `i..`
+    // can be read as the intake's segments `j..`, for the current `j`, right to left.
+    let mut from = vec![true; segments.len() + 1];
+    for j in (0..intake.len()).rev() {
+        let mut next = vec![false; segments.len() + 1];
+        for i in (0..segments.len()).rev() {
+            let read = &segments[i];
+            let skippable = read
+                .iter()
+                .any(|r| r.split(';').next().unwrap_or_default().trim().is_empty());
+            next[i] = (skippable && next[i + 1])
+                || (from[i + 1] && read.iter().any(|r| crate::path::reads_as(r, &intake[j])));
         }
+        from = next;
     }
     // The intake itself or a path below it.
-    true
+    from[0]
 }
 
-/// `text` without the prefix `ours` (lower case ASCII), compared without ASCII case.
-fn strip_prefix_ignore_case<'a>(text: &'a str, ours: &str) -> Option<&'a str> {
-    let head = text.get(..ours.len())?;
-    head.eq_ignore_ascii_case(ours).then(|| &text[ours.len()..])
+/// The ways a lenient backend may read `segment`: itself when plain ASCII, else each
+/// [`crate::path::Reading`] of it.
+fn readings(segment: &str) -> Vec<Cow<'_, str>> {
+    if !segment.contains('%') && segment.is_ascii() {
+        return vec![Cow::Borrowed(segment)];
+    }
+    crate::path::Reading::ALL
+        .iter()
+        .map(|&r| Cow::Owned(crate::path::fold_as(segment, r)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -138,6 +139,12 @@ mod tests {
             "/orders.",
             "/orders%20",
             "/orders:create",
+            "/orders%CC%81",
+            "/orders%CC%8C",
+            "/orders%CC%A7",
+            "/orders%CC%87",
+            "/orders%CC%B8",
+            "/%CC%81/orders",
             "/orders~",
             "/orders/history",
             "/orders;a/b",

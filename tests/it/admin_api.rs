@@ -250,3 +250,61 @@ async fn until_listed(adm: std::net::SocketAddr) -> serde_json::Value {
     .await;
     call(adm, "GET", "/admin/instances", "").await.json()
 }
+
+/// Contract (fleet review): a switch such as `POST …/pause` took any body (5 KB of text, a
+/// declared 50 MB) and answered 200, though command bodies are at most 4096 bytes with no
+/// unknown fields; and `/readyz` left `unavailable_sales`, `held` and `upstream_error` out
+/// when empty, though a stable schema keeps them.
+#[tokio::test]
+async fn switches_take_no_body_and_readiness_keeps_its_schema() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(&up, &format!("{SALES}[admin]\ntoken = \"{TOKEN}\"\n")).await;
+    let adm = gw.admin_addr;
+    let text = "x".repeat(5000);
+    let a = call(adm, "POST", "/admin/sales/phone/pause", &text).await;
+    assert_refused(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let a = call(adm, "POST", "/admin/sales/phone/pause", "not json").await;
+    assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
+    let a = call(
+        adm,
+        "POST",
+        "/admin/sales/phone/pause",
+        r#"{"paused": false}"#,
+    )
+    .await;
+    assert_refused(&a, StatusCode::BAD_REQUEST, "bad_request");
+    let declared = raw(
+        adm,
+        format!(
+            "POST /admin/sales/phone/pause HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: 52428800\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    let list = call(adm, "GET", "/admin/sales", "").await.json();
+    assert_eq!(
+        list["sales"][0]["paused"], false,
+        "no refused call paused it"
+    );
+    for body in ["", "{}", " {} "] {
+        let a = call(adm, "POST", "/admin/sales/phone/pause", body).await;
+        assert_eq!(a.status, StatusCode::OK, "{body:?}: {:?}", a.json());
+    }
+
+    let ready = send(adm, get("/readyz")).await.json();
+    assert_eq!(
+        (
+            ready["unavailable_sales"].clone(),
+            ready["held"].clone(),
+            ready.get("upstream_error").cloned()
+        ),
+        (
+            serde_json::json!([]),
+            serde_json::json!([]),
+            Some(serde_json::Value::Null)
+        ),
+        "{ready}"
+    );
+}

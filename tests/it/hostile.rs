@@ -450,3 +450,37 @@ async fn a_broken_request_body_is_the_clients_fault_never_the_upstreams() {
         "nothing blamed on the upstream"
     );
 }
+
+/// Contract (fleet review): a request target without a leading slash (`POST orders`), in
+/// authority-form, or `*` on a method other than OPTIONS was forwarded as `POST /` with
+/// the target for a `Host`. Each is refused 400 `bad_request` and nothing reaches the
+/// upstream; `OPTIONS *` is still forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_targets_in_the_wrong_form_are_refused() {
+    let up = Upstream::start().await;
+    let gw = gateway(&config_text(&up.url(), "")).await;
+    for target in ["orders", "example.com:80", "shop.example:443"] {
+        for method in ["POST", "GET"] {
+            let text = raw(
+                gw.public_addr,
+                format!("{method} {target} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+            expect(&text, 400, "bad_request");
+        }
+    }
+    let text = raw(
+        gw.public_addr,
+        b"POST * HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    expect(&text, 400, "bad_request");
+    assert!(up.drain_seen().await.is_empty(), "nothing was forwarded");
+    let text = raw(
+        gw.public_addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&text), 200, "{text}");
+}
