@@ -436,8 +436,9 @@ impl Default for LimitsConfig {
             // A waiting page polls its ticket once a second.
             ticket_poll_rate: 2,
             ticket_poll_burst: 10,
-            // Generous: a NAT's crowd shares an address.
-            relay_per_ip_rate: 100,
+            // Off, like `per_ip_rate`: a crowd behind a NAT, or behind a balancer whose
+            // addresses are not trusted, shares one address.
+            relay_per_ip_rate: 0,
             relay_per_ip_burst: 200,
         }
     }

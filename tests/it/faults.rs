@@ -20,7 +20,7 @@ const FAST_RETRY: &str = "retry_base = \"10ms\"\nretry_max = \"20ms\"\n";
 fn redis_config(up: &Upstream, redis: &RedisServer, extra: &str) -> String {
     format!(
         "{}[cluster]\nsecret = \"test-token-secret-0123456789\"\n[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"300ms\"\nbreaker_cooldown = \"50ms\"\nsync_interval = \"20ms\"\n\
-         [queue]\nmax_wait = \"20s\"\n[limits]\nper_user_rate = 0\n[admin]\ntoken = \"{ADMIN}\"\n{extra}",
+         [queue]\nmax_wait = \"20s\"\n[limits]\nper_user_rate = 0\nticket_poll_rate = 0\n[admin]\ntoken = \"{ADMIN}\"\n{extra}",
         config_text(&up.url(), ""),
         redis.url()
     )

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 pub(crate) fn instance_config(up: &Upstream, redis: &RedisServer, id: &str, sale: &str) -> String {
     format!(
         "{}[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"300ms\"\nbreaker_cooldown = \"200ms\"\nsync_interval = \"50ms\"\n\
-         [queue]\nmax_wait = \"20s\"\n[limits]\nper_user_rate = 0\n\
+         [queue]\nmax_wait = \"20s\"\n[limits]\nper_user_rate = 0\nticket_poll_rate = 0\n\
          [admin]\ntoken = \"adm\"\n[cluster]\nsecret = \"test-token-secret-0123456789\"\ninstance_id = \"{id}\"\nheartbeat = \"20ms\"\nmember_ttl = \"2s\"\n{sale}",
         config_text(&up.url(), ""),
         redis.url()

@@ -153,9 +153,11 @@ async fn every_decided_order_is_counted_once() {
         flashgate::types::UserId::parse("hammer").expect("user"),
     );
     let expires = flashgate::types::unix_millis(std::time::SystemTime::now()) + 60_000;
-    let token = gw.context().tokens.issue(&sku, &user, expires).to_string();
     let mut answered = 0;
+    // A new token each time: a token answered once is answered again from what this
+    // instance remembers, a replay counted in no admission outcome.
     for _ in 0..6 {
+        let token = gw.context().tokens.issue(&sku, &user, expires).to_string();
         let a = order(addr, "phone", "hammer", &token).await;
         assert!(
             matches!(a.status.as_u16(), 410 | 429),

@@ -43,13 +43,11 @@ async fn poll_loop(addr: SocketAddr, ticket: String, n: usize) -> Vec<StatusCode
 }
 
 /// Instance `id` of the held sale `phone`, answering orders with a ticket at once;
-/// `limits` replaces the `[limits]` section's body.
+/// `limits` adds to the `[limits]` section (empty: the default poll limits).
 async fn held_instance(up: &Upstream, redis: &RedisServer, id: &str, limits: &str) -> Gateway {
     let sale = "[[sale]]\nsku = \"phone\"\nstock = 100\n";
-    let text = async_config(up, redis, id, sale).replace(
-        "[limits]\nper_user_rate = 0\n",
-        &format!("[limits]\nper_user_rate = 0\n{limits}"),
-    );
+    // The fleet's test config turns the per-ticket poll limit off: `limits` decides.
+    let text = async_config(up, redis, id, sale).replace("ticket_poll_rate = 0\n", limits);
     let gw = gateway(&text).await;
     admin(gw.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
     gw
@@ -197,4 +195,37 @@ async fn idle_connections_from_one_address_leave_the_probes_room() {
         assert_eq!(send(gw.admin_addr, get(path)).await.status, StatusCode::OK);
     }
     drop(idle);
+}
+
+/// With `limits.relay_per_ip_rate` on, a client address polling many tickets that another
+/// instance must answer is refused once past its burst, whichever tickets it polls; a poll
+/// the instance answers from its own book is never limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_address_past_its_relay_burst_is_refused() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let per_ip = "ticket_poll_rate = 0\nrelay_per_ip_rate = 1\nrelay_per_ip_burst = 3\n";
+    let a = held_instance(&up, &redis, "gw-a", per_ip).await;
+    let b = held_instance(&up, &redis, "gw-b", per_ip).await;
+    fleet_of(&[&a, &b]).await;
+    let mut tickets = Vec::new();
+    for user in ["u1", "u2", "u3", "u4", "u5"] {
+        tickets.push(queued_ticket(&a, user).await);
+    }
+    let mut statuses = Vec::new();
+    for ticket in tickets.iter().chain(&tickets) {
+        statuses.extend(poll_loop(b.public_addr, ticket.clone(), 1).await);
+    }
+    assert_eq!(&statuses[..3], &[StatusCode::OK; 3], "{statuses:?}");
+    assert!(
+        statuses[3..].contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    for ticket in &tickets {
+        assert_eq!(
+            poll_loop(a.public_addr, ticket.clone(), 3).await,
+            [StatusCode::OK; 3],
+            "the owner answers from its own book"
+        );
+    }
 }
