@@ -67,7 +67,7 @@ pub(super) async fn hold(
             // A hold whose request is gone (its instance stopped, or its release was lost):
             // let go of it and hold again, once.
             TokenHold::Queued(other) if tries == 1 && is_stale(ctx, peers, &other).await => {
-                let _ = store.release_token(&sale.sku, token, &other).await;
+                let_go(ctx, sale, token, &other).await?;
                 continue;
             }
             // Not held for this ticket: nothing to let go.
@@ -81,6 +81,24 @@ pub(super) async fn hold(
             }
         });
     }
+}
+
+/// Lets go of `token`'s stale hold for ticket `other`. Failing that, the request is
+/// answered 503 `store_unavailable` (retry): held again, the token would still name the
+/// dead request, and the buyer would join a ticket that can only end `ticket_lost`.
+pub(super) async fn let_go(
+    ctx: &SaleContext,
+    sale: &Sale,
+    token: &Token,
+    other: &TicketId,
+) -> Result<(), GatewayError> {
+    ctx.store
+        .release_token(&sale.sku, token, other)
+        .await
+        .map_err(|e| {
+            warn_repeated!("cannot let go of a stale token hold", sku = %sale.sku, error = %e);
+            GatewayError::StoreUnavailable
+        })
 }
 
 /// True when the request of ticket `other` that holds a token is gone, or ended leaving

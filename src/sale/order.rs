@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::admission::{self, Unspent};
 use super::context::SaleContext;
-use super::hold::{hold, is_stale, Held, HoldGuard};
+use super::hold::{hold, is_stale, let_go, Held, HoldGuard};
 use super::outcome::Outcome;
 use super::ticket::TicketStatus;
 use super::Sale;
@@ -257,7 +257,7 @@ async fn replay_unless_stale(
     if !is_stale(ctx, peers, other).await {
         return Ok(replayed);
     }
-    let _ = ctx.store.release_token(&sale.sku, token, other).await;
+    let_go(ctx, sale, token, other).await?;
     replay(ctx, sale, token, user, unspent).await
 }
 

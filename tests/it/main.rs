@@ -36,6 +36,7 @@ mod relays;
 mod sale;
 mod sale_queue;
 mod shutdown;
+mod stale_holds;
 mod stock_cli;
 mod store_memory;
 mod store_redis;
