@@ -331,7 +331,8 @@ pub fn fold_as(segment: &str, reading: Reading) -> String {
 
 /// Characters that render as nothing and that some reader drops or trims (JavaScript's
 /// `trim` strips U+FEFF; NFKC case folding drops default-ignorables): zero-width spaces
-/// and joiners, the BOM, soft hyphens, bidi marks, word joiners, invisible operators.
+/// and joiners, the BOM, soft hyphens, bidi marks, word joiners, invisible operators, tag
+/// characters: every Default_Ignorable_Code_Point of Unicode.
 fn is_ignorable(c: char) -> bool {
     matches!(
         c,
@@ -351,6 +352,9 @@ fn is_ignorable(c: char) -> bool {
             | '\u{FEFF}'
             | '\u{FFA0}'
             | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
     )
 }
 

@@ -394,9 +394,15 @@ async fn read_switch(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
+    // A JSON object with no fields: `[]` would deserialize into the empty struct too.
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     serde_json::from_slice::<NoFields>(&body)
+        .ok()
+        .filter(|_| object)
         .map(|_| ())
-        .map_err(|_| GatewayError::BadRequest("this command takes no body, or {}"))
+        .ok_or(GatewayError::BadRequest(
+            "this command takes no body, or {}",
+        ))
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(

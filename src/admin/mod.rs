@@ -21,6 +21,7 @@ use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
 use crate::http::server::{Handler, Peer};
 use crate::sale::context::SaleContext;
+use crate::sale::lookup::known_ticket;
 use crate::sale_api::ticket_view;
 use crate::store::StoreError;
 use crate::types::TicketId;
@@ -69,8 +70,9 @@ struct Readiness {
     /// Sales whose store does not answer: they refuse with 503 `store_unavailable`, the
     /// others sell.
     unavailable_sales: Vec<String>,
-    /// Sales held because the store lost their state: this instance still serves (the
-    /// proxy, the other sales), so it stays ready, and says why those sales refuse.
+    /// Sales held because the store lost their state (load stock to sell again): this
+    /// instance still serves (the proxy, the other sales), so it stays ready, and names
+    /// the sales that refuse.
     held: Vec<String>,
 }
 
@@ -114,7 +116,7 @@ impl Admin {
 
     /// Another instance asks about a ticket of this one (a poll that reached it): the
     /// answer this instance would give, from its own book only (never asked onwards).
-    fn peer_ticket(&self, req: &Request<Incoming>, id: &str) -> GatewayResponse {
+    async fn peer_ticket(&self, req: &Request<Incoming>, id: &str) -> GatewayResponse {
         let Some(expected) = &self.inner.peer_credential else {
             return GatewayError::NotFound.into_response();
         };
@@ -133,7 +135,7 @@ impl Admin {
         // on its way into the queue, its token held but its place not taken yet, is not
         // gone, only not answerable yet; taken for gone, its hold would be let go.
         let arriving = ctx.tickets.is_arriving(&id);
-        match ctx.tickets.get(&id) {
+        match known_ticket(ctx, id).await {
             Some(ticket) => ticket_view(ctx, id, &ticket),
             None if arriving => GatewayError::TicketUnavailable.into_response(),
             None => GatewayError::UnknownTicket.into_response(),
@@ -229,13 +231,7 @@ impl Admin {
                 upstream_error,
                 store,
                 unavailable_sales,
-                held: self
-                    .held_sales()
-                    .into_iter()
-                    .map(|sku| {
-                        format!("sale `{sku}`: the store lost its stock; load stock to sell again")
-                    })
-                    .collect(),
+                held: self.held_sales(),
             },
         )
     }
@@ -252,6 +248,7 @@ impl Handler for Admin {
             (_, path) if path.starts_with("/admin/") => self.inner.api.handle(req, peer.addr).await,
             (&Method::GET, path) if path.starts_with("/internal/tickets/") => {
                 self.peer_ticket(&req, &path["/internal/tickets/".len()..])
+                    .await
             }
             _ => GatewayError::NotFound.into_response(),
         }

@@ -319,7 +319,7 @@ async fn settle(
             state.acked.insert(*id);
             match ctx.store.confirm(&sale.sku, id, &settings.consumer).await {
                 Ok(Confirmation::Confirmed | Confirmation::AlreadyConfirmed) => {
-                    ctx.tickets.update_by_order(id, Outcome::Confirmed(*id));
+                    ctx.order_settled(id, Outcome::Confirmed(*id));
                     Settled::Done
                 }
                 Ok(Confirmation::Compensated) => {
@@ -327,7 +327,7 @@ async fn settle(
                     // this module exists to prevent. Loud, counted, alerted on.
                     tracing::error!(order = %id, "the backend accepted an order whose stock was already restored");
                     ctx.metrics.delivery_conflicts.inc();
-                    ctx.tickets.update_by_order(id, Outcome::Confirmed(*id));
+                    ctx.order_settled(id, Outcome::Confirmed(*id));
                     Settled::Done
                 }
                 Ok(Confirmation::NotOwner | Confirmation::Unknown) => Settled::Done,
@@ -351,14 +351,10 @@ async fn settle(
                                 c.compensations.inc();
                             }
                             tracing::warn!(order = %id, "order not delivered; stock restored");
-                            ctx.tickets.update_by_order(id, Outcome::Failed(*id));
+                            ctx.order_settled(id, Outcome::Failed(*id));
                         }
-                        Compensation::AlreadyFailed => {
-                            ctx.tickets.update_by_order(id, Outcome::Failed(*id))
-                        }
-                        Compensation::Confirmed => {
-                            ctx.tickets.update_by_order(id, Outcome::Confirmed(*id))
-                        }
+                        Compensation::AlreadyFailed => ctx.order_settled(id, Outcome::Failed(*id)),
+                        Compensation::Confirmed => ctx.order_settled(id, Outcome::Confirmed(*id)),
                         Compensation::NotOwner | Compensation::Unknown => {}
                     }
                     Settled::Done

@@ -17,12 +17,13 @@ use crate::local_state::LocalState;
 use crate::log_throttle::warn_repeated;
 use crate::metrics::{Metrics, SaleCounters};
 use crate::ratelimit::KeyedLimit;
-use crate::sale::ticket::TicketBook;
+use crate::sale::outcome::Outcome;
+use crate::sale::ticket::{Ticket, TicketBook, TicketStatus};
 use crate::sale::{Sale, Sales};
 use crate::store::KEY_LAYOUT;
 use crate::store::{Replay, StockLoad, StockReading, Store, StoreError, Unspent};
 use crate::token::TokenSigner;
-use crate::types::{Epoch, OwnerTag, Sku, TicketId, Token, UserId};
+use crate::types::{Epoch, OrderId, OwnerTag, Sku, TicketId, Token, UserId};
 
 /// Shared state of the sale path.
 pub struct SaleContext {
@@ -32,6 +33,10 @@ pub struct SaleContext {
     pub store: Arc<dyn Store>,
     /// Tickets of admitted requests.
     pub tickets: TicketBook,
+    /// Tokens' recorded outcomes this instance read from the store and answered, as
+    /// finished tickets: kept apart from `tickets` (a quarter of its size), so that a
+    /// crowd of refused tokens never pushes a buyer's ticket out.
+    pub answers: TicketBook,
     /// Identity header reader.
     pub identity: Identity,
     /// Per-user request limit on sale routes.
@@ -98,6 +103,7 @@ impl SaleContext {
             sales,
             store,
             tickets: TicketBook::new(queue.max_tickets, queue.ticket_ttl),
+            answers: TicketBook::new((queue.max_tickets / 4).max(1), queue.ticket_ttl),
             identity: Identity::new(identity),
             per_user: KeyedLimit::new(limits.per_user_rate, limits.per_user_burst),
             per_ip: KeyedLimit::new(limits.per_ip_rate, limits.per_ip_burst),
@@ -129,6 +135,30 @@ impl SaleContext {
                 ),
             },
         }
+    }
+
+    /// Ticket `id`, from the book of admitted requests or of answers given.
+    pub fn known_ticket(&self, id: &TicketId) -> Option<Ticket> {
+        self.tickets.get(id).or_else(|| self.answers.get(id))
+    }
+
+    /// The ticket that spends `token`, from either book.
+    pub fn ticket_of_token(&self, token: &Token) -> Option<(TicketId, Ticket)> {
+        self.tickets
+            .by_token(token)
+            .or_else(|| self.answers.by_token(token))
+    }
+
+    /// Moves ticket `id` to `status` in whichever book holds it.
+    pub fn update_ticket(&self, id: &TicketId, status: TicketStatus) {
+        self.tickets.update(id, status.clone());
+        self.answers.update(id, status);
+    }
+
+    /// Moves the tickets of `order` to `outcome` (delivery outcomes), in both books.
+    pub fn order_settled(&self, order: &OrderId, outcome: Outcome) {
+        self.tickets.update_by_order(order, outcome);
+        self.answers.update_by_order(order, outcome);
     }
 
     /// What the store knows of `token` (`user`'s, in `sale`): its recorded outcome if

@@ -7,13 +7,13 @@ use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::context::SaleContext;
 use super::outcome::Outcome;
-use super::ticket::Ticket;
+use super::ticket::{Ticket, TicketStatus};
 use crate::cluster::peers::{Asked, Peers};
 use crate::error::GatewayError;
 use crate::log_throttle::warn_repeated;
 use crate::ratelimit::retry_after_secs;
 use crate::store::{StoreError, TicketRecord};
-use crate::types::{Sku, TicketId};
+use crate::types::{OrderId, Sku, TicketId};
 
 /// Where a ticket's answer was found.
 pub enum Found {
@@ -41,7 +41,7 @@ pub async fn find_ticket(
     id: TicketId,
     client: IpAddr,
 ) -> Result<Found, GatewayError> {
-    if let Some(ticket) = ctx.tickets.get(&id) {
+    if let Some(ticket) = known_ticket(ctx, id).await {
         return Ok(Found::Here(ticket));
     }
     // Another instance's ticket: its owner answers, else the store says what became of it.
@@ -88,6 +88,45 @@ pub async fn find_ticket(
         Some((_, TicketRecord::Queued)) => Err(GatewayError::TicketUnavailable),
         None if owner_gone => Err(GatewayError::UnknownTicket),
         None => Err(GatewayError::TicketUnavailable),
+    }
+}
+
+/// Ticket `id` from this instance's books, a reserved order's state brought up to date
+/// first (see [`current_state`]) at most at the ticket's poll rate
+/// (`limits.ticket_poll_rate`): a poll in a loop reads the store no faster.
+pub async fn known_ticket(ctx: &SaleContext, id: TicketId) -> Option<Ticket> {
+    let mut ticket = ctx.known_ticket(&id)?;
+    if let TicketStatus::Done(Outcome::Reserved(order)) = ticket.status {
+        if ctx.shared && ctx.ticket_polls.check(&id).is_ok() {
+            let now = current_state(ctx, &ticket.sku, id, order).await;
+            ticket.status = TicketStatus::Done(now);
+        }
+    }
+    Some(ticket)
+}
+
+/// A reserved order's outcome now, recorded on its ticket `id`. With a shared store
+/// another instance may have delivered it (confirmed, or failed and compensated), so the
+/// store is asked (one read); with the memory store this instance's deliverer keeps its
+/// tickets current. If the store does not answer, what this instance knows.
+pub(super) async fn current_state(
+    ctx: &SaleContext,
+    sku: &Sku,
+    id: TicketId,
+    order: OrderId,
+) -> Outcome {
+    if !ctx.shared {
+        return Outcome::Reserved(order);
+    }
+    match ctx.store.order_state(sku, &order).await {
+        Ok(state) => {
+            let now = Outcome::of_order(order, state);
+            if now != Outcome::Reserved(order) {
+                ctx.update_ticket(&id, TicketStatus::Done(now));
+            }
+            now
+        }
+        Err(_) => Outcome::Reserved(order),
     }
 }
 

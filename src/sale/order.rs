@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use super::admission::{self, Unspent};
 use super::context::SaleContext;
 use super::hold::{hold, is_stale, let_go, Held, HoldGuard};
+use super::lookup::current_state;
 use super::outcome::Outcome;
 use super::ticket::TicketStatus;
 use super::Sale;
@@ -21,7 +22,7 @@ use crate::config::{Overflow, ResponseMode};
 use crate::error::{GatewayError, Refusal};
 use crate::log_throttle::warn_repeated;
 use crate::store::Replay;
-use crate::types::{unix_millis, OrderId, TicketId, Token, UserId};
+use crate::types::{unix_millis, TicketId, Token, UserId};
 
 /// One order request, parsed: who, with which token, for how many units.
 pub struct Order {
@@ -121,7 +122,7 @@ fn remember(
     outcome: Outcome,
 ) -> Placed {
     let ticket = ctx.tokens.new_ticket(&ctx.owner, &sale.sku);
-    ctx.tickets
+    ctx.answers
         .remember(ticket, sale.sku.clone(), user.clone(), token, outcome);
     Placed::Decided(outcome, ticket)
 }
@@ -225,20 +226,6 @@ async fn refused(
     }
 }
 
-/// A reserved order's outcome now. With a shared store another instance may have confirmed
-/// or compensated it, so the store is asked (one read); with the memory store this
-/// instance's deliverer keeps its tickets current. If the store does not answer, what this
-/// instance knows.
-async fn current_state(ctx: &SaleContext, sale: &Sale, order: OrderId) -> Outcome {
-    if !ctx.shared {
-        return Outcome::Reserved(order);
-    }
-    match ctx.store.order_state(&sale.sku, &order).await {
-        Ok(state) => Outcome::of_order(order, state),
-        Err(_) => Outcome::Reserved(order),
-    }
-}
-
 /// [`replay`], except that a hold whose request is gone (see [`super::hold`]) is let go and
 /// the token replayed again: a dead request can no longer decide the token, and joining it
 /// would send the buyer from `ticket_lost` back to the same ticket until the hold ran out.
@@ -289,14 +276,14 @@ async fn answered_before(
     // A token seen before gets its first answer again, whatever the sale's state now: a
     // double click joins the request already queued, a resubmission after the sale sold
     // out still learns it won.
-    if let Some((ticket, t)) = ctx.tickets.by_token(token) {
+    if let Some((ticket, t)) = ctx.ticket_of_token(token) {
         if t.user == *user && t.sku == sale.sku && t.status.binds_token() {
             return Ok(Some(match t.status {
                 TicketStatus::Queued | TicketStatus::Processing => {
                     Placed::Queued { ticket, seq: t.seq }
                 }
                 TicketStatus::Done(Outcome::Reserved(order)) => {
-                    Placed::Decided(current_state(ctx, sale, order).await, ticket)
+                    Placed::Decided(current_state(ctx, &sale.sku, ticket, order).await, ticket)
                 }
                 TicketStatus::Done(outcome) => Placed::Decided(outcome, ticket),
             }));

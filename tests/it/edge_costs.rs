@@ -120,3 +120,87 @@ async fn a_token_this_instance_answered_is_answered_again_without_a_store_call()
         "resubmissions answered from what this instance remembers"
     );
 }
+
+/// Review finding: a reserved order's answer remembered on another instance never moved:
+/// after the instance that reserved it delivered it (here: the backend refused it for
+/// good, so it failed and its stock went back) the remembered ticket still said
+/// `reserved`, on every instance. A remembered reserved order is read again from the store
+/// when polled (at most at the ticket's poll rate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_reserved_order_follows_its_delivery() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    up.orders_status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n[delivery]\nretry_base = \"20ms\"\nretry_max = \"100ms\"\n";
+    let a = instance(&up, &redis, "gw-a", sale).await;
+    let b = instance(&up, &redis, "gw-b", sale).await;
+    let token = token_for(a.public_addr, "phone", "alice").await;
+    let won = order(a.public_addr, "phone", "alice", &token).await;
+    assert_eq!(won.status, StatusCode::CREATED, "{:?}", won.json());
+    // Resubmitted on b: b reads the token's outcome and remembers it under a ticket of its own.
+    let again = order(b.public_addr, "phone", "alice", &token).await;
+    assert_eq!(again.json()["order_id"], won.json()["order_id"]);
+    let remembered = again.json()["ticket"]
+        .as_str()
+        .expect("a ticket")
+        .to_owned();
+    let polled = send(b.public_addr, get(&format!("/sale/tickets/{remembered}"))).await;
+    assert_eq!(polled.json()["status"], "reserved", "{:?}", polled.json());
+
+    up.orders_status
+        .store(400, std::sync::atomic::Ordering::SeqCst);
+    until("the remembered ticket to tell the order failed", || async {
+        let polled = send(b.public_addr, get(&format!("/sale/tickets/{remembered}"))).await;
+        polled.json()["status"] == "failed"
+    })
+    .await;
+}
+
+/// Review finding: 400 tokens refused `sold_out` after the sellout were each remembered in
+/// the book of tickets, which made room by forgetting its oldest finished tickets: the
+/// winners', whose polls then answered 404 within seconds instead of `queue.ticket_ttl`.
+/// Answers given are remembered in a book of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_refusals_never_push_a_buyers_ticket_out() {
+    let up = Upstream::start().await;
+    let gw = sale_gateway(
+        &up,
+        "[limits]\nper_user_rate = 0\n[queue]\nresponse = \"async\"\nmax_tickets = 320\n[[sale]]\nsku = \"phone\"\nstock = 5\n",
+    )
+    .await;
+    let mut winners = Vec::new();
+    for i in 0..5 {
+        let user = format!("w{i}");
+        let token = token_for(gw.public_addr, "phone", &user).await;
+        let a = order(gw.public_addr, "phone", &user, &token).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.json());
+        winners.push(a.json()["ticket"].as_str().expect("ticket").to_owned());
+    }
+    until("the sale to sell out", || async {
+        send(gw.public_addr, get("/sale/phone")).await.json()["state"] == "sold_out"
+    })
+    .await;
+    let (sku, late) = (
+        flashgate::types::Sku::new("phone"),
+        flashgate::types::UserId::parse("late").expect("user"),
+    );
+    let expires = flashgate::types::unix_millis(std::time::SystemTime::now()) + 60_000;
+    for _ in 0..400 {
+        let token = gw.context().tokens.issue(&sku, &late, expires).to_string();
+        assert_refused(
+            &order(gw.public_addr, "phone", "late", &token).await,
+            StatusCode::GONE,
+            "sold_out",
+        );
+    }
+    for ticket in &winners {
+        let polled = send(gw.public_addr, get(&format!("/sale/tickets/{ticket}"))).await;
+        assert_eq!(
+            polled.status,
+            StatusCode::OK,
+            "{ticket}: {:?}",
+            polled.json()
+        );
+    }
+}

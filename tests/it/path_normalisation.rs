@@ -70,6 +70,10 @@ async fn no_spelling_of_the_order_intake_reaches_the_upstream() {
         "/orders%CC%87",
         "/orders%CC%B8",
         "/Orders%CC%81/x",
+        "/%F3%A0%80%81orders",
+        "/ord%F3%A0%80%81ers",
+        "/orders%F0%9D%85%B3",
+        "/%F0%9B%B2%A0orders",
     ];
     for path in variants {
         for method in ["POST", "PUT", "PATCH"] {
