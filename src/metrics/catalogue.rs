@@ -172,6 +172,13 @@ pub const DELIVERIES: Spec = Spec {
     labels: &["result"],
 };
 
+/// `flashgate_ticket_relays_total`.
+pub const TICKET_RELAYS: Spec = Spec {
+    name: "flashgate_ticket_relays_total",
+    help: "Polls of another instance's ticket, by how they were answered",
+    labels: &["result"],
+};
+
 /// `flashgate_compensations_total`.
 pub const COMPENSATIONS: Spec = Spec {
     name: "flashgate_compensations_total",

@@ -27,6 +27,11 @@ pub const ADMISSION_OUTCOMES: &[&str] = &[
     "invalid_token",
 ];
 
+/// How a poll of another instance's ticket was answered, as the `result` label of
+/// `flashgate_ticket_relays_total`: by its owner, refused by the poll limits, or (owner
+/// gone or silent) from the store's record.
+pub const RELAY_RESULTS: [&str; 4] = ["answered", "rate_limited", "owner_gone", "owner_silent"];
+
 /// Every delivery attempt's result, as the `result` label of `flashgate_deliveries_total`.
 pub const DELIVERY_RESULTS: [&str; 4] = ["confirmed", "refused", "retry", "unknown"];
 
@@ -71,6 +76,8 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// Orders compensated (stock put back), by sku.
     pub compensations: IntCounterVec,
+    /// Polls of another instance's ticket, by result ([`RELAY_RESULTS`]).
+    pub ticket_relays: IntCounterVec,
     /// Orders the deliverer holds that are not settled yet.
     pub outbox_backlog: IntGauge,
     /// Proxied request latency to the response head, by status class.
@@ -184,6 +191,7 @@ impl Metrics {
             store_errors: counter(&r, &catalogue::STORE_ERRORS),
             deliveries: counter(&r, &catalogue::DELIVERIES),
             compensations: counter(&r, &catalogue::COMPENSATIONS),
+            ticket_relays: counter(&r, &catalogue::TICKET_RELAYS),
             outbox_backlog: single_gauge(&r, &catalogue::OUTBOX_BACKLOG),
             upstream_seconds: histogram(&r, &catalogue::UPSTREAM_SECONDS),
             open_connections: single_gauge(&r, &catalogue::OPEN_CONNECTIONS),
@@ -196,6 +204,9 @@ impl Metrics {
         // Series a dashboard or an alert reads exist from the start, at 0.
         for result in DELIVERY_RESULTS {
             m.deliveries.with_label_values(&[result]);
+        }
+        for result in RELAY_RESULTS {
+            m.ticket_relays.with_label_values(&[result]);
         }
         m
     }

@@ -60,6 +60,7 @@ pub async fn find_ticket(
         .check(&id)
         .and_then(|()| ctx.relays_per_ip.check(&client))
     {
+        relayed(ctx, "rate_limited");
         return Err(GatewayError::RateLimited {
             retry_after: retry_after_secs(wait),
         });
@@ -70,15 +71,24 @@ pub async fn find_ticket(
             headers,
             body,
         } => {
+            relayed(ctx, "answered");
             return Ok(Found::Relayed {
                 status,
                 headers,
                 body,
-            })
+            });
         }
         Asked::Gone => true,
         Asked::Unreachable => false,
     };
+    relayed(
+        ctx,
+        if owner_gone {
+            "owner_gone"
+        } else {
+            "owner_silent"
+        },
+    );
     match ticket_record(ctx, &id).await? {
         Some((sku, TicketRecord::Decided(reply))) => {
             Ok(Found::Decided(sku, Outcome::of_reply(&reply)))
@@ -89,6 +99,11 @@ pub async fn find_ticket(
         None if owner_gone => Err(GatewayError::UnknownTicket),
         None => Err(GatewayError::TicketUnavailable),
     }
+}
+
+/// Counts a poll of another instance's ticket (one of `RELAY_RESULTS`).
+fn relayed(ctx: &SaleContext, result: &str) {
+    ctx.metrics.ticket_relays.with_label_values(&[result]).inc();
 }
 
 /// Ticket `id` from this instance's books, a reserved order's state brought up to date

@@ -140,6 +140,17 @@ async fn a_client_polling_in_a_loop_through_the_fleet_hurts_no_one_else() {
         reads_before,
         "the owner answered every relayed poll: no store read"
     );
+    let text = scrape(b.admin_addr).await;
+    let relays = |result: &str| {
+        value(
+            &text,
+            &format!("flashgate_ticket_relays_total{{result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(relays("answered") >= 8.0, "bob's polls, at least");
+    assert!(relays("rate_limited") > 0.0);
+    assert_eq!(relays("owner_gone") + relays("owner_silent"), 0.0);
 }
 
 /// With the poll limits off, 100 relays at once exceed the relay connections to the
