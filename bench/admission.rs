@@ -31,6 +31,8 @@ fn item(seq: u64, user: &UserId) -> QueueItem {
         user: user.clone(),
         token: Token::random(),
         quantity: 1,
+        line: None,
+        promised_ms: 0,
         admitted_at: Instant::now(),
         reply: None,
         held: false,
@@ -55,7 +57,7 @@ fn admission(c: &mut Criterion) {
     let sale = full.sales.get("s").expect("sale").clone();
     admit(&full, &sale, &user, ip, now)
         .expect("first is admitted")
-        .fill(user.clone(), Token::random(), 1, None);
+        .fill(user.clone(), Token::random(), 1, None, 0, None);
     c.bench_function("admit/refuse_queue_full", |b| {
         b.iter(|| black_box(admit(&full, &sale, &user, ip, now).is_err()))
     });
@@ -71,6 +73,8 @@ fn admission(c: &mut Criterion) {
                 user.clone(),
                 Token::random(),
                 1,
+                None,
+                0,
                 None,
             );
             let popped = matches!(sale.queue.pop(), Head::Item(_));

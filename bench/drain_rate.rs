@@ -42,7 +42,7 @@ async fn main() {
     ctx.load_stock(&config.sales).await.expect("stock");
     let sale = ctx.sales.get("bench").expect("sale").clone();
     sale.set_draining(false);
-    fill::fill(&ctx, &sale, queued, "u");
+    fill::fill(&ctx, &sale, queued, "u").await;
     let shutdown = CancellationToken::new();
     let drain = tokio::spawn(flashgate::sale::drain::run(
         ctx.clone(),

@@ -66,7 +66,7 @@ async fn drain_with(n: usize, redis: &str, rate: u64, seconds: u64) {
         ctx.load_stock(&cfg.sales).await.expect("stock");
         let sale = ctx.sales.get("bench").expect("sale").clone();
         sale.set_draining(false);
-        fill::fill(&ctx, &sale, queued, &format!("i{}u", instances.len()));
+        fill::fill(&ctx, &sale, queued, &format!("i{}u", instances.len())).await;
         instances.push((ctx, sale));
     }
     let shutdown = CancellationToken::new();

@@ -116,6 +116,35 @@ pub const QUEUE_WAIT: Spec = Spec {
     labels: &["sku"],
 };
 
+/// `flashgate_line_length`.
+pub const LINE_LENGTH: Spec = Spec {
+    name: "flashgate_line_length",
+    help:
+        "Requests in the sale's line across the fleet, not yet passed by its cursor (shared store)",
+    labels: &["sku"],
+};
+
+/// `flashgate_line_cursor`.
+pub const LINE_CURSOR: Spec = Spec {
+    name: "flashgate_line_cursor",
+    help: "The fleet line's cursor: requests numbered up to it may be released (shared store)",
+    labels: &["sku"],
+};
+
+/// `flashgate_line_fallbacks_total`.
+pub const LINE_FALLBACKS: Spec = Spec {
+    name: "flashgate_line_fallbacks_total",
+    help: "Times the drain released requests in local order because the store could not move the line's cursor",
+    labels: &["sku"],
+};
+
+/// `flashgate_eta_error_ratio`.
+pub const ETA_ERROR: Spec = Spec {
+    name: "flashgate_eta_error_ratio",
+    help: "How far the wait promised at admission was from the real one: |real - promised| / real",
+    labels: &["sku"],
+};
+
 /// `flashgate_drain_rate_configured`.
 pub const DRAIN_RATE: Spec = Spec {
     name: "flashgate_drain_rate_configured",

@@ -58,6 +58,14 @@ pub struct Metrics {
     pub queue_capacity: IntGaugeVec,
     /// Time admitted requests spent queued, by sku.
     pub queue_wait: HistogramVec,
+    /// Each sale's line across the fleet: numbers drawn and not yet passed.
+    pub line_length: IntGaugeVec,
+    /// Each sale's line cursor.
+    pub line_cursor: IntGaugeVec,
+    /// Releases in local order because the line's cursor could not be moved, by sku.
+    pub line_fallbacks: IntCounterVec,
+    /// ETA error of released requests, by sku.
+    pub eta_error: HistogramVec,
     /// Drain rate per sale, the total across instances (requests per second).
     pub drain_rate: IntGaugeVec,
     /// This instance's measured share of each sale's drain rate.
@@ -127,6 +135,18 @@ fn histogram(r: &Registry, spec: &Spec) -> HistogramVec {
     h
 }
 
+/// A histogram of ratios, 1 % to 10×.
+fn ratio_histogram(r: &Registry, spec: &Spec) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(spec.name, spec.help)
+            .buckets(vec![0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]),
+        spec.labels,
+    )
+    .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
 /// A counter of a single series (no labels).
 fn single_counter(r: &Registry, spec: &Spec) -> IntCounter {
     let c = IntCounter::new(spec.name, spec.help).expect("valid metric");
@@ -182,6 +202,10 @@ impl Metrics {
             queue_depth: gauge(&r, &catalogue::QUEUE_DEPTH),
             queue_capacity: gauge(&r, &catalogue::QUEUE_CAPACITY),
             queue_wait: histogram(&r, &catalogue::QUEUE_WAIT),
+            line_length: gauge(&r, &catalogue::LINE_LENGTH),
+            line_cursor: gauge(&r, &catalogue::LINE_CURSOR),
+            line_fallbacks: counter(&r, &catalogue::LINE_FALLBACKS),
+            eta_error: ratio_histogram(&r, &catalogue::ETA_ERROR),
             drain_rate: gauge(&r, &catalogue::DRAIN_RATE),
             drain_share: gauge(&r, &catalogue::DRAIN_SHARE),
             drained: counter(&r, &catalogue::DRAINED),
@@ -249,6 +273,10 @@ pub struct SaleCounters {
     pub reserve: Vec<IntCounter>,
     /// Orders compensated.
     pub compensations: IntCounter,
+    /// Releases in local order because the line's cursor could not be moved.
+    pub line_fallbacks: IntCounter,
+    /// ETA error of released requests.
+    pub eta_error: Histogram,
 }
 
 impl SaleCounters {
@@ -282,6 +310,8 @@ impl Metrics {
                 .map(|o| self.reserve.with_label_values(&[sku, o]))
                 .collect(),
             compensations: self.compensations.with_label_values(&[sku]),
+            line_fallbacks: self.line_fallbacks.with_label_values(&[sku]),
+            eta_error: self.eta_error.with_label_values(&[sku]),
         }
     }
 }

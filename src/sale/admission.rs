@@ -200,13 +200,15 @@ impl Slot<'_> {
         self.held = true;
     }
 
-    /// Queues the request in this slot, counted as pending until its outcome; `reply`
-    /// hears the outcome (wait mode).
+    /// Queues the request in this slot, counted as pending until its outcome, with its
+    /// number in the fleet's line if it drew one; `reply` hears the outcome (wait mode).
     pub fn fill(
         self,
         user: UserId,
         token: Token,
         quantity: u32,
+        line: Option<u64>,
+        promised_ms: u64,
         reply: Option<oneshot::Sender<Outcome>>,
     ) {
         let this = std::mem::ManuallyDrop::new(self);
@@ -217,6 +219,8 @@ impl Slot<'_> {
             user,
             token,
             quantity,
+            line,
+            promised_ms,
             admitted_at: Instant::now(),
             reply,
             held: this.held,

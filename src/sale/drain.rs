@@ -25,9 +25,17 @@ const FILLING_WAIT: Duration = Duration::from_millis(100);
 /// How long a share of the rate is measured over before it is reported.
 const SHARE_WINDOW: Duration = Duration::from_secs(1);
 
-/// Permits to release requests with: leased from the store, at most one lease a period.
+/// What releases queued requests: with a shared store, the fleet's line cursor (see
+/// [`crate::store::line`]); else (and while the store cannot be asked) permits leased from
+/// the store, at most one lease a period.
 struct Pacer {
-    /// Permits in hand.
+    /// In the fleet's line: a request goes once the cursor has passed its number.
+    in_line: bool,
+    /// The line's cursor as last asked.
+    cursor: u64,
+    /// Requests released since the cursor was last asked (for the share measured).
+    released: u32,
+    /// Permits in hand (the sold-out fast path, or a store that cannot be asked).
     credit: u32,
     /// No lease before this.
     next_lease: Instant,
@@ -38,8 +46,11 @@ struct Pacer {
 }
 
 impl Pacer {
-    fn new() -> Self {
+    fn new(in_line: bool) -> Self {
         Self {
+            in_line,
+            cursor: 0,
+            released: 0,
             credit: 0,
             next_lease: Instant::now(),
             window: None,
@@ -92,6 +103,37 @@ impl Pacer {
         self.measure(sale, now, granted);
     }
 
+    /// Asks the store to move the line's cursor, for a head numbered `head`; the next ask
+    /// comes once the head could be due. When the store cannot be asked, the requests
+    /// queued here go in their local order at this instance's pace for a period (the line
+    /// falls back to local order: counted), and their reserve steps fail fast or go through.
+    async fn advance(&mut self, ctx: &SaleContext, sale: &Sale, head: u64) {
+        let now = Instant::now();
+        let rate = sale.drain_rate();
+        match ctx.store.advance_line(&sale.sku, rate).await {
+            Ok(line) => {
+                sale.adopt_drain_rate(line.rate);
+                sale.line.seen(line.cursor, line.admitted);
+                self.cursor = self.cursor.max(line.cursor);
+                self.next_lease = now + crate::store::line::wait_for(head, self.cursor, line.rate);
+            }
+            Err(e) => {
+                tracing::debug!(sku = %sale.sku, error = %e, "cannot move the line's cursor");
+                if let Some(c) = ctx.counters(&sale.sku) {
+                    c.line_fallbacks.inc();
+                }
+                let pace = match sale.drain_share() {
+                    0 => rate,
+                    share => share,
+                };
+                self.credit = lease_size(pace);
+                self.next_lease = now + LEASE_PERIOD;
+            }
+        }
+        let released = std::mem::take(&mut self.released);
+        self.measure(sale, now, released);
+    }
+
     /// Reports what the drain achieved over each window of backlog as its share.
     fn measure(&mut self, sale: &Sale, now: Instant, granted: u32) {
         let (since, total) = self.window.get_or_insert((now, 0));
@@ -119,7 +161,7 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
     let mut rate = sale.watch_rate();
     let mut paused = sale.watch_paused();
     let mut draining = sale.watch_draining();
-    let mut pacer = Pacer::new();
+    let mut pacer = Pacer::new(ctx.shared);
     loop {
         if *paused.borrow_and_update() || !*draining.borrow_and_update() {
             pacer.idle();
@@ -148,7 +190,7 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
         if pacer.credit == 0 && sale.remaining() == 0 {
             pacer.credit = u32::try_from(sale.settings.workers).unwrap_or(u32::MAX);
         }
-        if pacer.credit == 0 {
+        if pacer.credit == 0 && !pacer.in_line {
             if Instant::now() < pacer.next_lease {
                 tokio::select! {
                     () = tokio::time::sleep_until(pacer.next_lease.into()) => {}
@@ -172,8 +214,28 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
             },
             () = shutdown.cancelled() => break,
         };
-        let item = match sale.queue.pop() {
+        // In the line, without permits in hand: only a request the cursor has passed.
+        let through = (pacer.in_line && pacer.credit == 0).then_some(pacer.cursor);
+        let item = match sale.queue.pop_through(through) {
             Head::Item(item) => item,
+            Head::Later(head) => {
+                drop(permit);
+                if Instant::now() < pacer.next_lease {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(pacer.next_lease.into()) => {}
+                        _ = rate.changed() => pacer.next_lease = Instant::now(),
+                        _ = paused.changed() => {}
+                        _ = draining.changed() => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    () = pacer.advance(&ctx, &sale, head) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
             // The next request's admission is filling its slot in (a moment): wait for it,
             // so requests leave in admission order.
             Head::Filling | Head::Empty => {
@@ -185,24 +247,47 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
                 continue;
             }
         };
-        pacer.credit -= 1;
-        ctx.tickets.update(&item.ticket, TicketStatus::Processing);
-        if let Some(c) = ctx.counters(&sale.sku) {
-            c.drained.inc();
-            c.queue_wait
-                .observe(item.admitted_at.elapsed().as_secs_f64());
+        if pacer.credit > 0 {
+            pacer.credit -= 1;
+        } else {
+            pacer.released += 1;
         }
-        tokio::spawn(work(ctx.clone(), sale.clone(), item, permit));
+        release(&ctx, &sale, item, permit);
     }
-    // Nothing is admitted from now on, and every request admitted so far is answered: a
-    // number taken and not yet filled in is waited for (briefly: its admission is a few
-    // instructions from pushing or giving it back).
+    answer_the_rest(&ctx, &sale, &workers).await;
+}
+
+/// Hands a request the drain took to an order worker.
+fn release(
+    ctx: &Arc<SaleContext>,
+    sale: &Arc<Sale>,
+    item: QueueItem,
+    permit: OwnedSemaphorePermit,
+) {
+    ctx.tickets.update(&item.ticket, TicketStatus::Processing);
+    if let Some(c) = ctx.counters(&sale.sku) {
+        let waited = item.admitted_at.elapsed();
+        c.drained.inc();
+        c.queue_wait.observe(waited.as_secs_f64());
+        // Against at least a millisecond: a request served at once was told ~0.
+        let real = waited.as_secs_f64().max(0.001);
+        let promised = item.promised_ms as f64 / 1000.0;
+        c.eta_error.observe((real - promised).abs() / real);
+    }
+    tokio::spawn(work(ctx.clone(), sale.clone(), item, permit));
+}
+
+/// Once the drain stops: nothing is admitted from now on, and every request admitted so
+/// far is answered (`shutting_down`). A number taken and not yet filled in is waited for
+/// (its admission is at most a store call from filling or giving it back); then the steps
+/// in flight are.
+async fn answer_the_rest(ctx: &Arc<SaleContext>, sale: &Sale, workers: &Semaphore) {
     sale.stop();
     loop {
         match sale.queue.pop() {
-            Head::Item(item) => conclude(&ctx, &sale, item, Outcome::ShuttingDown),
+            Head::Item(item) => conclude(ctx, sale, item, Outcome::ShuttingDown),
             Head::Empty if sale.queue.is_empty() => break,
-            Head::Filling | Head::Empty => {
+            Head::Filling | Head::Empty | Head::Later(_) => {
                 let _ = tokio::time::timeout(FILLING_WAIT, sale.queue.wait_ready()).await;
             }
         }

@@ -51,6 +51,7 @@ pub(super) async fn hold(
         token: *token,
         ticket,
         armed: true,
+        line: 0,
     };
     let mut tries = 0;
     loop {
@@ -63,7 +64,11 @@ pub(super) async fn hold(
                 GatewayError::StoreUnavailable
             })?;
         return Ok(match held {
-            TokenHold::Held => Held::Here(guard),
+            TokenHold::Held { number, cursor } => {
+                guard.line = number;
+                sale.line.seen(cursor, number);
+                Held::Here(guard)
+            }
             // A hold whose request is gone (its instance stopped, or its release was lost):
             // let go of it and hold again, once.
             TokenHold::Queued(other) if tries == 1 && is_stale(ctx, peers, &other).await => {
@@ -138,9 +143,16 @@ pub(super) struct HoldGuard {
     token: Token,
     ticket: TicketId,
     armed: bool,
+    /// The number the request drew in the sale's line with its hold.
+    line: u64,
 }
 
 impl HoldGuard {
+    /// The request's number in the fleet's line of the sale.
+    pub(super) fn line(&self) -> u64 {
+        self.line
+    }
+
     /// The request is queued: its outcome decides what becomes of the hold.
     pub(super) fn disarm(mut self) {
         self.armed = false;

@@ -12,7 +12,7 @@ use crate::cluster::peers::{Asked, Peers};
 use crate::error::GatewayError;
 use crate::log_throttle::warn_repeated;
 use crate::ratelimit::retry_after_secs;
-use crate::store::{StoreError, TicketRecord};
+use crate::store::{Replay, StoreError, TicketRecord, Unspent};
 use crate::types::{OrderId, Sku, TicketId};
 
 /// Where a ticket's answer was found.
@@ -111,13 +111,41 @@ fn relayed(ctx: &SaleContext, result: &str) {
 /// (`limits.ticket_poll_rate`): a poll in a loop reads the store no faster.
 pub async fn known_ticket(ctx: &SaleContext, id: TicketId) -> Option<Ticket> {
     let mut ticket = ctx.known_ticket(&id)?;
-    if let TicketStatus::Done(Outcome::Reserved(order)) = ticket.status {
-        if ctx.shared && ctx.ticket_polls.check(&id).is_ok() {
-            let now = current_state(ctx, &ticket.sku, id, order).await;
-            ticket.status = TicketStatus::Done(now);
-        }
+    let unsettled = matches!(
+        ticket.status,
+        TicketStatus::Done(Outcome::Reserved(_) | Outcome::StoreUnavailable)
+    );
+    if !(unsettled && ctx.shared && ctx.ticket_polls.check(&id).is_ok()) {
+        return Some(ticket);
     }
+    let now = match ticket.status {
+        TicketStatus::Done(Outcome::Reserved(order)) => {
+            current_state(ctx, &ticket.sku, id, order).await
+        }
+        _ => stepped_after_all(ctx, &ticket, id).await,
+    };
+    ticket.status = TicketStatus::Done(now);
     Some(ticket)
+}
+
+/// A ticket whose store step went unanswered (`store_unavailable`): the store may have run
+/// it after all, once it answered again. Its token's recorded outcome says (one read); a
+/// token still unspent leaves the answer as it was (resubmitting it is safe).
+async fn stepped_after_all(ctx: &SaleContext, ticket: &Ticket, id: TicketId) -> Outcome {
+    let Some(sale) = ctx.sales.get(ticket.sku.as_str()) else {
+        return Outcome::StoreUnavailable;
+    };
+    match ctx
+        .replay(sale, &ticket.token, &ticket.user, Unspent::Leave)
+        .await
+    {
+        Ok(Replay::Spent(reply)) => {
+            let decided = Outcome::of_reply(&reply);
+            ctx.update_ticket(&id, TicketStatus::Done(decided));
+            decided
+        }
+        _ => Outcome::StoreUnavailable,
+    }
 }
 
 /// A reserved order's outcome now, recorded on its ticket `id`. With a shared store

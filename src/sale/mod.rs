@@ -5,6 +5,7 @@ pub mod admission;
 pub mod context;
 pub mod drain;
 pub(crate) mod hold;
+pub mod line;
 pub mod lookup;
 pub mod order;
 pub mod outcome;
@@ -93,6 +94,8 @@ pub struct Sale {
     share: AtomicU32,
     paused: watch::Sender<bool>,
     draining: watch::Sender<bool>,
+    /// The fleet's line of this sale as this instance last saw it (shared store).
+    pub line: line::LineView,
 }
 
 impl Sale {
@@ -124,6 +127,7 @@ impl Sale {
             share: AtomicU32::new(0),
             paused: watch::Sender::new(false),
             draining: watch::Sender::new(true),
+            line: line::LineView::default(),
         }
     }
 
@@ -287,6 +291,23 @@ impl Sale {
     /// instance's share of the rate (another instance's queue takes the rest).
     pub fn eta_ms(&self, position: u64) -> u64 {
         position.saturating_mul(1000) / self.pace()
+    }
+
+    /// A queued request's position and estimated wait in milliseconds: in the fleet's line
+    /// at the fleet's rate when it drew number `line` there (the same figures whichever
+    /// instance answers), else in this instance's queue (number `seq`) at its share.
+    pub fn place(&self, seq: u64, line: Option<u64>) -> (u64, u64) {
+        match line {
+            Some(n) => {
+                let position = self.line.position(n);
+                let eta = position.saturating_mul(1000) / u64::from(self.drain_rate().max(1));
+                (position, eta)
+            }
+            None => {
+                let position = self.queue.position(seq).unwrap_or(0);
+                (position, self.eta_ms(position))
+            }
+        }
     }
 
     /// Seconds a refused client should wait before retrying: how long the drain takes to

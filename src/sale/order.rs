@@ -47,6 +47,8 @@ pub enum Placed {
         ticket: TicketId,
         /// Its place in the sale's queue.
         seq: u64,
+        /// Its number in the fleet's line (shared store).
+        line: Option<u64>,
     },
     /// Its token is queued already under this ticket (maybe on another instance).
     Joined(TicketId),
@@ -78,37 +80,37 @@ pub async fn place(
     if let Some(answer) = answered_before(ctx, peers, &sale, &token, &user, ip).await? {
         return Ok(answer);
     }
+    // Declared before the slot, so dropped after it: a number given back is given back
+    // before its hold is let go.
+    let mut held = None;
     let decided = Instant::now();
     // Every refusal at the edge is decided here, before any store step: the checks, then
-    // a place within the queue's capacity (one atomic). Only then, with a shared store,
-    // is the token held for this request (the same token may reach another instance
-    // too, and must be queued once), and only then is the place numbered: its admission
-    // order.
-    let placed = admission::precheck(ctx, &sale, &user, ip, SystemTime::now()).and_then(|()| {
-        admission::take_place(ctx, &sale, ctx.tokens.new_ticket(&ctx.owner, &sale.sku))
-    });
+    // a place in the queue, numbered on arrival (one atomic each), so that this instance
+    // keeps its arrivals' order even when the store answers their holds out of order (it
+    // stalled). Only then, with a shared store, is the token held for this request (the
+    // same token may reach another instance too, and must be queued once): meanwhile the
+    // drain waits for the slot to be filled or given back, at most a store call.
+    let numbered = admission::precheck(ctx, &sale, &user, ip, SystemTime::now())
+        .and_then(|()| {
+            let ticket = ctx.tokens.new_ticket(&ctx.owner, &sale.sku);
+            admission::take_place(ctx, &sale, ticket)
+        })
+        .and_then(admission::Place::number);
     ctx.metrics
         .admission_seconds
         .observe(decided.elapsed().as_secs_f64());
-    let place = match placed {
-        Ok(place) => place,
+    let slot = match numbered {
+        Ok(slot) => slot,
         Err(refusal) => return refused(ctx, peers, &sale, &token, &user, ip, refusal).await,
     };
-    let mut held = None;
     if let Some(peers) = peers {
-        match hold(ctx, peers, &sale, &token, &user, place.ticket()).await? {
+        match hold(ctx, peers, &sale, &token, &user, slot.ticket()).await? {
             Held::Here(guard) => held = Some(guard),
             Held::Queued(other) => return Ok(Placed::Joined(other)),
             Held::Spent(outcome) => return Ok(remember(ctx, &sale, &user, token, outcome)),
         }
     }
-    // Declared after `held`, so dropped before it: a number given back is given back
-    // before its hold is let go.
-    let numbered = place.number();
-    match numbered {
-        Ok(slot) => queue(ctx, &sale, held, slot, user, token, quantity).await,
-        Err(refusal) => refused(ctx, peers, &sale, &token, &user, ip, refusal).await,
-    }
+    queue(ctx, &sale, held, slot, user, token, quantity).await
 }
 
 /// An outcome the store recorded for `token`, given now: remembered as a finished ticket
@@ -140,6 +142,7 @@ async fn queue(
     quantity: u32,
 ) -> Result<Placed, GatewayError> {
     let (seq, ticket) = (slot.seq(), slot.ticket());
+    let line = held.as_ref().map(HoldGuard::line);
     if !ctx
         .tickets
         .open(ticket, sale.sku.clone(), seq, user.clone(), token)
@@ -148,6 +151,9 @@ async fn queue(
         // slot goes back).
         count_full(ctx, sale);
         return Ok(Placed::QueueFull);
+    }
+    if let Some(line) = line {
+        ctx.tickets.set_line(&ticket, line);
     }
     count(ctx, sale, "admitted");
     let (reply, outcome) = match sale.settings.response {
@@ -160,7 +166,8 @@ async fn queue(
     if held.is_some() {
         slot.mark_held();
     }
-    slot.fill(user, token, quantity, reply);
+    let promised = sale.place(seq, line).1;
+    slot.fill(user, token, quantity, line, promised, reply);
     // Queued: the drain lets go of the hold if the outcome leaves the token unspent.
     if let Some(guard) = held {
         guard.disarm();
@@ -170,7 +177,7 @@ async fn queue(
             return Ok(Placed::Decided(outcome, ticket));
         }
     }
-    Ok(Placed::Queued { ticket, seq })
+    Ok(Placed::Queued { ticket, seq, line })
 }
 
 /// A refusal at the edge, unless the token was spent already: a token this instance has no
@@ -279,9 +286,11 @@ async fn answered_before(
     if let Some((ticket, t)) = ctx.ticket_of_token(token) {
         if t.user == *user && t.sku == sale.sku && t.status.binds_token() {
             return Ok(Some(match t.status {
-                TicketStatus::Queued | TicketStatus::Processing => {
-                    Placed::Queued { ticket, seq: t.seq }
-                }
+                TicketStatus::Queued | TicketStatus::Processing => Placed::Queued {
+                    ticket,
+                    seq: t.seq,
+                    line: t.line,
+                },
                 TicketStatus::Done(Outcome::Reserved(order)) => {
                     Placed::Decided(current_state(ctx, &sale.sku, ticket, order).await, ticket)
                 }

@@ -29,6 +29,11 @@ pub struct QueueItem {
     pub token: Token,
     /// Units asked for.
     pub quantity: u32,
+    /// Its number in the fleet's line (with a shared store): the drain releases it once
+    /// the line's cursor has passed it.
+    pub line: Option<u64>,
+    /// The wait it was told at admission, in milliseconds.
+    pub promised_ms: u64,
     /// When it was admitted.
     pub admitted_at: Instant,
     /// Where a waiting request hears the outcome (wait mode); `None` in async mode.
@@ -60,6 +65,9 @@ pub enum Head {
     Filling,
     /// Nothing is queued.
     Empty,
+    /// The next request is number `.0` in the fleet's line, which the cursor has not
+    /// passed yet: it stays at the head.
+    Later(u64),
 }
 
 /// The queue of one sale.
@@ -216,6 +224,12 @@ impl SaleQueue {
     /// Takes the request at the head, in admission order, passing over numbers given
     /// back. Only the sale's drain calls it.
     pub fn pop(&self) -> Head {
+        self.pop_through(None)
+    }
+
+    /// [`pop`](Self::pop), but with a `cursor` only a request whose number in the fleet's
+    /// line it has passed (or one without a number): else [`Head::Later`].
+    pub fn pop_through(&self, cursor: Option<u64>) -> Head {
         loop {
             let head = self.head.load(Ordering::Acquire);
             if head == self.tail.load(Ordering::Acquire) {
@@ -224,6 +238,9 @@ impl SaleQueue {
             let taken = {
                 let mut slot = self.slot(head);
                 match &*slot {
+                    Slot::Filled(QueueItem {
+                        seq, line: Some(n), ..
+                    }) if *seq == head && cursor.is_some_and(|c| *n > c) => return Head::Later(*n),
                     Slot::Filled(item) if item.seq == head => Some(std::mem::take(&mut *slot)),
                     Slot::Cancelled(seq) if *seq == head => {
                         *slot = Slot::Empty;
@@ -287,6 +304,8 @@ mod tests {
             user: UserId::parse("u").expect("user"),
             token: Token::random(),
             quantity: 1,
+            line: None,
+            promised_ms: 0,
             admitted_at: Instant::now(),
             reply: None,
             held: false,
@@ -416,6 +435,19 @@ mod tests {
     }
 
     #[test]
+    fn a_head_the_line_cursor_has_not_passed_stays() {
+        let q = SaleQueue::new(4);
+        let seq = q.reserve().expect("room");
+        q.push(QueueItem {
+            line: Some(7),
+            ..item(seq)
+        });
+        assert!(matches!(q.pop_through(Some(6)), Head::Later(7)));
+        assert_eq!(q.len(), 1, "still queued");
+        assert!(matches!(q.pop_through(Some(7)), Head::Item(i) if i.seq == seq));
+    }
+
+    #[test]
     fn a_place_counts_against_the_capacity_before_it_is_numbered() {
         let q = SaleQueue::new(2);
         assert!(q.take_place());
@@ -476,7 +508,7 @@ mod tests {
                     assert_eq!(i.seq, next, "admission order");
                     next += 1;
                 }
-                Head::Filling | Head::Empty => std::thread::yield_now(),
+                Head::Filling | Head::Empty | Head::Later(_) => std::thread::yield_now(),
             }
         }
         for p in producers {

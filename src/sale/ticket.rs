@@ -54,8 +54,11 @@ impl TicketStatus {
 pub struct Ticket {
     /// The sale.
     pub sku: Sku,
-    /// Its admission sequence number in that sale.
+    /// Its admission sequence number in that sale, on this instance.
     pub seq: u64,
+    /// Its number in the fleet's line of the sale (with a shared store; see
+    /// [`crate::store::line`]).
+    pub line: Option<u64>,
     /// Who it belongs to.
     pub user: UserId,
     /// The token it spends.
@@ -137,6 +140,7 @@ impl TicketBook {
             Ticket {
                 sku,
                 seq,
+                line: None,
                 user,
                 token,
                 status: TicketStatus::Queued,
@@ -148,6 +152,13 @@ impl TicketBook {
         self.unlink(evicted);
         self.shard_of(&token).by_token.insert(token, id);
         true
+    }
+
+    /// Records ticket `id`'s number in the fleet's line.
+    pub fn set_line(&self, id: &TicketId, line: u64) {
+        if let Some(t) = self.shard_of(id).tickets.get_mut(id) {
+            t.line = Some(line);
+        }
     }
 
     /// Records a ticket finished at once with `outcome` (a token's recorded outcome, told

@@ -205,7 +205,7 @@ impl SaleApi {
         };
         Ok(
             match place(&self.ctx, self.peers.as_deref(), order).await? {
-                Placed::Queued { ticket, seq } => accepted(&sale, ticket, seq),
+                Placed::Queued { ticket, seq, line } => accepted(&sale, ticket, seq, line),
                 Placed::Joined(ticket) => joined(ticket),
                 Placed::Decided(outcome, ticket) => outcome.answer(ticket),
                 Placed::QueueFull => queue_full(&sale),

@@ -42,15 +42,20 @@ pub(super) fn relayed(
 }
 
 /// 202 with the ticket, its position and ETA, and where to follow it.
-pub(super) fn accepted(sale: &Sale, ticket: TicketId, seq: u64) -> GatewayResponse {
-    let position = sale.queue.position(seq).unwrap_or(0);
+pub(super) fn accepted(
+    sale: &Sale,
+    ticket: TicketId,
+    seq: u64,
+    line: Option<u64>,
+) -> GatewayResponse {
+    let (position, eta_ms) = sale.place(seq, line);
     let mut resp = json(
         StatusCode::ACCEPTED,
         &json!({
             "status": "queued",
             "ticket": ticket,
             "position": position,
-            "eta_ms": sale.eta_ms(position),
+            "eta_ms": eta_ms,
         }),
     );
     let h = resp.headers_mut();
@@ -64,10 +69,10 @@ pub(super) fn accepted(sale: &Sale, ticket: TicketId, seq: u64) -> GatewayRespon
 /// A ticket of this instance, as `GET /sale/tickets/{id}` answers it (here, or through
 /// another instance that was asked about it).
 pub(crate) fn ticket_view(ctx: &SaleContext, id: TicketId, t: &Ticket) -> GatewayResponse {
-    let place = ctx.sales.get(t.sku.as_str()).map(|sale| {
-        let p = sale.queue.position(t.seq).unwrap_or(0);
-        (p, sale.eta_ms(p))
-    });
+    let place = ctx
+        .sales
+        .get(t.sku.as_str())
+        .map(|sale| sale.place(t.seq, t.line));
     status_view(id, &t.sku, &t.status, place)
 }
 

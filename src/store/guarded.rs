@@ -12,7 +12,7 @@ use super::{
     ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, Store,
     StoreError, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
-use super::{DrainSteps, FleetSteps, OutboxSteps, StockSteps, TokenSteps};
+use super::{DrainSteps, FleetSteps, Line, OutboxSteps, StockSteps, TokenSteps};
 use crate::breaker::CircuitBreaker;
 use crate::metrics::Metrics;
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
@@ -312,6 +312,10 @@ impl DrainSteps for GuardedStore {
 
     fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease> {
         self.call_for(sku, "lease_drain", self.inner.lease_drain(sku, want, rate))
+    }
+
+    fn advance_line(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, Line> {
+        self.call_for(sku, "advance_line", self.inner.advance_line(sku, rate))
     }
 
     fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {

@@ -7,6 +7,7 @@
 
 pub mod guarded;
 pub mod lease;
+pub mod line;
 pub mod memory;
 pub mod redis;
 pub mod steps;
@@ -21,6 +22,7 @@ use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 pub use self::redis::RedisStore;
 pub use guarded::GuardedStore;
 pub use lease::DrainLease;
+pub use line::Line;
 pub use memory::MemoryStore;
 pub use steps::{DrainSteps, FleetSteps, OutboxSteps, StockSteps, TokenSteps};
 
@@ -134,8 +136,14 @@ pub enum Unspent {
 /// any instance).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenHold {
-    /// The token is now held by this request's ticket.
-    Held,
+    /// The token is now held by this request's ticket, which drew a number in the sale's
+    /// line (see [`line`]).
+    Held {
+        /// The request's number in the line.
+        number: u64,
+        /// The line's cursor as the store held it then.
+        cursor: u64,
+    },
     /// Another request holds it, queued under this ticket (maybe on another instance).
     Queued(TicketId),
     /// It was spent already: its first outcome.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{
-    Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Replay,
+    Claimed, Compensation, Confirmation, DrainLease, Line, Member, Order, OrderState, Replay,
     ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, StoreFuture,
     TicketRecord, TokenHold, Unspent,
 };
@@ -155,6 +155,10 @@ pub trait DrainSteps: Send + Sync + 'static {
     /// the store draws on (see [`lease`]): the rate an operator set with
     /// [`set_drain_rate`](Self::set_drain_rate), else `rate` (the configured one).
     fn lease_drain(&self, sku: &Sku, want: u32, rate: u32) -> StoreFuture<'_, DrainLease>;
+
+    /// Moves `sku`'s line cursor at its drain rate (the rate an operator set, else `rate`)
+    /// and reports it (see [`line`](crate::store::line)).
+    fn advance_line(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, Line>;
 
     /// Sets `sku`'s drain rate for every instance; it replaces the configured rate until
     /// set again.

@@ -19,6 +19,7 @@ mod delivery;
 mod demo;
 mod docs;
 mod edge_costs;
+mod fair_line;
 mod faults;
 mod fleet;
 mod fleet_tickets;

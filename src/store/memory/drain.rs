@@ -5,8 +5,23 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use super::{ready, MemoryStore};
-use crate::store::{DrainLease, DrainSteps, SaleControl, SaleControls, StoreFuture};
+use crate::store::{
+    DrainLease, DrainSteps, Line, SaleControl, SaleControls, StoreFuture, TokenHold,
+};
 use crate::types::Sku;
+
+impl MemoryStore {
+    /// A hold that draws the next number of `sku`'s line (see [`crate::store::line`]).
+    pub(super) fn draw_line_number(&self, sku: &Sku) -> TokenHold {
+        let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+        let line = &mut drains.entry(sku.clone()).or_default().line;
+        line.admitted += 1;
+        TokenHold::Held {
+            number: line.admitted,
+            cursor: line.cursor.floor() as u64,
+        }
+    }
+}
 
 impl DrainSteps for MemoryStore {
     fn share_pending(
@@ -41,6 +56,18 @@ impl DrainSteps for MemoryStore {
             crate::store::lease::grant(budget.tat_us, now_us, budget.rate.unwrap_or(rate), want);
         budget.tat_us = Some(tat);
         ready(Ok(lease))
+    }
+
+    fn advance_line(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, Line> {
+        let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+        let budget = drains.entry(sku.clone()).or_default();
+        let now_us = self.epoch.elapsed().as_micros() as f64;
+        let rate = budget.rate.unwrap_or(rate);
+        ready(Ok(crate::store::line::advance(
+            &mut budget.line,
+            now_us,
+            rate,
+        )))
     }
 
     fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {

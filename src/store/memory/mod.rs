@@ -50,6 +50,8 @@ type PendingCounts = HashMap<String, (u64, Instant)>;
 struct DrainBudget {
     tat_us: Option<f64>,
     rate: Option<u32>,
+    /// The sale's line (numbers drawn by token holds, and the cursor).
+    line: crate::store::line::LineState,
 }
 
 /// A spent token: who spent it and its first outcome, replayed to every later request.

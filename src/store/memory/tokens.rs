@@ -71,7 +71,7 @@ impl TokenSteps for MemoryStore {
                     return TokenHold::Spent(d.replay_of(&spent.outcome));
                 }
                 // Spent by another user: this request's own reserve step refuses it.
-                Some(_) => return TokenHold::Held,
+                Some(_) => return self.draw_line_number(sku),
                 None => {}
             }
             if let Some((held, _)) = d.holds.get(token) {
@@ -82,7 +82,7 @@ impl TokenSteps for MemoryStore {
             d.holds.insert(*token, (*ticket, deadline));
             d.held_by.insert(*ticket, *token);
             d.hold_expiry.insert((deadline, *token));
-            TokenHold::Held
+            self.draw_line_number(sku)
         }))
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::RedisStore;
-use crate::store::{DrainLease, DrainSteps, SaleControl, SaleControls, StoreFuture};
+use crate::store::{DrainLease, DrainSteps, Line, SaleControl, SaleControls, StoreFuture};
 use crate::types::Sku;
 
 impl DrainSteps for RedisStore {
@@ -55,6 +55,29 @@ impl DrainSteps for RedisStore {
                 granted,
                 rate,
                 next_in: Duration::from_micros(next_in_us),
+            })
+        })
+    }
+
+    fn advance_line(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, Line> {
+        let k = self.keys(sku);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let (cursor, admitted, rate): (u64, u64, u32) = self
+                .exec(
+                    self.scripts
+                        .advance_line
+                        .key(k.line())
+                        .key(k.drain_rate())
+                        .arg(rate)
+                        .arg(crate::store::line::burst(rate))
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            Ok(Line {
+                cursor,
+                admitted,
+                rate,
             })
         })
     }

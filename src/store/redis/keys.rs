@@ -46,6 +46,9 @@ impl Keys {
     pub(super) fn drain(&self) -> String {
         format!("{}:drain", self.base)
     }
+    pub(super) fn line(&self) -> String {
+        format!("{}:line", self.base)
+    }
     pub(super) fn drain_rate(&self) -> String {
         format!("{}:drain_rate", self.base)
     }

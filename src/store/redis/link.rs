@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use deadpool_redis::{Pool, Runtime};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
@@ -116,7 +116,6 @@ impl Link {
             };
             return Ok(Self::with(way, refill, cfg.timeout));
         }
-        let mut pc = PoolConfig::from_url(cfg.url.clone());
         let mut pool_cfg = deadpool_redis::PoolConfig::new(cfg.pool_size);
         // A dead Redis must not make callers wait forever for a connection. Opening one is
         // the refill's business, a task of its own that no caller waits on for longer than
@@ -125,10 +124,21 @@ impl Link {
         pool_cfg.timeouts.wait = Some(cfg.timeout);
         pool_cfg.timeouts.create = Some(cfg.timeout * 4);
         pool_cfg.timeouts.recycle = Some(cfg.timeout * 4);
-        pc.pool = Some(pool_cfg);
-        let pool = pc
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| unavailable(format!("{}: {e}", redact_url(&cfg.url))))?;
+        // The connection's own response timeout is redis' default (500 ms) unless set: a
+        // store timeout above it would not be honoured (a call answered in 0.6 s under a
+        // 5 s timeout failed). Calls are bounded by the store timeout already.
+        let connection = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(cfg.timeout))
+            .set_connection_timeout(Some(cfg.timeout * 4));
+        let bad_url =
+            |e: &dyn std::fmt::Display| unavailable(format!("{}: {e}", redact_url(&cfg.url)));
+        let manager = deadpool_redis::Manager::new_with_config(cfg.url.as_str(), connection)
+            .map_err(|e| bad_url(&e))?;
+        let pool = Pool::builder(manager)
+            .config(pool_cfg)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| bad_url(&e))?;
         let way = Way::Single {
             pool,
             size: cfg.pool_size,

@@ -73,6 +73,7 @@ impl TokenSteps for RedisStore {
                         .key(k.token(&token))
                         .key(k.hold(&token))
                         .key(k.ticket(&ticket))
+                        .key(k.line())
                         .arg(user.as_str())
                         .arg(ticket.as_str())
                         .arg(token.as_str())
@@ -82,7 +83,15 @@ impl TokenSteps for RedisStore {
                 )
                 .await?;
             match reply.first().and_then(text).as_deref() {
-                Some("held") => Ok(TokenHold::Held),
+                Some("held") => match (reply.get(1), reply.get(2)) {
+                    (Some(Value::Int(n)), Some(Value::Int(c))) => Ok(TokenHold::Held {
+                        number: u64::try_from(*n).unwrap_or(0),
+                        cursor: u64::try_from(*c).unwrap_or(0),
+                    }),
+                    _ => Err(StoreError::Rejected(
+                        "hold_token gave no line number".into(),
+                    )),
+                },
                 Some("queued") => held_by(&reply).map(TokenHold::Queued),
                 Some("spent") => {
                     reserve_reply(reply.get(1..).unwrap_or_default(), &sku).map(TokenHold::Spent)

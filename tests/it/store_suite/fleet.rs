@@ -123,7 +123,13 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
                 .expect("hold")
         }
     };
-    assert_eq!(hold(first).await, TokenHold::Held);
+    assert_eq!(
+        hold(first).await,
+        TokenHold::Held {
+            number: 1,
+            cursor: 0
+        }
+    );
     assert_eq!(hold(second).await, TokenHold::Queued(first));
     assert_eq!(
         store.ticket_record(&sku, &first).await.expect("record"),
@@ -162,7 +168,10 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
             .hold_token(&sku, &other, &alice, &refused, until)
             .await
             .expect("hold"),
-        TokenHold::Held
+        TokenHold::Held {
+            number: 2,
+            cursor: 0
+        }
     );
     store
         .release_token(&sku, &other, &refused)
@@ -179,7 +188,10 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
             .hold_token(&sku, &other, &alice, &second, until)
             .await
             .expect("hold"),
-        TokenHold::Held
+        TokenHold::Held {
+            number: 3,
+            cursor: 0
+        }
     );
 }
 
@@ -307,7 +319,7 @@ pub async fn a_replay_leaves_a_held_token_to_its_request(store: Arc<dyn Store>) 
         .hold_token(&sku, &token, &alice, &ticket, until)
         .await
         .expect("hold");
-    assert_eq!(held, TokenHold::Held);
+    assert!(matches!(held, TokenHold::Held { .. }), "{held:?}");
     for unspent in [Unspent::SpendAsSoldOut, Unspent::Leave] {
         assert_eq!(
             store
@@ -356,4 +368,54 @@ pub async fn a_replay_leaves_a_held_token_to_its_request(store: Arc<dyn Store>) 
         matches!(&burned, Replay::Spent(r) if matches!(r.outcome, Reservation::SoldOut { .. })),
         "{burned:?}"
     );
+}
+
+/// Held tokens draw the sale's line numbers in order; the cursor passes at most a burst at
+/// once, never past the last number drawn, never back, and then at the drain rate (an
+/// operator's rate over the configured one).
+pub async fn the_line_numbers_admissions_and_the_cursor_passes_them(store: Arc<dyn Store>) {
+    let sku = Sku::new("line");
+    store.init_stock(&sku, 500, None).await.expect("init");
+    let until = unix_millis(std::time::SystemTime::now()) + 60_000;
+    let first = store.advance_line(&sku, 1).await.expect("advance");
+    assert_eq!(
+        (first.cursor, first.admitted, first.rate),
+        (0, 0, 1),
+        "nobody in line"
+    );
+    for n in 1..=20u64 {
+        let u = user(&format!("u{n}"));
+        let held = store
+            .hold_token(&sku, &token_for(&sku, &u), &u, &TicketId::random(), until)
+            .await
+            .expect("hold");
+        let TokenHold::Held { number, .. } = held else {
+            panic!("a fresh token is held: {held:?}");
+        };
+        assert_eq!(number, n, "numbers follow the order of the holds");
+    }
+    let started = std::time::Instant::now();
+    let burst = flashgate::store::line::burst(1);
+    let line = store.advance_line(&sku, 1).await.expect("advance");
+    assert_eq!(line.admitted, 20);
+    let elapsed = started.elapsed().as_secs_f64().ceil() as u64;
+    assert!(
+        line.cursor <= u64::from(burst) + elapsed,
+        "at most a burst, then the rate: {line:?}"
+    );
+    let again = store.advance_line(&sku, 1).await.expect("advance");
+    assert!(again.cursor >= line.cursor, "the cursor never goes back");
+    // An operator's rate wins over the configured one, and lets the cursor catch up.
+    store.set_drain_rate(&sku, 1_000_000).await.expect("rate");
+    let mut last = again.cursor;
+    for _ in 0..100 {
+        let line = store.advance_line(&sku, 1).await.expect("advance");
+        assert_eq!(line.rate, 1_000_000);
+        assert!(line.cursor >= last && line.cursor <= 20, "{line:?}");
+        last = line.cursor;
+        if last == 20 {
+            break;
+        }
+    }
+    assert_eq!(last, 20, "caught up with the last number, never past it");
 }

@@ -25,6 +25,7 @@ macro_rules! store_suite {
             a_token_is_held_by_one_queued_request,
             a_replay_leaves_a_held_token_to_its_request,
             instances_share_their_pending_counts,
+            the_line_numbers_admissions_and_the_cursor_passes_them,
             operator_settings_are_kept_with_the_sale
         );
     };
