@@ -199,12 +199,11 @@ impl SaleContext {
             m.stock
                 .with_label_values(&sku)
                 .set(s.remaining().min(i64::MAX as u64) as i64);
-            if self.shared {
-                let length = s.line.length().min(i64::MAX as u64) as i64;
-                m.line_length.with_label_values(&sku).set(length);
-                let cursor = s.line.cursor().min(i64::MAX as u64) as i64;
-                m.line_cursor.with_label_values(&sku).set(cursor);
-            }
+            // 0 with the memory store (one instance, no fleet line): exported all the same.
+            let length = s.line.length().min(i64::MAX as u64) as i64;
+            m.line_length.with_label_values(&sku).set(length);
+            let cursor = s.line.cursor().min(i64::MAX as u64) as i64;
+            m.line_cursor.with_label_values(&sku).set(cursor);
         }
     }
 
