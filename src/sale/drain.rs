@@ -111,27 +111,42 @@ impl Pacer {
         let now = Instant::now();
         let rate = sale.drain_rate();
         match ctx.store.advance_line(&sale.sku, rate).await {
+            // The store's line is behind this request's number: it lost the line the number
+            // was drawn in (a Redis restarted empty), and the new one would not reach it
+            // for as many admissions. Such requests go in local order at this instance's
+            // pace, as when the store cannot be asked.
+            Ok(line) if head > line.admitted => {
+                sale.line.stepped(line.cursor, line.admitted);
+                self.cursor = line.cursor;
+                self.fall_back(ctx, sale, now, line.rate);
+            }
             Ok(line) => {
                 sale.adopt_drain_rate(line.rate);
-                sale.line.seen(line.cursor, line.admitted);
+                sale.line.stepped(line.cursor, line.admitted);
                 self.cursor = self.cursor.max(line.cursor);
                 self.next_lease = now + crate::store::line::wait_for(head, self.cursor, line.rate);
             }
             Err(e) => {
                 tracing::debug!(sku = %sale.sku, error = %e, "cannot move the line's cursor");
-                if let Some(c) = ctx.counters(&sale.sku) {
-                    c.line_fallbacks.inc();
-                }
-                let pace = match sale.drain_share() {
-                    0 => rate,
-                    share => share,
-                };
-                self.credit = lease_size(pace);
-                self.next_lease = now + LEASE_PERIOD;
+                self.fall_back(ctx, sale, now, rate);
             }
         }
         let released = std::mem::take(&mut self.released);
         self.measure(sale, now, released);
+    }
+
+    /// A period's worth of this instance's pace in permits: its requests go in local order
+    /// (counted in `flashgate_line_fallbacks_total`).
+    fn fall_back(&mut self, ctx: &SaleContext, sale: &Sale, now: Instant, rate: u32) {
+        if let Some(c) = ctx.counters(&sale.sku) {
+            c.line_fallbacks.inc();
+        }
+        let pace = match sale.drain_share() {
+            0 => rate,
+            share => share,
+        };
+        self.credit = lease_size(pace);
+        self.next_lease = now + LEASE_PERIOD;
     }
 
     /// Reports what the drain achieved over each window of backlog as its share.

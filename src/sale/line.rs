@@ -22,6 +22,18 @@ impl LineView {
             .fetch_max(admitted.max(cursor), Ordering::AcqRel);
     }
 
+    /// Takes in what the cursor's own step reported: like [`seen`](Self::seen), except that
+    /// a line behind what was seen is a new one (the store lost the old, a Redis restarted
+    /// empty) and replaces it.
+    pub fn stepped(&self, cursor: u64, admitted: u64) {
+        if admitted < self.cursor() {
+            self.cursor.store(cursor, Ordering::Release);
+            self.admitted.store(admitted.max(cursor), Ordering::Release);
+        } else {
+            self.seen(cursor, admitted);
+        }
+    }
+
     /// The cursor: numbers up to it may be released.
     pub fn cursor(&self) -> u64 {
         self.cursor.load(Ordering::Acquire)
@@ -57,5 +69,8 @@ mod tests {
         );
         assert_eq!(v.length(), 50);
         assert_eq!(v.position(3), 1);
+        // A line behind the one seen is a new one.
+        v.stepped(2, 5);
+        assert_eq!((v.cursor(), v.length()), (2, 3));
     }
 }

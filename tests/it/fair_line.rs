@@ -203,3 +203,42 @@ async fn a_store_stall_does_not_reorder_one_instances_arrivals() {
     let arrived: Vec<String> = (0..BUYERS).map(|i| format!("b{i:02}")).collect();
     assert_eq!(served, arrived, "served in arrival order");
 }
+
+/// The store lost the line (a Redis restarted empty) while requests numbered in it were
+/// queued: their numbers are past anything the new line will reach for a while. They are
+/// released at this instance's pace rather than wait for the new line to catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_numbered_in_a_line_the_store_lost_are_still_served() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 10\n";
+    let gw = gateway(&async_config(&up, &redis, "gw-a", sale)).await;
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    let mut tickets = Vec::new();
+    for i in 0..3 {
+        let user = format!("b{i}");
+        let token = token_for(gw.public_addr, "phone", &user).await;
+        let queued = order(gw.public_addr, "phone", &user, &token).await;
+        assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
+        tickets.push(queued.json()["ticket"].as_str().expect("ticket").to_owned());
+    }
+    redis.restart();
+    until("the sale to be held: the store lost it", || async {
+        send(gw.public_addr, get("/sale/phone")).await.json()["state"] == "held"
+    })
+    .await;
+    admin(
+        gw.admin_addr,
+        "PUT",
+        "/admin/sales/phone/stock",
+        r#"{"units": 10}"#,
+    )
+    .await;
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    for ticket in &tickets {
+        until("the queued request to be decided", || async {
+            poll(gw.public_addr, ticket).await["status"] != "queued"
+        })
+        .await;
+    }
+}
