@@ -1,6 +1,6 @@
 //! One drain rate for many instances: 1, 2 and 4 gateway instances on one Redis drain one
 //! sale configured at `RATE` per second; prints the total achieved, each instance's share,
-//! and the store calls per second the drain made (its leases). Then the token route with
+//! and the store calls per second the drain made (moving the line's cursor, or leases). Then the token route with
 //! the memory store beside the Redis store: tokens are signed, so the two should be level.
 //!
 //!   bash bench/global_drain.sh                        # starts redis-server itself
@@ -91,7 +91,12 @@ async fn drain_with(n: usize, redis: &str, rate: u64, seconds: u64) {
             .map(|(ctx, _)| {
                 (
                     metric(ctx, "flashgate_drained_total{sku=\"bench\"}"),
+                    // The drain's calls: the line's cursor with a shared store, leases
+                    // with the memory store (or while the cursor cannot be moved).
                     metric(
+                        ctx,
+                        "flashgate_store_step_seconds_count{step=\"advance_line\"}",
+                    ) + metric(
                         ctx,
                         "flashgate_store_step_seconds_count{step=\"lease_drain\"}",
                     ),
