@@ -104,7 +104,7 @@ impl Pacer {
     }
 
     /// Asks the store to move the line's cursor, for a head numbered `head`; the next ask
-    /// comes once the head could be due. When the store cannot be asked, the requests
+    /// comes a period later. When the store cannot be asked, the requests
     /// queued here go in their local order at this instance's pace for a period (the line
     /// falls back to local order: counted), and their reserve steps fail fast or go through.
     async fn advance(&mut self, ctx: &SaleContext, sale: &Sale, head: u64) {
@@ -120,11 +120,17 @@ impl Pacer {
                 self.cursor = line.cursor;
                 self.fall_back(ctx, sale, now, line.rate);
             }
+            // Asked again in a period whether or not the head is due by then: the cursor
+            // moves only when someone asks, so an instance whose requests are far back in
+            // the line keeps it moving past numbers nobody holds (their requests refused
+            // after the hold, or on an instance that died) at the rate, not at a burst an
+            // ask. The store's answer is the latest (one ask at a time): a cursor behind
+            // the one seen is a new line (the store lost the old), taken as it is.
             Ok(line) => {
                 sale.adopt_drain_rate(line.rate);
                 sale.line.stepped(line.cursor, line.admitted);
-                self.cursor = self.cursor.max(line.cursor);
-                self.next_lease = now + crate::store::line::wait_for(head, self.cursor, line.rate);
+                self.cursor = line.cursor;
+                self.next_lease = now + LEASE_PERIOD;
             }
             Err(e) => {
                 tracing::debug!(sku = %sale.sku, error = %e, "cannot move the line's cursor");

@@ -10,11 +10,13 @@
 //! at once (so a drain that was held, or a line that was empty, does not release a burst),
 //! and never past the last number drawn (time with nobody in line is not saved up). Store
 //! calls per second depend on the number of instances, not on the rate: an instance asks
-//! at most once a [`LEASE_PERIOD`], and not before its head could be due.
+//! at most once a [`LEASE_PERIOD`], while it has requests queued.
 //!
 //! The Redis store runs the same arithmetic in `lua/advance_line.lua`; keep them in step.
 
-use super::lease::{lease_size, LEASE_PERIOD};
+use super::lease::lease_size;
+#[cfg(doc)]
+use super::lease::LEASE_PERIOD;
 
 /// The fleet's line of a sale as one call to the store left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,15 +62,6 @@ pub fn advance(state: &mut LineState, now_us: f64, rate: u32) -> Line {
     }
 }
 
-/// How long an instance whose head is number `head` waits before it asks again, when the
-/// cursor stood at `cursor`: until the head could be due, at least a period, at most a
-/// second (other instances' calls move the cursor too).
-pub fn wait_for(head: u64, cursor: u64, rate: u32) -> std::time::Duration {
-    let behind = head.saturating_sub(cursor) as f64;
-    let secs = behind / f64::from(rate.max(1));
-    std::time::Duration::from_secs_f64(secs.min(1.0)).max(LEASE_PERIOD)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,13 +90,5 @@ mod tests {
         // Time with nobody in line is not saved up.
         s.admitted = 200;
         assert_eq!(advance(&mut s, now + 1_010_000.0, 100).cursor, 106);
-    }
-
-    #[test]
-    fn an_instance_waits_until_its_head_could_be_due() {
-        use std::time::Duration;
-        assert_eq!(wait_for(10, 10, 100), LEASE_PERIOD);
-        assert_eq!(wait_for(60, 10, 100), Duration::from_millis(500));
-        assert_eq!(wait_for(10_000, 10, 100), Duration::from_secs(1));
     }
 }
