@@ -53,6 +53,8 @@ pub struct Evidence<'a> {
     pub arrivals_ms: &'a [u64],
     /// The sale's configured drain rate: the total across instances.
     pub drain_rate: u32,
+    /// The line's fairness, when buyers were queued and served.
+    pub fairness: Option<crate::fairness::Fairness>,
 }
 
 /// How the system stands once a chaos run is over: whatever happened, it must have
@@ -317,6 +319,7 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         };
         out.push(check("drain rate held in total (scenario)", ok, detail));
     }
+    fairness_checks(e, &mut out);
     if e.expect.store_outage_seen {
         out.push(check(
             "store outage reached the crowd (scenario)",
@@ -325,6 +328,42 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// The scenario's promises about the line: nobody overtaken by much, honest ETAs.
+fn fairness_checks(e: &Evidence<'_>, out: &mut Vec<Check>) {
+    let f = e.fairness;
+    if let Some(max) = e.expect.overtaken_max {
+        let (ok, detail) = match f {
+            Some(f) => (
+                f.overtaken <= max,
+                format!(
+                    "{:.2} % of {} buyers served after one admitted ≥ 1 s later (largest gap {:.2} s; at most {:.1} %)",
+                    f.overtaken * 100.0,
+                    f.buyers,
+                    f.largest_gap.as_secs_f64(),
+                    max * 100.0
+                ),
+            ),
+            None => (false, "no buyer was queued and served".into()),
+        };
+        out.push(check("served in the fleet's order (scenario)", ok, detail));
+    }
+    if let Some(max) = e.expect.eta_error_p90_max {
+        let (ok, detail) = match f {
+            Some(f) => (
+                f.eta_error_p90 <= max,
+                format!(
+                    "ETA error p50 {:.1} %, p90 {:.1} % (at most {:.1} %)",
+                    f.eta_error_p50 * 100.0,
+                    f.eta_error_p90 * 100.0,
+                    max * 100.0
+                ),
+            ),
+            None => (false, "no buyer was queued and served".into()),
+        };
+        out.push(check("honest ETAs (scenario)", ok, detail));
+    }
 }
 
 /// The most of `sorted` (ascending ms) that fall within one sliding window of `window_ms`
@@ -371,6 +410,8 @@ mod tests {
             mismatches: 0,
             disagreed: Vec::new(),
             lost_reply_possible: false,
+            admitted: None,
+            served: None,
         }
     }
 
@@ -403,6 +444,7 @@ mod tests {
             health: None,
             arrivals_ms: &[],
             drain_rate: 1,
+            fairness: None,
         };
         all(&e)
             .into_iter()
@@ -519,6 +561,7 @@ mod tests {
             health: None,
             arrivals_ms: arrivals,
             drain_rate: rate,
+            fairness: None,
         };
         all(&e)
             .into_iter()

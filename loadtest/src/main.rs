@@ -10,6 +10,7 @@ mod chaos;
 mod chart;
 mod check;
 mod client;
+mod fairness;
 mod fault_proxy;
 mod report;
 mod sampler;
@@ -324,6 +325,7 @@ async fn crowd(
         replays: c.replays,
         retries: c.retries,
         deadline: tokio::time::Instant::now() + c.max_duration,
+        poll_every: c.poll_every,
     });
 
     let stop = CancellationToken::new();
@@ -363,7 +365,7 @@ async fn crowd(
             let plan = plan.clone();
             let done = done.clone();
             let abandons = abandons(i, c.abandon);
-            let home = (i % stack.instances.len() as u64) as usize;
+            let home = home_of(i, &c.spread, stack.instances.len());
             set.spawn(async move {
                 let j = user::run(&plan, format!("user-{i}"), abandons, home).await;
                 done.fetch_add(1, Ordering::Relaxed);
@@ -434,6 +436,7 @@ async fn crowd(
         + tally.count(Route::Token, "store_unavailable")
         + tally.count(Route::Poll, "failed:store_unavailable");
     let arrivals = stack.demo.arrivals(&sku);
+    let fairness = fairness::measure(&fairness::served(&journeys, start));
     let checks = check::all(&Evidence {
         journeys: &journeys,
         unanswered_requests: tally.unanswered(),
@@ -452,6 +455,7 @@ async fn crowd(
         health: faults.is_some().then_some(&health),
         arrivals_ms: &arrivals,
         drain_rate: stack.config.queue_for(sale).drain_rate,
+        fairness,
     });
     let drain_rate = samples.last().map_or(0.0, |s| s.drain_rate);
     let achieved = sampler::achieved_drain(&samples);
@@ -491,6 +495,7 @@ async fn crowd(
                 .map(|a| (a.0 - drain_rate) * 100.0 / drain_rate),
             window_seconds: achieved.map(|a| a.1),
         },
+        fairness,
         passed: checks.iter().all(|c| c.ok),
         checks,
         chaos: injected.map(|(injected, errors)| report::ChaosReport {
@@ -506,6 +511,23 @@ async fn crowd(
         timeline: tally.timeline(),
         samples,
     })
+}
+
+/// The instance user `i` reaches first: by the scenario's `spread` weights (user i falls in
+/// the weight its place, i mod the weights' sum, lands in), else round the instances.
+fn home_of(i: u64, spread: &[u32], instances: usize) -> usize {
+    let total: u64 = spread.iter().map(|&w| u64::from(w)).sum();
+    if total == 0 {
+        return (i % instances as u64) as usize;
+    }
+    let mut at = i % total;
+    for (n, &w) in spread.iter().enumerate() {
+        if at < u64::from(w) {
+            return n % instances;
+        }
+        at -= u64::from(w);
+    }
+    0
 }
 
 /// Whether user `i` leaves at the first retryable refusal: a fixed share, spread evenly.
@@ -630,4 +652,18 @@ fn by_route(answers: &BTreeMap<(Route, String), u64>) -> BTreeMap<String, BTreeM
             .insert(code.clone(), *n);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::home_of;
+
+    #[test]
+    fn a_spread_sends_users_by_its_weights() {
+        let homes: Vec<usize> = (0..10).map(|i| home_of(i, &[80, 20], 2)).collect();
+        assert_eq!(homes, [0; 10], "the first 80 of each 100 go to the first");
+        let second = (0..1000).filter(|&i| home_of(i, &[80, 20], 2) == 1).count();
+        assert_eq!(second, 200);
+        assert_eq!(home_of(3, &[], 2), 1, "no spread: round the instances");
+    }
 }

@@ -38,6 +38,8 @@ pub struct Report {
     pub latency: Vec<Percentiles>,
     /// Drain rate configured and achieved.
     pub drain: Drain,
+    /// The line's fairness, when buyers were queued and served.
+    pub fairness: Option<crate::fairness::Fairness>,
     /// The invariants.
     pub checks: Vec<Check>,
     /// Whether every check held.
@@ -243,6 +245,17 @@ impl Report {
                     d.configured
                 );
             }
+        }
+        if let Some(f) = &self.fairness {
+            let _ = writeln!(
+                o,
+                "\nfairness\n  {} buyers served; {:.2} % overtaken by one admitted ≥ 1 s later (largest gap {:.2} s); ETA error p50 {:.1} %, p90 {:.1} % (waits of 1 s or more)",
+                f.buyers,
+                f.overtaken * 100.0,
+                f.largest_gap.as_secs_f64(),
+                f.eta_error_p50 * 100.0,
+                f.eta_error_p90 * 100.0
+            );
         }
         if let Some(c) = &self.chaos {
             let _ = writeln!(

@@ -167,6 +167,14 @@ pub struct Crowd {
     /// How long one request may take before it counts as unanswered.
     #[serde(default = "Crowd::default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// How the balancer spreads users over the instances, as weights (e.g. `[80, 20]`);
+    /// empty: user i goes to instance i mod n. Retries go to the next instance either way.
+    #[serde(default)]
+    pub spread: Vec<u32>,
+    /// How often a queued ticket is polled; unset: as its Retry-After says (1 s). A short
+    /// interval times each buyer's service finely enough to measure the line's fairness.
+    #[serde(default, with = "humantime_serde")]
+    pub poll_every: Option<Duration>,
     /// Upper bound of the whole crowd phase; users still going then count as unfinished.
     #[serde(default = "Crowd::default_max_duration", with = "humantime_serde")]
     pub max_duration: Duration,
@@ -253,6 +261,13 @@ pub struct Expect {
     /// more than the one budget they share.
     #[serde(default)]
     pub burst_limit: Option<f64>,
+    /// At most this share of the buyers served may be overtaken by one admitted at least a
+    /// second after them (0.01: 1 %).
+    #[serde(default)]
+    pub overtaken_max: Option<f64>,
+    /// The 90th percentile of |real wait − promised wait| / real wait must stay under this.
+    #[serde(default)]
+    pub eta_error_p90_max: Option<f64>,
 }
 
 impl Expect {

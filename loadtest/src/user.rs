@@ -28,6 +28,8 @@ pub struct Plan {
     pub retries: u32,
     /// No user goes on past this instant.
     pub deadline: tokio::time::Instant,
+    /// How often a queued ticket is polled (`None`: as its Retry-After says).
+    pub poll_every: Option<Duration>,
 }
 
 /// How a journey ended.
@@ -79,6 +81,10 @@ pub struct Journey {
     /// An order request went unanswered or hit an unavailable store: the user may hold an
     /// order it never heard of.
     pub lost_reply_possible: bool,
+    /// When its order was last queued (a 202), and the wait that answer promised.
+    pub admitted: Option<(Instant, Duration)>,
+    /// When its queued ticket was first seen decided.
+    pub served: Option<Instant>,
 }
 
 impl Journey {
@@ -123,6 +129,8 @@ pub async fn run(plan: &Plan, user: String, abandons: bool, home: usize) -> Jour
         mismatches: 0,
         disagreed: Vec::new(),
         lost_reply_possible: false,
+        admitted: None,
+        served: None,
     };
     let walked =
         tokio::time::timeout_at(plan.deadline, walk(plan, &mut journey, abandons, home)).await;
@@ -214,6 +222,11 @@ async fn order(plan: &Plan, via: &Crowd, j: &mut Journey, token: &str) -> Said {
         if a.code() == "store_unavailable" {
             j.lost_reply_possible = true;
         }
+        if a.status == StatusCode::ACCEPTED {
+            let promised = a.body.get("eta_ms").and_then(serde_json::Value::as_u64);
+            j.admitted = Some((Instant::now(), Duration::from_millis(promised.unwrap_or(0))));
+            j.served = None;
+        }
         said = match (said, reserved, a.status == StatusCode::ACCEPTED) {
             (Said::Reserved(first), true, _) => {
                 if a.field("order_id") != Some(first.as_str()) {
@@ -251,7 +264,7 @@ enum Followed {
 /// Polls the ticket, never faster than its Retry-After, until it is decided.
 async fn follow(plan: &Plan, via: &Crowd, j: &mut Journey, ticket: &str) -> Followed {
     let path = format!("/sale/tickets/{ticket}");
-    let mut wait = Duration::from_secs(1);
+    let mut wait = plan.poll_every.unwrap_or(Duration::from_secs(1));
     loop {
         tokio::time::sleep(wait).await;
         let r = via.send(Method::GET, &path, &j.user, &[]).await;
@@ -277,13 +290,19 @@ async fn follow(plan: &Plan, via: &Crowd, j: &mut Journey, ticket: &str) -> Foll
         };
         // Polls are tallied by the ticket's status: "queued", "confirmed", "failed:<error>".
         let status = a.field("status").unwrap_or("").to_owned();
+        if status != "queued" && j.served.is_none() {
+            j.served = Some(Instant::now());
+        }
         let shown = match a.field("error") {
             Some(error) => format!("{status}:{error}"),
             None => status.clone(),
         };
         plan.tally
             .answer_as(Route::Poll, shown, a.took, Series::Poll);
-        wait = Duration::from_secs(a.retry_after.unwrap_or(1).max(1));
+        wait = match plan.poll_every {
+            Some(every) => every,
+            None => Duration::from_secs(a.retry_after.unwrap_or(1).max(1)),
+        };
         match status.as_str() {
             "queued" => continue,
             "reserved" | "confirmed" => {
