@@ -81,11 +81,7 @@ impl Pacer {
             }
             Err(e) => {
                 tracing::debug!(sku = %sale.sku, error = %e, "cannot lease drain permits");
-                let pace = match sale.drain_share() {
-                    0 => rate,
-                    share => share,
-                };
-                (lease_size(pace).min(want), Duration::ZERO)
+                (lease_size(sale.pace()).min(want), Duration::ZERO)
             }
         };
         self.credit = granted;
@@ -111,30 +107,28 @@ impl Pacer {
         let now = Instant::now();
         let rate = sale.drain_rate();
         match ctx.store.advance_line(&sale.sku, rate).await {
-            // The store's line is behind this request's number: it lost the line the number
-            // was drawn in (a Redis restarted empty), and the new one would not reach it
-            // for as many admissions. Such requests go in local order at this instance's
-            // pace, as when the store cannot be asked.
-            Ok(line) if head > line.admitted => {
-                sale.line.stepped(line.cursor, line.admitted);
-                self.cursor = line.cursor;
-                self.fall_back(ctx, sale, now, line.rate);
-            }
-            // Asked again in a period whether or not the head is due by then: the cursor
-            // moves only when someone asks, so an instance whose requests are far back in
-            // the line keeps it moving past numbers nobody holds (their requests refused
-            // after the hold, or on an instance that died) at the rate, not at a burst an
-            // ask. The store's answer is the latest (one ask at a time): a cursor behind
-            // the one seen is a new line (the store lost the old), taken as it is.
+            // The store's answer is the latest (one ask at a time): a cursor behind the one
+            // seen is a new line (the store lost the old), taken as it is.
             Ok(line) => {
                 sale.adopt_drain_rate(line.rate);
                 sale.line.stepped(line.cursor, line.admitted);
                 self.cursor = line.cursor;
-                self.next_lease = now + LEASE_PERIOD;
+                if head > line.admitted {
+                    // The store lost the line this number was drawn in (a Redis restarted
+                    // empty): the new one would not reach it for as many admissions. Such
+                    // requests go in local order at this instance's pace.
+                    self.fall_back(ctx, sale, now);
+                } else {
+                    // Asked again in a period whether or not the head is due by then: the
+                    // cursor moves only when someone asks, so an instance whose requests
+                    // are far back keeps it moving past numbers nobody holds (refused
+                    // after their hold, or on an instance that died) at the rate.
+                    self.next_lease = now + LEASE_PERIOD;
+                }
             }
             Err(e) => {
                 tracing::debug!(sku = %sale.sku, error = %e, "cannot move the line's cursor");
-                self.fall_back(ctx, sale, now, rate);
+                self.fall_back(ctx, sale, now);
             }
         }
         let released = std::mem::take(&mut self.released);
@@ -143,15 +137,11 @@ impl Pacer {
 
     /// A period's worth of this instance's pace in permits: its requests go in local order
     /// (counted in `flashgate_line_fallbacks_total`).
-    fn fall_back(&mut self, ctx: &SaleContext, sale: &Sale, now: Instant, rate: u32) {
+    fn fall_back(&mut self, ctx: &SaleContext, sale: &Sale, now: Instant) {
         if let Some(c) = ctx.counters(&sale.sku) {
             c.line_fallbacks.inc();
         }
-        let pace = match sale.drain_share() {
-            0 => rate,
-            share => share,
-        };
-        self.credit = lease_size(pace);
+        self.credit = lease_size(sale.pace());
         self.next_lease = now + LEASE_PERIOD;
     }
 

@@ -244,10 +244,10 @@ impl Sale {
     }
 
     /// The pace this instance releases requests at: its measured share, else the rate.
-    fn pace(&self) -> u64 {
+    pub fn pace(&self) -> u32 {
         match self.drain_share() {
-            0 => u64::from(self.drain_rate().max(1)),
-            share => u64::from(share),
+            0 => self.drain_rate().max(1),
+            share => share,
         }
     }
 
@@ -290,7 +290,7 @@ impl Sale {
     /// Estimated milliseconds until queue position `position` is processed, at this
     /// instance's share of the rate (another instance's queue takes the rest).
     pub fn eta_ms(&self, position: u64) -> u64 {
-        position.saturating_mul(1000) / self.pace()
+        position.saturating_mul(1000) / u64::from(self.pace())
     }
 
     /// A queued request's position and estimated wait in milliseconds: in the fleet's line
@@ -314,7 +314,7 @@ impl Sale {
     /// make real room (a tenth of the queue), at least one.
     pub fn retry_after_secs(&self) -> u32 {
         let tenth = (self.queue.capacity() as u64).div_ceil(10);
-        (tenth / self.pace()).clamp(1, 60) as u32
+        (tenth / u64::from(self.pace())).clamp(1, 60) as u32
     }
 }
 
