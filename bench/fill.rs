@@ -20,7 +20,14 @@ pub async fn fill(ctx: &SaleContext, sale: &Sale, n: u64, users: &str) {
         let line = match ctx.shared {
             true => match ctx
                 .store
-                .hold_token(&sale.sku, &token, &user, &ticket, expires)
+                .hold_token(
+                    &sale.sku,
+                    &token,
+                    &user,
+                    &ticket,
+                    expires,
+                    flashgate::store::Entry::Back,
+                )
                 .await
                 .expect("hold")
             {

@@ -278,6 +278,14 @@ pub struct SaleConfig {
     /// Most units one user may reserve in this sale.
     #[serde(default = "SaleConfig::default_per_user_limit")]
     pub per_user_limit: u32,
+    /// How long before `starts_at` orders join the pre-queue, shuffled at the opening;
+    /// absent means no pre-queue (orders before `starts_at` are refused).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub prequeue: Option<Duration>,
     /// Overrides of `[queue]` for this sale.
     #[serde(default, skip_serializing_if = "QueueOverrides::is_empty")]
     pub queue: QueueOverrides,

@@ -197,6 +197,9 @@ fn check_sales(c: &Config) -> Result<(), ConfigError> {
                 ));
             }
         }
+        if let Some(window) = sale.prequeue {
+            check_prequeue(&key("prequeue"), window, sale.starts_at.is_some())?;
+        }
         if let Some(cap) = sale.queue.capacity {
             positive(&key("queue.capacity"), cap > 0)?;
         }
@@ -206,6 +209,27 @@ fn check_sales(c: &Config) -> Result<(), ConfigError> {
         if let Some(w) = sale.queue.workers {
             positive(&key("queue.workers"), w > 0)?;
         }
+    }
+    Ok(())
+}
+
+/// The longest pre-queue window: a day.
+const MAX_PREQUEUE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A pre-queue window needs an opening to be shuffled at, and a sane length.
+fn check_prequeue(
+    key: &str,
+    window: std::time::Duration,
+    has_start: bool,
+) -> Result<(), ConfigError> {
+    if !has_start {
+        return Err(ConfigError::invalid(
+            key,
+            "needs the sale's starts_at: the pre-queue is shuffled at the opening",
+        ));
+    }
+    if window.is_zero() || window > MAX_PREQUEUE {
+        return Err(ConfigError::invalid(key, "must be between 1s and 24h"));
     }
     Ok(())
 }

@@ -138,6 +138,20 @@ pub const LINE_FALLBACKS: Spec = Spec {
     labels: &["sku"],
 };
 
+/// `flashgate_prequeue_size`.
+pub const PREQUEUE_SIZE: Spec = Spec {
+    name: "flashgate_prequeue_size",
+    help: "Requests in the sale's pre-queue on this instance, not yet released (before the opening: every one that joined)",
+    labels: &["sku"],
+};
+
+/// `flashgate_prequeue_shuffle_seconds`.
+pub const PREQUEUE_SHUFFLE: Spec = Spec {
+    name: "flashgate_prequeue_shuffle_seconds",
+    help: "How long this instance's last opening of the pre-queue took: its members ranked in the shuffled order (the store's, with a shared store) and placed",
+    labels: &["sku"],
+};
+
 /// `flashgate_eta_error_ratio`.
 pub const ETA_ERROR: Spec = Spec {
     name: "flashgate_eta_error_ratio",

@@ -8,8 +8,8 @@ mod catalogue;
 
 use catalogue::Spec;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every admission outcome, as the `outcome` label of `flashgate_admission_decisions_total`.
@@ -25,6 +25,7 @@ pub const ADMISSION_OUTCOMES: &[&str] = &[
     "held",
     "shutting_down",
     "invalid_token",
+    "prequeued",
 ];
 
 /// How a poll of another instance's ticket was answered, as the `result` label of
@@ -66,6 +67,10 @@ pub struct Metrics {
     pub line_fallbacks: IntCounterVec,
     /// ETA error of released requests, by sku.
     pub eta_error: HistogramVec,
+    /// Requests in each sale's pre-queue on this instance.
+    pub prequeue_size: IntGaugeVec,
+    /// How long each sale's last opening of its pre-queue took, in seconds.
+    pub prequeue_shuffle: GaugeVec,
     /// Drain rate per sale, the total across instances (requests per second).
     pub drain_rate: IntGaugeVec,
     /// This instance's measured share of each sale's drain rate.
@@ -133,6 +138,13 @@ fn histogram(r: &Registry, spec: &Spec) -> HistogramVec {
     .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
+}
+
+/// A gauge of fractional values, by labels.
+fn float_gauge(r: &Registry, spec: &Spec) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(spec.name, spec.help), spec.labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
 }
 
 /// A histogram of ratios, 1 % to 10×.
@@ -206,6 +218,8 @@ impl Metrics {
             line_cursor: gauge(&r, &catalogue::LINE_CURSOR),
             line_fallbacks: counter(&r, &catalogue::LINE_FALLBACKS),
             eta_error: ratio_histogram(&r, &catalogue::ETA_ERROR),
+            prequeue_size: gauge(&r, &catalogue::PREQUEUE_SIZE),
+            prequeue_shuffle: float_gauge(&r, &catalogue::PREQUEUE_SHUFFLE),
             drain_rate: gauge(&r, &catalogue::DRAIN_RATE),
             drain_share: gauge(&r, &catalogue::DRAIN_SHARE),
             drained: counter(&r, &catalogue::DRAINED),
@@ -277,6 +291,8 @@ pub struct SaleCounters {
     pub line_fallbacks: IntCounter,
     /// ETA error of released requests.
     pub eta_error: Histogram,
+    /// How long the last opening of the pre-queue took.
+    pub prequeue_shuffle: Gauge,
 }
 
 impl SaleCounters {
@@ -312,6 +328,7 @@ impl Metrics {
             compensations: self.compensations.with_label_values(&[sku]),
             line_fallbacks: self.line_fallbacks.with_label_values(&[sku]),
             eta_error: self.eta_error.with_label_values(&[sku]),
+            prequeue_shuffle: self.prequeue_shuffle.with_label_values(&[sku]),
         }
     }
 }

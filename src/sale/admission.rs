@@ -32,7 +32,8 @@ pub fn check_edge(
 /// The sale's window, pause, hold and sold-out flag.
 fn check_state(sale: &Sale, now: SystemTime) -> Result<(), Refusal> {
     match sale.state(now) {
-        SaleState::Open => Ok(()),
+        // Tokens are issued for the pre-queue; orders join it before this is asked.
+        SaleState::Open | SaleState::Prequeue => Ok(()),
         SaleState::Upcoming => Err(Refusal::NotStarted {
             starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
         }),
@@ -140,6 +141,12 @@ impl<'s> Place<'s> {
     /// The id of the ticket that will follow the request.
     pub fn ticket(&self) -> TicketId {
         self.ticket
+    }
+
+    /// Keeps the place taken without a number: a member of the pre-queue holds it until
+    /// the drain releases it (and gives it back).
+    pub fn keep(self) {
+        std::mem::forget(self);
     }
 
     /// Takes the place's sequence number, which fixes its order in the queue: the slot to

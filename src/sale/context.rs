@@ -204,6 +204,9 @@ impl SaleContext {
             m.line_length.with_label_values(&sku).set(length);
             let cursor = s.line.cursor().min(i64::MAX as u64) as i64;
             m.line_cursor.with_label_values(&sku).set(cursor);
+            m.prequeue_size
+                .with_label_values(&sku)
+                .set(s.prequeue.waiting() as i64);
         }
     }
 

@@ -68,7 +68,7 @@ impl Pacer {
         // accrued meanwhile. Sharing it, one lease: the first to ask after a refill would
         // otherwise take it all, time after time, and starve the others. Never more than
         // is queued.
-        let queued = u32::try_from(sale.queue.len()).unwrap_or(u32::MAX);
+        let queued = u32::try_from(releasable(sale)).unwrap_or(u32::MAX);
         let most = match self.contended {
             true => lease_size(rate),
             false => lease_size(rate).saturating_mul(2),
@@ -173,6 +173,13 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
     let mut paused = sale.watch_paused();
     let mut draining = sale.watch_draining();
     let mut pacer = Pacer::new(ctx.shared);
+    if sale.prequeue.opens().is_some() {
+        tokio::spawn(super::opening::run(
+            ctx.clone(),
+            sale.clone(),
+            shutdown.clone(),
+        ));
+    }
     loop {
         if *paused.borrow_and_update() || !*draining.borrow_and_update() {
             pacer.idle();
@@ -184,7 +191,7 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
         }
         // Numbers given back at the head would hold their ring slots until the next item.
         sale.queue.pass_given_back();
-        if sale.queue.is_empty() {
+        if releasable(&sale) == 0 {
             pacer.idle();
             tokio::select! {
                 () = sale.queue.wait_ready() => {}
@@ -227,7 +234,7 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
         };
         // In the line, without permits in hand: only a request the cursor has passed.
         let through = (pacer.in_line && pacer.credit == 0).then_some(pacer.cursor);
-        let item = match sale.queue.pop_through(through) {
+        let item = match next(&ctx, &sale, through) {
             Head::Item(item) => item,
             Head::Later(head) => {
                 drop(permit);
@@ -268,6 +275,29 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
     answer_the_rest(&ctx, &sale, &workers).await;
 }
 
+/// Requests the drain may release now or later: queued, or in the pre-queue once ranked.
+fn releasable(sale: &Sale) -> usize {
+    sale.queue.len().saturating_sub(sale.prequeue.unranked())
+}
+
+/// The next request to release, `through` the line's cursor if given: the pre-queue's
+/// ranked members come first (their numbers come before every later arrival's), then the
+/// queue's.
+fn next(ctx: &SaleContext, sale: &Sale, through: Option<u64>) -> Head {
+    match sale.prequeue.pop_through(through) {
+        Head::Item(item) => {
+            // It kept a place within the queue's capacity until now.
+            sale.queue.give_back_place();
+            if let (false, Some(n)) = (ctx.shared, item.line) {
+                sale.line.seen(n, n);
+            }
+            Head::Item(item)
+        }
+        Head::Empty | Head::Filling => sale.queue.pop_through(through),
+        later @ Head::Later(_) => later,
+    }
+}
+
 /// Hands a request the drain took to an order worker.
 fn release(
     ctx: &Arc<SaleContext>,
@@ -295,6 +325,11 @@ fn release(
 async fn answer_the_rest(ctx: &Arc<SaleContext>, sale: &Sale, workers: &Semaphore) {
     sale.stop();
     loop {
+        // Pre-queued members too (the opening may be ranking some: they come back).
+        for item in sale.prequeue.take_all() {
+            sale.queue.give_back_place();
+            conclude(ctx, sale, item, Outcome::ShuttingDown);
+        }
         match sale.queue.pop() {
             Head::Item(item) => conclude(ctx, sale, item, Outcome::ShuttingDown),
             Head::Empty if sale.queue.is_empty() => break,
@@ -346,7 +381,7 @@ async fn work(
 }
 
 /// Records an admitted request's outcome and tells whoever waits for it.
-fn conclude(ctx: &Arc<SaleContext>, sale: &Sale, item: QueueItem, outcome: Outcome) {
+pub(super) fn conclude(ctx: &Arc<SaleContext>, sale: &Sale, item: QueueItem, outcome: Outcome) {
     // A token left unspent (the store did not answer, the gateway is stopping) may be
     // sent again, to any instance: its hold must not send it back here.
     if item.held && !outcome.binds_token() {

@@ -14,7 +14,7 @@ use super::Sale;
 use crate::cluster::peers::{Asked, Peers};
 use crate::error::GatewayError;
 use crate::log_throttle::warn_repeated;
-use crate::store::TokenHold;
+use crate::store::{Entry, TokenHold};
 use crate::types::{Sku, TicketId, Token, UserId};
 
 /// Where a token is held for a queued request.
@@ -36,6 +36,7 @@ pub(super) async fn hold(
     token: &Token,
     user: &UserId,
     ticket: TicketId,
+    entry: Entry,
 ) -> Result<Held, GatewayError> {
     let until = token
         .expires_ms()
@@ -51,13 +52,13 @@ pub(super) async fn hold(
         token: *token,
         ticket,
         armed: true,
-        line: 0,
+        line: None,
     };
     let mut tries = 0;
     loop {
         tries += 1;
         let held = store
-            .hold_token(&sale.sku, token, user, &ticket, until)
+            .hold_token(&sale.sku, token, user, &ticket, until, entry)
             .await
             .map_err(|e| {
                 warn_repeated!("cannot hold a token", sku = %sale.sku, error = %e);
@@ -65,10 +66,11 @@ pub(super) async fn hold(
             })?;
         return Ok(match held {
             TokenHold::Held { number, cursor } => {
-                guard.line = number;
+                guard.line = Some(number);
                 sale.line.seen(cursor, number);
                 Held::Here(guard)
             }
+            TokenHold::Prequeued => Held::Here(guard),
             // A hold whose request is gone (its instance stopped, or its release was lost):
             // let go of it and hold again, once.
             TokenHold::Queued(other) if tries == 1 && is_stale(ctx, peers, &other).await => {
@@ -143,13 +145,14 @@ pub(super) struct HoldGuard {
     token: Token,
     ticket: TicketId,
     armed: bool,
-    /// The number the request drew in the sale's line with its hold.
-    line: u64,
+    /// The number the request drew in the sale's line with its hold (`None`: it joined
+    /// the pre-queue, its number comes at the opening).
+    line: Option<u64>,
 }
 
 impl HoldGuard {
-    /// The request's number in the fleet's line of the sale.
-    pub(super) fn line(&self) -> u64 {
+    /// The request's number in the fleet's line of the sale, if it drew one.
+    pub(super) fn line(&self) -> Option<u64> {
         self.line
     }
 

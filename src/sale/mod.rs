@@ -7,8 +7,10 @@ pub mod drain;
 pub(crate) mod hold;
 pub mod line;
 pub mod lookup;
+pub mod opening;
 pub mod order;
 pub mod outcome;
+pub mod prequeue;
 pub mod queue;
 pub mod ticket;
 
@@ -30,6 +32,8 @@ use crate::types::Sku;
 pub enum SaleState {
     /// Before `starts_at`.
     Upcoming,
+    /// Before `starts_at`, within the pre-queue window: orders join the pre-queue.
+    Prequeue,
     /// Taking orders.
     Open,
     /// Paused by an operator.
@@ -96,6 +100,8 @@ pub struct Sale {
     draining: watch::Sender<bool>,
     /// The fleet's line of this sale as this instance last saw it (shared store).
     pub line: line::LineView,
+    /// Orders that joined before the opening, shuffled at it (a sale with `prequeue`).
+    pub prequeue: prequeue::PreQueue,
 }
 
 impl Sale {
@@ -128,13 +134,25 @@ impl Sale {
             paused: watch::Sender::new(false),
             draining: watch::Sender::new(true),
             line: line::LineView::default(),
+            prequeue: prequeue::PreQueue::new(
+                cfg.starts_at.map(Timestamp::system_time),
+                cfg.prequeue,
+            ),
         }
+    }
+
+    /// When it opens, if it has an opening time.
+    pub fn starts(&self) -> Option<SystemTime> {
+        self.starts
     }
 
     /// The state at `now`.
     pub fn state(&self, now: SystemTime) -> SaleState {
         if self.starts.is_some_and(|s| now < s) {
-            SaleState::Upcoming
+            match self.prequeue.opens() {
+                Some(opens) if now >= opens => SaleState::Prequeue,
+                _ => SaleState::Upcoming,
+            }
         } else if self.ends.is_some_and(|e| now >= e) {
             SaleState::Closed
         } else if self.is_held() {
@@ -207,13 +225,18 @@ impl Sale {
         self.pending_elsewhere.store(n, Ordering::Relaxed);
     }
 
+    /// How many requests stock-aware admission lets wait for the stock left: remaining ×
+    /// admit_factor, rounded up.
+    pub fn admissible(&self) -> u64 {
+        (self.remaining() as f64 * self.settings.admit_factor).ceil() as u64
+    }
+
     /// Stock-aware admission: may one more request join, given what is already pending
     /// here and on the other instances? Pending requests may reach remaining ×
     /// admit_factor; beyond that a new one could only reserve if many ahead of it fail,
     /// so it is told sold out at once.
     pub fn has_room_for_one_more(&self) -> bool {
-        let limit = (self.remaining() as f64 * self.settings.admit_factor).ceil();
-        ((self.pending() + self.pending_elsewhere()) as f64) < limit
+        ((self.pending() + self.pending_elsewhere()) as u64) < self.admissible()
     }
 
     /// Queued requests released per second, in total across the instances.
@@ -303,8 +326,10 @@ impl Sale {
                 let eta = position.saturating_mul(1000) / u64::from(self.drain_rate().max(1));
                 (position, eta)
             }
+            // Behind whatever of the pre-queue is still waiting.
             None => {
-                let position = self.queue.position(seq).unwrap_or(0);
+                let position =
+                    self.queue.position(seq).unwrap_or(0) + self.prequeue.waiting() as u64;
                 (position, self.eta_ms(position))
             }
         }

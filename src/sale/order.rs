@@ -15,13 +15,15 @@ use super::context::SaleContext;
 use super::hold::{hold, is_stale, let_go, Held, HoldGuard};
 use super::lookup::current_state;
 use super::outcome::Outcome;
+use super::prequeue::PreQueue;
+use super::queue::QueueItem;
 use super::ticket::TicketStatus;
-use super::Sale;
+use super::{Sale, SaleState};
 use crate::cluster::peers::Peers;
 use crate::config::{Overflow, ResponseMode};
 use crate::error::{GatewayError, Refusal};
 use crate::log_throttle::warn_repeated;
-use crate::store::Replay;
+use crate::store::{Entry, Replay};
 use crate::types::{unix_millis, TicketId, Token, UserId};
 
 /// One order request, parsed: who, with which token, for how many units.
@@ -50,6 +52,8 @@ pub enum Placed {
         /// Its number in the fleet's line (shared store).
         line: Option<u64>,
     },
+    /// In the sale's pre-queue under this ticket: its place is drawn at the opening.
+    Prequeued(TicketId),
     /// Its token is queued already under this ticket (maybe on another instance).
     Joined(TicketId),
     /// Decided: the outcome, under the ticket it answers for.
@@ -80,6 +84,9 @@ pub async fn place(
     if let Some(answer) = answered_before(ctx, peers, &sale, &token, &user, ip).await? {
         return Ok(answer);
     }
+    if sale.state(SystemTime::now()) == SaleState::Prequeue {
+        return prequeue(ctx, peers, &sale, user, token, quantity, ip).await;
+    }
     // Declared before the slot, so dropped after it: a number given back is given back
     // before its hold is let go.
     let mut held = None;
@@ -104,7 +111,7 @@ pub async fn place(
         Err(refusal) => return refused(ctx, peers, &sale, &token, &user, ip, refusal).await,
     };
     if let Some(peers) = peers {
-        match hold(ctx, peers, &sale, &token, &user, slot.ticket()).await? {
+        match hold(ctx, peers, &sale, &token, &user, slot.ticket(), Entry::Back).await? {
             Held::Here(guard) => held = Some(guard),
             Held::Queued(other) => return Ok(Placed::Joined(other)),
             Held::Spent(outcome) => return Ok(remember(ctx, &sale, &user, token, outcome)),
@@ -112,6 +119,115 @@ pub async fn place(
     }
     queue(ctx, &sale, held, slot, user, token, quantity).await
 }
+
+/// Joins `sale`'s pre-queue, before the opening: refused only by the rate limits, a full
+/// queue (the pre-queue shares its capacity) or a stopping drain. With a shared store the
+/// token is held for it, in the same step that enters it in the fleet's pre-queue (a second
+/// request with the token, on any instance, joins this one).
+async fn prequeue(
+    ctx: &Arc<SaleContext>,
+    peers: Option<&Peers>,
+    sale: &Arc<Sale>,
+    user: UserId,
+    token: Token,
+    quantity: u32,
+    ip: IpAddr,
+) -> Result<Placed, GatewayError> {
+    let mut held = None;
+    let decided = Instant::now();
+    let place = admission::check_rate(ctx, &user, ip)
+        .and_then(|()| {
+            let ticket = ctx.tokens.new_ticket(&ctx.owner, &sale.sku);
+            admission::take_place(ctx, sale, ticket)
+        })
+        // After the place: a stopping drain either sees it, or this sees the stop.
+        .and_then(|place| match sale.is_stopped() {
+            true => Err(Refusal::ShuttingDown),
+            false => Ok(place),
+        });
+    ctx.metrics
+        .admission_seconds
+        .observe(decided.elapsed().as_secs_f64());
+    let place = match place {
+        Ok(place) => place,
+        Err(refusal) => return refused(ctx, peers, sale, &token, &user, ip, refusal).await,
+    };
+    let ticket = place.ticket();
+    let key = PreQueue::draw_key();
+    if let Some(peers) = peers {
+        match hold(
+            ctx,
+            peers,
+            sale,
+            &token,
+            &user,
+            ticket,
+            Entry::Prequeue(key),
+        )
+        .await?
+        {
+            Held::Here(guard) => held = Some(guard),
+            Held::Queued(other) => return Ok(Placed::Joined(other)),
+            Held::Spent(outcome) => return Ok(remember(ctx, sale, &user, token, outcome)),
+        }
+    }
+    if !ctx
+        .tickets
+        .open(ticket, sale.sku.clone(), PREQUEUED, user.clone(), token)
+    {
+        count_full(ctx, sale);
+        return Ok(Placed::QueueFull);
+    }
+    // The store had sealed the pre-queue already (this instance's clock is behind): an
+    // ordinary arrival, numbered in the line.
+    let number = held.as_ref().and_then(HoldGuard::line);
+    let promised = match number {
+        Some(n) => sale.place(PREQUEUED, Some(n)).1,
+        None => 0,
+    };
+    let item = QueueItem {
+        seq: PREQUEUED,
+        ticket,
+        user,
+        token,
+        quantity,
+        line: number,
+        promised_ms: promised,
+        admitted_at: Instant::now(),
+        reply: None,
+        held: held.is_some(),
+    };
+    sale.begin();
+    place.keep();
+    let placed = match number {
+        Some(n) => {
+            count(ctx, sale, "admitted");
+            ctx.tickets.set_line(&ticket, n);
+            sale.prequeue.add_numbered(n, item);
+            sale.queue.wake();
+            Placed::Queued {
+                ticket,
+                seq: PREQUEUED,
+                line: Some(n),
+            }
+        }
+        None => {
+            count(ctx, sale, "prequeued");
+            ctx.tickets.update(&ticket, TicketStatus::Prequeued);
+            sale.prequeue.join(key, item);
+            Placed::Prequeued(ticket)
+        }
+    };
+    // In the pre-queue: its outcome decides what becomes of the hold.
+    if let Some(guard) = held {
+        guard.disarm();
+    }
+    Ok(placed)
+}
+
+/// The queue number of a request in the pre-queue, which holds no number in the queue's
+/// ring: past every number, so that a place reckoned from it is at the back.
+const PREQUEUED: u64 = u64::MAX;
 
 /// An outcome the store recorded for `token`, given now: remembered as a finished ticket
 /// of this instance (when the book has room), so that the token's next submission here,
@@ -142,7 +258,7 @@ async fn queue(
     quantity: u32,
 ) -> Result<Placed, GatewayError> {
     let (seq, ticket) = (slot.seq(), slot.ticket());
-    let line = held.as_ref().map(HoldGuard::line);
+    let line = held.as_ref().and_then(HoldGuard::line);
     if !ctx
         .tickets
         .open(ticket, sale.sku.clone(), seq, user.clone(), token)
@@ -286,6 +402,7 @@ async fn answered_before(
     if let Some((ticket, t)) = ctx.ticket_of_token(token) {
         if t.user == *user && t.sku == sale.sku && t.status.binds_token() {
             return Ok(Some(match t.status {
+                TicketStatus::Prequeued => Placed::Prequeued(ticket),
                 TicketStatus::Queued | TicketStatus::Processing => Placed::Queued {
                     ticket,
                     seq: t.seq,

@@ -278,6 +278,11 @@ impl SaleQueue {
         }
     }
 
+    /// Wakes the drain: items it may release came from elsewhere (the pre-queue, ranked).
+    pub fn wake(&self) {
+        self.ready.notify_one();
+    }
+
     /// Waits until an item may be there (a push or a cancellation since the last wait).
     pub async fn wait_ready(&self) {
         self.ready.notified().await;
@@ -289,7 +294,7 @@ impl SaleQueue {
     pub fn position(&self, seq: u64) -> Option<u64> {
         let head = self.head.load(Ordering::Acquire);
         let queued = self.len() as u64;
-        (seq >= head).then(|| (seq - head + 1).min(queued.max(1)))
+        (seq >= head).then(|| (seq - head).saturating_add(1).min(queued.max(1)))
     }
 }
 

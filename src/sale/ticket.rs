@@ -17,6 +17,8 @@ const SHARDS: usize = 32;
 /// Where a ticket is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TicketStatus {
+    /// In the sale's pre-queue: its place is drawn at the opening.
+    Prequeued,
     /// Waiting in the sale's queue.
     Queued,
     /// Taken by an order worker.
@@ -35,7 +37,7 @@ impl TicketStatus {
     /// decided it, or the request is still on its way.
     pub fn binds_token(&self) -> bool {
         match self {
-            Self::Queued | Self::Processing => true,
+            Self::Prequeued | Self::Queued | Self::Processing => true,
             Self::Done(o) => o.binds_token(),
         }
     }
@@ -43,7 +45,7 @@ impl TicketStatus {
     /// The order it made, if any.
     fn order(&self) -> Option<OrderId> {
         match self {
-            Self::Queued | Self::Processing => None,
+            Self::Prequeued | Self::Queued | Self::Processing => None,
             Self::Done(o) => o.order(),
         }
     }

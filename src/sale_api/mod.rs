@@ -32,7 +32,7 @@ use crate::sale::ticket::TicketStatus;
 use crate::sale::{Sale, SaleState};
 use crate::types::{unix_millis, TicketId, Token};
 pub(crate) use views::ticket_view;
-use views::{accepted, joined, queue_full, relayed, status_view};
+use views::{accepted, joined, prequeued, queue_full, relayed, status_view};
 
 /// Largest order request body (it carries at most a token and a quantity).
 const ORDER_BODY_LIMIT: usize = 4096;
@@ -176,12 +176,21 @@ impl SaleApi {
         let sale = self.sale(sku)?;
         admission::check_edge(&self.ctx, sale, &user, peer.addr.ip(), SystemTime::now())?;
         // Signed here, remembered nowhere: the crowd's token requests never reach the store.
+        // One issued for the pre-queue lasts its TTL from the opening: it is spent after it.
         let ttl = self.ctx.token_ttl;
-        let expires = unix_millis(SystemTime::now()).saturating_add(ttl.as_millis() as u64);
+        let now = SystemTime::now();
+        let from = match sale.state(now) {
+            SaleState::Prequeue => sale.starts().unwrap_or(now),
+            _ => now,
+        };
+        let expires = unix_millis(from).saturating_add(ttl.as_millis() as u64);
         let token = self.ctx.tokens.issue(&sale.sku, &user, expires);
         Ok(json(
             StatusCode::OK,
-            &json!({ "token": token, "expires_in": ttl.as_secs() }),
+            &json!({
+                "token": token,
+                "expires_in": expires.saturating_sub(unix_millis(now)) / 1000,
+            }),
         ))
     }
 
@@ -206,6 +215,7 @@ impl SaleApi {
         Ok(
             match place(&self.ctx, self.peers.as_deref(), order).await? {
                 Placed::Queued { ticket, seq, line } => accepted(&sale, ticket, seq, line),
+                Placed::Prequeued(ticket) => prequeued(&sale, ticket),
                 Placed::Joined(ticket) => joined(ticket),
                 Placed::Decided(outcome, ticket) => outcome.answer(ticket),
                 Placed::QueueFull => queue_full(&sale),

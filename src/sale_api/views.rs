@@ -27,6 +27,34 @@ pub(super) fn joined(ticket: TicketId) -> GatewayResponse {
     resp
 }
 
+/// 202 for an order in the sale's pre-queue: no place yet (it is drawn at the opening),
+/// the opening time, and where to follow the ticket — polled no more often than the time
+/// left to the opening (at most every 30 s) says.
+pub(super) fn prequeued(sale: &Sale, ticket: TicketId) -> GatewayResponse {
+    let mut resp = json(
+        StatusCode::ACCEPTED,
+        &json!({
+            "status": "prequeued",
+            "ticket": ticket,
+            "sku": sale.sku.as_str(),
+            "starts_at": sale.starts_at.map(|t| t.to_string()),
+        }),
+    );
+    let h = resp.headers_mut();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/sale/tickets/{ticket}")) {
+        h.insert(LOCATION, loc);
+    }
+    h.insert(RETRY_AFTER, HeaderValue::from(until_opening_secs(sale)));
+    resp
+}
+
+/// Seconds until `sale` opens, within 1..=30: how long a pre-queued buyer waits to poll.
+fn until_opening_secs(sale: &Sale) -> u64 {
+    sale.starts()
+        .and_then(|s| s.duration_since(std::time::SystemTime::now()).ok())
+        .map_or(1, |d| d.as_secs().clamp(1, 30))
+}
+
 /// Another instance's answer about its ticket, passed on.
 pub(super) fn relayed(
     status: StatusCode,
@@ -69,10 +97,17 @@ pub(super) fn accepted(
 /// A ticket of this instance, as `GET /sale/tickets/{id}` answers it (here, or through
 /// another instance that was asked about it).
 pub(crate) fn ticket_view(ctx: &SaleContext, id: TicketId, t: &Ticket) -> GatewayResponse {
-    let place = ctx
-        .sales
-        .get(t.sku.as_str())
-        .map(|sale| sale.place(t.seq, t.line));
+    let sale = ctx.sales.get(t.sku.as_str());
+    if t.status == TicketStatus::Prequeued {
+        if let Some(sale) = sale {
+            let mut resp = prequeued(sale, id);
+            // A poll's answer: the ticket is found.
+            *resp.status_mut() = StatusCode::OK;
+            resp.headers_mut().remove(http::header::LOCATION);
+            return resp;
+        }
+    }
+    let place = sale.map(|sale| sale.place(t.seq, t.line));
     status_view(id, &t.sku, &t.status, place)
 }
 
@@ -87,7 +122,8 @@ pub(super) fn status_view(
     body.insert("ticket".into(), json!(id));
     body.insert("sku".into(), sku.as_str().into());
     match status {
-        TicketStatus::Queued | TicketStatus::Processing => {
+        // Only this instance's own tickets are pre-queued ([`ticket_view`]).
+        TicketStatus::Prequeued | TicketStatus::Queued | TicketStatus::Processing => {
             let (position, eta) = place.unwrap_or((0, 0));
             body.insert("status".into(), "queued".into());
             body.insert("position".into(), position.into());

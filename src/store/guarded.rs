@@ -8,9 +8,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{
-    Claimed, Compensation, Confirmation, DrainLease, Member, Order, OrderState, Replay,
-    ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, Store,
-    StoreError, StoreFuture, TicketRecord, TokenHold, Unspent,
+    Claimed, Compensation, Confirmation, DrainLease, Entry, Member, Opening, Order, OrderState,
+    Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading,
+    Store, StoreError, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
 use super::{DrainSteps, FleetSteps, Line, OutboxSteps, StockSteps, TokenSteps};
 use crate::breaker::CircuitBreaker;
@@ -205,11 +205,13 @@ impl TokenSteps for GuardedStore {
         user: &UserId,
         ticket: &TicketId,
         until_ms: u64,
+        entry: Entry,
     ) -> StoreFuture<'_, TokenHold> {
         self.call_for(
             sku,
             "hold_token",
-            self.inner.hold_token(sku, token, user, ticket, until_ms),
+            self.inner
+                .hold_token(sku, token, user, ticket, until_ms, entry),
         )
     }
 
@@ -316,6 +318,19 @@ impl DrainSteps for GuardedStore {
 
     fn advance_line(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, Line> {
         self.call_for(sku, "advance_line", self.inner.advance_line(sku, rate))
+    }
+
+    fn open_prequeue(
+        &self,
+        sku: &Sku,
+        tickets: &[TicketId],
+        keep: u64,
+    ) -> StoreFuture<'_, Opening> {
+        self.call_for(
+            sku,
+            "open_prequeue",
+            self.inner.open_prequeue(sku, tickets, keep),
+        )
     }
 
     fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {

@@ -12,7 +12,15 @@
 //! calls per second depend on the number of instances, not on the rate: an instance asks
 //! at most once a [`LEASE_PERIOD`], while it has requests queued.
 //!
-//! The Redis store runs the same arithmetic in `lua/advance_line.lua`; keep them in step.
+//! A sale with a pre-queue: requests that join it before the opening draw no number but
+//! a random key (each instance's CSPRNG), kept in the store. The first number drawn after
+//! the opening, or the first instance to open the pre-queue, seals it: its members take the
+//! next numbers in the order of their keys — one uniform permutation for the whole fleet —
+//! and later arrivals come after them. Numbers beyond what stock-aware admission keeps
+//! (see [`LineState::keep`]) are passed at once, not at the rate.
+//!
+//! The Redis store runs the same arithmetic in `lua/advance_line.lua`,
+//! `lua/hold_token.lua` and `lua/open_prequeue.lua`; keep them in step.
 
 use super::lease::lease_size;
 #[cfg(doc)]
@@ -38,6 +46,59 @@ pub struct LineState {
     pub cursor: f64,
     /// When the cursor last moved (store clock, µs); `None` before it ever did.
     pub at_us: Option<f64>,
+    /// The pre-queue, once sealed: its members hold numbers `base + 1 ..= base + size`.
+    pub prequeue: Option<Sealed>,
+}
+
+/// A sealed pre-queue's place in the line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sealed {
+    /// The last number drawn before the seal.
+    pub base: u64,
+    /// Its members.
+    pub size: u64,
+    /// How many of them stock-aware admission keeps (the first instance to open it says):
+    /// the numbers after them are passed at once.
+    pub kept: Option<u64>,
+}
+
+/// What opening a sale's pre-queue told an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// The pre-queue as sealed.
+    pub sealed: Sealed,
+    /// Each asked ticket's 1-based place in the shuffled pre-queue (its number in the line
+    /// is `base + place`); `None` for a ticket the store does not know (it lost the
+    /// pre-queue).
+    pub places: Vec<Option<u64>>,
+    /// The line's cursor then.
+    pub cursor: u64,
+    /// Numbers drawn so far (the pre-queue's included).
+    pub admitted: u64,
+}
+
+impl LineState {
+    /// Seals the pre-queue, of `size` members, unless it is sealed already: they take the
+    /// next `size` numbers. Every number drawn after this comes after them.
+    pub fn seal(&mut self, size: u64) -> Sealed {
+        *self.prequeue.get_or_insert_with(|| {
+            let base = self.admitted;
+            self.admitted += size;
+            Sealed {
+                base,
+                size,
+                kept: None,
+            }
+        })
+    }
+
+    /// Records how many of the sealed pre-queue's members are kept, unless recorded
+    /// already (the first opening's figure stands: every instance passes the same numbers).
+    pub fn keep(&mut self, kept: u64) {
+        if let Some(p) = &mut self.prequeue {
+            p.kept.get_or_insert(kept.min(p.size));
+        }
+    }
 }
 
 /// The most numbers the cursor passes at once: two leases' worth of the rate.
@@ -54,6 +115,18 @@ pub fn advance(state: &mut LineState, now_us: f64, rate: u32) -> Line {
         None => most,
     };
     state.cursor = (state.cursor + credit).min(state.admitted as f64);
+    // Numbers of the pre-queue's members told sold out at the opening hold nobody: passed.
+    if let Some(Sealed {
+        base,
+        size,
+        kept: Some(kept),
+    }) = state.prequeue
+    {
+        let (from, to) = ((base + kept) as f64, (base + size) as f64);
+        if state.cursor >= from && state.cursor < to {
+            state.cursor = to.min(state.admitted as f64);
+        }
+    }
     state.at_us = Some(now_us);
     Line {
         cursor: state.cursor.floor() as u64,
@@ -90,5 +163,30 @@ mod tests {
         // Time with nobody in line is not saved up.
         s.admitted = 200;
         assert_eq!(advance(&mut s, now + 1_010_000.0, 100).cursor, 106);
+    }
+
+    #[test]
+    fn a_sealed_prequeue_comes_first_and_its_dropped_numbers_are_passed_at_once() {
+        let mut s = LineState {
+            admitted: 3,
+            cursor: 3.0,
+            at_us: Some(0.0),
+            ..LineState::default()
+        };
+        let sealed = s.seal(100);
+        assert_eq!((sealed.base, sealed.size, s.admitted), (3, 100, 103));
+        assert_eq!(s.seal(7), sealed, "sealed once");
+        s.admitted += 5; // five arrivals after the opening
+        s.keep(10);
+        s.keep(50);
+        assert_eq!(
+            s.prequeue.and_then(|p| p.kept),
+            Some(10),
+            "the first figure stands"
+        );
+        // 10 kept at 1/s: ten seconds, then the 90 dropped numbers go at once.
+        assert_eq!(advance(&mut s, 5_000_000.0, 1).cursor, 8);
+        assert_eq!(advance(&mut s, 10_000_000.0, 1).cursor, 103);
+        assert_eq!(advance(&mut s, 11_000_000.0, 1).cursor, 104);
     }
 }

@@ -22,7 +22,7 @@ use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 pub use self::redis::RedisStore;
 pub use guarded::GuardedStore;
 pub use lease::DrainLease;
-pub use line::Line;
+pub use line::{Line, Opening, Sealed};
 pub use memory::MemoryStore;
 pub use steps::{DrainSteps, FleetSteps, OutboxSteps, StockSteps, TokenSteps};
 
@@ -144,10 +144,23 @@ pub enum TokenHold {
         /// The line's cursor as the store held it then.
         cursor: u64,
     },
+    /// The token is now held by this request's ticket, which joined the sale's pre-queue
+    /// (its place is drawn at the opening: [`DrainSteps::open_prequeue`]).
+    Prequeued,
     /// Another request holds it, queued under this ticket (maybe on another instance).
     Queued(TicketId),
     /// It was spent already: its first outcome.
     Spent(ReserveReply),
+}
+
+/// Where a request whose token is held enters the sale's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// At the back: it draws the next number.
+    Back,
+    /// Into the pre-queue, with this random key (53 bits): the keys' order is the
+    /// pre-queue's order. Once the pre-queue is sealed, at the back.
+    Prequeue(u64),
 }
 
 /// What a replay found of a token.

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::{
-    Claimed, Compensation, Confirmation, DrainLease, Line, Member, Order, OrderState, Replay,
-    ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading, StoreFuture,
-    TicketRecord, TokenHold, Unspent,
+    Claimed, Compensation, Confirmation, DrainLease, Entry, Line, Member, Opening, Order,
+    OrderState, Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad,
+    StockReading, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 
@@ -62,7 +62,9 @@ pub trait TokenSteps: Send + Sync + 'static {
     /// Holds `token` (this `user`'s, unspent) for the queued request `ticket` until
     /// `until_ms` (Unix ms), so that the same token sent to another instance joins this
     /// request instead of queueing twice; a token held or spent before says so instead.
-    /// The ticket is remembered with it, for [`ticket_record`](Self::ticket_record).
+    /// The ticket is remembered with it, for [`ticket_record`](Self::ticket_record). In
+    /// the same step the request enters the sale's line where `entry` says (see
+    /// [`line`](crate::store::line)).
     fn hold_token(
         &self,
         sku: &Sku,
@@ -70,6 +72,7 @@ pub trait TokenSteps: Send + Sync + 'static {
         user: &UserId,
         ticket: &TicketId,
         until_ms: u64,
+        entry: Entry,
     ) -> StoreFuture<'_, TokenHold>;
 
     /// Lets go of `token` if `ticket` holds it (its request was refused after all, or ended
@@ -159,6 +162,12 @@ pub trait DrainSteps: Send + Sync + 'static {
     /// Moves `sku`'s line cursor at its drain rate (the rate an operator set, else `rate`)
     /// and reports it (see [`line`](crate::store::line)).
     fn advance_line(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, Line>;
+
+    /// Opens `sku`'s pre-queue: seals it if no one has (see [`line`](crate::store::line)),
+    /// records that its first `keep` members are kept if no one has, and tells the places
+    /// of `tickets` in it.
+    fn open_prequeue(&self, sku: &Sku, tickets: &[TicketId], keep: u64)
+        -> StoreFuture<'_, Opening>;
 
     /// Sets `sku`'s drain rate for every instance; it replaces the configured rate until
     /// set again.

@@ -439,7 +439,14 @@ async fn a_request_on_its_way_into_the_queue_keeps_its_hold_against_a_double_cli
     ctx.tickets.set_arriving(&ticket, true);
     let held = ctx
         .store
-        .hold_token(&sku, &token, &alice, &ticket, now + 60_000)
+        .hold_token(
+            &sku,
+            &token,
+            &alice,
+            &ticket,
+            now + 60_000,
+            flashgate::store::Entry::Back,
+        )
         .await
         .expect("hold");
     assert!(

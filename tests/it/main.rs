@@ -31,6 +31,7 @@ mod metrics;
 mod monitoring;
 mod pages;
 mod path_normalisation;
+mod prequeue;
 mod proxy;
 mod redis_gateway;
 mod relays;

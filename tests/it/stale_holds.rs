@@ -39,7 +39,14 @@ async fn a_stale_hold_that_cannot_be_let_go_is_a_retry_not_a_dead_ticket() {
         let ticket = ctx.tokens.new_ticket(&dead, &sku);
         let held = ctx
             .store
-            .hold_token(&sku, &token, &user, &ticket, now + 60_000)
+            .hold_token(
+                &sku,
+                &token,
+                &user,
+                &ticket,
+                now + 60_000,
+                flashgate::store::Entry::Back,
+            )
             .await
             .expect("hold");
         assert!(

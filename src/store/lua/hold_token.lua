@@ -1,12 +1,30 @@
 -- Holds a token for a queued request, so that the same token sent to another instance
 -- joins that request instead of queueing twice.
--- A request that goes on to its queue draws the sale's next line number (the fleet's
--- admission order: src/store/line.rs) in the same step.
--- KEYS: 1 token record, 2 the token's hold, 3 the ticket's record, 4 the sale's line.
--- ARGV: 1 user, 2 ticket, 3 token, 4 hold until (Unix ms), 5 order key prefix.
--- Returns {'held', line number, the line's cursor}, {'queued', ticket}, or {'spent', kind,
--- order_id, remaining, 1, order_state} (as reserve.lua answers a replay).
-local function draw()
+-- In the same step the request enters the sale's line (src/store/line.rs): into the
+-- pre-queue while it is not sealed and ARGV[6] gives a key, else with the next number
+-- (sealing the pre-queue first: its members come before every later number).
+-- KEYS: 1 token record, 2 the token's hold, 3 the ticket's record, 4 the sale's line
+-- (hash: n numbers drawn, c cursor, at; s sealed, b base, p pre-queue size, k kept),
+-- 5 the sale's pre-queue (sorted set: ticket by random key).
+-- ARGV: 1 user, 2 ticket, 3 token, 4 hold until (Unix ms), 5 order key prefix,
+-- 6 the pre-queue key ('' for the back of the line).
+-- Returns {'held', line number, the line's cursor}, {'prequeued'}, {'queued', ticket}, or
+-- {'spent', kind, order_id, remaining, 1, order_state} (as reserve.lua answers a replay).
+local function enter()
+  if redis.call('HEXISTS', KEYS[4], 's') == 0 then
+    if ARGV[6] ~= '' then
+      redis.call('ZADD', KEYS[5], ARGV[6], ARGV[2])
+      if redis.call('PTTL', KEYS[5]) == -1 then
+        redis.call('PEXPIREAT', KEYS[5], ARGV[4])
+      else
+        redis.call('PEXPIREAT', KEYS[5], ARGV[4], 'GT')
+      end
+      return {'prequeued'}
+    end
+    local base = tonumber(redis.call('HGET', KEYS[4], 'n') or '0') or 0
+    local size = redis.call('ZCARD', KEYS[5])
+    redis.call('HSET', KEYS[4], 's', 1, 'b', base, 'p', size, 'n', base + size)
+  end
   local n = redis.call('HINCRBY', KEYS[4], 'n', 1)
   local c = tonumber(redis.call('HGET', KEYS[4], 'c') or '0') or 0
   return {'held', n, math.floor(c)}
@@ -15,7 +33,7 @@ local tok = redis.call('HMGET', KEYS[1], 'u', 's', 'k', 'o', 'r')
 if tok[1] then
   if tok[1] ~= ARGV[1] or tok[2] ~= 'spent' then
     -- Another user's: this request's own reserve step refuses it.
-    return draw()
+    return enter()
   end
   local state = ''
   if tok[3] == 'reserved' then
@@ -29,4 +47,4 @@ if held then
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PXAT', ARGV[4])
 redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[4])
-return draw()
+return enter()

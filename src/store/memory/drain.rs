@@ -4,22 +4,47 @@
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
-use super::{ready, MemoryStore};
+use super::{ready, DrainBudget, MemoryStore};
 use crate::store::{
-    DrainLease, DrainSteps, Line, SaleControl, SaleControls, StoreFuture, TokenHold,
+    DrainLease, DrainSteps, Entry, Line, Opening, SaleControl, SaleControls, Sealed, StoreFuture,
+    TokenHold,
 };
-use crate::types::Sku;
+use crate::types::{Sku, TicketId};
 
 impl MemoryStore {
-    /// A hold that draws the next number of `sku`'s line (see [`crate::store::line`]).
-    pub(super) fn draw_line_number(&self, sku: &Sku) -> TokenHold {
+    /// A hold's entry into `sku`'s line (see [`crate::store::line`]): the pre-queue while
+    /// it is open and `entry` asks for it, else the next number (sealing the pre-queue).
+    pub(super) fn enter_line(&self, sku: &Sku, ticket: &TicketId, entry: Entry) -> TokenHold {
         let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
-        let line = &mut drains.entry(sku.clone()).or_default().line;
+        let budget = drains.entry(sku.clone()).or_default();
+        if let (Entry::Prequeue(key), None) = (entry, budget.line.prequeue) {
+            budget.prequeue.push((key, *ticket));
+            return TokenHold::Prequeued;
+        }
+        budget.seal();
+        let line = &mut budget.line;
         line.admitted += 1;
         TokenHold::Held {
             number: line.admitted,
             cursor: line.cursor.floor() as u64,
         }
+    }
+}
+
+impl DrainBudget {
+    /// Seals the pre-queue (see [`crate::store::line`]): its members' places are the order
+    /// of their keys.
+    fn seal(&mut self) -> Sealed {
+        if self.line.prequeue.is_none() {
+            let mut members = std::mem::take(&mut self.prequeue);
+            members.sort_unstable();
+            self.places = members
+                .iter()
+                .zip(1..)
+                .map(|((_, ticket), place)| (*ticket, place))
+                .collect();
+        }
+        self.line.seal(self.places.len() as u64)
     }
 }
 
@@ -68,6 +93,29 @@ impl DrainSteps for MemoryStore {
             now_us,
             rate,
         )))
+    }
+
+    fn open_prequeue(
+        &self,
+        sku: &Sku,
+        tickets: &[TicketId],
+        keep: u64,
+    ) -> StoreFuture<'_, Opening> {
+        let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+        let budget = drains.entry(sku.clone()).or_default();
+        budget.seal();
+        budget.line.keep(keep);
+        let places = tickets
+            .iter()
+            .map(|t| budget.places.get(t).copied())
+            .collect();
+        let line = &budget.line;
+        ready(Ok(Opening {
+            sealed: line.prequeue.unwrap_or_default(),
+            places,
+            cursor: line.cursor.floor() as u64,
+            admitted: line.admitted,
+        }))
     }
 
     fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()> {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, ready, MemoryStore, SpentToken};
 use crate::store::{
-    OrderState, Replay, Reservation, ReserveReply, ReserveRequest, StoreFuture, TicketRecord,
-    TokenHold, TokenSteps, Unspent,
+    Entry, OrderState, Replay, Reservation, ReserveReply, ReserveRequest, StoreFuture,
+    TicketRecord, TokenHold, TokenSteps, Unspent,
 };
 use crate::types::unix_millis;
 use crate::types::{OrderId, Sku, TicketId, Token, UserId};
@@ -61,6 +61,7 @@ impl TokenSteps for MemoryStore {
         user: &UserId,
         ticket: &TicketId,
         until_ms: u64,
+        entry: Entry,
     ) -> StoreFuture<'_, TokenHold> {
         ready(self.sale(sku).map(|sale| {
             let mut d = lock(&sale);
@@ -71,7 +72,7 @@ impl TokenSteps for MemoryStore {
                     return TokenHold::Spent(d.replay_of(&spent.outcome));
                 }
                 // Spent by another user: this request's own reserve step refuses it.
-                Some(_) => return self.draw_line_number(sku),
+                Some(_) => return self.enter_line(sku, ticket, entry),
                 None => {}
             }
             if let Some((held, _)) = d.holds.get(token) {
@@ -82,7 +83,7 @@ impl TokenSteps for MemoryStore {
             d.holds.insert(*token, (*ticket, deadline));
             d.held_by.insert(*ticket, *token);
             d.hold_expiry.insert((deadline, *token));
-            self.draw_line_number(sku)
+            self.enter_line(sku, ticket, entry)
         }))
     }
 

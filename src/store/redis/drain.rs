@@ -7,8 +7,11 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::RedisStore;
-use crate::store::{DrainLease, DrainSteps, Line, SaleControl, SaleControls, StoreFuture};
-use crate::types::Sku;
+use crate::store::{
+    DrainLease, DrainSteps, Line, Opening, SaleControl, SaleControls, Sealed, StoreError,
+    StoreFuture,
+};
+use crate::types::{Sku, TicketId};
 
 impl DrainSteps for RedisStore {
     fn share_pending(
@@ -70,7 +73,7 @@ impl DrainSteps for RedisStore {
                         .key(k.line())
                         .key(k.drain_rate())
                         .arg(rate)
-                        .arg(crate::store::line::burst(rate))
+                        .arg(crate::store::lease::LEASE_PERIOD.as_micros() as u64)
                         .invoke_async(&mut c),
                 )
                 .await?;
@@ -78,6 +81,40 @@ impl DrainSteps for RedisStore {
                 cursor,
                 admitted,
                 rate,
+            })
+        })
+    }
+
+    fn open_prequeue(
+        &self,
+        sku: &Sku,
+        tickets: &[TicketId],
+        keep: u64,
+    ) -> StoreFuture<'_, Opening> {
+        let k = self.keys(sku);
+        let tickets: Vec<String> = tickets.iter().map(ToString::to_string).collect();
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let mut script = self.scripts.open_prequeue.key(k.line());
+            script.key(k.prequeue()).arg(keep);
+            for t in &tickets {
+                script.arg(t);
+            }
+            let reply: Vec<u64> = self.exec(script.invoke_async(&mut c)).await?;
+            let [base, size, kept, cursor, admitted, places @ ..] = reply.as_slice() else {
+                return Err(StoreError::Rejected(
+                    "unexpected open_prequeue reply".into(),
+                ));
+            };
+            Ok(Opening {
+                sealed: Sealed {
+                    base: *base,
+                    size: *size,
+                    kept: Some(*kept),
+                },
+                places: places.iter().map(|p| (*p > 0).then_some(*p)).collect(),
+                cursor: *cursor,
+                admitted: *admitted,
             })
         })
     }

@@ -49,6 +49,9 @@ impl Keys {
     pub(super) fn line(&self) -> String {
         format!("{}:line", self.base)
     }
+    pub(super) fn prequeue(&self) -> String {
+        format!("{}:prequeue", self.base)
+    }
     pub(super) fn drain_rate(&self) -> String {
         format!("{}:drain_rate", self.base)
     }

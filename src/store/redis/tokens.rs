@@ -6,7 +6,7 @@ use redis::{AsyncCommands, Value};
 use super::reply::{held_by, reserve_reply, text};
 use super::RedisStore;
 use crate::store::{
-    OrderState, Replay, ReserveReply, ReserveRequest, StoreError, StoreFuture, TicketRecord,
+    Entry, OrderState, Replay, ReserveReply, ReserveRequest, StoreError, StoreFuture, TicketRecord,
     TokenHold, TokenSteps, Unspent,
 };
 use crate::types::{OrderId, Sku, TicketId, Token, UserId};
@@ -61,8 +61,13 @@ impl TokenSteps for RedisStore {
         user: &UserId,
         ticket: &TicketId,
         until_ms: u64,
+        entry: Entry,
     ) -> StoreFuture<'_, TokenHold> {
         let k = self.keys(sku);
+        let key = match entry {
+            Entry::Back => String::new(),
+            Entry::Prequeue(key) => key.to_string(),
+        };
         let (sku, token, user, ticket) = (sku.clone(), *token, user.clone(), *ticket);
         Box::pin(async move {
             let mut c = self.conn().await?;
@@ -74,11 +79,13 @@ impl TokenSteps for RedisStore {
                         .key(k.hold(&token))
                         .key(k.ticket(&ticket))
                         .key(k.line())
+                        .key(k.prequeue())
                         .arg(user.as_str())
                         .arg(ticket.as_str())
                         .arg(token.as_str())
                         .arg(until_ms)
                         .arg(k.order_prefix())
+                        .arg(&key)
                         .invoke_async(&mut c),
                 )
                 .await?;
@@ -92,6 +99,7 @@ impl TokenSteps for RedisStore {
                         "hold_token gave no line number".into(),
                     )),
                 },
+                Some("prequeued") => Ok(TokenHold::Prequeued),
                 Some("queued") => held_by(&reply).map(TokenHold::Queued),
                 Some("spent") => {
                     reserve_reply(reply.get(1..).unwrap_or_default(), &sku).map(TokenHold::Spent)

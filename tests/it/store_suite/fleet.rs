@@ -118,7 +118,7 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
         let (store, sku, alice) = (store.clone(), sku.clone(), alice.clone());
         async move {
             store
-                .hold_token(&sku, &token, &alice, &t, until)
+                .hold_token(&sku, &token, &alice, &t, until, Entry::Back)
                 .await
                 .expect("hold")
         }
@@ -165,7 +165,7 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
     let refused = TicketId::random();
     assert_eq!(
         store
-            .hold_token(&sku, &other, &alice, &refused, until)
+            .hold_token(&sku, &other, &alice, &refused, until, Entry::Back)
             .await
             .expect("hold"),
         TokenHold::Held {
@@ -185,7 +185,7 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .hold_token(&sku, &other, &alice, &second, until)
+            .hold_token(&sku, &other, &alice, &second, until, Entry::Back)
             .await
             .expect("hold"),
         TokenHold::Held {
@@ -316,7 +316,7 @@ pub async fn a_replay_leaves_a_held_token_to_its_request(store: Arc<dyn Store>) 
     let until = unix_millis(std::time::SystemTime::now()) + 60_000;
     let ticket = TicketId::random();
     let held = store
-        .hold_token(&sku, &token, &alice, &ticket, until)
+        .hold_token(&sku, &token, &alice, &ticket, until, Entry::Back)
         .await
         .expect("hold");
     assert!(matches!(held, TokenHold::Held { .. }), "{held:?}");
@@ -353,7 +353,7 @@ pub async fn a_replay_leaves_a_held_token_to_its_request(store: Arc<dyn Store>) 
     let bobs = TicketId::random();
     let bob = user("bob");
     store
-        .hold_token(&sku, &other, &bob, &bobs, until)
+        .hold_token(&sku, &other, &bob, &bobs, until, Entry::Back)
         .await
         .expect("hold");
     store
@@ -386,7 +386,14 @@ pub async fn the_line_numbers_admissions_and_the_cursor_passes_them(store: Arc<d
     for n in 1..=20u64 {
         let u = user(&format!("u{n}"));
         let held = store
-            .hold_token(&sku, &token_for(&sku, &u), &u, &TicketId::random(), until)
+            .hold_token(
+                &sku,
+                &token_for(&sku, &u),
+                &u,
+                &TicketId::random(),
+                until,
+                Entry::Back,
+            )
             .await
             .expect("hold");
         let TokenHold::Held { number, .. } = held else {
@@ -418,4 +425,73 @@ pub async fn the_line_numbers_admissions_and_the_cursor_passes_them(store: Arc<d
         }
     }
     assert_eq!(last, 20, "caught up with the last number, never past it");
+}
+
+/// Holds that join the pre-queue draw no number; the first opening (or the first number
+/// drawn after it) seals it: its members take the next numbers in the order of their keys,
+/// the same for every instance that asks, ahead of every later arrival; the first figure
+/// of members kept stands, and the cursor passes the others' numbers at once.
+pub async fn the_prequeue_is_one_permutation_ahead_of_later_arrivals(store: Arc<dyn Store>) {
+    let sku = Sku::new("prequeue");
+    store.init_stock(&sku, 500, None).await.expect("init");
+    let until = unix_millis(std::time::SystemTime::now()) + 60_000;
+    let hold = |n: u64, entry: Entry| {
+        let store = store.clone();
+        let sku = sku.clone();
+        async move {
+            let u = user(&format!("u{n}"));
+            let ticket = TicketId::random();
+            let held = store
+                .hold_token(&sku, &token_for(&sku, &u), &u, &ticket, until, entry)
+                .await
+                .expect("hold");
+            (ticket, held)
+        }
+    };
+    // Keys in reverse of arrival: the shuffled order is the reverse.
+    let mut members = Vec::new();
+    for n in 1..=10u64 {
+        let (ticket, held) = hold(n, Entry::Prequeue(1000 - n)).await;
+        assert_eq!(held, TokenHold::Prequeued, "member {n}");
+        members.push(ticket);
+    }
+    let opening = store
+        .open_prequeue(&sku, &members[..5], 4)
+        .await
+        .expect("open");
+    assert_eq!(
+        (
+            opening.sealed.base,
+            opening.sealed.size,
+            opening.sealed.kept
+        ),
+        (0, 10, Some(4))
+    );
+    assert_eq!(opening.admitted, 10);
+    assert_eq!(
+        opening.places,
+        [Some(10), Some(9), Some(8), Some(7), Some(6)],
+        "places in the order of the keys"
+    );
+    // Sealed: a late member is an ordinary arrival, behind the pre-queue.
+    let (_, late) = hold(11, Entry::Prequeue(1)).await;
+    assert!(
+        matches!(late, TokenHold::Held { number: 11, .. }),
+        "{late:?}"
+    );
+    // Another instance asks: the same places, the first figure kept.
+    let stranger = TicketId::random();
+    let again = store
+        .open_prequeue(&sku, &[members[9], members[0], stranger], 9)
+        .await
+        .expect("open again");
+    assert_eq!(again.sealed.kept, Some(4), "the first figure stands");
+    assert_eq!(again.places, [Some(1), Some(10), None]);
+    // The cursor's first move passes a burst (six numbers at 125/s): the four kept
+    // members (1..=4), one of the others — and so all six others at once (to 10), short
+    // of the late arrival.
+    store.set_drain_rate(&sku, 125).await.expect("rate");
+    assert_eq!(flashgate::store::line::burst(125), 6);
+    let line = store.advance_line(&sku, 1).await.expect("advance");
+    assert_eq!((line.cursor, line.admitted), (10, 11));
 }

@@ -26,6 +26,7 @@ macro_rules! store_suite {
             a_replay_leaves_a_held_token_to_its_request,
             instances_share_their_pending_counts,
             the_line_numbers_admissions_and_the_cursor_passes_them,
+            the_prequeue_is_one_permutation_ahead_of_later_arrivals,
             operator_settings_are_kept_with_the_sale
         );
     };
@@ -53,7 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashgate::store::{
-    Compensation, Confirmation, Member, OrderState, Replay, Reservation, ReserveReply,
+    Compensation, Confirmation, Entry, Member, OrderState, Replay, Reservation, ReserveReply,
     ReserveRequest, StockLoad, Store, StoreError, TicketRecord, TokenHold, Unspent,
 };
 use flashgate::token::TokenSigner;

@@ -1,0 +1,253 @@
+//! A sale's pre-queue: from `starts_at − prequeue` until the opening, orders join it
+//! (answered `prequeued`, whatever the response mode) instead of hammering at the opening
+//! second. At the opening it is put in one uniform random order — each member drew a
+//! random key from a CSPRNG when it joined, and the keys' order is the permutation; with a
+//! shared store the keys live in the store, so the whole fleet's pre-queue is one
+//! permutation (see [`crate::store::line`]) — ahead of everyone who arrives later.
+//!
+//! Members are held here, outside the queue's ring (whose order is arrival order), but
+//! each keeps the place it took within the queue's capacity until the drain releases it.
+//! The sale's drain opens the pre-queue ([`super::drain`]), ranks its members and then
+//! releases them by rank before anything in the ring.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+
+use super::queue::{Head, QueueItem};
+
+/// A member of the pre-queue not ranked yet, with the random key that will rank it.
+#[derive(Debug)]
+pub struct Member {
+    /// Its random key (53 bits, so that a store keeping it as a double keeps it exactly).
+    pub key: u64,
+    /// The request.
+    pub item: QueueItem,
+}
+
+#[derive(Default)]
+struct Members {
+    /// Joined and not ranked yet.
+    joined: Vec<Member>,
+    /// Ranked, by number in the line (the fleet's, or this instance's shuffled order).
+    ranked: BTreeMap<u64, QueueItem>,
+    /// Members the store could not rank (it lost the pre-queue): released in local order
+    /// after the ranked ones.
+    unnumbered: VecDeque<QueueItem>,
+    /// The last number this instance gave a member (without a shared store).
+    numbered: u64,
+}
+
+/// One sale's pre-queue (empty and never used for a sale without one).
+pub struct PreQueue {
+    /// When orders start joining it; `None` for a sale without a pre-queue.
+    opens: Option<SystemTime>,
+    members: Mutex<Members>,
+    /// Members not released yet (joined, ranked or not).
+    waiting: AtomicUsize,
+    /// Members not ranked yet.
+    unranked: AtomicUsize,
+    /// Told of every join, for the opening to rank members that join after it.
+    joined: Notify,
+}
+
+impl PreQueue {
+    /// A pre-queue that opens `window` before `starts_at` (none without both).
+    pub fn new(starts_at: Option<SystemTime>, window: Option<Duration>) -> Self {
+        Self {
+            opens: starts_at.zip(window).map(|(s, w)| s - w),
+            members: Mutex::default(),
+            waiting: AtomicUsize::new(0),
+            unranked: AtomicUsize::new(0),
+            joined: Notify::new(),
+        }
+    }
+
+    /// When orders start joining it, if the sale has one.
+    pub fn opens(&self) -> Option<SystemTime> {
+        self.opens
+    }
+
+    /// A fresh random key for a member: 53 bits from the thread's CSPRNG (ChaCha).
+    pub fn draw_key() -> u64 {
+        rand::random::<u64>() >> 11
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Members> {
+        // Only ever changed whole: a poisoned lock still guards valid members.
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a member that joined with `key`.
+    pub fn join(&self, key: u64, item: QueueItem) {
+        let mut m = self.lock();
+        m.joined.push(Member { key, item });
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.unranked.fetch_add(1, Ordering::AcqRel);
+        drop(m);
+        self.joined.notify_one();
+    }
+
+    /// Waits for a join since the last wait (one before the wait counts).
+    pub async fn joined_late(&self) {
+        self.joined.notified().await;
+    }
+
+    /// Adds a request that drew number `number` in the line after the opening although it
+    /// came the pre-queue's way (this instance's clock was behind the store's seal).
+    pub fn add_numbered(&self, number: u64, item: QueueItem) {
+        self.lock().ranked.insert(number, item);
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Members waiting to be released.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// True while members wait to be ranked.
+    pub fn has_unranked(&self) -> bool {
+        self.unranked() > 0
+    }
+
+    /// Members waiting to be ranked.
+    pub fn unranked(&self) -> usize {
+        self.unranked.load(Ordering::Acquire)
+    }
+
+    /// Takes the members not ranked yet, for the drain to rank.
+    pub fn take_joined(&self) -> Vec<Member> {
+        let mut m = self.lock();
+        let joined = std::mem::take(&mut m.joined);
+        self.unranked.fetch_sub(joined.len(), Ordering::AcqRel);
+        joined
+    }
+
+    /// Puts back members [`take_joined`](Self::take_joined) took and could not rank.
+    pub fn put_back(&self, members: impl IntoIterator<Item = Member>) {
+        let mut m = self.lock();
+        let before = m.joined.len();
+        m.joined.extend(members);
+        self.unranked
+            .fetch_add(m.joined.len() - before, Ordering::AcqRel);
+    }
+
+    /// Ranks members by their keys alone (no shared store): they take the next numbers of
+    /// this instance's order, in the order of their keys. Returns them with their numbers.
+    pub fn number_locally(&self, mut members: Vec<Member>) -> Vec<(u64, Member)> {
+        members.sort_unstable_by_key(|m| m.key);
+        let mut m = self.lock();
+        members
+            .into_iter()
+            .map(|member| {
+                m.numbered += 1;
+                (m.numbered, member)
+            })
+            .collect()
+    }
+
+    /// Puts a ranked member back, to be released by its `number` (`None`: the store could
+    /// not rank it, released after the ranked ones).
+    pub fn rank(&self, number: Option<u64>, item: QueueItem) {
+        let mut m = self.lock();
+        match number {
+            Some(n) => {
+                m.ranked.insert(n, item);
+            }
+            None => m.unnumbered.push_back(item),
+        }
+    }
+
+    /// A member dropped at the opening (told sold out): no longer waiting.
+    pub fn dropped(&self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Takes the next ranked member if `cursor` has passed its number (any, without a
+    /// cursor), else says which number it waits for; then the unnumbered ones.
+    pub fn pop_through(&self, cursor: Option<u64>) -> Head {
+        let mut m = self.lock();
+        let item = match m.ranked.first_key_value() {
+            Some((&n, _)) if cursor.is_some_and(|c| n > c) => return Head::Later(n),
+            Some(_) => m.ranked.pop_first().map(|(_, item)| item),
+            None => m.unnumbered.pop_front(),
+        };
+        match item {
+            Some(item) => {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                Head::Item(item)
+            }
+            None => Head::Empty,
+        }
+    }
+
+    /// Takes every member, ranked or not (the drain is stopping).
+    pub fn take_all(&self) -> Vec<QueueItem> {
+        let mut m = self.lock();
+        let joined = std::mem::take(&mut m.joined);
+        self.unranked.fetch_sub(joined.len(), Ordering::AcqRel);
+        let mut all: Vec<QueueItem> = joined.into_iter().map(|j| j.item).collect();
+        all.extend(std::mem::take(&mut m.ranked).into_values());
+        all.extend(m.unnumbered.drain(..));
+        self.waiting.fetch_sub(all.len(), Ordering::AcqRel);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{TicketId, Token, UserId};
+    use std::time::Instant;
+
+    fn item(seq: u64) -> QueueItem {
+        QueueItem {
+            seq,
+            ticket: TicketId::random(),
+            user: UserId::parse("u").expect("user"),
+            token: Token::random(),
+            quantity: 1,
+            line: None,
+            promised_ms: 0,
+            admitted_at: Instant::now(),
+            reply: None,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn members_are_released_by_rank_then_unnumbered() {
+        let q = PreQueue::new(Some(SystemTime::now()), Some(Duration::from_secs(60)));
+        for (key, seq) in [(30, 0), (10, 1), (20, 2)] {
+            q.join(key, item(seq));
+        }
+        assert!(q.has_unranked());
+        let ranked = q.number_locally(q.take_joined());
+        let order: Vec<(u64, u64)> = ranked.iter().map(|(n, m)| (*n, m.item.seq)).collect();
+        assert_eq!(order, [(1, 1), (2, 2), (3, 0)], "by key");
+        assert!(!q.has_unranked());
+        for (n, m) in ranked {
+            q.rank(Some(n), m.item);
+        }
+        q.join(5, item(3));
+        let late = q.take_joined();
+        q.rank(None, late.into_iter().next().expect("one").item);
+        assert!(matches!(q.pop_through(Some(0)), Head::Later(1)));
+        let mut seqs = Vec::new();
+        while let Head::Item(i) = q.pop_through(None) {
+            seqs.push(i.seq);
+        }
+        assert_eq!(seqs, [1, 2, 0, 3]);
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
+    fn keys_fit_a_double_exactly() {
+        for _ in 0..1000 {
+            assert!(PreQueue::draw_key() < 1 << 53);
+        }
+    }
+}

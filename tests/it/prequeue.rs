@@ -1,0 +1,233 @@
+//! A pre-queue shuffled at the opening: orders sent before `starts_at` (within the
+//! pre-queue window) are answered `prequeued` at once, and at the opening put in one
+//! uniform random order — one for the whole fleet — of which the places beyond remaining ×
+//! admit_factor are told sold out at once and the rest served in that order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::common::*;
+use crate::fleet::{admin, instance_config};
+use crate::redis_server::RedisServer;
+use flashgate::Gateway;
+use http::StatusCode;
+
+const BUYERS: usize = 200;
+const STOCK: u64 = 20;
+/// Places kept at the opening: stock × the default admit_factor (1.5).
+const KEPT: u64 = 30;
+
+/// An RFC 3339 stamp `secs` from now: the opening. The buyers' orders must all arrive
+/// before it (200 local requests take well under a second; the margin is for a busy
+/// machine).
+fn opening_in(secs: u64) -> String {
+    let at = SystemTime::now() + Duration::from_secs(secs);
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("timestamp")
+}
+
+fn sale(opening: &str) -> String {
+    format!(
+        "[[sale]]\nsku = \"phone\"\nstock = {STOCK}\nstarts_at = \"{opening}\"\nprequeue = \"1h\"\n"
+    )
+}
+
+/// `GET /sale/tickets/{ticket}` on `addr`: the JSON.
+async fn poll(addr: SocketAddr, ticket: &str) -> serde_json::Value {
+    let a = send(addr, get(&format!("/sale/tickets/{ticket}"))).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
+    a.json()
+}
+
+/// Buyer `i` joins the pre-queue through `addr`: 202 `prequeued`, whatever the response
+/// mode; a double click gets the same ticket. Returns the ticket.
+async fn join(addr: SocketAddr, i: usize, opening: &str) -> String {
+    let user = format!("b{i:03}");
+    let token = token_for(addr, "phone", &user).await;
+    let a = order(addr, "phone", &user, &token).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{user}: {:?}", a.json());
+    let body = a.json();
+    assert_eq!(body["status"], "prequeued", "{user}: {body}");
+    assert_eq!(
+        body["starts_at"].as_str().map(|s| s.get(..19)),
+        Some(opening.get(..19))
+    );
+    assert!(
+        body.get("position").is_none(),
+        "no place before the opening"
+    );
+    let ticket = body["ticket"].as_str().expect("ticket").to_owned();
+    if i % 50 == 0 {
+        let again = order(addr, "phone", &user, &token).await;
+        assert_eq!(again.status, StatusCode::ACCEPTED);
+        assert_eq!(again.json()["ticket"], ticket.as_str(), "double click");
+    }
+    ticket
+}
+
+/// Waits until no ticket is pre-queued any more; returns each ticket's answer then.
+async fn after_the_opening(addrs: &[SocketAddr], tickets: &[String]) -> Vec<serde_json::Value> {
+    let mut answers = Vec::new();
+    for (i, t) in tickets.iter().enumerate() {
+        let addr = addrs[i % addrs.len()];
+        until("the opening to place the ticket", || async {
+            poll(addr, t).await["status"] != "prequeued"
+        })
+        .await;
+        answers.push(poll(addr, t).await);
+    }
+    answers
+}
+
+/// The places of the kept tickets are exactly 1..=KEPT (one permutation, whichever
+/// instance answers); the others are sold out.
+fn assert_one_permutation(answers: &[serde_json::Value]) {
+    let places: Vec<u64> = answers
+        .iter()
+        .filter(|a| a["status"] == "queued")
+        .map(|a| a["position"].as_u64().expect("position"))
+        .collect();
+    let unique: BTreeSet<u64> = places.iter().copied().collect();
+    assert_eq!(
+        places.len(),
+        KEPT as usize,
+        "kept: remaining × admit_factor"
+    );
+    assert_eq!(unique, (1..=KEPT).collect(), "every place once: {places:?}");
+    let sold_out = answers.iter().filter(|a| a["status"] == "sold_out").count();
+    assert_eq!(
+        sold_out,
+        BUYERS - KEPT as usize,
+        "the rest told sold out at once"
+    );
+}
+
+/// Waits for every ticket's outcome; returns the arrival indices of the buyers who
+/// reserved.
+async fn winners(addrs: &[SocketAddr], tickets: &[String]) -> Vec<usize> {
+    let mut won = Vec::new();
+    for (i, t) in tickets.iter().enumerate() {
+        let addr = addrs[i % addrs.len()];
+        until("every buyer to be told an outcome", || async {
+            let a = poll(addr, t).await;
+            a["status"] != "queued" && a["status"] != "prequeued"
+        })
+        .await;
+        let a = poll(addr, t).await;
+        if a["order_id"].is_string() {
+            won.push(i);
+        } else {
+            assert_eq!(a["status"], "sold_out", "{a}");
+        }
+    }
+    won
+}
+
+/// The winners are not the first arrivals. Under a uniform permutation the winners are a
+/// uniform 20-subset of the 200 arrivals, and the sum of their arrival indices lies in
+/// 631..=3349 with probability 1 − 9.7e-10 (exact, by counting subsets); the first
+/// arrivals winning would sum to 190, the last to 3790.
+fn assert_not_first_come(won: &[usize]) {
+    assert_eq!(won.len(), STOCK as usize, "exactly the stock reserved");
+    let sum: usize = won.iter().sum();
+    assert!(
+        (631..=3349).contains(&sum),
+        "winners' arrival indices sum to {sum}: not a uniform draw ({won:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_shuffles_its_prequeue_at_the_opening() {
+    let up = Upstream::start().await;
+    let opening = opening_in(6);
+    let text = format!(
+        "{}[queue]\nresponse = \"wait\"\n[limits]\nper_user_rate = 0\nticket_poll_rate = 0\n[admin]\ntoken = \"adm\"\n{}",
+        config_text(&up.url(), ""),
+        sale(&opening)
+    );
+    let gw = gateway(&text).await;
+    let state = send(gw.public_addr, get("/sale/phone")).await.json();
+    assert_eq!(state["state"], "prequeue");
+    // Held: places stay still for the check below.
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    let mut tickets = Vec::new();
+    for i in 0..BUYERS {
+        tickets.push(join(gw.public_addr, i, &opening).await);
+    }
+    let first = poll(gw.public_addr, &tickets[0]).await;
+    assert_eq!(first["status"], "prequeued", "{first}");
+    let metrics =
+        String::from_utf8_lossy(&send(gw.admin_addr, get("/metrics")).await.body).into_owned();
+    assert!(
+        metrics.contains(&format!(
+            "flashgate_prequeue_size{{sku=\"phone\"}} {BUYERS}"
+        )),
+        "{metrics}"
+    );
+
+    let answers = after_the_opening(&[gw.public_addr], &tickets).await;
+    assert_one_permutation(&answers);
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    let won = winners(&[gw.public_addr], &tickets).await;
+    assert_not_first_come(&won);
+    let metrics =
+        String::from_utf8_lossy(&send(gw.admin_addr, get("/metrics")).await.body).into_owned();
+    assert!(metrics.contains("flashgate_prequeue_size{sku=\"phone\"} 0"));
+    assert!(metrics.contains("flashgate_prequeue_shuffle_seconds{sku=\"phone\"}"));
+    gw.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_permutation() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let opening = opening_in(8);
+    let mut fleet: Vec<Gateway> = Vec::new();
+    for id in ["gw-a", "gw-b"] {
+        fleet.push(gateway(&instance_config(&up, &redis, id, &sale(&opening))).await);
+    }
+    admin(fleet[0].admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    until("the hold to reach the other instance", || async {
+        let s = admin(fleet[1].admin_addr, "GET", "/admin/sales", "").await["sales"][0].clone();
+        s["draining"] == false
+    })
+    .await;
+    // 80 % of the buyers join through the first instance.
+    let addr_of = |i: usize| match i % 5 {
+        4 => fleet[1].public_addr,
+        _ => fleet[0].public_addr,
+    };
+    let mut tickets = Vec::new();
+    for i in 0..BUYERS {
+        tickets.push(join(addr_of(i), i, &opening).await);
+    }
+    let addrs = [fleet[0].public_addr, fleet[1].public_addr];
+    let answers = after_the_opening(&addrs, &tickets).await;
+    assert_one_permutation(&answers);
+    // The same place whichever instance answers.
+    let mut places = HashMap::new();
+    for (t, a) in tickets.iter().zip(&answers) {
+        if a["status"] == "queued" {
+            places.insert(t.clone(), a["position"].clone());
+        }
+    }
+    for (t, place) in &places {
+        for addr in addrs {
+            assert_eq!(&poll(addr, t).await["position"], place, "{t}");
+        }
+    }
+    admin(
+        fleet[0].admin_addr,
+        "POST",
+        "/admin/sales/phone/release",
+        "",
+    )
+    .await;
+    let won = winners(&addrs, &tickets).await;
+    assert_eq!(won.len(), STOCK as usize, "exactly the stock reserved");
+    for gw in fleet {
+        gw.shutdown();
+    }
+}
