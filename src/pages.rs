@@ -51,6 +51,7 @@ enum Var {
     Ticket,
     StartsAt,
     StartsAtMs,
+    PrequeueAtMs,
     NowMs,
     RetryAfter,
     Nonce,
@@ -63,6 +64,7 @@ impl Var {
             "ticket" => Var::Ticket,
             "starts_at" => Var::StartsAt,
             "starts_at_ms" => Var::StartsAtMs,
+            "prequeue_at_ms" => Var::PrequeueAtMs,
             "now_ms" => Var::NowMs,
             "retry_after" => Var::RetryAfter,
             "nonce" => Var::Nonce,
@@ -98,7 +100,7 @@ impl Template {
             let var = Var::of(name).ok_or_else(|| {
                 format!(
                     "unknown variable `{{{{{name}}}}}` (known: sku, ticket, starts_at, \
-                     starts_at_ms, now_ms, retry_after, nonce)"
+                     starts_at_ms, prequeue_at_ms, now_ms, retry_after, nonce)"
                 )
             })?;
             parts.push(Part::Var(var));
@@ -135,6 +137,8 @@ pub struct Values<'a> {
     pub starts_at: String,
     /// The opening in Unix milliseconds, 0 when none.
     pub starts_at_ms: u64,
+    /// When the sale's pre-queue opens, in Unix milliseconds; 0 when it has none.
+    pub prequeue_at_ms: u64,
     /// Seconds a refused request should wait.
     pub retry_after: u32,
 }
@@ -147,6 +151,7 @@ impl Values<'_> {
             Var::Ticket => Cow::Borrowed(self.ticket),
             Var::StartsAt => Cow::Borrowed(&self.starts_at),
             Var::StartsAtMs => Cow::Owned(self.starts_at_ms.to_string()),
+            Var::PrequeueAtMs => Cow::Owned(self.prequeue_at_ms.to_string()),
             Var::NowMs => {
                 Cow::Owned(crate::types::unix_millis(std::time::SystemTime::now()).to_string())
             }

@@ -245,6 +245,7 @@ impl SaleApi {
                 sku: sale.sku.as_str(),
                 starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
                 starts_at_ms: starts.map_or(0, crate::types::unix_millis),
+                prequeue_at_ms: sale.prequeue.opens().map_or(0, crate::types::unix_millis),
                 ..Values::default()
             };
             return Ok(self.pages.render(Page::Countdown, &values));

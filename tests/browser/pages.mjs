@@ -3,7 +3,7 @@
 //   GATEWAY (http://127.0.0.1:port), ADMIN (admin base URL), ADMIN_TOKEN, SKU, ARTIFACTS (dir),
 //   and for a gateway over TLS, CERT_PEM (its self-signed certificate, which Chromium is
 //   told to trust by its key; node's own fetch trusts it through NODE_EXTRA_CA_CERTS)
-// and the scenario as the one argument: waiting-room | busy | countdown | demo.
+// and the scenario as the one argument: waiting-room | busy | countdown | prequeue | demo.
 // Every wait is for a state the page must reach; the timeouts only bound a broken run.
 import { chromium } from "playwright-core";
 
@@ -143,6 +143,28 @@ async function countdown(context) {
   await shot(page, "3-bought");
 }
 
+// SKU opens seconds after the gateway started, with a pre-queue open already: the sale page
+// offers to join the queue before the opening, the waiting room shows the pre-queued state
+// and its countdown, and at the opening the buyer's order goes through.
+async function prequeue(context) {
+  const page = await context.newPage();
+  await page.goto(`${GATEWAY}/sale/${SKU}/wait`);
+  await page.locator("#countdown").waitFor({ state: "visible", timeout: BOUND });
+  await page.locator("#prequeue-note").waitFor({ state: "visible", timeout: BOUND });
+  await page.locator("#buy:enabled", { hasText: "Join the queue" }).waitFor({ timeout: BOUND });
+  await shot(page, "1-sale-page");
+  await page.locator("#buy").click();
+  await page.waitForURL(/\/wait\?ticket=[0-9a-f]{32}$/, { timeout: BOUND });
+  await page.locator("#state[data-state=prequeued]").waitFor({ state: "attached", timeout: BOUND });
+  await page.locator("#prequeue").waitFor({ state: "visible", timeout: BOUND });
+  if (!/\d+ min \d+ s/.test(await text(page, "#opens-in"))) fail("no countdown to the opening");
+  if (!(await page.locator("#state").isHidden())) fail("a place is shown before the opening");
+  await shot(page, "2-prequeued");
+  await page.locator("#outcome[data-outcome=reserved]").waitFor({ timeout: BOUND });
+  if (!(await page.locator("#prequeue").isHidden())) fail("the pre-queue note stayed after the opening");
+  await shot(page, "3-reserved");
+}
+
 // `flashgate demo` as its banner prints it: a browser with no identity header (no auth
 // layer in front) buys from the sale page, watches the waiting room, and keeps its demo
 // identity (a cookie) for its next try.
@@ -169,7 +191,7 @@ async function demo(browser) {
   await context.close();
 }
 
-const scenarios = { "waiting-room": waitingRoom, busy, countdown };
+const scenarios = { "waiting-room": waitingRoom, busy, countdown, prequeue };
 const ownContext = { demo };
 if (!scenarios[scenario] && !ownContext[scenario]) {
   console.error(`unknown scenario ${scenario}; one of ${[...Object.keys(scenarios), ...Object.keys(ownContext)].join(", ")}`);

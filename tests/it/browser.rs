@@ -123,6 +123,23 @@ async fn the_sale_page_counts_down_then_sells() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prequeue_page_counts_down_and_the_buyer_is_served_at_the_opening() {
+    let up = Upstream::start().await;
+    // Time for chromium to start and join before the opening, on a busy machine.
+    let opens = SystemTime::now() + Duration::from_secs(12);
+    let stamp = time::OffsetDateTime::from(opens)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("timestamp");
+    let text = base(
+        &up,
+        "response = \"wait\"",
+        &format!("sku = \"early\"\nstock = 20\nstarts_at = \"{stamp}\"\nprequeue = \"1h\""),
+    );
+    let gw = gateway(&text).await;
+    drive(&gw, "early", "prequeue").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_waiting_room_works_over_https() {
     let dir = artifacts().join("tls");
     std::fs::create_dir_all(&dir).expect("dir");
