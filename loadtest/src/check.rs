@@ -55,6 +55,8 @@ pub struct Evidence<'a> {
     pub drain_rate: u32,
     /// The line's fairness, when buyers were queued and served.
     pub fairness: Option<crate::fairness::Fairness>,
+    /// The pre-queue's opening, when buyers joined one.
+    pub opening: Option<&'a crate::opening::Opening>,
 }
 
 /// How the system stands once a chaos run is over: whatever happened, it must have
@@ -320,6 +322,27 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         out.push(check("drain rate held in total (scenario)", ok, detail));
     }
     fairness_checks(e, &mut out);
+    if let Some(max) = e.expect.winners_mean_gap_max {
+        let (ok, detail) = match e.opening {
+            Some(o) => (
+                o.winners > 0 && o.mean_gap() <= max,
+                format!(
+                    "{} winners of {} pre-queued buyers; their mean joining time {:.2} s against everyone's {:.2} s (at most {:.2} s apart)",
+                    o.winners,
+                    o.joined,
+                    o.mean_won_s,
+                    o.mean_joined_s,
+                    max.as_secs_f64()
+                ),
+            ),
+            None => (false, "no buyer joined a pre-queue".into()),
+        };
+        out.push(check(
+            "winners drawn whatever their joining time (scenario)",
+            ok,
+            detail,
+        ));
+    }
     if e.expect.store_outage_seen {
         out.push(check(
             "store outage reached the crowd (scenario)",
@@ -412,6 +435,7 @@ mod tests {
             lost_reply_possible: false,
             admitted: None,
             served: None,
+            prequeued_at: None,
         }
     }
 
@@ -445,6 +469,7 @@ mod tests {
             arrivals_ms: &[],
             drain_rate: 1,
             fairness: None,
+            opening: None,
         };
         all(&e)
             .into_iter()
@@ -562,6 +587,7 @@ mod tests {
             arrivals_ms: arrivals,
             drain_rate: rate,
             fairness: None,
+            opening: None,
         };
         all(&e)
             .into_iter()

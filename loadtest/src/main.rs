@@ -12,6 +12,7 @@ mod check;
 mod client;
 mod fairness;
 mod fault_proxy;
+mod opening;
 mod report;
 mod sampler;
 mod scenario;
@@ -437,6 +438,7 @@ async fn crowd(
         + tally.count(Route::Poll, "failed:store_unavailable");
     let arrivals = stack.demo.arrivals(&sku);
     let fairness = fairness::measure(&fairness::served(&journeys, start));
+    let opening = opening::Opening::measure(&journeys, start);
     let checks = check::all(&Evidence {
         journeys: &journeys,
         unanswered_requests: tally.unanswered(),
@@ -456,6 +458,7 @@ async fn crowd(
         arrivals_ms: &arrivals,
         drain_rate: stack.config.queue_for(sale).drain_rate,
         fairness,
+        opening: opening.as_ref(),
     });
     let drain_rate = samples.last().map_or(0.0, |s| s.drain_rate);
     let achieved = sampler::achieved_drain(&samples);
@@ -496,6 +499,7 @@ async fn crowd(
             window_seconds: achieved.map(|a| a.1),
         },
         fairness,
+        opening,
         passed: checks.iter().all(|c| c.ok),
         checks,
         chaos: injected.map(|(injected, errors)| report::ChaosReport {

@@ -40,6 +40,8 @@ pub struct Report {
     pub drain: Drain,
     /// The line's fairness, when buyers were queued and served.
     pub fairness: Option<crate::fairness::Fairness>,
+    /// The pre-queue's opening, when buyers joined one.
+    pub opening: Option<crate::opening::Opening>,
     /// The invariants.
     pub checks: Vec<Check>,
     /// Whether every check held.
@@ -256,6 +258,9 @@ impl Report {
                 f.eta_error_p50 * 100.0,
                 f.eta_error_p90 * 100.0
             );
+        }
+        if let Some(opening) = &self.opening {
+            o.push_str(&opening.render());
         }
         if let Some(c) = &self.chaos {
             let _ = writeln!(

@@ -268,6 +268,10 @@ pub struct Expect {
     /// The 90th percentile of |real wait − promised wait| / real wait must stay under this.
     #[serde(default)]
     pub eta_error_p90_max: Option<f64>,
+    /// With a pre-queue: the winners' mean joining time may be at most this far from
+    /// everyone's (a uniform shuffle keeps them together; first come would not).
+    #[serde(default, with = "humantime_serde")]
+    pub winners_mean_gap_max: Option<Duration>,
 }
 
 impl Expect {

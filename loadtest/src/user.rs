@@ -85,6 +85,8 @@ pub struct Journey {
     pub admitted: Option<(Instant, Duration)>,
     /// When its queued ticket was first seen decided.
     pub served: Option<Instant>,
+    /// When an order of it was first answered `prequeued` (it joined the pre-queue).
+    pub prequeued_at: Option<Instant>,
 }
 
 impl Journey {
@@ -131,6 +133,7 @@ pub async fn run(plan: &Plan, user: String, abandons: bool, home: usize) -> Jour
         lost_reply_possible: false,
         admitted: None,
         served: None,
+        prequeued_at: None,
     };
     let walked =
         tokio::time::timeout_at(plan.deadline, walk(plan, &mut journey, abandons, home)).await;
@@ -222,7 +225,10 @@ async fn order(plan: &Plan, via: &Crowd, j: &mut Journey, token: &str) -> Said {
         if a.code() == "store_unavailable" {
             j.lost_reply_possible = true;
         }
-        if a.status == StatusCode::ACCEPTED {
+        if a.status == StatusCode::ACCEPTED && a.field("status") == Some("prequeued") {
+            // No place and no promise yet: they come at the opening (see `follow`).
+            j.prequeued_at.get_or_insert_with(Instant::now);
+        } else if a.status == StatusCode::ACCEPTED {
             let promised = a.body.get("eta_ms").and_then(serde_json::Value::as_u64);
             j.admitted = Some((Instant::now(), Duration::from_millis(promised.unwrap_or(0))));
             j.served = None;
@@ -290,6 +296,17 @@ async fn follow(plan: &Plan, via: &Crowd, j: &mut Journey, ticket: &str) -> Foll
         };
         // Polls are tallied by the ticket's status: "queued", "confirmed", "failed:<error>".
         let status = a.field("status").unwrap_or("").to_owned();
+        // A pre-queued ticket got its place at the opening: the wait it promises from now.
+        if status == "queued" && j.admitted.is_none() {
+            let promised = a.body.get("eta_ms").and_then(serde_json::Value::as_u64);
+            j.admitted = Some((Instant::now(), Duration::from_millis(promised.unwrap_or(0))));
+        }
+        if status == "prequeued" {
+            wait = Duration::from_secs(a.retry_after.unwrap_or(1).max(1));
+            plan.tally
+                .answer_as(Route::Poll, status, a.took, Series::Poll);
+            continue;
+        }
         if status != "queued" && j.served.is_none() {
             j.served = Some(Instant::now());
         }
