@@ -35,6 +35,14 @@ pub(crate) fn start_sale_tasks(
             ))
         })
         .collect();
+    // A sale with a pre-queue ranks it at the opening (see `crate::sale::opening`).
+    for sale in ctx.sales.iter().filter(|s| s.prequeue.opens().is_some()) {
+        tasks.push(tokio::spawn(crate::sale::opening::run(
+            ctx.clone(),
+            sale.clone(),
+            shutdown.clone(),
+        )));
+    }
     if let Some(settings) = delivery {
         tasks.push(tokio::spawn(crate::delivery::run(
             ctx.clone(),

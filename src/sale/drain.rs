@@ -173,13 +173,6 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
     let mut paused = sale.watch_paused();
     let mut draining = sale.watch_draining();
     let mut pacer = Pacer::new(ctx.shared);
-    if sale.prequeue.opens().is_some() {
-        tokio::spawn(super::opening::run(
-            ctx.clone(),
-            sale.clone(),
-            shutdown.clone(),
-        ));
-    }
     loop {
         if *paused.borrow_and_update() || !*draining.borrow_and_update() {
             pacer.idle();
