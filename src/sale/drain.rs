@@ -379,12 +379,13 @@ pub(super) fn conclude(ctx: &Arc<SaleContext>, sale: &Sale, item: QueueItem, out
     // sent again, to any instance: its hold must not send it back here.
     if item.held && !outcome.binds_token() {
         let (ctx, sku, token, ticket) = (ctx.clone(), sale.sku.clone(), item.token, item.ticket);
+        let user = item.user.clone();
         tokio::spawn(async move {
             // Retried: a hold left behind sends the token's next request to this ticket
             // (joined, never decided) until the hold runs out.
             for wait in [0, 1, 5, 30] {
                 tokio::time::sleep(Duration::from_secs(wait)).await;
-                match ctx.store.release_token(&sku, &token, &ticket).await {
+                match ctx.store.release_token(&sku, &token, &user, &ticket).await {
                     Ok(()) => return,
                     Err(e) => tracing::debug!(%sku, error = %e, "cannot let go of a token's hold"),
                 }

@@ -50,6 +50,7 @@ pub(super) async fn hold(
         ctx: ctx.clone(),
         sku: sale.sku.clone(),
         token: *token,
+        user: user.clone(),
         ticket,
         armed: true,
         line: None,
@@ -74,7 +75,7 @@ pub(super) async fn hold(
             // A hold whose request is gone (its instance stopped, or its release was lost):
             // let go of it and hold again, once.
             TokenHold::Queued(other) if tries == 1 && is_stale(ctx, peers, &other).await => {
-                let_go(ctx, sale, token, &other).await?;
+                let_go(ctx, sale, token, user, &other).await?;
                 continue;
             }
             // Not held for this ticket: nothing to let go.
@@ -97,10 +98,11 @@ pub(super) async fn let_go(
     ctx: &SaleContext,
     sale: &Sale,
     token: &Token,
+    user: &UserId,
     other: &TicketId,
 ) -> Result<(), GatewayError> {
     ctx.store
-        .release_token(&sale.sku, token, other)
+        .release_token(&sale.sku, token, user, other)
         .await
         .map_err(|e| {
             warn_repeated!("cannot let go of a stale token hold", sku = %sale.sku, error = %e);
@@ -143,6 +145,7 @@ pub(super) struct HoldGuard {
     ctx: Arc<SaleContext>,
     sku: Sku,
     token: Token,
+    user: UserId,
     ticket: TicketId,
     armed: bool,
     /// The number the request drew in the sale's line with its hold (`None`: it joined
@@ -174,9 +177,10 @@ impl Drop for HoldGuard {
             self.token,
             self.ticket,
         );
+        let user = self.user.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(e) = store.release_token(&sku, &token, &ticket).await {
+                if let Err(e) = store.release_token(&sku, &token, &user, &ticket).await {
                     tracing::debug!(%sku, error = %e, "cannot let go of a token's hold");
                 }
             });

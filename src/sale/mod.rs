@@ -150,6 +150,9 @@ impl Sale {
     pub fn state(&self, now: SystemTime) -> SaleState {
         if self.starts.is_some_and(|s| now < s) {
             match self.prequeue.opens() {
+                // Taking orders into the pre-queue: a hold or a pause stops that too.
+                Some(opens) if now >= opens && self.is_held() => SaleState::Held,
+                Some(opens) if now >= opens && self.is_paused() => SaleState::Paused,
                 Some(opens) if now >= opens => SaleState::Prequeue,
                 _ => SaleState::Upcoming,
             }

@@ -21,9 +21,13 @@ use super::ticket::TicketStatus;
 use super::Sale;
 use crate::log_throttle::warn_repeated;
 use crate::store::lease::LEASE_PERIOD;
+use crate::store::Spend;
 
-/// Tickets asked about in one store call.
+/// Members asked about in one store call.
 const BATCH: usize = 1000;
+
+/// Tokens spent as sold out in one store call.
+const SPEND_BATCH: usize = 500;
 
 /// Runs `sale`'s opening until `shutdown`: ranks its pre-queue at `starts_at` and any
 /// member that joins later.
@@ -34,17 +38,24 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
     if let Ok(wait) = starts.duration_since(SystemTime::now()) {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            // Another instance opened first: its clock runs ahead of ours.
+            () = sale.prequeue.sealed_elsewhere() => {}
             () = shutdown.cancelled() => return,
         }
     }
+    // The first opening asks the store even without members here: it seals the fleet's
+    // pre-queue at the earliest clock, so later arrivals anywhere come after it.
+    let mut first = true;
     loop {
         // Not cancelled midway: members taken out are always put back, ranked or not.
-        if sale.prequeue.has_unranked() && !open(&ctx, &sale).await {
+        let due = first || sale.prequeue.has_unranked();
+        if due && !open(&ctx, &sale).await {
             tokio::select! {
                 () = tokio::time::sleep(LEASE_PERIOD) => continue,
                 () = shutdown.cancelled() => return,
             }
         }
+        first = false;
         tokio::select! {
             () = sale.prequeue.joined_late() => {}
             () = shutdown.cancelled() => return,
@@ -60,15 +71,20 @@ async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>) -> bool {
     let size = members.len();
     // Stock-aware admission, at this moment: the first `keep` places may reserve.
     let keep = sale.admissible();
+    let mut dropped = Vec::new();
     let ok = match ctx.shared {
         false => {
             for (number, member) in sale.prequeue.number_locally(members) {
-                place(ctx, sale, member, Some(number), number <= keep);
+                match number <= keep {
+                    true => place(ctx, sale, member, Some(number)),
+                    false => dropped.push(member),
+                }
             }
             true
         }
-        true => rank_in_fleet(ctx, sale, members, keep).await,
+        true => rank_in_fleet(ctx, sale, members, keep, &mut dropped).await,
     };
+    sold_out(ctx, sale, dropped).await;
     if let (Some(c), true) = (ctx.counters(&sale.sku), size > 0) {
         c.prequeue_shuffle.set(began.elapsed().as_secs_f64());
     }
@@ -76,47 +92,62 @@ async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>) -> bool {
     ok
 }
 
-/// Asks the store for the members' places in the fleet's pre-queue, a batch at a time.
+/// Asks the store for the members' places in the fleet's pre-queue, a batch at a time;
+/// those beyond the places kept go to `dropped`. Members the store does not know (it lost
+/// the pre-queue) are ranked by their own keys after the others, kept as far as `keep`
+/// allows, and released at this instance's pace (counted as the line's fallbacks).
 async fn rank_in_fleet(
     ctx: &Arc<SaleContext>,
     sale: &Arc<Sale>,
     members: Vec<Member>,
     keep: u64,
+    dropped: &mut Vec<Member>,
 ) -> bool {
+    let seal_only = members.is_empty();
     let mut members = members.into_iter().peekable();
-    while members.peek().is_some() {
+    let mut unknown = Vec::new();
+    while seal_only || members.peek().is_some() {
         let batch: Vec<Member> = members.by_ref().take(BATCH).collect();
-        let tickets: Vec<_> = batch.iter().map(|m| m.item.ticket).collect();
-        match ctx.store.open_prequeue(&sale.sku, &tickets, keep).await {
+        let users: Vec<_> = batch.iter().map(|m| m.item.user.clone()).collect();
+        match ctx.store.open_prequeue(&sale.sku, &users, keep).await {
             Ok(opening) => {
                 sale.line.seen(opening.cursor, opening.admitted);
                 let kept = opening.sealed.kept.unwrap_or(opening.sealed.size);
                 for (member, place_in) in batch.into_iter().zip(opening.places) {
-                    let number = place_in.map(|p| opening.sealed.base + p);
-                    let keeps = place_in.is_none_or(|p| p <= kept);
-                    place(ctx, sale, member, number, keeps);
+                    match place_in {
+                        Some(p) if p <= kept => {
+                            place(ctx, sale, member, Some(opening.sealed.base + p));
+                        }
+                        Some(_) => dropped.push(member),
+                        None => unknown.push(member),
+                    }
+                }
+                if seal_only {
+                    break;
                 }
             }
             Err(e) => {
                 warn_repeated!("cannot open the pre-queue", sku = %sale.sku, error = %e);
-                sale.prequeue.put_back(batch.into_iter().chain(members));
+                sale.prequeue
+                    .put_back(batch.into_iter().chain(members).chain(unknown));
                 return false;
             }
+        }
+    }
+    unknown.sort_unstable_by_key(|m| m.key);
+    for (rank, member) in (1..).zip(unknown) {
+        match rank <= keep {
+            true => place(ctx, sale, member, None),
+            false => dropped.push(member),
         }
     }
     true
 }
 
 /// Puts a ranked member in its place (`number`; `None` when the store lost the
-/// pre-queue: local order, after the ranked), or tells it sold out when not `kept`.
-fn place(ctx: &Arc<SaleContext>, sale: &Sale, member: Member, number: Option<u64>, kept: bool) {
+/// pre-queue: local order, after the ranked).
+fn place(ctx: &Arc<SaleContext>, sale: &Sale, member: Member, number: Option<u64>) {
     let mut item = member.item;
-    if !kept {
-        sale.prequeue.dropped();
-        sale.queue.give_back_place();
-        conclude(ctx, sale, item, Outcome::SoldOut);
-        return;
-    }
     item.line = number;
     item.admitted_at = Instant::now();
     item.promised_ms = sale.place(item.seq, number).1;
@@ -129,4 +160,35 @@ fn place(ctx: &Arc<SaleContext>, sale: &Sale, member: Member, number: Option<u64
     }
     ctx.tickets.update(&item.ticket, TicketStatus::Queued);
     sale.prequeue.rank(number, item);
+}
+
+/// Tells the members beyond the places kept sold out, once their tokens are spent so in
+/// the store (the answer stands for the token, on every instance, whatever comes later).
+/// A store that does not answer leaves the tokens unspent: those members are told
+/// `store_unavailable` (they may send the token again).
+async fn sold_out(ctx: &Arc<SaleContext>, sale: &Sale, dropped: Vec<Member>) {
+    let mut dropped = dropped.into_iter().peekable();
+    while dropped.peek().is_some() {
+        let batch: Vec<Member> = dropped.by_ref().take(SPEND_BATCH).collect();
+        let spends: Vec<Spend> = batch
+            .iter()
+            .map(|m| Spend {
+                token: m.item.token,
+                user: m.item.user.clone(),
+                ticket: m.item.ticket,
+            })
+            .collect();
+        let outcome = match ctx.store.spend_sold_out(&sale.sku, &spends).await {
+            Ok(()) => Outcome::SoldOut,
+            Err(e) => {
+                warn_repeated!("cannot record the pre-queue's sold-out answers", sku = %sale.sku, error = %e);
+                Outcome::StoreUnavailable
+            }
+        };
+        for member in batch {
+            sale.prequeue.dropped();
+            sale.queue.give_back_place();
+            conclude(ctx, sale, member.item, outcome);
+        }
+    }
 }

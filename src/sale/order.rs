@@ -134,12 +134,19 @@ async fn prequeue(
     ip: IpAddr,
 ) -> Result<Placed, GatewayError> {
     let mut held = None;
+    let ticket = ctx.tokens.new_ticket(&ctx.owner, &sale.sku);
+    // One place a buyer: a user in the pre-queue already (another token, a double click)
+    // joins that place. With a shared store, the store decides it, fleet-wide, in the hold.
+    let claim = match ctx.shared {
+        true => None,
+        false => match sale.prequeue.claim(&user, ticket) {
+            Ok(claim) => Some(claim),
+            Err(first) => return Ok(Placed::Joined(first)),
+        },
+    };
     let decided = Instant::now();
     let place = admission::check_rate(ctx, &user, ip)
-        .and_then(|()| {
-            let ticket = ctx.tokens.new_ticket(&ctx.owner, &sale.sku);
-            admission::take_place(ctx, sale, ticket)
-        })
+        .and_then(|()| admission::take_place(ctx, sale, ticket))
         // After the place: a stopping drain either sees it, or this sees the stop.
         .and_then(|place| match sale.is_stopped() {
             true => Err(Refusal::ShuttingDown),
@@ -152,7 +159,6 @@ async fn prequeue(
         Ok(place) => place,
         Err(refusal) => return refused(ctx, peers, sale, &token, &user, ip, refusal).await,
     };
-    let ticket = place.ticket();
     let key = PreQueue::draw_key();
     if let Some(peers) = peers {
         match hold(
@@ -167,8 +173,24 @@ async fn prequeue(
         .await?
         {
             Held::Here(guard) => held = Some(guard),
+            // The token, or this user's place in the pre-queue, is held by that ticket.
             Held::Queued(other) => return Ok(Placed::Joined(other)),
             Held::Spent(outcome) => return Ok(remember(ctx, sale, &user, token, outcome)),
+        }
+    }
+    // The store had sealed the pre-queue already (this instance's clock is behind): the
+    // sale is open, and this is an ordinary arrival, numbered in the line, which stock-aware
+    // admission may refuse.
+    let number = held.as_ref().and_then(HoldGuard::line);
+    if number.is_some() {
+        sale.prequeue.open_now();
+        if !sale.has_room_for_one_more() {
+            if let Some(guard) = held.take() {
+                guard.disarm();
+            }
+            // Let go before the refusal reads the token: held, it would be joined.
+            let_go(ctx, sale, &token, &user, &ticket).await?;
+            return refused(ctx, peers, sale, &token, &user, ip, Refusal::SoldOut).await;
         }
     }
     if !ctx
@@ -178,9 +200,6 @@ async fn prequeue(
         count_full(ctx, sale);
         return Ok(Placed::QueueFull);
     }
-    // The store had sealed the pre-queue already (this instance's clock is behind): an
-    // ordinary arrival, numbered in the line.
-    let number = held.as_ref().and_then(HoldGuard::line);
     let promised = match number {
         Some(n) => sale.place(PREQUEUED, Some(n)).1,
         None => 0,
@@ -199,6 +218,9 @@ async fn prequeue(
     };
     sale.begin();
     place.keep();
+    if let Some(claim) = claim {
+        claim.keep();
+    }
     let placed = match number {
         Some(n) => {
             count(ctx, sale, "admitted");
@@ -367,7 +389,7 @@ async fn replay_unless_stale(
     if !is_stale(ctx, peers, other).await {
         return Ok(replayed);
     }
-    let_go(ctx, sale, token, other).await?;
+    let_go(ctx, sale, token, user, other).await?;
     replay(ctx, sale, token, user, unspent).await
 }
 

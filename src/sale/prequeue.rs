@@ -10,7 +10,7 @@
 //! The sale's drain opens the pre-queue ([`super::drain`]), ranks its members and then
 //! releases them by rank before anything in the ring.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 use super::queue::{Head, QueueItem};
+use crate::types::{TicketId, UserId};
 
 /// A member of the pre-queue not ranked yet, with the random key that will rank it.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ struct Members {
     unnumbered: VecDeque<QueueItem>,
     /// The last number this instance gave a member (without a shared store).
     numbered: u64,
+    /// The ticket holding each user's place (without a shared store: one place a user).
+    users: HashMap<UserId, TicketId>,
 }
 
 /// One sale's pre-queue (empty and never used for a sale without one).
@@ -52,6 +55,9 @@ pub struct PreQueue {
     unranked: AtomicUsize,
     /// Told of every join, for the opening to rank members that join after it.
     joined: Notify,
+    /// Told when the store says the pre-queue is sealed before this instance's clock says
+    /// the sale opened (another instance's clock runs ahead).
+    sealed: Notify,
 }
 
 impl PreQueue {
@@ -63,6 +69,7 @@ impl PreQueue {
             waiting: AtomicUsize::new(0),
             unranked: AtomicUsize::new(0),
             joined: Notify::new(),
+            sealed: Notify::new(),
         }
     }
 
@@ -81,6 +88,22 @@ impl PreQueue {
         self.members.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Claims `user`'s one place for `ticket`; the ticket holding it already, if any. The
+    /// claim is given back when dropped unless kept.
+    pub fn claim(&self, user: &UserId, ticket: TicketId) -> Result<Claim<'_>, TicketId> {
+        let mut m = self.lock();
+        if let Some(first) = m.users.get(user) {
+            return Err(*first);
+        }
+        m.users.insert(user.clone(), ticket);
+        Ok(Claim {
+            queue: self,
+            user: user.clone(),
+            ticket,
+            kept: false,
+        })
+    }
+
     /// Adds a member that joined with `key`.
     pub fn join(&self, key: u64, item: QueueItem) {
         let mut m = self.lock();
@@ -89,6 +112,17 @@ impl PreQueue {
         self.unranked.fetch_add(1, Ordering::AcqRel);
         drop(m);
         self.joined.notify_one();
+    }
+
+    /// The store sealed the pre-queue (a request coming its way drew a number): open it
+    /// now, whatever this instance's clock says.
+    pub fn open_now(&self) {
+        self.sealed.notify_one();
+    }
+
+    /// Waits for [`open_now`](Self::open_now).
+    pub async fn sealed_elsewhere(&self) {
+        self.sealed.notified().await;
     }
 
     /// Waits for a join since the last wait (one before the wait counts).
@@ -167,12 +201,16 @@ impl PreQueue {
     }
 
     /// Takes the next ranked member if `cursor` has passed its number (any, without a
-    /// cursor), else says which number it waits for; then the unnumbered ones.
+    /// cursor), else says which number it waits for; then the unnumbered ones, only
+    /// without a cursor.
     pub fn pop_through(&self, cursor: Option<u64>) -> Head {
         let mut m = self.lock();
         let item = match m.ranked.first_key_value() {
             Some((&n, _)) if cursor.is_some_and(|c| n > c) => return Head::Later(n),
             Some(_) => m.ranked.pop_first().map(|(_, item)| item),
+            // Not in the line (the store lost it): released with permits at this instance's
+            // pace, never by the cursor — a number past any the line has drawn says so.
+            None if cursor.is_some() && !m.unnumbered.is_empty() => return Head::Later(u64::MAX),
             None => m.unnumbered.pop_front(),
         };
         match item {
@@ -197,10 +235,38 @@ impl PreQueue {
     }
 }
 
+/// A user's place in the pre-queue, claimed for a ticket: given back when dropped, unless
+/// the request joined.
+pub struct Claim<'q> {
+    queue: &'q PreQueue,
+    user: UserId,
+    ticket: TicketId,
+    kept: bool,
+}
+
+impl Claim<'_> {
+    /// The request joined: the place stays its.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let mut m = self.queue.lock();
+        if m.users.get(&self.user) == Some(&self.ticket) {
+            m.users.remove(&self.user);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{TicketId, Token, UserId};
+    use crate::types::Token;
     use std::time::Instant;
 
     fn item(seq: u64) -> QueueItem {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Entry, Member, Opening, Order, OrderState,
-    Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad, StockReading,
-    Store, StoreError, StoreFuture, TicketRecord, TokenHold, Unspent,
+    Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls, Spend, StockLoad,
+    StockReading, Store, StoreError, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
 use super::{DrainSteps, FleetSteps, Line, OutboxSteps, StockSteps, TokenSteps};
 use crate::breaker::CircuitBreaker;
@@ -215,11 +215,25 @@ impl TokenSteps for GuardedStore {
         )
     }
 
-    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
+    fn release_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+    ) -> StoreFuture<'_, ()> {
         self.call_for(
             sku,
             "release_token",
-            self.inner.release_token(sku, token, ticket),
+            self.inner.release_token(sku, token, user, ticket),
+        )
+    }
+
+    fn spend_sold_out(&self, sku: &Sku, spends: &[Spend]) -> StoreFuture<'_, ()> {
+        self.call_for(
+            sku,
+            "spend_sold_out",
+            self.inner.spend_sold_out(sku, spends),
         )
     }
 
@@ -320,16 +334,11 @@ impl DrainSteps for GuardedStore {
         self.call_for(sku, "advance_line", self.inner.advance_line(sku, rate))
     }
 
-    fn open_prequeue(
-        &self,
-        sku: &Sku,
-        tickets: &[TicketId],
-        keep: u64,
-    ) -> StoreFuture<'_, Opening> {
+    fn open_prequeue(&self, sku: &Sku, users: &[UserId], keep: u64) -> StoreFuture<'_, Opening> {
         self.call_for(
             sku,
             "open_prequeue",
-            self.inner.open_prequeue(sku, tickets, keep),
+            self.inner.open_prequeue(sku, users, keep),
         )
     }
 

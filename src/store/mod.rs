@@ -153,13 +153,25 @@ pub enum TokenHold {
     Spent(ReserveReply),
 }
 
+/// A token to spend as sold out ([`TokenSteps::spend_sold_out`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spend {
+    /// The token.
+    pub token: Token,
+    /// Its user.
+    pub user: UserId,
+    /// The ticket whose hold of it may be let go.
+    pub ticket: TicketId,
+}
+
 /// Where a request whose token is held enters the sale's line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
     /// At the back: it draws the next number.
     Back,
     /// Into the pre-queue, with this random key (53 bits): the keys' order is the
-    /// pre-queue's order. Once the pre-queue is sealed, at the back.
+    /// pre-queue's order. One place a user: a user in it already is answered with the
+    /// ticket that holds the place ([`TokenHold::Queued`]). Once it is sealed, at the back.
     Prequeue(u64),
 }
 

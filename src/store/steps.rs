@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{
     Claimed, Compensation, Confirmation, DrainLease, Entry, Line, Member, Opening, Order,
-    OrderState, Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls, StockLoad,
+    OrderState, Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls, Spend, StockLoad,
     StockReading, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
@@ -75,10 +75,24 @@ pub trait TokenSteps: Send + Sync + 'static {
         entry: Entry,
     ) -> StoreFuture<'_, TokenHold>;
 
-    /// Lets go of `token` if `ticket` holds it (its request was refused after all, or ended
-    /// leaving it unspent): the token may be held again. What became of `ticket` stays
+    /// Lets go of `token` (`user`'s) if `ticket` holds it (its request was refused after
+    /// all, or ended leaving it unspent): the token may be held again, and before the
+    /// pre-queue is sealed the user's place in it is given up. What became of `ticket` stays
     /// readable ([`ticket_record`](Self::ticket_record)) until its hold would have run out.
-    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()>;
+    fn release_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+    ) -> StoreFuture<'_, ()>;
+
+    /// Spends each token of `spends` with "sold out" as its outcome, as a refusal at the
+    /// edge does ([`Unspent::SpendAsSoldOut`]), unless it is spent already or held by
+    /// another ticket than the spend's; a hold of the spend's own ticket is let go. For the
+    /// pre-queue's members told sold out at the opening: their answer stands for their
+    /// tokens, on every instance.
+    fn spend_sold_out(&self, sku: &Sku, spends: &[Spend]) -> StoreFuture<'_, ()>;
 
     /// What became of the request behind `ticket`, if a token was held for it in `sku`.
     fn ticket_record(&self, sku: &Sku, ticket: &TicketId) -> StoreFuture<'_, Option<TicketRecord>>;
@@ -165,9 +179,8 @@ pub trait DrainSteps: Send + Sync + 'static {
 
     /// Opens `sku`'s pre-queue: seals it if no one has (see [`line`](crate::store::line)),
     /// records that its first `keep` members are kept if no one has, and tells the places
-    /// of `tickets` in it.
-    fn open_prequeue(&self, sku: &Sku, tickets: &[TicketId], keep: u64)
-        -> StoreFuture<'_, Opening>;
+    /// of `users` in it (one place a user).
+    fn open_prequeue(&self, sku: &Sku, users: &[UserId], keep: u64) -> StoreFuture<'_, Opening>;
 
     /// Sets `sku`'s drain rate for every instance; it replaces the configured rate until
     /// set again.

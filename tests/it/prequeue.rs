@@ -63,6 +63,11 @@ async fn join(addr: SocketAddr, i: usize, opening: &str) -> String {
         let again = order(addr, "phone", &user, &token).await;
         assert_eq!(again.status, StatusCode::ACCEPTED);
         assert_eq!(again.json()["ticket"], ticket.as_str(), "double click");
+        // One place a buyer: another token of the same user joins the same place.
+        let other = token_for(addr, "phone", &user).await;
+        let third = order(addr, "phone", &user, &other).await;
+        assert_eq!(third.status, StatusCode::ACCEPTED);
+        assert_eq!(third.json()["ticket"], ticket.as_str(), "another token");
     }
     ticket
 }
@@ -228,6 +233,188 @@ async fn two_instances_share_one_permutation() {
     let won = winners(&addrs, &tickets).await;
     assert_eq!(won.len(), STOCK as usize, "exactly the stock reserved");
     for gw in fleet {
+        gw.shutdown();
+    }
+}
+
+/// A one-instance gateway (memory store, wait mode) with a sale opening `secs` from now.
+async fn one_instance(up: &Upstream, secs: u64, stock: u64, extra: &str) -> (Gateway, String) {
+    let opening = opening_in(secs);
+    let text = format!(
+        "{}[queue]\nresponse = \"wait\"\n{extra}\n[limits]\nper_user_rate = 0\nticket_poll_rate = 0\n[admin]\ntoken = \"adm\"\n\
+         [[sale]]\nsku = \"phone\"\nstock = {stock}\nstarts_at = \"{opening}\"\nprequeue = \"1h\"\n",
+        config_text(&up.url(), ""),
+    );
+    (gateway(&text).await, opening)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_told_sold_out_at_the_opening_stays_sold_out() {
+    let up = Upstream::start().await;
+    // One unit, kept places ceil(1 × 1.5) = 2: two of four members are told sold out.
+    let (gw, opening) = one_instance(&up, 4, 1, "ticket_ttl = \"1s\"").await;
+    let addr = gw.public_addr;
+    // Held: the kept members stay queued, so the sold-out ones are the trimmed.
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    let mut joined = Vec::new();
+    for i in 0..4 {
+        let user = format!("b{i:03}");
+        let token = token_for(addr, "phone", &user).await;
+        let a = order(addr, "phone", &user, &token).await;
+        assert_eq!(a.json()["status"], "prequeued", "{:?}", a.json());
+        let ticket = a.json()["ticket"].as_str().expect("ticket").to_owned();
+        joined.push((user, token, ticket));
+    }
+    let _ = opening;
+    let mut trimmed = Vec::new();
+    for (user, token, ticket) in &joined {
+        until("the opening to place the ticket", || async {
+            poll(addr, ticket).await["status"] != "prequeued"
+        })
+        .await;
+        if poll(addr, ticket).await["status"] == "sold_out" {
+            trimmed.push((user.clone(), token.clone(), ticket.clone()));
+        }
+    }
+    assert_eq!(trimmed.len(), 2, "places beyond stock × admit_factor");
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/release", "").await;
+    // Stock comes back, and the tickets are forgotten: the tokens' answer still stands.
+    admin(
+        addr_of_admin(&gw),
+        "POST",
+        "/admin/sales/phone/stock/add",
+        r#"{"units": 3}"#,
+    )
+    .await;
+    for (user, token, ticket) in &trimmed {
+        until("the ticket to be forgotten", || async {
+            send(addr, get(&format!("/sale/tickets/{ticket}")))
+                .await
+                .status
+                == StatusCode::NOT_FOUND
+        })
+        .await;
+        let again = order(addr, "phone", user, token).await;
+        assert_eq!(
+            (again.status, again.json()["error"].clone()),
+            (StatusCode::GONE, serde_json::json!("sold_out")),
+            "{user}: the first answer stands"
+        );
+    }
+    gw.shutdown();
+}
+
+fn addr_of_admin(gw: &Gateway) -> SocketAddr {
+    gw.admin_addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sale_takes_nobody_into_its_prequeue() {
+    let up = Upstream::start().await;
+    let (gw, _) = one_instance(&up, 3600, 5, "").await;
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/pause", "").await;
+    let state = send(gw.public_addr, get("/sale/phone")).await.json();
+    assert_eq!(state["state"], "paused");
+    let t = ask_token(gw.public_addr, "phone", "u1").await;
+    assert_eq!(
+        (t.status, t.json()["error"].clone()),
+        (StatusCode::FORBIDDEN, serde_json::json!("sale_paused"))
+    );
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/resume", "").await;
+    let token = token_for(gw.public_addr, "phone", "u1").await;
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/pause", "").await;
+    let a = order(gw.public_addr, "phone", "u1", &token).await;
+    assert_eq!(
+        (a.status, a.json()["error"].clone()),
+        (StatusCode::FORBIDDEN, serde_json::json!("sale_paused"))
+    );
+    gw.shutdown();
+}
+
+/// The members of the fleet's pre-queue in the store.
+async fn members_in_store(redis: &RedisServer) -> u64 {
+    use redis::AsyncCommands;
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    c.zcard("flashgate:{phone}:prequeue").await.expect("ZCARD")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_stops_gives_its_members_places_up() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let opening = opening_in(3600);
+    let a = gateway(&instance_config(&up, &redis, "gw-a", &sale(&opening))).await;
+    for i in 0..3 {
+        join(a.public_addr, i, &opening).await;
+    }
+    assert_eq!(members_in_store(&redis).await, 3);
+    a.shutdown();
+    a.wait().await.expect("stops");
+    assert_eq!(
+        members_in_store(&redis).await,
+        0,
+        "told shutting_down: places given up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_clock_runs_behind_opens_when_the_fleet_did() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    // The same sale, but b's clock is an hour behind a's: b still takes orders into the
+    // pre-queue when a has opened it. Two units, three places kept.
+    let sale_at = |opening: &str| sale(opening).replace(&format!("stock = {STOCK}"), "stock = 2");
+    let a = gateway(&instance_config(
+        &up,
+        &redis,
+        "gw-a",
+        &sale_at(&opening_in(4)),
+    ))
+    .await;
+    let b_opening = opening_in(3600);
+    let b = gateway(&instance_config(&up, &redis, "gw-b", &sale_at(&b_opening))).await;
+    admin(a.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
+    let mut tickets = Vec::new();
+    for i in 0..4 {
+        tickets.push(join(b.public_addr, i, &b_opening).await);
+    }
+    // a opens the fleet's pre-queue at its clock, though it has no member.
+    until("a to seal the fleet's pre-queue", || async {
+        use redis::AsyncCommands;
+        let client = redis::Client::open(redis.url()).expect("redis url");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let sealed: bool = c
+            .hexists("flashgate:{phone}:line", "s")
+            .await
+            .expect("HEXISTS");
+        sealed
+    })
+    .await;
+    // An order at b after that is a late arrival: the line's places are taken.
+    let token = token_for(b.public_addr, "phone", "late").await;
+    let late = order(b.public_addr, "phone", "late", &token).await;
+    assert_eq!(
+        (late.status, late.json()["error"].clone()),
+        (StatusCode::GONE, serde_json::json!("sold_out")),
+        "{:?}",
+        late.json()
+    );
+    // And b learnt that the sale opened: its members are placed now, not in an hour.
+    let answers = after_the_opening(&[b.public_addr], &tickets).await;
+    let places: BTreeSet<u64> = answers
+        .iter()
+        .filter(|a| a["status"] == "queued")
+        .map(|a| a["position"].as_u64().expect("position"))
+        .collect();
+    assert_eq!(places, (1..=3).collect(), "{answers:?}");
+    for gw in [a, b] {
         gw.shutdown();
     }
 }

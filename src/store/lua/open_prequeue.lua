@@ -1,9 +1,9 @@
 -- Opens a sale's pre-queue (src/store/line.rs): seals it unless sealed (its members take
 -- the next numbers, in the order of their random keys), records how many of them are kept
--- unless recorded, and tells the given tickets' places.
--- KEYS: 1 the sale's line (hash, as hold_token.lua), 2 its pre-queue (sorted set).
--- ARGV: 1 members kept (stock-aware admission), 2.. tickets.
--- Returns {base, size, kept, cursor, numbers drawn, place of each ticket (0: unknown)}.
+-- unless recorded, and tells the given users' places.
+-- KEYS: 1 the sale's line (hash, as hold_token.lua), 2 its pre-queue (sorted set of users).
+-- ARGV: 1 members kept (stock-aware admission), 2.. users.
+-- Returns {base, size, kept, cursor, numbers drawn, place of each user (0: unknown)}.
 if redis.call('HEXISTS', KEYS[1], 's') == 0 then
   local base = tonumber(redis.call('HGET', KEYS[1], 'n') or '0') or 0
   local size = redis.call('ZCARD', KEYS[2])

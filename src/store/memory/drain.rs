@@ -9,16 +9,22 @@ use crate::store::{
     DrainLease, DrainSteps, Entry, Line, Opening, SaleControl, SaleControls, Sealed, StoreFuture,
     TokenHold,
 };
-use crate::types::{Sku, TicketId};
+use crate::types::{Sku, TicketId, UserId};
 
 impl MemoryStore {
     /// A hold's entry into `sku`'s line (see [`crate::store::line`]): the pre-queue while
     /// it is open and `entry` asks for it, else the next number (sealing the pre-queue).
-    pub(super) fn enter_line(&self, sku: &Sku, ticket: &TicketId, entry: Entry) -> TokenHold {
+    pub(super) fn enter_line(
+        &self,
+        sku: &Sku,
+        user: &UserId,
+        ticket: &TicketId,
+        entry: Entry,
+    ) -> TokenHold {
         let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
         let budget = drains.entry(sku.clone()).or_default();
         if let (Entry::Prequeue(key), None) = (entry, budget.line.prequeue) {
-            budget.prequeue.push((key, *ticket));
+            budget.prequeue.insert(user.clone(), (key, *ticket));
             return TokenHold::Prequeued;
         }
         budget.seal();
@@ -31,17 +37,41 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// The ticket holding `user`'s place in `sku`'s pre-queue, while it is not sealed.
+    pub(super) fn prequeue_place_of(&self, sku: &Sku, user: &UserId) -> Option<TicketId> {
+        let drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+        let budget = drains.get(sku)?;
+        budget.line.prequeue.is_none().then_some(())?;
+        budget.prequeue.get(user).map(|(_, ticket)| *ticket)
+    }
+
+    /// Gives up `user`'s place in `sku`'s pre-queue if `ticket` holds it and it is not sealed.
+    pub(super) fn leave_prequeue(&self, sku: &Sku, user: &UserId, ticket: &TicketId) {
+        let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(budget) = drains.get_mut(sku) {
+            let holds = budget.prequeue.get(user).is_some_and(|(_, t)| t == ticket);
+            if budget.line.prequeue.is_none() && holds {
+                budget.prequeue.remove(user);
+            }
+        }
+    }
+}
+
 impl DrainBudget {
     /// Seals the pre-queue (see [`crate::store::line`]): its members' places are the order
     /// of their keys.
     fn seal(&mut self) -> Sealed {
         if self.line.prequeue.is_none() {
-            let mut members = std::mem::take(&mut self.prequeue);
+            let mut members: Vec<(u64, UserId)> = std::mem::take(&mut self.prequeue)
+                .into_iter()
+                .map(|(user, (key, _))| (key, user))
+                .collect();
             members.sort_unstable();
             self.places = members
-                .iter()
+                .into_iter()
                 .zip(1..)
-                .map(|((_, ticket), place)| (*ticket, place))
+                .map(|((_, user), place)| (user, place))
                 .collect();
         }
         self.line.seal(self.places.len() as u64)
@@ -95,19 +125,14 @@ impl DrainSteps for MemoryStore {
         )))
     }
 
-    fn open_prequeue(
-        &self,
-        sku: &Sku,
-        tickets: &[TicketId],
-        keep: u64,
-    ) -> StoreFuture<'_, Opening> {
+    fn open_prequeue(&self, sku: &Sku, users: &[UserId], keep: u64) -> StoreFuture<'_, Opening> {
         let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
         let budget = drains.entry(sku.clone()).or_default();
         budget.seal();
         budget.line.keep(keep);
-        let places = tickets
+        let places = users
             .iter()
-            .map(|t| budget.places.get(t).copied())
+            .map(|u| budget.places.get(u).copied())
             .collect();
         let line = &budget.line;
         ready(Ok(Opening {

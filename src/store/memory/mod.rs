@@ -52,10 +52,11 @@ struct DrainBudget {
     rate: Option<u32>,
     /// The sale's line (numbers drawn by token holds, and the cursor).
     line: crate::store::line::LineState,
-    /// The pre-queue's members and their random keys, until it is sealed.
-    prequeue: Vec<(u64, TicketId)>,
+    /// The pre-queue's members (one place a user: the ticket holding it) and their random
+    /// keys, until it is sealed.
+    prequeue: HashMap<UserId, (u64, TicketId)>,
     /// Once sealed: each member's 1-based place, in the order of their keys.
-    places: HashMap<TicketId, u64>,
+    places: HashMap<UserId, u64>,
 }
 
 /// A spent token: who spent it and its first outcome, replayed to every later request.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, ready, MemoryStore, SpentToken};
 use crate::store::{
-    Entry, OrderState, Replay, Reservation, ReserveReply, ReserveRequest, StoreFuture,
+    Entry, OrderState, Replay, Reservation, ReserveReply, ReserveRequest, Spend, StoreFuture,
     TicketRecord, TokenHold, TokenSteps, Unspent,
 };
 use crate::types::unix_millis;
@@ -72,26 +72,61 @@ impl TokenSteps for MemoryStore {
                     return TokenHold::Spent(d.replay_of(&spent.outcome));
                 }
                 // Spent by another user: this request's own reserve step refuses it.
-                Some(_) => return self.enter_line(sku, ticket, entry),
+                Some(_) => return self.enter_line(sku, user, ticket, entry),
                 None => {}
             }
             if let Some((held, _)) = d.holds.get(token) {
                 return TokenHold::Queued(*held);
+            }
+            if let Entry::Prequeue(_) = entry {
+                if let Some(first) = self.prequeue_place_of(sku, user) {
+                    return TokenHold::Queued(first);
+                }
             }
             let left = until_ms.saturating_sub(unix_millis(SystemTime::now()));
             let deadline = now + Duration::from_millis(left);
             d.holds.insert(*token, (*ticket, deadline));
             d.held_by.insert(*ticket, *token);
             d.hold_expiry.insert((deadline, *token));
-            self.enter_line(sku, ticket, entry)
+            self.enter_line(sku, user, ticket, entry)
         }))
     }
 
-    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
+    fn release_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+    ) -> StoreFuture<'_, ()> {
         ready(self.sale(sku).map(|sale| {
             let mut d = lock(&sale);
             if d.holds.get(token).is_some_and(|(held, _)| held == ticket) {
                 d.release(token);
+            }
+            self.leave_prequeue(sku, user, ticket);
+        }))
+    }
+
+    fn spend_sold_out(&self, sku: &Sku, spends: &[Spend]) -> StoreFuture<'_, ()> {
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            let now = Instant::now();
+            d.sweep(now);
+            for s in spends {
+                let held = d.holds.get(&s.token).map(|(t, _)| *t);
+                if d.tokens.contains_key(&s.token) || held.is_some_and(|t| t != s.ticket) {
+                    continue;
+                }
+                if held.is_some() {
+                    d.release(&s.token);
+                }
+                let record = SpentToken {
+                    user: s.user.clone(),
+                    outcome: Reservation::SoldOut { remaining: d.stock },
+                };
+                let until = self.spent_until(&s.token, now);
+                d.remember(s.token, record, until);
             }
         }))
     }

@@ -11,7 +11,7 @@ use crate::store::{
     DrainLease, DrainSteps, Line, Opening, SaleControl, SaleControls, Sealed, StoreError,
     StoreFuture,
 };
-use crate::types::{Sku, TicketId};
+use crate::types::{Sku, UserId};
 
 impl DrainSteps for RedisStore {
     fn share_pending(
@@ -85,14 +85,9 @@ impl DrainSteps for RedisStore {
         })
     }
 
-    fn open_prequeue(
-        &self,
-        sku: &Sku,
-        tickets: &[TicketId],
-        keep: u64,
-    ) -> StoreFuture<'_, Opening> {
+    fn open_prequeue(&self, sku: &Sku, users: &[UserId], keep: u64) -> StoreFuture<'_, Opening> {
         let k = self.keys(sku);
-        let tickets: Vec<String> = tickets.iter().map(ToString::to_string).collect();
+        let tickets: Vec<String> = users.iter().map(|u| u.as_str().to_owned()).collect();
         Box::pin(async move {
             let mut c = self.conn().await?;
             let mut script = self.scripts.open_prequeue.key(k.line());

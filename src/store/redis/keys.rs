@@ -52,6 +52,9 @@ impl Keys {
     pub(super) fn prequeue(&self) -> String {
         format!("{}:prequeue", self.base)
     }
+    pub(super) fn prequeue_users(&self) -> String {
+        format!("{}:prequeue_users", self.base)
+    }
     pub(super) fn drain_rate(&self) -> String {
         format!("{}:drain_rate", self.base)
     }

@@ -52,6 +52,7 @@ struct Scripts {
     lease_drain: Script,
     advance_line: Script,
     open_prequeue: Script,
+    spend_sold_out: Script,
     hold_token: Script,
     release_token: Script,
     ticket_record: Script,
@@ -87,6 +88,7 @@ impl RedisStore {
                 lease_drain: Script::new(include_str!("../lua/lease_drain.lua")),
                 advance_line: Script::new(include_str!("../lua/advance_line.lua")),
                 open_prequeue: Script::new(include_str!("../lua/open_prequeue.lua")),
+                spend_sold_out: Script::new(include_str!("../lua/spend_sold_out.lua")),
                 hold_token: Script::new(include_str!("../lua/hold_token.lua")),
                 release_token: Script::new(include_str!("../lua/release_token.lua")),
                 ticket_record: Script::new(include_str!("../lua/ticket_record.lua")),
@@ -208,7 +210,7 @@ impl RedisStore {
         reserve_reply(&reply, &req.sku)
     }
 
-    fn replay_ttl_ms(&self) -> u64 {
+    pub(super) fn replay_ttl_ms(&self) -> u64 {
         self.replay_ttl.as_millis().min(u128::from(u64::MAX)) as u64
     }
 }

@@ -6,8 +6,8 @@ use redis::{AsyncCommands, Value};
 use super::reply::{held_by, reserve_reply, text};
 use super::RedisStore;
 use crate::store::{
-    Entry, OrderState, Replay, ReserveReply, ReserveRequest, StoreError, StoreFuture, TicketRecord,
-    TokenHold, TokenSteps, Unspent,
+    Entry, OrderState, Replay, ReserveReply, ReserveRequest, Spend, StoreError, StoreFuture,
+    TicketRecord, TokenHold, TokenSteps, Unspent,
 };
 use crate::types::{OrderId, Sku, TicketId, Token, UserId};
 
@@ -80,6 +80,7 @@ impl TokenSteps for RedisStore {
                         .key(k.ticket(&ticket))
                         .key(k.line())
                         .key(k.prequeue())
+                        .key(k.prequeue_users())
                         .arg(user.as_str())
                         .arg(ticket.as_str())
                         .arg(token.as_str())
@@ -109,9 +110,15 @@ impl TokenSteps for RedisStore {
         })
     }
 
-    fn release_token(&self, sku: &Sku, token: &Token, ticket: &TicketId) -> StoreFuture<'_, ()> {
+    fn release_token(
+        &self,
+        sku: &Sku,
+        token: &Token,
+        user: &UserId,
+        ticket: &TicketId,
+    ) -> StoreFuture<'_, ()> {
         let k = self.keys(sku);
-        let (token, ticket) = (*token, *ticket);
+        let (token, user, ticket) = (*token, user.clone(), *ticket);
         Box::pin(async move {
             let mut c = self.conn().await?;
             let _: i64 = self
@@ -119,10 +126,36 @@ impl TokenSteps for RedisStore {
                     self.scripts
                         .release_token
                         .key(k.hold(&token))
+                        .key(k.line())
+                        .key(k.prequeue())
+                        .key(k.prequeue_users())
                         .arg(ticket.as_str())
+                        .arg(user.as_str())
                         .invoke_async(&mut c),
                 )
                 .await?;
+            Ok(())
+        })
+    }
+
+    fn spend_sold_out(&self, sku: &Sku, spends: &[Spend]) -> StoreFuture<'_, ()> {
+        let k = self.keys(sku);
+        let spends = spends.to_vec();
+        Box::pin(async move {
+            if spends.is_empty() {
+                return Ok(());
+            }
+            let mut c = self.conn().await?;
+            let mut script = self.scripts.spend_sold_out.key(k.stock());
+            script.arg(self.replay_ttl_ms());
+            for s in &spends {
+                script.key(k.token(&s.token)).key(k.hold(&s.token));
+                script
+                    .arg(s.user.as_str())
+                    .arg(s.ticket.as_str())
+                    .arg(s.token.expires_ms());
+            }
+            let _: i64 = self.exec(script.invoke_async(&mut c)).await?;
             Ok(())
         })
     }

@@ -141,7 +141,7 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
     );
     // Only the holder lets go.
     store
-        .release_token(&sku, &token, &second)
+        .release_token(&sku, &token, &alice, &second)
         .await
         .expect("release");
     assert_eq!(hold(second).await, TokenHold::Queued(first));
@@ -174,7 +174,7 @@ pub async fn a_token_is_held_by_one_queued_request(store: Arc<dyn Store>) {
         }
     );
     store
-        .release_token(&sku, &other, &refused)
+        .release_token(&sku, &other, &alice, &refused)
         .await
         .expect("release");
     // Its ticket still says nothing was reserved for it (a poll elsewhere answers
@@ -357,7 +357,7 @@ pub async fn a_replay_leaves_a_held_token_to_its_request(store: Arc<dyn Store>) 
         .await
         .expect("hold");
     store
-        .release_token(&sku, &other, &bobs)
+        .release_token(&sku, &other, &bob, &bobs)
         .await
         .expect("release");
     let burned = store
@@ -427,22 +427,23 @@ pub async fn the_line_numbers_admissions_and_the_cursor_passes_them(store: Arc<d
     assert_eq!(last, 20, "caught up with the last number, never past it");
 }
 
-/// Holds that join the pre-queue draw no number; the first opening (or the first number
-/// drawn after it) seals it: its members take the next numbers in the order of their keys,
-/// the same for every instance that asks, ahead of every later arrival; the first figure
-/// of members kept stands, and the cursor passes the others' numbers at once.
+/// Holds that join the pre-queue draw no number, one place a user; a hold let go before
+/// the seal gives the place up. The first opening (or the first number drawn after it)
+/// seals it: its members take the next numbers in the order of their keys, the same for
+/// every instance that asks, ahead of every later arrival; the first figure of members kept
+/// stands, and the cursor passes the others' numbers at once. Tokens spent as sold out
+/// then replay it, on any instance.
 pub async fn the_prequeue_is_one_permutation_ahead_of_later_arrivals(store: Arc<dyn Store>) {
     let sku = Sku::new("prequeue");
     store.init_stock(&sku, 500, None).await.expect("init");
     let until = unix_millis(std::time::SystemTime::now()) + 60_000;
-    let hold = |n: u64, entry: Entry| {
+    let hold = |u: UserId, token: Token, entry: Entry| {
         let store = store.clone();
         let sku = sku.clone();
         async move {
-            let u = user(&format!("u{n}"));
             let ticket = TicketId::random();
             let held = store
-                .hold_token(&sku, &token_for(&sku, &u), &u, &ticket, until, entry)
+                .hold_token(&sku, &token, &u, &ticket, until, entry)
                 .await
                 .expect("hold");
             (ticket, held)
@@ -451,12 +452,27 @@ pub async fn the_prequeue_is_one_permutation_ahead_of_later_arrivals(store: Arc<
     // Keys in reverse of arrival: the shuffled order is the reverse.
     let mut members = Vec::new();
     for n in 1..=10u64 {
-        let (ticket, held) = hold(n, Entry::Prequeue(1000 - n)).await;
+        let u = user(&format!("u{n}"));
+        let token = token_for(&sku, &u);
+        let (ticket, held) = hold(u.clone(), token, Entry::Prequeue(1000 - n)).await;
         assert_eq!(held, TokenHold::Prequeued, "member {n}");
-        members.push(ticket);
+        members.push((u, ticket, token));
     }
+    // One place a user: another token of u1 joins u1's place.
+    let u1 = members[0].0.clone();
+    let (_, again) = hold(u1.clone(), token_for(&sku, &u1), Entry::Prequeue(1)).await;
+    assert_eq!(again, TokenHold::Queued(members[0].1), "one place a user");
+    // A hold let go before the seal gives its place up; the user may join again.
+    let u11 = user("u11");
+    let gone = token_for(&sku, &u11);
+    let (left, _) = hold(u11.clone(), gone, Entry::Prequeue(5)).await;
+    store
+        .release_token(&sku, &gone, &u11, &left)
+        .await
+        .expect("release");
+    let users: Vec<UserId> = members.iter().map(|m| m.0.clone()).collect();
     let opening = store
-        .open_prequeue(&sku, &members[..5], 4)
+        .open_prequeue(&sku, &users[..5], 4)
         .await
         .expect("open");
     assert_eq!(
@@ -465,7 +481,8 @@ pub async fn the_prequeue_is_one_permutation_ahead_of_later_arrivals(store: Arc<
             opening.sealed.size,
             opening.sealed.kept
         ),
-        (0, 10, Some(4))
+        (0, 10, Some(4)),
+        "the place given up is not counted"
     );
     assert_eq!(opening.admitted, 10);
     assert_eq!(
@@ -474,24 +491,62 @@ pub async fn the_prequeue_is_one_permutation_ahead_of_later_arrivals(store: Arc<
         "places in the order of the keys"
     );
     // Sealed: a late member is an ordinary arrival, behind the pre-queue.
-    let (_, late) = hold(11, Entry::Prequeue(1)).await;
+    let u12 = user("u12");
+    let (_, late) = hold(u12.clone(), token_for(&sku, &u12), Entry::Prequeue(1)).await;
     assert!(
         matches!(late, TokenHold::Held { number: 11, .. }),
         "{late:?}"
     );
     // Another instance asks: the same places, the first figure kept.
-    let stranger = TicketId::random();
     let again = store
-        .open_prequeue(&sku, &[members[9], members[0], stranger], 9)
+        .open_prequeue(&sku, &[users[9].clone(), users[0].clone(), u11], 9)
         .await
         .expect("open again");
     assert_eq!(again.sealed.kept, Some(4), "the first figure stands");
     assert_eq!(again.places, [Some(1), Some(10), None]);
     // The cursor's first move passes a burst (six numbers at 125/s): the four kept
-    // members (1..=4), one of the others — and so all six others at once (to 10), short
+    // members (1..=4), two of the others — and so all six others at once (to 10), short
     // of the late arrival.
     store.set_drain_rate(&sku, 125).await.expect("rate");
     assert_eq!(flashgate::store::line::burst(125), 6);
     let line = store.advance_line(&sku, 1).await.expect("advance");
     assert_eq!((line.cursor, line.admitted), (10, 11));
+    // A member told sold out: its token is spent so, its hold let go; a token another
+    // ticket holds is left to it.
+    let (u2, t2, token2) = members[1].clone();
+    let (u3, _, token3) = members[2].clone();
+    store
+        .spend_sold_out(
+            &sku,
+            &[
+                Spend {
+                    token: token2,
+                    user: u2.clone(),
+                    ticket: t2,
+                },
+                Spend {
+                    token: token3,
+                    user: u3.clone(),
+                    ticket: TicketId::random(),
+                },
+            ],
+        )
+        .await
+        .expect("spend");
+    let replayed = store
+        .replay(&sku, &token2, &u2, Unspent::Leave)
+        .await
+        .expect("replay");
+    assert!(
+        matches!(&replayed, Replay::Spent(r) if matches!(r.outcome, Reservation::SoldOut { .. })),
+        "{replayed:?}"
+    );
+    let (_, held) = hold(u2.clone(), token2, Entry::Back).await;
+    assert!(matches!(held, TokenHold::Spent(_)), "{held:?}");
+    let (_, held) = hold(u3.clone(), token3, Entry::Back).await;
+    assert_eq!(
+        held,
+        TokenHold::Queued(members[2].1),
+        "left to its own ticket"
+    );
 }

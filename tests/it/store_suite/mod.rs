@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use flashgate::store::{
     Compensation, Confirmation, Entry, Member, OrderState, Replay, Reservation, ReserveReply,
-    ReserveRequest, StockLoad, Store, StoreError, TicketRecord, TokenHold, Unspent,
+    ReserveRequest, Spend, StockLoad, Store, StoreError, TicketRecord, TokenHold, Unspent,
 };
 use flashgate::token::TokenSigner;
 use flashgate::types::{unix_millis, Epoch, OrderId, Sku, TicketId, Token, UserId, MAX_STOCK};
