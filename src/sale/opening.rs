@@ -64,8 +64,13 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
 }
 
 /// Ranks the members waiting to be ranked; `false` when the store could not be asked
-/// (those not ranked are put back).
+/// (those not ranked are put back) or the sale is held.
 async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>) -> bool {
+    // Held, the store lost the sale: what is left to sell is unknown until an operator
+    // loads stock, and the places kept are reckoned from it.
+    if sale.is_held() {
+        return false;
+    }
     let began = Instant::now();
     let members = sale.prequeue.take_joined();
     let size = members.len();

@@ -418,3 +418,57 @@ async fn an_instance_whose_clock_runs_behind_opens_when_the_fleet_did() {
         gw.shutdown();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_a_prequeue_the_store_lost_are_still_trimmed_and_paced() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let dir = std::env::temp_dir().join(format!("flashgate-prequeue-lost-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opening = opening_in(6);
+    let cfg = instance_config(&up, &redis, "gw-a", &sale(&opening))
+        .replace(&format!("stock = {STOCK}"), "stock = 3")
+        .replace(
+            "[upstream]",
+            &format!("data_dir = \"{}\"\n[upstream]", dir.display()),
+        );
+    let gw = gateway(&cfg).await;
+    let mut tickets = Vec::new();
+    for i in 0..10 {
+        tickets.push(join(gw.public_addr, i, &opening).await);
+    }
+    // The store restarts empty: the sale is held until an operator loads its stock.
+    redis.restart();
+    until("the sale to be held", || async {
+        send(gw.public_addr, get("/sale/phone")).await.json()["state"] == "held"
+    })
+    .await;
+    admin(
+        gw.admin_addr,
+        "PUT",
+        "/admin/sales/phone/stock",
+        r#"{"units": 3}"#,
+    )
+    .await;
+    let won = winners(&[gw.public_addr], &tickets).await;
+    assert_eq!(won.len(), 3, "exactly the stock reserved");
+    // Places kept: ceil(3 × 1.5) = 5; the other five told sold out without a store step.
+    assert_eq!(
+        crate::edge_costs::store_steps(gw.admin_addr, "reserve").await,
+        5
+    );
+    let metrics =
+        String::from_utf8_lossy(&send(gw.admin_addr, get("/metrics")).await.body).into_owned();
+    let fallbacks = metrics
+        .lines()
+        .find(|l| l.starts_with("flashgate_line_fallbacks_total{sku=\"phone\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        fallbacks > 0.0,
+        "released at the instance's pace, counted: {fallbacks}"
+    );
+    gw.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
