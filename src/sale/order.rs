@@ -15,7 +15,7 @@ use super::context::SaleContext;
 use super::hold::{hold, is_stale, let_go, Held, HoldGuard};
 use super::lookup::current_state;
 use super::outcome::Outcome;
-use super::prequeue::PreQueue;
+use super::prequeue::{Claim, PreQueue};
 use super::queue::QueueItem;
 use super::ticket::TicketStatus;
 use super::{Sale, SaleState};
@@ -193,12 +193,54 @@ async fn prequeue(
             return refused(ctx, peers, sale, &token, &user, ip, Refusal::SoldOut).await;
         }
     }
+    let joining = Joining {
+        ticket,
+        user,
+        token,
+        quantity,
+        key,
+        number,
+    };
+    Ok(enter_prequeue(ctx, sale, joining, held, place, claim))
+}
+
+/// A request on its way into the pre-queue, past its checks and its hold.
+struct Joining {
+    ticket: TicketId,
+    user: UserId,
+    token: Token,
+    quantity: u32,
+    /// Its random key in the pre-queue.
+    key: u64,
+    /// Its number in the line, when the store had sealed the pre-queue already.
+    number: Option<u64>,
+}
+
+/// Puts a request in the pre-queue (or, numbered, in the line behind it) with its ticket,
+/// keeping its place, its claim to the user's one place and its hold; a book full of
+/// unfinished tickets refuses it as a full queue (what it holds is given back).
+fn enter_prequeue(
+    ctx: &SaleContext,
+    sale: &Sale,
+    joining: Joining,
+    held: Option<HoldGuard>,
+    place: admission::Place<'_>,
+    claim: Option<Claim<'_>>,
+) -> Placed {
+    let Joining {
+        ticket,
+        user,
+        token,
+        quantity,
+        key,
+        number,
+    } = joining;
     if !ctx
         .tickets
         .open(ticket, sale.sku.clone(), PREQUEUED, user.clone(), token)
     {
         count_full(ctx, sale);
-        return Ok(Placed::QueueFull);
+        return Placed::QueueFull;
     }
     let promised = match number {
         Some(n) => sale.place(PREQUEUED, Some(n)).1,
@@ -244,7 +286,7 @@ async fn prequeue(
     if let Some(guard) = held {
         guard.disarm();
     }
-    Ok(placed)
+    placed
 }
 
 /// The queue number of a request in the pre-queue, which holds no number in the queue's
