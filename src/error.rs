@@ -69,6 +69,12 @@ pub enum GatewayError {
     /// The user already holds the most units allowed.
     #[error("you already hold the most units allowed in this sale")]
     Duplicate,
+    /// The user holds a place in the sale's pre-queue already, under another token.
+    #[error("you hold a place in this sale's pre-queue already; follow its ticket")]
+    PrequeuePlaceTaken {
+        /// The ticket of the user's place.
+        ticket: String,
+    },
     /// No stock is left (or none that could reach this request).
     #[error("sold out")]
     SoldOut,
@@ -214,7 +220,7 @@ impl GatewayError {
             Self::SaleNotStarted { .. } | Self::SaleClosed | Self::SalePaused => {
                 StatusCode::FORBIDDEN
             }
-            Self::Duplicate => StatusCode::CONFLICT,
+            Self::Duplicate | Self::PrequeuePlaceTaken { .. } => StatusCode::CONFLICT,
             Self::SoldOut | Self::TicketLost => StatusCode::GONE,
             Self::InvalidToken => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -247,6 +253,7 @@ impl GatewayError {
             Self::SaleClosed => "sale_closed",
             Self::SalePaused => "sale_paused",
             Self::Duplicate => "duplicate",
+            Self::PrequeuePlaceTaken { .. } => "prequeue_place_taken",
             Self::SoldOut => "sold_out",
             Self::InvalidToken => "invalid_token",
             Self::RateLimited { .. } => "rate_limited",
@@ -331,6 +338,7 @@ mod tests {
             GatewayError::SaleClosed,
             GatewayError::SalePaused,
             GatewayError::Duplicate,
+            GatewayError::PrequeuePlaceTaken { ticket: "x".into() },
             GatewayError::SoldOut,
             GatewayError::InvalidToken,
             GatewayError::RateLimited { retry_after: 0 },

@@ -38,6 +38,8 @@ struct ErrorBody<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     starts_at: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket: Option<&'a str>,
 }
 
 impl GatewayError {
@@ -47,10 +49,15 @@ impl GatewayError {
             GatewayError::SaleNotStarted { starts_at } => Some(starts_at.as_str()),
             _ => None,
         };
+        let ticket = match self {
+            GatewayError::PrequeuePlaceTaken { ticket } => Some(ticket.as_str()),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.code(),
             message: self.to_string(),
             starts_at,
+            ticket,
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
     }

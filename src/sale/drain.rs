@@ -141,8 +141,11 @@ impl Pacer {
         if let Some(c) = ctx.counters(&sale.sku) {
             c.line_fallbacks.inc();
         }
-        self.credit = lease_size(sale.pace());
-        self.next_lease = now + LEASE_PERIOD;
+        // A period's worth, at least one: below 50/s that one lasts longer than a period.
+        let pace = sale.pace();
+        self.credit = lease_size(pace);
+        let lasts = Duration::from_secs_f64(f64::from(self.credit) / f64::from(pace));
+        self.next_lease = now + lasts.max(LEASE_PERIOD);
     }
 
     /// Reports what the drain achieved over each window of backlog as its share.

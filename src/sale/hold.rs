@@ -87,6 +87,13 @@ pub(super) async fn hold(
                 guard.armed = false;
                 Held::Spent(Outcome::of_reply(&reply))
             }
+            // Nothing held: the user's one place in the pre-queue is that ticket's.
+            TokenHold::PlaceTaken(first) => {
+                guard.armed = false;
+                return Err(GatewayError::PrequeuePlaceTaken {
+                    ticket: first.to_string(),
+                });
+            }
         });
     }
 }

@@ -64,11 +64,12 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
 }
 
 /// Ranks the members waiting to be ranked; `false` when the store could not be asked
-/// (those not ranked are put back) or the sale is held.
+/// (those not ranked are put back) or the sale is held or paused.
 async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>) -> bool {
     // Held, the store lost the sale: what is left to sell is unknown until an operator
-    // loads stock, and the places kept are reckoned from it.
-    if sale.is_held() {
+    // loads stock, and the places kept are reckoned from it. Paused, an operator may be
+    // changing it.
+    if sale.is_held() || sale.is_paused() {
         return false;
     }
     let began = Instant::now();
@@ -100,7 +101,8 @@ async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>) -> bool {
 /// Asks the store for the members' places in the fleet's pre-queue, a batch at a time;
 /// those beyond the places kept go to `dropped`. Members the store does not know (it lost
 /// the pre-queue) are ranked by their own keys after the others, kept as far as `keep`
-/// allows, and released at this instance's pace (counted as the line's fallbacks).
+/// allows beyond the places the store kept, and released at this instance's pace (counted
+/// as the line's fallbacks).
 async fn rank_in_fleet(
     ctx: &Arc<SaleContext>,
     sale: &Arc<Sale>,
@@ -111,6 +113,10 @@ async fn rank_in_fleet(
     let seal_only = members.is_empty();
     let mut members = members.into_iter().peekable();
     let mut unknown = Vec::new();
+    // Places the store kept, and those it gave this instance's members (a place given
+    // twice, the store having lost one, goes to the first member only).
+    let mut kept_in_store = 0;
+    let mut given = std::collections::HashSet::new();
     while seal_only || members.peek().is_some() {
         let batch: Vec<Member> = members.by_ref().take(BATCH).collect();
         let users: Vec<_> = batch.iter().map(|m| m.item.user.clone()).collect();
@@ -118,7 +124,9 @@ async fn rank_in_fleet(
             Ok(opening) => {
                 sale.line.seen(opening.cursor, opening.admitted);
                 let kept = opening.sealed.kept.unwrap_or(opening.sealed.size);
+                kept_in_store = kept;
                 for (member, place_in) in batch.into_iter().zip(opening.places) {
+                    let place_in = place_in.filter(|p| given.insert(*p));
                     match place_in {
                         Some(p) if p <= kept => {
                             place(ctx, sale, member, Some(opening.sealed.base + p));
@@ -139,6 +147,8 @@ async fn rank_in_fleet(
             }
         }
     }
+    // What stock-aware admission leaves beyond the places the store kept.
+    let keep = keep.saturating_sub(kept_in_store);
     unknown.sort_unstable_by_key(|m| m.key);
     for (rank, member) in (1..).zip(unknown) {
         match rank <= keep {

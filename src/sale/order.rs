@@ -135,13 +135,18 @@ async fn prequeue(
 ) -> Result<Placed, GatewayError> {
     let mut held = None;
     let ticket = ctx.tokens.new_ticket(&ctx.owner, &sale.sku);
-    // One place a buyer: a user in the pre-queue already (another token, a double click)
-    // joins that place. With a shared store, the store decides it, fleet-wide, in the hold.
+    // One place a buyer: a user in the pre-queue already (another token) is refused, the
+    // token left for later (a double click of the same token was joined above). With a
+    // shared store, the store decides it, fleet-wide, in the hold.
     let claim = match ctx.shared {
         true => None,
         false => match sale.prequeue.claim(&user, ticket) {
             Ok(claim) => Some(claim),
-            Err(first) => return Ok(Placed::Joined(first)),
+            Err(first) => {
+                return Err(GatewayError::PrequeuePlaceTaken {
+                    ticket: first.to_string(),
+                })
+            }
         },
     };
     let decided = Instant::now();
@@ -173,7 +178,6 @@ async fn prequeue(
         .await?
         {
             Held::Here(guard) => held = Some(guard),
-            // The token, or this user's place in the pre-queue, is held by that ticket.
             Held::Queued(other) => return Ok(Placed::Joined(other)),
             Held::Spent(outcome) => return Ok(remember(ctx, sale, &user, token, outcome)),
         }

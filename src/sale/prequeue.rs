@@ -133,8 +133,8 @@ impl PreQueue {
     /// Adds a request that drew number `number` in the line after the opening although it
     /// came the pre-queue's way (this instance's clock was behind the store's seal).
     pub fn add_numbered(&self, number: u64, item: QueueItem) {
-        self.lock().ranked.insert(number, item);
         self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.rank(Some(number), item);
     }
 
     /// Members waiting to be released.
@@ -188,10 +188,12 @@ impl PreQueue {
     pub fn rank(&self, number: Option<u64>, item: QueueItem) {
         let mut m = self.lock();
         match number {
-            Some(n) => {
+            // A number given twice (the store lost a place and gave it again) must not
+            // drop a member: the second goes after the ranked ones.
+            Some(n) if !m.ranked.contains_key(&n) => {
                 m.ranked.insert(n, item);
             }
-            None => m.unnumbered.push_back(item),
+            _ => m.unnumbered.push_back(item),
         }
     }
 
@@ -307,6 +309,19 @@ mod tests {
             seqs.push(i.seq);
         }
         assert_eq!(seqs, [1, 2, 0, 3]);
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
+    fn a_number_given_twice_drops_no_member() {
+        let q = PreQueue::new(Some(SystemTime::now()), Some(Duration::from_secs(60)));
+        q.add_numbered(1, item(0));
+        q.add_numbered(1, item(1));
+        let mut seqs = Vec::new();
+        while let Head::Item(i) = q.pop_through(None) {
+            seqs.push(i.seq);
+        }
+        assert_eq!(seqs, [0, 1]);
         assert_eq!(q.waiting(), 0);
     }
 

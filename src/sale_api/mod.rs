@@ -216,7 +216,7 @@ impl SaleApi {
             match place(&self.ctx, self.peers.as_deref(), order).await? {
                 Placed::Queued { ticket, seq, line } => accepted(&sale, ticket, seq, line),
                 Placed::Prequeued(ticket) => prequeued(&sale, ticket),
-                Placed::Joined(ticket) => joined(ticket),
+                Placed::Joined(ticket) => joined(&sale, ticket),
                 Placed::Decided(outcome, ticket) => outcome.answer(ticket),
                 Placed::QueueFull => queue_full(&sale),
             },

@@ -14,7 +14,11 @@ use crate::sale::Sale;
 use crate::types::{Sku, TicketId};
 
 /// 202 for a token already queued under `ticket` (maybe on another instance): follow that.
-pub(super) fn joined(ticket: TicketId) -> GatewayResponse {
+/// Before the opening, the pre-queue's answer.
+pub(super) fn joined(sale: &Sale, ticket: TicketId) -> GatewayResponse {
+    if sale.state(std::time::SystemTime::now()) == crate::sale::SaleState::Prequeue {
+        return prequeued(sale, ticket);
+    }
     let mut resp = json(
         StatusCode::ACCEPTED,
         &json!({ "status": "queued", "ticket": ticket }),

@@ -149,6 +149,9 @@ pub enum TokenHold {
     Prequeued,
     /// Another request holds it, queued under this ticket (maybe on another instance).
     Queued(TicketId),
+    /// The user holds a place in the pre-queue already, under this ticket (another token):
+    /// this token is left unheld and unspent.
+    PlaceTaken(TicketId),
     /// It was spent already: its first outcome.
     Spent(ReserveReply),
 }
@@ -171,7 +174,8 @@ pub enum Entry {
     Back,
     /// Into the pre-queue, with this random key (53 bits): the keys' order is the
     /// pre-queue's order. One place a user: a user in it already is answered with the
-    /// ticket that holds the place ([`TokenHold::Queued`]). Once it is sealed, at the back.
+    /// ticket that holds the place ([`TokenHold::PlaceTaken`]). Once it is sealed, at the
+    /// back.
     Prequeue(u64),
 }
 

@@ -63,10 +63,11 @@ async fn join(addr: SocketAddr, i: usize, opening: &str) -> String {
         let again = order(addr, "phone", &user, &token).await;
         assert_eq!(again.status, StatusCode::ACCEPTED);
         assert_eq!(again.json()["ticket"], ticket.as_str(), "double click");
-        // One place a buyer: another token of the same user joins the same place.
+        // One place a buyer: another token of the same user is refused, naming the place.
         let other = token_for(addr, "phone", &user).await;
         let third = order(addr, "phone", &user, &other).await;
-        assert_eq!(third.status, StatusCode::ACCEPTED);
+        assert_eq!(third.status, StatusCode::CONFLICT, "{:?}", third.json());
+        assert_eq!(third.json()["error"], "prequeue_place_taken");
         assert_eq!(third.json()["ticket"], ticket.as_str(), "another token");
     }
     ticket
@@ -471,4 +472,43 @@ async fn members_of_a_prequeue_the_store_lost_are_still_trimmed_and_paced() {
     );
     gw.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prequeue_paused_over_its_opening_opens_when_resumed() {
+    let up = Upstream::start().await;
+    // One unit: opened now, two of the four members would be told sold out.
+    let (gw, opening) = one_instance(&up, 3, 1, "").await;
+    let addr = gw.public_addr;
+    let mut tickets = Vec::new();
+    for i in 0..4 {
+        tickets.push(join(addr, i, &opening).await);
+    }
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/pause", "").await;
+    let opens =
+        time::OffsetDateTime::parse(&opening, &time::format_description::well_known::Rfc3339)
+            .expect("stamp");
+    until("the opening time to pass", || async {
+        time::OffsetDateTime::now_utc() > opens
+    })
+    .await;
+    for t in &tickets {
+        assert_eq!(
+            poll(addr, t).await["status"],
+            "prequeued",
+            "not opened while paused"
+        );
+    }
+    // The operator adds stock, then resumes: the places kept are reckoned from it.
+    admin(
+        gw.admin_addr,
+        "POST",
+        "/admin/sales/phone/stock/add",
+        r#"{"units": 3}"#,
+    )
+    .await;
+    admin(gw.admin_addr, "POST", "/admin/sales/phone/resume", "").await;
+    let won = winners(&[addr], &tickets).await;
+    assert_eq!(won.len(), 4, "every member served: four units");
+    gw.shutdown();
 }

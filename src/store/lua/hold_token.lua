@@ -2,7 +2,8 @@
 -- joins that request instead of queueing twice.
 -- In the same step the request enters the sale's line (src/store/line.rs): into the
 -- pre-queue while it is not sealed and ARGV[6] gives a key (one place a user: a user in it
--- already is answered with the ticket holding that place, this token left unheld), else
+-- already is answered with the ticket holding that place, this token left unheld and
+-- unspent), else
 -- with the next number (sealing the pre-queue first: its members come before every later
 -- number).
 -- KEYS: 1 token record, 2 the token's hold, 3 the ticket's record, 4 the sale's line
@@ -11,7 +12,8 @@
 -- user -> ticket).
 -- ARGV: 1 user, 2 ticket, 3 token, 4 hold until (Unix ms), 5 order key prefix,
 -- 6 the pre-queue key ('' for the back of the line).
--- Returns {'held', line number, the line's cursor}, {'prequeued'}, {'queued', ticket}, or
+-- Returns {'held', line number, the line's cursor}, {'prequeued'}, {'queued', ticket},
+-- {'placed', ticket} (the user's place in the pre-queue is that ticket's), or
 -- {'spent', kind, order_id, remaining, 1, order_state} (as reserve.lua answers a replay).
 local prequeue = ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[4], 's') == 0
 local function expire(key)
@@ -57,7 +59,7 @@ end
 if prequeue then
   local first = redis.call('HGET', KEYS[6], ARGV[1])
   if first then
-    return {'queued', first}
+    return {'placed', first}
   end
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PXAT', ARGV[4])

@@ -80,7 +80,7 @@ impl TokenSteps for MemoryStore {
             }
             if let Entry::Prequeue(_) = entry {
                 if let Some(first) = self.prequeue_place_of(sku, user) {
-                    return TokenHold::Queued(first);
+                    return TokenHold::PlaceTaken(first);
                 }
             }
             let left = until_ms.saturating_sub(unix_millis(SystemTime::now()));

@@ -101,6 +101,7 @@ impl TokenSteps for RedisStore {
                     )),
                 },
                 Some("prequeued") => Ok(TokenHold::Prequeued),
+                Some("placed") => held_by(&reply).map(TokenHold::PlaceTaken),
                 Some("queued") => held_by(&reply).map(TokenHold::Queued),
                 Some("spent") => {
                     reserve_reply(reply.get(1..).unwrap_or_default(), &sku).map(TokenHold::Spent)

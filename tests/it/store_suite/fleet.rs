@@ -458,10 +458,14 @@ pub async fn the_prequeue_is_one_permutation_ahead_of_later_arrivals(store: Arc<
         assert_eq!(held, TokenHold::Prequeued, "member {n}");
         members.push((u, ticket, token));
     }
-    // One place a user: another token of u1 joins u1's place.
+    // One place a user: another token of u1 is told u1's place, and left unheld.
     let u1 = members[0].0.clone();
     let (_, again) = hold(u1.clone(), token_for(&sku, &u1), Entry::Prequeue(1)).await;
-    assert_eq!(again, TokenHold::Queued(members[0].1), "one place a user");
+    assert_eq!(
+        again,
+        TokenHold::PlaceTaken(members[0].1),
+        "one place a user"
+    );
     // A hold let go before the seal gives its place up; the user may join again.
     let u11 = user("u11");
     let gone = token_for(&sku, &u11);
