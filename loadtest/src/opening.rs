@@ -23,6 +23,8 @@ pub struct Opening {
     pub mean_won_s: f64,
     /// Per bucket of the joining window: (bucket start s, bucket end s, joined, won).
     pub chart: Vec<(f64, f64, usize, usize)>,
+    /// How long the slowest instance's opening took (`flashgate_prequeue_shuffle_seconds`).
+    pub shuffle_s: f64,
 }
 
 impl Opening {
@@ -70,6 +72,7 @@ impl Opening {
             mean_joined_s: mean(&mut joined.iter().map(|j| j.0)),
             mean_won_s: mean(&mut joined.iter().filter(|j| j.1).map(|j| j.0)),
             chart,
+            shuffle_s: 0.0,
         })
     }
 
@@ -83,8 +86,12 @@ impl Opening {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "\npre-queue opening\n  {} buyers joined the pre-queue, {} won; mean joining time {:.2} s, the winners' {:.2} s",
-            self.joined, self.winners, self.mean_joined_s, self.mean_won_s
+            "\npre-queue opening\n  {} buyers joined the pre-queue, {} won; mean joining time {:.2} s, the winners' {:.2} s; the opening took {:.0} ms",
+            self.joined,
+            self.winners,
+            self.mean_joined_s,
+            self.mean_won_s,
+            self.shuffle_s * 1000.0
         );
         let most = self.chart.iter().map(|b| b.2).max().unwrap_or(1).max(1);
         let share = self.winners as f64 / self.joined.max(1) as f64;

@@ -148,7 +148,7 @@ pub const PREQUEUE_SIZE: Spec = Spec {
 /// `flashgate_prequeue_shuffle_seconds`.
 pub const PREQUEUE_SHUFFLE: Spec = Spec {
     name: "flashgate_prequeue_shuffle_seconds",
-    help: "How long this instance's last opening of the pre-queue took: its members ranked in the shuffled order (the store's, with a shared store) and placed",
+    help: "How long this instance's opening of the pre-queue took: its members ranked in the shuffled order (the store's, with a shared store), those beyond the places kept told sold out, the others placed",
     labels: &["sku"],
 };
 

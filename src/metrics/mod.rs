@@ -69,7 +69,7 @@ pub struct Metrics {
     pub eta_error: HistogramVec,
     /// Requests in each sale's pre-queue on this instance.
     pub prequeue_size: IntGaugeVec,
-    /// How long each sale's last opening of its pre-queue took, in seconds.
+    /// How long each sale's opening of its pre-queue took, in seconds.
     pub prequeue_shuffle: GaugeVec,
     /// Drain rate per sale, the total across instances (requests per second).
     pub drain_rate: IntGaugeVec,
@@ -291,7 +291,7 @@ pub struct SaleCounters {
     pub line_fallbacks: IntCounter,
     /// ETA error of released requests.
     pub eta_error: Histogram,
-    /// How long the last opening of the pre-queue took.
+    /// How long the opening of the pre-queue took.
     pub prequeue_shuffle: Gauge,
 }
 

@@ -49,7 +49,7 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
     loop {
         // Not cancelled midway: members taken out are always put back, ranked or not.
         let due = first || sale.prequeue.has_unranked();
-        if due && !open(&ctx, &sale).await {
+        if due && !open(&ctx, &sale, first).await {
             tokio::select! {
                 () = tokio::time::sleep(LEASE_PERIOD) => continue,
                 () = shutdown.cancelled() => return,
@@ -63,9 +63,10 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
     }
 }
 
-/// Ranks the members waiting to be ranked; `false` when the store could not be asked
-/// (those not ranked are put back) or the sale is held or paused.
-async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>) -> bool {
+/// Ranks the members waiting to be ranked (`first`: at the opening, timed in
+/// `flashgate_prequeue_shuffle_seconds`); `false` when the store could not be asked (those
+/// not ranked are put back) or the sale is held or paused.
+async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>, first: bool) -> bool {
     // Held, the store lost the sale: what is left to sell is unknown until an operator
     // loads stock, and the places kept are reckoned from it. Paused, an operator may be
     // changing it.
@@ -74,7 +75,6 @@ async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>) -> bool {
     }
     let began = Instant::now();
     let members = sale.prequeue.take_joined();
-    let size = members.len();
     // Stock-aware admission, at this moment: the first `keep` places may reserve.
     let keep = sale.admissible();
     let mut dropped = Vec::new();
@@ -90,8 +90,14 @@ async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>) -> bool {
         }
         true => rank_in_fleet(ctx, sale, members, keep, &mut dropped).await,
     };
-    sold_out(ctx, sale, dropped).await;
-    if let (Some(c), true) = (ctx.counters(&sale.sku), size > 0) {
+    // Told apart, so that members joining just after the opening are not ranked late
+    // behind thousands of store writes (the cursor does not wait for them). They keep
+    // their places in the queue until told: a stopping drain waits for them.
+    if !dropped.is_empty() {
+        tokio::spawn(sold_out(ctx.clone(), sale.clone(), dropped));
+    }
+    // The opening proper (not a member that joined after it) is what the metric times.
+    if let (Some(c), true, true) = (ctx.counters(&sale.sku), first, ok) {
         c.prequeue_shuffle.set(began.elapsed().as_secs_f64());
     }
     sale.queue.wake();
@@ -181,7 +187,7 @@ fn place(ctx: &Arc<SaleContext>, sale: &Sale, member: Member, number: Option<u64
 /// the store (the answer stands for the token, on every instance, whatever comes later).
 /// A store that does not answer leaves the tokens unspent: those members are told
 /// `store_unavailable` (they may send the token again).
-async fn sold_out(ctx: &Arc<SaleContext>, sale: &Sale, dropped: Vec<Member>) {
+async fn sold_out(ctx: Arc<SaleContext>, sale: Arc<Sale>, dropped: Vec<Member>) {
     let mut dropped = dropped.into_iter().peekable();
     while dropped.peek().is_some() {
         let batch: Vec<Member> = dropped.by_ref().take(SPEND_BATCH).collect();
@@ -203,7 +209,7 @@ async fn sold_out(ctx: &Arc<SaleContext>, sale: &Sale, dropped: Vec<Member>) {
         for member in batch {
             sale.prequeue.dropped();
             sale.queue.give_back_place();
-            conclude(ctx, sale, member.item, outcome);
+            conclude(&ctx, &sale, member.item, outcome);
         }
     }
 }
