@@ -18,6 +18,7 @@ use super::Sale;
 use crate::log_throttle::warn_repeated;
 use crate::store::lease::{lease_size, LEASE_PERIOD};
 use crate::store::{Reservation, ReserveRequest};
+use crate::types::{TicketId, Token, UserId};
 
 /// The longest a stopping drain waits for an admission to fill its slot in.
 const FILLING_WAIT: Duration = Duration::from_millis(100);
@@ -321,11 +322,18 @@ fn release(
 async fn answer_the_rest(ctx: &Arc<SaleContext>, sale: &Sale, workers: &Semaphore) {
     sale.stop();
     loop {
-        // Pre-queued members too (the opening may be ranking some: they come back).
-        for item in sale.prequeue.take_all() {
+        // Pre-queued members too (the opening may be ranking some: they come back). Their
+        // places in the store are given up before the drain ends: one left behind would be
+        // ranked at the opening though nobody holds it.
+        let mut places = Vec::new();
+        for mut item in sale.prequeue.take_all() {
             sale.queue.give_back_place();
+            if std::mem::take(&mut item.held) {
+                places.push((item.token, item.user.clone(), item.ticket));
+            }
             conclude(ctx, sale, item, Outcome::ShuttingDown);
         }
+        give_up_places(ctx, sale, places).await;
         match sale.queue.pop() {
             Head::Item(item) => conclude(ctx, sale, item, Outcome::ShuttingDown),
             Head::Empty if sale.queue.is_empty() => break,
@@ -336,6 +344,29 @@ async fn answer_the_rest(ctx: &Arc<SaleContext>, sale: &Sale, workers: &Semaphor
     }
     let all = u32::try_from(sale.settings.workers).unwrap_or(u32::MAX);
     let _ = workers.acquire_many(all).await;
+}
+
+/// Lets go of the holds (and so the pre-queue places) of members told `shutting_down`, a
+/// few dozen at a time, and waits for them (each a store call, bounded by its timeout).
+async fn give_up_places(
+    ctx: &Arc<SaleContext>,
+    sale: &Sale,
+    places: Vec<(Token, UserId, TicketId)>,
+) {
+    const AT_ONCE: usize = 64;
+    let mut places = places.into_iter().peekable();
+    while places.peek().is_some() {
+        let mut calls = tokio::task::JoinSet::new();
+        for (token, user, ticket) in places.by_ref().take(AT_ONCE) {
+            let (ctx, sku) = (ctx.clone(), sale.sku.clone());
+            calls.spawn(async move {
+                if let Err(e) = ctx.store.release_token(&sku, &token, &user, &ticket).await {
+                    warn_repeated!("cannot give up a pre-queue place", sku = %sku, error = %e);
+                }
+            });
+        }
+        while calls.join_next().await.is_some() {}
+    }
 }
 
 /// One order worker: the store step for one admitted request, then its outcome.

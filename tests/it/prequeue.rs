@@ -348,18 +348,26 @@ async fn an_instance_that_stops_gives_its_members_places_up() {
     let redis = RedisServer::start();
     let up = Upstream::start().await;
     let opening = opening_in(3600);
-    let a = gateway(&instance_config(&up, &redis, "gw-a", &sale(&opening))).await;
-    for i in 0..3 {
-        join(a.public_addr, i, &opening).await;
+    // The real binary: a place given up by a task still running when the process exits
+    // would stay in the store.
+    let (dir, cfg) = config_file(
+        "prequeue-stop",
+        &instance_config(&up, &redis, "gw-a", &sale(&opening))
+            .replace("threads = 1\n", "threads = 1\nshutdown_grace = \"0s\"\n"),
+    );
+    let a = spawn_logged(&cfg);
+    for i in 0..BUYERS {
+        join(a.public, i, &opening).await;
     }
-    assert_eq!(members_in_store(&redis).await, 3);
-    a.shutdown();
-    a.wait().await.expect("stops");
+    assert_eq!(members_in_store(&redis).await, BUYERS as u64);
+    a.signal(libc::SIGTERM);
+    assert!(a.exit().await.success(), "a graceful stop");
     assert_eq!(
         members_in_store(&redis).await,
         0,
-        "told shutting_down: places given up"
+        "told shutting_down: places given up before the process exits"
     );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
