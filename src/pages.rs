@@ -86,8 +86,31 @@ struct Template {
     size_hint: usize,
 }
 
+/// `text` without its HTML comments: they are for template authors (what a page is, its
+/// variables), not for the people it is served to.
+fn without_comments(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("<!--") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 4..];
+        let close = after
+            .find("-->")
+            .ok_or_else(|| "a `<!--` without its `-->`".to_owned())?;
+        rest = &after[close + 3..];
+        // The line the comment stood on goes with it.
+        if out.ends_with('\n') || out.is_empty() {
+            rest = rest.strip_prefix('\n').unwrap_or(rest);
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 impl Template {
     fn parse(text: &str) -> Result<Self, String> {
+        let text = without_comments(text)?;
+        let text = text.as_str();
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find("{{") {
@@ -318,7 +341,25 @@ mod tests {
                 page.file_name()
             );
             assert!(!html.contains("a<b>"), "{}", page.file_name());
+            assert!(
+                !html.contains("<!--") && !html.contains("Variables:"),
+                "{}: the template's comment is not served",
+                page.file_name()
+            );
         }
+    }
+
+    #[test]
+    fn comments_are_for_template_authors_only() {
+        let t = Template::parse("<!doctype html>\n<!-- {{sku}}: the sku -->\n<p>{{sku}}</p>")
+            .expect("parses");
+        let v = Values {
+            sku: "x",
+            ..Values::default()
+        };
+        assert_eq!(t.render(&v, "n"), "<!doctype html>\n<p>x</p>");
+        let e = Template::parse("<p>a</p><!-- open").expect_err("unclosed");
+        assert!(e.contains("<!--"), "{e}");
     }
 
     #[test]
