@@ -197,59 +197,6 @@ async fn prequeue(
             return refused(ctx, peers, sale, &token, &user, ip, Refusal::SoldOut).await;
         }
     }
-    let joining = Joining {
-        ticket,
-        user,
-        token,
-        quantity,
-        key,
-        number,
-    };
-    Ok(enter_prequeue(ctx, sale, joining, held, place, claim))
-}
-
-/// A request on its way into the pre-queue, past its checks and its hold.
-struct Joining {
-    ticket: TicketId,
-    user: UserId,
-    token: Token,
-    quantity: u32,
-    /// Its random key in the pre-queue.
-    key: u64,
-    /// Its number in the line, when the store had sealed the pre-queue already.
-    number: Option<u64>,
-}
-
-/// Puts a request in the pre-queue (or, numbered, in the line behind it) with its ticket,
-/// keeping its place, its claim to the user's one place and its hold; a book full of
-/// unfinished tickets refuses it as a full queue (what it holds is given back).
-fn enter_prequeue(
-    ctx: &SaleContext,
-    sale: &Sale,
-    joining: Joining,
-    held: Option<HoldGuard>,
-    place: admission::Place<'_>,
-    claim: Option<Claim<'_>>,
-) -> Placed {
-    let Joining {
-        ticket,
-        user,
-        token,
-        quantity,
-        key,
-        number,
-    } = joining;
-    if !ctx
-        .tickets
-        .open(ticket, sale.sku.clone(), PREQUEUED, user.clone(), token)
-    {
-        count_full(ctx, sale);
-        return Placed::QueueFull;
-    }
-    let promised = match number {
-        Some(n) => sale.place(PREQUEUED, Some(n)).1,
-        None => 0,
-    };
     let item = QueueItem {
         seq: PREQUEUED,
         ticket,
@@ -257,17 +204,44 @@ fn enter_prequeue(
         token,
         quantity,
         line: number,
-        promised_ms: promised,
+        promised_ms: number.map_or(0, |n| sale.place(PREQUEUED, Some(n)).1),
         admitted_at: Instant::now(),
         reply: None,
         held: held.is_some(),
     };
+    Ok(enter_prequeue(ctx, sale, item, key, held, place, claim))
+}
+
+/// Puts `item` in the pre-queue under its random `key` (or, numbered, in the line behind
+/// it) with its ticket, keeping its place, its claim to the user's one place and its hold;
+/// a book full of unfinished tickets refuses it as a full queue (what it holds is given
+/// back).
+fn enter_prequeue(
+    ctx: &SaleContext,
+    sale: &Sale,
+    item: QueueItem,
+    key: u64,
+    held: Option<HoldGuard>,
+    place: admission::Place<'_>,
+    claim: Option<Claim<'_>>,
+) -> Placed {
+    let ticket = item.ticket;
+    if !ctx.tickets.open(
+        ticket,
+        sale.sku.clone(),
+        PREQUEUED,
+        item.user.clone(),
+        item.token,
+    ) {
+        count_full(ctx, sale);
+        return Placed::QueueFull;
+    }
     sale.begin();
     place.keep();
     if let Some(claim) = claim {
         claim.keep();
     }
-    let placed = match number {
+    let placed = match item.line {
         Some(n) => {
             count(ctx, sale, "admitted");
             ctx.tickets.set_line(&ticket, n);

@@ -206,6 +206,11 @@ impl PreQueue {
     /// cursor), else says which number it waits for; then the unnumbered ones, only
     /// without a cursor.
     pub fn pop_through(&self, cursor: Option<u64>) -> Head {
+        // The drain asks before every release: a sale with no member takes no lock. (A
+        // member counts in `waiting` before it can be released.)
+        if self.waiting() == 0 {
+            return Head::Empty;
+        }
         let mut m = self.lock();
         let item = match m.ranked.first_key_value() {
             Some((&n, _)) if cursor.is_some_and(|c| n > c) => return Head::Later(n),
@@ -267,24 +272,8 @@ impl Drop for Claim<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::queue::tests::item;
     use super::*;
-    use crate::types::Token;
-    use std::time::Instant;
-
-    fn item(seq: u64) -> QueueItem {
-        QueueItem {
-            seq,
-            ticket: TicketId::random(),
-            user: UserId::parse("u").expect("user"),
-            token: Token::random(),
-            quantity: 1,
-            line: None,
-            promised_ms: 0,
-            admitted_at: Instant::now(),
-            reply: None,
-            held: false,
-        }
-    }
 
     #[test]
     fn members_are_released_by_rank_then_unnumbered() {

@@ -299,10 +299,11 @@ impl SaleQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn item(seq: u64) -> QueueItem {
+    /// A request numbered `seq`, for the tests of the queue and the pre-queue.
+    pub(in crate::sale) fn item(seq: u64) -> QueueItem {
         QueueItem {
             seq,
             ticket: TicketId::random(),

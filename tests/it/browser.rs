@@ -5,7 +5,7 @@
 //! `tests/run.sh` installs chromium, node and playwright-core when missing.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -106,10 +106,7 @@ async fn a_full_queue_sends_the_browser_to_the_busy_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sale_page_counts_down_then_sells() {
     let up = Upstream::start().await;
-    let opens = SystemTime::now() + Duration::from_secs(4);
-    let stamp = time::OffsetDateTime::from(opens)
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("timestamp");
+    let stamp = rfc3339_in(4);
     let text = base(
         &up,
         "response = \"wait\"",
@@ -126,10 +123,7 @@ async fn the_sale_page_counts_down_then_sells() {
 async fn the_prequeue_page_counts_down_and_the_buyer_is_served_at_the_opening() {
     let up = Upstream::start().await;
     // Time for chromium to start and join before the opening, on a busy machine.
-    let opens = SystemTime::now() + Duration::from_secs(12);
-    let stamp = time::OffsetDateTime::from(opens)
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("timestamp");
+    let stamp = rfc3339_in(12);
     let text = base(
         &up,
         "response = \"wait\"",

@@ -2,8 +2,6 @@
 //! fleet admitted them, whichever instance took them and however unevenly the balancer
 //! spreads them, and tell each the same place and wait whichever instance answers.
 
-use std::net::SocketAddr;
-
 use crate::common::*;
 use crate::fleet::{admin, async_config};
 use crate::redis_server::RedisServer;
@@ -13,12 +11,7 @@ use http::StatusCode;
 /// The drain rate the line is released at.
 const RATE: u32 = 50;
 
-/// `GET /sale/tickets/{ticket}` on `addr`: the JSON.
-async fn poll(addr: SocketAddr, ticket: &str) -> serde_json::Value {
-    let a = send(addr, get(&format!("/sale/tickets/{ticket}"))).await;
-    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
-    a.json()
-}
+use crate::common::poll_ticket as poll;
 
 /// The users in the order the store reserved their orders (the outbox stream, which keeps
 /// every entry while the backend refuses deliveries with 503).

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
 
 use crate::common::*;
 use crate::fleet::{admin, instance_config};
@@ -13,20 +12,12 @@ use crate::redis_server::RedisServer;
 use flashgate::Gateway;
 use http::StatusCode;
 
+/// Buyers in the big pre-queues. Each test's opening leaves a margin of seconds for them
+/// to join before it (200 local requests take well under one), for a busy machine.
 const BUYERS: usize = 200;
 const STOCK: u64 = 20;
 /// Places kept at the opening: stock × the default admit_factor (1.5).
 const KEPT: u64 = 30;
-
-/// An RFC 3339 stamp `secs` from now: the opening. The buyers' orders must all arrive
-/// before it (200 local requests take well under a second; the margin is for a busy
-/// machine).
-fn opening_in(secs: u64) -> String {
-    let at = SystemTime::now() + Duration::from_secs(secs);
-    time::OffsetDateTime::from(at)
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("timestamp")
-}
 
 fn sale(opening: &str) -> String {
     format!(
@@ -34,12 +25,7 @@ fn sale(opening: &str) -> String {
     )
 }
 
-/// `GET /sale/tickets/{ticket}` on `addr`: the JSON.
-async fn poll(addr: SocketAddr, ticket: &str) -> serde_json::Value {
-    let a = send(addr, get(&format!("/sale/tickets/{ticket}"))).await;
-    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
-    a.json()
-}
+use crate::common::poll_ticket as poll;
 
 /// Buyer `i` joins the pre-queue through `addr`: 202 `prequeued`, whatever the response
 /// mode; a double click gets the same ticket. Returns the ticket.
@@ -147,7 +133,7 @@ fn assert_not_first_come(won: &[usize]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_instance_shuffles_its_prequeue_at_the_opening() {
     let up = Upstream::start().await;
-    let opening = opening_in(6);
+    let opening = rfc3339_in(6);
     let text = format!(
         "{}[queue]\nresponse = \"wait\"\n[limits]\nper_user_rate = 0\nticket_poll_rate = 0\n[admin]\ntoken = \"adm\"\n{}",
         config_text(&up.url(), ""),
@@ -189,7 +175,7 @@ async fn one_instance_shuffles_its_prequeue_at_the_opening() {
 async fn two_instances_share_one_permutation() {
     let redis = RedisServer::start();
     let up = Upstream::start().await;
-    let opening = opening_in(8);
+    let opening = rfc3339_in(8);
     let mut fleet: Vec<Gateway> = Vec::new();
     for id in ["gw-a", "gw-b"] {
         fleet.push(gateway(&instance_config(&up, &redis, id, &sale(&opening))).await);
@@ -240,7 +226,7 @@ async fn two_instances_share_one_permutation() {
 
 /// A one-instance gateway (memory store, wait mode) with a sale opening `secs` from now.
 async fn one_instance(up: &Upstream, secs: u64, stock: u64, extra: &str) -> (Gateway, String) {
-    let opening = opening_in(secs);
+    let opening = rfc3339_in(secs);
     let text = format!(
         "{}[queue]\nresponse = \"wait\"\n{extra}\n[limits]\nper_user_rate = 0\nticket_poll_rate = 0\n[admin]\ntoken = \"adm\"\n\
          [[sale]]\nsku = \"phone\"\nstock = {stock}\nstarts_at = \"{opening}\"\nprequeue = \"1h\"\n",
@@ -347,7 +333,7 @@ async fn members_in_store(redis: &RedisServer) -> u64 {
 async fn an_instance_that_stops_gives_its_members_places_up() {
     let redis = RedisServer::start();
     let up = Upstream::start().await;
-    let opening = opening_in(3600);
+    let opening = rfc3339_in(3600);
     // The real binary: a place given up by a task still running when the process exits
     // would stay in the store.
     let (dir, cfg) = config_file(
@@ -381,10 +367,10 @@ async fn an_instance_whose_clock_runs_behind_opens_when_the_fleet_did() {
         &up,
         &redis,
         "gw-a",
-        &sale_at(&opening_in(4)),
+        &sale_at(&rfc3339_in(4)),
     ))
     .await;
-    let b_opening = opening_in(3600);
+    let b_opening = rfc3339_in(3600);
     let b = gateway(&instance_config(&up, &redis, "gw-b", &sale_at(&b_opening))).await;
     admin(a.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
     let mut tickets = Vec::new();
@@ -434,7 +420,7 @@ async fn members_of_a_prequeue_the_store_lost_are_still_trimmed_and_paced() {
     let up = Upstream::start().await;
     let dir = std::env::temp_dir().join(format!("flashgate-prequeue-lost-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let opening = opening_in(6);
+    let opening = rfc3339_in(6);
     let cfg = instance_config(&up, &redis, "gw-a", &sale(&opening))
         .replace(&format!("stock = {STOCK}"), "stock = 3")
         .replace(

@@ -62,3 +62,18 @@ pub async fn order(addr: SocketAddr, sku: &str, user: &str, token: &str) -> Answ
     )
     .await
 }
+
+/// `GET /sale/tickets/{ticket}` on `addr`, which must find it: the JSON.
+pub async fn poll_ticket(addr: SocketAddr, ticket: &str) -> serde_json::Value {
+    let a = send(addr, super::client::get(&format!("/sale/tickets/{ticket}"))).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
+    a.json()
+}
+
+/// An RFC 3339 stamp `secs` from now (a sale's opening).
+pub fn rfc3339_in(secs: u64) -> String {
+    let at = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("timestamp")
+}
