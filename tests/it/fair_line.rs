@@ -215,18 +215,7 @@ async fn requests_numbered_in_a_line_the_store_lost_are_still_served() {
         assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
         tickets.push(queued.json()["ticket"].as_str().expect("ticket").to_owned());
     }
-    redis.restart();
-    until("the sale to be held: the store lost it", || async {
-        send(gw.public_addr, get("/sale/phone")).await.json()["state"] == "held"
-    })
-    .await;
-    admin(
-        gw.admin_addr,
-        "PUT",
-        "/admin/sales/phone/stock",
-        r#"{"units": 10}"#,
-    )
-    .await;
+    lose_the_store(&mut redis, &gw, 10).await;
     admin(gw.admin_addr, "POST", "/admin/sales/phone/release", "").await;
     for ticket in &tickets {
         until("the queued request to be decided", || async {
@@ -269,4 +258,16 @@ async fn numbers_nobody_holds_are_passed_at_the_rate() {
         })
         .await;
     }
+}
+
+/// The store restarts empty under `gw`: its sale `phone` is held until an operator loads
+/// `units` of stock, which this does once the hold is seen.
+pub(crate) async fn lose_the_store(redis: &mut RedisServer, gw: &Gateway, units: u64) {
+    redis.restart();
+    until("the sale to be held: the store lost it", || async {
+        send(gw.public_addr, get("/sale/phone")).await.json()["state"] == "held"
+    })
+    .await;
+    let body = format!(r#"{{"units": {units}}}"#);
+    admin(gw.admin_addr, "PUT", "/admin/sales/phone/stock", &body).await;
 }

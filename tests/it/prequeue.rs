@@ -433,18 +433,7 @@ async fn members_of_a_prequeue_the_store_lost_are_still_trimmed_and_paced() {
         tickets.push(join(gw.public_addr, i, &opening).await);
     }
     // The store restarts empty: the sale is held until an operator loads its stock.
-    redis.restart();
-    until("the sale to be held", || async {
-        send(gw.public_addr, get("/sale/phone")).await.json()["state"] == "held"
-    })
-    .await;
-    admin(
-        gw.admin_addr,
-        "PUT",
-        "/admin/sales/phone/stock",
-        r#"{"units": 3}"#,
-    )
-    .await;
+    crate::fair_line::lose_the_store(&mut redis, &gw, 3).await;
     let won = winners(&[gw.public_addr], &tickets).await;
     assert_eq!(won.len(), 3, "exactly the stock reserved");
     // Places kept: ceil(3 × 1.5) = 5; the other five told sold out without a store step.
