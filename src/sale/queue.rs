@@ -303,7 +303,7 @@ pub(super) mod tests {
     use super::*;
 
     /// A request numbered `seq`, for the tests of the queue and the pre-queue.
-    pub(in crate::sale) fn item(seq: u64) -> QueueItem {
+    pub(crate) fn item(seq: u64) -> QueueItem {
         QueueItem {
             seq,
             ticket: TicketId::random(),
