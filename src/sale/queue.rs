@@ -299,7 +299,7 @@ impl SaleQueue {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A request numbered `seq`, for the tests of the queue and the pre-queue.
