@@ -272,8 +272,11 @@ impl Drop for Claim<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::queue::tests::item;
     use super::*;
+
+    fn item(seq: u64) -> QueueItem {
+        QueueItem::for_test(seq)
+    }
 
     #[test]
     fn members_are_released_by_rank_then_unnumbered() {

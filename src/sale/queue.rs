@@ -299,12 +299,10 @@ impl SaleQueue {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
+impl QueueItem {
     /// A request numbered `seq`, for the tests of the queue and the pre-queue.
-    pub(crate) fn item(seq: u64) -> QueueItem {
-        QueueItem {
+    pub(crate) fn for_test(seq: u64) -> Self {
+        Self {
             seq,
             ticket: TicketId::random(),
             user: UserId::parse("u").expect("user"),
@@ -316,6 +314,15 @@ pub(crate) mod tests {
             reply: None,
             held: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: u64) -> QueueItem {
+        QueueItem::for_test(seq)
     }
 
     fn pop_seq(q: &SaleQueue) -> Option<u64> {
