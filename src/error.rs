@@ -121,6 +121,18 @@ pub enum GatewayError {
     /// The order was reserved but the backend did not take it; its stock went back.
     #[error("the order could not be delivered; its stock was restored, you may buy again")]
     DeliveryFailed,
+    /// The backend cancelled the order after delivery (unpaid); its units went back.
+    #[error("the order was cancelled; its units went back on sale, you may buy again")]
+    OrderCancelled,
+    /// No sale's store knows this order (never reserved, or forgotten since).
+    #[error("no such order (or it settled longer ago than store.replay_ttl)")]
+    UnknownOrder,
+    /// A cancel of an order still in the outbox: the backend may not have it yet.
+    #[error("the order is not delivered yet; cancel it once the backend has acknowledged it")]
+    OrderNotDelivered,
+    /// A cancel of an order whose delivery failed: its units went back then.
+    #[error("the order's delivery failed and its units went back already")]
+    OrderCompensated,
 }
 
 /// Why admission turned a buying request away, before it reached the queue: the edge's
@@ -216,12 +228,17 @@ impl GatewayError {
             Self::MissingIdentity | Self::BadIdentity | Self::Unauthorized => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::UnknownSale(_) | Self::UnknownTicket => StatusCode::NOT_FOUND,
+            Self::UnknownSale(_) | Self::UnknownTicket | Self::UnknownOrder => {
+                StatusCode::NOT_FOUND
+            }
             Self::SaleNotStarted { .. } | Self::SaleClosed | Self::SalePaused => {
                 StatusCode::FORBIDDEN
             }
-            Self::Duplicate | Self::PrequeuePlaceTaken { .. } => StatusCode::CONFLICT,
-            Self::SoldOut | Self::TicketLost => StatusCode::GONE,
+            Self::Duplicate
+            | Self::PrequeuePlaceTaken { .. }
+            | Self::OrderNotDelivered
+            | Self::OrderCompensated => StatusCode::CONFLICT,
+            Self::SoldOut | Self::TicketLost | Self::OrderCancelled => StatusCode::GONE,
             Self::InvalidToken => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::QueueFull { .. }
@@ -267,6 +284,10 @@ impl GatewayError {
             Self::RequestTimeout => "request_timeout",
             Self::SaleHeld => "sale_held",
             Self::DeliveryFailed => "delivery_failed",
+            Self::OrderCancelled => "order_cancelled",
+            Self::UnknownOrder => "unknown_order",
+            Self::OrderNotDelivered => "order_not_delivered",
+            Self::OrderCompensated => "order_compensated",
         }
     }
 
@@ -352,6 +373,10 @@ mod tests {
             GatewayError::RequestTimeout,
             GatewayError::SaleHeld,
             GatewayError::DeliveryFailed,
+            GatewayError::OrderCancelled,
+            GatewayError::UnknownOrder,
+            GatewayError::OrderNotDelivered,
+            GatewayError::OrderCompensated,
         ];
         for e in all {
             let needs = matches!(e.status().as_u16(), 429 | 503);

@@ -15,6 +15,7 @@
 //! memory store). Every change is logged with the peer, the value before and after.
 //! | `PUT /admin/sales/{sku}/stock` `{"units": n}` | sets the stock in the store under a new epoch (releases a held sale) |
 //! | `POST /admin/sales/{sku}/stock/add` `{"units": n}` | adds n units atomically (negative: takes them away), racing with no reservation |
+//! | `POST /admin/orders/{order_id}/cancel` | an order the backend gave up after delivery: its units and its buyer's allowance back, once (see [`super::cancel`]) |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
 use crate::sale::context::SaleContext;
 use crate::sale::Sale;
-use crate::store::{SaleControl, StoreError};
+use crate::store::{Cancellable, SaleControl, StoreError};
 use crate::types::MAX_STOCK;
 
 /// The admin API over a sale context.
@@ -44,6 +45,8 @@ pub struct AdminApi {
     token: Option<Vec<u8>>,
     /// Command bodies must arrive within this time (`server.body_timeout`).
     body_timeout: std::time::Duration,
+    /// Which orders a cancel may take back (by `delivery.mode`).
+    cancellable: Cancellable,
 }
 
 /// A switch's body: nothing, or `{}` (a command takes no fields it does not know).
@@ -77,18 +80,20 @@ struct Delta {
 
 impl AdminApi {
     /// The API over `ctx` and `membership`, accepting `token` (empty: off); command
-    /// bodies must arrive within `body_timeout`.
+    /// bodies must arrive within `body_timeout`; cancels take back `cancellable` orders.
     pub fn new(
         ctx: Arc<SaleContext>,
         membership: Arc<Membership>,
         token: &str,
         body_timeout: std::time::Duration,
+        cancellable: Cancellable,
     ) -> Self {
         Self {
             ctx,
             membership,
             token: (!token.is_empty()).then(|| token.as_bytes().to_vec()),
             body_timeout,
+            cancellable,
         }
     }
 
@@ -220,7 +225,13 @@ impl AdminApi {
             (Method::POST, ["admin", "sales", sku, "stock", "add"]) => {
                 self.add_stock(req, peer, sku).await
             }
-            (_, ["admin", "sales", ..]) => Err(GatewayError::MethodNotAllowed),
+            (Method::POST, ["admin", "orders", id, "cancel"]) => {
+                read_switch(req, self.body_timeout).await?;
+                crate::admin::cancel::cancel(&self.ctx, self.cancellable, peer, id).await
+            }
+            (_, ["admin", "sales", ..] | ["admin", "orders", _, "cancel"]) => {
+                Err(GatewayError::MethodNotAllowed)
+            }
             _ => Err(GatewayError::NotFound),
         }
     }

@@ -4,6 +4,7 @@
 //! ask it about its tickets at `/internal/tickets/{id}` (see [`crate::cluster::peers`]).
 
 pub(crate) mod api;
+pub(crate) mod cancel;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -71,6 +71,10 @@ impl Built {
                 membership.clone(),
                 &config.admin.token,
                 config.server.body_timeout,
+                match config.delivery.mode {
+                    crate::config::DeliveryMode::Http => crate::store::Cancellable::Delivered,
+                    crate::config::DeliveryMode::Stream => crate::store::Cancellable::Reserved,
+                },
             ),
         );
         let limits = ConnectionLimits::from_config(&config.server);

@@ -229,6 +229,13 @@ pub const COMPENSATIONS: Spec = Spec {
     labels: &["sku"],
 };
 
+/// `flashgate_cancellations_total`.
+pub const CANCELLATIONS: Spec = Spec {
+    name: "flashgate_cancellations_total",
+    help: "Orders cancelled after delivery (unpaid), by whether their units went back to stock",
+    labels: &["sku", "restocked"],
+};
+
 /// `flashgate_upstream_response_seconds`.
 pub const UPSTREAM_SECONDS: Spec = Spec {
     name: "flashgate_upstream_response_seconds",

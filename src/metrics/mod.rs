@@ -89,6 +89,8 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// Orders compensated (stock put back), by sku.
     pub compensations: IntCounterVec,
+    /// Orders cancelled after delivery, by sku and whether their units went back.
+    pub cancellations: IntCounterVec,
     /// Polls of another instance's ticket, by result ([`RELAY_RESULTS`]).
     pub ticket_relays: IntCounterVec,
     /// Orders the deliverer holds that are not settled yet.
@@ -229,6 +231,7 @@ impl Metrics {
             store_errors: counter(&r, &catalogue::STORE_ERRORS),
             deliveries: counter(&r, &catalogue::DELIVERIES),
             compensations: counter(&r, &catalogue::COMPENSATIONS),
+            cancellations: counter(&r, &catalogue::CANCELLATIONS),
             ticket_relays: counter(&r, &catalogue::TICKET_RELAYS),
             outbox_backlog: single_gauge(&r, &catalogue::OUTBOX_BACKLOG),
             upstream_seconds: histogram(&r, &catalogue::UPSTREAM_SECONDS),

@@ -13,7 +13,7 @@ use crate::error::GatewayError;
 use crate::log_throttle::warn_repeated;
 use crate::ratelimit::retry_after_secs;
 use crate::store::{Replay, StoreError, TicketRecord, Unspent};
-use crate::types::{OrderId, Sku, TicketId};
+use crate::types::{Sku, TicketId};
 
 /// Where a ticket's answer was found.
 pub enum Found {
@@ -111,16 +111,19 @@ fn relayed(ctx: &SaleContext, result: &str) {
 /// (`limits.ticket_poll_rate`): a poll in a loop reads the store no faster.
 pub async fn known_ticket(ctx: &SaleContext, id: TicketId) -> Option<Ticket> {
     let mut ticket = ctx.known_ticket(&id)?;
+    // A confirmed order may still be cancelled (by a call to another instance).
     let unsettled = matches!(
         ticket.status,
-        TicketStatus::Done(Outcome::Reserved(_) | Outcome::StoreUnavailable)
+        TicketStatus::Done(
+            Outcome::Reserved(_) | Outcome::Confirmed(_) | Outcome::StoreUnavailable
+        )
     );
     if !(unsettled && ctx.shared && ctx.ticket_polls.check(&id).is_ok()) {
         return Some(ticket);
     }
     let now = match ticket.status {
-        TicketStatus::Done(Outcome::Reserved(order)) => {
-            current_state(ctx, &ticket.sku, id, order).await
+        TicketStatus::Done(known @ (Outcome::Reserved(_) | Outcome::Confirmed(_))) => {
+            current_state(ctx, &ticket.sku, id, known).await
         }
         _ => stepped_after_all(ctx, &ticket, id).await,
     };
@@ -148,28 +151,32 @@ async fn stepped_after_all(ctx: &SaleContext, ticket: &Ticket, id: TicketId) -> 
     }
 }
 
-/// A reserved order's outcome now, recorded on its ticket `id`. With a shared store
-/// another instance may have delivered it (confirmed, or failed and compensated), so the
-/// store is asked (one read); with the memory store this instance's deliverer keeps its
-/// tickets current. If the store does not answer, what this instance knows.
+/// An order's outcome now (it was `known`: reserved, or confirmed and not cancelled yet),
+/// recorded on its ticket `id`. With a shared store another instance may have delivered it
+/// (confirmed, or failed and compensated) or taken a cancel for it, so the store is asked
+/// (one read); with the memory store this instance keeps its tickets current. If the store
+/// does not answer, or has forgotten the order, what this instance knows.
 pub(super) async fn current_state(
     ctx: &SaleContext,
     sku: &Sku,
     id: TicketId,
-    order: OrderId,
+    known: Outcome,
 ) -> Outcome {
+    let Some(order) = known.order() else {
+        return known;
+    };
     if !ctx.shared {
-        return Outcome::Reserved(order);
+        return known;
     }
     match ctx.store.order_state(sku, &order).await {
-        Ok(state) => {
-            let now = Outcome::of_order(order, state);
-            if now != Outcome::Reserved(order) {
+        Ok(Some(state)) => {
+            let now = Outcome::of_order(order, Some(state));
+            if now != known {
                 ctx.update_ticket(&id, TicketStatus::Done(now));
             }
             now
         }
-        Err(_) => Outcome::Reserved(order),
+        Ok(None) | Err(_) => known,
     }
 }
 

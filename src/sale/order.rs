@@ -450,8 +450,8 @@ async fn answered_before(
                     seq: t.seq,
                     line: t.line,
                 },
-                TicketStatus::Done(Outcome::Reserved(order)) => {
-                    Placed::Decided(current_state(ctx, &sale.sku, ticket, order).await, ticket)
+                TicketStatus::Done(known @ (Outcome::Reserved(_) | Outcome::Confirmed(_))) => {
+                    Placed::Decided(current_state(ctx, &sale.sku, ticket, known).await, ticket)
                 }
                 TicketStatus::Done(outcome) => Placed::Decided(outcome, ticket),
             }));

@@ -20,6 +20,8 @@ pub enum Outcome {
     Confirmed(OrderId),
     /// Delivery failed for good; the stock was put back.
     Failed(OrderId),
+    /// The backend cancelled it after delivery (unpaid); its unit went back on sale.
+    Cancelled(OrderId),
     /// No stock was left.
     SoldOut,
     /// The user already held the most units allowed.
@@ -34,7 +36,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// What the store's reserve step (or a replay of it) decided; a reserved order answers
-    /// where it is now: confirmed, or failed with its stock restored.
+    /// where it is now: confirmed, failed with its stock restored, or cancelled.
     pub fn of_reply(reply: &ReserveReply) -> Self {
         match reply.outcome {
             Reservation::Reserved { order_id, .. } => Self::of_order(order_id, reply.state),
@@ -49,6 +51,7 @@ impl Outcome {
         match state {
             Some(OrderState::Confirmed) => Self::Confirmed(order),
             Some(OrderState::Failed) => Self::Failed(order),
+            Some(OrderState::Cancelled) => Self::Cancelled(order),
             Some(OrderState::Reserved) | None => Self::Reserved(order),
         }
     }
@@ -56,7 +59,9 @@ impl Outcome {
     /// The order it made, if it made one.
     pub fn order(&self) -> Option<OrderId> {
         match self {
-            Self::Reserved(o) | Self::Confirmed(o) | Self::Failed(o) => Some(*o),
+            Self::Reserved(o) | Self::Confirmed(o) | Self::Failed(o) | Self::Cancelled(o) => {
+                Some(*o)
+            }
             Self::SoldOut
             | Self::Duplicate
             | Self::InvalidToken
@@ -70,7 +75,9 @@ impl Outcome {
     /// its state now.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Reserved(_) | Self::Confirmed(_) | Self::Failed(_) => "reserved",
+            Self::Reserved(_) | Self::Confirmed(_) | Self::Failed(_) | Self::Cancelled(_) => {
+                "reserved"
+            }
             Self::SoldOut => "sold_out",
             Self::Duplicate => "duplicate",
             Self::InvalidToken => "invalid_token",
@@ -84,6 +91,7 @@ impl Outcome {
         match self {
             Self::Reserved(_) | Self::Confirmed(_) => None,
             Self::Failed(_) => Some(GatewayError::DeliveryFailed),
+            Self::Cancelled(_) => Some(GatewayError::OrderCancelled),
             Self::SoldOut => Some(GatewayError::SoldOut),
             Self::Duplicate => Some(GatewayError::Duplicate),
             Self::InvalidToken => Some(GatewayError::InvalidToken),
@@ -97,6 +105,7 @@ impl Outcome {
         match self {
             Self::Reserved(_) => "reserved",
             Self::Confirmed(_) => "confirmed",
+            Self::Cancelled(_) => "cancelled",
             Self::SoldOut => "sold_out",
             Self::Duplicate => "duplicate",
             Self::InvalidToken => "invalid_token",
@@ -112,6 +121,7 @@ impl Outcome {
             Self::Reserved(_)
             | Self::Confirmed(_)
             | Self::Failed(_)
+            | Self::Cancelled(_)
             | Self::SoldOut
             | Self::Duplicate
             | Self::InvalidToken => true,

@@ -8,9 +8,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{
-    Claimed, Compensation, Confirmation, DrainLease, Entry, Member, Opening, Order, OrderState,
-    Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls, Spend, StockLoad,
-    StockReading, Store, StoreError, StoreFuture, TicketRecord, TokenHold, Unspent,
+    Cancellable, Cancellation, Claimed, Compensation, Confirmation, DrainLease, Entry, Member,
+    Opening, Order, OrderState, Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls,
+    Spend, StockLoad, StockReading, Store, StoreError, StoreFuture, TicketRecord, TokenHold,
+    Unspent,
 };
 use super::{DrainSteps, FleetSteps, Line, OutboxSteps, StockSteps, TokenSteps};
 use crate::breaker::CircuitBreaker;
@@ -308,6 +309,15 @@ impl OutboxSteps for GuardedStore {
             "compensate",
             self.inner.compensate(sku, order_id, consumer),
         )
+    }
+
+    fn cancel(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        cancellable: Cancellable,
+    ) -> StoreFuture<'_, Cancellation> {
+        self.call_for(sku, "cancel", self.inner.cancel(sku, order_id, cancellable))
     }
 }
 

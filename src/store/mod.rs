@@ -280,7 +280,7 @@ pub struct Order {
 }
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderState {
     /// Stock taken, waiting in the outbox for delivery.
@@ -289,15 +289,19 @@ pub enum OrderState {
     Confirmed,
     /// Delivery failed for good; stock and the user's count were restored.
     Failed,
+    /// The backend cancelled it after delivery (unpaid); the user's count was restored,
+    /// and its units too unless the stock was loaded afresh since it was reserved.
+    Cancelled,
 }
 
 impl OrderState {
-    /// The state as the store writes it (`reserved`, `confirmed`, `failed`).
+    /// The state as the store writes it (`reserved`, `confirmed`, `failed`, `cancelled`).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "reserved" => Some(Self::Reserved),
             "confirmed" => Some(Self::Confirmed),
             "failed" => Some(Self::Failed),
+            "cancelled" => Some(Self::Cancelled),
             _ => None,
         }
     }
@@ -338,6 +342,47 @@ pub enum Compensation {
     /// Another deliverer owns the order now; it settles it.
     NotOwner,
     /// No such order.
+    Unknown,
+}
+
+/// Which orders a cancel may take back: the gateway knows an order was delivered only
+/// when it delivers them itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellable {
+    /// Only orders the backend acknowledged (`delivery.mode = "http"`): one still in the
+    /// outbox may be in flight to the backend.
+    Delivered,
+    /// Reserved orders too (`delivery.mode = "stream"`: the backend consumes the outbox
+    /// itself, so the gateway never learns of delivery); its outbox entry is removed.
+    Reserved,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The order is cancelled: the user's count restored, its units too when `restocked`.
+    Cancelled {
+        /// False when this call found it cancelled already: nothing changed.
+        now: bool,
+        /// Its units went back to stock (false: the stock was loaded afresh after it was
+        /// reserved, and that figure stands).
+        restocked: bool,
+        /// Stock after the cancel.
+        remaining: u64,
+        /// Who bought it.
+        user_id: String,
+        /// Its units.
+        quantity: u32,
+    },
+    /// Still in the outbox: the backend may not have it yet, and a delivery may be in
+    /// flight; nothing changed.
+    NotDelivered,
+    /// Compensated already (delivery failed for good): its units went back then.
+    Compensated,
+    /// The store holds no stock for the sale (it lost its state): nothing changed.
+    NoStock,
+    /// No such order (never reserved here, or forgotten `store.replay_ttl` after it
+    /// settled).
     Unknown,
 }
 

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::{
-    Claimed, Compensation, Confirmation, DrainLease, Entry, Line, Member, Opening, Order,
-    OrderState, Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls, Spend, StockLoad,
-    StockReading, StoreFuture, TicketRecord, TokenHold, Unspent,
+    Cancellable, Cancellation, Claimed, Compensation, Confirmation, DrainLease, Entry, Line,
+    Member, Opening, Order, OrderState, Replay, ReserveReply, ReserveRequest, SaleControl,
+    SaleControls, Spend, StockLoad, StockReading, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 
@@ -153,6 +153,19 @@ pub trait OutboxSteps: Send + Sync + 'static {
         order_id: &OrderId,
         consumer: &str,
     ) -> StoreFuture<'_, Compensation>;
+
+    /// Cancels an order the backend gave up (unpaid), once however often it is asked:
+    /// the user's count restored, and its units put back unless the stock was loaded
+    /// afresh (a new epoch) since it was reserved — the operator's figure already says
+    /// what is for sale, and a unit is never created twice. Only a confirmed order, or a
+    /// reserved one as `cancellable` allows; a compensated one, or a sale whose stock the
+    /// store lost, changes nothing.
+    fn cancel(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        cancellable: Cancellable,
+    ) -> StoreFuture<'_, Cancellation>;
 }
 
 /// The drain shared by every instance: its rate budget, pending counts, operator settings.

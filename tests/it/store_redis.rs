@@ -296,6 +296,41 @@ async fn compensation_never_recreates_lost_stock() {
     );
 }
 
+/// A cancel for a sale whose stock the store lost changes nothing (no unit re-created, the
+/// order stays confirmed); once an operator loads stock, the cancel goes through without
+/// adding a unit on top of the loaded figure.
+#[tokio::test]
+async fn a_cancel_never_recreates_lost_stock() {
+    use flashgate::store::{Cancellable, Cancellation, OrderState};
+    let server = RedisServer::start();
+    let store = store_on(&server);
+    let sku = Sku::new("lost");
+    store.init_stock(&sku, 3, None).await.expect("init");
+    let Reservation::Reserved { order_id, .. } = reserve_one(&store, &sku, "alice").await else {
+        panic!("reserved");
+    };
+    store.confirm(&sku, &order_id, "").await.expect("confirm");
+    assert_eq!(server.command(&["DEL", "flashgate:{lost}:stock"]), ":1");
+    let cancel = || store.cancel(&sku, &order_id, Cancellable::Delivered);
+    assert_eq!(cancel().await.expect("cancel"), Cancellation::NoStock);
+    assert_eq!(server.command(&["EXISTS", "flashgate:{lost}:stock"]), ":0");
+    assert_eq!(
+        store.order_state(&sku, &order_id).await.expect("state"),
+        Some(OrderState::Confirmed)
+    );
+    store.set_stock(&sku, 2).await.expect("set");
+    assert!(matches!(
+        cancel().await.expect("cancel"),
+        Cancellation::Cancelled {
+            now: true,
+            restocked: false,
+            remaining: 2,
+            ..
+        }
+    ));
+    assert_eq!(store.stock(&sku).await.expect("stock").units, 2);
+}
+
 /// Entries in the deliverers' pending list of `stream`.
 fn pending_count(server: &RedisServer, stream: &str) -> i64 {
     // The summary's first element is the count: `*4` then `:n`.

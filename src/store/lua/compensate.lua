@@ -13,7 +13,9 @@ end
 if o[1] == 'failed' then
   return {'already_failed', 0}
 end
-if o[1] == 'confirmed' then
+-- A cancelled order gave its units back then (it was confirmed, or consumed in stream
+-- mode): never twice.
+if o[1] == 'confirmed' or o[1] == 'cancelled' then
   return {'confirmed', 0}
 end
 if ARGV[2] ~= '' then

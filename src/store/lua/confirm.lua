@@ -9,7 +9,8 @@ local o = redis.call('HMGET', KEYS[1], 'state', 'sid')
 if not o[1] then
   return 'unknown'
 end
-if o[1] == 'confirmed' then
+-- Cancelled only once confirmed (or consumed, in stream mode): it stays cancelled.
+if o[1] == 'confirmed' or o[1] == 'cancelled' then
   return 'already_confirmed'
 end
 if o[1] == 'failed' then

@@ -2,7 +2,7 @@
 -- signature at its edge; here it is only checked unspent (or spent by this user: a replay)
 -- and unexpired.
 -- KEYS: 1 token record, 2 stock, 3 buyers hash (user -> units), 4 outbox stream,
---       5 order hash (for the order id the caller generated)
+--       5 order hash (for the order id the caller generated), 6 the stock's epoch
 -- ARGV: 1 user, 2 quantity, 3 per-user limit, 4 order id, 5 replay ttl (ms), 6 sku,
 --       7 order key prefix (a replayed order's hash is prefix .. id: same hash tag, same slot),
 --       8 the token's expiry (Unix ms)
@@ -46,8 +46,10 @@ else
   redis.call('HINCRBY', KEYS[3], ARGV[1], qty)
   local sid = redis.call('XADD', KEYS[4], '*', 'order_id', ARGV[4], 'sku', ARGV[6],
     'user_id', ARGV[1], 'quantity', qty, 'reserved_at', now)
+  -- The epoch tells a later cancel whether the stock was loaded afresh since.
   redis.call('HSET', KEYS[5], 'sku', ARGV[6], 'user_id', ARGV[1], 'quantity', qty,
-    'reserved_at', now, 'state', 'reserved', 'sid', sid)
+    'reserved_at', now, 'state', 'reserved', 'sid', sid,
+    'e', redis.call('GET', KEYS[6]) or '')
   oid = ARGV[4]
   state = 'reserved'
 end

@@ -65,9 +65,33 @@ struct SpentToken {
     outcome: Reservation,
 }
 
+/// An order the store keeps, with what a cancel needs to know of it.
+struct KeptOrder {
+    order: Order,
+    state: OrderState,
+    /// The loading of the stock it was reserved under ([`SaleData::loading`]).
+    loading: u32,
+    /// Cancelled with its units put back.
+    restocked: bool,
+}
+
+impl KeptOrder {
+    fn reserved(order: Order, loading: u32) -> Self {
+        Self {
+            order,
+            state: OrderState::Reserved,
+            loading,
+            restocked: false,
+        }
+    }
+}
+
 struct SaleData {
     stock: u64,
     epoch: Epoch,
+    /// Counts the operator's stock loadings in this process, so that a cancel can tell an
+    /// order reserved before the last one (whose units the new figure already settled).
+    loading: u32,
     buyers: HashMap<UserId, u32>,
     /// Spent tokens, each kept until the later of its expiry and the replay TTL.
     tokens: HashMap<Token, (SpentToken, Instant)>,
@@ -81,7 +105,7 @@ struct SaleData {
     released: BTreeSet<(Instant, TicketId)>,
     /// The holds by deadline, earliest first.
     hold_expiry: BTreeSet<(Instant, Token)>,
-    orders: HashMap<OrderId, (Order, OrderState)>,
+    orders: HashMap<OrderId, KeptOrder>,
     outbox: VecDeque<OrderId>,
     /// Settled orders by the time they are forgotten (after the replay TTL), oldest first.
     settled: VecDeque<(Instant, OrderId)>,
@@ -95,6 +119,7 @@ impl SaleData {
         Self {
             stock,
             epoch,
+            loading: 0,
             buyers: HashMap::new(),
             tokens: HashMap::new(),
             token_expiry: BTreeSet::new(),
@@ -113,13 +138,26 @@ impl SaleData {
     /// confirmed or compensated since.
     fn replay_of(&self, outcome: &Reservation) -> ReserveReply {
         let state = match outcome {
-            Reservation::Reserved { order_id, .. } => self.orders.get(order_id).map(|(_, s)| *s),
+            Reservation::Reserved { order_id, .. } => self.orders.get(order_id).map(|o| o.state),
             _ => None,
         };
         ReserveReply {
             outcome: outcome.clone(),
             replayed: true,
             state,
+        }
+    }
+
+    /// Gives `quantity` units of `user`'s back to its per-user allowance.
+    fn give_back(&mut self, user: &str, quantity: u32) {
+        let Some(user) = UserId::parse(user) else {
+            return;
+        };
+        if let Some(held) = self.buyers.get_mut(&user) {
+            *held = held.saturating_sub(quantity);
+            if *held == 0 {
+                self.buyers.remove(&user);
+            }
         }
     }
 
@@ -302,7 +340,9 @@ impl MemoryStore {
                 quantity: req.quantity,
                 reserved_at: unix_millis(SystemTime::now()),
             };
-            d.orders.insert(order_id, (order, OrderState::Reserved));
+            let loading = d.loading;
+            d.orders
+                .insert(order_id, KeptOrder::reserved(order, loading));
             d.outbox.push_back(order_id);
             state = Some(OrderState::Reserved);
             Reservation::Reserved {

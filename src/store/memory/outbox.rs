@@ -5,10 +5,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, ready, MemoryStore};
 use crate::store::{
-    Claimed, Compensation, Confirmation, Order, OrderState, OutboxSteps, StoreFuture,
+    Cancellable, Cancellation, Claimed, Compensation, Confirmation, Order, OrderState, OutboxSteps,
+    StoreFuture,
 };
 use crate::types::unix_millis;
-use crate::types::{OrderId, Sku, UserId};
+use crate::types::{OrderId, Sku};
 
 impl OutboxSteps for MemoryStore {
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
@@ -17,7 +18,7 @@ impl OutboxSteps for MemoryStore {
             d.outbox
                 .iter()
                 .take(max)
-                .filter_map(|id| d.orders.get(id).map(|(o, _)| o.clone()))
+                .filter_map(|id| d.orders.get(id).map(|o| o.order.clone()))
                 .collect()
         }))
     }
@@ -37,7 +38,7 @@ impl OutboxSteps for MemoryStore {
                     .outbox
                     .iter()
                     .take(max)
-                    .filter_map(|id| d.orders.get(id).map(|(o, _)| o.clone()))
+                    .filter_map(|id| d.orders.get(id).map(|o| o.order.clone()))
                     .collect(),
                 now_ms: unix_millis(SystemTime::now()),
                 taken_over: d
@@ -82,12 +83,16 @@ impl OutboxSteps for MemoryStore {
         let forget_at = Instant::now() + self.replay_ttl;
         ready(self.sale(sku).map(|sale| {
             let mut d = lock(&sale);
-            match d.orders.get_mut(order_id) {
-                None => Confirmation::Unknown,
-                Some((_, OrderState::Confirmed)) => Confirmation::AlreadyConfirmed,
-                Some((_, OrderState::Failed)) => Confirmation::Compensated,
-                Some((_, state @ OrderState::Reserved)) => {
-                    *state = OrderState::Confirmed;
+            let Some(kept) = d.orders.get_mut(order_id) else {
+                return Confirmation::Unknown;
+            };
+            match kept.state {
+                // Cancelled only after it was confirmed (or, in stream mode, which the
+                // memory store does not serve, consumed).
+                OrderState::Confirmed | OrderState::Cancelled => Confirmation::AlreadyConfirmed,
+                OrderState::Failed => Confirmation::Compensated,
+                OrderState::Reserved => {
+                    kept.state = OrderState::Confirmed;
                     d.settle(order_id, forget_at);
                     Confirmation::Confirmed
                 }
@@ -106,24 +111,69 @@ impl OutboxSteps for MemoryStore {
             let mut d = lock(&sale);
             let (user, quantity) = match d.orders.get_mut(order_id) {
                 None => return Compensation::Unknown,
-                Some((_, OrderState::Failed)) => return Compensation::AlreadyFailed,
-                Some((_, OrderState::Confirmed)) => return Compensation::Confirmed,
-                Some((order, state)) => {
-                    *state = OrderState::Failed;
-                    (order.user_id.clone(), order.quantity)
-                }
+                Some(kept) => match kept.state {
+                    OrderState::Failed => return Compensation::AlreadyFailed,
+                    OrderState::Confirmed | OrderState::Cancelled => {
+                        return Compensation::Confirmed
+                    }
+                    OrderState::Reserved => {
+                        kept.state = OrderState::Failed;
+                        (kept.order.user_id.clone(), kept.order.quantity)
+                    }
+                },
             };
             d.stock += u64::from(quantity);
-            if let Some(user) = UserId::parse(&user) {
-                if let Some(held) = d.buyers.get_mut(&user) {
-                    *held = held.saturating_sub(quantity);
-                    if *held == 0 {
-                        d.buyers.remove(&user);
-                    }
-                }
-            }
+            d.give_back(&user, quantity);
             d.settle(order_id, forget_at);
             Compensation::Restored { remaining: d.stock }
+        }))
+    }
+
+    fn cancel(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        cancellable: Cancellable,
+    ) -> StoreFuture<'_, Cancellation> {
+        ready(self.sale(sku).map(|sale| {
+            let mut d = lock(&sale);
+            let loading = d.loading;
+            let Some(kept) = d.orders.get_mut(order_id) else {
+                return Cancellation::Unknown;
+            };
+            let (now, restocked) = match kept.state {
+                OrderState::Failed => return Cancellation::Compensated,
+                OrderState::Reserved if cancellable == Cancellable::Delivered => {
+                    return Cancellation::NotDelivered
+                }
+                OrderState::Cancelled => (false, kept.restocked),
+                OrderState::Reserved | OrderState::Confirmed => {
+                    // The units go back only under the loading it was reserved in: a
+                    // figure an operator loaded since already says what is for sale.
+                    kept.state = OrderState::Cancelled;
+                    kept.restocked = kept.loading == loading;
+                    (true, kept.restocked)
+                }
+            };
+            let (user_id, quantity) = (kept.order.user_id.clone(), kept.order.quantity);
+            if now {
+                if restocked {
+                    d.stock += u64::from(quantity);
+                }
+                d.give_back(&user_id, quantity);
+                // A reserved order (stream mode) leaves the outbox; a confirmed one keeps
+                // the expiry it settled with.
+                if d.outbox.contains(order_id) {
+                    d.settle(order_id, Instant::now() + self.replay_ttl);
+                }
+            }
+            Cancellation::Cancelled {
+                now,
+                restocked,
+                remaining: d.stock,
+                user_id,
+                quantity,
+            }
         }))
     }
 }

@@ -1,13 +1,13 @@
 //! What a graceful stop keeps of the memory store, and loading it again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{lock, MemoryStore, SaleData, SpentToken};
+use super::{lock, KeptOrder, MemoryStore, SaleData, SpentToken};
 use crate::local_state::{read_json, write_json, LocalStateError};
 use crate::store::{Order, OrderState, Reservation};
-use crate::types::{Epoch, Sku, Token, UserId, MAX_STOCK};
+use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
 
 /// What a graceful stop keeps of the memory store: each sale's stock, buyers, the orders
 /// not delivered yet (in outbox order) and its live tokens with their outcomes, so that a
@@ -29,6 +29,24 @@ struct SaleSnapshot {
     undelivered: Vec<Order>,
     #[serde(default)]
     tokens: Vec<TokenSnapshot>,
+    /// Orders settled and still kept for replays and cancels.
+    #[serde(default)]
+    settled: Vec<SettledSnapshot>,
+    /// Orders (undelivered or settled) reserved before the stock was last loaded: a cancel
+    /// gives their units back no more.
+    #[serde(default)]
+    stale: Vec<OrderId>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SettledSnapshot {
+    order: Order,
+    state: OrderState,
+    /// Cancelled with its units put back.
+    #[serde(default)]
+    restocked: bool,
+    /// How much longer it is kept, in milliseconds.
+    ttl_ms: u64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -68,10 +86,30 @@ impl MemoryStore {
                     let orders: Vec<Order> = d
                         .outbox
                         .iter()
-                        .filter_map(|id| d.orders.get(id).map(|(o, _)| o.clone()))
+                        .filter_map(|id| d.orders.get(id).map(|o| o.order.clone()))
                         .collect();
                     undelivered += orders.len();
                     let now = Instant::now();
+                    let settled = d
+                        .settled
+                        .iter()
+                        .filter(|(at, _)| *at > now)
+                        .filter_map(|(at, id)| {
+                            let kept = d.orders.get(id)?;
+                            Some(SettledSnapshot {
+                                order: kept.order.clone(),
+                                state: kept.state,
+                                restocked: kept.restocked,
+                                ttl_ms: at.duration_since(now).as_millis() as u64,
+                            })
+                        })
+                        .collect();
+                    let stale = d
+                        .orders
+                        .iter()
+                        .filter(|(_, kept)| kept.loading != d.loading)
+                        .map(|(id, _)| *id)
+                        .collect();
                     let tokens = d
                         .tokens
                         .iter()
@@ -90,6 +128,8 @@ impl MemoryStore {
                         buyers: d.buyers.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
                         undelivered: orders,
                         tokens,
+                        settled,
+                        stale,
                     }
                 })
                 .collect(),
@@ -120,13 +160,27 @@ impl MemoryStore {
                 .into_iter()
                 .filter_map(|(u, n)| Some((UserId::parse(&u)?, n)))
                 .collect();
+            // Loading 1 now; what was reserved before the last loading is 0.
+            d.loading = 1;
+            let stale: HashSet<OrderId> = s.stale.into_iter().collect();
+            let loading_of = |id: &OrderId| u32::from(!stale.contains(id));
             for order in s.undelivered {
-                d.outbox.push_back(order.order_id);
-                d.restored.insert(order.order_id);
+                let id = order.order_id;
+                d.outbox.push_back(id);
+                d.restored.insert(id);
                 d.orders
-                    .insert(order.order_id, (order, OrderState::Reserved));
+                    .insert(id, KeptOrder::reserved(order, loading_of(&id)));
             }
             let now = Instant::now();
+            for o in s.settled {
+                let id = o.order.order_id;
+                let mut kept = KeptOrder::reserved(o.order, loading_of(&id));
+                (kept.state, kept.restocked) = (o.state, o.restocked);
+                d.orders.insert(id, kept);
+                d.settled
+                    .push_back((now + Duration::from_millis(o.ttl_ms), id));
+            }
+            d.settled.make_contiguous().sort_by_key(|(at, _)| *at);
             for t in s.tokens {
                 let (Some(token), Some(user), Some(outcome)) =
                     (Token::parse(&t.token), UserId::parse(&t.user), t.outcome)

@@ -43,6 +43,7 @@ impl StockSteps for MemoryStore {
         let mut d = lock(&sale);
         d.stock = stock;
         d.epoch = epoch.clone();
+        d.loading = d.loading.wrapping_add(1);
         ready(Ok(epoch))
     }
 

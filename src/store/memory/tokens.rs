@@ -146,7 +146,7 @@ impl TokenSteps for MemoryStore {
     fn order_state(&self, sku: &Sku, order_id: &OrderId) -> StoreFuture<'_, Option<OrderState>> {
         ready(
             self.sale(sku)
-                .map(|sale| lock(&sale).orders.get(order_id).map(|(_, s)| *s)),
+                .map(|sale| lock(&sale).orders.get(order_id).map(|o| o.state)),
         )
     }
 }

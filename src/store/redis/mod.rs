@@ -42,6 +42,7 @@ struct Scripts {
     replay: Script,
     confirm: Script,
     compensate: Script,
+    cancel: Script,
     load_stock: Script,
     set_stock: Script,
     add_stock: Script,
@@ -78,6 +79,7 @@ impl RedisStore {
                 replay: Script::new(include_str!("../lua/replay.lua")),
                 confirm: Script::new(include_str!("../lua/confirm.lua")),
                 compensate: Script::new(include_str!("../lua/compensate.lua")),
+                cancel: Script::new(include_str!("../lua/cancel.lua")),
                 load_stock: Script::new(include_str!("../lua/load_stock.lua")),
                 set_stock: Script::new(include_str!("../lua/set_stock.lua")),
                 add_stock: Script::new(include_str!("../lua/add_stock.lua")),
@@ -196,6 +198,7 @@ impl RedisStore {
                     .key(k.buyers())
                     .key(k.outbox())
                     .key(k.order(&order_id))
+                    .key(k.epoch())
                     .arg(req.user.as_str())
                     .arg(req.quantity)
                     .arg(req.per_user_limit)

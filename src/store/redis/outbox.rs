@@ -10,7 +10,8 @@ use super::link::Conn;
 use super::reply::{entries_of, items, order_of, stock_figure, text};
 use super::{RedisStore, DELIVERERS, MAX_PAGES, TAKE_OVER_BATCH};
 use crate::store::{
-    Claimed, Compensation, Confirmation, Order, OutboxSteps, StoreError, StoreFuture,
+    Cancellable, Cancellation, Claimed, Compensation, Confirmation, Order, OutboxSteps, StoreError,
+    StoreFuture,
 };
 use crate::types::{OrderId, Sku};
 
@@ -213,6 +214,62 @@ impl OutboxSteps for RedisStore {
             })
         })
     }
+
+    fn cancel(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+        cancellable: Cancellable,
+    ) -> StoreFuture<'_, Cancellation> {
+        let k = self.keys(sku);
+        let (id, sku) = (*order_id, sku.clone());
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let reply: Vec<Value> = self
+                .exec(
+                    self.scripts
+                        .cancel
+                        .key(k.order(&id))
+                        .key(k.stock())
+                        .key(k.buyers())
+                        .key(k.outbox())
+                        .key(k.epoch())
+                        .arg(match cancellable {
+                            Cancellable::Delivered => "0",
+                            Cancellable::Reserved => "1",
+                        })
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            cancellation(&reply, &sku)
+        })
+    }
+}
+
+/// The cancel script's answer.
+fn cancellation(reply: &[Value], sku: &Sku) -> Result<Cancellation, StoreError> {
+    let figure = |i: usize| -> Result<u64, StoreError> {
+        match reply.get(i) {
+            Some(v) => stock_figure(v, sku),
+            None => Ok(0),
+        }
+    };
+    let outcome = reply.first().and_then(text);
+    let now = match outcome.as_deref() {
+        Some("cancelled") => true,
+        Some("already_cancelled") => false,
+        Some("not_delivered") => return Ok(Cancellation::NotDelivered),
+        Some("compensated") => return Ok(Cancellation::Compensated),
+        Some("no_stock") => return Ok(Cancellation::NoStock),
+        _ => return Ok(Cancellation::Unknown),
+    };
+    Ok(Cancellation::Cancelled {
+        now,
+        restocked: figure(1)? == 1,
+        remaining: figure(2)?,
+        user_id: reply.get(3).and_then(text).unwrap_or_default(),
+        quantity: u32::try_from(figure(4)?).unwrap_or(u32::MAX),
+    })
 }
 
 impl RedisStore {

@@ -27,7 +27,12 @@ macro_rules! store_suite {
             instances_share_their_pending_counts,
             the_line_numbers_admissions_and_the_cursor_passes_them,
             the_prequeue_is_one_permutation_ahead_of_later_arrivals,
-            operator_settings_are_kept_with_the_sale
+            operator_settings_are_kept_with_the_sale,
+            a_cancel_hands_back_once,
+            concurrent_cancels_restock_once,
+            a_cancel_after_a_stock_load_keeps_the_new_figure,
+            a_cancel_of_an_unknown_or_compensated_order_is_refused,
+            a_consumed_order_is_cancelled_out_of_the_outbox
         );
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -41,10 +46,12 @@ macro_rules! store_suite {
     };
 }
 
+mod cancels;
 mod fleet;
 mod orders;
 mod stock;
 
+pub use cancels::*;
 pub use fleet::*;
 pub use orders::*;
 pub use stock::*;
