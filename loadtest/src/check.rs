@@ -19,6 +19,18 @@ pub struct Applied {
     pub user_id: String,
     /// Units.
     pub quantity: u64,
+    /// Cancelled since (unpaid): its units went back through the gateway.
+    #[serde(default)]
+    pub cancelled: bool,
+}
+
+/// Units of the orders standing at the backend (applied and not cancelled).
+pub fn standing_units(ledger: &[Applied]) -> u64 {
+    ledger
+        .iter()
+        .filter(|a| !a.cancelled)
+        .map(|a| a.quantity)
+        .sum()
 }
 
 /// Everything the checks look at.
@@ -57,6 +69,10 @@ pub struct Evidence<'a> {
     pub fairness: Option<crate::fairness::Fairness>,
     /// The pre-queue's opening, when buyers joined one.
     pub opening: Option<&'a crate::opening::Opening>,
+    /// The backend's cancels, when it cancelled a share of its orders.
+    pub cancels: Option<&'a crate::cancels::Cancels>,
+    /// Cancels the gateways counted as taking effect (`flashgate_cancellations_total`).
+    pub cancellations_counted: u64,
 }
 
 /// How the system stands once a chaos run is over: whatever happened, it must have
@@ -125,14 +141,20 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
 
     let sold = e.stock_initial.saturating_sub(e.stock_final);
     let applied_units: u64 = e.ledger.iter().map(|a| a.quantity).sum();
+    let standing = standing_units(e.ledger);
     out.push(check(
         "reserved == stock sold",
-        applied_units == sold && e.stock_final <= e.stock_initial,
+        standing == sold && e.stock_final <= e.stock_initial,
         format!(
-            "stock {} -> {}: {sold} sold; backend applied {applied_units} units",
-            e.stock_initial, e.stock_final
+            "stock {} -> {}: {sold} sold; backend applied {applied_units} units, {} cancelled, {standing} standing",
+            e.stock_initial,
+            e.stock_final,
+            applied_units - standing
         ),
     ));
+    if let Some(c) = e.cancels {
+        cancel_checks(e, c, &mut out);
+    }
 
     let mut ids = HashSet::new();
     let repeated = e
@@ -167,7 +189,7 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
     ));
 
     let mut units: HashMap<&str, u64> = HashMap::new();
-    for a in e.ledger {
+    for a in e.ledger.iter().filter(|a| !a.cancelled) {
         *units.entry(a.user_id.as_str()).or_default() += a.quantity;
     }
     let limit = u64::from(e.per_user_limit);
@@ -354,6 +376,30 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
 }
 
 /// The scenario's promises about the line: nobody overtaken by much, honest ETAs.
+/// The backend's cancels: every one taken, once, each handing its units back.
+fn cancel_checks(e: &Evidence<'_>, c: &crate::cancels::Cancels, out: &mut Vec<Check>) {
+    let not_restocked = c.cancelled.iter().filter(|(_, r)| !r).count();
+    let first: Vec<String> = c
+        .failures
+        .iter()
+        .take(3)
+        .map(|(id, why)| format!("{id}: {why}"))
+        .collect();
+    out.push(check(
+        "every cancel handed its unit back once",
+        c.failures.is_empty()
+            && not_restocked == 0
+            && e.cancellations_counted == c.cancelled.len() as u64,
+        format!(
+            "{} cancelled ({not_restocked} without their units back), {} counted by the gateways, {} refused{}",
+            c.cancelled.len(),
+            e.cancellations_counted,
+            c.failures.len(),
+            if first.is_empty() { String::new() } else { format!(": {}", first.join("; ")) }
+        ),
+    ));
+}
+
 fn fairness_checks(e: &Evidence<'_>, out: &mut Vec<Check>) {
     let f = e.fairness;
     if let Some(max) = e.expect.overtaken_max {
@@ -445,6 +491,7 @@ mod tests {
             sku: "s".into(),
             user_id: user.into(),
             quantity: 1,
+            cancelled: false,
         }
     }
 
@@ -470,6 +517,8 @@ mod tests {
             drain_rate: 1,
             fairness: None,
             opening: None,
+            cancels: None,
+            cancellations_counted: 0,
         };
         all(&e)
             .into_iter()
@@ -487,6 +536,17 @@ mod tests {
         ];
         let l = [applied("o1", "a"), applied("o2", "b")];
         assert_eq!(failures(&j, &l, 0), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_cancelled_order_stands_no_more() {
+        // Two sold, one cancelled with its unit back: one standing, stock 2 -> 1.
+        let js = [journey("a", &["o1"]), journey("b", &["o2"])];
+        let mut ledger = vec![applied("o1", "a"), applied("o2", "b")];
+        ledger[1].cancelled = true;
+        assert!(!failures(&js, &ledger, 1).contains(&"reserved == stock sold"));
+        // The unit never came back to the store: one sold too many.
+        assert!(failures(&js, &ledger, 0).contains(&"reserved == stock sold"));
     }
 
     #[test]
@@ -588,6 +648,8 @@ mod tests {
             drain_rate: rate,
             fairness: None,
             opening: None,
+            cancels: None,
+            cancellations_counted: 0,
         };
         all(&e)
             .into_iter()

@@ -175,7 +175,32 @@ impl Side {
 
     /// GETs `url` (with an optional bearer token) and returns the body of a 2xx answer.
     pub async fn text(&self, url: &str, bearer: Option<&str>) -> Result<String, String> {
-        let mut builder = Request::builder().uri(url);
+        let (status, body) = self.exchange(Method::GET, url, bearer).await?;
+        if !status.is_success() {
+            return Err(format!("{url}: HTTP {status}"));
+        }
+        Ok(body)
+    }
+
+    /// POSTs nothing to `url` (with an optional bearer token): the status and the JSON
+    /// body (Null when it is not JSON), whatever the status.
+    pub async fn post(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<(StatusCode, Value), String> {
+        let (status, body) = self.exchange(Method::POST, url, bearer).await?;
+        Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+    }
+
+    /// One bodiless request, bounded by the timeout: the status and the body as text.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<(StatusCode, String), String> {
+        let mut builder = Request::builder().method(method).uri(url);
         if let Some(token) = bearer {
             builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -191,10 +216,7 @@ impl Side {
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
-            if !status.is_success() {
-                return Err(format!("{url}: HTTP {status}"));
-            }
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
+            Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
         };
         tokio::time::timeout(self.timeout, fetch)
             .await

@@ -6,6 +6,7 @@
 //! delivery to settle, then reports and checks the invariants. Exit 0: every check held;
 //! 1: a check failed; 2: the scenario or the command line is wrong; 3: the stack would not start.
 
+mod cancels;
 mod chaos;
 mod chart;
 mod check;
@@ -356,7 +357,9 @@ async fn crowd(
         let ((), (), (), injected) = tokio::join!(sampling, progress, events, chaos);
         injected
     };
-    let users = async {
+    let crowd_over = CancellationToken::new();
+    let cancelling = cancels::run(stack, &sku, &scenario.backend, crowd_over.clone());
+    let crowd = async {
         let mut set = tokio::task::JoinSet::new();
         for i in 0..c.users {
             if c.arrival_rate > 0 {
@@ -377,6 +380,13 @@ async fn crowd(
         while let Some(j) = set.join_next().await {
             journeys.push(j.map_err(|e| format!("a user task failed: {e}"))?);
         }
+        crowd_over.cancel();
+        Ok::<_, String>(journeys)
+    };
+    let users = async {
+        // The backend's cancels end with the crowd, before delivery is waited for.
+        let (cancels, journeys) = tokio::join!(cancelling, crowd);
+        let journeys = journeys?;
         let crowd_seconds = start.elapsed().as_secs_f64();
         let settle = Instant::now();
         chaos_done.cancelled().await;
@@ -387,10 +397,11 @@ async fn crowd(
             crowd_seconds,
             settle.elapsed().as_secs_f64(),
             settled,
+            cancels,
         ))
     };
     let (injected, result) = tokio::join!(side, users);
-    let (journeys, crowd_seconds, settle_seconds, settled) = result?;
+    let (journeys, crowd_seconds, settle_seconds, settled, cancels) = result?;
 
     let stock_final = stack.store_stock(&sku).await?;
     let ledger = backend_ledger(stack, &sku).await?;
@@ -466,6 +477,8 @@ async fn crowd(
         drain_rate: stack.config.queue_for(sale).drain_rate,
         fairness,
         opening: opening.as_ref(),
+        cancels: (scenario.backend.cancel_rate > 0.0).then_some(&cancels),
+        cancellations_counted: summed("flashgate_cancellations_total", &label) as u64,
     });
     let drain_rate = samples.last().map_or(0.0, |s| s.drain_rate);
     let achieved = sampler::achieved_drain(&samples);
@@ -486,6 +499,7 @@ async fn crowd(
             applied_at_backend: ledger.0.len() as u64,
             redeliveries_absorbed: ledger.1,
             compensations: summed("flashgate_compensations_total", &label) as u64,
+            cancelled: cancels.cancelled.len() as u64,
         },
         // Every instance's decisions together, as the crowd's answers are.
         gateway_admission: every.iter().fold(BTreeMap::new(), |mut all, m| {
@@ -566,8 +580,7 @@ async fn settle_delivery(stack: &Stack, sku: &str, initial: u64, within: Duratio
         if let (Some(backlog), Some(stock), Some((ledger, _)), Some(0)) =
             (backlog, stock, applied, pending)
         {
-            let units: u64 = ledger.iter().map(|a| a.quantity).sum();
-            if backlog == 0.0 && units == initial.saturating_sub(stock) {
+            if backlog == 0.0 && check::standing_units(&ledger) == initial.saturating_sub(stock) {
                 return true;
             }
         }

@@ -93,6 +93,8 @@ pub struct Orders {
     pub redeliveries_absorbed: u64,
     /// Orders whose stock went back after delivery failed for good.
     pub compensations: u64,
+    /// Orders the backend cancelled as unpaid, their units handed back.
+    pub cancelled: u64,
 }
 
 /// Drain rate configured vs achieved.
@@ -204,14 +206,15 @@ impl Report {
         let _ = writeln!(o, "\nstock and orders");
         let _ = writeln!(
             o,
-            "  stock {} -> {} ({} sold); users told of {} orders; backend applied {} (absorbed {} redeliveries); {} compensated",
+            "  stock {} -> {} ({} sold); users told of {} orders; backend applied {} (absorbed {} redeliveries); {} compensated; {} cancelled by the backend",
             r.stock_initial,
             r.stock_final,
             r.stock_initial.saturating_sub(r.stock_final),
             r.told_to_users,
             r.applied_at_backend,
             r.redeliveries_absorbed,
-            r.compensations
+            r.compensations,
+            r.cancelled
         );
         let _ = writeln!(
             o,

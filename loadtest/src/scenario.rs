@@ -205,12 +205,35 @@ impl Crowd {
 }
 
 /// The demo backend's behaviour.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// Time the backend takes to apply each order.
     #[serde(default, with = "humantime_serde")]
     pub delay: Duration,
+    /// The share of its orders (0 to 1) the backend cancels as unpaid, `cancel_after` after
+    /// each arrived, through the gateway's `POST /admin/orders/{id}/cancel`.
+    #[serde(default)]
+    pub cancel_rate: f64,
+    /// The payment window: how long after an order arrived the backend cancels it.
+    #[serde(default = "Backend::default_cancel_after", with = "humantime_serde")]
+    pub cancel_after: Duration,
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            cancel_rate: 0.0,
+            cancel_after: Self::default_cancel_after(),
+        }
+    }
+}
+
+impl Backend {
+    fn default_cancel_after() -> Duration {
+        Duration::from_secs(1)
+    }
 }
 
 /// Something done to the running system. (Unknown keys are refused by `Action`: serde
@@ -341,6 +364,9 @@ impl Scenario {
             if !(b.is_finite() && b >= 1.0) {
                 return Err("key `expect.burst_limit`: must be at least 1".into());
             }
+        }
+        if !(0.0..=1.0).contains(&s.backend.cancel_rate) {
+            return Err("key `backend.cancel_rate`: must be between 0 and 1".into());
         }
         if s.chaos.is_some() && s.store == StoreChoice::RedisCluster {
             // The fault proxies and the Redis faults know one server, not a cluster's

@@ -355,6 +355,18 @@ impl Stack {
         Ok((value, text))
     }
 
+    /// Asks instance `k` (round the instances) to cancel order `id` through its admin API:
+    /// the status and the JSON answer.
+    pub async fn cancel_order(
+        &self,
+        k: usize,
+        id: &str,
+    ) -> Result<(http::StatusCode, Value), String> {
+        let inst = &self.instances[k % self.instances.len()];
+        let url = format!("http://{}/admin/orders/{id}/cancel", inst.admin);
+        self.side.post(&url, Some(&self.admin_token)).await
+    }
+
     /// GET on the demo backend.
     pub async fn backend_get(&self, path: &str) -> Result<Value, String> {
         let url = format!("http://{}{path}", self.backend);

@@ -322,7 +322,8 @@ async fn follow(plan: &Plan, via: &Crowd, j: &mut Journey, ticket: &str) -> Foll
         };
         match status.as_str() {
             "queued" => continue,
-            "reserved" | "confirmed" => {
+            // Cancelled by the backend after it (unpaid): the user did hold the order.
+            "reserved" | "confirmed" | "cancelled" => {
                 return match a.field("order_id") {
                     Some(id) => Followed::Reserved(id.to_owned()),
                     None => Followed::Done(Outcome::Refused("no_order_id_in_ticket".into())),
@@ -350,7 +351,8 @@ async fn follow(plan: &Plan, via: &Crowd, j: &mut Journey, ticket: &str) -> Foll
 
 /// The user holds `id`: remember it and resubmit the token as often as the plan says, each
 /// time expecting the same order: reserved or confirmed, or — once its delivery failed for
-/// good and its stock went back — `delivery_failed`, always with the same order id.
+/// good and its stock went back — `delivery_failed`, or once the backend cancelled it
+/// (unpaid) `order_cancelled`, always with the same order id.
 async fn reserved(plan: &Plan, at: usize, j: &mut Journey, token: &str, id: String) -> Outcome {
     plan.tally.second(Instant::now(), |s| s.reserved += 1);
     if !j.orders.contains(&id) {
@@ -358,7 +360,9 @@ async fn reserved(plan: &Plan, at: usize, j: &mut Journey, token: &str, id: Stri
     }
     let same = |a: &Answer| {
         let ours = a.field("order_id") == Some(id.as_str());
-        ours && (a.status == StatusCode::CREATED || a.code() == "delivery_failed")
+        ours && (a.status == StatusCode::CREATED
+            || a.code() == "delivery_failed"
+            || a.code() == "order_cancelled")
     };
     match replay(plan, at, j, token, Series::OrderAdmitted, same).await {
         true => Outcome::Reserved,

@@ -132,6 +132,35 @@ fn clicks_and_replays_keep_one_order_per_user() {
     assert!(stdout.contains("result: PASS"), "{stdout}");
 }
 
+/// The backend cancels a share of its orders while the crowd buys: each cancel takes effect
+/// once, its unit goes back and is sold again, and the books balance (sold = applied −
+/// cancelled).
+#[test]
+fn unpaid_orders_hand_their_units_back_once() {
+    let report = scratch("unpaid.json");
+    let (code, r, stdout) = run(&scenario("unpaid-orders"), &[], &report);
+    assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
+    let orders = &r["orders"];
+    let cancelled = orders["cancelled"].as_u64().expect("cancelled");
+    assert!(cancelled > 0, "{orders}");
+    let sold = 400 - orders["stock_final"].as_u64().expect("stock");
+    assert_eq!(
+        orders["applied_at_backend"].as_u64(),
+        Some(sold + cancelled),
+        "{orders}"
+    );
+    let names: Vec<&str> = r["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"every cancel handed its unit back once"),
+        "{names:?}"
+    );
+}
+
 #[test]
 fn a_redis_restart_mid_sale_loses_and_doubles_nothing() {
     let report = scratch("redis.json");

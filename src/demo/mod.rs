@@ -31,6 +31,8 @@ struct Applied {
     /// When the delivery that applied it reached the backend (Unix ms): load tests measure
     /// the pace the backend was fed at, to which redeliveries add nothing.
     arrived_ms: u64,
+    /// Cancelled since (unpaid), its units handed back through the gateway.
+    cancelled: bool,
 }
 
 /// What the demo backend has recorded.
@@ -95,6 +97,31 @@ impl DemoBackend {
     pub fn orders(&self) -> u64 {
         let l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
         l.by_sku.values().sum()
+    }
+
+    /// The orders of `sku` applied so far, in the order they were applied: (order id,
+    /// when it arrived in Unix ms).
+    pub fn applied(&self, sku: &str) -> Vec<(String, u64)> {
+        let l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        l.orders
+            .iter()
+            .filter(|a| a.sku == sku)
+            .map(|a| (a.order_id.clone(), a.arrived_ms))
+            .collect()
+    }
+
+    /// Records that order `id` was cancelled (the buyer never paid, and the gateway took
+    /// its units back); false if no such order was applied.
+    pub fn cancel(&self, id: &str) -> bool {
+        let mut l = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = l.orders.iter_mut().find(|a| a.order_id == id);
+        match found {
+            Some(a) => {
+                a.cancelled = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// When each order of `sku` first arrived (Unix ms, ascending), once applied.
@@ -192,6 +219,7 @@ impl DemoBackend {
             user_id: field("user_id"),
             quantity: order["quantity"].as_u64().unwrap_or(1),
             arrived_ms,
+            cancelled: false,
         };
         *l.by_sku.entry(applied.sku.clone()).or_default() += 1;
         l.orders.push(applied);

@@ -12,6 +12,7 @@ mod store_suite;
 mod admin_api;
 mod architecture;
 mod browser;
+mod cancel;
 mod client_address;
 mod cluster;
 mod config_cli;
