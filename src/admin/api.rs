@@ -327,12 +327,12 @@ impl AdminApi {
         Ok(self.changed(peer, "stock_add", &sale, before, now))
     }
 
-    fn sale(&self, sku: &str) -> Result<&Arc<Sale>, GatewayError> {
+    fn sale(&self, sku: &str) -> Result<Arc<Sale>, GatewayError> {
         self.ctx.sale(sku)
     }
 
     fn list(&self) -> GatewayResponse {
-        let mut sales: Vec<Value> = self.ctx.sales.iter().map(|s| view(s)).collect();
+        let mut sales: Vec<Value> = self.ctx.sales.all().iter().map(|s| view(s)).collect();
         sales.sort_by(|a, b| a["sku"].as_str().cmp(&b["sku"].as_str()));
         json(StatusCode::OK, &json!({ "sales": sales }))
     }

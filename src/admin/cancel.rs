@@ -3,7 +3,6 @@
 //! however often it is called (the store decides it in one step, by order id).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use http::StatusCode;
 use serde_json::json;
@@ -28,14 +27,14 @@ pub async fn cancel(
     let order = OrderId::parse(id).ok_or(GatewayError::BadRequest(
         "the order id is 32 lowercase hex digits",
     ))?;
-    let mut sales: Vec<&Arc<Sale>> = ctx.sales.iter().collect();
+    let mut sales = ctx.sales.all();
     sales.sort_by(|a, b| a.sku.cmp(&b.sku));
     // A sale whose store did not answer may hold it: then "unknown" would be a guess.
     let mut unanswered = false;
     for sale in sales {
         match ctx.store.cancel(&sale.sku, &order, cancellable).await {
             Ok(Cancellation::Unknown) | Err(StoreError::UnknownSale(_)) => {}
-            Ok(done) => return answer(ctx, peer, sale, order, done),
+            Ok(done) => return answer(ctx, peer, &sale, order, done),
             Err(e) => {
                 tracing::warn!(%peer, sku = %sale.sku, %order, error = %e,
                     "cannot ask the store to cancel an order");

@@ -149,6 +149,7 @@ impl Admin {
             .inner
             .ctx
             .sales
+            .all()
             .iter()
             .filter(|s| s.is_held())
             .map(|s| s.sku.to_string())
@@ -161,7 +162,7 @@ impl Admin {
     /// breaker), sorted; `None` when the store answers for none of them.
     async fn unavailable_sales(&self) -> Option<Vec<String>> {
         let ctx = &self.inner.ctx;
-        let sales: Vec<_> = ctx.sales.iter().collect();
+        let sales = ctx.sales.all();
         if sales.is_empty() {
             let pinged = tokio::time::timeout(self.inner.probe_timeout, ctx.store.ping()).await;
             return matches!(pinged, Ok(Ok(()))).then(Vec::new);
@@ -213,6 +214,7 @@ impl Admin {
                     .inner
                     .ctx
                     .sales
+                    .all()
                     .iter()
                     .map(|s| s.sku.to_string())
                     .collect();

@@ -47,7 +47,7 @@ pub(super) async fn round(
     // Whether every order this deliverer holds was read this round: only then may it
     // forget what it remembers of orders it did not see.
     let mut complete = true;
-    for sale in ctx.sales.iter() {
+    for sale in &ctx.sales.all() {
         // Orders taken over from gone instances are known as such before they are read.
         let claiming = state.claiming.clone().lock_owned().await;
         while let Ok(id) = state.taken.try_recv() {
@@ -347,7 +347,8 @@ async fn settle(
                     match result {
                         Compensation::Restored { remaining } => {
                             sale.set_remaining(remaining);
-                            if let Some(c) = ctx.counters(&sale.sku) {
+                            {
+                                let c = &sale.counters;
                                 c.compensations.inc();
                             }
                             tracing::warn!(order = %id, "order not delivered; stock restored");

@@ -37,7 +37,7 @@ pub(super) async fn run(
         };
         // Idle for a member TTL: an order touched since the list was read is its owner's.
         let min_idle = membership.member_ttl();
-        for sale in ctx.sales.iter() {
+        for sale in &ctx.sales.all() {
             let _claiming = claiming.lock().await;
             match ctx
                 .store

@@ -160,7 +160,7 @@ impl Gateway {
             (_, secret) => secret.to_owned(),
         };
         let ctx = Arc::new(SaleContext::new(ContextParts {
-            sales: Sales::new(&config.sales, &config.queue),
+            sales: Sales::new(&config.sales, &config.queue, &metrics),
             store: opened.store,
             metrics,
             local,
@@ -258,6 +258,9 @@ impl Gateway {
                 tracing::error!(error = %e, "listener task failed");
             }
         }
+        // Every sale's drain and opening, those of sales created while it ran included.
+        self.ctx.sale_tasks.close();
+        self.ctx.sale_tasks.wait().await;
         match (&self.memory, self.ctx.local.snapshot_path()) {
             (Some(m), Some(path)) => {
                 let undelivered = m.save(&path)?;

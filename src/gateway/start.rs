@@ -71,10 +71,7 @@ impl Built {
                 membership.clone(),
                 &config.admin.token,
                 config.server.body_timeout,
-                match config.delivery.mode {
-                    crate::config::DeliveryMode::Http => crate::store::Cancellable::Delivered,
-                    crate::config::DeliveryMode::Stream => crate::store::Cancellable::Reserved,
-                },
+                crate::store::Cancellable::under(config.delivery.mode),
             ),
         );
         let limits = ConnectionLimits::from_config(&config.server);
@@ -174,7 +171,7 @@ async fn bring_store_up(
     }
     // Operators' settings stored by the fleet (a pause, a hold) hold from the first
     // request on, not from the first stock sync.
-    for sale in ctx.sales.iter() {
+    for sale in &ctx.sales.all() {
         ctx.sync_controls(sale).await;
     }
     if let Some(path) = restored {

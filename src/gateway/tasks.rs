@@ -24,25 +24,12 @@ pub(crate) fn start_sale_tasks(
     membership: &Arc<crate::cluster::membership::Membership>,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let mut tasks: Vec<JoinHandle<()>> = ctx
-        .sales
-        .iter()
-        .map(|sale| {
-            tokio::spawn(crate::sale::drain::run(
-                ctx.clone(),
-                sale.clone(),
-                shutdown.clone(),
-            ))
-        })
-        .collect();
-    // A sale with a pre-queue ranks it at the opening (see `crate::sale::opening`).
-    for sale in ctx.sales.iter().filter(|s| s.prequeue.opens().is_some()) {
-        tasks.push(tokio::spawn(crate::sale::opening::run(
-            ctx.clone(),
-            sale.clone(),
-            shutdown.clone(),
-        )));
+    // Each sale's drain and opening run on the context's tracker, as those of sales
+    // created later do: the gateway waits for them all at its stop.
+    for sale in ctx.sales.all() {
+        crate::sale::book::start_tasks(ctx, &sale, shutdown);
     }
+    let mut tasks = Vec::new();
     if let Some(settings) = delivery {
         tasks.push(tokio::spawn(crate::delivery::run(
             ctx.clone(),

@@ -276,6 +276,7 @@ pub const RESERVE_OUTCOMES: &[&str] = &[
     "invalid_token",
     "store_unavailable",
     "shutting_down",
+    "closed",
 ];
 
 /// One sale's counters, resolved once so the hot path only does atomic adds.

@@ -35,7 +35,11 @@ fn check_state(sale: &Sale, now: SystemTime) -> Result<(), Refusal> {
         // Tokens are issued for the pre-queue; orders join it before this is asked.
         SaleState::Open | SaleState::Prequeue => Ok(()),
         SaleState::Upcoming => Err(Refusal::NotStarted {
-            starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
+            starts_at: sale
+                .terms()
+                .starts_at
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
         }),
         SaleState::Closed => Err(Refusal::Closed),
         SaleState::Paused => Err(Refusal::Paused),

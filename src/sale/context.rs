@@ -2,12 +2,12 @@
 //! stock transitions they make on it (load, adopt, hold, sync). It starts nothing: the
 //! gateway composes it and runs the tasks that use it.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{
     IdentityConfig, LimitsConfig, QueueConfig, SaleConfig, StoreConfig, StoreKind,
@@ -15,7 +15,7 @@ use crate::config::{
 use crate::identity::Identity;
 use crate::local_state::LocalState;
 use crate::log_throttle::warn_repeated;
-use crate::metrics::{Metrics, SaleCounters};
+use crate::metrics::Metrics;
 use crate::ratelimit::KeyedLimit;
 use crate::sale::outcome::Outcome;
 use crate::sale::ticket::{Ticket, TicketBook, TicketStatus};
@@ -23,7 +23,7 @@ use crate::sale::{Sale, Sales};
 use crate::store::KEY_LAYOUT;
 use crate::store::{Replay, StockLoad, StockReading, Store, StoreError, Unspent};
 use crate::token::TokenSigner;
-use crate::types::{Epoch, OrderId, OwnerTag, Sku, TicketId, Token, UserId};
+use crate::types::{Epoch, OrderId, OwnerTag, TicketId, Token, UserId};
 
 /// Shared state of the sale path.
 pub struct SaleContext {
@@ -62,10 +62,10 @@ pub struct SaleContext {
     pub shared: bool,
     /// Woken when an order is reserved, so the deliverer does not wait for its next round.
     pub outbox_ready: Notify,
+    /// The sales' own tasks (drains, openings), waited for at the gateway's stop.
+    pub sale_tasks: TaskTracker,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// Each sale's pre-resolved counters.
-    counters: HashMap<Sku, SaleCounters>,
     /// What this instance keeps on disk (store epochs, the memory store's snapshot).
     pub local: LocalState,
     /// Names the store in the local state: its kind, address and key prefix.
@@ -74,7 +74,7 @@ pub struct SaleContext {
 
 impl SaleContext {
     /// The sale `sku` names, or 404 `unknown_sale` (echoing at most 64 characters of it).
-    pub fn sale(&self, sku: &str) -> Result<&Arc<Sale>, crate::error::GatewayError> {
+    pub fn sale(&self, sku: &str) -> Result<Arc<Sale>, crate::error::GatewayError> {
         self.sales
             .get(sku)
             .ok_or_else(|| crate::error::GatewayError::UnknownSale(sku.chars().take(64).collect()))
@@ -93,13 +93,9 @@ impl SaleContext {
             store_config,
             token_secret,
         } = parts;
-        let counters = sales
-            .iter()
-            .map(|s| (s.sku.clone(), metrics.for_sale(s.sku.as_str())))
-            .collect();
+
         Self {
             metrics,
-            counters,
             sales,
             store,
             tickets: TicketBook::new(queue.max_tickets, queue.ticket_ttl),
@@ -115,6 +111,7 @@ impl SaleContext {
             stock_sync: store_config.sync_interval,
             shared: store_config.kind.is_shared(),
             outbox_ready: Notify::new(),
+            sale_tasks: TaskTracker::new(),
             local,
             store_id: match store_config.kind {
                 StoreKind::Memory => "memory".to_owned(),
@@ -174,15 +171,10 @@ impl SaleContext {
         self.store.replay(&sale.sku, token, user, unspent).await
     }
 
-    /// The counters of sale `sku` (every configured sale has them).
-    pub fn counters(&self, sku: &Sku) -> Option<&SaleCounters> {
-        self.counters.get(sku)
-    }
-
     /// Sets the gauges that are read from live state, just before a scrape.
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
-        for s in self.sales.iter() {
+        for s in &self.sales.all() {
             let sku = [s.sku.as_str()];
             m.queue_depth
                 .with_label_values(&sku)
@@ -227,11 +219,11 @@ impl SaleContext {
                 .await?
             {
                 StockLoad::Held { units, epoch } | StockLoad::Created { units, epoch } => {
-                    self.adopt(sale, units, &epoch);
+                    self.adopt(&sale, units, &epoch);
                 }
                 StockLoad::Lost => {
-                    self.hold(sale);
-                    self.leave_tombstone(sale).await;
+                    self.hold(&sale);
+                    self.leave_tombstone(&sale).await;
                 }
             }
         }
@@ -344,7 +336,7 @@ impl SaleContext {
     pub async fn sync_stock(&self) {
         // A count outlives a few missed syncs, not an instance that stopped.
         let hold = self.stock_sync.saturating_mul(4);
-        for sale in self.sales.iter() {
+        for sale in &self.sales.all() {
             let mine = sale.pending() as u64;
             match self
                 .store

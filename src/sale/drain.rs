@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::context::SaleContext;
@@ -118,7 +118,7 @@ impl Pacer {
                     // The store lost the line this number was drawn in (a Redis restarted
                     // empty): the new one would not reach it for as many admissions. Such
                     // requests go in local order at this instance's pace.
-                    self.fall_back(ctx, sale, now);
+                    self.fall_back(sale, now);
                 } else {
                     // Asked again in a period whether or not the head is due by then: the
                     // cursor moves only when someone asks, so an instance whose requests
@@ -129,7 +129,7 @@ impl Pacer {
             }
             Err(e) => {
                 tracing::debug!(sku = %sale.sku, error = %e, "cannot move the line's cursor");
-                self.fall_back(ctx, sale, now);
+                self.fall_back(sale, now);
             }
         }
         let released = std::mem::take(&mut self.released);
@@ -138,10 +138,8 @@ impl Pacer {
 
     /// A period's worth of this instance's pace in permits: its requests go in local order
     /// (counted in `flashgate_line_fallbacks_total`).
-    fn fall_back(&mut self, ctx: &SaleContext, sale: &Sale, now: Instant) {
-        if let Some(c) = ctx.counters(&sale.sku) {
-            c.line_fallbacks.inc();
-        }
+    fn fall_back(&mut self, sale: &Sale, now: Instant) {
+        sale.counters.line_fallbacks.inc();
         // A period's worth, at least one: below 50/s that one lasts longer than a period.
         let pace = sale.pace();
         self.credit = lease_size(pace);
@@ -161,6 +159,31 @@ impl Pacer {
         *total += u64::from(granted);
     }
 
+    /// Leases permits once the next lease is due (waiting for it first, unless the rate
+    /// changes: a new rate is leased by at once); false when the gateway stops meanwhile.
+    async fn lease_when_due(
+        &mut self,
+        ctx: &SaleContext,
+        sale: &Sale,
+        (rate, paused): (&mut watch::Receiver<u32>, &mut watch::Receiver<bool>),
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if Instant::now() < self.next_lease {
+            tokio::select! {
+                () = tokio::time::sleep_until(self.next_lease.into()) => {}
+                _ = rate.changed() => self.next_lease = Instant::now(),
+                _ = paused.changed() => {}
+                () = shutdown.cancelled() => return false,
+            }
+            return true;
+        }
+        tokio::select! {
+            () = self.lease(ctx, sale) => {}
+            () = shutdown.cancelled() => return false,
+        }
+        true
+    }
+
     /// The queue ran dry: permits in hand lapse (a burst later would exceed the rate) and
     /// the next backlog is measured afresh.
     fn idle(&mut self) {
@@ -169,20 +192,28 @@ impl Pacer {
     }
 }
 
-/// Runs one sale's drain until `shutdown`; then refuses what is still queued with
-/// `shutting_down` and waits for the steps in flight, so every admitted request is answered.
+/// Runs one sale's drain until `shutdown` or the sale's end; then refuses what is still
+/// queued (`shutting_down`, or `sale_closed` for an ended sale) and waits for the steps in
+/// flight, so every admitted request is answered.
 pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationToken) {
-    let workers = Arc::new(Semaphore::new(sale.settings.workers));
+    let mut size = sale.terms().settings.workers;
+    let workers = Arc::new(Semaphore::new(size));
     let mut rate = sale.watch_rate();
     let mut paused = sale.watch_paused();
     let mut draining = sale.watch_draining();
+    let mut changes = sale.watch_changes();
     let mut pacer = Pacer::new(ctx.shared);
     loop {
+        if sale.is_ended() {
+            break;
+        }
+        resize(&workers, &mut size, sale.terms().settings.workers);
         if *paused.borrow_and_update() || !*draining.borrow_and_update() {
             pacer.idle();
             tokio::select! {
                 _ = paused.changed() => continue,
                 _ = draining.changed() => continue,
+                _ = changes.changed() => continue,
                 () = shutdown.cancelled() => break,
             }
         }
@@ -193,6 +224,7 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
             tokio::select! {
                 () = sale.queue.wait_ready() => {}
                 _ = paused.changed() => {}
+                _ = changes.changed() => {}
                 () = shutdown.cancelled() => break,
             }
             continue;
@@ -203,22 +235,12 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
         // came back) shows stock again, and pacing resumes: at most a batch of `workers`
         // went unpaced.
         if pacer.credit == 0 && sale.remaining() == 0 {
-            pacer.credit = u32::try_from(sale.settings.workers).unwrap_or(u32::MAX);
+            pacer.credit = u32::try_from(size).unwrap_or(u32::MAX);
         }
         if pacer.credit == 0 && !pacer.in_line {
-            if Instant::now() < pacer.next_lease {
-                tokio::select! {
-                    () = tokio::time::sleep_until(pacer.next_lease.into()) => {}
-                    // A new rate is leased by at once.
-                    _ = rate.changed() => pacer.next_lease = Instant::now(),
-                    _ = paused.changed() => {}
-                    () = shutdown.cancelled() => break,
-                }
-                continue;
-            }
-            tokio::select! {
-                () = pacer.lease(&ctx, &sale) => {}
-                () = shutdown.cancelled() => break,
+            let watched = (&mut rate, &mut paused);
+            if !pacer.lease_when_due(&ctx, &sale, watched, &shutdown).await {
+                break;
             }
             continue;
         }
@@ -269,7 +291,25 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
         }
         release(&ctx, &sale, item, permit);
     }
-    answer_the_rest(&ctx, &sale, &workers).await;
+    answer_the_rest(&ctx, &sale, &workers, size).await;
+}
+
+/// Makes `workers` (of `size` permits) `wanted` permits: more at once; fewer as the steps
+/// holding them end (a task takes the surplus and forgets it).
+fn resize(workers: &Arc<Semaphore>, size: &mut usize, wanted: usize) {
+    let wanted = wanted.max(1);
+    if wanted > *size {
+        workers.add_permits(wanted - *size);
+    } else if wanted < *size {
+        let surplus = u32::try_from(*size - wanted).unwrap_or(u32::MAX);
+        let workers = workers.clone();
+        tokio::spawn(async move {
+            if let Ok(p) = workers.acquire_many_owned(surplus).await {
+                p.forget();
+            }
+        });
+    }
+    *size = wanted;
 }
 
 /// Requests the drain may release now or later: queued, or in the pre-queue once ranked.
@@ -303,7 +343,8 @@ fn release(
     permit: OwnedSemaphorePermit,
 ) {
     ctx.tickets.update(&item.ticket, TicketStatus::Processing);
-    if let Some(c) = ctx.counters(&sale.sku) {
+    {
+        let c = &sale.counters;
         let waited = item.admitted_at.elapsed();
         c.drained.inc();
         c.queue_wait.observe(waited.as_secs_f64());
@@ -316,10 +357,14 @@ fn release(
 }
 
 /// Once the drain stops: nothing is admitted from now on, and every request admitted so
-/// far is answered (`shutting_down`). A number taken and not yet filled in is waited for
-/// (its admission is at most a store call from filling or giving it back); then the steps
-/// in flight are.
-async fn answer_the_rest(ctx: &Arc<SaleContext>, sale: &Sale, workers: &Semaphore) {
+/// far is answered: `shutting_down`, or `sale_closed` once the sale was ended. A number
+/// taken and not yet filled in is waited for (its admission is at most a store call from
+/// filling or giving it back); then the steps in flight are (`size` workers).
+async fn answer_the_rest(ctx: &Arc<SaleContext>, sale: &Sale, workers: &Semaphore, size: usize) {
+    let last = match sale.is_ended() {
+        true => Outcome::Closed,
+        false => Outcome::ShuttingDown,
+    };
     sale.stop();
     loop {
         // Pre-queued members too (the opening may be ranking some: they come back). Their
@@ -331,18 +376,19 @@ async fn answer_the_rest(ctx: &Arc<SaleContext>, sale: &Sale, workers: &Semaphor
             if std::mem::take(&mut item.held) {
                 places.push((item.token, item.user.clone(), item.ticket));
             }
-            conclude(ctx, sale, item, Outcome::ShuttingDown);
+            conclude(ctx, sale, item, last);
         }
         give_up_places(ctx, sale, places).await;
         match sale.queue.pop() {
-            Head::Item(item) => conclude(ctx, sale, item, Outcome::ShuttingDown),
+            Head::Item(item) => conclude(ctx, sale, item, last),
             Head::Empty if sale.queue.is_empty() => break,
             Head::Filling | Head::Empty | Head::Later(_) => {
                 let _ = tokio::time::timeout(FILLING_WAIT, sale.queue.wait_ready()).await;
             }
         }
     }
-    let all = u32::try_from(sale.settings.workers).unwrap_or(u32::MAX);
+    // The permits a shrinking left to forget are waited for as well: they end as steps do.
+    let all = u32::try_from(size).unwrap_or(u32::MAX);
     let _ = workers.acquire_many(all).await;
 }
 
@@ -381,7 +427,7 @@ async fn work(
         user: item.user.clone(),
         token: item.token,
         quantity: item.quantity,
-        per_user_limit: sale.per_user_limit,
+        per_user_limit: sale.terms().per_user_limit,
     };
     // The store is behind the breaker, which bounds the call by the store timeout.
     let outcome = match ctx.store.reserve(&req).await {
@@ -426,7 +472,8 @@ pub(super) fn conclude(ctx: &Arc<SaleContext>, sale: &Sale, item: QueueItem, out
             }
         });
     }
-    if let Some(c) = ctx.counters(&sale.sku) {
+    {
+        let c = &sale.counters;
         c.reserve(outcome.label());
     }
     ctx.tickets

@@ -139,7 +139,7 @@ async fn stepped_after_all(ctx: &SaleContext, ticket: &Ticket, id: TicketId) -> 
         return Outcome::StoreUnavailable;
     };
     match ctx
-        .replay(sale, &ticket.token, &ticket.user, Unspent::Leave)
+        .replay(&sale, &ticket.token, &ticket.user, Unspent::Leave)
         .await
     {
         Ok(Replay::Spent(reply)) => {
@@ -188,7 +188,8 @@ async fn ticket_record(
 ) -> Result<Option<(Sku, TicketRecord)>, GatewayError> {
     for sale in ctx
         .sales
-        .iter()
+        .all()
+        .into_iter()
         .filter(|s| s.sku.tag() == ticket.sale_tag())
     {
         match ctx.store.ticket_record(&sale.sku, ticket).await {

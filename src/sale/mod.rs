@@ -2,6 +2,7 @@
 //! drain reads (rate, pause). Everything the admission path reads is an atomic.
 
 pub mod admission;
+pub mod book;
 pub mod context;
 pub mod drain;
 pub(crate) mod hold;
@@ -22,7 +23,10 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use arc_swap::ArcSwap;
+
 use crate::config::{Overflow, QueueConfig, ResponseMode, SaleConfig, Timestamp};
+use crate::metrics::{Metrics, SaleCounters};
 use crate::sale::queue::SaleQueue;
 use crate::types::Sku;
 
@@ -63,22 +67,71 @@ pub struct SaleSettings {
     pub workers: usize,
 }
 
-/// One sale.
-pub struct Sale {
-    /// What it sells: its name in routes, the store and metrics.
-    pub sku: Sku,
+/// What an operator defines of a sale and may change while it runs (the admin API, a
+/// reload): its window, per-user limit, pre-queue and queue settings.
+#[derive(Debug, Clone)]
+pub struct Terms {
     /// Opening time, if any.
     pub starts_at: Option<Timestamp>,
     /// Closing time, if any.
     pub ends_at: Option<Timestamp>,
-    starts: Option<SystemTime>,
-    ends: Option<SystemTime>,
     /// Most units per user.
     pub per_user_limit: u32,
-    /// The bounded FIFO queue its admitted requests wait in.
-    pub queue: SaleQueue,
+    /// How long before the opening orders join the pre-queue, if it has one.
+    pub prequeue: Option<Duration>,
     /// How its queue answers, waits and drains.
     pub settings: SaleSettings,
+}
+
+impl Terms {
+    /// The terms of a sale's definition under the effective queue settings.
+    pub fn of(cfg: &SaleConfig, q: &QueueConfig) -> Self {
+        Self {
+            starts_at: cfg.starts_at,
+            ends_at: cfg.ends_at,
+            per_user_limit: cfg.per_user_limit,
+            prequeue: cfg.prequeue,
+            settings: SaleSettings {
+                overflow: q.overflow,
+                redirect_url: q.redirect_url.clone(),
+                response: q.response,
+                max_wait: q.max_wait,
+                admit_factor: q.admit_factor,
+                workers: q.workers,
+            },
+        }
+    }
+
+    /// When it opens, if it has an opening time.
+    pub fn starts(&self) -> Option<SystemTime> {
+        self.starts_at.map(Timestamp::system_time)
+    }
+
+    /// When it closes, if it has a closing time.
+    pub fn ends(&self) -> Option<SystemTime> {
+        self.ends_at.map(Timestamp::system_time)
+    }
+
+    /// When orders start joining its pre-queue, if it has one.
+    pub fn prequeue_opens(&self) -> Option<SystemTime> {
+        self.starts().zip(self.prequeue).map(|(s, w)| s - w)
+    }
+}
+
+/// One sale.
+pub struct Sale {
+    /// What it sells: its name in routes, the store and metrics.
+    pub sku: Sku,
+    /// Its terms now: replaced whole when an operator changes them, read without a lock.
+    terms: ArcSwap<Terms>,
+    /// Bumped whenever its terms change or it ends, for the tasks that wait on them.
+    changed: watch::Sender<u64>,
+    /// Set once it was ended (`DELETE /admin/sales/{sku}`): closed for good.
+    ended: AtomicBool,
+    /// The bounded FIFO queue its admitted requests wait in.
+    pub queue: SaleQueue,
+    /// Its metrics, resolved once.
+    pub counters: SaleCounters,
     /// Stock left, as the last store step reported it.
     remaining: AtomicU64,
     /// Set once the store reports no stock; cleared when stock comes back.
@@ -105,24 +158,16 @@ pub struct Sale {
 }
 
 impl Sale {
-    /// Builds a sale from its config and the effective queue settings.
-    pub fn new(cfg: &SaleConfig, q: &QueueConfig) -> Self {
+    /// Builds a sale from its config and the effective queue settings; its counters are
+    /// resolved in `metrics`.
+    pub fn new(cfg: &SaleConfig, q: &QueueConfig, metrics: &Metrics) -> Self {
         Self {
             sku: Sku::new(&cfg.sku),
-            starts_at: cfg.starts_at,
-            ends_at: cfg.ends_at,
-            starts: cfg.starts_at.map(Timestamp::system_time),
-            ends: cfg.ends_at.map(Timestamp::system_time),
-            per_user_limit: cfg.per_user_limit,
+            terms: ArcSwap::from_pointee(Terms::of(cfg, q)),
+            changed: watch::Sender::new(0),
+            ended: AtomicBool::new(false),
             queue: SaleQueue::new(q.capacity),
-            settings: SaleSettings {
-                overflow: q.overflow,
-                redirect_url: q.redirect_url.clone(),
-                response: q.response,
-                max_wait: q.max_wait,
-                admit_factor: q.admit_factor,
-                workers: q.workers,
-            },
+            counters: metrics.for_sale(&cfg.sku),
             remaining: AtomicU64::new(cfg.stock),
             sold_out: AtomicBool::new(cfg.stock == 0),
             held: AtomicBool::new(false),
@@ -134,29 +179,56 @@ impl Sale {
             paused: watch::Sender::new(false),
             draining: watch::Sender::new(true),
             line: line::LineView::default(),
-            prequeue: prequeue::PreQueue::new(
-                cfg.starts_at.map(Timestamp::system_time),
-                cfg.prequeue,
-            ),
+            prequeue: prequeue::PreQueue::new(),
         }
+    }
+
+    /// Its terms now (one atomic load; a change after it is seen by the next call).
+    pub fn terms(&self) -> Arc<Terms> {
+        self.terms.load_full()
+    }
+
+    /// Replaces its terms (an operator's change); the tasks waiting on them see it.
+    pub fn redefine(&self, terms: Terms) {
+        self.terms.store(Arc::new(terms));
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Ends it for good: closed, its drain answers what is queued `sale_closed` and stops.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// True once it was ended.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Follows changes of its terms and its end.
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// When it opens, if it has an opening time.
     pub fn starts(&self) -> Option<SystemTime> {
-        self.starts
+        self.terms.load().starts()
     }
 
     /// The state at `now`.
     pub fn state(&self, now: SystemTime) -> SaleState {
-        if self.starts.is_some_and(|s| now < s) {
-            match self.prequeue.opens() {
+        let terms = self.terms.load();
+        if self.is_ended() {
+            SaleState::Closed
+        } else if terms.starts().is_some_and(|s| now < s) {
+            match terms.prequeue_opens() {
                 // Taking orders into the pre-queue: a hold or a pause stops that too.
                 Some(opens) if now >= opens && self.is_held() => SaleState::Held,
                 Some(opens) if now >= opens && self.is_paused() => SaleState::Paused,
                 Some(opens) if now >= opens => SaleState::Prequeue,
                 _ => SaleState::Upcoming,
             }
-        } else if self.ends.is_some_and(|e| now >= e) {
+        } else if terms.ends().is_some_and(|e| now >= e) {
             SaleState::Closed
         } else if self.is_held() {
             SaleState::Held
@@ -231,7 +303,7 @@ impl Sale {
     /// How many requests stock-aware admission lets wait for the stock left: remaining ×
     /// admit_factor, rounded up.
     pub fn admissible(&self) -> u64 {
-        (self.remaining() as f64 * self.settings.admit_factor).ceil() as u64
+        (self.remaining() as f64 * self.terms.load().settings.admit_factor).ceil() as u64
     }
 
     /// Stock-aware admission: may one more request join, given what is already pending
@@ -346,31 +418,48 @@ impl Sale {
     }
 }
 
-/// All sales, by sku; built once at start-up, read without locks.
+/// All sales, by sku: read without locks; a sale created while the gateway runs replaces
+/// the map whole (sales are few and created rarely).
 pub struct Sales {
-    by_sku: HashMap<Sku, Arc<Sale>>,
+    by_sku: ArcSwap<HashMap<Sku, Arc<Sale>>>,
 }
 
 impl Sales {
-    /// The sales of a configuration.
-    pub fn new(sales: &[SaleConfig], defaults: &QueueConfig) -> Self {
+    /// The sales of a configuration, their counters in `metrics`.
+    pub fn new(sales: &[SaleConfig], defaults: &QueueConfig, metrics: &Metrics) -> Self {
         let by_sku = sales
             .iter()
             .map(|s| {
-                let sale = Arc::new(Sale::new(s, &defaults.for_sale(s)));
+                let sale = Arc::new(Sale::new(s, &defaults.for_sale(s), metrics));
                 (sale.sku.clone(), sale)
             })
             .collect();
-        Self { by_sku }
+        Self {
+            by_sku: ArcSwap::from_pointee(by_sku),
+        }
     }
 
     /// The sale with this sku.
-    pub fn get(&self, sku: &str) -> Option<&Arc<Sale>> {
-        self.by_sku.get(sku)
+    pub fn get(&self, sku: &str) -> Option<Arc<Sale>> {
+        self.by_sku.load().get(sku).cloned()
     }
 
-    /// Every sale.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Sale>> {
-        self.by_sku.values()
+    /// Every sale, as they are now.
+    pub fn all(&self) -> Vec<Arc<Sale>> {
+        self.by_sku.load().values().cloned().collect()
+    }
+
+    /// Adds `sale` unless one has its sku; returns the sale under that sku.
+    pub fn insert(&self, sale: Arc<Sale>) -> Arc<Sale> {
+        let mut kept = sale.clone();
+        self.by_sku.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            kept = map
+                .entry(sale.sku.clone())
+                .or_insert_with(|| sale.clone())
+                .clone();
+            map
+        });
+        kept
     }
 }

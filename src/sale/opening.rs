@@ -9,7 +9,7 @@
 //! cannot be asked is asked again a period later.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,16 +32,8 @@ const SPEND_BATCH: usize = 500;
 /// Runs `sale`'s opening until `shutdown`: ranks its pre-queue at `starts_at` and any
 /// member that joins later.
 pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationToken) {
-    let Some(starts) = sale.starts() else {
+    if !until_the_opening(&sale, &shutdown).await {
         return;
-    };
-    if let Ok(wait) = starts.duration_since(SystemTime::now()) {
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            // Another instance opened first: its clock runs ahead of ours.
-            () = sale.prequeue.sealed_elsewhere() => {}
-            () = shutdown.cancelled() => return,
-        }
     }
     // The first opening asks the store even without members here: it seals the fleet's
     // pre-queue at the earliest clock, so later arrivals anywhere come after it.
@@ -59,6 +51,42 @@ pub async fn run(ctx: Arc<SaleContext>, sale: Arc<Sale>, shutdown: CancellationT
         tokio::select! {
             () = sale.prequeue.joined_late() => {}
             () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Waits for the opening of `sale`'s pre-queue: false if the sale ended or the gateway is
+/// stopping first. The terms may change meanwhile (an operator moving the sale, adding or
+/// taking away its pre-queue): each change is waited for afresh.
+async fn until_the_opening(sale: &Sale, shutdown: &CancellationToken) -> bool {
+    let mut changes = sale.watch_changes();
+    loop {
+        if sale.is_ended() {
+            return false;
+        }
+        let terms = sale.terms();
+        let wait = match (terms.prequeue_opens(), terms.starts()) {
+            (Some(_), Some(starts)) => starts.duration_since(SystemTime::now()).ok(),
+            // No pre-queue (yet): only a change can give it one.
+            _ => Some(Duration::MAX),
+        };
+        let Some(wait) = wait else {
+            return true;
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait.min(Duration::from_secs(86_400))) => {
+                if terms.prequeue_opens().is_some() {
+                    return true;
+                }
+            }
+            // Another instance opened first: its clock runs ahead of ours.
+            () = sale.prequeue.sealed_elsewhere() => return true,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return false;
+                }
+            }
+            () = shutdown.cancelled() => return false,
         }
     }
 }
@@ -97,8 +125,10 @@ async fn open(ctx: &Arc<SaleContext>, sale: &Arc<Sale>, first: bool) -> bool {
         tokio::spawn(sold_out(ctx.clone(), sale.clone(), dropped));
     }
     // The opening proper (not a member that joined after it) is what the metric times.
-    if let (Some(c), true, true) = (ctx.counters(&sale.sku), first, ok) {
-        c.prequeue_shuffle.set(began.elapsed().as_secs_f64());
+    if first && ok {
+        sale.counters
+            .prequeue_shuffle
+            .set(began.elapsed().as_secs_f64());
     }
     sale.queue.wake();
     ok

@@ -78,7 +78,7 @@ pub async fn place(
     } = order;
     // Forged, another user's or another sale's: refused here, before any state is read.
     if ctx.tokens.check_binding(&token, &sale.sku, &user).is_err() {
-        count(ctx, &sale, "invalid_token");
+        count(&sale, "invalid_token");
         return Err(GatewayError::InvalidToken);
     }
     if let Some(answer) = answered_before(ctx, peers, &sale, &token, &user, ip).await? {
@@ -233,7 +233,7 @@ fn enter_prequeue(
         item.user.clone(),
         item.token,
     ) {
-        count_full(ctx, sale);
+        count_full(sale);
         return Placed::QueueFull;
     }
     sale.begin();
@@ -243,7 +243,7 @@ fn enter_prequeue(
     }
     let placed = match item.line {
         Some(n) => {
-            count(ctx, sale, "admitted");
+            count(sale, "admitted");
             ctx.tickets.set_line(&ticket, n);
             sale.prequeue.add_numbered(n, item);
             sale.queue.wake();
@@ -254,7 +254,7 @@ fn enter_prequeue(
             }
         }
         None => {
-            count(ctx, sale, "prequeued");
+            count(sale, "prequeued");
             ctx.tickets.update(&ticket, TicketStatus::Prequeued);
             sale.prequeue.join(key, item);
             Placed::Prequeued(ticket)
@@ -307,14 +307,15 @@ async fn queue(
     {
         // Every remembered ticket is still unfinished: as good as a full queue (the dropped
         // slot goes back).
-        count_full(ctx, sale);
+        count_full(sale);
         return Ok(Placed::QueueFull);
     }
     if let Some(line) = line {
         ctx.tickets.set_line(&ticket, line);
     }
-    count(ctx, sale, "admitted");
-    let (reply, outcome) = match sale.settings.response {
+    count(sale, "admitted");
+    let terms = sale.terms();
+    let (reply, outcome) = match terms.settings.response {
         ResponseMode::Wait => {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -331,7 +332,7 @@ async fn queue(
         guard.disarm();
     }
     if let Some(rx) = outcome {
-        if let Ok(Ok(outcome)) = tokio::time::timeout(sale.settings.max_wait, rx).await {
+        if let Ok(Ok(outcome)) = tokio::time::timeout(terms.settings.max_wait, rx).await {
             return Ok(Placed::Decided(outcome, ticket));
         }
     }
@@ -352,7 +353,7 @@ async fn refused(
     refusal: Refusal,
 ) -> Result<Placed, GatewayError> {
     if matches!(refusal, Refusal::QueueFull) {
-        count_full(ctx, sale);
+        count_full(sale);
         return Ok(Placed::QueueFull);
     }
     let replayed = match admission::replay_first(&refusal) {
@@ -360,13 +361,13 @@ async fn refused(
             // The read costs a rate credit, so a refused client cannot make the gateway
             // read the store at its own pace.
             if let Err(limited) = admission::check_rate(ctx, user, ip) {
-                count(ctx, sale, limited.label());
+                count(sale, limited.label());
                 return Err(limited.into());
             }
             match replay_unless_stale(ctx, peers, sale, token, user, unspent).await {
                 Ok(replayed) => replayed,
                 Err(e) => {
-                    count(ctx, sale, refusal.label());
+                    count(sale, refusal.label());
                     return Err(e);
                 }
             }
@@ -381,7 +382,7 @@ async fn refused(
         (_, Replay::Spent(_) | Replay::Queued(_)) => false,
     };
     if stands {
-        count(ctx, sale, refusal.label());
+        count(sale, refusal.label());
     }
     match replayed {
         Replay::Spent(reply) => Ok(remember(ctx, sale, user, *token, Outcome::of_reply(&reply))),
@@ -464,7 +465,7 @@ async fn answered_before(
         return Ok(None);
     }
     if let Err(limited) = admission::check_rate(ctx, user, ip) {
-        count(ctx, sale, limited.label());
+        count(sale, limited.label());
         return Err(limited.into());
     }
     match replay_unless_stale(ctx, peers, sale, token, user, Unspent::Leave).await? {
@@ -478,25 +479,22 @@ async fn answered_before(
         // Still queued under its first request (maybe on another instance): join it.
         Replay::Queued(ticket) => Ok(Some(Placed::Joined(ticket))),
         Replay::Unknown => {
-            count(ctx, sale, "invalid_token");
+            count(sale, "invalid_token");
             Err(GatewayError::InvalidToken)
         }
     }
 }
 
 /// Counts one admission decision of an order (one of `ADMISSION_OUTCOMES`).
-fn count(ctx: &SaleContext, sale: &Sale, label: &'static str) {
-    if let Some(c) = ctx.counters(&sale.sku) {
-        c.admission(label);
-    }
+fn count(sale: &Sale, label: &'static str) {
+    sale.counters.admission(label);
 }
 
 /// Counts a full queue's refusal under the sale's overflow policy.
-fn count_full(ctx: &SaleContext, sale: &Sale) {
+fn count_full(sale: &Sale) {
     count(
-        ctx,
         sale,
-        match sale.settings.overflow {
+        match sale.terms().settings.overflow {
             Overflow::Redirect => "redirected",
             Overflow::Reject => Refusal::QueueFull.label(),
         },

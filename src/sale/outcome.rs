@@ -32,6 +32,8 @@ pub enum Outcome {
     StoreUnavailable,
     /// The gateway shut down before the request reached the store.
     ShuttingDown,
+    /// An operator ended the sale before the request reached the store.
+    Closed,
 }
 
 impl Outcome {
@@ -66,7 +68,8 @@ impl Outcome {
             | Self::Duplicate
             | Self::InvalidToken
             | Self::StoreUnavailable
-            | Self::ShuttingDown => None,
+            | Self::ShuttingDown
+            | Self::Closed => None,
         }
     }
 
@@ -83,6 +86,7 @@ impl Outcome {
             Self::InvalidToken => "invalid_token",
             Self::StoreUnavailable => "store_unavailable",
             Self::ShuttingDown => "shutting_down",
+            Self::Closed => "closed",
         }
     }
 
@@ -97,6 +101,7 @@ impl Outcome {
             Self::InvalidToken => Some(GatewayError::InvalidToken),
             Self::StoreUnavailable => Some(GatewayError::StoreUnavailable),
             Self::ShuttingDown => Some(GatewayError::ShuttingDown),
+            Self::Closed => Some(GatewayError::SaleClosed),
         }
     }
 
@@ -109,6 +114,7 @@ impl Outcome {
             Self::SoldOut => "sold_out",
             Self::Duplicate => "duplicate",
             Self::InvalidToken => "invalid_token",
+            Self::Closed => "closed",
             Self::Failed(_) | Self::StoreUnavailable | Self::ShuttingDown => "failed",
         }
     }
@@ -125,7 +131,7 @@ impl Outcome {
             | Self::SoldOut
             | Self::Duplicate
             | Self::InvalidToken => true,
-            Self::StoreUnavailable | Self::ShuttingDown => false,
+            Self::StoreUnavailable | Self::ShuttingDown | Self::Closed => false,
         }
     }
 
@@ -171,7 +177,7 @@ impl Outcome {
 mod tests {
     use super::*;
 
-    fn all() -> [Outcome; 8] {
+    fn all() -> [Outcome; 10] {
         let o = OrderId::random();
         [
             Outcome::Reserved(o),
@@ -182,6 +188,8 @@ mod tests {
             Outcome::InvalidToken,
             Outcome::StoreUnavailable,
             Outcome::ShuttingDown,
+            Outcome::Cancelled(o),
+            Outcome::Closed,
         ]
     }
 
@@ -202,11 +210,13 @@ mod tests {
             o.fields(&mut m);
             let failed = m["status"] == "failed";
             assert_eq!(failed, m.contains_key("error"), "{o:?}");
-            assert_eq!(
-                failed,
-                o.error().is_some() && m["status"] != o.error().map_or("", |e| e.code()),
-                "{o:?}"
-            );
+            // A refusal's status names its error: `sold_out`, `closed` (`sale_closed`),
+            // `cancelled` (`order_cancelled`).
+            let status = m["status"].as_str().unwrap_or("");
+            let named = o.error().is_some_and(|e| {
+                e.code() == status || (!failed && e.code().ends_with(&format!("_{status}")))
+            });
+            assert_eq!(failed, o.error().is_some() && !named, "{o:?}");
             assert_eq!(m.contains_key("order_id"), o.order().is_some(), "{o:?}");
         }
     }

@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -46,8 +45,6 @@ struct Members {
 
 /// One sale's pre-queue (empty and never used for a sale without one).
 pub struct PreQueue {
-    /// When orders start joining it; `None` for a sale without a pre-queue.
-    opens: Option<SystemTime>,
     members: Mutex<Members>,
     /// Members not released yet (joined, ranked or not).
     waiting: AtomicUsize,
@@ -61,21 +58,15 @@ pub struct PreQueue {
 }
 
 impl PreQueue {
-    /// A pre-queue that opens `window` before `starts_at` (none without both).
-    pub fn new(starts_at: Option<SystemTime>, window: Option<Duration>) -> Self {
+    /// An empty pre-queue (when it opens is the sale's [`super::Terms::prequeue_opens`]).
+    pub fn new() -> Self {
         Self {
-            opens: starts_at.zip(window).map(|(s, w)| s - w),
             members: Mutex::default(),
             waiting: AtomicUsize::new(0),
             unranked: AtomicUsize::new(0),
             joined: Notify::new(),
             sealed: Notify::new(),
         }
-    }
-
-    /// When orders start joining it, if the sale has one.
-    pub fn opens(&self) -> Option<SystemTime> {
-        self.opens
     }
 
     /// A fresh random key for a member: 53 bits from the thread's CSPRNG (ChaCha).
@@ -280,7 +271,7 @@ mod tests {
 
     #[test]
     fn members_are_released_by_rank_then_unnumbered() {
-        let q = PreQueue::new(Some(SystemTime::now()), Some(Duration::from_secs(60)));
+        let q = PreQueue::new();
         for (key, seq) in [(30, 0), (10, 1), (20, 2)] {
             q.join(key, item(seq));
         }
@@ -306,7 +297,7 @@ mod tests {
 
     #[test]
     fn a_number_given_twice_drops_no_member() {
-        let q = PreQueue::new(Some(SystemTime::now()), Some(Duration::from_secs(60)));
+        let q = PreQueue::new();
         q.add_numbered(1, item(0));
         q.add_numbered(1, item(1));
         let mut seqs = Vec::new();

@@ -147,19 +147,20 @@ impl SaleApi {
         result.unwrap_or_else(GatewayError::into_response)
     }
 
-    fn sale(&self, sku: &str) -> Result<&Arc<Sale>, GatewayError> {
+    fn sale(&self, sku: &str) -> Result<Arc<Sale>, GatewayError> {
         self.ctx.sale(sku)
     }
 
     fn status(&self, sku: &str) -> Result<GatewayResponse, GatewayError> {
         let sale = self.sale(sku)?;
+        let terms = sale.terms();
         Ok(json(
             StatusCode::OK,
             &SaleView {
                 sku: sale.sku.as_str(),
                 state: sale.state(SystemTime::now()),
-                starts_at: sale.starts_at.map(|t| t.to_string()),
-                ends_at: sale.ends_at.map(|t| t.to_string()),
+                starts_at: terms.starts_at.map(|t| t.to_string()),
+                ends_at: terms.ends_at.map(|t| t.to_string()),
                 remaining: sale.remaining(),
                 queued: sale.queue.len(),
             },
@@ -174,7 +175,7 @@ impl SaleApi {
     ) -> Result<GatewayResponse, GatewayError> {
         let user = self.ctx.identity.user(headers)?;
         let sale = self.sale(sku)?;
-        admission::check_edge(&self.ctx, sale, &user, peer.addr.ip(), SystemTime::now())?;
+        admission::check_edge(&self.ctx, &sale, &user, peer.addr.ip(), SystemTime::now())?;
         // Signed here, remembered nowhere: the crowd's token requests never reach the store.
         // One issued for the pre-queue lasts its TTL from the opening: it is spent after it.
         let ttl = self.ctx.token_ttl;
@@ -204,7 +205,8 @@ impl SaleApi {
     ) -> Result<GatewayResponse, GatewayError> {
         let user = self.ctx.identity.user(req.headers())?;
         let sale = self.sale(sku)?.clone();
-        let (token, quantity) = read_order(req, sale.per_user_limit, self.body_timeout).await?;
+        let (token, quantity) =
+            read_order(req, sale.terms().per_user_limit, self.body_timeout).await?;
         let order = Order {
             sale: sale.clone(),
             user,
@@ -227,8 +229,8 @@ impl SaleApi {
     fn busy_page(&self, query: Option<&str>) -> GatewayResponse {
         let sale = query_param(query, "sku").and_then(|s| self.ctx.sales.get(s));
         let values = Values {
-            sku: sale.map_or("", |s| s.sku.as_str()),
-            retry_after: sale.map_or(1, |s| s.retry_after_secs()),
+            sku: sale.as_ref().map_or("", |s| s.sku.as_str()),
+            retry_after: sale.as_ref().map_or(1, |s| s.retry_after_secs()),
             ..Values::default()
         };
         self.pages.render(Page::Busy, &values)
@@ -240,12 +242,12 @@ impl SaleApi {
         let sale = self.sale(sku)?;
         let ticket = query_param(query, "ticket");
         let Some(ticket) = ticket else {
-            let starts = sale.starts_at.map(|t| t.system_time());
+            let terms = sale.terms();
             let values = Values {
                 sku: sale.sku.as_str(),
-                starts_at: sale.starts_at.map(|t| t.to_string()).unwrap_or_default(),
-                starts_at_ms: starts.map_or(0, crate::types::unix_millis),
-                prequeue_at_ms: sale.prequeue.opens().map_or(0, crate::types::unix_millis),
+                starts_at: terms.starts_at.map(|t| t.to_string()).unwrap_or_default(),
+                starts_at_ms: terms.starts().map_or(0, crate::types::unix_millis),
+                prequeue_at_ms: terms.prequeue_opens().map_or(0, crate::types::unix_millis),
                 ..Values::default()
             };
             return Ok(self.pages.render(Page::Countdown, &values));

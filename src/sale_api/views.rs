@@ -41,7 +41,7 @@ pub(super) fn prequeued(sale: &Sale, ticket: TicketId) -> GatewayResponse {
             "status": "prequeued",
             "ticket": ticket,
             "sku": sale.sku.as_str(),
-            "starts_at": sale.starts_at.map(|t| t.to_string()),
+            "starts_at": sale.terms().starts_at.map(|t| t.to_string()),
         }),
     );
     let h = resp.headers_mut();
@@ -104,7 +104,7 @@ pub(crate) fn ticket_view(ctx: &SaleContext, id: TicketId, t: &Ticket) -> Gatewa
     let sale = ctx.sales.get(t.sku.as_str());
     if t.status == TicketStatus::Prequeued {
         if let Some(sale) = sale {
-            let mut resp = prequeued(sale, id);
+            let mut resp = prequeued(&sale, id);
             // A poll's answer: the ticket is found.
             *resp.status_mut() = StatusCode::OK;
             resp.headers_mut().remove(http::header::LOCATION);
@@ -150,11 +150,12 @@ pub(super) fn queue_full(sale: &Sale) -> GatewayResponse {
         retry_after: sale.retry_after_secs(),
     }
     .into_response();
-    if sale.settings.overflow == Overflow::Redirect {
-        let target = if sale.settings.redirect_url.is_empty() {
+    let terms = sale.terms();
+    if terms.settings.overflow == Overflow::Redirect {
+        let target = if terms.settings.redirect_url.is_empty() {
             format!("/sale/busy?sku={}", sale.sku)
         } else {
-            sale.settings.redirect_url.clone()
+            terms.settings.redirect_url.clone()
         };
         *resp.status_mut() = StatusCode::SEE_OTHER;
         if let Ok(v) = HeaderValue::from_str(&target) {

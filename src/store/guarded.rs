@@ -13,7 +13,7 @@ use super::{
     Spend, StockLoad, StockReading, Store, StoreError, StoreFuture, TicketRecord, TokenHold,
     Unspent,
 };
-use super::{DrainSteps, FleetSteps, Line, OutboxSteps, StockSteps, TokenSteps};
+use super::{Book, BookSteps, Definition, DrainSteps, Expected, Written, FleetSteps, Line, OutboxSteps, StockSteps, TokenSteps};
 use crate::breaker::CircuitBreaker;
 use crate::metrics::Metrics;
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
@@ -318,6 +318,16 @@ impl OutboxSteps for GuardedStore {
         cancellable: Cancellable,
     ) -> StoreFuture<'_, Cancellation> {
         self.call_for(sku, "cancel", self.inner.cancel(sku, order_id, cancellable))
+    }
+}
+
+impl BookSteps for GuardedStore {
+    fn sale_book(&self, known: u64) -> StoreFuture<'_, Option<Book>> {
+        self.call("sale_book", self.inner.sale_book(known))
+    }
+
+    fn write_sale(&self, definition: &Definition, expected: Expected) -> StoreFuture<'_, Written> {
+        self.call("write_sale", self.inner.write_sale(definition, expected))
     }
 }
 

@@ -24,7 +24,7 @@ pub use guarded::GuardedStore;
 pub use lease::DrainLease;
 pub use line::{Line, Opening, Sealed};
 pub use memory::MemoryStore;
-pub use steps::{DrainSteps, FleetSteps, OutboxSteps, StockSteps, TokenSteps};
+pub use steps::{BookSteps, DrainSteps, FleetSteps, OutboxSteps, StockSteps, TokenSteps};
 
 /// What a store call returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -357,6 +357,17 @@ pub enum Cancellable {
     Reserved,
 }
 
+impl Cancellable {
+    /// What a cancel may take back under `mode`: the gateway knows of delivery only when it
+    /// delivers.
+    pub fn under(mode: crate::config::DeliveryMode) -> Self {
+        match mode {
+            crate::config::DeliveryMode::Http => Self::Delivered,
+            crate::config::DeliveryMode::Stream => Self::Reserved,
+        }
+    }
+}
+
 /// What a cancel did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancellation {
@@ -384,6 +395,80 @@ pub enum Cancellation {
     /// No such order (never reserved here, or forgotten `store.replay_ttl` after it
     /// settled).
     Unknown,
+}
+
+/// Where a sale's definition came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A `[[sale]]` of the config file.
+    File,
+    /// The admin API (`PUT /admin/sales/{sku}`).
+    Api,
+}
+
+/// A sale's definition as the store keeps it for every instance sharing it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Definition {
+    /// The sale, as a `[[sale]]` of the config file would define it.
+    pub sale: crate::config::SaleConfig,
+    /// Who wrote it last.
+    pub origin: Origin,
+    /// Ended by an operator: closed for good.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+impl Definition {
+    /// True when `other` defines the same sale the same way (its origin aside).
+    pub fn same_sale(&self, other: &Definition) -> bool {
+        self.ended == other.ended
+            && serde_json::to_value(&self.sale).ok() == serde_json::to_value(&other.sale).ok()
+    }
+}
+
+/// A definition and its version: 1 when it was written first, one more at each change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Versioned {
+    /// The definition.
+    pub definition: Definition,
+    /// Its version.
+    pub version: u64,
+}
+
+/// What a write of a definition expects to find in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// No definition of the sale (a first write: the config file seeding the store).
+    Absent,
+    /// This version of it (a conditional update: `If-Match`).
+    Version(u64),
+    /// Whatever is there.
+    Any,
+}
+
+/// What a write of a definition did.
+#[derive(Debug, Clone)]
+pub enum Written {
+    /// Written under this version.
+    Written {
+        /// Its version now.
+        version: u64,
+    },
+    /// Not written: the store holds another version than expected (`None`: none at all).
+    Conflict {
+        /// What the store holds.
+        current: Option<Versioned>,
+    },
+}
+
+/// Every sale's definition, at one revision of the book (it changes with every write).
+#[derive(Debug, Clone, Default)]
+pub struct Book {
+    /// The revision read.
+    pub revision: u64,
+    /// The definitions, in no particular order.
+    pub sales: Vec<Versioned>,
 }
 
 /// One operator setting of a sale, stored with it so that every instance sharing the
@@ -422,8 +507,11 @@ impl SaleControls {
     }
 }
 
-/// The store's operations, in five groups ([`steps`]); every method is one atomic step.
-/// Implemented by every type that implements the five.
-pub trait Store: StockSteps + TokenSteps + OutboxSteps + DrainSteps + FleetSteps {}
+/// The store's operations, in six groups ([`steps`]); every method is one atomic step.
+/// Implemented by every type that implements the six.
+pub trait Store:
+    StockSteps + TokenSteps + OutboxSteps + DrainSteps + FleetSteps + BookSteps
+{
+}
 
-impl<S: StockSteps + TokenSteps + OutboxSteps + DrainSteps + FleetSteps> Store for S {}
+impl<S: StockSteps + TokenSteps + OutboxSteps + DrainSteps + FleetSteps + BookSteps> Store for S {}

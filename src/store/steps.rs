@@ -1,10 +1,10 @@
-//! The store's steps, in five groups; [`Store`](super::Store) is all of them. Every
+//! The store's steps, in six groups; [`Store`](super::Store) is all of them. Every
 //! method is one atomic step.
 
 use std::time::Duration;
 
 use super::{
-    Cancellable, Cancellation, Claimed, Compensation, Confirmation, DrainLease, Entry, Line,
+    Book, Cancellable, Cancellation, Claimed, Definition, Expected, Written, Compensation, Confirmation, DrainLease, Entry, Line,
     Member, Opening, Order, OrderState, Replay, ReserveReply, ReserveRequest, SaleControl,
     SaleControls, Spend, StockLoad, StockReading, StoreFuture, TicketRecord, TokenHold, Unspent,
 };
@@ -226,4 +226,15 @@ pub trait FleetSteps: Send + Sync + 'static {
 
     /// Forgets `member` at once (a graceful stop), if the entry is its incarnation's.
     fn leave(&self, member: &Member) -> StoreFuture<'_, ()>;
+}
+
+/// The book of sale definitions every instance sharing the store runs by.
+pub trait BookSteps: Send + Sync + 'static {
+    /// The whole book, unless its revision is still `known` (`None`: nothing changed since;
+    /// one read of a counter, so instances may ask often).
+    fn sale_book(&self, known: u64) -> StoreFuture<'_, Option<Book>>;
+
+    /// Writes `definition` (under its sku) if the store holds what `expected` says, one
+    /// version on from what was there.
+    fn write_sale(&self, definition: &Definition, expected: Expected) -> StoreFuture<'_, Written>;
 }

@@ -307,6 +307,8 @@ fn the_store_key_table_is_the_codes() {
         "{prefix}:layout",
         "{prefix}:{#instances}:expiry",
         "{prefix}:{#instances}:address",
+        "{prefix}:{#sales}:book",
+        "{prefix}:{#sales}:revision",
     ] {
         assert!(
             table.contains(&format!("| `{key}` |")),

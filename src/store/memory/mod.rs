@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+mod book;
 mod drain;
 mod fleet;
 mod outbox;
@@ -41,6 +42,8 @@ pub struct MemoryStore {
     /// The key this process signs tokens with when `cluster.secret` is empty: part of the
     /// state a graceful restart keeps, so that tokens issued before it still hold.
     token_secret: RwLock<String>,
+    /// The sales' definitions (kept across a graceful restart too).
+    book: Mutex<book::SaleBook>,
 }
 
 /// One sale's pending requests by instance, and until when each count holds.
@@ -242,6 +245,7 @@ impl MemoryStore {
             pending: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
             token_secret: RwLock::new(OrderId::random().to_string() + OrderId::random().as_str()),
+            book: Mutex::default(),
         }
     }
 

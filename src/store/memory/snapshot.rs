@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{lock, KeptOrder, MemoryStore, SaleData, SpentToken};
 use crate::local_state::{read_json, write_json, LocalStateError};
-use crate::store::{Order, OrderState, Reservation};
+use crate::store::{Order, OrderState, Reservation, Versioned};
 use crate::types::{Epoch, OrderId, Sku, Token, UserId, MAX_STOCK};
 
 /// What a graceful stop keeps of the memory store: each sale's stock, buyers, the orders
@@ -18,6 +18,9 @@ struct Snapshot {
     /// What tokens were signed with (see [`MemoryStore::token_secret`]).
     #[serde(default)]
     token_secret: String,
+    /// The sales' definitions and their versions.
+    #[serde(default)]
+    book: Vec<Versioned>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -79,6 +82,14 @@ impl MemoryStore {
         let mut undelivered = 0;
         let snapshot = Snapshot {
             token_secret: self.token_secret(),
+            book: self
+                .book
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sales
+                .values()
+                .cloned()
+                .collect(),
             sales: sales
                 .iter()
                 .map(|(sku, data)| {
@@ -151,6 +162,13 @@ impl MemoryStore {
                 .token_secret
                 .write()
                 .unwrap_or_else(PoisonError::into_inner) = snapshot.token_secret;
+        }
+        {
+            let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            for v in snapshot.book {
+                book.sales.insert(Sku::new(&v.definition.sale.sku), v);
+            }
+            book.revision += 1;
         }
         let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
         for s in snapshot.sales {

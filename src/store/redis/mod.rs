@@ -4,6 +4,7 @@
 //! [`keys`]; what each holds is the table of docs/contract.md, "Store layout" (the one
 //! table: `tests/it/docs.rs` holds it to the code).
 
+mod book;
 mod drain;
 mod fleet;
 mod keys;
@@ -43,6 +44,8 @@ struct Scripts {
     confirm: Script,
     compensate: Script,
     cancel: Script,
+    sale_book: Script,
+    write_sale: Script,
     load_stock: Script,
     set_stock: Script,
     add_stock: Script,
@@ -80,6 +83,8 @@ impl RedisStore {
                 confirm: Script::new(include_str!("../lua/confirm.lua")),
                 compensate: Script::new(include_str!("../lua/compensate.lua")),
                 cancel: Script::new(include_str!("../lua/cancel.lua")),
+                sale_book: Script::new(include_str!("../lua/sale_book.lua")),
+                write_sale: Script::new(include_str!("../lua/write_sale.lua")),
                 load_stock: Script::new(include_str!("../lua/load_stock.lua")),
                 set_stock: Script::new(include_str!("../lua/set_stock.lua")),
                 add_stock: Script::new(include_str!("../lua/add_stock.lua")),

@@ -32,7 +32,8 @@ macro_rules! store_suite {
             concurrent_cancels_restock_once,
             a_cancel_after_a_stock_load_keeps_the_new_figure,
             a_cancel_of_an_unknown_or_compensated_order_is_refused,
-            a_consumed_order_is_cancelled_out_of_the_outbox
+            a_consumed_order_is_cancelled_out_of_the_outbox,
+            the_book_keeps_versions_and_refuses_stale_writes
         );
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -46,11 +47,13 @@ macro_rules! store_suite {
     };
 }
 
+mod book;
 mod cancels;
 mod fleet;
 mod orders;
 mod stock;
 
+pub use book::*;
 pub use cancels::*;
 pub use fleet::*;
 pub use orders::*;
