@@ -133,6 +133,29 @@ pub enum GatewayError {
     /// A cancel of an order whose delivery failed: its units went back then.
     #[error("the order's delivery failed and its units went back already")]
     OrderCompensated,
+    /// A sale definition the admin API was given is not valid.
+    #[error("key `{key}`: {reason}")]
+    InvalidSale {
+        /// The key at fault (`starts_at`, `queue.capacity`).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A change the sale's progress no longer allows (its window once it has opened).
+    #[error("key `{key}` cannot change once the sale (or its pre-queue) has opened")]
+    SaleStarted {
+        /// The key.
+        key: String,
+    },
+    /// A change to a sale an operator ended.
+    #[error("the sale was ended; define a new one under another sku")]
+    SaleEnded,
+    /// A conditional change (`If-Match`) to another version than the store holds.
+    #[error("the sale's definition is at version {current}, not the one given in If-Match")]
+    VersionMismatch {
+        /// The version the store holds (0: none).
+        current: u64,
+    },
 }
 
 /// Why admission turned a buying request away, before it reached the queue: the edge's
@@ -237,7 +260,11 @@ impl GatewayError {
             Self::Duplicate
             | Self::PrequeuePlaceTaken { .. }
             | Self::OrderNotDelivered
-            | Self::OrderCompensated => StatusCode::CONFLICT,
+            | Self::OrderCompensated
+            | Self::SaleStarted { .. }
+            | Self::SaleEnded => StatusCode::CONFLICT,
+            Self::InvalidSale { .. } => StatusCode::BAD_REQUEST,
+            Self::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             Self::SoldOut | Self::TicketLost | Self::OrderCancelled => StatusCode::GONE,
             Self::InvalidToken => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -288,6 +315,10 @@ impl GatewayError {
             Self::UnknownOrder => "unknown_order",
             Self::OrderNotDelivered => "order_not_delivered",
             Self::OrderCompensated => "order_compensated",
+            Self::InvalidSale { .. } => "invalid_sale",
+            Self::SaleStarted { .. } => "sale_started",
+            Self::SaleEnded => "sale_ended",
+            Self::VersionMismatch { .. } => "version_mismatch",
         }
     }
 
@@ -377,6 +408,13 @@ mod tests {
             GatewayError::UnknownOrder,
             GatewayError::OrderNotDelivered,
             GatewayError::OrderCompensated,
+            GatewayError::InvalidSale {
+                key: "k".into(),
+                reason: "r".into(),
+            },
+            GatewayError::SaleStarted { key: "k".into() },
+            GatewayError::SaleEnded,
+            GatewayError::VersionMismatch { current: 1 },
         ];
         for e in all {
             let needs = matches!(e.status().as_u16(), 429 | 503);

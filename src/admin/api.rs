@@ -28,9 +28,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::admin::sales;
 use crate::cluster::membership::Membership;
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
+use crate::sale::book::SaleBook;
 use crate::sale::context::SaleContext;
 use crate::sale::Sale;
 use crate::store::{Cancellable, SaleControl, StoreError};
@@ -47,6 +49,8 @@ pub struct AdminApi {
     body_timeout: std::time::Duration,
     /// Which orders a cancel may take back (by `delivery.mode`).
     cancellable: Cancellable,
+    /// The book of sale definitions (`PUT`, `GET`, `DELETE /admin/sales/{sku}`).
+    book: Arc<SaleBook>,
 }
 
 /// A switch's body: nothing, or `{}` (a command takes no fields it does not know).
@@ -80,13 +84,15 @@ struct Delta {
 
 impl AdminApi {
     /// The API over `ctx` and `membership`, accepting `token` (empty: off); command
-    /// bodies must arrive within `body_timeout`; cancels take back `cancellable` orders.
+    /// bodies must arrive within `body_timeout`; cancels take back `cancellable` orders;
+    /// sales are defined in `book`.
     pub fn new(
         ctx: Arc<SaleContext>,
         membership: Arc<Membership>,
         token: &str,
         body_timeout: std::time::Duration,
         cancellable: Cancellable,
+        book: Arc<SaleBook>,
     ) -> Self {
         Self {
             ctx,
@@ -94,6 +100,7 @@ impl AdminApi {
             token: (!token.is_empty()).then(|| token.as_bytes().to_vec()),
             body_timeout,
             cancellable,
+            book,
         }
     }
 
@@ -225,6 +232,17 @@ impl AdminApi {
             (Method::POST, ["admin", "sales", sku, "stock", "add"]) => {
                 self.add_stock(req, peer, sku).await
             }
+            (Method::GET, ["admin", "sales", sku]) => sales::get(&self.book, sku).await,
+            (Method::PUT, ["admin", "sales", sku]) => {
+                let given = sales::if_match(req.headers())?;
+                let body = read_json(req, self.body_timeout).await?;
+                sales::put(&self.ctx, &self.book, peer, sku, given, body).await
+            }
+            (Method::DELETE, ["admin", "sales", sku]) => {
+                let given = sales::if_match(req.headers())?;
+                read_switch(req, self.body_timeout).await?;
+                sales::delete(&self.book, peer, sku, given).await
+            }
             (Method::POST, ["admin", "orders", id, "cancel"]) => {
                 read_switch(req, self.body_timeout).await?;
                 crate::admin::cancel::cancel(&self.ctx, self.cancellable, peer, id).await
@@ -332,7 +350,20 @@ impl AdminApi {
     }
 
     fn list(&self) -> GatewayResponse {
-        let mut sales: Vec<Value> = self.ctx.sales.all().iter().map(|s| view(s)).collect();
+        let mut sales: Vec<Value> = self
+            .ctx
+            .sales
+            .all()
+            .iter()
+            .map(|s| {
+                let mut v = view(s);
+                if let Some(a) = self.book.applied(&s.sku) {
+                    v["version"] = json!(a.version);
+                    v["origin"] = json!(a.origin);
+                }
+                v
+            })
+            .collect();
         sales.sort_by(|a, b| a["sku"].as_str().cmp(&b["sku"].as_str()));
         json(StatusCode::OK, &json!({ "sales": sales }))
     }

@@ -5,6 +5,7 @@
 
 pub(crate) mod api;
 pub(crate) mod cancel;
+pub(crate) mod sales;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{validate, Config, ConfigError, Override};
+use super::{validate, Config, ConfigError, Override, SaleConfig};
 
 impl Config {
     /// Warnings about a valid config (see `check-config`).
@@ -53,6 +53,19 @@ impl Config {
     /// The effective configuration as TOML (what `check-config` prints).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+impl SaleConfig {
+    /// A sale's definition from the admin API's JSON, checked as a `[[sale]]` of the file
+    /// is; the error names the key (`starts_at`, `queue.capacity`).
+    pub fn from_json(value: serde_json::Value) -> Result<Self, ConfigError> {
+        let sale: SaleConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::invalid(key, e.into_inner().to_string())
+        })?;
+        validate::check_sale(&sale, "")?;
+        Ok(sale)
     }
 }
 

@@ -20,3 +20,4 @@ pub use redact::redact_url;
 pub use schema::*;
 pub use store_delivery::*;
 pub use timestamp::Timestamp;
+pub use validate::check_sale;

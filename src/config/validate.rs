@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Config, ConfigError, Overflow};
+use super::{Config, ConfigError, Overflow, SaleConfig};
 
 /// Turns a deserialisation error into one that names the dotted key at fault.
 pub(super) fn from_serde_error(e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
@@ -169,17 +169,26 @@ fn check_queue(c: &Config) -> Result<(), ConfigError> {
 fn check_sales(c: &Config) -> Result<(), ConfigError> {
     let mut seen = HashSet::new();
     for (i, sale) in c.sales.iter().enumerate() {
-        let key = |k: &str| format!("sale.{i}.{k}");
+        check_sale(sale, &format!("sale.{i}."))?;
+        if !seen.insert(sale.sku.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("sale.{i}.sku"),
+                format!("`{}` is used by another sale", sale.sku),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one sale's definition, as a `[[sale]]` of the file or a body of the admin API;
+/// the error names the key after `prefix` (`sale.0.` in the file, nothing in the API).
+pub fn check_sale(sale: &SaleConfig, prefix: &str) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("{prefix}{k}");
+    {
         if let Err(e) = crate::types::Sku::parse(&sale.sku) {
             return Err(ConfigError::invalid(
                 key("sku"),
                 format!("`{}` {e}", sale.sku),
-            ));
-        }
-        if !seen.insert(sale.sku.as_str()) {
-            return Err(ConfigError::invalid(
-                key("sku"),
-                format!("`{}` is used by another sale", sale.sku),
             ));
         }
         positive(&key("per_user_limit"), sale.per_user_limit > 0)?;

@@ -19,6 +19,7 @@ use crate::cluster::peers::Peers;
 use crate::config::Config;
 use crate::http::server::{self, ConnectionLimits, Edge, TlsAcceptor};
 use crate::local_state::LocalStateError;
+use crate::sale::book::SaleBook;
 use crate::sale::context::SaleContext;
 use crate::sale_api::SaleApi;
 use crate::store::StoreError;
@@ -45,7 +46,8 @@ impl Built {
         let (admin, admin_addr) = bind("server.admin_listen", config.server.admin_listen).await?;
         let shutdown = CancellationToken::new();
         let stopping = CancellationToken::new();
-        let loading = bring_store_up(&ctx, &config, restored, &shutdown).await?;
+        let book = Arc::new(SaleBook::new(ctx.clone(), &config.queue, shutdown.clone()));
+        let loading = bring_store_up(&ctx, &book, &config, restored, &shutdown).await?;
         let membership = member(&ctx, &config, admin_addr);
         let instance_id = membership.me().id.clone();
         // A shared store means other instances: tickets and tokens may reach any of them.
@@ -72,6 +74,7 @@ impl Built {
                 &config.admin.token,
                 config.server.body_timeout,
                 crate::store::Cancellable::under(config.delivery.mode),
+                book.clone(),
             ),
         );
         let limits = ConnectionLimits::from_config(&config.server);
@@ -105,6 +108,7 @@ impl Built {
         ];
         tasks.extend(background(
             &ctx,
+            &book,
             &config,
             delivery,
             &membership,
@@ -148,6 +152,7 @@ async fn bind(
 /// answers is returned.
 async fn bring_store_up(
     ctx: &Arc<SaleContext>,
+    book: &Arc<SaleBook>,
     config: &Config,
     restored: Option<PathBuf>,
     shutdown: &CancellationToken,
@@ -157,11 +162,17 @@ async fn bring_store_up(
     }
     let mut loading = None;
     match ctx.load_stock(&config.sales).await {
-        Ok(()) => {}
+        Ok(()) => {
+            // Then the book: the file's sales written once, sales created elsewhere run here.
+            if let Err(e) = book.seed(&config.sales).await {
+                tracing::warn!(error = %e, "cannot write the file's sales to the store's book yet; trying at each sync");
+            }
+        }
         Err(StoreError::Unavailable(why)) => {
             tracing::warn!(%why, "the store does not answer; stock will be loaded when it does");
             loading = Some(tokio::spawn(tasks::load_when_up(
                 ctx.clone(),
+                book.clone(),
                 config.sales.clone(),
                 config.store.breaker_cooldown,
                 shutdown.clone(),
@@ -221,6 +232,7 @@ fn edges(config: &Config, tls: &Option<Arc<TlsAcceptor>>, trusted: TrustedProxie
 #[allow(clippy::too_many_arguments)]
 fn background(
     ctx: &Arc<SaleContext>,
+    book: &Arc<SaleBook>,
     config: &Config,
     delivery: Option<crate::delivery::Settings>,
     membership: &Arc<Membership>,
@@ -230,7 +242,9 @@ fn background(
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
-    tasks.extend(tasks::start_sale_tasks(ctx, delivery, membership, shutdown));
+    tasks.extend(tasks::start_sale_tasks(
+        ctx, book, delivery, membership, shutdown,
+    ));
     tasks.push(tokio::spawn(membership.clone().run(shutdown.clone())));
     tasks.extend(loading);
     tasks.push(tokio::spawn(tasks::flush_repeated_warnings(

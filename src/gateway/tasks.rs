@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SaleConfig;
 use crate::http::server::TlsAcceptor;
+use crate::log_throttle::warn_repeated;
+use crate::sale::book::SaleBook;
 use crate::sale::context::SaleContext;
 use crate::store::StoreError;
 
@@ -20,6 +22,7 @@ const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// sweep over `ctx`.
 pub(crate) fn start_sale_tasks(
     ctx: &Arc<SaleContext>,
+    book: &Arc<SaleBook>,
     delivery: Option<crate::delivery::Settings>,
     membership: &Arc<crate::cluster::membership::Membership>,
     shutdown: &CancellationToken,
@@ -40,6 +43,7 @@ pub(crate) fn start_sale_tasks(
     }
     tasks.push(tokio::spawn(sync_stock(
         ctx.clone(),
+        book.clone(),
         ctx.stock_sync,
         shutdown.clone(),
     )));
@@ -51,13 +55,22 @@ pub(crate) fn start_sale_tasks(
 ///
 /// Polling rather than pub/sub: a few GETs a second per sale cost nothing, and a missed
 /// message (a reconnect, a restart) cannot leave a flag wrong; the next read corrects it.
-async fn sync_stock(ctx: Arc<SaleContext>, every: Duration, shutdown: CancellationToken) {
+async fn sync_stock(
+    ctx: Arc<SaleContext>,
+    book: Arc<SaleBook>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
+        }
+        // New, changed and ended sales first: a sale created elsewhere sells here too.
+        if let Err(e) = book.sync().await {
+            warn_repeated!("cannot read the book of sales", error = %e);
         }
         ctx.sync_stock().await;
     }
@@ -97,6 +110,7 @@ pub(crate) async fn flush_repeated_warnings(shutdown: CancellationToken) {
 /// Loads stock until the store answers (every `every`), or until shutdown.
 pub(crate) async fn load_when_up(
     ctx: Arc<SaleContext>,
+    book: Arc<SaleBook>,
     sales: Vec<SaleConfig>,
     every: Duration,
     shutdown: CancellationToken,
@@ -109,6 +123,9 @@ pub(crate) async fn load_when_up(
         match ctx.load_stock(&sales).await {
             Ok(()) => {
                 tracing::info!("the store answers; stock loaded");
+                if let Err(e) = book.seed(&sales).await {
+                    tracing::warn!(error = %e, "cannot write the file's sales to the store's book yet; trying at each sync");
+                }
                 return;
             }
             Err(StoreError::Unavailable(_)) => continue,

@@ -40,6 +40,12 @@ struct ErrorBody<'a> {
     starts_at: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ticket: Option<&'a str>,
+    /// The key at fault, for an invalid or refused sale definition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    /// The version the store holds, for a stale `If-Match`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
 }
 
 impl GatewayError {
@@ -53,11 +59,23 @@ impl GatewayError {
             GatewayError::PrequeuePlaceTaken { ticket } => Some(ticket.as_str()),
             _ => None,
         };
+        let key = match self {
+            GatewayError::InvalidSale { key, .. } | GatewayError::SaleStarted { key } => {
+                Some(key.as_str())
+            }
+            _ => None,
+        };
+        let version = match self {
+            GatewayError::VersionMismatch { current } => Some(*current),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.code(),
             message: self.to_string(),
             starts_at,
             ticket,
+            key,
+            version,
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
     }

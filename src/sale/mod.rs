@@ -128,6 +128,11 @@ pub struct Sale {
     changed: watch::Sender<u64>,
     /// Set once it was ended (`DELETE /admin/sales/{sku}`): closed for good.
     ended: AtomicBool,
+    /// Set once its drain and opening were started (they run once a sale).
+    tasks: AtomicBool,
+    /// The queue capacity and drain rate its definition sets (an operator's stored
+    /// setting may stand instead): a new definition changes them only where it differs.
+    configured: (AtomicUsize, AtomicU32),
     /// The bounded FIFO queue its admitted requests wait in.
     pub queue: SaleQueue,
     /// Its metrics, resolved once.
@@ -166,6 +171,8 @@ impl Sale {
             terms: ArcSwap::from_pointee(Terms::of(cfg, q)),
             changed: watch::Sender::new(0),
             ended: AtomicBool::new(false),
+            tasks: AtomicBool::new(false),
+            configured: (AtomicUsize::new(q.capacity), AtomicU32::new(q.drain_rate)),
             queue: SaleQueue::new(q.capacity),
             counters: metrics.for_sale(&cfg.sku),
             remaining: AtomicU64::new(cfg.stock),
@@ -198,6 +205,31 @@ impl Sale {
     pub fn end(&self) {
         self.ended.store(true, Ordering::SeqCst);
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// True the first time only: whoever gets it starts the sale's tasks.
+    pub fn claim_tasks(&self) -> bool {
+        !self.tasks.swap(true, Ordering::AcqRel)
+    }
+
+    /// The queue capacity its definition sets.
+    pub fn configured_capacity(&self) -> usize {
+        self.configured.0.load(Ordering::Relaxed)
+    }
+
+    /// Records the queue capacity its definition sets.
+    pub fn set_configured_capacity(&self, capacity: usize) {
+        self.configured.0.store(capacity, Ordering::Relaxed);
+    }
+
+    /// The drain rate its definition sets.
+    pub fn configured_rate(&self) -> u32 {
+        self.configured.1.load(Ordering::Relaxed)
+    }
+
+    /// Records the drain rate its definition sets.
+    pub fn set_configured_rate(&self, rate: u32) {
+        self.configured.1.store(rate, Ordering::Relaxed);
     }
 
     /// True once it was ended.

@@ -57,6 +57,12 @@ pub struct PreQueue {
     sealed: Notify,
 }
 
+impl Default for PreQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PreQueue {
     /// An empty pre-queue (when it opens is the sale's [`super::Terms::prequeue_opens`]).
     pub fn new() -> Self {

@@ -8,12 +8,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{
+    Book, BookSteps, Definition, DrainSteps, Expected, FleetSteps, Line, OutboxSteps, StockSteps,
+    TokenSteps, Written,
+};
+use super::{
     Cancellable, Cancellation, Claimed, Compensation, Confirmation, DrainLease, Entry, Member,
     Opening, Order, OrderState, Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls,
     Spend, StockLoad, StockReading, Store, StoreError, StoreFuture, TicketRecord, TokenHold,
     Unspent,
 };
-use super::{Book, BookSteps, Definition, DrainSteps, Expected, Written, FleetSteps, Line, OutboxSteps, StockSteps, TokenSteps};
 use crate::breaker::CircuitBreaker;
 use crate::metrics::Metrics;
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use super::{
-    Book, Cancellable, Cancellation, Claimed, Definition, Expected, Written, Compensation, Confirmation, DrainLease, Entry, Line,
-    Member, Opening, Order, OrderState, Replay, ReserveReply, ReserveRequest, SaleControl,
-    SaleControls, Spend, StockLoad, StockReading, StoreFuture, TicketRecord, TokenHold, Unspent,
+    Book, Cancellable, Cancellation, Claimed, Compensation, Confirmation, Definition, DrainLease,
+    Entry, Expected, Line, Member, Opening, Order, OrderState, Replay, ReserveReply,
+    ReserveRequest, SaleControl, SaleControls, Spend, StockLoad, StockReading, StoreFuture,
+    TicketRecord, TokenHold, Unspent, Written,
 };
 use crate::types::{Epoch, OrderId, Sku, TicketId, Token, UserId};
 

@@ -27,6 +27,7 @@ mod fleet_tickets;
 mod hostile;
 mod isolation;
 mod limits;
+mod live_sales;
 mod logs;
 mod metrics;
 mod monitoring;

@@ -36,7 +36,9 @@ impl BookSteps for RedisStore {
                 .await?;
             let fields: Vec<String> = reply.iter().filter_map(text).collect();
             let Some(revision) = fields.first().and_then(|r| r.parse::<u64>().ok()) else {
-                return Err(StoreError::Invariant("the sale book's revision is not a figure".into()));
+                return Err(StoreError::Invariant(
+                    "the sale book's revision is not a figure".into(),
+                ));
             };
             if revision == known && fields.len() == 1 {
                 return Ok(None);

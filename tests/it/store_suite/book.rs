@@ -52,14 +52,31 @@ pub async fn the_book_keeps_versions_and_refuses_stale_writes(store: Arc<dyn Sto
     assert_eq!(written(write(b.clone(), Expected::Version(1)).await), 2);
     // A stale version is refused, naming what the store holds.
     let stale = conflict(write(a.clone(), Expected::Version(1)).await).expect("current");
-    assert_eq!((stale.version, stale.definition.sale.per_user_limit), (2, 3));
-    assert!(conflict(write(definition("book-none", 1, Origin::Api), Expected::Version(1)).await).is_none());
+    assert_eq!(
+        (stale.version, stale.definition.sale.per_user_limit),
+        (2, 3)
+    );
+    assert!(conflict(
+        write(
+            definition("book-none", 1, Origin::Api),
+            Expected::Version(1)
+        )
+        .await
+    )
+    .is_none());
     let mut ended = b.clone();
     ended.ended = true;
     assert_eq!(written(write(ended, Expected::Any).await), 3);
-    assert_eq!(written(write(definition("book-b", 2, Origin::File), Expected::Absent).await), 1);
+    assert_eq!(
+        written(write(definition("book-b", 2, Origin::File), Expected::Absent).await),
+        1
+    );
 
-    let book = store.sale_book(start).await.expect("book").expect("changed");
+    let book = store
+        .sale_book(start)
+        .await
+        .expect("book")
+        .expect("changed");
     let by_sku: HashMap<String, Versioned> = book
         .sales
         .into_iter()
@@ -79,5 +96,9 @@ pub async fn the_book_keeps_versions_and_refuses_stale_writes(store: Arc<dyn Sto
     assert_eq!(by_sku["book-b"].version, 1);
     assert!(!by_sku.contains_key("book-none"));
     // Nothing written since: nothing to read.
-    assert!(store.sale_book(book.revision).await.expect("book").is_none());
+    assert!(store
+        .sale_book(book.revision)
+        .await
+        .expect("book")
+        .is_none());
 }
