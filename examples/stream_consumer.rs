@@ -95,9 +95,11 @@ fn main() -> redis::RedisResult<()> {
             continue;
         }
         for (id, fields) in entries {
+            // An entry read before and deleted since (the order was cancelled) comes back
+            // without its fields: nothing to apply, only to acknowledge.
             let order_id = fields.get("order_id").cloned().unwrap_or_default();
             // Apply once per order id, whatever the number of deliveries.
-            if applied.insert(order_id.clone()) {
+            if !order_id.is_empty() && applied.insert(order_id.clone()) {
                 println!(
                     "{{\"order_id\":\"{order_id}\",\"sku\":\"{}\",\"user_id\":\"{}\",\"quantity\":{}}}",
                     fields.get("sku").map(String::as_str).unwrap_or(""),

@@ -29,8 +29,10 @@ pub async fn cancel(
     ))?;
     let mut sales = ctx.sales.all();
     sales.sort_by(|a, b| a.sku.cmp(&b.sku));
-    // A sale whose store did not answer may hold it: then "unknown" would be a guess.
+    // A sale whose store did not answer may hold it: then "unknown" would be a guess; so
+    // would it be for a sale whose store lost its state (held), until stock is loaded.
     let mut unanswered = false;
+    let held = sales.iter().any(|s| s.is_held());
     for sale in sales {
         match ctx.store.cancel(&sale.sku, &order, cancellable).await {
             Ok(Cancellation::Unknown) | Err(StoreError::UnknownSale(_)) => {}
@@ -42,9 +44,10 @@ pub async fn cancel(
             }
         }
     }
-    Err(match unanswered {
-        true => GatewayError::StoreUnavailable,
-        false => GatewayError::UnknownOrder,
+    Err(match (unanswered, held) {
+        (true, _) => GatewayError::StoreUnavailable,
+        (false, true) => GatewayError::SaleHeld,
+        (false, false) => GatewayError::UnknownOrder,
     })
 }
 

@@ -200,3 +200,27 @@ async fn a_cancel_through_one_instance_is_seen_by_the_other() {
     assert_eq!(fresh, 1, "{x} {y}");
     assert_eq!(redis.command(&["GET", "flashgate:{phone}:stock"]), "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_the_store_lost_the_sale_waits_for_its_stock() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let shared = format!(
+        "[cluster]\nsecret = \"cancel-test-secret-0123456789\"\n[store]\nkind = \"redis\"\nurl = \"{}\"\n\
+         sync_interval = \"20ms\"\n",
+        redis.url()
+    );
+    let gw = gateway(&sale_config(&up, "", &shared)).await;
+    let (_, id, ticket) = buy(gw.public_addr, "fred").await;
+    until_ticket(gw.public_addr, &ticket, "confirmed").await;
+    // The store loses everything, the order with it: the sale is held until an operator
+    // loads stock, and a cancel meanwhile is told to come back then, not that the order
+    // never was.
+    assert_eq!(redis.command(&["FLUSHALL"]), "+OK");
+    until("the sale to be held", || async {
+        send(gw.public_addr, get("/sale/phone")).await.json()["state"] == "held"
+    })
+    .await;
+    let held = cancel(gw.admin_addr, &id, Some(ADMIN)).await;
+    assert_refused(&held, StatusCode::SERVICE_UNAVAILABLE, "sale_held");
+}

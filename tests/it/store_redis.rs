@@ -421,6 +421,80 @@ async fn a_spent_token_outlives_a_shorter_replay_ttl() {
     assert!(ttl > 60_000, "kept {ttl} ms, less than the token's life");
 }
 
+/// A settled order is kept as long as its token: a replay after a cancel finds what became
+/// of the order however short the replay TTL (never "reserved" from a record gone first),
+/// and a cancelled order of the stream is not kept forever.
+#[tokio::test]
+async fn an_order_outlives_its_token_under_a_shorter_replay_ttl() {
+    use flashgate::store::{Cancellable, OutboxSteps};
+    let server = RedisServer::start();
+    let cfg = StoreConfig {
+        kind: StoreKind::Redis,
+        url: server.url(),
+        ..StoreConfig::default()
+    };
+    let store = RedisStore::new(&cfg, Duration::from_millis(1)).expect("pool");
+    let sku = Sku::new("kept");
+    store.init_stock(&sku, 5, None).await.expect("init");
+    let pttl = |id: &flashgate::types::OrderId| -> i64 {
+        server
+            .command(&["PTTL", &format!("flashgate:{{kept}}:order:{id}")])
+            .trim_start_matches(':')
+            .parse()
+            .expect("a TTL")
+    };
+    let Reservation::Reserved { order_id: a, .. } = reserve_one(&store, &sku, "alice").await else {
+        panic!("reserved");
+    };
+    store.confirm(&sku, &a, "").await.expect("confirm");
+    assert!(pttl(&a) > 60_000, "confirmed order kept {} ms", pttl(&a));
+    store.cancel(&sku, &a, Cancellable::Delivered).await.expect("cancel");
+    assert!(pttl(&a) > 60_000, "cancelled order kept {} ms", pttl(&a));
+    let Reservation::Reserved { order_id: b, .. } = reserve_one(&store, &sku, "bob").await else {
+        panic!("reserved");
+    };
+    store.cancel(&sku, &b, Cancellable::Reserved).await.expect("cancel");
+    let kept = pttl(&b);
+    assert!(kept > 60_000, "a cancelled stream order kept {kept} ms (-1: forever)");
+    let Reservation::Reserved { order_id: c, .. } = reserve_one(&store, &sku, "carol").await else {
+        panic!("reserved");
+    };
+    store.compensate(&sku, &c, "").await.expect("compensate");
+    assert!(pttl(&c) > 60_000, "compensated order kept {} ms", pttl(&c));
+}
+
+/// Orders reserved before orders recorded their stock's epoch (an older version): a cancel
+/// restocks one only while the stock is the one the gateway first loaded (no operator load
+/// since, so none can have come between), never on top of a figure an operator loaded.
+#[tokio::test]
+async fn a_cancel_of_an_order_without_its_epoch_restocks_only_under_the_first_loading() {
+    use flashgate::store::{Cancellable, Cancellation};
+    let server = RedisServer::start();
+    let store = store_on(&server);
+    let sku = Sku::new("old");
+    store.init_stock(&sku, 3, None).await.expect("init");
+    let mut ids = Vec::new();
+    for user in ["alice", "bob"] {
+        let Reservation::Reserved { order_id, .. } = reserve_one(&store, &sku, user).await else {
+            panic!("reserved");
+        };
+        store.confirm(&sku, &order_id, "").await.expect("confirm");
+        let key = format!("flashgate:{{old}}:order:{order_id}");
+        assert_eq!(server.command(&["HDEL", &key, "e"]), ":1");
+        ids.push(order_id);
+    }
+    let cancel = |id| store.cancel(&sku, id, Cancellable::Delivered);
+    assert!(matches!(
+        cancel(&ids[0]).await.expect("cancel"),
+        Cancellation::Cancelled { restocked: true, remaining: 2, .. }
+    ));
+    store.set_stock(&sku, 5).await.expect("set");
+    assert!(matches!(
+        cancel(&ids[1]).await.expect("cancel"),
+        Cancellation::Cancelled { restocked: false, remaining: 5, .. }
+    ));
+}
+
 /// Load-test finding: after a Redis restart the gateway answered `store_unavailable` for
 /// the rest of the sale. A restart drops the cached connections, and every call that then
 /// found the cache empty took pooled connections one by one until it had all of them:

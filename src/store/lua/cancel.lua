@@ -1,7 +1,8 @@
 -- Cancel an order the backend gave up (unpaid), once however often it is asked.
 -- KEYS: 1 order hash, 2 stock, 3 buyers hash, 4 outbox stream, 5 epoch.
 -- ARGV: 1 '1' when a reserved order may be cancelled too (stream mode: the backend
---       consumes the outbox itself), else only a confirmed one.
+--       consumes the outbox itself), else only a confirmed one; 2 how long a settled order
+--       is kept for replays (ms).
 -- Returns {outcome, restocked, remaining, user, quantity} with outcome cancelled |
 -- already_cancelled | not_delivered | compensated | no_stock | unknown.
 -- The units go back only under the epoch the order was reserved in: an operator who loaded
@@ -28,16 +29,25 @@ if not stock then
 end
 local remaining = tonumber(stock)
 local restocked = 0
-if o[5] and o[5] == redis.call('GET', KEYS[5]) then
+local epoch = redis.call('GET', KEYS[5])
+-- An order without its epoch predates their recording: it was reserved under the current
+-- stock only if that is still the first loading (no operator load since, 'init-').
+local same = (o[5] and o[5] == epoch) or (not o[5] and epoch and string.sub(epoch, 1, 5) == 'init-')
+if same then
   remaining = redis.call('INCRBY', KEYS[2], qty)
   restocked = 1
 end
 if redis.call('HINCRBY', KEYS[3], o[2], -qty) <= 0 then
   redis.call('HDEL', KEYS[3], o[2])
 end
-if o[1] == 'reserved' then
-  redis.call('XDEL', KEYS[4], o[4])
-end
--- The order's expiry stands: it is kept store.replay_ttl from when it settled.
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'rs', restocked)
+if o[1] == 'reserved' then
+  -- It settles now: kept store.replay_ttl, and as long as its token. (A confirmed order
+  -- keeps the expiry it settled with.)
+  redis.call('XDEL', KEYS[4], o[4])
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  local x = tonumber(redis.call('HGET', KEYS[1], 'x') or '0') or 0
+  redis.call('PEXPIREAT', KEYS[1], math.max(now + tonumber(ARGV[2]), x))
+end
 return {'cancelled', restocked, remaining, o[2], qty}

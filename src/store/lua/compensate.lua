@@ -35,5 +35,9 @@ end
 redis.call('HSET', KEYS[1], 'state', 'failed')
 redis.call('XACK', KEYS[4], ARGV[1], o[4])
 redis.call('XDEL', KEYS[4], o[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+-- Kept as long as the token naming it: a replay always finds what became of it.
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local x = tonumber(redis.call('HGET', KEYS[1], 'x') or '0') or 0
+redis.call('PEXPIREAT', KEYS[1], math.max(now + tonumber(ARGV[3]), x))
 return {'restored', remaining}

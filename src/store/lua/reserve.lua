@@ -46,10 +46,11 @@ else
   redis.call('HINCRBY', KEYS[3], ARGV[1], qty)
   local sid = redis.call('XADD', KEYS[4], '*', 'order_id', ARGV[4], 'sku', ARGV[6],
     'user_id', ARGV[1], 'quantity', qty, 'reserved_at', now)
-  -- The epoch tells a later cancel whether the stock was loaded afresh since.
+  -- The epoch tells a later cancel whether the stock was loaded afresh since; the token's
+  -- expiry keeps the order's record as long as the token's once it settles.
   redis.call('HSET', KEYS[5], 'sku', ARGV[6], 'user_id', ARGV[1], 'quantity', qty,
     'reserved_at', now, 'state', 'reserved', 'sid', sid,
-    'e', redis.call('GET', KEYS[6]) or '')
+    'e', redis.call('GET', KEYS[6]) or '', 'x', expires)
   oid = ARGV[4]
   state = 'reserved'
 end

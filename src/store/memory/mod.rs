@@ -76,15 +76,19 @@ struct KeptOrder {
     loading: u32,
     /// Cancelled with its units put back.
     restocked: bool,
+    /// Until when the token that made it is kept: once settled, the order is kept as long
+    /// (a replay of the token always finds what became of it).
+    token_until: Instant,
 }
 
 impl KeptOrder {
-    fn reserved(order: Order, loading: u32) -> Self {
+    fn reserved(order: Order, loading: u32, token_until: Instant) -> Self {
         Self {
             order,
             state: OrderState::Reserved,
             loading,
             restocked: false,
+            token_until,
         }
     }
 }
@@ -164,8 +168,13 @@ impl SaleData {
         }
     }
 
-    /// An order left the outbox: it is kept for replays until `forget_at`.
+    /// An order left the outbox: it is kept for replays until `forget_at`, and as long as
+    /// its token.
     fn settle(&mut self, order_id: &OrderId, forget_at: Instant) {
+        let forget_at = self
+            .orders
+            .get(order_id)
+            .map_or(forget_at, |o| forget_at.max(o.token_until));
         self.outbox.retain(|id| id != order_id);
         self.restored.remove(order_id);
         self.settled.push_back((forget_at, *order_id));
@@ -344,9 +353,9 @@ impl MemoryStore {
                 quantity: req.quantity,
                 reserved_at: unix_millis(SystemTime::now()),
             };
-            let loading = d.loading;
+            let (loading, until) = (d.loading, self.spent_until(&req.token, now));
             d.orders
-                .insert(order_id, KeptOrder::reserved(order, loading));
+                .insert(order_id, KeptOrder::reserved(order, loading, until));
             d.outbox.push_back(order_id);
             state = Some(OrderState::Reserved);
             Reservation::Reserved {

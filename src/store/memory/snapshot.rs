@@ -36,9 +36,9 @@ struct SaleSnapshot {
     #[serde(default)]
     settled: Vec<SettledSnapshot>,
     /// Orders (undelivered or settled) reserved before the stock was last loaded: a cancel
-    /// gives their units back no more.
+    /// gives their units back no more. Absent in snapshots of versions before cancels.
     #[serde(default)]
-    stale: Vec<OrderId>,
+    stale: Option<Vec<OrderId>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -115,12 +115,13 @@ impl MemoryStore {
                             })
                         })
                         .collect();
-                    let stale = d
-                        .orders
-                        .iter()
-                        .filter(|(_, kept)| kept.loading != d.loading)
-                        .map(|(id, _)| *id)
-                        .collect();
+                    let stale = Some(
+                        d.orders
+                            .iter()
+                            .filter(|(_, kept)| kept.loading != d.loading)
+                            .map(|(id, _)| *id)
+                            .collect(),
+                    );
                     let tokens = d
                         .tokens
                         .iter()
@@ -178,21 +179,25 @@ impl MemoryStore {
                 .into_iter()
                 .filter_map(|(u, n)| Some((UserId::parse(&u)?, n)))
                 .collect();
-            // Loading 1 now; what was reserved before the last loading is 0.
+            // Loading 1 now; what was reserved before the last loading is 0. A snapshot of
+            // an older version does not say: its orders may have been reserved under an
+            // earlier loading unless no operator ever loaded the stock.
             d.loading = 1;
-            let stale: HashSet<OrderId> = s.stale.into_iter().collect();
-            let loading_of = |id: &OrderId| u32::from(!stale.contains(id));
+            let all_stale = s.stale.is_none() && d.epoch.by_operator();
+            let stale: HashSet<OrderId> = s.stale.into_iter().flatten().collect();
+            let loading_of = |id: &OrderId| u32::from(!all_stale && !stale.contains(id));
+            let now = Instant::now();
             for order in s.undelivered {
                 let id = order.order_id;
                 d.outbox.push_back(id);
                 d.restored.insert(id);
                 d.orders
-                    .insert(id, KeptOrder::reserved(order, loading_of(&id)));
+                    .insert(id, KeptOrder::reserved(order, loading_of(&id), now));
             }
-            let now = Instant::now();
             for o in s.settled {
                 let id = o.order.order_id;
-                let mut kept = KeptOrder::reserved(o.order, loading_of(&id));
+                let kept_for = now + Duration::from_millis(o.ttl_ms);
+                let mut kept = KeptOrder::reserved(o.order, loading_of(&id), kept_for);
                 (kept.state, kept.restocked) = (o.state, o.restocked);
                 d.orders.insert(id, kept);
                 d.settled

@@ -238,6 +238,7 @@ impl OutboxSteps for RedisStore {
                             Cancellable::Delivered => "0",
                             Cancellable::Reserved => "1",
                         })
+                        .arg(self.replay_ttl_ms())
                         .invoke_async(&mut c),
                 )
                 .await?;
