@@ -228,7 +228,8 @@ pub fn main() -> ExitCode {
         Command::Serve { config, overrides } => {
             crate::signal::ignore_hangups_while_starting();
             match overrides.load(&config) {
-                Ok(c) => serve(c),
+                // SIGHUP reads the file again, with the same overrides.
+                Ok(c) => serve(c, Box::new(move || overrides.load(&config))),
                 Err(e) => config_failure(&e),
             }
         }
@@ -310,11 +311,15 @@ fn run<F: std::future::Future<Output = ExitCode>>(config: &Config, main: F) -> E
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, source: crate::gateway::reload::ConfigSource) -> ExitCode {
     let settings = config.clone();
     run(&settings, async move {
         let signals = crate::signal::Terminations::watch();
-        let gateway = match Gateway::start(config).await {
+        let started = match Gateway::build(config) {
+            Ok(built) => built.reloading_from(source).start().await,
+            Err(e) => Err(e),
+        };
+        let gateway = match started {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!("{e}");

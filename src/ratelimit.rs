@@ -5,31 +5,49 @@ use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// A GCRA limiter per key; `None` when configured off (rate 0).
+/// A GCRA limiter per key (`None` when configured off: rate 0), and the quota (rate,
+/// burst) it was made for.
+type Limiter<K> = (Option<DefaultKeyedRateLimiter<K>>, (u32, u32));
+
+/// A keyed limiter, replaced whole when a reload changes its quota.
 pub struct KeyedLimit<K: Hash + Eq + Clone> {
-    limiter: Option<DefaultKeyedRateLimiter<K>>,
+    limiter: ArcSwap<Limiter<K>>,
     clock: DefaultClock,
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimit<K> {
     /// `rate` requests per second per key with bursts of `burst`; rate 0 allows everything.
     pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            limiter: ArcSwap::from_pointee(Self::made(rate, burst)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    fn made(rate: u32, burst: u32) -> Limiter<K> {
         let limiter = NonZeroU32::new(rate).map(|r| {
             let burst = NonZeroU32::new(burst).unwrap_or(r);
             RateLimiter::keyed(Quota::per_second(r).allow_burst(burst))
         });
-        Self {
-            limiter,
-            clock: DefaultClock::default(),
+        (limiter, (rate, burst))
+    }
+
+    /// Limits to `rate` and `burst` from now on (a reload); every key starts afresh, and
+    /// only if the quota changed.
+    pub fn set(&self, rate: u32, burst: u32) {
+        if self.limiter.load().1 != (rate, burst) {
+            self.limiter
+                .store(std::sync::Arc::new(Self::made(rate, burst)));
         }
     }
 
     /// `Ok` if `key` may proceed now, else how long until it may.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
-        match &self.limiter {
+        match &self.limiter.load().0 {
             None => Ok(()),
             Some(l) => l
                 .check_key(key)
@@ -39,7 +57,7 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
 
     /// Forgets keys whose bucket has refilled: they would behave exactly like new keys.
     pub fn sweep(&self) {
-        if let Some(l) = &self.limiter {
+        if let Some(l) = &self.limiter.load().0 {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -47,7 +65,7 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
 
     /// Keys currently remembered.
     pub fn len(&self) -> usize {
-        self.limiter.as_ref().map_or(0, |l| l.len())
+        self.limiter.load().0.as_ref().map_or(0, |l| l.len())
     }
 
     /// True when no key is remembered.
@@ -77,6 +95,19 @@ mod tests {
         assert!(wait > Duration::ZERO);
         assert!(l.check(&"b").is_ok(), "keys are independent");
         assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn a_reload_sets_a_new_quota_and_leaves_an_unchanged_one_alone() {
+        let l = KeyedLimit::new(0, 0);
+        l.set(1, 1);
+        assert!(l.check(&"a").is_ok());
+        assert!(l.check(&"a").is_err(), "limited from the reload on");
+        // The same quota again keeps the buckets: "a" stays limited.
+        l.set(1, 1);
+        assert!(l.check(&"a").is_err());
+        l.set(0, 0);
+        assert!(l.check(&"a").is_ok(), "off again");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! background tasks ([`Built::start`]), and runs until shut down.
 
 mod public;
+pub mod reload;
 mod start;
 pub mod store;
 mod tasks;
@@ -85,6 +86,9 @@ pub struct Built {
     restored: Option<PathBuf>,
     /// `flashgate demo` only (never a config key): identities for browsers without one.
     demo_identities: bool,
+    /// Where the config is read again on SIGHUP (`serve`); without one, SIGHUP reloads
+    /// only the TLS certificate and key.
+    source: Option<reload::ConfigSource>,
 }
 
 /// Asks a running gateway to stop gracefully (see [`Gateway::stop`]); cheap to clone,
@@ -190,6 +194,7 @@ impl Gateway {
             memory: opened.memory,
             restored: opened.restored,
             demo_identities: false,
+            source: None,
             config,
         })
     }
@@ -214,6 +219,13 @@ impl Built {
     /// identity in a cookie (see [`crate::demo::identity`]).
     pub fn with_demo_identities(mut self) -> Self {
         self.demo_identities = true;
+        self
+    }
+
+    /// Reads the config again from `source` on each SIGHUP and applies what can change
+    /// live (see [`reload`]).
+    pub fn reloading_from(mut self, source: reload::ConfigSource) -> Self {
+        self.source = Some(source);
         self
     }
 

@@ -20,6 +20,9 @@ use crate::config::Config;
 use crate::http::server::{self, ConnectionLimits, Edge, TlsAcceptor};
 use crate::local_state::LocalStateError;
 use crate::sale::book::SaleBook;
+use arc_swap::ArcSwap;
+
+use super::reload::Reloader;
 use crate::sale::context::SaleContext;
 use crate::sale_api::SaleApi;
 use crate::store::StoreError;
@@ -41,12 +44,24 @@ impl Built {
             memory,
             restored,
             demo_identities,
+            source,
         } = self;
         let (public, public_addr) = bind("server.listen", config.server.listen).await?;
         let (admin, admin_addr) = bind("server.admin_listen", config.server.admin_listen).await?;
         let shutdown = CancellationToken::new();
         let stopping = CancellationToken::new();
         let book = Arc::new(SaleBook::new(ctx.clone(), &config.queue, shutdown.clone()));
+        let pages = Arc::new(ArcSwap::from_pointee(pages));
+        let reloader = source.map(|source| {
+            Arc::new(Reloader::new(
+                source,
+                config.clone(),
+                book.clone(),
+                ctx.clone(),
+                pages.clone(),
+                tls.clone(),
+            ))
+        });
         let loading = bring_store_up(&ctx, &book, &config, restored, &shutdown).await?;
         let membership = member(&ctx, &config, admin_addr);
         let instance_id = membership.me().id.clone();
@@ -57,7 +72,12 @@ impl Built {
         let router = PublicRouter::new(
             trusted.clone(),
             proxy,
-            SaleApi::new(ctx.clone(), pages, config.server.body_timeout, peers),
+            SaleApi::new(
+                ctx.clone(),
+                pages.clone(),
+                config.server.body_timeout,
+                peers,
+            ),
             &ctx.metrics,
             demo_identities
                 .then(|| crate::demo::identity::DemoIdentity::new(&config.identity.header))
@@ -109,6 +129,7 @@ impl Built {
         tasks.extend(background(
             &ctx,
             &book,
+            reloader,
             &config,
             delivery,
             &membership,
@@ -233,6 +254,7 @@ fn edges(config: &Config, tls: &Option<Arc<TlsAcceptor>>, trusted: TrustedProxie
 fn background(
     ctx: &Arc<SaleContext>,
     book: &Arc<SaleBook>,
+    reloader: Option<Arc<Reloader>>,
     config: &Config,
     delivery: Option<crate::delivery::Settings>,
     membership: &Arc<Membership>,
@@ -256,6 +278,7 @@ fn background(
         config.server.shutdown_grace,
     )));
     tasks.push(tokio::spawn(tasks::reload_on_hangup(
+        reloader,
         tls.clone(),
         shutdown.clone(),
     )));

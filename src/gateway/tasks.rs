@@ -137,12 +137,22 @@ pub(crate) async fn load_when_up(
     }
 }
 
-/// On each SIGHUP, reloads the TLS certificate and key; the process never stops on it.
-pub(crate) async fn reload_on_hangup(tls: Option<Arc<TlsAcceptor>>, shutdown: CancellationToken) {
+/// On each SIGHUP, reloads the config file (see [`super::reload`]), or without one the TLS
+/// certificate and key alone; the process never stops on it.
+pub(crate) async fn reload_on_hangup(
+    reloader: Option<Arc<super::reload::Reloader>>,
+    tls: Option<Arc<TlsAcceptor>>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = crate::signal::hangup() => {}
             () = shutdown.cancelled() => return,
+        }
+        if let Some(reloader) = &reloader {
+            // Logged and counted inside, applied or refused.
+            let _ = reloader.reload().await;
+            continue;
         }
         match &tls {
             Some(tls) => match tls.reload() {
@@ -151,9 +161,7 @@ pub(crate) async fn reload_on_hangup(tls: Option<Arc<TlsAcceptor>>, shutdown: Ca
                     tracing::error!(error = %e, "SIGHUP: TLS reload failed; the certificate in use stays")
                 }
             },
-            None => tracing::info!(
-                "SIGHUP: nothing to reload (configuration reload is not supported yet)"
-            ),
+            None => tracing::info!("SIGHUP: nothing to reload (no config file, no TLS)"),
         }
     }
 }

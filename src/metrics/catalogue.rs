@@ -229,6 +229,13 @@ pub const COMPENSATIONS: Spec = Spec {
     labels: &["sku"],
 };
 
+/// `flashgate_config_reloads_total`.
+pub const CONFIG_RELOADS: Spec = Spec {
+    name: "flashgate_config_reloads_total",
+    help: "Reloads of the config file (SIGHUP), by outcome: applied or refused",
+    labels: &["outcome"],
+};
+
 /// `flashgate_cancellations_total`.
 pub const CANCELLATIONS: Spec = Spec {
     name: "flashgate_cancellations_total",

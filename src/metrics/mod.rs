@@ -91,6 +91,8 @@ pub struct Metrics {
     pub compensations: IntCounterVec,
     /// Orders cancelled after delivery, by sku and whether their units went back.
     pub cancellations: IntCounterVec,
+    /// Reloads of the config file, by outcome.
+    pub config_reloads: IntCounterVec,
     /// Polls of another instance's ticket, by result ([`RELAY_RESULTS`]).
     pub ticket_relays: IntCounterVec,
     /// Orders the deliverer holds that are not settled yet.
@@ -232,6 +234,7 @@ impl Metrics {
             deliveries: counter(&r, &catalogue::DELIVERIES),
             compensations: counter(&r, &catalogue::COMPENSATIONS),
             cancellations: counter(&r, &catalogue::CANCELLATIONS),
+            config_reloads: counter(&r, &catalogue::CONFIG_RELOADS),
             ticket_relays: counter(&r, &catalogue::TICKET_RELAYS),
             outbox_backlog: single_gauge(&r, &catalogue::OUTBOX_BACKLOG),
             upstream_seconds: histogram(&r, &catalogue::UPSTREAM_SECONDS),

@@ -26,6 +26,19 @@ pub struct Applied {
     pub origin: Origin,
 }
 
+/// What a reload did to the file's sales, by sku.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// New in the file: created.
+    pub created: Vec<String>,
+    /// Changed in the file: redefined.
+    pub changed: Vec<String>,
+    /// Gone from the file: ended.
+    pub ended: Vec<String>,
+    /// Changed through the API (or ended) since: the file's definition not applied.
+    pub skipped: Vec<String>,
+}
+
 /// This instance's side of the book of sale definitions.
 pub struct SaleBook {
     ctx: Arc<SaleContext>,
@@ -117,6 +130,82 @@ impl SaleBook {
             self.sync().await?;
         }
         Ok(written)
+    }
+
+    /// Applies a reloaded config file: its `[queue]` defaults to every sale, and its sales
+    /// to the book (one `before` the reload did not name is ended), unless their definition
+    /// came from the API since: an operator's change outranks the file, and is logged as
+    /// skipped. Returns what it did, by sku.
+    pub async fn reload(
+        &self,
+        before: &[SaleConfig],
+        now: &[SaleConfig],
+        queue: &QueueConfig,
+    ) -> Result<Reloaded, StoreError> {
+        let book = self
+            .ctx
+            .store
+            .sale_book(u64::MAX)
+            .await?
+            .unwrap_or_default();
+        let held: HashMap<&str, &Versioned> = book
+            .sales
+            .iter()
+            .map(|v| (v.definition.sale.sku.as_str(), v))
+            .collect();
+        let mut done = Reloaded::default();
+        for sale in now {
+            let def = Definition {
+                sale: sale.clone(),
+                origin: Origin::File,
+                ended: false,
+            };
+            let expected = match held.get(sale.sku.as_str()) {
+                None => Expected::Absent,
+                Some(v) if v.definition.origin == Origin::Api || v.definition.ended => {
+                    done.skipped.push(sale.sku.clone());
+                    continue;
+                }
+                Some(v) if v.definition.same_sale(&def) => continue,
+                Some(v) => Expected::Version(v.version),
+            };
+            match self.ctx.store.write_sale(&def, expected).await? {
+                Written::Written { .. } if expected == Expected::Absent => {
+                    done.created.push(sale.sku.clone())
+                }
+                Written::Written { .. } => done.changed.push(sale.sku.clone()),
+                Written::Conflict { .. } => done.skipped.push(sale.sku.clone()),
+            }
+        }
+        for gone in before
+            .iter()
+            .filter(|b| !now.iter().any(|n| n.sku == b.sku))
+        {
+            let Some(v) = held.get(gone.sku.as_str()) else {
+                continue;
+            };
+            if v.definition.origin != Origin::File || v.definition.ended {
+                continue;
+            }
+            let ended = Definition {
+                ended: true,
+                ..v.definition.clone()
+            };
+            if let Written::Written { .. } = self
+                .ctx
+                .store
+                .write_sale(&ended, Expected::Version(v.version))
+                .await?
+            {
+                done.ended.push(gone.sku.clone());
+            }
+        }
+        // Every sale again, under the new defaults.
+        self.queue.store(Arc::new(queue.clone()));
+        self.lock_applied().clear();
+        self.revision.store(0, Ordering::Release);
+        self.sync().await?;
+        Ok(done)
     }
 
     /// The definition of `sku` the store holds now, with its version.

@@ -23,6 +23,8 @@ use crate::cluster::peers::Peers;
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
 use crate::http::server::Peer;
+use arc_swap::ArcSwap;
+
 use crate::pages::{Page, Pages, Values};
 use crate::sale::admission;
 use crate::sale::context::SaleContext;
@@ -86,7 +88,8 @@ impl<'a> Route<'a> {
 #[derive(Clone)]
 pub struct SaleApi {
     ctx: Arc<SaleContext>,
-    pages: Arc<Pages>,
+    /// The page templates: a reload replaces them.
+    pages: Arc<ArcSwap<Pages>>,
     body_timeout: std::time::Duration,
     /// The other instances sharing the store (`None` with the memory store): tickets and
     /// tokens may reach any of them.
@@ -108,13 +111,13 @@ impl SaleApi {
     /// `peers` when the store is shared with other instances.
     pub fn new(
         ctx: Arc<SaleContext>,
-        pages: Pages,
+        pages: Arc<ArcSwap<Pages>>,
         body_timeout: std::time::Duration,
         peers: Option<Arc<Peers>>,
     ) -> Self {
         Self {
             ctx,
-            pages: Arc::new(pages),
+            pages,
             body_timeout,
             peers,
         }
@@ -233,7 +236,7 @@ impl SaleApi {
             retry_after: sale.as_ref().map_or(1, |s| s.retry_after_secs()),
             ..Values::default()
         };
-        self.pages.render(Page::Busy, &values)
+        self.pages.load().render(Page::Busy, &values)
     }
 
     /// The waiting room for `?ticket=`, or without one the countdown and buy page. A ticket
@@ -250,7 +253,7 @@ impl SaleApi {
                 prequeue_at_ms: terms.prequeue_opens().map_or(0, crate::types::unix_millis),
                 ..Values::default()
             };
-            return Ok(self.pages.render(Page::Countdown, &values));
+            return Ok(self.pages.load().render(Page::Countdown, &values));
         };
         let ticket = TicketId::parse(ticket).map(|t| t.to_string());
         let values = Values {
@@ -258,7 +261,7 @@ impl SaleApi {
             ticket: ticket.as_deref().unwrap_or(""),
             ..Values::default()
         };
-        Ok(self.pages.render(Page::Wait, &values))
+        Ok(self.pages.load().render(Page::Wait, &values))
     }
 
     async fn ticket(&self, id: &str, client: IpAddr) -> Result<GatewayResponse, GatewayError> {

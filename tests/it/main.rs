@@ -37,6 +37,7 @@ mod prequeue;
 mod proxy;
 mod redis_gateway;
 mod relays;
+mod reload;
 mod sale;
 mod sale_queue;
 mod shutdown;

@@ -46,8 +46,8 @@ async fn sigterm_keeps_serving_through_the_grace_with_readiness_503() {
     assert_eq!(send(gw.admin, get("/readyz")).await.status, StatusCode::OK);
 
     gw.signal(libc::SIGHUP);
-    until("SIGHUP to be logged as not a reload", || async {
-        gw.logged("configuration reload is not supported yet")
+    until("SIGHUP to reload the file", || async {
+        gw.logged("configuration reloaded")
     })
     .await;
     assert_eq!(

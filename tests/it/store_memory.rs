@@ -75,8 +75,14 @@ async fn an_order_outlives_its_token_under_a_shorter_replay_ttl() {
     let (req, token) = request(&sku, "alice");
     let id = reserved(&store, &req).await;
     store.confirm(&sku, &id, "").await.expect("confirm");
-    let c = store.cancel(&sku, &id, Cancellable::Delivered).await.expect("cancel");
-    assert!(matches!(c, Cancellation::Cancelled { now: true, .. }), "{c:?}");
+    let c = store
+        .cancel(&sku, &id, Cancellable::Delivered)
+        .await
+        .expect("cancel");
+    assert!(
+        matches!(c, Cancellation::Cancelled { now: true, .. }),
+        "{c:?}"
+    );
     let replay = store
         .replay(&sku, &token, &req.user, Unspent::Leave)
         .await
@@ -117,9 +123,21 @@ async fn a_snapshot_without_loadings_restocks_only_under_the_first_loading() {
         let again = MemoryStore::new();
         assert!(again.restore(&path).expect("restore"));
         again.confirm(&sku, &id, "").await.expect("confirm");
-        match again.cancel(&sku, &id, Cancellable::Delivered).await.expect("cancel") {
-            Cancellation::Cancelled { restocked: r, remaining: n, .. } => {
-                assert_eq!((r, n), (restocked, remaining), "stock loaded by an operator: {loaded}")
+        match again
+            .cancel(&sku, &id, Cancellable::Delivered)
+            .await
+            .expect("cancel")
+        {
+            Cancellation::Cancelled {
+                restocked: r,
+                remaining: n,
+                ..
+            } => {
+                assert_eq!(
+                    (r, n),
+                    (restocked, remaining),
+                    "stock loaded by an operator: {loaded}"
+                )
             }
             other => panic!("expected a cancel, got {other:?}"),
         }

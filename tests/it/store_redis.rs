@@ -448,14 +448,23 @@ async fn an_order_outlives_its_token_under_a_shorter_replay_ttl() {
     };
     store.confirm(&sku, &a, "").await.expect("confirm");
     assert!(pttl(&a) > 60_000, "confirmed order kept {} ms", pttl(&a));
-    store.cancel(&sku, &a, Cancellable::Delivered).await.expect("cancel");
+    store
+        .cancel(&sku, &a, Cancellable::Delivered)
+        .await
+        .expect("cancel");
     assert!(pttl(&a) > 60_000, "cancelled order kept {} ms", pttl(&a));
     let Reservation::Reserved { order_id: b, .. } = reserve_one(&store, &sku, "bob").await else {
         panic!("reserved");
     };
-    store.cancel(&sku, &b, Cancellable::Reserved).await.expect("cancel");
+    store
+        .cancel(&sku, &b, Cancellable::Reserved)
+        .await
+        .expect("cancel");
     let kept = pttl(&b);
-    assert!(kept > 60_000, "a cancelled stream order kept {kept} ms (-1: forever)");
+    assert!(
+        kept > 60_000,
+        "a cancelled stream order kept {kept} ms (-1: forever)"
+    );
     let Reservation::Reserved { order_id: c, .. } = reserve_one(&store, &sku, "carol").await else {
         panic!("reserved");
     };
@@ -486,12 +495,20 @@ async fn a_cancel_of_an_order_without_its_epoch_restocks_only_under_the_first_lo
     let cancel = |id| store.cancel(&sku, id, Cancellable::Delivered);
     assert!(matches!(
         cancel(&ids[0]).await.expect("cancel"),
-        Cancellation::Cancelled { restocked: true, remaining: 2, .. }
+        Cancellation::Cancelled {
+            restocked: true,
+            remaining: 2,
+            ..
+        }
     ));
     store.set_stock(&sku, 5).await.expect("set");
     assert!(matches!(
         cancel(&ids[1]).await.expect("cancel"),
-        Cancellation::Cancelled { restocked: false, remaining: 5, .. }
+        Cancellation::Cancelled {
+            restocked: false,
+            remaining: 5,
+            ..
+        }
     ));
 }
 

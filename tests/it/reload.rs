@@ -1,0 +1,179 @@
+//! Reloading the config file on SIGHUP, on the real binary: sales added, changed and
+//! ended, limits and the log level applied, keys that take a restart named, a broken file
+//! refused — while a proxied request is in flight and a ticket waits in a queue.
+
+use std::net::SocketAddr;
+
+use crate::common::*;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "reload-admin-token";
+
+fn file(up: &Upstream, threads: u32, sales: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nthreads = {threads}\n\
+         [upstream]\nurl = \"{}\"\ntimeout = \"30s\"\n[admin]\ntoken = \"{ADMIN}\"\n\
+         [queue]\nresponse = \"async\"\n[limits]\nper_user_rate = 0\nticket_poll_rate = 0\n{sales}",
+        up.url()
+    )
+}
+
+async fn admin(addr: SocketAddr, method: &str, path: &str, body: Value) -> Answer {
+    let bearer = format!("Bearer {ADMIN}");
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    send(
+        addr,
+        request(method, path, &[("authorization", bearer.as_str())], &text),
+    )
+    .await
+}
+
+/// The status a ticket settles on (`confirmed` reads as `reserved`).
+async fn settled(addr: SocketAddr, ticket: &str) -> String {
+    guarded("the ticket to be decided", async {
+        loop {
+            match poll_ticket(addr, ticket).await["status"]
+                .as_str()
+                .unwrap_or("")
+            {
+                "queued" => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                "confirmed" => return "reserved".to_owned(),
+                other => return other.to_owned(),
+            }
+        }
+    })
+    .await
+}
+
+/// Orders one unit of `sku` as `user`: its ticket.
+async fn buy(addr: SocketAddr, sku: &str, user: &str) -> String {
+    let token = token_for(addr, sku, user).await;
+    let a = order(addr, sku, user, &token).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.json());
+    a.json()["ticket"].as_str().expect("ticket").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_file_live_and_refuses_a_broken_one() {
+    let up = Upstream::start().await;
+    let v1 = file(
+        &up,
+        1,
+        "[[sale]]\nsku = \"keep\"\nstock = 5\n[[sale]]\nsku = \"edit\"\nstock = 5\n\
+         [[sale]]\nsku = \"gone\"\nstock = 5\n",
+    );
+    let (dir, cfg) = config_file("reload", &v1);
+    let gw = spawn_logged(&cfg);
+    let (public, adm) = (gw.public, gw.admin);
+    // An operator's change through the API outranks the file from then on.
+    let put = admin(
+        adm,
+        "PUT",
+        "/admin/sales/keep",
+        json!({"stock": 5, "per_user_limit": 3}),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{:?}", put.json());
+    // A ticket waits in a held queue, and a proxied request is in flight.
+    assert_eq!(
+        admin(adm, "POST", "/admin/sales/gone/hold", Value::Null)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let waiting = buy(public, "gone", "amy").await;
+    let in_flight = tokio::spawn(async move { send(public, get("/hold")).await.status });
+    assert_eq!(up.arrival().await, "/hold");
+
+    let v2 = file(
+        &up,
+        2,
+        "[[sale]]\nsku = \"keep\"\nstock = 5\nper_user_limit = 2\n\
+         [[sale]]\nsku = \"edit\"\nstock = 5\nper_user_limit = 2\n[[sale]]\nsku = \"new\"\nstock = 3\n",
+    )
+    .replace("[limits]\n", "[limits]\nrelay_per_ip_rate = 77\n");
+    std::fs::write(&cfg, v2).expect("write");
+    gw.signal(libc::SIGHUP);
+    until("the reload", || async {
+        gw.logged("configuration reloaded")
+    })
+    .await;
+
+    // The new sale sells; the changed one takes two a buyer; the API's stays at three.
+    assert_eq!(
+        settled(public, &buy(public, "new", "bea").await).await,
+        "reserved"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            settled(public, &buy(public, "edit", "cy").await).await,
+            "reserved"
+        );
+    }
+    assert_eq!(
+        settled(public, &buy(public, "edit", "cy").await).await,
+        "duplicate"
+    );
+    let keep = admin(adm, "GET", "/admin/sales/keep", Value::Null)
+        .await
+        .json();
+    assert_eq!(
+        (
+            keep["origin"].clone(),
+            keep["definition"]["per_user_limit"].clone()
+        ),
+        (json!("api"), json!(3))
+    );
+    // The sale gone from the file is ended: its queued ticket is answered, not lost.
+    assert_eq!(settled(public, &waiting).await, "closed");
+    assert_eq!(
+        send(public, get("/sale/gone")).await.json()["state"],
+        "closed"
+    );
+    // The request in flight went through the reload.
+    up.release();
+    assert_eq!(in_flight.await.expect("task"), StatusCode::OK);
+    assert!(gw.logged("server.threads"), "the restart-only key is named");
+    let metrics = scrape(adm).await;
+    assert_eq!(
+        value(
+            &metrics,
+            "flashgate_config_reloads_total{outcome=\"applied\"}"
+        ),
+        Some(1.0)
+    );
+
+    // A broken file is refused, naming the key, and the gateway goes on as it was.
+    std::fs::write(
+        &cfg,
+        file(
+            &up,
+            2,
+            "[[sale]]\nsku = \"edit\"\nstock = 5\nper_user_limit = 0\n",
+        ),
+    )
+    .expect("write");
+    gw.signal(libc::SIGHUP);
+    until("the refusal", || async { gw.logged("reload refused") }).await;
+    assert!(
+        gw.logged("sale.0.per_user_limit"),
+        "the refusal names the key"
+    );
+    assert_eq!(send(public, get("/sale/new")).await.json()["state"], "open");
+    assert_eq!(send(public, get("/sale/edit")).await.status, StatusCode::OK);
+    let metrics = scrape(adm).await;
+    assert_eq!(
+        value(
+            &metrics,
+            "flashgate_config_reloads_total{outcome=\"refused\"}"
+        ),
+        Some(1.0)
+    );
+    gw.signal(libc::SIGTERM);
+    let _ = std::fs::remove_dir_all(&dir);
+}
