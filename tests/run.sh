@@ -13,8 +13,9 @@ echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free here"
 # monitoring tests check the shipped Prometheus config and alert rules with promtool; the
 # browser tests drive Debian's chromium through playwright-core (npm, pinned in
 # tests/browser/package-lock.json).
-# The fuzz targets link libFuzzer, which is C++ (built by libfuzzer-sys).
-ensure_packages redis-server:redis-server promtool:prometheus chromium:chromium node:nodejs npm:npm c++:g++
+# The fuzz targets link libFuzzer, which is C++ (built by libfuzzer-sys). One pre-queue test
+# runs an instance whose clock is behind the fleet's under libfaketime (faketime).
+ensure_packages redis-server:redis-server promtool:prometheus chromium:chromium node:nodejs npm:npm c++:g++ faketime:faketime
 echo "== npm ci (tests/browser)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 

@@ -37,6 +37,15 @@ pub enum ReloadError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// What a reload changes: the book of sales, the sale context (rate limits), the pages,
+/// the TLS acceptor.
+pub type Parts = (
+    Arc<SaleBook>,
+    Arc<SaleContext>,
+    Arc<ArcSwap<Pages>>,
+    Option<Arc<TlsAcceptor>>,
+);
+
 /// What a reload applies its changes to.
 pub struct Reloader {
     source: ConfigSource,
@@ -51,15 +60,10 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader re-reading `source`, over what the gateway built from `started`.
-    pub fn new(
-        source: ConfigSource,
-        started: Config,
-        book: Arc<SaleBook>,
-        ctx: Arc<SaleContext>,
-        pages: Arc<ArcSwap<Pages>>,
-        tls: Option<Arc<TlsAcceptor>>,
-    ) -> Self {
+    /// A reloader re-reading `source`, over what the gateway built from `started`: its
+    /// book of sales, context, pages and TLS acceptor.
+    pub fn new(source: ConfigSource, started: Config, parts: Parts) -> Self {
+        let (book, ctx, pages, tls) = parts;
         Self {
             source,
             running: tokio::sync::Mutex::new(started.clone()),

@@ -48,19 +48,12 @@ impl Built {
         } = self;
         let (public, public_addr) = bind("server.listen", config.server.listen).await?;
         let (admin, admin_addr) = bind("server.admin_listen", config.server.admin_listen).await?;
-        let shutdown = CancellationToken::new();
-        let stopping = CancellationToken::new();
+        let (shutdown, stopping) = (CancellationToken::new(), CancellationToken::new());
         let book = Arc::new(SaleBook::new(ctx.clone(), &config.queue, shutdown.clone()));
         let pages = Arc::new(ArcSwap::from_pointee(pages));
         let reloader = source.map(|source| {
-            Arc::new(Reloader::new(
-                source,
-                config.clone(),
-                book.clone(),
-                ctx.clone(),
-                pages.clone(),
-                tls.clone(),
-            ))
+            let parts = (book.clone(), ctx.clone(), pages.clone(), tls.clone());
+            Arc::new(Reloader::new(source, config.clone(), parts))
         });
         let loading = bring_store_up(&ctx, &book, &config, restored, &shutdown).await?;
         let membership = member(&ctx, &config, admin_addr);
@@ -83,20 +76,7 @@ impl Built {
                 .then(|| crate::demo::identity::DemoIdentity::new(&config.identity.header))
                 .flatten(),
         );
-        let admin_handler = Admin::new(
-            upstream.authority,
-            config.upstream.connect_timeout,
-            stopping.clone(),
-            ctx.clone(),
-            AdminApi::new(
-                ctx.clone(),
-                membership.clone(),
-                &config.admin.token,
-                config.server.body_timeout,
-                crate::store::Cancellable::under(config.delivery.mode),
-                book.clone(),
-            ),
-        );
+        let admin_handler = admin_routes(&config, &ctx, &membership, &book, upstream, &stopping);
         let limits = ConnectionLimits::from_config(&config.server);
         let (public_edge, admin_edge) = edges(&config, &tls, trusted);
         let mut tasks = vec![
@@ -151,6 +131,31 @@ impl Built {
             tls,
         })
     }
+}
+
+/// The admin listener's routes: probes, metrics, the admin API.
+fn admin_routes(
+    config: &Config,
+    ctx: &Arc<SaleContext>,
+    membership: &Arc<Membership>,
+    book: &Arc<SaleBook>,
+    upstream: crate::http::UpstreamTarget,
+    stopping: &CancellationToken,
+) -> Admin {
+    Admin::new(
+        upstream.authority,
+        config.upstream.connect_timeout,
+        stopping.clone(),
+        ctx.clone(),
+        AdminApi::new(
+            ctx.clone(),
+            membership.clone(),
+            &config.admin.token,
+            config.server.body_timeout,
+            crate::store::Cancellable::under(config.delivery.mode),
+            book.clone(),
+        ),
+    )
 }
 
 /// Binds the listener for config key `key`; the address it got (the real port for `:0`).

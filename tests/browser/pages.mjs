@@ -96,9 +96,9 @@ async function waitingRoom(context) {
   await shot(page, "3-offline");
   await context.setOffline(false);
   await admin("release");
-  await page.locator("#outcome[data-outcome=reserved]").waitFor({ timeout: BOUND });
-  const outcome = await text(page, "#outcome");
-  if (!/Your order: [0-9a-f]{32}/.test(outcome)) fail(`outcome text: ${outcome}`);
+  await page.locator("#outcome.won").waitFor({ timeout: BOUND });
+  const order = await text(page, "#order");
+  if (!/Order [0-9a-f]{32}/.test(order)) fail(`order text: ${order}`);
   if (!(await page.locator("#network").isHidden())) fail("the offline note stayed");
   await shot(page, "4-reserved");
 }
@@ -139,7 +139,7 @@ async function countdown(context) {
   await shot(anonymous, "2-signed-out");
   await page.locator("#buy").click();
   await page.waitForURL(/\/wait\?ticket=[0-9a-f]{32}$/, { timeout: BOUND });
-  await page.locator("#outcome[data-outcome=reserved]").waitFor({ timeout: BOUND });
+  await page.locator("#outcome.won").waitFor({ timeout: BOUND });
   await shot(page, "3-bought");
 }
 
@@ -160,7 +160,7 @@ async function prequeue(context) {
   if (!/\d+ min \d+ s/.test(await text(page, "#opens-in"))) fail("no countdown to the opening");
   if (!(await page.locator("#state").isHidden())) fail("a place is shown before the opening");
   await shot(page, "2-prequeued");
-  await page.locator("#outcome[data-outcome=reserved]").waitFor({ timeout: BOUND });
+  await page.locator("#outcome.won").waitFor({ timeout: BOUND });
   if (!(await page.locator("#prequeue").isHidden())) fail("the pre-queue note stayed after the opening");
   await shot(page, "3-reserved");
 }
@@ -181,7 +181,7 @@ async function demo(browser) {
   const mine = cookies.find((c) => c.name === "flashgate_demo_user");
   if (!mine || !/^demo-[0-9a-f]+$/.test(mine.value)) fail(`no demo identity cookie: ${JSON.stringify(cookies)}`);
   await admin("release");
-  await page.locator("#outcome[data-outcome=reserved]").waitFor({ timeout: BOUND });
+  await page.locator("#outcome.won").waitFor({ timeout: BOUND });
   await shot(page, "2-reserved");
   // The same browser is the same buyer: one unit per user.
   await page.goto(`${GATEWAY}/sale/${SKU}/wait`);
@@ -191,8 +191,31 @@ async function demo(browser) {
   await context.close();
 }
 
+// One page in one state (PAGE: its path, SELECTOR: what the state shows, NAME: the
+// screenshots' name), at a desktop's width and a 360-px phone's: the state is shown, nothing
+// runs off the side of the screen, and the page says its language and has a heading.
+async function pageState(browser) {
+  const { PAGE, SELECTOR, NAME } = process.env;
+  for (const [width, height] of [[1280, 800], [360, 740]]) {
+    const context = await browser.newContext({
+      viewport: { width, height },
+      extraHTTPHeaders: { "X-User-Id": "browser-page-state" },
+    });
+    const page = await context.newPage();
+    await page.goto(`${GATEWAY}${PAGE}`);
+    await page.locator(SELECTOR).first().waitFor({ state: "visible", timeout: BOUND });
+    const fits = await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
+    if (!fits) fail(`${NAME} runs wider than ${width} px`);
+    if (!(await page.locator("html[lang]").count())) fail(`${NAME}: no lang`);
+    if (!(await page.locator("h1").count())) fail(`${NAME}: no heading`);
+    if (await page.locator("body").evaluate((b) => b.innerHTML.includes("{{"))) fail(`${NAME}: a variable left unfilled`);
+    await page.screenshot({ path: `${ARTIFACTS}/state-${NAME}-${width}.png`, fullPage: true });
+    await context.close();
+  }
+}
+
 const scenarios = { "waiting-room": waitingRoom, busy, countdown, prequeue };
-const ownContext = { demo };
+const ownContext = { demo, "page-state": pageState };
 if (!scenarios[scenario] && !ownContext[scenario]) {
   console.error(`unknown scenario ${scenario}; one of ${[...Object.keys(scenarios), ...Object.keys(ownContext)].join(", ")}`);
   process.exit(2);

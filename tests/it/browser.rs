@@ -178,3 +178,211 @@ async fn the_demo_sells_to_a_plain_browser_as_printed() {
     let gateway = demo.page.split("/sale/").next().expect("base").to_owned();
     drive_at(demo.admin, token, &gateway, None, "demo-phone", "demo").await;
 }
+
+/// Shows `path` in Chromium at desktop and phone widths; `selector` must appear (the state
+/// the page is in). Screenshots: `state-{name}-{width}.png` among the artifacts.
+async fn page_state(gw: &flashgate::gateway::Gateway, path: &str, selector: &str, name: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/pages.mjs");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg(&script)
+            .arg("page-state")
+            .env("GATEWAY", format!("http://{}", gw.public_addr))
+            .env("PAGE", path)
+            .env("SELECTOR", selector)
+            .env("NAME", name)
+            .env("ARTIFACTS", artifacts())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser run ends")
+    .expect("node runs (tests/run.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{name} in chromium failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Queues one order of `sku` as `user` (async mode): its ticket and, once decided, order.
+async fn queued(gw: &flashgate::gateway::Gateway, sku: &str, user: &str) -> String {
+    let token = token_for(gw.public_addr, sku, user).await;
+    let a = order(gw.public_addr, sku, user, &token).await;
+    assert_eq!(a.status, http::StatusCode::ACCEPTED, "{:?}", a.json());
+    a.json()["ticket"].as_str().expect("ticket").to_owned()
+}
+
+async fn status_of(
+    gw: &flashgate::gateway::Gateway,
+    ticket: &str,
+    want: &str,
+) -> serde_json::Value {
+    guarded(&format!("ticket to be {want}"), async {
+        loop {
+            let now = poll_ticket(gw.public_addr, ticket).await;
+            if now["status"] == want {
+                return now;
+            }
+
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+async fn call(gw: &flashgate::gateway::Gateway, method: &str, path: &str) -> Answer {
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    send(
+        gw.admin_addr,
+        request(method, path, &[("authorization", bearer.as_str())], ""),
+    )
+    .await
+}
+
+/// Every state of the sale page and the waiting room, in Chromium at a desktop's width and
+/// a 360-px phone's, with screenshots: the sale open with its units left, sold out and
+/// closed; a ticket queued (its place, the progress bar and the wait in words), reserved,
+/// failed, confirmed, cancelled, sold out and closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_state_shows_at_desktop_and_phone_widths() {
+    use std::sync::atomic::Ordering;
+    let up = Upstream::start().await;
+    let text = base(
+        &up,
+        "response = \"async\"\nadmit_factor = 10.0",
+        "sku = \"shoes\"\nstock = 2\n[[sale]]\nsku = \"hats\"\nstock = 5\n\
+         [[sale]]\nsku = \"one\"\nstock = 1\n[delivery]\nretry_base = \"10ms\"\nretry_max = \"50ms\"\n\
+         breaker_cooldown = \"50ms\"",
+    );
+    let gw = gateway(&text).await;
+    let room = |sku: &str, t: &str| format!("/sale/{sku}/wait?ticket={t}");
+    page_state(
+        &gw,
+        "/sale/shoes/wait",
+        "#status[data-state=open]",
+        "sale-open",
+    )
+    .await;
+
+    // Queued third behind a held drain.
+    assert_eq!(
+        call(&gw, "POST", "/admin/sales/hats/hold").await.status,
+        http::StatusCode::OK
+    );
+    for u in ["h1", "h2"] {
+        queued(&gw, "hats", u).await;
+    }
+    let third = queued(&gw, "hats", "h3").await;
+    page_state(
+        &gw,
+        &room("hats", &third),
+        "#state[data-state=queued] progress",
+        "queued",
+    )
+    .await;
+
+    // Reserved while the backend says "not now"; failed once it refuses for good.
+    up.orders_status.store(503, Ordering::SeqCst);
+    let r = queued(&gw, "shoes", "r1").await;
+    status_of(&gw, &r, "reserved").await;
+    page_state(
+        &gw,
+        &room("shoes", &r),
+        "#outcome[data-outcome=reserved]",
+        "reserved",
+    )
+    .await;
+    up.orders_status.store(400, Ordering::SeqCst);
+    status_of(&gw, &r, "failed").await;
+    page_state(
+        &gw,
+        &room("shoes", &r),
+        "#outcome[data-outcome=failed]",
+        "failed",
+    )
+    .await;
+
+    // Confirmed, then cancelled by the backend (unpaid).
+    up.orders_status.store(0, Ordering::SeqCst);
+    let c = queued(&gw, "shoes", "c1").await;
+    let confirmed = status_of(&gw, &c, "confirmed").await;
+    page_state(
+        &gw,
+        &room("shoes", &c),
+        "#outcome[data-outcome=confirmed]",
+        "confirmed",
+    )
+    .await;
+    let order = confirmed["order_id"].as_str().expect("order").to_owned();
+    let cancel = call(&gw, "POST", &format!("/admin/orders/{order}/cancel")).await;
+    assert_eq!(cancel.status, http::StatusCode::OK, "{:?}", cancel.json());
+    page_state(
+        &gw,
+        &room("shoes", &c),
+        "#outcome[data-outcome=cancelled]",
+        "cancelled",
+    )
+    .await;
+
+    // Sold out: two queued for the last unit.
+    assert_eq!(
+        call(&gw, "POST", "/admin/sales/one/hold").await.status,
+        http::StatusCode::OK
+    );
+    let first = queued(&gw, "one", "x1").await;
+    let second = queued(&gw, "one", "x2").await;
+    assert_eq!(
+        call(&gw, "POST", "/admin/sales/one/release").await.status,
+        http::StatusCode::OK
+    );
+    // Released in order, but the workers may run the two steps either way round.
+    let lost = guarded("one of the two to sell out", async {
+        loop {
+            for t in [&first, &second] {
+                if poll_ticket(gw.public_addr, t).await["status"] == "sold_out" {
+                    return t.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    page_state(
+        &gw,
+        &room("one", &lost),
+        "#outcome[data-outcome=sold_out]",
+        "sold-out",
+    )
+    .await;
+    page_state(
+        &gw,
+        "/sale/one/wait",
+        "#status[data-state=sold_out]",
+        "sale-sold-out",
+    )
+    .await;
+
+    // Closed by an operator while queued.
+    assert_eq!(
+        call(&gw, "DELETE", "/admin/sales/hats").await.status,
+        http::StatusCode::OK
+    );
+    status_of(&gw, &third, "closed").await;
+    page_state(
+        &gw,
+        &room("hats", &third),
+        "#outcome[data-outcome=closed]",
+        "closed",
+    )
+    .await;
+    page_state(
+        &gw,
+        "/sale/hats/wait",
+        "#status[data-state=closed]",
+        "sale-closed",
+    )
+    .await;
+}

@@ -360,22 +360,25 @@ async fn an_instance_that_stops_gives_its_members_places_up() {
 async fn an_instance_whose_clock_runs_behind_opens_when_the_fleet_did() {
     let redis = RedisServer::start();
     let up = Upstream::start().await;
-    // The same sale, but b's clock is an hour behind a's: b still takes orders into the
-    // pre-queue when a has opened it. Two units, three places kept.
-    let sale_at = |opening: &str| sale(opening).replace(&format!("stock = {STOCK}"), "stock = 2");
-    let a = gateway(&instance_config(
-        &up,
-        &redis,
-        "gw-a",
-        &sale_at(&rfc3339_in(4)),
-    ))
-    .await;
-    let b_opening = rfc3339_in(3600);
-    let b = gateway(&instance_config(&up, &redis, "gw-b", &sale_at(&b_opening))).await;
+    // One sale for the fleet, but b's clock is ten minutes behind a's (libfaketime): b
+    // still takes orders into the pre-queue when a has opened it. Two units, three places
+    // kept.
+    let opening = rfc3339_in(6);
+    let sold = sale(&opening).replace(&format!("stock = {STOCK}"), "stock = 2");
+    let a = gateway(&instance_config(&up, &redis, "gw-a", &sold)).await;
+    let (dir, cfg) = config_file(
+        "prequeue-behind",
+        &instance_config(&up, &redis, "gw-b", &sold).replace(
+            "[store]",
+            "[store]
+token_ttl = \"30m\"",
+        ),
+    );
+    let b = spawn_logged_behind(&cfg, 600);
     admin(a.admin_addr, "POST", "/admin/sales/phone/hold", "").await;
     let mut tickets = Vec::new();
     for i in 0..4 {
-        tickets.push(join(b.public_addr, i, &b_opening).await);
+        tickets.push(join(b.public, i, &opening).await);
     }
     // a opens the fleet's pre-queue at its clock, though it has no member.
     until("a to seal the fleet's pre-queue", || async {
@@ -393,25 +396,25 @@ async fn an_instance_whose_clock_runs_behind_opens_when_the_fleet_did() {
     })
     .await;
     // An order at b after that is a late arrival: the line's places are taken.
-    let token = token_for(b.public_addr, "phone", "late").await;
-    let late = order(b.public_addr, "phone", "late", &token).await;
+    let token = token_for(b.public, "phone", "late").await;
+    let late = order(b.public, "phone", "late", &token).await;
     assert_eq!(
         (late.status, late.json()["error"].clone()),
         (StatusCode::GONE, serde_json::json!("sold_out")),
         "{:?}",
         late.json()
     );
-    // And b learnt that the sale opened: its members are placed now, not in an hour.
-    let answers = after_the_opening(&[b.public_addr], &tickets).await;
+    // And b learnt that the sale opened: its members are placed now, not in ten minutes.
+    let answers = after_the_opening(&[b.public], &tickets).await;
     let places: BTreeSet<u64> = answers
         .iter()
         .filter(|a| a["status"] == "queued")
         .map(|a| a["position"].as_u64().expect("position"))
         .collect();
     assert_eq!(places, (1..=3).collect(), "{answers:?}");
-    for gw in [a, b] {
-        gw.shutdown();
-    }
+    a.shutdown();
+    b.signal(libc::SIGTERM);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

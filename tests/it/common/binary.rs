@@ -52,7 +52,14 @@ impl Binary {
 
 /// Starts `flashgate serve --config config` with JSON logs.
 pub fn spawn_logged(config: &std::path::Path) -> Binary {
-    let (process, lines, public, admin) = start(config);
+    spawn_logged_behind(config, 0)
+}
+
+/// Starts it as [`spawn_logged`] does, its clock `secs` seconds behind the machine's
+/// (under libfaketime, which the test command installs): an instance of a fleet whose
+/// clock lags.
+pub fn spawn_logged_behind(config: &std::path::Path, secs: u32) -> Binary {
+    let (process, lines, public, admin) = start(config, secs);
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = log.clone();
     // Keep draining the log so the child never blocks on a full pipe.
@@ -72,7 +79,7 @@ pub fn spawn_logged(config: &std::path::Path) -> Binary {
 /// Starts it as [`spawn_logged`] does, then closes its log pipe (a log reader that went
 /// away): every later line it writes fails.
 pub fn spawn_then_close_log(config: &std::path::Path) -> Binary {
-    let (process, lines, public, admin) = start(config);
+    let (process, lines, public, admin) = start(config, 0);
     drop(lines);
     Binary {
         process,
@@ -82,18 +89,27 @@ pub fn spawn_then_close_log(config: &std::path::Path) -> Binary {
     }
 }
 
-/// Spawns the binary and reads its log until it listens: the child, the rest of its log,
-/// the public and admin addresses.
+/// Spawns the binary (its clock `behind` seconds behind) and reads its log until it
+/// listens: the child, the rest of its log, the public and admin addresses.
 fn start(
     config: &std::path::Path,
+    behind: u32,
 ) -> (
     Process,
     std::io::Lines<BufReader<std::process::ChildStderr>>,
     SocketAddr,
     SocketAddr,
 ) {
+    let mut command = match behind {
+        0 => Command::new(env!("CARGO_BIN_EXE_flashgate")),
+        secs => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", &format!("-{secs}s"), env!("CARGO_BIN_EXE_flashgate")]);
+            c
+        }
+    };
     let mut process = Process(
-        Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        command
             .args(["serve", "--config"])
             .arg(config)
             .args(["--log-format", "json"])
