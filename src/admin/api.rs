@@ -236,7 +236,7 @@ impl AdminApi {
             (Method::PUT, ["admin", "sales", sku]) => {
                 let given = sales::if_match(req.headers())?;
                 let body = read_json(req, self.body_timeout).await?;
-                sales::put(&self.ctx, &self.book, peer, sku, given, body).await
+                sales::put(&self.book, peer, sku, given, body).await
             }
             (Method::DELETE, ["admin", "sales", sku]) => {
                 let given = sales::if_match(req.headers())?;

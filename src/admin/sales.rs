@@ -5,7 +5,6 @@
 //! version read, so two operators cannot overwrite each other silently.
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
 
 use http::header::{ETAG, IF_MATCH};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -14,10 +13,9 @@ use serde_json::{json, Value};
 use crate::config::SaleConfig;
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
-use crate::sale::book::SaleBook;
-use crate::sale::context::SaleContext;
-use crate::sale::SaleState;
-use crate::store::{Definition, Expected, Origin, SaleControl, StoreError, Versioned, Written};
+use crate::sale::book::{check_change, SaleBook};
+use crate::sale::change::ChangeRefused;
+use crate::store::{Definition, Expected, Origin, StoreError, Versioned, Written};
 
 /// The version an `If-Match` header names (`"3"` or `3`), if one was sent.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, GatewayError> {
@@ -42,8 +40,8 @@ pub async fn get(book: &SaleBook, sku: &str) -> Result<GatewayResponse, GatewayE
 }
 
 /// `PUT /admin/sales/{sku}`: creates the sale, or changes it (its stock only at creation).
+/// A definition the same as the one in force changes nothing (its version and origin stay).
 pub async fn put(
-    ctx: &SaleContext,
     book: &SaleBook,
     peer: SocketAddr,
     sku: &str,
@@ -52,8 +50,16 @@ pub async fn put(
 ) -> Result<GatewayResponse, GatewayError> {
     let sale = definition_of(sku, body)?;
     let current = book.read(sku).await.map_err(unavailable)?;
+    let definition = Definition {
+        sale,
+        origin: Origin::Api,
+        ended: false,
+    };
     if let Some(c) = &current {
-        allowed(ctx, &c.definition, &sale)?;
+        check_change(book, &c.definition, &definition.sale).map_err(refused)?;
+        if c.definition.same_sale(&definition) && given.is_none_or(|v| v == c.version) {
+            return Ok(answer(StatusCode::OK, c));
+        }
     }
     // Without If-Match, still on the version just read: a change made meanwhile is
     // refused, never overwritten.
@@ -62,15 +68,8 @@ pub async fn put(
         (None, Some(c)) => Expected::Version(c.version),
         (None, None) => Expected::Absent,
     };
-    let definition = Definition {
-        sale,
-        origin: Origin::Api,
-        ended: false,
-    };
-    let version = written(book.write(&definition, expected).await)?;
-    if let Some(c) = &current {
-        store_settings(ctx, &c.definition.sale, &definition.sale).await;
-    }
+    let previous = current.as_ref().map(|c| &c.definition);
+    let version = written(book.write(&definition, expected, previous).await)?;
     tracing::info!(%peer, %sku, version, created = current.is_none(), "sale defined");
     let status = match current {
         Some(_) => StatusCode::OK,
@@ -105,7 +104,7 @@ pub async fn delete(
         ..c.definition
     };
     let expected = Expected::Version(given.unwrap_or(c.version));
-    let version = written(book.write(&definition, expected).await)?;
+    let version = written(book.write(&definition, expected, None).await)?;
     tracing::info!(%peer, %sku, version, "sale ended");
     Ok(answer(
         StatusCode::OK,
@@ -144,69 +143,15 @@ fn definition_of(sku: &str, body: Value) -> Result<SaleConfig, GatewayError> {
     })
 }
 
-/// Whether `next` may replace `current` while the sale runs: not once ended; its stock only
-/// through the stock endpoints; its opening and pre-queue only before the pre-queue (or the
-/// sale) has opened here; its queue no larger than this instance's queue can hold.
-fn allowed(ctx: &SaleContext, current: &Definition, next: &SaleConfig) -> Result<(), GatewayError> {
-    if current.ended {
-        return Err(GatewayError::SaleEnded);
-    }
-    if current.sale.stock != next.stock {
-        return Err(GatewayError::InvalidSale {
-            key: "stock".into(),
-            reason: format!(
-                "is {} since the sale was created; change it with PUT /admin/sales/{}/stock",
-                current.sale.stock, next.sku
-            ),
-        });
-    }
-    let Some(sale) = ctx.sales.get(&next.sku) else {
-        return Ok(());
-    };
-    let upcoming = sale.state(SystemTime::now()) == SaleState::Upcoming;
-    let moved =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    for (key, changed) in [
-        ("starts_at", moved(&current.sale.starts_at, &next.starts_at)),
-        ("prequeue", moved(&current.sale.prequeue, &next.prequeue)),
-    ] {
-        if changed && !upcoming {
-            return Err(GatewayError::SaleStarted { key: key.into() });
-        }
-    }
-    if let Some(capacity) = next.queue.capacity {
-        if capacity > sale.queue.max_capacity() {
-            return Err(GatewayError::InvalidSale {
-                key: "queue.capacity".into(),
-                reason: format!(
-                    "must be at most {} (4 × the capacity the sale started with) while it runs",
-                    sale.queue.max_capacity()
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// A changed capacity or drain rate is also stored as the operator's setting, so that one
-/// stored earlier (`PUT …/capacity`, `…/drain_rate`) does not shadow the new definition.
-async fn store_settings(ctx: &SaleContext, before: &SaleConfig, after: &SaleConfig) {
-    let sku = crate::types::Sku::new(&after.sku);
-    if let (Some(c), true) = (
-        after.queue.capacity,
-        after.queue.capacity != before.queue.capacity,
-    ) {
-        if let Err(e) = ctx.store.set_control(&sku, SaleControl::Capacity(c)).await {
-            tracing::warn!(%sku, error = %e, "the new capacity was not stored as the sale's setting");
-        }
-    }
-    if let (Some(r), true) = (
-        after.queue.drain_rate,
-        after.queue.drain_rate != before.queue.drain_rate,
-    ) {
-        if let Err(e) = ctx.store.set_drain_rate(&sku, r).await {
-            tracing::warn!(%sku, error = %e, "the new drain rate was not stored as the sale's setting");
-        }
+/// A change the running sale does not allow, as the API answers it.
+fn refused(r: ChangeRefused) -> GatewayError {
+    match r {
+        ChangeRefused::Ended => GatewayError::SaleEnded,
+        ChangeRefused::Started { key } => GatewayError::SaleStarted { key: key.into() },
+        ChangeRefused::Invalid { key, reason } => GatewayError::InvalidSale {
+            key: key.into(),
+            reason,
+        },
     }
 }
 

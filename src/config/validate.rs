@@ -146,11 +146,42 @@ fn check_upstream(c: &Config) -> Result<(), ConfigError> {
     positive("upstream.connect_timeout", !u.connect_timeout.is_zero())
 }
 
+/// The largest queue capacity: the queue's ring is allocated up front, for four times the
+/// capacity (an operator may raise it that far while the sale runs): ~770 MB at this bound.
+pub const MAX_CAPACITY: usize = 1_000_000;
+
+/// The most order workers of one sale (each a store step in flight).
+pub const MAX_WORKERS: usize = 1_024;
+
+/// A queue's capacity and workers within their bounds, the error naming `key`'s prefix.
+fn check_queue_size(
+    prefix: &str,
+    capacity: Option<usize>,
+    workers: Option<usize>,
+) -> Result<(), ConfigError> {
+    if let Some(cap) = capacity {
+        if cap == 0 || cap > MAX_CAPACITY {
+            return Err(ConfigError::invalid(
+                format!("{prefix}capacity"),
+                format!("must be between 1 and {MAX_CAPACITY}"),
+            ));
+        }
+    }
+    if let Some(w) = workers {
+        if w == 0 || w > MAX_WORKERS {
+            return Err(ConfigError::invalid(
+                format!("{prefix}workers"),
+                format!("must be between 1 and {MAX_WORKERS}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_queue(c: &Config) -> Result<(), ConfigError> {
     let q = &c.queue;
-    positive("queue.capacity", q.capacity > 0)?;
+    check_queue_size("queue.", Some(q.capacity), Some(q.workers))?;
     positive("queue.drain_rate", q.drain_rate > 0)?;
-    positive("queue.workers", q.workers > 0)?;
     positive("queue.max_wait", !q.max_wait.is_zero())?;
     if !(q.admit_factor.is_finite() && q.admit_factor >= 1.0) {
         return Err(ConfigError::invalid(
@@ -209,14 +240,9 @@ pub fn check_sale(sale: &SaleConfig, prefix: &str) -> Result<(), ConfigError> {
         if let Some(window) = sale.prequeue {
             check_prequeue(&key("prequeue"), window, sale.starts_at.is_some())?;
         }
-        if let Some(cap) = sale.queue.capacity {
-            positive(&key("queue.capacity"), cap > 0)?;
-        }
+        check_queue_size(&key("queue."), sale.queue.capacity, sale.queue.workers)?;
         if let Some(rate) = sale.queue.drain_rate {
             positive(&key("queue.drain_rate"), rate > 0)?;
-        }
-        if let Some(w) = sale.queue.workers {
-            positive(&key("queue.workers"), w > 0)?;
         }
     }
     Ok(())

@@ -32,9 +32,9 @@ pub enum ReloadError {
     /// A page template cannot be read.
     #[error("{0}")]
     Pages(#[from] crate::pages::PagesError),
-    /// The store did not take the sales' definitions.
-    #[error("the store did not take the sales' definitions: {0}")]
-    Store(#[from] crate::store::StoreError),
+    /// The sales' definitions were not applied.
+    #[error("{0}")]
+    Sales(#[from] crate::sale::book::ReloadRefused),
 }
 
 /// What a reload changes: the book of sales, the sale context (rate limits), the pages,
@@ -102,10 +102,7 @@ impl Reloader {
             "" => Pages::builtin(),
             dir => Pages::load(std::path::Path::new(dir))?,
         };
-        let sales = self
-            .book
-            .reload(&running.sales, &next.sales, &next.queue)
-            .await?;
+        let sales = self.book.reload(&next.sales, &next.queue).await?;
         self.pages.store(Arc::new(pages));
         let l = &next.limits;
         self.ctx.per_user.set(l.per_user_rate, l.per_user_burst);

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use super::change::{self, ChangeRefused, FileChanges};
 use super::context::SaleContext;
 use super::{Sale, Terms};
 use crate::config::{QueueConfig, SaleConfig};
-use crate::store::{Definition, Expected, Origin, StoreError, Versioned, Written};
+use crate::store::{Definition, Expected, Origin, SaleControl, StoreError, Versioned, Written};
 use crate::types::Sku;
 
 /// The version and origin of the definition a sale runs by here.
@@ -39,6 +40,22 @@ pub struct Reloaded {
     pub skipped: Vec<String>,
 }
 
+/// Why a reload's sales were not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    /// The store did not answer.
+    #[error("the store did not take the sales' definitions: {0}")]
+    Store(#[from] StoreError),
+    /// A sale of the file changed in a way the running sale does not allow.
+    #[error("sale `{sku}`: {refused}")]
+    Change {
+        /// The sale.
+        sku: String,
+        /// Why.
+        refused: ChangeRefused,
+    },
+}
+
 /// This instance's side of the book of sale definitions.
 pub struct SaleBook {
     ctx: Arc<SaleContext>,
@@ -48,13 +65,15 @@ pub struct SaleBook {
     shutdown: CancellationToken,
     /// The book's revision last applied.
     revision: AtomicU64,
-    /// What each sale runs by here.
-    applied: Mutex<HashMap<Sku, Applied>>,
+    /// What each sale runs by here, and the definition itself.
+    applied: Mutex<HashMap<Sku, (Applied, Definition)>>,
     /// Sales created here whose stock could not be loaded yet (the store did not answer).
     unloaded: Mutex<Vec<SaleConfig>>,
     /// File sales not written to the book yet (the store did not answer).
     unseeded: Mutex<Vec<SaleConfig>>,
-    /// One reading of the book at a time (the periodic one, an admin write's).
+    /// The config file's sales as last read (seeded again should the store lose the book).
+    file: Mutex<Vec<SaleConfig>>,
+    /// One reading of the book at a time (the periodic one, an admin write's, a reload's).
     reading: tokio::sync::Mutex<()>,
 }
 
@@ -70,6 +89,7 @@ impl SaleBook {
             applied: Mutex::default(),
             unloaded: Mutex::default(),
             unseeded: Mutex::default(),
+            file: Mutex::default(),
             reading: tokio::sync::Mutex::new(()),
         }
     }
@@ -79,17 +99,17 @@ impl SaleBook {
     /// changed since (through the API, or a reload elsewhere) is not overwritten: the
     /// file's is only logged as different.
     pub async fn seed(&self, file: &[SaleConfig]) -> Result<(), StoreError> {
-        self.lock(&self.unseeded).extend(file.iter().cloned());
+        *lock(&self.file) = file.to_vec();
+        lock(&self.unseeded).extend(file.iter().cloned());
         self.sync().await
     }
 
     /// Writes the file's sales the book does not hold yet.
     async fn seed_now(&self) -> Result<(), StoreError> {
-        let pending = std::mem::take(&mut *self.lock(&self.unseeded));
+        let pending = std::mem::take(&mut *lock(&self.unseeded));
         for (i, sale) in pending.iter().enumerate() {
             if let Err(e) = self.seed_one(sale).await {
-                self.lock(&self.unseeded)
-                    .extend(pending[i..].iter().cloned());
+                lock(&self.unseeded).extend(pending[i..].iter().cloned());
                 return Err(e);
             }
         }
@@ -98,133 +118,195 @@ impl SaleBook {
 
     /// Writes one file sale unless the book holds it.
     async fn seed_one(&self, sale: &SaleConfig) -> Result<(), StoreError> {
+        let def = Definition {
+            sale: sale.clone(),
+            origin: Origin::File,
+            ended: false,
+        };
+        if let Written::Conflict { current: Some(c) } =
+            self.ctx.store.write_sale(&def, Expected::Absent).await?
         {
-            let def = Definition {
-                sale: sale.clone(),
-                origin: Origin::File,
-                ended: false,
-            };
-            if let Written::Conflict { current: Some(c) } =
-                self.ctx.store.write_sale(&def, Expected::Absent).await?
-            {
-                if !c.definition.same_sale(&def) {
-                    tracing::info!(sku = %sale.sku, version = c.version, origin = ?c.definition.origin,
-                        ended = c.definition.ended,
-                        "the store's definition of this sale differs from the file's and stands \
-                         (reload the file with SIGHUP, or PUT /admin/sales/SKU, to change it)");
-                }
+            if !c.definition.same_sale(&def) {
+                tracing::info!(sku = %sale.sku, version = c.version, origin = ?c.definition.origin,
+                    ended = c.definition.ended,
+                    "the store's definition of this sale differs from the file's and stands \
+                     (reload the file with SIGHUP, or PUT /admin/sales/SKU, to change it)");
             }
         }
         Ok(())
     }
 
     /// Writes `definition` if the book holds what `expected` says, and applies the book at
-    /// once on this instance (the others within `store.sync_interval`).
+    /// once on this instance (the others within `store.sync_interval`). With `previous`
+    /// (the definition it replaces), a queue capacity or drain rate it changes is stored as
+    /// the sale's setting too, so that one an operator stored before does not shadow it.
     pub async fn write(
         &self,
         definition: &Definition,
         expected: Expected,
+        previous: Option<&Definition>,
     ) -> Result<Written, StoreError> {
         let written = self.ctx.store.write_sale(definition, expected).await?;
         if let Written::Written { .. } = written {
+            if let Some(previous) = previous {
+                self.store_settings(&previous.sale, &definition.sale).await;
+            }
             self.sync().await?;
         }
         Ok(written)
     }
 
-    /// Applies a reloaded config file: its `[queue]` defaults to every sale, and its sales
-    /// to the book (one `before` the reload did not name is ended), unless their definition
-    /// came from the API since: an operator's change outranks the file, and is logged as
-    /// skipped. Returns what it did, by sku.
+    /// Stores the capacity and drain rate `after` sets, where they differ from `before`'s
+    /// (under the `[queue]` defaults).
+    async fn store_settings(&self, before: &SaleConfig, after: &SaleConfig) {
+        let q = self.queue.load();
+        let (was, is) = (q.for_sale(before), q.for_sale(after));
+        let sku = Sku::new(&after.sku);
+        if was.capacity != is.capacity {
+            if let Err(e) = self
+                .ctx
+                .store
+                .set_control(&sku, SaleControl::Capacity(is.capacity))
+                .await
+            {
+                tracing::warn!(%sku, error = %e, "the new capacity was not stored as the sale's setting");
+            }
+        }
+        if was.drain_rate != is.drain_rate {
+            if let Err(e) = self.ctx.store.set_drain_rate(&sku, is.drain_rate).await {
+                tracing::warn!(%sku, error = %e, "the new drain rate was not stored as the sale's setting");
+            }
+        }
+    }
+
+    /// Applies a reloaded config file: its `[queue]` defaults to every sale, and to the
+    /// book the sales the file changed since it was last read (a sale new in it created, a
+    /// changed one redefined, one gone from it ended) — unless the API changed that sale
+    /// since: an operator's change outranks the file. Each change follows the rules of a
+    /// running sale ([`change::check`]); one that breaks them refuses the whole reload,
+    /// before anything is written. A file that changed no sale needs no store.
     pub async fn reload(
         &self,
-        before: &[SaleConfig],
         now: &[SaleConfig],
         queue: &QueueConfig,
-    ) -> Result<Reloaded, StoreError> {
-        let book = self
-            .ctx
-            .store
-            .sale_book(u64::MAX)
+    ) -> Result<Reloaded, ReloadRefused> {
+        let before = lock(&self.file).clone();
+        let changes = FileChanges::between(&before, now);
+        let mut done = Reloaded::default();
+        if !changes.is_empty() {
+            done = self.write_changes(&changes).await?;
+        }
+        *lock(&self.file) = now.to_vec();
+        let queue_changed =
+            serde_json::to_value(&**self.queue.load()).ok() != serde_json::to_value(queue).ok();
+        if queue_changed {
+            self.queue.store(Arc::new(queue.clone()));
+            self.reapply_all().await;
+        }
+        if !changes.is_empty() {
+            self.sync().await?;
+        }
+        Ok(done)
+    }
+
+    /// Writes a reloaded file's changes to the book: checked all first, then written.
+    async fn write_changes(&self, changes: &FileChanges) -> Result<Reloaded, ReloadRefused> {
+        let held: HashMap<String, Versioned> = self
+            .read_all()
             .await?
-            .unwrap_or_default();
-        let held: HashMap<&str, &Versioned> = book
-            .sales
-            .iter()
-            .map(|v| (v.definition.sale.sku.as_str(), v))
+            .into_iter()
+            .map(|v| (v.definition.sale.sku.clone(), v))
             .collect();
         let mut done = Reloaded::default();
-        for sale in now {
-            let def = Definition {
+        let mut writes = Vec::new();
+        for sale in &changes.changed {
+            let mut def = Definition {
                 sale: sale.clone(),
                 origin: Origin::File,
                 ended: false,
             };
-            let expected = match held.get(sale.sku.as_str()) {
-                None => Expected::Absent,
-                Some(v) if v.definition.origin == Origin::Api || v.definition.ended => {
-                    done.skipped.push(sale.sku.clone());
-                    continue;
-                }
-                Some(v) if v.definition.same_sale(&def) => continue,
-                Some(v) => Expected::Version(v.version),
-            };
-            match self.ctx.store.write_sale(&def, expected).await? {
-                Written::Written { .. } if expected == Expected::Absent => {
-                    done.created.push(sale.sku.clone())
-                }
-                Written::Written { .. } => done.changed.push(sale.sku.clone()),
-                Written::Conflict { .. } => done.skipped.push(sale.sku.clone()),
-            }
-        }
-        for gone in before
-            .iter()
-            .filter(|b| !now.iter().any(|n| n.sku == b.sku))
-        {
-            let Some(v) = held.get(gone.sku.as_str()) else {
+            let Some(v) = held.get(&sale.sku) else {
+                writes.push((def, Expected::Absent, None));
                 continue;
             };
-            if v.definition.origin != Origin::File || v.definition.ended {
+            if v.definition.origin == Origin::Api || v.definition.ended {
+                done.skipped.push(sale.sku.clone());
                 continue;
             }
-            let ended = Definition {
-                ended: true,
-                ..v.definition.clone()
-            };
-            if let Written::Written { .. } = self
-                .ctx
-                .store
-                .write_sale(&ended, Expected::Version(v.version))
-                .await?
-            {
-                done.ended.push(gone.sku.clone());
+            // The stock is the book's since creation: the file's is only its first figure.
+            if def.sale.stock != v.definition.sale.stock {
+                tracing::warn!(sku = %sale.sku, file = def.sale.stock, kept = v.definition.sale.stock,
+                    "a reload does not change stock; use PUT /admin/sales/SKU/stock");
+                def.sale.stock = v.definition.sale.stock;
+            }
+            check_change(self, &v.definition, &def.sale).map_err(|refused| {
+                ReloadRefused::Change {
+                    sku: sale.sku.clone(),
+                    refused,
+                }
+            })?;
+            writes.push((
+                def,
+                Expected::Version(v.version),
+                Some(v.definition.clone()),
+            ));
+        }
+        for sku in &changes.gone {
+            match held.get(sku) {
+                Some(v) if v.definition.origin == Origin::File && !v.definition.ended => {
+                    let ended = Definition {
+                        ended: true,
+                        ..v.definition.clone()
+                    };
+                    writes.push((ended, Expected::Version(v.version), None));
+                }
+                _ => {}
             }
         }
-        // Every sale again, under the new defaults.
-        self.queue.store(Arc::new(queue.clone()));
-        self.lock_applied().clear();
-        self.revision.store(0, Ordering::Release);
-        self.sync().await?;
+        for (def, expected, previous) in writes {
+            let sku = def.sale.sku.clone();
+            let written = self.ctx.store.write_sale(&def, expected).await?;
+            match (written, expected, def.ended) {
+                (Written::Conflict { .. }, _, _) => done.skipped.push(sku),
+                (_, _, true) => done.ended.push(sku),
+                (_, Expected::Absent, _) => done.created.push(sku),
+                _ => done.changed.push(sku),
+            }
+            if let Some(previous) = previous {
+                self.store_settings(&previous.sale, &def.sale).await;
+            }
+        }
         Ok(done)
     }
 
-    /// The definition of `sku` the store holds now, with its version.
-    pub async fn read(&self, sku: &str) -> Result<Option<Versioned>, StoreError> {
-        let book = self
+    /// The book as the store holds it now (one read, whatever the revision).
+    pub async fn read_all(&self) -> Result<Vec<Versioned>, StoreError> {
+        Ok(self
             .ctx
             .store
             .sale_book(u64::MAX)
             .await?
-            .unwrap_or_default();
-        Ok(book
-            .sales
+            .unwrap_or_default()
+            .sales)
+    }
+
+    /// The definition of `sku` the store holds now, with its version.
+    pub async fn read(&self, sku: &str) -> Result<Option<Versioned>, StoreError> {
+        Ok(self
+            .read_all()
+            .await?
             .into_iter()
             .find(|v| v.definition.sale.sku == sku))
     }
 
     /// What `sku` runs by here, if it came from the book.
     pub fn applied(&self, sku: &Sku) -> Option<Applied> {
-        self.lock_applied().get(sku).copied()
+        lock(&self.applied).get(sku).map(|(a, _)| *a)
+    }
+
+    /// The context the book's sales run in.
+    pub fn context(&self) -> &Arc<SaleContext> {
+        &self.ctx
     }
 
     /// Reads the book if it moved since, and applies what changed; loads the stock of
@@ -237,19 +319,45 @@ impl SaleBook {
         let Some(book) = self.ctx.store.sale_book(known).await? else {
             return Ok(());
         };
+        if book.revision < known {
+            // The store lost the book (and with it, likely, everything): the file's sales
+            // are written again at the next sync; what runs here goes on meanwhile.
+            tracing::warn!(
+                known,
+                now = book.revision,
+                "the store lost the book of sales; seeding it again from the file"
+            );
+            lock(&self.unseeded).extend(lock(&self.file).iter().cloned());
+        }
         for v in &book.sales {
-            self.apply(v).await;
+            self.apply(v, false).await;
         }
         self.revision.store(book.revision, Ordering::Release);
         Ok(())
     }
 
-    /// Runs `sale` by definition `v`, unless it already does.
-    async fn apply(&self, v: &Versioned) {
+    /// Applies every definition it runs by again (new `[queue]` defaults), from what it
+    /// keeps: no store needed.
+    async fn reapply_all(&self) {
+        let _one = self.reading.lock().await;
+        let all: Vec<(Applied, Definition)> = lock(&self.applied).values().cloned().collect();
+        for (a, definition) in all {
+            let v = Versioned {
+                definition,
+                version: a.version,
+            };
+            self.apply(&v, true).await;
+        }
+    }
+
+    /// Runs its sale by definition `v`, unless it already does (or `again`).
+    async fn apply(&self, v: &Versioned, again: bool) {
         let def = &v.definition;
         let sku = Sku::new(&def.sale.sku);
-        let before = self.applied(&sku);
-        if before.is_some_and(|a| a.version == v.version) {
+        let current = lock(&self.applied).get(&sku).cloned();
+        // The same version is not enough: a store that lost the book numbers anew.
+        let unchanged = current.is_some_and(|(a, d)| a.version == v.version && d.same_sale(def));
+        if unchanged && !again {
             return;
         }
         let q = self.queue.load().for_sale(&def.sale);
@@ -267,7 +375,7 @@ impl SaleBook {
             version: v.version,
             origin: def.origin,
         };
-        self.lock_applied().insert(sku, applied);
+        lock(&self.applied).insert(sku, (applied, def.clone()));
     }
 
     /// Creates the sale `def` defines, loads its stock and starts its tasks (an ended one
@@ -282,7 +390,7 @@ impl SaleBook {
         tracing::info!(sku = %sale.sku, origin = ?def.origin, "sale created");
         if let Err(e) = self.ctx.load_stock(std::slice::from_ref(&def.sale)).await {
             tracing::warn!(sku = %sale.sku, error = %e, "cannot load the new sale's stock yet; trying again");
-            self.lock_unloaded().push(def.sale.clone());
+            lock(&self.unloaded).push(def.sale.clone());
         }
         self.ctx.sync_controls(&sale).await;
         start_tasks(&self.ctx, &sale, &self.shutdown);
@@ -290,34 +398,25 @@ impl SaleBook {
 
     /// Loads the stock of sales created while the store did not answer.
     async fn load_unloaded(&self) {
-        let pending = std::mem::take(&mut *self.lock_unloaded());
+        let pending = std::mem::take(&mut *lock(&self.unloaded));
         if pending.is_empty() {
             return;
         }
         if self.ctx.load_stock(&pending).await.is_err() {
-            self.lock_unloaded().extend(pending);
+            lock(&self.unloaded).extend(pending);
         }
     }
+}
 
-    fn lock_applied(&self) -> std::sync::MutexGuard<'_, HashMap<Sku, Applied>> {
-        self.lock(&self.applied)
-    }
-
-    fn lock_unloaded(&self) -> std::sync::MutexGuard<'_, Vec<SaleConfig>> {
-        self.lock(&self.unloaded)
-    }
-
-    /// Locks one of its lists: only ever changed whole, a poisoned one is still whole.
-    fn lock<'a, T>(&self, m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
-        m.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// Locks one of its lists: only ever changed whole, a poisoned one is still whole.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Gives a running `sale` the terms of `cfg`: its window, limit and queue settings at
 /// once; its capacity and drain rate when the definition changed them (an operator's
 /// stored setting is re-applied by the next sync).
 fn redefine(sale: &Sale, cfg: &SaleConfig, q: &QueueConfig) {
-    let terms = Terms::of(cfg, q);
     tracing::info!(sku = %sale.sku, "sale redefined");
     if sale.configured_capacity() != q.capacity {
         if sale.queue.set_capacity(q.capacity).is_err() {
@@ -330,7 +429,7 @@ fn redefine(sale: &Sale, cfg: &SaleConfig, q: &QueueConfig) {
         sale.set_drain_rate(q.drain_rate);
         sale.set_configured_rate(q.drain_rate);
     }
-    sale.redefine(terms);
+    sale.redefine(Terms::of(cfg, q));
 }
 
 /// Starts `sale`'s drain and opening on the context's task tracker, until `shutdown` (or
@@ -349,4 +448,14 @@ pub fn start_tasks(ctx: &Arc<SaleContext>, sale: &Arc<Sale>, shutdown: &Cancella
         sale.clone(),
         shutdown.clone(),
     ));
+}
+
+/// Checks `next` against the definition `current` of the sale this instance may run.
+pub fn check_change(
+    book: &SaleBook,
+    current: &Definition,
+    next: &SaleConfig,
+) -> Result<(), ChangeRefused> {
+    let sale = book.ctx.sales.get(&next.sku);
+    change::check(current, next, sale.as_deref())
 }

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod book;
+pub mod change;
 pub mod context;
 pub mod drain;
 pub(crate) mod hold;

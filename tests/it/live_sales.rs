@@ -436,3 +436,126 @@ async fn a_sale_made_through_the_api_survives_a_graceful_restart_of_the_memory_s
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_definition_is_bounded_and_a_same_one_changes_nothing() {
+    let up = Upstream::start().await;
+    let gw = gateway(&config(&up, "[[sale]]\nsku = \"bag\"\nstock = 4\n")).await;
+    let adm = gw.admin_addr;
+    // Review finding: a queue of a trillion slots aborted every instance, at each restart.
+    for (body, key) in [
+        (
+            json!({"stock": 5, "queue": {"capacity": 1_000_000_000_000u64}}),
+            "queue.capacity",
+        ),
+        (
+            json!({"stock": 5, "queue": {"workers": 4_611_686_018_427_387_904u64}}),
+            "queue.workers",
+        ),
+    ] {
+        let a = admin(adm, "PUT", "/admin/sales/big", None, body).await;
+        assert_refused(&a, StatusCode::BAD_REQUEST, "invalid_sale");
+        assert_eq!(a.json()["key"], key);
+    }
+    // The same definition again: no new version, the origin as it was.
+    let same = admin(adm, "PUT", "/admin/sales/bag", None, json!({"stock": 4})).await;
+    assert_eq!(same.status, StatusCode::OK, "{:?}", same.json());
+    assert_eq!(
+        (
+            same.json()["version"].clone(),
+            same.json()["origin"].clone()
+        ),
+        (json!(1), json!("file"))
+    );
+    // A capacity set by a definition and then taken out of it is the default again, not
+    // the setting it left stored behind.
+    let capacity = |adm| async move {
+        let listed = admin(adm, "GET", "/admin/sales", None, Value::Null)
+            .await
+            .json();
+        listed["sales"][0]["capacity"].clone()
+    };
+    let default = capacity(adm).await;
+    let set = admin(
+        adm,
+        "PUT",
+        "/admin/sales/bag",
+        None,
+        json!({"stock": 4, "queue": {"capacity": 20}}),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.json());
+    assert_eq!(capacity(adm).await, 20);
+    let unset = admin(adm, "PUT", "/admin/sales/bag", None, json!({"stock": 4})).await;
+    assert_eq!(unset.status, StatusCode::OK, "{:?}", unset.json());
+    assert_eq!(capacity(adm).await, default);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_the_book_is_seeded_again_and_new_versions_still_apply() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let cfg = config(
+        &up,
+        &format!("{}[[sale]]\nsku = \"pen\"\nstock = 9\n", shared(&redis)),
+    );
+    let a = gateway(&cfg).await;
+    let b = gateway(&cfg).await;
+    let two = admin(
+        a.admin_addr,
+        "PUT",
+        "/admin/sales/pen",
+        Some(1),
+        json!({"stock": 9, "per_user_limit": 2}),
+    )
+    .await;
+    assert_eq!(two.status, StatusCode::OK, "{:?}", two.json());
+    assert_eq!(redis.command(&["FLUSHALL"]), "+OK");
+    // The file's definition is written again (version 1), and the stock loaded by hand.
+    until("the book to be seeded again", || async {
+        admin(a.admin_addr, "GET", "/admin/sales/pen", None, Value::Null)
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await;
+    let loaded = admin(
+        a.admin_addr,
+        "PUT",
+        "/admin/sales/pen/stock",
+        None,
+        json!({"units": 9}),
+    )
+    .await;
+    assert_eq!(loaded.status, StatusCode::OK, "{:?}", loaded.json());
+    // Version 2 again, another definition: B applies it though it ran a version 2 before.
+    let three = admin(
+        a.admin_addr,
+        "PUT",
+        "/admin/sales/pen",
+        Some(1),
+        json!({"stock": 9, "per_user_limit": 3}),
+    )
+    .await;
+    assert_eq!(
+        (three.status, three.json()["version"].clone()),
+        (StatusCode::OK, json!(2)),
+        "{:?}",
+        three.json()
+    );
+    until("B to sell again and run version 2", || async {
+        let listed = admin(b.admin_addr, "GET", "/admin/sales", None, Value::Null)
+            .await
+            .json();
+        let row = listed["sales"][0].clone();
+        row["state"] == "open" && row["version"] == 2
+    })
+    .await;
+    for _ in 0..3 {
+        let sold = buy(b.public_addr, "pen", "gil").await;
+        let ticket = sold.json()["ticket"].as_str().expect("ticket").to_owned();
+        assert_eq!(decided(b.public_addr, &ticket).await, "reserved");
+    }
+    let counted = redis.command(&["HGET", "flashgate:{pen}:buyers", "gil"]);
+    assert_eq!(counted, "3");
+}

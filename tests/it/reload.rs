@@ -41,7 +41,9 @@ async fn settled(addr: SocketAddr, ticket: &str) -> String {
                 .as_str()
                 .unwrap_or("")
             {
-                "queued" => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                "queued" | "prequeued" => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
                 "confirmed" => return "reserved".to_owned(),
                 other => return other.to_owned(),
             }
@@ -176,4 +178,105 @@ async fn sighup_applies_the_file_live_and_refuses_a_broken_one() {
     );
     gw.signal(libc::SIGTERM);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Review finding: a reload took the pre-queue away from a sale whose pre-queue had opened,
+/// and its members were never placed. A reload keeps the rules of a running sale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_move_an_opened_window() {
+    let up = Upstream::start().await;
+    let opening = rfc3339_in(6);
+    let with = format!(
+        "[[sale]]\nsku = \"early\"\nstock = 5\nstarts_at = \"{opening}\"\nprequeue = \"1h\"\n"
+    );
+    let (dir, cfg) = config_file("reload-window", &file(&up, 1, &with));
+    let gw = spawn_logged(&cfg);
+    let mut tickets = Vec::new();
+    for u in ["p1", "p2", "p3"] {
+        let token = token_for(gw.public, "early", u).await;
+        let a = order(gw.public, "early", u, &token).await;
+        assert_eq!(a.json()["status"], "prequeued", "{:?}", a.json());
+        tickets.push(a.json()["ticket"].as_str().expect("ticket").to_owned());
+    }
+    let without = with.replace("prequeue = \"1h\"\n", "");
+    std::fs::write(&cfg, file(&up, 1, &without)).expect("write");
+    gw.signal(libc::SIGHUP);
+    until("the refusal", || async { gw.logged("reload refused") }).await;
+    assert!(gw.logged("prequeue"), "the refusal names the key");
+    for t in &tickets {
+        assert_eq!(settled(gw.public, t).await, "reserved");
+    }
+    gw.signal(libc::SIGTERM);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Review findings: a SIGHUP on an instance whose file did not change undid another
+/// instance's reload; and no reload applied while the store did not answer, even one
+/// that changed no sale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_what_its_file_changed_and_needs_no_store_for_the_rest() {
+    let redis = crate::redis_server::RedisServer::start();
+    let up = Upstream::start().await;
+    let store = format!(
+        "[cluster]\nsecret = \"reload-test-secret-0123456789\"\n[store]\nkind = \"redis\"\nurl = \"{}\"\n\
+         sync_interval = \"20ms\"\ntimeout = \"200ms\"\n",
+        redis.url()
+    );
+    let one = format!("{store}[[sale]]\nsku = \"pen\"\nstock = 9\n");
+    let (dir_a, cfg_a) = config_file("reload-a", &file(&up, 1, &one));
+    let (dir_b, cfg_b) = config_file("reload-b", &file(&up, 1, &one));
+    let a = spawn_logged(&cfg_a);
+    let b = spawn_logged(&cfg_b);
+    std::fs::write(
+        &cfg_a,
+        file(
+            &up,
+            1,
+            &one.replace("stock = 9\n", "stock = 9\nper_user_limit = 3\n"),
+        ),
+    )
+    .expect("write");
+    a.signal(libc::SIGHUP);
+    until("a's reload", || async {
+        a.logged("configuration reloaded")
+    })
+    .await;
+    b.signal(libc::SIGHUP);
+    until("b's reload", || async {
+        b.logged("configuration reloaded")
+    })
+    .await;
+    let shown = admin(b.admin, "GET", "/admin/sales/pen", Value::Null)
+        .await
+        .json();
+    assert_eq!(
+        (
+            shown["version"].clone(),
+            shown["definition"]["per_user_limit"].clone()
+        ),
+        (json!(2), json!(3))
+    );
+
+    redis.pause();
+    std::fs::write(
+        &cfg_b,
+        file(&up, 1, &one).replace("[limits]\n", "[limits]\nper_ip_rate = 5000\n"),
+    )
+    .expect("write");
+    b.signal(libc::SIGHUP);
+    until("b's second reload", || async {
+        b.lines()
+            .iter()
+            .filter(|l| l["message"] == "configuration reloaded")
+            .count()
+            == 2
+    })
+    .await;
+    redis.resume();
+    assert!(!b.logged("reload refused"));
+    for gw in [a, b] {
+        gw.signal(libc::SIGTERM);
+    }
+    let _ = std::fs::remove_dir_all(&dir_a);
+    let _ = std::fs::remove_dir_all(&dir_b);
 }
