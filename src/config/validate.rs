@@ -215,35 +215,33 @@ fn check_sales(c: &Config) -> Result<(), ConfigError> {
 /// the error names the key after `prefix` (`sale.0.` in the file, nothing in the API).
 pub fn check_sale(sale: &SaleConfig, prefix: &str) -> Result<(), ConfigError> {
     let key = |k: &str| format!("{prefix}{k}");
-    {
-        if let Err(e) = crate::types::Sku::parse(&sale.sku) {
+    if let Err(e) = crate::types::Sku::parse(&sale.sku) {
+        return Err(ConfigError::invalid(
+            key("sku"),
+            format!("`{}` {e}", sale.sku),
+        ));
+    }
+    positive(&key("per_user_limit"), sale.per_user_limit > 0)?;
+    if sale.stock > crate::types::MAX_STOCK {
+        return Err(ConfigError::invalid(
+            key("stock"),
+            "must be at most 9007199254740991 (2^53 - 1)",
+        ));
+    }
+    if let (Some(start), Some(end)) = (sale.starts_at, sale.ends_at) {
+        if end <= start {
             return Err(ConfigError::invalid(
-                key("sku"),
-                format!("`{}` {e}", sale.sku),
+                key("ends_at"),
+                format!("{end} is not after starts_at {start}"),
             ));
         }
-        positive(&key("per_user_limit"), sale.per_user_limit > 0)?;
-        if sale.stock > crate::types::MAX_STOCK {
-            return Err(ConfigError::invalid(
-                key("stock"),
-                "must be at most 9007199254740991 (2^53 - 1)",
-            ));
-        }
-        if let (Some(start), Some(end)) = (sale.starts_at, sale.ends_at) {
-            if end <= start {
-                return Err(ConfigError::invalid(
-                    key("ends_at"),
-                    format!("{end} is not after starts_at {start}"),
-                ));
-            }
-        }
-        if let Some(window) = sale.prequeue {
-            check_prequeue(&key("prequeue"), window, sale.starts_at.is_some())?;
-        }
-        check_queue_size(&key("queue."), sale.queue.capacity, sale.queue.workers)?;
-        if let Some(rate) = sale.queue.drain_rate {
-            positive(&key("queue.drain_rate"), rate > 0)?;
-        }
+    }
+    if let Some(window) = sale.prequeue {
+        check_prequeue(&key("prequeue"), window, sale.starts_at.is_some())?;
+    }
+    check_queue_size(&key("queue."), sale.queue.capacity, sale.queue.workers)?;
+    if let Some(rate) = sale.queue.drain_rate {
+        positive(&key("queue.drain_rate"), rate > 0)?;
     }
     Ok(())
 }

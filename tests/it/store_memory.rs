@@ -45,19 +45,6 @@ async fn spent_tokens_are_forgotten_once_expired_and_past_the_replay_ttl() {
     assert!(store.reserve(&req).await.expect("reserve").replayed);
 }
 
-fn request(sku: &Sku, user: &str) -> (ReserveRequest, flashgate::types::Token) {
-    let u = UserId::parse(user).expect("user");
-    let token = store_suite::token_for(sku, &u);
-    let req = ReserveRequest {
-        sku: sku.clone(),
-        user: u,
-        token,
-        quantity: 1,
-        per_user_limit: 1,
-    };
-    (req, token)
-}
-
 async fn reserved(store: &MemoryStore, req: &ReserveRequest) -> OrderId {
     match store.reserve(req).await.expect("reserve").outcome {
         Reservation::Reserved { order_id, .. } => order_id,
@@ -72,7 +59,8 @@ async fn an_order_outlives_its_token_under_a_shorter_replay_ttl() {
     let store = MemoryStore::with_replay_ttl(Duration::ZERO);
     let sku = Sku::new("outlive");
     store.init_stock(&sku, 5, None).await.expect("init");
-    let (req, token) = request(&sku, "alice");
+    let req = store_suite::one_unit(&sku, "alice");
+    let token = req.token;
     let id = reserved(&store, &req).await;
     store.confirm(&sku, &id, "").await.expect("confirm");
     let c = store
@@ -104,7 +92,7 @@ async fn a_snapshot_without_loadings_restocks_only_under_the_first_loading() {
         let store = MemoryStore::new();
         let sku = Sku::new("old");
         store.init_stock(&sku, 2, None).await.expect("init");
-        let (req, _) = request(&sku, "bob");
+        let req = store_suite::one_unit(&sku, "bob");
         let id = reserved(&store, &req).await;
         if loaded {
             store.set_stock(&sku, 5).await.expect("set");

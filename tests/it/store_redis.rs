@@ -13,25 +13,22 @@ use flashgate::store::{RedisStore, Reservation, ReserveRequest, Store};
 use flashgate::types::{Sku, UserId};
 
 fn store_on(server: &RedisServer) -> RedisStore {
+    store_keeping(server, Duration::from_secs(3600))
+}
+
+/// A store on `server` keeping settled orders and spent tokens for `replay_ttl`.
+fn store_keeping(server: &RedisServer, replay_ttl: Duration) -> RedisStore {
     let cfg = StoreConfig {
         kind: StoreKind::Redis,
         url: server.url(),
         ..StoreConfig::default()
     };
-    RedisStore::new(&cfg, Duration::from_secs(3600)).expect("pool")
+    RedisStore::new(&cfg, replay_ttl).expect("pool")
 }
 
 /// Issues a token for `user` and spends it on one unit; returns the reply's outcome.
 async fn reserve_one(store: &dyn Store, sku: &Sku, user: &str) -> Reservation {
-    let u = UserId::parse(user).expect("user");
-    let token = store_suite::token_for(sku, &u);
-    let req = ReserveRequest {
-        sku: sku.clone(),
-        user: u,
-        token,
-        quantity: 1,
-        per_user_limit: 1,
-    };
+    let req = store_suite::one_unit(sku, user);
     store.reserve(&req).await.expect("reserve").outcome
 }
 
@@ -395,23 +392,11 @@ async fn orders_of_a_gone_instance_are_taken_over_at_once() {
 #[tokio::test]
 async fn a_spent_token_outlives_a_shorter_replay_ttl() {
     let server = RedisServer::start();
-    let cfg = StoreConfig {
-        kind: StoreKind::Redis,
-        url: server.url(),
-        ..StoreConfig::default()
-    };
-    let store = RedisStore::new(&cfg, Duration::from_millis(1)).expect("pool");
+    let store = store_keeping(&server, Duration::from_millis(1));
     let sku = Sku::new("outlive");
     store.init_stock(&sku, 5, None).await.expect("init");
-    let u = UserId::parse("alice").expect("user");
-    let token = store_suite::token_for(&sku, &u);
-    let req = ReserveRequest {
-        sku: sku.clone(),
-        user: u,
-        token,
-        quantity: 1,
-        per_user_limit: 1,
-    };
+    let req = store_suite::one_unit(&sku, "alice");
+    let token = req.token;
     assert!(!store.reserve(&req).await.expect("reserve").replayed);
     let ttl: i64 = server
         .command(&["PTTL", &format!("flashgate:{{outlive}}:tok:{token}")])
@@ -428,12 +413,7 @@ async fn a_spent_token_outlives_a_shorter_replay_ttl() {
 async fn an_order_outlives_its_token_under_a_shorter_replay_ttl() {
     use flashgate::store::{Cancellable, OutboxSteps};
     let server = RedisServer::start();
-    let cfg = StoreConfig {
-        kind: StoreKind::Redis,
-        url: server.url(),
-        ..StoreConfig::default()
-    };
-    let store = RedisStore::new(&cfg, Duration::from_millis(1)).expect("pool");
+    let store = store_keeping(&server, Duration::from_millis(1));
     let sku = Sku::new("kept");
     store.init_stock(&sku, 5, None).await.expect("init");
     let pttl = |id: &flashgate::types::OrderId| -> i64 {

@@ -94,6 +94,18 @@ pub fn token_for(sku: &Sku, u: &UserId) -> Token {
     token_expiring(sku, u, TTL.as_millis() as i64)
 }
 
+/// One unit of `sku` for `user`, with a fresh token, within a limit of one.
+pub fn one_unit(sku: &Sku, user: &str) -> ReserveRequest {
+    let u = UserId::parse(user).expect("valid user id");
+    ReserveRequest {
+        sku: sku.clone(),
+        token: token_for(sku, &u),
+        user: u,
+        quantity: 1,
+        per_user_limit: 1,
+    }
+}
+
 fn user(s: &str) -> UserId {
     UserId::parse(s).expect("valid user id")
 }
