@@ -114,14 +114,14 @@ impl Membership {
     }
 
     /// Where the instance of incarnation `owner` is, like [`whereabouts`](Self::whereabouts),
-    /// except that an owner the view does not list is looked up in the store's list read
-    /// afresh: an instance started since the last heartbeat is not gone. Lookups that wait
-    /// meanwhile share that one read.
+    /// except that an owner the view does not list, or a view not read yet (before the
+    /// first heartbeat) or too old, is looked up in the store's list read afresh: an
+    /// instance started since the last heartbeat is not gone, and one gone is known gone.
+    /// Lookups that wait meanwhile share that one read.
     pub async fn locate(&self, owner: &OwnerTag) -> Whereabouts {
         let asked = Instant::now();
-        match self.whereabouts(owner) {
-            Whereabouts::Gone => {}
-            known => return known,
+        if let live @ Whereabouts::Live(_) = self.whereabouts(owner) {
+            return live;
         }
         let _one = self.refreshing.lock().await;
         let fresh = |view: &Option<(Instant, Vec<Member>)>| {
@@ -179,5 +179,30 @@ impl Membership {
         if let Err(e) = self.store.leave(&self.me).await {
             tracing::debug!(error = %e, "cannot leave the store's list of instances");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// Flake of `stale_holds` under load: an owner asked about before this instance's first
+    /// heartbeat read the list was "unknown" (not asked of the store), so a gone instance's
+    /// hold was taken for a live one's and its dead ticket joined.
+    #[tokio::test]
+    async fn an_owner_asked_about_before_the_first_heartbeat_is_looked_up() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let m = Membership::new(
+            &ClusterConfig::default(),
+            "127.0.0.1:1".parse().expect("addr"),
+            OwnerTag::random(),
+            store,
+            Arc::new(Metrics::new()),
+        );
+        assert!(matches!(
+            m.locate(&OwnerTag::random()).await,
+            Whereabouts::Gone
+        ));
     }
 }
