@@ -251,7 +251,11 @@ step "systemd-analyze verify / security (systemd $systemd_version)"
 # --root: the unit is loaded from the scratch root and its ExecStart resolved there (the
 # binary is not on this machine). The root has no sysinit.target and the like, which
 # DefaultDependencies= pulls in: --recursive-errors=no judges the unit alone. Unknown keys
-# are only warnings to systemd: any output fails here.
+# are only warnings to systemd: any output fails here. ExecReload runs /bin/kill, which
+# every Debian system has (procps) but the scratch root, holding only the package, has not:
+# the host's is put there for the check.
+mkdir -p "$root/bin"
+cp /bin/kill "$root/bin/kill"
 if ! systemd-analyze verify --root="$root" --recursive-errors=no --man=no flashgate.service \
     >"$work/verify.out" 2>&1 || [ -s "$work/verify.out" ]; then
     fail "systemd-analyze verify:
@@ -262,6 +266,8 @@ systemd-analyze security --offline=yes --root="$root" --threshold=20 flashgate.s
     >"$work/security.out" 2>&1 || fail "systemd-analyze security rates the unit above 2.0:
 $(grep -E '✗|Overall' "$work/security.out")"
 grep 'Overall exposure' "$work/security.out" | sed 's/^→ */   /'
+# The host's kill was ours, not the package's: the purge below must find only the package.
+rm -f "$root/bin/kill"
 
 # ---------------------------------------------------------------------------------------
 step "upgrade keeps conffile edits; roll back; purge"
