@@ -312,6 +312,23 @@ async fn two_instances_share_every_change() {
     .await;
     assert_refused(&stale, StatusCode::PRECONDITION_FAILED, "version_mismatch");
 
+    // The window, through B: closed an hour ago on A too, then open again.
+    let past = "2020-01-01T00:00:00Z";
+    let body = json!({"stock": 4, "per_user_limit": 2, "ends_at": past});
+    let shut = admin(b.admin_addr, "PUT", "/admin/sales/lamp", Some(2), body).await;
+    assert_eq!(shut.status, StatusCode::OK, "{:?}", shut.json());
+    until("A to close the window", || async {
+        state(a.public_addr, "lamp").await == "closed"
+    })
+    .await;
+    let body = json!({"stock": 4, "per_user_limit": 2});
+    let reopened = admin(b.admin_addr, "PUT", "/admin/sales/lamp", Some(3), body).await;
+    assert_eq!(reopened.status, StatusCode::OK, "{:?}", reopened.json());
+    until("A to open it again", || async {
+        state(a.public_addr, "lamp").await == "open"
+    })
+    .await;
+
     // A request queued on A (its drain held) when B ends the sale is answered sale_closed.
     let held = admin(
         a.admin_addr,
@@ -329,7 +346,7 @@ async fn two_instances_share_every_change() {
         b.admin_addr,
         "DELETE",
         "/admin/sales/lamp",
-        Some(2),
+        Some(4),
         Value::Null,
     )
     .await;
