@@ -78,10 +78,7 @@ fn answer(
         });
     };
     if now {
-        ctx.metrics
-            .cancellations
-            .with_label_values(&[sale.sku.as_str(), if restocked { "true" } else { "false" }])
-            .inc();
+        sale.counters.cancellations[usize::from(!restocked)].inc();
         if restocked && !sale.is_held() {
             sale.set_remaining(remaining);
         }

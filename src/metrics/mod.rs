@@ -252,6 +252,9 @@ impl Metrics {
         for result in RELAY_RESULTS {
             m.ticket_relays.with_label_values(&[result]);
         }
+        for outcome in ["applied", "refused"] {
+            m.config_reloads.with_label_values(&[outcome]);
+        }
         m
     }
 
@@ -294,6 +297,8 @@ pub struct SaleCounters {
     pub reserve: Vec<IntCounter>,
     /// Orders compensated.
     pub compensations: IntCounter,
+    /// Orders cancelled after delivery: their units back to stock, or not.
+    pub cancellations: [IntCounter; 2],
     /// Releases in local order because the line's cursor could not be moved.
     pub line_fallbacks: IntCounter,
     /// ETA error of released requests.
@@ -333,6 +338,10 @@ impl Metrics {
                 .map(|o| self.reserve.with_label_values(&[sku, o]))
                 .collect(),
             compensations: self.compensations.with_label_values(&[sku]),
+            cancellations: [
+                self.cancellations.with_label_values(&[sku, "true"]),
+                self.cancellations.with_label_values(&[sku, "false"]),
+            ],
             line_fallbacks: self.line_fallbacks.with_label_values(&[sku]),
             eta_error: self.eta_error.with_label_values(&[sku]),
             prequeue_shuffle: self.prequeue_shuffle.with_label_values(&[sku]),
