@@ -234,12 +234,8 @@ async fn status_of(
 }
 
 async fn call(gw: &flashgate::gateway::Gateway, method: &str, path: &str) -> Answer {
-    let bearer = format!("Bearer {ADMIN_TOKEN}");
-    send(
-        gw.admin_addr,
-        request(method, path, &[("authorization", bearer.as_str())], ""),
-    )
-    .await
+    let none = serde_json::Value::Null;
+    admin_call(gw.admin_addr, ADMIN_TOKEN, method, path, None, none).await
 }
 
 /// Every state of the sale page and the waiting room, in Chromium at a desktop's width and

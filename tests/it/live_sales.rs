@@ -19,18 +19,7 @@ async fn admin(
     if_match: Option<u64>,
     body: Value,
 ) -> Answer {
-    let bearer = format!("Bearer {ADMIN}");
-    let tag = if_match.map(|v| format!("\"{v}\""));
-    let mut headers = vec![("authorization", bearer.as_str())];
-    if let Some(t) = &tag {
-        headers.push(("if-match", t.as_str()));
-    }
-    let text = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    send(addr, request(method, path, &headers, &text)).await
+    admin_call(addr, ADMIN, method, path, if_match, body).await
 }
 
 fn config(up: &Upstream, rest: &str) -> String {
@@ -49,26 +38,6 @@ async fn state(addr: SocketAddr, sku: &str) -> Value {
 async fn buy(addr: SocketAddr, sku: &str, user: &str) -> Answer {
     let token = token_for(addr, sku, user).await;
     order(addr, sku, user, &token).await
-}
-
-/// Polls `ticket` until it is decided; its status (`confirmed` reads as `reserved`: the
-/// test backend takes every order).
-async fn decided(addr: SocketAddr, ticket: &str) -> String {
-    guarded("the ticket to be decided", async {
-        loop {
-            let status = poll_ticket(addr, ticket).await["status"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            match status.as_str() {
-                "queued" => {}
-                "confirmed" => return "reserved".to_owned(),
-                _ => return status,
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await
 }
 
 #[tokio::test]
@@ -91,13 +60,13 @@ async fn a_sale_is_created_changed_and_ended_through_the_api() {
     let first = buy(public, "shoes", "ann").await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
     assert_eq!(
-        decided(public, first.json()["ticket"].as_str().expect("ticket")).await,
+        settled(public, first.json()["ticket"].as_str().expect("ticket")).await,
         "reserved"
     );
     // One unit a buyer, as defined.
     let second = buy(public, "shoes", "ann").await;
     assert_eq!(
-        decided(public, second.json()["ticket"].as_str().expect("ticket")).await,
+        settled(public, second.json()["ticket"].as_str().expect("ticket")).await,
         "duplicate"
     );
 
@@ -140,7 +109,7 @@ async fn a_sale_is_created_changed_and_ended_through_the_api() {
     assert_eq!(changed.json()["version"], 2);
     let again = buy(public, "shoes", "ann").await;
     assert_eq!(
-        decided(public, again.json()["ticket"].as_str().expect("ticket")).await,
+        settled(public, again.json()["ticket"].as_str().expect("ticket")).await,
         "reserved"
     );
     // A second operator still holding version 1 is refused.
@@ -267,7 +236,7 @@ async fn two_instances_share_every_change() {
     .await;
     let sold = buy(b.public_addr, "lamp", "cat").await;
     assert_eq!(
-        decided(
+        settled(
             b.public_addr,
             sold.json()["ticket"].as_str().expect("ticket")
         )
@@ -295,7 +264,7 @@ async fn two_instances_share_every_change() {
     .await;
     let more = buy(a.public_addr, "lamp", "cat").await;
     assert_eq!(
-        decided(
+        settled(
             a.public_addr,
             more.json()["ticket"].as_str().expect("ticket")
         )
@@ -351,11 +320,11 @@ async fn two_instances_share_every_change() {
     )
     .await;
     assert_eq!(ended.status, StatusCode::OK, "{:?}", ended.json());
-    assert_eq!(decided(a.public_addr, &ticket).await, "closed");
+    assert_eq!(settled(a.public_addr, &ticket).await, "closed");
     assert_eq!(state(a.public_addr, "lamp").await, "closed");
     // The buyers' answers stay readable.
     let kept = sold.json()["ticket"].as_str().expect("ticket").to_owned();
-    assert_eq!(decided(b.public_addr, &kept).await, "reserved");
+    assert_eq!(settled(b.public_addr, &kept).await, "reserved");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,7 +371,7 @@ async fn a_restart_with_an_older_file_does_not_undo_an_api_change() {
     for _ in 0..3 {
         let a = buy(again.public_addr, "desk", "eve").await;
         assert_eq!(
-            decided(
+            settled(
                 again.public_addr,
                 a.json()["ticket"].as_str().expect("ticket")
             )
@@ -433,7 +402,7 @@ async fn a_sale_made_through_the_api_survives_a_graceful_restart_of_the_memory_s
     assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.json());
     let sold = buy(first.public_addr, "mug", "fay").await;
     assert_eq!(
-        decided(
+        settled(
             first.public_addr,
             sold.json()["ticket"].as_str().expect("ticket")
         )
@@ -571,7 +540,7 @@ async fn a_store_that_lost_the_book_is_seeded_again_and_new_versions_still_apply
     for _ in 0..3 {
         let sold = buy(b.public_addr, "pen", "gil").await;
         let ticket = sold.json()["ticket"].as_str().expect("ticket").to_owned();
-        assert_eq!(decided(b.public_addr, &ticket).await, "reserved");
+        assert_eq!(settled(b.public_addr, &ticket).await, "reserved");
     }
     let counted = redis.command(&["HGET", "flashgate:{pen}:buyers", "gil"]);
     assert_eq!(counted, "3");

@@ -20,36 +20,7 @@ fn file(up: &Upstream, threads: u32, sales: &str) -> String {
 }
 
 async fn admin(addr: SocketAddr, method: &str, path: &str, body: Value) -> Answer {
-    let bearer = format!("Bearer {ADMIN}");
-    let text = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    send(
-        addr,
-        request(method, path, &[("authorization", bearer.as_str())], &text),
-    )
-    .await
-}
-
-/// The status a ticket settles on (`confirmed` reads as `reserved`).
-async fn settled(addr: SocketAddr, ticket: &str) -> String {
-    guarded("the ticket to be decided", async {
-        loop {
-            match poll_ticket(addr, ticket).await["status"]
-                .as_str()
-                .unwrap_or("")
-            {
-                "queued" | "prequeued" => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
-                }
-                "confirmed" => return "reserved".to_owned(),
-                other => return other.to_owned(),
-            }
-        }
-    })
-    .await
+    admin_call(addr, ADMIN, method, path, None, body).await
 }
 
 /// Orders one unit of `sku` as `user`: its ticket.

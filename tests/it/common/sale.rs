@@ -70,6 +70,49 @@ pub async fn poll_ticket(addr: SocketAddr, ticket: &str) -> serde_json::Value {
     a.json()
 }
 
+/// Polls `ticket` on `addr` until it is decided (no longer queued or pre-queued): its
+/// status, `confirmed` read as `reserved` (the test backend takes every order).
+pub async fn settled(addr: SocketAddr, ticket: &str) -> String {
+    super::client::guarded("the ticket to be decided", async {
+        loop {
+            match poll_ticket(addr, ticket).await["status"]
+                .as_str()
+                .unwrap_or("")
+            {
+                "queued" | "prequeued" => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                "confirmed" => return "reserved".to_owned(),
+                other => return other.to_owned(),
+            }
+        }
+    })
+    .await
+}
+
+/// An admin API call on `addr` with bearer `token`, an optional `If-Match` version and a
+/// JSON body (`Null`: none).
+pub async fn admin_call(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    if_match: Option<u64>,
+    body: serde_json::Value,
+) -> Answer {
+    let bearer = format!("Bearer {token}");
+    let tag = if_match.map(|v| format!("\"{v}\""));
+    let mut headers = vec![("authorization", bearer.as_str())];
+    if let Some(t) = &tag {
+        headers.push(("if-match", t.as_str()));
+    }
+    let text = match body.is_null() {
+        true => String::new(),
+        false => body.to_string(),
+    };
+    send(addr, request(method, path, &headers, &text)).await
+}
+
 /// An RFC 3339 stamp `secs` from now (a sale's opening).
 pub fn rfc3339_in(secs: u64) -> String {
     let at = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
