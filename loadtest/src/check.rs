@@ -96,6 +96,8 @@ pub struct Health {
 /// One invariant's verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// The sale it is about (empty: the whole run).
+    pub sale: String,
     /// What must hold.
     pub name: &'static str,
     /// Whether it did.
@@ -104,8 +106,14 @@ pub struct Check {
     pub detail: String,
 }
 
-fn check(name: &'static str, ok: bool, detail: String) -> Check {
-    Check { name, ok, detail }
+/// A verdict about the whole run (`all` is about one sale: its caller names it).
+pub fn check(name: &'static str, ok: bool, detail: String) -> Check {
+    Check {
+        sale: String::new(),
+        name,
+        ok,
+        detail,
+    }
 }
 
 /// Runs every check.
@@ -288,6 +296,20 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         ));
     }
 
+    if e.expect.resold {
+        let resold = applied_units.saturating_sub(e.stock_initial);
+        let handed_back = e
+            .cancels
+            .map_or(0, |c| c.cancelled.iter().filter(|(_, r)| *r).count());
+        out.push(check(
+            "cancelled units sold again (scenario)",
+            resold > 0 && handed_back > 0,
+            format!(
+                "{handed_back} orders cancelled with their units back; the backend applied {applied_units} units of a stock of {}: {resold} sold again",
+                e.stock_initial
+            ),
+        ));
+    }
     if e.expect.sold_out {
         out.push(check(
             "sold out (scenario)",
@@ -469,6 +491,7 @@ mod tests {
     fn journey(user: &str, orders: &[&str]) -> Journey {
         Journey {
             user: user.into(),
+            sku: "a".into(),
             outcome: if orders.is_empty() {
                 Outcome::SoldOut
             } else {

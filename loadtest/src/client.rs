@@ -175,7 +175,7 @@ impl Side {
 
     /// GETs `url` (with an optional bearer token) and returns the body of a 2xx answer.
     pub async fn text(&self, url: &str, bearer: Option<&str>) -> Result<String, String> {
-        let (status, body) = self.exchange(Method::GET, url, bearer).await?;
+        let (status, body) = self.exchange(Method::GET, url, bearer, None, &[]).await?;
         if !status.is_success() {
             return Err(format!("{url}: HTTP {status}"));
         }
@@ -189,24 +189,47 @@ impl Side {
         url: &str,
         bearer: Option<&str>,
     ) -> Result<(StatusCode, Value), String> {
-        let (status, body) = self.exchange(Method::POST, url, bearer).await?;
+        self.call(Method::POST, url, bearer, None, &[]).await
+    }
+
+    /// Any request with an optional JSON body and extra headers: the status and the JSON
+    /// answer (Null when it is not JSON), whatever the status.
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<(StatusCode, Value), String> {
+        let (status, body) = self.exchange(method, url, bearer, body, headers).await?;
         Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
     }
 
-    /// One bodiless request, bounded by the timeout: the status and the body as text.
+    /// One request, bounded by the timeout: the status and the body as text.
     async fn exchange(
         &self,
         method: Method,
         url: &str,
         bearer: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
     ) -> Result<(StatusCode, String), String> {
         let mut builder = Request::builder().method(method).uri(url);
         if let Some(token) = bearer {
             builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let req = builder
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
+        }
+        let bytes = match body {
+            Some(v) => {
+                builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = builder.body(Full::new(bytes)).map_err(|e| e.to_string())?;
         let fetch = async {
             let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status();

@@ -37,10 +37,13 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// The buyers of `journeys` who were queued and then served, timed from `start`.
+/// The buyers of `journeys` who were queued and then served, timed from `start`; a request
+/// dismissed because an operator ended the sale (`closed`) was not served by the line.
 pub fn served(journeys: &[crate::user::Journey], start: std::time::Instant) -> Vec<Served> {
+    let closed = crate::user::Outcome::Refused("closed".into());
     journeys
         .iter()
+        .filter(|j| j.outcome != closed)
         .filter_map(|j| {
             let (admitted, promised) = j.admitted?;
             let served = j.served?;

@@ -13,7 +13,9 @@ mod check;
 mod client;
 mod fairness;
 mod fault_proxy;
+mod judge;
 mod opening;
+mod operator;
 mod report;
 mod sampler;
 mod scenario;
@@ -25,15 +27,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Applied, Evidence};
-use crate::report::{Drain, Funnel, Orders, Report};
-use crate::scenario::{Action, Scenario, SharedStore, StoreChoice};
+use crate::report::{Funnel, Orders, Report};
+use crate::scenario::{Scenario, SharedStore, StoreChoice, Wave};
 use crate::stack::{Programs, Stack};
 use crate::tally::{Route, Tally};
 use crate::user::{Journey, Plan};
@@ -89,6 +90,12 @@ fn main() -> ExitCode {
     if let Some(users) = cli.users {
         if users == 0 {
             eprintln!("error: --users must be at least 1");
+            return ExitCode::from(2);
+        }
+        if !scenario.waves.is_empty() {
+            eprintln!(
+                "error: --users sets one crowd's users; this scenario's waves each name theirs"
+            );
             return ExitCode::from(2);
         }
         scenario.crowd.users = users;
@@ -196,8 +203,13 @@ async fn run_once(cli: &Cli, scenario: &Scenario, seed: u64, line: &mut RunLine)
     eprintln!(
         "scenario {}: {} users on {} ({} store, {} instance(s)); gateway http://{}, admin http://{}, backend http://{}",
         scenario.name,
-        scenario.crowd.users,
-        stack.config.sales[0].sku,
+        scenario.users(),
+        scenario
+            .waves()
+            .iter()
+            .map(|w| w.sku.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         scenario.store.name(),
         stack.instances.len(),
         stack.public,
@@ -292,7 +304,7 @@ fn check_only(cli: &Cli, scenario: &Scenario) -> ExitCode {
     }
 }
 
-/// Lets the crowd loose, then gathers the evidence and judges it.
+/// Lets the crowd loose, then gathers the evidence and judges it, sale by sale.
 async fn crowd(
     cli: &Cli,
     scenario: &Scenario,
@@ -300,10 +312,17 @@ async fn crowd(
     faults: Option<&[chaos::Planned]>,
     seed: u64,
 ) -> Result<Report, String> {
-    let sale = &stack.config.sales[0];
-    let sku = sale.sku.clone();
-    let stock_initial = stack.store_stock(&sku).await?;
+    let waves = scenario.waves();
+    // The stock of the sales there before the crowd; the others are put by events.
+    let mut at_start = BTreeMap::new();
+    for w in &waves {
+        if stack.config.sales.iter().any(|s| s.sku.as_str() == w.sku) {
+            at_start.insert(w.sku.clone(), stack.store_stock(&w.sku).await?);
+        }
+    }
+    let skus: Vec<String> = waves.iter().map(|w| w.sku.clone()).collect();
     let c = &scenario.crowd;
+    let users = scenario.users();
     let start = Instant::now();
     let tally = Arc::new(Tally::new(start));
     let crowds = stack
@@ -322,7 +341,6 @@ async fn crowd(
         crowds,
         failover: stack.instances.len() > 1 || faults.is_some(),
         tally: tally.clone(),
-        sku: sku.clone(),
         clicks: c.clicks,
         replays: c.replays,
         retries: c.retries,
@@ -333,19 +351,19 @@ async fn crowd(
     let stop = CancellationToken::new();
     // The whole schedule runs, however soon the crowd is done: delivery is tested too.
     let chaos_done = CancellationToken::new();
-    let samples: sampler::Samples = Arc::new(Mutex::new(Vec::new()));
+    let samples: sampler::Samples = Arc::default();
     let done = Arc::new(AtomicU64::new(0));
     let side = async {
         let sampling = sampler::run(
             stack,
-            &sku,
+            &skus,
             start,
             Duration::from_millis(100),
             samples.clone(),
             stop.clone(),
         );
-        let progress = progress(cli.progress, c.users, &tally, &done, &samples, start, &stop);
-        let events = events(scenario, stack, start, &stop);
+        let progress = progress(cli.progress, users, &tally, &done, &samples, start, &stop);
+        let events = operator::perform(&scenario.events, stack, start, &stop);
         let chaos = async {
             let injected = match faults {
                 Some(plan) => Some(chaos::inject(plan, stack, start, &stop).await),
@@ -354,173 +372,127 @@ async fn crowd(
             chaos_done.cancel();
             injected
         };
-        let ((), (), (), injected) = tokio::join!(sampling, progress, events, chaos);
-        injected
+        let ((), (), taken, injected) = tokio::join!(sampling, progress, events, chaos);
+        (taken, injected)
     };
     let crowd_over = CancellationToken::new();
-    let cancelling = cancels::run(stack, &sku, &scenario.backend, crowd_over.clone());
+    let cancelling = futures_util::future::join_all(
+        skus.iter()
+            .map(|sku| cancels::run(stack, sku, &scenario.backend, crowd_over.clone())),
+    );
     let crowd = async {
         let mut set = tokio::task::JoinSet::new();
-        for i in 0..c.users {
-            if c.arrival_rate > 0 {
-                let at = start + Duration::from_secs_f64(i as f64 / c.arrival_rate as f64);
-                tokio::time::sleep_until(at.into()).await;
-            }
+        for (i, at, sku) in arrivals(&waves) {
+            tokio::time::sleep_until((start + at).into()).await;
             let plan = plan.clone();
             let done = done.clone();
             let abandons = abandons(i, c.abandon);
             let home = home_of(i, &c.spread, stack.instances.len());
             set.spawn(async move {
-                let j = user::run(&plan, format!("user-{i}"), abandons, home).await;
+                let j = user::run(&plan, format!("user-{i}"), sku, abandons, home).await;
                 done.fetch_add(1, Ordering::Relaxed);
                 j
             });
         }
-        let mut journeys = Vec::with_capacity(c.users as usize);
+        let mut journeys = Vec::with_capacity(users as usize);
         while let Some(j) = set.join_next().await {
             journeys.push(j.map_err(|e| format!("a user task failed: {e}"))?);
         }
         crowd_over.cancel();
         Ok::<_, String>(journeys)
     };
-    let users = async {
+    let users_done = async {
         // The backend's cancels end with the crowd, before delivery is waited for.
         let (cancels, journeys) = tokio::join!(cancelling, crowd);
         let journeys = journeys?;
         let crowd_seconds = start.elapsed().as_secs_f64();
         let settle = Instant::now();
         chaos_done.cancelled().await;
-        let settled = settle_delivery(stack, &sku, stock_initial, scenario.expect.settle).await;
+        let deadline = settle + scenario.expect.settle;
+        let mut sales = Vec::with_capacity(waves.len());
+        for w in &waves {
+            let terms =
+                judge::terms(stack, scenario, &w.sku, at_start.get(&w.sku).copied()).await?;
+            let within = deadline.saturating_duration_since(Instant::now());
+            let settled = judge::settle_delivery(stack, &w.sku, terms.0, within).await;
+            sales.push((terms, settled));
+        }
         stop.cancel();
         Ok::<_, String>((
             journeys,
             crowd_seconds,
             settle.elapsed().as_secs_f64(),
-            settled,
+            sales,
             cancels,
         ))
     };
-    let (injected, result) = tokio::join!(side, users);
+    let ((taken, injected), result) = tokio::join!(side, users_done);
     let (journeys, crowd_seconds, settle_seconds, settled, cancels) = result?;
 
-    let stock_final = stack.store_stock(&sku).await?;
-    let ledger = backend_ledger(stack, &sku).await?;
     let every: Vec<String> = stack
         .all_metrics()
         .await
         .into_iter()
         .map(Result::unwrap_or_default)
         .collect();
-    let summed = |name: &str, labels: &str| -> f64 {
-        // A fold from +0: an empty f64 sum is -0, which prints as "-0".
-        every
-            .iter()
-            .filter_map(|m| sampler::metric(m, name, labels))
-            .fold(0.0, |a, b| a + b)
-    };
-    let label = format!("sku=\"{sku}\"");
-    // Orders users were told of that the backend does not have: compensated in the store?
-    let applied: std::collections::HashSet<&str> =
-        ledger.0.iter().map(|a| a.order_id.as_str()).collect();
-    let mut compensated = Vec::new();
-    for id in journeys.iter().flat_map(|j| j.orders.iter()) {
-        if !applied.contains(id.as_str())
-            && stack.order_state(&sku, id).await == Some(flashgate::store::OrderState::Failed)
-        {
-            compensated.push(id.clone());
-        }
-    }
-    let health = check::Health {
-        breakers_open: summed("flashgate_circuit_breaker_open", "breaker=\"store\"")
-            + summed("flashgate_circuit_breaker_open", "breaker=\"backend\""),
-        pending_deliveries: stack.pending_deliveries(&sku).await.unwrap_or(u64::MAX),
-        delivery_conflicts: summed("flashgate_delivery_conflicts_total", ""),
-        sales_held: summed("flashgate_sale_held", &label),
-        instances_answering: every.iter().filter(|m| !m.is_empty()).count(),
-        instances: stack.instances.len(),
-    };
-    let samples = samples
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let answers = tally.answers();
     let store_unavailable = tally.count(Route::Order, "store_unavailable")
         + tally.count(Route::Token, "store_unavailable")
         + tally.count(Route::Poll, "failed:store_unavailable");
-    let arrivals = stack.demo.arrivals(&sku);
-    let fairness = fairness::measure(&fairness::served(&journeys, start));
-    let opening = opening::Opening::measure(&journeys, start).map(|mut o| {
-        // The slowest instance's opening: its members ranked, the others told sold out.
-        o.shuffle_s = every
-            .iter()
-            .filter_map(|m| sampler::metric(m, "flashgate_prequeue_shuffle_seconds", &label))
-            .fold(0.0, f64::max);
-        o
-    });
-    let checks = check::all(&Evidence {
+    let run = judge::Run {
+        stack,
+        scenario,
         journeys: &journeys,
         unanswered_requests: tally.unanswered(),
-        stock_initial,
-        stock_final,
-        per_user_limit: sale.per_user_limit,
-        ledger: &ledger.0,
-        settled,
         store_unavailable_answers: store_unavailable,
-        expect: &scenario.expect,
-        compensated: &compensated,
-        gateways_killed: faults.is_some_and(|p| {
-            p.iter()
-                .any(|f| f.kind == scenario::FaultKind::GatewayRestart)
-        }),
-        health: faults.is_some().then_some(&health),
-        arrivals_ms: &arrivals,
-        drain_rate: stack.config.queue_for(sale).drain_rate,
-        fairness,
-        opening: opening.as_ref(),
-        cancels: (scenario.backend.cancel_rate > 0.0).then_some(&cancels),
-        cancellations_counted: summed("flashgate_cancellations_total", &label) as u64,
-    });
-    let drain_rate = samples.last().map_or(0.0, |s| s.drain_rate);
-    let achieved = sampler::achieved_drain(&samples);
+        faults,
+        metrics: &every,
+        start,
+    };
+    let collected = samples
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut sales = Vec::with_capacity(waves.len());
+    let mut checks = Vec::new();
+    for ((w, (terms, settled)), cancels) in waves.iter().zip(settled).zip(&cancels) {
+        let (sale, judged) = judge::sale(
+            &run,
+            judge::Sale {
+                wave: w,
+                terms,
+                settled,
+                cancels,
+                samples: collected.by_sale.get(&w.sku).map_or(&[], Vec::as_slice),
+            },
+        )
+        .await?;
+        sales.push(sale);
+        checks.extend(judged);
+    }
+    if !taken.is_empty() {
+        checks.push(operator_check(&taken));
+    }
+    let answers = tally.answers();
     Ok(Report {
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
         store: scenario.store.name().into(),
-        users: c.users,
+        users,
         crowd_seconds,
         settle_seconds,
         outcomes: outcomes(&journeys),
         answers: by_route(&answers),
         funnel: Funnel::of(&answers),
-        orders: Orders {
-            stock_initial,
-            stock_final,
-            told_to_users: journeys.iter().map(|j| j.orders.len() as u64).sum(),
-            applied_at_backend: ledger.0.len() as u64,
-            redeliveries_absorbed: ledger.1,
-            compensations: summed("flashgate_compensations_total", &label) as u64,
-            cancelled: cancels.cancelled.len() as u64,
-        },
-        // Every instance's decisions together, as the crowd's answers are.
-        gateway_admission: every.iter().fold(BTreeMap::new(), |mut all, m| {
-            let one =
-                sampler::metric_by(m, "flashgate_admission_decisions_total", &label, "outcome");
-            for (outcome, n) in one {
-                *all.entry(outcome).or_default() += n;
-            }
-            all
-        }),
+        orders: Orders::total(&sales),
+        sales,
         latency: tally.percentiles(),
-        drain: Drain {
-            configured: drain_rate,
-            achieved: achieved.map(|a| a.0),
-            deviation_pct: achieved
-                .filter(|_| drain_rate > 0.0)
-                .map(|a| (a.0 - drain_rate) * 100.0 / drain_rate),
-            window_seconds: achieved.map(|a| a.1),
-        },
-        fairness,
-        opening,
+        operator: taken
+            .iter()
+            .map(|t| match &t.outcome {
+                Ok(said) => format!("{:>6.1} s  {}: {said}", t.at.as_secs_f64(), t.what),
+                Err(why) => format!("{:>6.1} s  {}: FAILED: {why}", t.at.as_secs_f64(), t.what),
+            })
+            .collect(),
         passed: checks.iter().all(|c| c.ok),
         checks,
         chaos: injected.map(|(injected, errors)| report::ChaosReport {
@@ -534,8 +506,53 @@ async fn crowd(
                 .collect(),
         }),
         timeline: tally.timeline(),
-        samples,
+        samples: collected.total,
     })
+}
+
+/// Every operator action the scenario planned was taken as asked.
+fn operator_check(taken: &[operator::Taken]) -> check::Check {
+    let failed: Vec<String> = taken
+        .iter()
+        .filter_map(|t| {
+            t.outcome
+                .as_ref()
+                .err()
+                .map(|why| format!("{}: {why}", t.what))
+        })
+        .collect();
+    check::check(
+        "every operator action taken",
+        failed.is_empty(),
+        match failed.is_empty() {
+            true => format!("{} actions, each applied", taken.len()),
+            false => format!(
+                "{} of {} refused: {}",
+                failed.len(),
+                taken.len(),
+                failed.join("; ")
+            ),
+        },
+    )
+}
+
+/// Every user of every wave, in arrival order: its number (unique across waves), when it
+/// arrives from the crowd's start, and the sale it comes for.
+fn arrivals(waves: &[Wave]) -> Vec<(u64, Duration, String)> {
+    let mut all = Vec::new();
+    let mut i = 0;
+    for w in waves {
+        for n in 0..w.users {
+            let after = match w.arrival_rate {
+                0 => Duration::ZERO,
+                rate => Duration::from_secs_f64(n as f64 / rate as f64),
+            };
+            all.push((i, w.from + after, w.sku.clone()));
+            i += 1;
+        }
+    }
+    all.sort_by_key(|(i, at, _)| (*at, *i));
+    all
 }
 
 /// The instance user `i` reaches first: by the scenario's `spread` weights (user i falls in
@@ -560,64 +577,6 @@ fn abandons(i: u64, share: f64) -> bool {
     // Knuth's multiplicative hash spreads the leavers over the crowd, the same on every run.
     let spread = (i.wrapping_mul(2_654_435_761) % 10_000) as f64 / 10_000.0;
     spread < share
-}
-
-/// Waits until the outbox is empty and the backend holds every unit the store sold.
-async fn settle_delivery(stack: &Stack, sku: &str, initial: u64, within: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        // Every instance's backlog (one that does not answer is not settled).
-        let mut backlog = Some(0.0);
-        for m in stack.all_metrics().await {
-            let b = m
-                .ok()
-                .and_then(|m| sampler::metric(&m, "flashgate_outbox_backlog", ""));
-            backlog = backlog.zip(b).map(|(a, b)| a + b);
-        }
-        let stock = stack.store_stock(sku).await.ok();
-        let applied = backend_ledger(stack, sku).await.ok();
-        let pending = stack.pending_deliveries(sku).await.ok();
-        if let (Some(backlog), Some(stock), Some((ledger, _)), Some(0)) =
-            (backlog, stock, applied, pending)
-        {
-            if backlog == 0.0 && check::standing_units(&ledger) == initial.saturating_sub(stock) {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-/// The backend's orders for `sku`, and how many redeliveries it absorbed.
-async fn backend_ledger(stack: &Stack, sku: &str) -> Result<(Vec<Applied>, u64), String> {
-    let v = stack.backend_get("/orders/ledger").await?;
-    let all: Vec<Applied> =
-        serde_json::from_value(v["orders"].clone()).map_err(|e| format!("/orders/ledger: {e}"))?;
-    let dups = v["duplicates"].as_u64().unwrap_or(0);
-    Ok((all.into_iter().filter(|a| a.sku == sku).collect(), dups))
-}
-
-/// Performs the scenario's events at their times.
-async fn events(scenario: &Scenario, stack: &Stack, start: Instant, stop: &CancellationToken) {
-    for e in &scenario.events {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until((start + e.at).into()) => {}
-        }
-        match &e.action {
-            Action::RestartRedis { down_for } => {
-                eprintln!(
-                    "event at {:?}: redis-server killed, down for {down_for:?}",
-                    e.at
-                );
-                match stack.restart_redis(*down_for).await {
-                    Ok(()) => eprintln!("event: redis-server back"),
-                    Err(err) => eprintln!("event: redis-server restart failed: {err}"),
-                }
-            }
-        }
-    }
 }
 
 /// One progress line every `every` seconds until `stop`.
@@ -645,6 +604,7 @@ async fn progress(
         let last = samples
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .total
             .last()
             .copied();
         eprintln!(

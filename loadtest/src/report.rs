@@ -30,28 +30,45 @@ pub struct Report {
     pub answers: BTreeMap<String, BTreeMap<String, u64>>,
     /// The order route's funnel.
     pub funnel: Funnel,
-    /// Stock and orders.
+    /// Stock and orders, every sale's together.
     pub orders: Orders,
-    /// The gateway's own admission decisions by outcome (from /metrics).
-    pub gateway_admission: BTreeMap<String, u64>,
+    /// Each sale's figures.
+    pub sales: Vec<SaleReport>,
     /// Latency percentiles per series.
     pub latency: Vec<Percentiles>,
-    /// Drain rate configured and achieved.
-    pub drain: Drain,
-    /// The line's fairness, when buyers were queued and served.
-    pub fairness: Option<crate::fairness::Fairness>,
-    /// The pre-queue's opening, when buyers joined one.
-    pub opening: Option<crate::opening::Opening>,
+    /// What the operator did during the run, and how each action went.
+    pub operator: Vec<String>,
     /// The invariants.
     pub checks: Vec<Check>,
     /// Whether every check held.
     pub passed: bool,
     /// Order answers per second.
     pub timeline: Vec<Second>,
-    /// The gateway sampled over time.
+    /// The gateway sampled over time, every sale's together.
     pub samples: Vec<Sample>,
     /// The chaos schedule, when the run had one.
     pub chaos: Option<ChaosReport>,
+}
+
+/// One sale's figures.
+#[derive(Debug, Serialize)]
+pub struct SaleReport {
+    /// The sale.
+    pub sku: String,
+    /// Users who came for it.
+    pub users: u64,
+    /// Its stock and orders.
+    pub orders: Orders,
+    /// The gateway's own admission decisions by outcome (from /metrics).
+    pub gateway_admission: BTreeMap<String, u64>,
+    /// Drain rate configured and achieved.
+    pub drain: Drain,
+    /// The line's fairness, when buyers were queued and served.
+    pub fairness: Option<crate::fairness::Fairness>,
+    /// The pre-queue's opening, when buyers joined one.
+    pub opening: Option<crate::opening::Opening>,
+    /// The gateway's look at it over time.
+    pub samples: Vec<Sample>,
 }
 
 /// What a chaos schedule did.
@@ -79,7 +96,7 @@ pub struct Funnel {
 }
 
 /// Stock and orders at the end.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Orders {
     /// Stock before the crowd.
     pub stock_initial: u64,
@@ -89,7 +106,8 @@ pub struct Orders {
     pub told_to_users: u64,
     /// Orders the backend applied.
     pub applied_at_backend: u64,
-    /// Deliveries the backend saw again and absorbed by idempotency key.
+    /// Deliveries the backend saw again and absorbed by idempotency key (it counts every
+    /// sale's together).
     pub redeliveries_absorbed: u64,
     /// Orders whose stock went back after delivery failed for good.
     pub compensations: u64,
@@ -108,6 +126,22 @@ pub struct Drain {
     pub deviation_pct: Option<f64>,
     /// Seconds the queue held requests.
     pub window_seconds: Option<f64>,
+}
+
+impl Orders {
+    /// Every sale's orders together.
+    pub fn total(sales: &[SaleReport]) -> Self {
+        sales.iter().fold(Self::default(), |t, s| Self {
+            stock_initial: t.stock_initial + s.orders.stock_initial,
+            stock_final: t.stock_final + s.orders.stock_final,
+            told_to_users: t.told_to_users + s.orders.told_to_users,
+            applied_at_backend: t.applied_at_backend + s.orders.applied_at_backend,
+            // Counted by the backend for every sale at once: the same figure in each.
+            redeliveries_absorbed: s.orders.redeliveries_absorbed,
+            compensations: t.compensations + s.orders.compensations,
+            cancelled: t.cancelled + s.orders.cancelled,
+        })
+    }
 }
 
 impl Funnel {
@@ -194,28 +228,23 @@ impl Report {
             let list: Vec<String> = codes.iter().map(|(c, n)| format!("{c} {n}")).collect();
             let _ = writeln!(o, "  {route:<8} {}", list.join(", "));
         }
-        if !self.gateway_admission.is_empty() {
-            let list: Vec<String> = self
-                .gateway_admission
-                .iter()
-                .map(|(c, n)| format!("{c} {n}"))
-                .collect();
-            let _ = writeln!(o, "  gateway admission decisions: {}", list.join(", "));
-        }
+        let many = self.sales.len() > 1;
         let r = &self.orders;
         let _ = writeln!(o, "\nstock and orders");
-        let _ = writeln!(
-            o,
-            "  stock {} -> {} ({} sold); users told of {} orders; backend applied {} (absorbed {} redeliveries); {} compensated; {} cancelled by the backend",
-            r.stock_initial,
-            r.stock_final,
-            r.stock_initial.saturating_sub(r.stock_final),
-            r.told_to_users,
-            r.applied_at_backend,
-            r.redeliveries_absorbed,
-            r.compensations,
-            r.cancelled
-        );
+        if many {
+            let _ = writeln!(o, "  all sales: {}", r.line());
+        }
+        for sale in &self.sales {
+            let _ = writeln!(o, "  {}: {}", sale.sku, sale.orders.line());
+            if !sale.gateway_admission.is_empty() {
+                let list: Vec<String> = sale
+                    .gateway_admission
+                    .iter()
+                    .map(|(c, n)| format!("{c} {n}"))
+                    .collect();
+                let _ = writeln!(o, "    gateway admission decisions: {}", list.join(", "));
+            }
+        }
         let _ = writeln!(
             o,
             "\nlatency (ms)          count      p50      p90      p99    p99.9      max"
@@ -233,8 +262,73 @@ impl Report {
                 p.max_ms
             );
         }
+        for sale in &self.sales {
+            o.push_str(&sale.render(many));
+        }
+        if !self.operator.is_empty() {
+            let _ = writeln!(o, "\noperator");
+            for line in &self.operator {
+                let _ = writeln!(o, "  {line}");
+            }
+        }
+        if let Some(c) = &self.chaos {
+            let _ = writeln!(
+                o,
+                "\nchaos seed {}: {} faults injected (replay with --seed {})",
+                c.seed, c.injected, c.seed
+            );
+            for f in &c.faults {
+                let _ = writeln!(o, "  {f}");
+            }
+            for e in &c.errors {
+                let _ = writeln!(o, "  not injected: {e}");
+            }
+        }
+        let _ = writeln!(o, "\ninvariants");
+        for c in &self.checks {
+            let name = match c.sale.is_empty() || !many {
+                true => c.name.to_owned(),
+                false => format!("{}: {}", c.sale, c.name),
+            };
+            let _ = writeln!(
+                o,
+                "  [{}] {name:<46} {}",
+                if c.ok { "ok" } else { "FAIL" },
+                c.detail
+            );
+        }
+        let _ = writeln!(o, "\nresult: {}", if self.passed { "PASS" } else { "FAIL" });
+        o
+    }
+}
+
+impl Orders {
+    /// The figures in one line.
+    fn line(&self) -> String {
+        format!(
+            "stock {} -> {} ({} sold); users told of {} orders; backend applied {} (absorbed {} redeliveries); {} compensated; {} cancelled by the backend",
+            self.stock_initial,
+            self.stock_final,
+            self.stock_initial.saturating_sub(self.stock_final),
+            self.told_to_users,
+            self.applied_at_backend,
+            self.redeliveries_absorbed,
+            self.compensations,
+            self.cancelled
+        )
+    }
+}
+
+impl SaleReport {
+    /// Its drain, fairness and opening as text; `named` when the run had several sales.
+    fn render(&self, named: bool) -> String {
+        let mut o = String::new();
+        let title = |what: &str| match named {
+            true => format!("\n{what}: {}", self.sku),
+            false => format!("\n{what}"),
+        };
         let d = &self.drain;
-        let _ = writeln!(o, "\ndrain");
+        let _ = writeln!(o, "{}", title("drain"));
         match (d.achieved, d.deviation_pct, d.window_seconds) {
             (Some(a), Some(dev), Some(w)) => {
                 let _ = writeln!(
@@ -254,7 +348,8 @@ impl Report {
         if let Some(f) = &self.fairness {
             let _ = writeln!(
                 o,
-                "\nfairness\n  {} buyers served; {:.2} % overtaken by one admitted ≥ 1 s later (largest gap {:.2} s); ETA error p50 {:.1} %, p90 {:.1} % (waits of 1 s or more)",
+                "{}\n  {} buyers served; {:.2} % overtaken by one admitted ≥ 1 s later (largest gap {:.2} s); ETA error p50 {:.1} %, p90 {:.1} % (waits of 1 s or more)",
+                title("fairness"),
                 f.buyers,
                 f.overtaken * 100.0,
                 f.largest_gap.as_secs_f64(),
@@ -265,30 +360,6 @@ impl Report {
         if let Some(opening) = &self.opening {
             o.push_str(&opening.render());
         }
-        if let Some(c) = &self.chaos {
-            let _ = writeln!(
-                o,
-                "\nchaos seed {}: {} faults injected (replay with --seed {})",
-                c.seed, c.injected, c.seed
-            );
-            for f in &c.faults {
-                let _ = writeln!(o, "  {f}");
-            }
-            for e in &c.errors {
-                let _ = writeln!(o, "  not injected: {e}");
-            }
-        }
-        let _ = writeln!(o, "\ninvariants");
-        for c in &self.checks {
-            let _ = writeln!(
-                o,
-                "  [{}] {:<46} {}",
-                if c.ok { "ok" } else { "FAIL" },
-                c.name,
-                c.detail
-            );
-        }
-        let _ = writeln!(o, "\nresult: {}", if self.passed { "PASS" } else { "FAIL" });
         o
     }
 }

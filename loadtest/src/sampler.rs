@@ -26,14 +26,23 @@ pub struct Sample {
     pub drain_rate: f64,
 }
 
-/// Samples collected so far.
-pub type Samples = Arc<Mutex<Vec<Sample>>>;
+/// Samples collected so far: every sale's, and their total at each look.
+#[derive(Debug, Default, Clone)]
+pub struct Collected {
+    /// The sales together (queued, remaining, drained and the drain rate summed).
+    pub total: Vec<Sample>,
+    /// Each sale's, from when every instance knew it.
+    pub by_sale: BTreeMap<String, Vec<Sample>>,
+}
 
-/// Samples every `every` until `stop`; a sample some instance did not answer is skipped
-/// (it may be busy, or restarting).
+/// Samples collected so far, shared with the progress lines.
+pub type Samples = Arc<Mutex<Collected>>;
+
+/// Samples `skus` every `every` until `stop`; a look some instance did not answer is
+/// skipped (it may be busy, or restarting), and so is a sale not every instance knows yet.
 pub async fn run(
     stack: &Stack,
-    sku: &str,
+    skus: &[String],
     start: Instant,
     every: Duration,
     samples: Samples,
@@ -47,47 +56,70 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let t = start.elapsed().as_secs_f64();
-        let label = format!("sku=\"{sku}\"");
-        let mut sample: Option<Sample> = None;
-        let mut answered = true;
+        let mut looks = Vec::with_capacity(stack.instances.len());
         for k in 0..stack.instances.len() {
-            let Ok((sales, metrics)) = stack.instance_look(k, "/admin/sales").await else {
-                answered = false;
-                break;
+            match stack.instance_look(k, "/admin/sales").await {
+                Ok(look) => looks.push(look),
+                Err(_) => break,
+            }
+        }
+        if looks.len() < stack.instances.len() {
+            continue;
+        }
+        let mut total: Option<Sample> = None;
+        let mut collected = samples.lock().unwrap_or_else(PoisonError::into_inner);
+        for sku in skus {
+            let Some(sample) = look_at(&looks, sku, t) else {
+                continue;
             };
-            let Some(sale) = sales["sales"]
-                .as_array()
-                .and_then(|all| all.iter().find(|s| s["sku"] == sku))
-            else {
-                answered = false;
-                break;
-            };
-            let look = Sample {
-                t,
-                queued: sale["queued"].as_u64().unwrap_or(0),
-                remaining: sale["remaining"].as_u64().unwrap_or(0),
-                drained: metric(&metrics, "flashgate_drained_total", &label).unwrap_or(0.0),
-                drain_rate: metric(&metrics, "flashgate_drain_rate_configured", &label)
-                    .unwrap_or(0.0),
-            };
-            sample = Some(match sample {
-                None => look,
+            total = Some(match total {
+                None => sample,
                 Some(s) => Sample {
-                    queued: s.queued + look.queued,
-                    remaining: s.remaining.min(look.remaining),
-                    drained: s.drained + look.drained,
+                    queued: s.queued + sample.queued,
+                    remaining: s.remaining + sample.remaining,
+                    drained: s.drained + sample.drained,
+                    drain_rate: s.drain_rate + sample.drain_rate,
                     ..s
                 },
             });
+            collected
+                .by_sale
+                .entry(sku.clone())
+                .or_default()
+                .push(sample);
         }
-        let Some(sample) = sample.filter(|_| answered) else {
-            continue;
-        };
-        samples
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(sample);
+        if let Some(total) = total {
+            collected.total.push(total);
+        }
     }
+}
+
+/// One sale as every instance's look shows it (None: some instance does not know it).
+fn look_at(looks: &[(serde_json::Value, String)], sku: &str, t: f64) -> Option<Sample> {
+    let label = format!("sku=\"{sku}\"");
+    let mut sample: Option<Sample> = None;
+    for (sales, metrics) in looks {
+        let sale = sales["sales"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["sku"] == sku))?;
+        let look = Sample {
+            t,
+            queued: sale["queued"].as_u64().unwrap_or(0),
+            remaining: sale["remaining"].as_u64().unwrap_or(0),
+            drained: metric(metrics, "flashgate_drained_total", &label).unwrap_or(0.0),
+            drain_rate: metric(metrics, "flashgate_drain_rate_configured", &label).unwrap_or(0.0),
+        };
+        sample = Some(match sample {
+            None => look,
+            Some(s) => Sample {
+                queued: s.queued + look.queued,
+                remaining: s.remaining.min(look.remaining),
+                drained: s.drained + look.drained,
+                ..s
+            },
+        });
+    }
+    sample
 }
 
 /// Every sample of `name` in Prometheus text: its labels (inside the braces) and value.

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+pub use crate::operator::{Action, Event};
+
 /// One load-test scenario, as read from `loadtest/scenarios/*.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +29,10 @@ pub struct Scenario {
     pub instances: usize,
     /// The buyers.
     pub crowd: Crowd,
+    /// The crowd's waves, one a sale, each with its own users and arrival window; none:
+    /// `crowd.users` come for the file's first sale.
+    #[serde(default, rename = "wave")]
+    pub waves: Vec<Wave>,
     /// The demo backend the orders are delivered to.
     #[serde(default)]
     pub backend: Backend,
@@ -140,7 +146,8 @@ impl StoreChoice {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Crowd {
-    /// Distinct users; each fetches a token and orders once.
+    /// Distinct users; each fetches a token and orders once (with waves: each wave's own).
+    #[serde(default)]
     pub users: u64,
     /// New users per second (open loop); 0 = everybody at once.
     #[serde(default)]
@@ -204,6 +211,28 @@ impl Crowd {
     }
 }
 
+/// One sale's share of the crowd: who comes for it, and when.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wave {
+    /// The sale they come for: in the file, or put by an event before `from`.
+    pub sku: String,
+    /// Distinct users.
+    pub users: u64,
+    /// The first arrival, from the crowd's start.
+    #[serde(default, with = "humantime_serde")]
+    pub from: Duration,
+    /// New users per second (open loop); 0 = all at once.
+    #[serde(default)]
+    pub arrival_rate: u64,
+    /// Every unit of this sale must be sold by the end.
+    #[serde(default)]
+    pub sold_out: bool,
+    /// Units handed back by the backend's cancels must have been sold again.
+    #[serde(default)]
+    pub resold: bool,
+}
+
 /// The demo backend's behaviour.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,37 +265,17 @@ impl Backend {
     }
 }
 
-/// Something done to the running system. (Unknown keys are refused by `Action`: serde
-/// cannot deny them on a struct with a flattened field.)
-#[derive(Debug, Clone, Deserialize)]
-pub struct Event {
-    /// When, from the crowd's start.
-    #[serde(with = "humantime_serde")]
-    pub at: Duration,
-    /// What.
-    #[serde(flatten)]
-    pub action: Action,
-}
-
-/// The things an event can do.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Action {
-    /// SIGKILL redis-server, keep it down for `down_for`, start it again on its data.
-    RestartRedis {
-        /// How long Redis stays down.
-        #[serde(with = "humantime_serde")]
-        down_for: Duration,
-    },
-}
-
 /// Scenario-specific promises, checked with the invariants.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// Every unit must be sold by the end.
     #[serde(default)]
     pub sold_out: bool,
+    /// Units handed back by the backend's cancels must have been sold again: the backend
+    /// applied more units than the stock.
+    #[serde(default)]
+    pub resold: bool,
     /// The store must have refused at least one request as unavailable (proves the fault hit).
     #[serde(default)]
     pub store_outage_seen: bool,
@@ -295,6 +304,23 @@ pub struct Expect {
     /// everyone's (a uniform shuffle keeps them together; first come would not).
     #[serde(default, with = "humantime_serde")]
     pub winners_mean_gap_max: Option<Duration>,
+}
+
+impl Default for Expect {
+    /// What a scenario without `[expect]` gets: the same as an empty `[expect]`.
+    fn default() -> Self {
+        Self {
+            sold_out: false,
+            resold: false,
+            store_outage_seen: false,
+            settle: Self::default_settle(),
+            drain_tolerance: None,
+            burst_limit: None,
+            overtaken_max: None,
+            eta_error_p90_max: None,
+            winners_mean_gap_max: None,
+        }
+    }
 }
 
 impl Expect {
@@ -343,9 +369,7 @@ impl Scenario {
         let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
         let s: Scenario = serde_path_to_error::deserialize(de)
             .map_err(|e| format!("key `{}`: {}", e.path(), e.inner().message()))?;
-        if s.crowd.users == 0 {
-            return Err("key `crowd.users`: must be at least 1".into());
-        }
+        s.check_waves()?;
         if s.instances == 0 {
             return Err("key `instances`: must be at least 1".into());
         }
@@ -403,14 +427,113 @@ impl Scenario {
             return Err("key `gateway.sale`: at least one [[gateway.sale]] is needed".into());
         }
         for e in &s.events {
-            match e.action {
+            match &e.action {
                 Action::RestartRedis { .. } if s.store != StoreChoice::Redis => {
                     return Err("key `event.action`: restart_redis needs store = \"redis\"".into())
                 }
-                Action::RestartRedis { .. } => {}
+                Action::PutSale { via, .. } | Action::EndSale { via, .. }
+                    if *via >= s.instances =>
+                {
+                    return Err(format!(
+                        "key `event.via`: instance {via} of {} (they are counted from 0)",
+                        s.instances
+                    ))
+                }
+                Action::PutSale { sale, .. } if e.action.creates().is_none() => {
+                    return Err(format!(
+                        "key `event.sale`: names no sku ({} keys given)",
+                        sale.len()
+                    ))
+                }
+                _ => {}
             }
         }
         Ok(s)
+    }
+
+    /// The crowd's waves: the scenario's, or one of `crowd.users` for the file's first sale.
+    pub fn waves(&self) -> Vec<Wave> {
+        if !self.waves.is_empty() {
+            return self.waves.clone();
+        }
+        let sku = self
+            .gateway
+            .get("sale")
+            .and_then(toml::Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(|s| s.get("sku"))
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default();
+        vec![Wave {
+            sku: sku.to_owned(),
+            users: self.crowd.users,
+            from: Duration::ZERO,
+            arrival_rate: self.crowd.arrival_rate,
+            sold_out: self.expect.sold_out,
+            resold: self.expect.resold,
+        }]
+    }
+
+    /// Users in every wave together.
+    pub fn users(&self) -> u64 {
+        self.waves().iter().map(|w| w.users).sum()
+    }
+
+    /// One crowd for the first sale, or waves that each name their users and a sale the
+    /// run has.
+    fn check_waves(&self) -> Result<(), String> {
+        if self.waves.is_empty() {
+            return match self.crowd.users {
+                0 => Err("key `crowd.users`: must be at least 1".into()),
+                _ => Ok(()),
+            };
+        }
+        let per_wave = [
+            ("crowd.users", self.crowd.users != 0),
+            ("crowd.arrival_rate", self.crowd.arrival_rate != 0),
+            ("crowd.sale_opens_in", self.crowd.sale_opens_in.is_some()),
+            ("expect.sold_out", self.expect.sold_out),
+            ("expect.resold", self.expect.resold),
+        ];
+        if let Some((key, _)) = per_wave.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "key `{key}`: with [[wave]], each wave says it for its own sale"
+            ));
+        }
+        let in_file = |sku: &str| {
+            self.gateway
+                .get("sale")
+                .and_then(toml::Value::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|s| s.get("sku").and_then(toml::Value::as_str) == Some(sku))
+                })
+        };
+        for (n, w) in self.waves.iter().enumerate() {
+            if self.waves[..n].iter().any(|o| o.sku == w.sku) {
+                return Err(format!(
+                    "key `wave.sku`: `{}` has two waves; give it one",
+                    w.sku
+                ));
+            }
+            if w.users == 0 {
+                return Err(format!(
+                    "key `wave.users`: the wave for `{}` needs at least 1",
+                    w.sku
+                ));
+            }
+            let put = self
+                .events
+                .iter()
+                .any(|e| e.at <= w.from && e.action.creates() == Some(w.sku.as_str()));
+            if !in_file(&w.sku) && !put {
+                return Err(format!(
+                    "key `wave.sku`: `{}` is neither a [[gateway.sale]] nor put by an event before the wave",
+                    w.sku
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The gateway config text for this run: the scenario's `[gateway]` with the parts the load
@@ -540,6 +663,12 @@ mod tests {
         assert_eq!(s.crowd.clicks, 1);
         assert_eq!(s.crowd.connections, 256);
         assert!(s.events.is_empty());
+        let empty = Scenario::parse(&format!("{MINIMAL}[expect]\n")).expect("parses");
+        assert_eq!(
+            s.expect.settle, empty.expect.settle,
+            "no [expect] is an empty one"
+        );
+        assert_eq!(s.expect.settle, Duration::from_secs(120));
     }
 
     #[test]
@@ -608,6 +737,29 @@ mod tests {
             format!("{two}[chaos]\nfaults = 1\nwindow = \"1s\"\nkinds = [\"backend_errors\"]\n");
         let e = Scenario::parse(&chaos).expect_err("chaos on a cluster");
         assert!(e.contains("redis-cluster"), "{e}");
+    }
+
+    #[test]
+    fn waves_name_a_sale_the_run_has_and_their_own_users() {
+        let s = Scenario::parse(MINIMAL).expect("parses");
+        let one = s.waves();
+        assert_eq!((one.len(), one[0].sku.as_str(), one[0].users), (1, "a", 10));
+        let waves = "name = \"t\"\n[crowd]\n\
+            [[wave]]\nsku = \"a\"\nusers = 3\n\
+            [[wave]]\nsku = \"b\"\nusers = 4\nfrom = \"2s\"\n\
+            [[event]]\nat = \"1s\"\naction = \"put_sale\"\nsale = { sku = \"b\", stock = 5 }\n\
+            [[gateway.sale]]\nsku = \"a\"\nstock = 1\n";
+        let s = Scenario::parse(waves).expect("parses");
+        assert_eq!(s.users(), 7);
+        let late = waves.replace("at = \"1s\"", "at = \"3s\"");
+        let e = Scenario::parse(&late).expect_err("put after its wave came");
+        assert!(e.contains("wave.sku"), "{e}");
+        let twice = waves.replace("sku = \"b\"\nusers", "sku = \"a\"\nusers");
+        let e = Scenario::parse(&twice).expect_err("two waves for one sale");
+        assert!(e.contains("two waves"), "{e}");
+        let far = waves.replace("action = \"put_sale\"", "action = \"put_sale\"\nvia = 1");
+        let e = Scenario::parse(&far).expect_err("one instance");
+        assert!(e.contains("event.via"), "{e}");
     }
 
     #[test]

@@ -367,6 +367,69 @@ impl Stack {
         self.side.post(&url, Some(&self.admin_token)).await
     }
 
+    /// A request to instance `k`'s admin API (round the instances): the status and the
+    /// JSON answer, whatever the status.
+    pub async fn admin_call(
+        &self,
+        k: usize,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<(http::StatusCode, Value), String> {
+        let inst = &self.instances[k % self.instances.len()];
+        let url = format!("http://{}{path}", inst.admin);
+        self.side
+            .call(method, &url, Some(&self.admin_token), body, headers)
+            .await
+    }
+
+    /// Rewrites instance `k`'s config file with `edit` and sends it SIGHUP, as an operator
+    /// runs `systemctl reload`; returns once the instance counted the reload, with its
+    /// outcome (`applied` or `refused`).
+    pub async fn reload(
+        &self,
+        k: usize,
+        edit: impl FnOnce(&mut toml::Table),
+    ) -> Result<&'static str, String> {
+        let inst = self.instances.get(k).ok_or("no such instance")?;
+        let path = inst.dir.join("flashgate.toml");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        edit(&mut table);
+        let text = toml::to_string(&table).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let counted = |outcome: &'static str| async move {
+            let url = format!("http://{}/metrics", inst.admin);
+            let text = self.side.text(&url, Some(&self.admin_token)).await.ok()?;
+            let label = format!("outcome=\"{outcome}\"");
+            crate::sampler::metric(&text, "flashgate_config_reloads_total", &label)
+        };
+        let before = (counted("applied").await, counted("refused").await);
+        let pid = inst
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|g| g.0.id())
+            .ok_or("the instance is not running")?;
+        signal(pid, "-HUP")?;
+        let deadline = tokio::time::Instant::now() + STARTUP;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if counted("applied").await > before.0 {
+                return Ok("applied");
+            }
+            if counted("refused").await > before.1 {
+                return Ok("refused");
+            }
+        }
+        Err("the instance did not count the reload in time".into())
+    }
+
     /// GET on the demo backend.
     pub async fn backend_get(&self, path: &str) -> Result<Value, String> {
         let url = format!("http://{}{path}", self.backend);

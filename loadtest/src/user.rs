@@ -18,8 +18,6 @@ pub struct Plan {
     pub failover: bool,
     /// Where the answers go.
     pub tally: Arc<Tally>,
-    /// The sale.
-    pub sku: String,
     /// Order requests fired at once with the same token.
     pub clicks: u32,
     /// Resubmissions of the token after the outcome.
@@ -68,6 +66,8 @@ impl Outcome {
 pub struct Journey {
     /// The user id sent in the identity header.
     pub user: String,
+    /// The sale it came for.
+    pub sku: String,
     /// How it ended.
     pub outcome: Outcome,
     /// Order ids the user was told about (distinct).
@@ -119,12 +119,13 @@ impl Plan {
     }
 }
 
-/// Runs `user`'s journey, starting on instance `home`; `abandons` users leave at the first
-/// retryable refusal.
-pub async fn run(plan: &Plan, user: String, abandons: bool, home: usize) -> Journey {
+/// Runs `user`'s journey to buy `sku`, starting on instance `home`; `abandons` users leave
+/// at the first retryable refusal.
+pub async fn run(plan: &Plan, user: String, sku: String, abandons: bool, home: usize) -> Journey {
     let started = Instant::now();
     let mut journey = Journey {
         user,
+        sku,
         outcome: Outcome::Unfinished,
         orders: Vec::new(),
         failed_orders: Vec::new(),
@@ -146,7 +147,7 @@ async fn walk(plan: &Plan, j: &mut Journey, abandons: bool, home: usize) -> Outc
     let mut budget = plan.retries;
     // Every retry goes to the next instance, as a load balancer spreads them.
     let mut at = home;
-    let token_path = format!("/sale/{}/token", plan.sku);
+    let token_path = format!("/sale/{}/token", j.sku);
     let token = loop {
         let r = plan
             .via(at)
@@ -194,7 +195,7 @@ async fn walk(plan: &Plan, j: &mut Journey, abandons: bool, home: usize) -> Outc
 
 /// Fires the user's clicks at once and merges what they said.
 async fn order(plan: &Plan, via: &Crowd, j: &mut Journey, token: &str) -> Said {
-    let path = format!("/sale/{}/order", plan.sku);
+    let path = format!("/sale/{}/order", j.sku);
     let headers = [("x-sale-token", token)];
     let clicks = (0..plan.clicks).map(|_| via.send(Method::POST, &path, &j.user, &headers));
     let answers = futures_util::future::join_all(clicks).await;
@@ -391,7 +392,7 @@ async fn replay(
     series: Series,
     same: impl Fn(&Answer) -> bool,
 ) -> bool {
-    let path = format!("/sale/{}/order", plan.sku);
+    let path = format!("/sale/{}/order", j.sku);
     for n in 0..plan.replays as usize {
         let r = plan
             .via(at + 1 + n)

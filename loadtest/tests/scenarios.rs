@@ -100,6 +100,11 @@ fn a_broken_scenario_is_refused_naming_the_key() {
     let cases = [
         ("users = 10\nclicks = 0\n", "crowd.clicks"),
         ("users = 10\n[gateway.queue]\ndrain_rte = 5\n", "drain_rte"),
+        ("[[wave]]\nsku = \"b\"\nusers = 5\n", "wave.sku"),
+        (
+            "users = 10\n[[wave]]\nsku = \"a\"\nusers = 5\n",
+            "crowd.users",
+        ),
     ];
     for (middle, named) in cases {
         let text =
@@ -158,6 +163,56 @@ fn unpaid_orders_hand_their_units_back_once() {
     assert!(
         names.contains(&"every cancel handed its unit back once"),
         "{names:?}"
+    );
+}
+
+/// A sales day on two instances: sales created, changed and ended through either
+/// instance's admin API while crowds buy, the file reloaded with SIGHUP mid-sale, the
+/// backend cancelling a tenth of its orders: every action taken, every sale's invariants
+/// held, the ended sale's queued buyers answered `closed`, cancelled units sold again.
+#[test]
+fn a_sales_day_runs_live_sales_and_resells_cancelled_units() {
+    let report = scratch("sales-day.json");
+    let (code, r, stdout) = run(&scenario("sales-day"), &[], &report);
+    assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
+    let operator = r["operator"].as_array().expect("operator actions");
+    assert_eq!(operator.len(), 6, "{operator:?}");
+    let sales: Vec<&Value> = r["sales"].as_array().expect("sales").iter().collect();
+    let skus: Vec<&str> = sales.iter().filter_map(|s| s["sku"].as_str()).collect();
+    assert_eq!(skus, ["keyboards", "sneakers", "headphones", "watches"]);
+    let checks = r["checks"].as_array().expect("checks");
+    for sku in &skus {
+        let of_sale = |name: &str| {
+            checks
+                .iter()
+                .find(|c| c["sale"] == *sku && c["name"] == name)
+                .unwrap_or_else(|| panic!("{sku}: no check {name}"))
+        };
+        for name in [
+            "reserved == stock sold",
+            "every order delivered exactly once",
+            "every cancel handed its unit back once",
+        ] {
+            assert_eq!(of_sale(name)["ok"], true, "{sku}: {}", of_sale(name));
+        }
+        if *sku != "headphones" {
+            let resold = of_sale("cancelled units sold again (scenario)");
+            assert_eq!(resold["ok"], true, "{sku}: {resold}");
+        }
+    }
+    // The reload doubled the file sale's drain; the API change raised sneakers'.
+    assert_eq!(sales[0]["drain"]["configured"], 80.0);
+    assert_eq!(sales[1]["drain"]["configured"], 150.0);
+    // Ended with buyers still queued: they were answered `closed`, later ones sale_closed.
+    assert!(
+        r["outcomes"]["refused:closed"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        r["outcomes"]
+    );
+    let headphones = &sales[2]["orders"];
+    assert!(
+        headphones["stock_final"].as_u64().unwrap_or(0) > 0,
+        "{headphones}"
     );
 }
 
