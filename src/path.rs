@@ -267,8 +267,6 @@ fn check_escapes(path: &str) -> Result<(), PathError> {
         .map_err(|_| PathError::NotUtf8)
 }
 
-/// Refuses `.` and `..` segments, also with `;parameters` (`..;x`, which some servers read
-/// as `..`).
 /// Refuses `.` and `..` segments, also as a backend that decodes, normalises Unicode
 /// (NFKC: a fullwidth `．` is a dot), trims whitespace and strips `;parameters` would read
 /// them (`..;x`, `..%3Bx`, `..%20`).

@@ -16,7 +16,7 @@ pub const RESERVED_SKUS: &[&str] = &["tickets", "busy"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SkuError {
     /// Not 1–64 characters of `A-Z a-z 0-9 _ - .`.
-    #[error("must be 1-64 characters of A-Z a-z 0-9 _ - .")]
+    #[error("must be 1-64 characters of A-Z a-z 0-9 _ - . (and not . or ..)")]
     Malformed,
     /// A word a route under `/sale/` uses.
     #[error("is reserved for a route under /sale/")]
@@ -29,10 +29,13 @@ impl Sku {
         Self(Arc::from(s))
     }
 
-    /// A sku from outside text: 1–64 characters of `A-Z a-z 0-9 _ - .`, not a route word.
+    /// A sku from outside text: 1–64 characters of `A-Z a-z 0-9 _ - .`, not a route word,
+    /// nor `.` or `..` (dot segments: no path could name the sale).
     pub fn parse(s: &str) -> Result<Self, SkuError> {
         let well_formed = !s.is_empty()
             && s.len() <= 64
+            && s != "."
+            && s != ".."
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if !well_formed {
@@ -376,9 +379,11 @@ mod tests {
             Sku::parse("phone-12.b_1").map(|s| s.to_string()),
             Ok("phone-12.b_1".into())
         );
-        for bad in ["", "a b", "ph/one", "é", &"x".repeat(65)] {
+        // "." and ".." are dot segments: no /sale/ route could ever name them.
+        for bad in ["", "a b", "ph/one", "é", &"x".repeat(65), ".", ".."] {
             assert_eq!(Sku::parse(bad), Err(SkuError::Malformed), "{bad:?}");
         }
+        assert!(Sku::parse("...").is_ok() && Sku::parse(".a").is_ok());
         for word in RESERVED_SKUS {
             assert_eq!(Sku::parse(word), Err(SkuError::Reserved));
         }

@@ -96,6 +96,19 @@ async fn a_sale_is_created_changed_and_ended_through_the_api() {
             );
         }
     }
+    // A sku no route could name (a dot segment) is no sale either.
+    for sku in [".", ".."] {
+        let a = admin(
+            adm,
+            "PUT",
+            &format!("/admin/sales/{sku}"),
+            None,
+            json!({"stock": 5}),
+        )
+        .await;
+        assert_refused(&a, StatusCode::BAD_REQUEST, "invalid_sale");
+        assert_eq!(a.json()["key"], "sku", "{sku}: {:?}", a.json());
+    }
     // Two per buyer now, conditional on version 1.
     let changed = admin(
         adm,
