@@ -32,7 +32,7 @@ use crate::admin::sales;
 use crate::cluster::membership::Membership;
 use crate::error::GatewayError;
 use crate::http::response::{json, GatewayResponse};
-use crate::sale::book::SaleBook;
+use crate::sale::book::{SaleBook, Setting};
 use crate::sale::context::SaleContext;
 use crate::sale::Sale;
 use crate::store::{Cancellable, SaleControl, StoreError};
@@ -272,6 +272,7 @@ impl AdminApi {
             .set_drain_rate(&sale.sku, rate)
             .await
             .map_err(|e| unconfirmed(peer, &sale, &e, format_args!("drain_rate {rate}")))?;
+        self.book.overridden(&sale.sku, Setting::DrainRate);
         let before = sale.drain_rate();
         sale.set_drain_rate(rate);
         Ok(self.changed(peer, "drain_rate", &sale, before, rate))
@@ -295,6 +296,7 @@ impl AdminApi {
         let before = sale.queue.capacity();
         self.store_control(peer, &sale, SaleControl::Capacity(capacity))
             .await?;
+        self.book.overridden(&sale.sku, Setting::Capacity);
         Ok(self.changed(peer, "capacity", &sale, before, capacity))
     }
 

@@ -16,6 +16,7 @@ use crate::http::response::{json, GatewayResponse};
 use crate::sale::book::{check_change, SaleBook};
 use crate::sale::change::ChangeRefused;
 use crate::store::{Definition, Expected, Origin, StoreError, Versioned, Written};
+use crate::types::Sku;
 
 /// The version an `If-Match` header names (`"3"` or `3`), if one was sent.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, GatewayError> {
@@ -58,6 +59,8 @@ pub async fn put(
     if let Some(c) = &current {
         check_change(book, &c.definition, &definition.sale).map_err(refused)?;
         if c.definition.same_sale(&definition) && given.is_none_or(|v| v == c.version) {
+            // The same write again: what the store did not take of it the first time.
+            book.pay(&Sku::new(sku)).await.map_err(unavailable)?;
             return Ok(answer(StatusCode::OK, c));
         }
     }

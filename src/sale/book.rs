@@ -56,6 +56,24 @@ pub enum ReloadRefused {
     },
 }
 
+/// Settings a definition changed that the store has not taken yet (it did not answer):
+/// stored again at each sync and by a PUT of the same definition, until it does. An
+/// operator's own setting since replaces them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Owed {
+    capacity: Option<usize>,
+    drain_rate: Option<u32>,
+}
+
+/// A setting an operator stores for a sale directly (`PUT …/capacity`, `…/drain_rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// The queue's capacity.
+    Capacity,
+    /// The drain rate.
+    DrainRate,
+}
+
 /// This instance's side of the book of sale definitions.
 pub struct SaleBook {
     ctx: Arc<SaleContext>,
@@ -71,6 +89,8 @@ pub struct SaleBook {
     unloaded: Mutex<Vec<SaleConfig>>,
     /// File sales not written to the book yet (the store did not answer).
     unseeded: Mutex<Vec<SaleConfig>>,
+    /// Settings written definitions changed that the store has not taken yet.
+    owed: Mutex<HashMap<Sku, Owed>>,
     /// The config file's sales as last read (seeded again should the store lose the book).
     file: Mutex<Vec<SaleConfig>>,
     /// One reading of the book at a time (the periodic one, an admin write's, a reload's).
@@ -89,6 +109,7 @@ impl SaleBook {
             applied: Mutex::default(),
             unloaded: Mutex::default(),
             unseeded: Mutex::default(),
+            owed: Mutex::default(),
             file: Mutex::default(),
             reading: tokio::sync::Mutex::new(()),
         }
@@ -139,7 +160,9 @@ impl SaleBook {
     /// Writes `definition` if the book holds what `expected` says, and applies the book at
     /// once on this instance (the others within `store.sync_interval`). With `previous`
     /// (the definition it replaces), a queue capacity or drain rate it changes is stored as
-    /// the sale's setting too, so that one an operator stored before does not shadow it.
+    /// the sale's setting too, so that one an operator stored before does not shadow it;
+    /// if the store does not take that, the error is returned though the definition was
+    /// written (the setting is stored again at each sync, and by the same write again).
     pub async fn write(
         &self,
         definition: &Definition,
@@ -148,34 +171,100 @@ impl SaleBook {
     ) -> Result<Written, StoreError> {
         let written = self.ctx.store.write_sale(definition, expected).await?;
         if let Written::Written { .. } = written {
-            if let Some(previous) = previous {
-                self.store_settings(&previous.sale, &definition.sale).await;
-            }
+            let settings = match previous {
+                Some(previous) => self.store_settings(&previous.sale, &definition.sale).await,
+                None => Ok(()),
+            };
             self.sync().await?;
+            settings?;
         }
         Ok(written)
     }
 
     /// Stores the capacity and drain rate `after` sets, where they differ from `before`'s
-    /// (under the `[queue]` defaults).
-    async fn store_settings(&self, before: &SaleConfig, after: &SaleConfig) {
+    /// (under the `[queue]` defaults); what the store does not take stays owed.
+    async fn store_settings(
+        &self,
+        before: &SaleConfig,
+        after: &SaleConfig,
+    ) -> Result<(), StoreError> {
         let q = self.queue.load();
         let (was, is) = (q.for_sale(before), q.for_sale(after));
+        let owed = Owed {
+            capacity: (was.capacity != is.capacity).then_some(is.capacity),
+            drain_rate: (was.drain_rate != is.drain_rate).then_some(is.drain_rate),
+        };
         let sku = Sku::new(&after.sku);
-        if was.capacity != is.capacity {
-            if let Err(e) = self
+        if owed != Owed::default() {
+            let mut all = lock(&self.owed);
+            let entry = all.entry(sku.clone()).or_default();
+            entry.capacity = owed.capacity.or(entry.capacity);
+            entry.drain_rate = owed.drain_rate.or(entry.drain_rate);
+        }
+        self.pay(&sku).await
+    }
+
+    /// Stores what is owed for `sku`, if anything: what the store does not take stays owed.
+    pub async fn pay(&self, sku: &Sku) -> Result<(), StoreError> {
+        let Some(owed) = lock(&self.owed).get(sku).copied() else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        let mut paid = Owed::default();
+        if let Some(capacity) = owed.capacity {
+            match self
                 .ctx
                 .store
-                .set_control(&sku, SaleControl::Capacity(is.capacity))
+                .set_control(sku, SaleControl::Capacity(capacity))
                 .await
             {
-                tracing::warn!(%sku, error = %e, "the new capacity was not stored as the sale's setting");
+                Ok(()) => paid.capacity = Some(capacity),
+                Err(e) => result = Err(e),
             }
         }
-        if was.drain_rate != is.drain_rate {
-            if let Err(e) = self.ctx.store.set_drain_rate(&sku, is.drain_rate).await {
-                tracing::warn!(%sku, error = %e, "the new drain rate was not stored as the sale's setting");
+        if let Some(rate) = owed.drain_rate {
+            match self.ctx.store.set_drain_rate(sku, rate).await {
+                Ok(()) => paid.drain_rate = Some(rate),
+                Err(e) => result = Err(e),
             }
+        }
+        let mut all = lock(&self.owed);
+        if let Some(left) = all.get_mut(sku) {
+            // Only what was paid: a newer definition's, or an operator's clearing, stands.
+            if paid.capacity.is_some() && left.capacity == paid.capacity {
+                left.capacity = None;
+            }
+            if paid.drain_rate.is_some() && left.drain_rate == paid.drain_rate {
+                left.drain_rate = None;
+            }
+            if *left == Owed::default() {
+                all.remove(sku);
+            }
+        }
+        if let Err(e) = &result {
+            tracing::warn!(%sku, error = %e,
+                "a changed definition's setting was not stored; storing it again at each sync");
+        }
+        result
+    }
+
+    /// An operator stored `setting` for `sku` directly: a definition's older one owed for
+    /// it must not overwrite it later.
+    pub fn overridden(&self, sku: &Sku, setting: Setting) {
+        if let Some(owed) = lock(&self.owed).get_mut(sku) {
+            match setting {
+                Setting::Capacity => owed.capacity = None,
+                Setting::DrainRate => owed.drain_rate = None,
+            }
+        }
+    }
+
+    /// Stores what every sale owes (each sync).
+    async fn pay_all(&self) {
+        let owing: Vec<Sku> = lock(&self.owed).keys().cloned().collect();
+        for sku in owing {
+            // Logged by `pay`; tried again at the next sync.
+            let _ = self.pay(&sku).await;
         }
     }
 
@@ -273,7 +362,8 @@ impl SaleBook {
                 _ => done.changed.push(sku),
             }
             if let Some(previous) = previous {
-                self.store_settings(&previous.sale, &def.sale).await;
+                // Logged, owed and stored again at each sync: the definition stands.
+                let _ = self.store_settings(&previous.sale, &def.sale).await;
             }
         }
         Ok(done)
@@ -315,6 +405,7 @@ impl SaleBook {
         let _one = self.reading.lock().await;
         self.seed_now().await?;
         self.load_unloaded().await;
+        self.pay_all().await;
         let known = self.revision.load(Ordering::Acquire);
         let Some(book) = self.ctx.store.sale_book(known).await? else {
             return Ok(());

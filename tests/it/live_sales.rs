@@ -558,3 +558,54 @@ async fn a_store_that_lost_the_book_is_seeded_again_and_new_versions_still_apply
     let counted = redis.command(&["HGET", "flashgate:{pen}:buyers", "gil"]);
     assert_eq!(counted, "3");
 }
+
+/// The drain rate `adm` lists for `sku` in force.
+async fn rate_in_force(adm: SocketAddr, sku: &str) -> Option<u64> {
+    let all = admin(adm, "GET", "/admin/sales", None, Value::Null)
+        .await
+        .json();
+    all["sales"].as_array()?.iter().find(|s| s["sku"] == sku)?["drain_rate"].as_u64()
+}
+
+/// Adversarial review: a definition's new drain rate that the store did not take as the
+/// sale's setting was answered 200 while the fleet kept the operator's older rate, and the
+/// same PUT again changed nothing. Now the PUT is refused 503 and its retry stores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_rate_the_store_did_not_take_is_refused_and_a_retry_stores_it() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let cfg = config(&up, &shared(&redis));
+    let a = gateway(&cfg).await;
+    let b = gateway(&cfg).await;
+    let body = |rate: u32| json!({"stock": 10, "queue": {"drain_rate": rate}});
+    let made = admin(a.admin_addr, "PUT", "/admin/sales/desk", None, body(50)).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.json());
+    // An operator's own rate, stored as the sale's setting.
+    let slow = json!({"rate": 5});
+    let set = admin(
+        a.admin_addr,
+        "PUT",
+        "/admin/sales/desk/drain_rate",
+        None,
+        slow,
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.json());
+    // The store takes the definition but not the setting (plain SET refused a moment).
+    assert_eq!(redis.command(&["ACL", "SETUSER", "default", "-set"]), "+OK");
+    let refused = admin(a.admin_addr, "PUT", "/admin/sales/desk", None, body(100)).await;
+    assert_eq!(redis.command(&["ACL", "SETUSER", "default", "+set"]), "+OK");
+    assert_refused(
+        &refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    );
+    let again = admin(a.admin_addr, "PUT", "/admin/sales/desk", None, body(100)).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.json());
+    for (name, gw) in [("A", &a), ("B", &b)] {
+        until(&format!("{name} to run at the defined rate"), || async {
+            rate_in_force(gw.admin_addr, "desk").await == Some(100)
+        })
+        .await;
+    }
+}
