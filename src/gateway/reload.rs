@@ -23,6 +23,10 @@ pub type ConfigSource = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Syn
 /// read again from the paths the process started with: new paths take a restart).
 const LIVE: [&str; 5] = ["sale", "queue", "limits", "pages", "log.level"];
 
+/// Keys under a live section that still take a restart: the bounds of the ticket books
+/// every sale shares, sized when the gateway starts.
+const RESTART_ONLY: [&str; 2] = ["queue.ticket_ttl", "queue.max_tickets"];
+
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -147,9 +151,10 @@ pub fn restart_keys(a: &Config, b: &Config) -> Vec<String> {
         .chain(y.keys())
         .filter(|k| x.get(*k) != y.get(*k))
         .filter(|k| {
-            !LIVE
-                .iter()
-                .any(|l| *k == l || k.starts_with(&format!("{l}.")))
+            RESTART_ONLY.contains(&k.as_str())
+                || !LIVE
+                    .iter()
+                    .any(|l| *k == l || k.starts_with(&format!("{l}.")))
         })
         .cloned()
         .collect();
@@ -181,6 +186,17 @@ mod tests {
     fn config(text: &str) -> Config {
         let base = "[upstream]\nurl = \"http://127.0.0.1:9\"\n";
         Config::from_toml(&format!("{base}{text}"), "test", &[]).expect("valid")
+    }
+
+    #[test]
+    fn the_ticket_books_bounds_take_a_restart_though_queue_is_live() {
+        // Adversarial review: both were reported reloaded, and neither was applied.
+        let a = config("[queue]\nticket_ttl = \"10m\"\nmax_tickets = 3\ndrain_rate = 5\n");
+        let b = config("[queue]\nticket_ttl = \"1s\"\nmax_tickets = 9\ndrain_rate = 7\n");
+        assert_eq!(
+            restart_keys(&a, &b),
+            ["queue.max_tickets", "queue.ticket_ttl"]
+        );
     }
 
     #[test]
