@@ -151,7 +151,9 @@ impl SaleBook {
                 tracing::info!(sku = %sale.sku, version = c.version, origin = ?c.definition.origin,
                     ended = c.definition.ended,
                     "the store's definition of this sale differs from the file's and stands \
-                     (reload the file with SIGHUP, or PUT /admin/sales/SKU, to change it)");
+                     (it may be newer: another instance's file, or the API); PUT \
+                     /admin/sales/SKU to change it (a reload applies only what the file \
+                     changes after this start)");
             }
         }
         Ok(())
