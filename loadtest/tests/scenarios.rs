@@ -73,6 +73,16 @@ fn failed_checks(report: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The names of a report's checks.
+fn check_names(report: &Value) -> Vec<&str> {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect()
+}
+
 #[test]
 fn every_shipped_scenario_is_valid() {
     let dir = format!("{}/scenarios", env!("CARGO_MANIFEST_DIR"));
@@ -154,12 +164,7 @@ fn unpaid_orders_hand_their_units_back_once() {
         Some(sold + cancelled),
         "{orders}"
     );
-    let names: Vec<&str> = r["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let names = check_names(&r);
     assert!(
         names.contains(&"every cancel handed its unit back once"),
         "{names:?}"
@@ -275,12 +280,7 @@ fn short_chaos_runs_on_fixed_seeds_keep_every_promise() {
         "{}",
         r["chaos"]
     );
-    let names: Vec<&str> = r["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let names = check_names(&r);
     for name in [
         "recovered by itself",
         "no delivery left pending",
