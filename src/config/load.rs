@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use super::{validate, Config, ConfigError, Override, SaleConfig};
+use super::{validate, warnings, Config, ConfigError, Override, SaleConfig};
 
 impl Config {
     /// Warnings about a valid config (see `check-config`).
     pub fn warnings(&self) -> Vec<String> {
-        validate::warnings(self)
+        warnings::of(self)
     }
 
     /// Reads, overrides and validates the config file at `path`.

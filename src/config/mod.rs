@@ -13,6 +13,7 @@ mod schema;
 mod store_delivery;
 mod timestamp;
 mod validate;
+mod warnings;
 
 pub use error::ConfigError;
 pub use overrides::{env_overrides, Override};

@@ -153,6 +153,9 @@ pub const MAX_CAPACITY: usize = 1_000_000;
 /// The most order workers of one sale (each a store step in flight).
 pub const MAX_WORKERS: usize = 1_024;
 
+/// The most deliveries in flight (each a connection to the backend).
+pub const MAX_IN_FLIGHT: usize = 4_096;
+
 /// A queue's capacity and workers within their bounds, the error naming `key`'s prefix.
 fn check_queue_size(
     prefix: &str,
@@ -160,22 +163,23 @@ fn check_queue_size(
     workers: Option<usize>,
 ) -> Result<(), ConfigError> {
     if let Some(cap) = capacity {
-        if cap == 0 || cap > MAX_CAPACITY {
-            return Err(ConfigError::invalid(
-                format!("{prefix}capacity"),
-                format!("must be between 1 and {MAX_CAPACITY}"),
-            ));
-        }
+        between(&format!("{prefix}capacity"), cap, 1, MAX_CAPACITY)?;
     }
     if let Some(w) = workers {
-        if w == 0 || w > MAX_WORKERS {
-            return Err(ConfigError::invalid(
-                format!("{prefix}workers"),
-                format!("must be between 1 and {MAX_WORKERS}"),
-            ));
-        }
+        between(&format!("{prefix}workers"), w, 1, MAX_WORKERS)?;
     }
     Ok(())
+}
+
+/// `n` within `lo..=hi`, else an error naming `key`.
+fn between(key: &str, n: usize, lo: usize, hi: usize) -> Result<(), ConfigError> {
+    match (lo..=hi).contains(&n) {
+        true => Ok(()),
+        false => Err(ConfigError::invalid(
+            key,
+            format!("must be between {lo} and {hi}"),
+        )),
+    }
 }
 
 fn check_queue(c: &Config) -> Result<(), ConfigError> {
@@ -349,7 +353,18 @@ fn check_store(c: &Config) -> Result<(), ConfigError> {
 /// `[delivery]`: the deliverer's bounds, its statuses and path, and how it shares orders
 /// with other instances' deliverers.
 fn check_delivery(c: &Config) -> Result<(), ConfigError> {
-    positive("delivery.max_in_flight", c.delivery.max_in_flight > 0)?;
+    let d = &c.delivery;
+    if let super::InFlight::Fixed(n) = d.max_in_flight {
+        between("delivery.max_in_flight", n, 1, MAX_IN_FLIGHT)?;
+    }
+    between("delivery.min_in_flight", d.min_in_flight, 1, MAX_IN_FLIGHT)?;
+    let cap = d.max_in_flight_cap;
+    between(
+        "delivery.max_in_flight_cap",
+        cap,
+        d.min_in_flight,
+        MAX_IN_FLIGHT,
+    )?;
     if c.delivery.mode == super::DeliveryMode::Stream && !c.store.kind.is_shared() {
         return Err(ConfigError::invalid(
             "delivery.mode",
@@ -420,29 +435,6 @@ fn check_delivery(c: &Config) -> Result<(), ConfigError> {
         Err(e) => return Err(ConfigError::invalid("delivery.path", e.reason())),
     }
     Ok(())
-}
-
-/// What a valid config leaves open that an operator should know of; `check-config` prints
-/// these as warnings.
-pub fn warnings(c: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    if c.delivery.mode == crate::config::DeliveryMode::Http && c.delivery.signing_secret.is_empty()
-    {
-        out.push(
-            "delivery.signing_secret is empty: orders are delivered over the same upstream the \
-             proxy forwards clients to, and only the path guard keeps clients off the intake; \
-             set a secret and verify Flashgate-Signature in the backend (docs/sale-path.md: signed deliveries)"
-                .to_owned(),
-        );
-    }
-    if c.server.proxy_protocol && c.server.trusted_proxies.is_empty() {
-        out.push(
-            "server.proxy_protocol is on and server.trusted_proxies is empty: any peer that \
-             reaches the listener may name any client address"
-                .to_owned(),
-        );
-    }
-    out
 }
 
 fn check_cluster(c: &Config) -> Result<(), ConfigError> {

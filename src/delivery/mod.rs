@@ -22,6 +22,7 @@
 //! the deliverer that owns an order's pending entry may confirm or compensate it, and it
 //! renews that hold right before each POST.
 
+mod limit;
 mod post;
 mod retry;
 mod round;
@@ -42,7 +43,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::membership::Membership;
-use crate::config::{DeliveryConfig, UpstreamConfig};
+use crate::config::{DeliveryConfig, InFlight, UpstreamConfig};
 use crate::http::{Pool, UpstreamTarget};
 use crate::sale::context::SaleContext;
 use crate::types::OrderId;
@@ -52,7 +53,10 @@ pub struct Settings {
     pool: Pool<Full<Bytes>>,
     host: HeaderValue,
     path: String,
-    max_in_flight: usize,
+    /// `delivery.max_in_flight`, with the adaptive limit's bounds.
+    in_flight: InFlight,
+    min_in_flight: usize,
+    in_flight_cap: usize,
     retries: u32,
     /// Statuses that mean "not now" (`delivery.retry_statuses`).
     retry_statuses: Vec<u16>,
@@ -82,11 +86,12 @@ impl Settings {
         target: &UpstreamTarget,
         shutdown_timeout: Duration,
     ) -> Self {
+        let most = delivery.max_in_flight.most(delivery.max_in_flight_cap);
         let pool = Pool::new(
             target.authority.clone(),
-            delivery.max_in_flight,
+            most,
             // A connection still sending when its answer came holds its place a moment.
-            delivery.max_in_flight.saturating_mul(2),
+            most.saturating_mul(2),
             upstream.pool_idle_timeout,
             upstream.connect_timeout,
         );
@@ -94,7 +99,9 @@ impl Settings {
             pool,
             host: target.host.clone(),
             path: format!("{}{}", target.prefix, delivery.path),
-            max_in_flight: delivery.max_in_flight,
+            in_flight: delivery.max_in_flight,
+            min_in_flight: delivery.min_in_flight,
+            in_flight_cap: delivery.max_in_flight_cap,
             retries: delivery.retries,
             retry_statuses: delivery.retry_statuses.clone(),
             deadline: delivery.deadline,
@@ -112,18 +119,19 @@ impl Settings {
     }
 }
 
-/// How long the deliverer sleeps: until the next order is due and the breaker lets it go;
+/// How long the deliverer sleeps: until the next order is due and nothing holds deliveries
+/// back (the breaker's cool-down, a backend's Retry-After);
 /// with nothing waiting, until woken or `claim_idle` has passed (another instance's orders
 /// may be ours to take over by then).
 fn wake_after(
     now: Instant,
     next_due: Option<Instant>,
-    breaker_ready: Option<Instant>,
+    held_until: Option<Instant>,
     waiting: usize,
     claim_idle: Duration,
 ) -> Duration {
     // An order may go once it is due and the breaker lets it: the later of the two.
-    let due = match (next_due, breaker_ready) {
+    let due = match (next_due, held_until) {
         (Some(due), Some(ready)) => Some(due.max(ready)),
         (Some(due), None) => Some(due),
         // Orders with no schedule yet (fresh ones) held by the breaker.
@@ -152,6 +160,22 @@ struct State {
     taken: mpsc::UnboundedReceiver<OrderId>,
     /// Held while the outbox is read, and while orders are taken over.
     claiming: Arc<tokio::sync::Mutex<()>>,
+    /// How many deliveries may be in flight.
+    limiter: limit::Limiter,
+    /// A backend's `Retry-After` holds every delivery until then.
+    resume_at: Option<Instant>,
+}
+
+impl State {
+    /// When deliveries may go again: the breaker's cool-down or a backend's Retry-After,
+    /// whichever ends later (None: now).
+    fn held_until(&self, now: Instant) -> Option<Instant> {
+        let resume = self.resume_at.filter(|at| *at > now);
+        match (self.breaker.ready_at(), resume) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// Delivers until `shutdown`, then keeps delivering what is left for up to
@@ -181,7 +205,17 @@ pub async fn run(
         ambiguous: HashSet::new(),
         taken,
         claiming: claiming.clone(),
+        limiter: match settings.in_flight {
+            InFlight::Fixed(n) => limit::Limiter::fixed(n),
+            InFlight::Auto => limit::Limiter::adaptive(
+                settings.min_in_flight,
+                settings.in_flight_cap,
+                Instant::now(),
+            ),
+        },
+        resume_at: None,
     };
+    ctx.metrics.delivery_limit.set(state.limiter.limit() as i64);
     let takeover = tokio::spawn(takeover::run(
         ctx.clone(),
         membership,
@@ -233,10 +267,11 @@ pub async fn run(
 
 /// Sleeps until the next order may go (see [`wake_after`]), or until woken.
 async fn sleep_until_due(state: &State, waiting: usize, claim_idle: Duration) {
+    let now = Instant::now();
     let wait = wake_after(
-        Instant::now(),
+        now,
         state.backoff.next_due(),
-        state.breaker.ready_at(),
+        state.held_until(now),
         waiting,
         claim_idle,
     );

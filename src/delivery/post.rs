@@ -6,6 +6,7 @@ use http::header::{CONTENT_TYPE, HOST};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use super::limit::Load;
 use super::Settings;
 use crate::http::UpstreamError;
 use crate::store::Order;
@@ -55,9 +56,66 @@ impl std::fmt::Display for Reply {
     }
 }
 
+/// One attempt as the deliverer learns from it: the order's verdict, what came back, and
+/// what it says about the backend's load.
+pub(super) struct Attempt {
+    /// What it means for the order.
+    pub(super) verdict: Verdict,
+    /// What came back.
+    pub(super) reply: Reply,
+    /// From the POST to its answer.
+    pub(super) took: std::time::Duration,
+    /// The backend's `Retry-After` (seconds) with a 429 or 503: no delivery before then.
+    pub(super) retry_after: Option<std::time::Duration>,
+}
+
+impl Attempt {
+    /// What it says about the backend's load (for the adaptive limit).
+    pub(super) fn load(&self) -> Load {
+        match &self.reply {
+            Reply::Status(s) if matches!(s.as_u16(), 429 | 503 | 504) => Load::Overloaded,
+            Reply::Status(_) => Load::Answered,
+            Reply::NoAnswer(_) => Load::Overloaded,
+            Reply::NotSent(_) => Load::Unreached,
+        }
+    }
+
+    /// Its class in `flashgate_delivery_answers_total`.
+    pub(super) fn class(&self) -> &'static str {
+        match &self.reply {
+            Reply::Status(s) => match s.as_u16() {
+                200..=299 => "2xx",
+                409 => "409",
+                429 => "429",
+                503 => "503",
+                500..=599 => "5xx",
+                _ => "4xx",
+            },
+            Reply::NoAnswer(_) => "timeout",
+            Reply::NotSent(_) => "not_sent",
+        }
+    }
+}
+
 /// POSTs one order to the backend.
-pub(super) async fn post(settings: &Settings, order: &Order, expires_at: u64) -> (Verdict, Reply) {
-    let not_sent = |why: &str| (Verdict::Retry, Reply::NotSent(why.to_owned()));
+pub(super) async fn post(settings: &Settings, order: &Order, expires_at: u64) -> Attempt {
+    let started = std::time::Instant::now();
+    let (verdict, reply, retry_after) = exchange(settings, order, expires_at).await;
+    Attempt {
+        verdict,
+        reply,
+        took: started.elapsed(),
+        retry_after,
+    }
+}
+
+/// The POST itself: its verdict, reply and `Retry-After`.
+async fn exchange(
+    settings: &Settings,
+    order: &Order,
+    expires_at: u64,
+) -> (Verdict, Reply, Option<std::time::Duration>) {
+    let not_sent = |why: &str| (Verdict::Retry, Reply::NotSent(why.to_owned()), None);
     let pool = &settings.pool;
     let Ok(body) = serde_json::to_vec(&Delivery { order, expires_at }) else {
         return not_sent("the order cannot be encoded");
@@ -89,20 +147,38 @@ pub(super) async fn post(settings: &Settings, order: &Order, expires_at: u64) ->
         Ok(Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Busy))) => {
             return not_sent(&e.to_string());
         }
-        Ok(Err(e)) => return (Verdict::Unknown, Reply::NoAnswer(e.to_string())),
+        Ok(Err(e)) => return (Verdict::Unknown, Reply::NoAnswer(e.to_string()), None),
         Err(_) => {
             let why = format!("no answer within upstream.timeout ({:?})", settings.timeout);
-            return (Verdict::Unknown, Reply::NoAnswer(why));
+            return (Verdict::Unknown, Reply::NoAnswer(why), None);
         }
     };
     let status = resp.status();
+    let retry_after = match status.as_u16() {
+        429 | 503 => retry_after(resp.headers()),
+        _ => None,
+    };
     // The head decided; the body is read so the connection can be reused, within the same
     // bound (a stalled body just closes the connection).
     let _ = tokio::time::timeout_at(deadline, resp.into_body().collect()).await;
     (
         verdict(status, &settings.retry_statuses),
         Reply::Status(status),
+        retry_after,
     )
+}
+
+/// A `Retry-After` of delta-seconds (an HTTP-date is not honoured: the order's own
+/// backoff applies).
+fn retry_after(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let seconds: u64 = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_secs(seconds))
 }
 
 /// 5xx answers that say the request was not processed: 501 Not Implemented, 503 Service
@@ -140,6 +216,20 @@ pub(super) fn standing(verdict: Verdict, reply: &Reply, ambiguous: bool) -> Verd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let with = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::RETRY_AFTER, v.parse().expect("value"));
+            retry_after(&h)
+        };
+        assert_eq!(with("3"), Some(std::time::Duration::from_secs(3)));
+        assert_eq!(with(" 0 "), Some(std::time::Duration::ZERO));
+        assert_eq!(with("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+        assert_eq!(with("-1"), None);
+        assert_eq!(retry_after(&http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn backend_contract_verdicts() {

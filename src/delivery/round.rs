@@ -1,5 +1,6 @@
 //! One round of the deliverer: for each sale, claim what is due from the outbox, POST it
-//! (at most `max_in_flight` at once, only a probe while the breaker is open), and settle
+//! (at most the limit in flight at once, only a probe while the breaker is open, nothing
+//! while a backend's Retry-After holds), and settle
 //! each order by the backend's verdict — confirmed, compensated, or left for a later round.
 
 use std::collections::HashSet;
@@ -8,7 +9,8 @@ use std::time::Instant;
 
 use tokio::task::JoinSet;
 
-use super::post::{post, standing, Reply, Verdict};
+use super::limit::Sample;
+use super::post::{post, standing, Attempt, Reply, Verdict};
 use super::{Settings, State};
 use crate::breaker::Permit;
 use crate::log_throttle::warn_repeated;
@@ -54,7 +56,7 @@ pub(super) async fn round(
             state.ambiguous.insert(id);
         }
         // Read past the orders that are backing off so newer ones are not starved.
-        let window = settings.max_in_flight.saturating_mul(8);
+        let window = state.limiter.limit().saturating_mul(8).max(64);
         let claimed = ctx
             .store
             .claim(&sale.sku, &settings.consumer, window, settings.claim_idle)
@@ -77,19 +79,26 @@ pub(super) async fn round(
         // result recorded it, or it is handed back for the next round). Nothing to send
         // takes no probe: a probe taken for nothing would be handed back.
         let breaker = state.breaker.clone();
-        let permit = if due.batch.is_empty() {
+        let now = Instant::now();
+        // A backend's Retry-After holds everything, last asks included.
+        let room = match state.resume_at.is_some_and(|at| at > now) {
+            true => 0,
+            false => state.limiter.allowed(now),
+        };
+        let permit = if due.batch.is_empty() || room == 0 {
             None
         } else {
-            breaker.admit_at(Instant::now())
+            breaker.admit_at(now)
         };
         let allowed = match &permit {
-            Some(Permit::Pass) => settings.max_in_flight,
+            Some(Permit::Pass) => room,
             Some(Permit::Probe(_)) => 1,
             None => 0,
         };
-        let posts = choose(settings.max_in_flight, allowed, due, &mut r);
+        let offered = due.batch.len() + due.last_asks.len();
+        let posts = choose(room, allowed, due, &mut r);
         if !posts.is_empty() {
-            deliver(ctx, sale, settings, state, posts, &mut r).await;
+            deliver(ctx, sale, settings, state, posts, offered, &mut r).await;
         }
         drop(permit);
     }
@@ -188,13 +197,15 @@ fn choose(room: usize, allowed: usize, due: Due, r: &mut Round) -> Vec<(Order, b
         .collect()
 }
 
-/// POSTs `posts` side by side and settles each by its verdict.
+/// POSTs `posts` side by side (of `offered` due) and settles each by its verdict; what
+/// the answers say of the backend's load goes to the limit.
 async fn deliver(
     ctx: &SaleContext,
     sale: &Sale,
     settings: &Arc<Settings>,
     state: &mut State,
     posts: Vec<(Order, bool)>,
+    offered: usize,
     r: &mut Round,
 ) {
     // Renew our hold on them: nobody takes them over while the POSTs are in flight.
@@ -218,16 +229,51 @@ async fn deliver(
         let settings = settings.clone();
         let expires_at = order.reserved_at.saturating_add(deadline_ms);
         set.spawn(async move {
-            let (verdict, reply) = post(&settings, &order, expires_at).await;
-            (order, verdict, reply, last)
+            let attempt = post(&settings, &order, expires_at).await;
+            (order, attempt, last)
         });
     }
+    let mut samples = Vec::with_capacity(set.len());
     while let Some(joined) = set.join_next().await {
-        let Ok((order, verdict, reply, last)) = joined else {
+        let Ok((order, attempt, last)) = joined else {
             r.waiting += 1;
             continue;
         };
+        samples.push(Sample {
+            latency: attempt.took,
+            load: attempt.load(),
+        });
+        let m = &ctx.metrics;
+        m.delivery_answers
+            .with_label_values(&[attempt.class()])
+            .inc();
+        if let Some(wait) = attempt.retry_after {
+            hold(ctx, settings, state, wait);
+        }
+        let Attempt { verdict, reply, .. } = attempt;
         answered(ctx, sale, settings, state, order, verdict, &reply, last, r).await;
+    }
+    state.limiter.record(&samples, offered, Instant::now());
+    let m = &ctx.metrics;
+    m.delivery_limit.set(state.limiter.limit() as i64);
+    if let Some(noload) = state.limiter.noload() {
+        m.delivery_noload.set(noload.as_secs_f64());
+    }
+}
+
+/// A backend's `Retry-After` (bounded by `delivery.retry_max`) holds every delivery until
+/// it has passed: the orders it refused, and every other.
+fn hold(ctx: &SaleContext, settings: &Settings, state: &mut State, wait: std::time::Duration) {
+    let until = Instant::now() + wait.min(settings.retry_max);
+    if state.resume_at.is_none_or(|at| at < until) {
+        if state.resume_at.is_none_or(|at| at <= Instant::now()) {
+            ctx.metrics.delivery_holds.inc();
+            tracing::warn!(
+                seconds = wait.min(settings.retry_max).as_secs(),
+                "the backend asked for a pause (Retry-After); holding every delivery"
+            );
+        }
+        state.resume_at = Some(until);
     }
 }
 

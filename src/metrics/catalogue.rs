@@ -215,6 +215,34 @@ pub const DELIVERIES: Spec = Spec {
     labels: &["result"],
 };
 
+/// `flashgate_delivery_limit`.
+pub const DELIVERY_LIMIT: Spec = Spec {
+    name: "flashgate_delivery_limit",
+    help: "Deliveries the deliverer lets be in flight at once now (delivery.max_in_flight, or the limit found)",
+    labels: &[],
+};
+
+/// `flashgate_delivery_noload_seconds`.
+pub const DELIVERY_NOLOAD: Spec = Spec {
+    name: "flashgate_delivery_noload_seconds",
+    help: "The backend's latency with nothing queued, as the adaptive limit last measured it",
+    labels: &[],
+};
+
+/// `flashgate_delivery_answers_total`.
+pub const DELIVERY_ANSWERS: Spec = Spec {
+    name: "flashgate_delivery_answers_total",
+    help: "What the backend answered delivery attempts, by class",
+    labels: &["class"],
+};
+
+/// `flashgate_delivery_holds_total`.
+pub const DELIVERY_HOLDS: Spec = Spec {
+    name: "flashgate_delivery_holds_total",
+    help: "Times a backend's Retry-After held every delivery back",
+    labels: &[],
+};
+
 /// `flashgate_ticket_relays_total`.
 pub const TICKET_RELAYS: Spec = Spec {
     name: "flashgate_ticket_relays_total",

@@ -36,6 +36,12 @@ pub const RELAY_RESULTS: [&str; 4] = ["answered", "rate_limited", "owner_gone", 
 /// Every delivery attempt's result, as the `result` label of `flashgate_deliveries_total`.
 pub const DELIVERY_RESULTS: [&str; 4] = ["confirmed", "refused", "retry", "unknown"];
 
+/// What the backend answered a delivery attempt, as the `class` label of
+/// `flashgate_delivery_answers_total`: the statuses that steer the deliverer apart.
+pub const DELIVERY_ANSWER_CLASSES: [&str; 8] = [
+    "2xx", "409", "429", "503", "4xx", "5xx", "timeout", "not_sent",
+];
+
 /// Latency buckets from 100 µs to 10 s.
 fn latency_buckets() -> Vec<f64> {
     vec![
@@ -87,6 +93,14 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Delivery attempts by result (`confirmed`, `refused`, `retry`).
     pub deliveries: IntCounterVec,
+    /// Deliveries allowed in flight now.
+    pub delivery_limit: IntGauge,
+    /// The backend's no-load latency as the adaptive limit last measured it.
+    pub delivery_noload: Gauge,
+    /// Backend answers to delivery attempts by class ([`DELIVERY_ANSWER_CLASSES`]).
+    pub delivery_answers: IntCounterVec,
+    /// Times a Retry-After held every delivery back.
+    pub delivery_holds: IntCounter,
     /// Orders compensated (stock put back), by sku.
     pub compensations: IntCounterVec,
     /// Orders cancelled after delivery, by sku and whether their units went back.
@@ -171,6 +185,12 @@ fn single_counter(r: &Registry, spec: &Spec) -> IntCounter {
 }
 
 /// A gauge of a single series (no labels).
+fn single_float_gauge(r: &Registry, spec: &Spec) -> Gauge {
+    let g = Gauge::with_opts(Opts::new(spec.name, spec.help)).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
 fn single_gauge(r: &Registry, spec: &Spec) -> IntGauge {
     let g = IntGauge::new(spec.name, spec.help).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
@@ -232,6 +252,10 @@ impl Metrics {
             store_seconds: histogram(&r, &catalogue::STORE_SECONDS),
             store_errors: counter(&r, &catalogue::STORE_ERRORS),
             deliveries: counter(&r, &catalogue::DELIVERIES),
+            delivery_limit: single_gauge(&r, &catalogue::DELIVERY_LIMIT),
+            delivery_noload: single_float_gauge(&r, &catalogue::DELIVERY_NOLOAD),
+            delivery_answers: counter(&r, &catalogue::DELIVERY_ANSWERS),
+            delivery_holds: single_counter(&r, &catalogue::DELIVERY_HOLDS),
             compensations: counter(&r, &catalogue::COMPENSATIONS),
             cancellations: counter(&r, &catalogue::CANCELLATIONS),
             config_reloads: counter(&r, &catalogue::CONFIG_RELOADS),
@@ -248,6 +272,9 @@ impl Metrics {
         // Series a dashboard or an alert reads exist from the start, at 0.
         for result in DELIVERY_RESULTS {
             m.deliveries.with_label_values(&[result]);
+        }
+        for class in DELIVERY_ANSWER_CLASSES {
+            m.delivery_answers.with_label_values(&[class]);
         }
         for result in RELAY_RESULTS {
             m.ticket_relays.with_label_values(&[result]);

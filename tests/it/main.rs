@@ -9,6 +9,7 @@ mod redis_server;
 #[macro_use]
 mod store_suite;
 
+mod adaptive_delivery;
 mod admin_api;
 mod architecture;
 mod browser;

@@ -1,9 +1,11 @@
 //! Shared test support: a real upstream on a loopback port ([`upstream`]), small HTTP
 //! clients ([`client`]), a gateway in process and the sale calls tests make ([`sale`]),
-//! the real binary ([`binary`], [`demo`]) as a child [`process`].
+//! the real binary ([`binary`], [`demo`]) as a child [`process`], and an order backend of
+//! known capacity ([`capacity`]).
 //! Everything binds 127.0.0.1 on port 0.
 
 pub mod binary;
+pub mod capacity;
 pub mod client;
 pub mod demo;
 pub mod process;

@@ -1,0 +1,117 @@
+//! The deliverer against a backend of known capacity: an `"auto"` limit finds what the
+//! backend takes without a storm of 503s, a fixed limit stays what it says, and a
+//! backend's `Retry-After` holds every delivery.
+
+use std::time::Duration;
+
+use crate::common::capacity::{CapacityBackend, Shedding};
+use crate::common::*;
+use http::StatusCode;
+
+/// A gateway in front of `backend` selling `stock` units of `desk`, drained fast (the
+/// outbox is what is under test), with `delivery` keys.
+async fn gateway_for(backend: &CapacityBackend, stock: u32, delivery: &str) -> flashgate::Gateway {
+    let text = format!(
+        "{}[queue]\ndrain_rate = 2000\nworkers = 8\nresponse = \"async\"\n\
+         [limits]\nper_user_rate = 0\n\
+         [delivery]\nretry_base = \"20ms\"\nretry_max = \"5s\"\nbreaker_threshold = 1000\n{delivery}\n\
+         [[sale]]\nsku = \"desk\"\nstock = {stock}\n",
+        config_text(&backend.url(), "")
+    );
+    gateway(&text).await
+}
+
+/// `n` buyers, one order each, all admitted.
+async fn buy_all(gw: &flashgate::Gateway, n: u32) {
+    for i in 0..n {
+        let user = format!("buyer-{i}");
+        let t = token_for(gw.public_addr, "desk", &user).await;
+        let a = order(gw.public_addr, "desk", &user, &t).await;
+        assert!(
+            matches!(a.status, StatusCode::CREATED | StatusCode::ACCEPTED),
+            "{user}: {:?}",
+            a.json()
+        );
+    }
+}
+
+/// Waits until the backend took `n` orders.
+async fn taken(backend: &CapacityBackend, n: usize) {
+    until("the backend to take every order", || async {
+        backend.ledger().taken.len() >= n
+    })
+    .await;
+}
+
+/// The value of an unlabelled series on `gw`'s `/metrics`.
+async fn metric(gw: &flashgate::Gateway, name: &str) -> f64 {
+    let text = scrape(gw.admin_addr).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// The issue's measurement, as a test: a backend that sheds once 4 serve and 2 wait.
+/// Sixteen orders at once (the old fixed default) would meet ten 503s a batch; the found
+/// limit meets one now and then, where it probes above the backend's capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_limit_finds_the_backends_capacity_without_a_storm_of_503s() {
+    let orders = 300;
+    let backend =
+        CapacityBackend::start(4, 2, Duration::from_millis(10), Shedding::default()).await;
+    let gw = gateway_for(&backend, orders, "").await;
+    buy_all(&gw, orders).await;
+    taken(&backend, orders as usize).await;
+    let l = backend.ledger();
+    assert!(
+        l.shed * 5 < orders as usize,
+        "{} orders shed with 503 for {orders} orders",
+        l.shed
+    );
+    let limit = metric(&gw, "flashgate_delivery_limit").await;
+    assert!((1.0..=256.0).contains(&limit), "{limit}");
+    assert!(metric(&gw, "flashgate_delivery_noload_seconds").await > 0.0);
+    gw.shutdown();
+    gw.wait().await.expect("stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_limit_is_never_exceeded() {
+    let orders = 60;
+    let backend =
+        CapacityBackend::start(64, 0, Duration::from_millis(5), Shedding::default()).await;
+    let gw = gateway_for(&backend, orders, "max_in_flight = 2").await;
+    buy_all(&gw, orders).await;
+    taken(&backend, orders as usize).await;
+    let l = backend.ledger();
+    assert!(l.most_held <= 2, "the backend held {} at once", l.most_held);
+    assert_eq!(metric(&gw, "flashgate_delivery_limit").await, 2.0);
+    gw.shutdown();
+    gw.wait().await.expect("stopped");
+}
+
+/// A 503 with `Retry-After: 1` to the first POST: no delivery at all, of that order or
+/// any other, until the second has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_holds_every_delivery_for_its_duration() {
+    let orders = 5;
+    let shedding = Shedding {
+        shed_first: 1,
+        retry_after: Some(1),
+    };
+    let backend = CapacityBackend::start(8, 8, Duration::from_millis(1), shedding).await;
+    let gw = gateway_for(&backend, orders, "max_in_flight = 1").await;
+    buy_all(&gw, orders).await;
+    taken(&backend, orders as usize).await;
+    let l = backend.ledger();
+    assert_eq!(l.shed, 1);
+    let gap = l.arrivals[1].duration_since(l.arrivals[0]);
+    // The gateway's clock starts the hold when the answer came, after the backend sent it.
+    assert!(
+        gap >= Duration::from_millis(990),
+        "the next POST came {gap:?} after the 503"
+    );
+    assert_eq!(metric(&gw, "flashgate_delivery_holds_total").await, 1.0);
+    gw.shutdown();
+    gw.wait().await.expect("stopped");
+}
