@@ -115,3 +115,82 @@ async fn a_retry_after_holds_every_delivery_for_its_duration() {
     gw.shutdown();
     gw.wait().await.expect("stopped");
 }
+
+/// Two instances on one Redis, each finding its own limit against one backend: their
+/// sum stays within what the backend takes (no storm of 503s either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_find_their_shares_of_one_backend() {
+    let orders = 300;
+    let redis = crate::redis_server::RedisServer::start();
+    let backend =
+        CapacityBackend::start(4, 2, Duration::from_millis(10), Shedding::default()).await;
+    let shared = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\n[cluster]\nsecret = \"adaptive-delivery-secret-0123\"\n",
+        redis.url()
+    );
+    let a = gateway_for(&backend, orders, &shared).await;
+    let b = gateway_for(&backend, orders, &shared).await;
+    for i in 0..orders {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let user = format!("buyer-{i}");
+        let t = token_for(gw.public_addr, "desk", &user).await;
+        let answer = order(gw.public_addr, "desk", &user, &t).await;
+        assert!(answer.status.is_success(), "{user}: {:?}", answer.json());
+    }
+    taken(&backend, orders as usize).await;
+    let l = backend.ledger();
+    assert!(
+        l.shed * 5 < orders as usize,
+        "{} orders shed with 503 for {orders} orders",
+        l.shed
+    );
+    for gw in [a, b] {
+        gw.shutdown();
+        gw.wait().await.expect("stopped");
+    }
+}
+
+/// The backend loses three quarters of its workers mid-sale, then gets them back: the
+/// limit follows it down, then up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_follows_a_backend_that_shrinks_and_recovers() {
+    let backend =
+        CapacityBackend::start(8, 0, Duration::from_millis(40), Shedding::default()).await;
+    let gw = gateway_for(&backend, 100_000, "").await;
+    let public = gw.public_addr;
+    // Buyers faster than the backend serves, so the outbox always holds a full batch.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let buying = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut i = 0;
+            while !stop.is_cancelled() && i < 50_000 {
+                let user = format!("buyer-{i}");
+                let t = token_for(public, "desk", &user).await;
+                let _ = order(public, "desk", &user, &t).await;
+                i += 1;
+            }
+        }
+    });
+    let limit_is = |ok: fn(f64) -> bool| {
+        let gw = &gw;
+        move || async move { ok(metric(gw, "flashgate_delivery_limit").await) }
+    };
+    until(
+        "the limit to reach the backend's 8 workers",
+        limit_is(|l| l >= 6.0),
+    )
+    .await;
+    backend.set_workers(2);
+    until(
+        "the limit to come down to 2 workers",
+        limit_is(|l| l <= 3.0),
+    )
+    .await;
+    backend.set_workers(8);
+    until("the limit to grow back", limit_is(|l| l >= 6.0)).await;
+    stop.cancel();
+    buying.await.expect("buyers");
+    gw.shutdown();
+    gw.wait().await.expect("stopped");
+}

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,12 +49,15 @@ pub struct CapacityBackend {
     /// Its address.
     pub addr: SocketAddr,
     ledger: Arc<Mutex<Ledger>>,
+    serving: Serving,
 }
 
 #[derive(Clone)]
 struct Serving {
     workers: Arc<Semaphore>,
-    room: usize,
+    /// Workers now, and the queue beside them.
+    staff: Arc<AtomicUsize>,
+    queue: usize,
     service: Duration,
     shedding: Shedding,
     ledger: Arc<Mutex<Ledger>>,
@@ -74,14 +78,16 @@ impl CapacityBackend {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let serving = Serving {
             workers: Arc::new(Semaphore::new(workers)),
-            room: workers + queue,
+            staff: Arc::new(AtomicUsize::new(workers)),
+            queue,
             service,
             shedding,
             ledger: ledger.clone(),
         };
+        let accepting = serving.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let serving = serving.clone();
+                let serving = accepting.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let serving = serving.clone();
@@ -93,7 +99,28 @@ impl CapacityBackend {
                 });
             }
         });
-        Self { addr, ledger }
+        Self {
+            addr,
+            ledger,
+            serving,
+        }
+    }
+
+    /// Serves with `workers` from now on (the queue beside them stays): a backend that
+    /// lost half its servers, or got them back.
+    pub fn set_workers(&self, workers: usize) {
+        let s = &self.serving;
+        let before = s.staff.swap(workers, Ordering::SeqCst);
+        if workers > before {
+            s.workers.add_permits(workers - before);
+        } else if workers < before {
+            let (gone, pool) = ((before - workers) as u32, s.workers.clone());
+            tokio::spawn(async move {
+                if let Ok(p) = pool.acquire_many_owned(gone).await {
+                    p.forget();
+                }
+            });
+        }
     }
 
     /// Its URL, for `upstream.url`.
@@ -121,7 +148,8 @@ async fn serve(s: Serving, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let admitted = {
         let mut l = s.ledger.lock().unwrap_or_else(|e| e.into_inner());
         l.arrivals.push(Instant::now());
-        let shed = l.arrivals.len() <= s.shedding.shed_first || l.held >= s.room;
+        let room = s.staff.load(Ordering::SeqCst) + s.queue;
+        let shed = l.arrivals.len() <= s.shedding.shed_first || l.held >= room;
         if shed {
             l.shed += 1;
         } else {
