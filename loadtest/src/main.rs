@@ -484,6 +484,7 @@ async fn crowd(
         answers: by_route(&answers),
         funnel: Funnel::of(&answers),
         orders: Orders::total(&sales),
+        backend_shed: stack.demo.shed(),
         sales,
         latency: tally.percentiles(),
         operator: taken

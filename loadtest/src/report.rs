@@ -32,6 +32,8 @@ pub struct Report {
     pub funnel: Funnel,
     /// Stock and orders, every sale's together.
     pub orders: Orders,
+    /// Deliveries the backend shed with 503 (a backend of limited `workers`).
+    pub backend_shed: u64,
     /// Each sale's figures.
     pub sales: Vec<SaleReport>,
     /// Latency percentiles per series.
@@ -233,6 +235,13 @@ impl Report {
         let _ = writeln!(o, "\nstock and orders");
         if many {
             let _ = writeln!(o, "  all sales: {}", r.line());
+        }
+        if self.backend_shed > 0 {
+            let _ = writeln!(
+                o,
+                "  the backend shed {} deliveries with 503 (it held all it could)",
+                self.backend_shed
+            );
         }
         for sale in &self.sales {
             let _ = writeln!(o, "  {}: {}", sale.sku, sale.orders.line());

@@ -240,6 +240,12 @@ pub struct Backend {
     /// Time the backend takes to apply each order.
     #[serde(default, with = "humantime_serde")]
     pub delay: Duration,
+    /// Orders it applies at once (each taking `delay`); unset: as many as come.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// With `workers`: orders it holds waiting for a worker; one more is shed with 503.
+    #[serde(default)]
+    pub queue: usize,
     /// The share of its orders (0 to 1) the backend cancels as unpaid, `cancel_after` after
     /// each arrived, through the gateway's `POST /admin/orders/{id}/cancel`.
     #[serde(default)]
@@ -253,6 +259,8 @@ impl Default for Backend {
     fn default() -> Self {
         Self {
             delay: Duration::ZERO,
+            workers: None,
+            queue: 0,
             cancel_rate: 0.0,
             cancel_after: Self::default_cancel_after(),
         }
@@ -388,6 +396,9 @@ impl Scenario {
             if !(b.is_finite() && b >= 1.0) {
                 return Err("key `expect.burst_limit`: must be at least 1".into());
             }
+        }
+        if s.backend.workers == Some(0) {
+            return Err("key `backend.workers`: must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&s.backend.cancel_rate) {
             return Err("key `backend.cancel_rate`: must be between 0 and 1".into());

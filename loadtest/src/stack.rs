@@ -124,10 +124,13 @@ impl Stack {
         let backend_stop = CancellationToken::new();
         let admin_token = flashgate::types::OrderId::random().to_string();
         // The backend takes only signed deliveries, as a production one should.
-        let demo = flashgate::demo::DemoBackend::with_delay(scenario.backend.delay).verifying(
+        let mut demo = flashgate::demo::DemoBackend::with_delay(scenario.backend.delay).verifying(
             &crate::scenario::signing_secret(&admin_token),
             Duration::from_secs(300),
         );
+        if let Some(workers) = scenario.backend.workers {
+            demo = demo.with_capacity(workers, scenario.backend.queue);
+        }
         let (backend, demo, _) = flashgate::demo::serve_backend(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             demo,

@@ -54,6 +54,17 @@ pub struct DemoBackend {
     faults: Arc<Faults>,
     /// When set, orders must carry a valid `Flashgate-Signature` within the tolerance.
     verify: Option<(Signer, Duration)>,
+    /// When set, a backend of known capacity: it sheds what it cannot hold.
+    capacity: Option<Arc<Capacity>>,
+}
+
+/// An app server's capacity: `workers` orders applied at once (each taking the delay), at
+/// most `room` held in all (the rest waiting for a worker); one more is shed with 503.
+struct Capacity {
+    workers: tokio::sync::Semaphore,
+    room: usize,
+    held: std::sync::atomic::AtomicUsize,
+    shed: AtomicU64,
 }
 
 /// A backend's faults, switched live.
@@ -79,6 +90,25 @@ impl DemoBackend {
     pub fn verifying(mut self, secret: &str, tolerance: Duration) -> Self {
         self.verify = Signer::new(secret).map(|s| (s, tolerance));
         self
+    }
+
+    /// Serves at most `workers` orders at once with `queue` more waiting, and sheds the rest
+    /// with 503 (as most app servers and their balancers do).
+    pub fn with_capacity(mut self, workers: usize, queue: usize) -> Self {
+        self.capacity = Some(Arc::new(Capacity {
+            workers: tokio::sync::Semaphore::new(workers.max(1)),
+            room: workers.max(1) + queue,
+            held: Default::default(),
+            shed: AtomicU64::new(0),
+        }));
+        self
+    }
+
+    /// Orders shed with 503 because the backend held all it could.
+    pub fn shed(&self) -> u64 {
+        self.capacity
+            .as_ref()
+            .map_or(0, |c| c.shed.load(Ordering::Relaxed))
     }
 
     /// While `failing`, every order is answered 503 and not applied (a backend that is up
@@ -184,7 +214,20 @@ impl DemoBackend {
             Err(_) => return json(StatusCode::BAD_REQUEST, &json!({ "error": "not JSON" })),
         };
         let delay = self.delay + Duration::from_millis(self.faults.slow_ms.load(Ordering::Acquire));
-        if !delay.is_zero() {
+        if let Some(c) = &self.capacity {
+            if c.held.fetch_add(1, Ordering::AcqRel) >= c.room {
+                c.held.fetch_sub(1, Ordering::AcqRel);
+                c.shed.fetch_add(1, Ordering::Relaxed);
+                return json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "error": "the backend is busy (load-test capacity)" }),
+                );
+            }
+            if let Ok(_worker) = c.workers.acquire().await {
+                tokio::time::sleep(delay).await;
+            }
+            c.held.fetch_sub(1, Ordering::AcqRel);
+        } else if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         if self.faults.failing.load(Ordering::Acquire) {
