@@ -409,6 +409,7 @@ fn view(s: &Sale) -> Value {
         "max_capacity": s.queue.max_capacity(),
         "drain_rate": s.drain_rate(),
         "drain_share": s.drain_share(),
+        "outbox_lag_ms": s.outbox_lag().as_millis() as u64,
         "paused": s.is_paused(),
         "draining": s.is_draining(),
         "held": s.is_held(),

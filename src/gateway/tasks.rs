@@ -33,6 +33,7 @@ pub(crate) fn start_sale_tasks(
         crate::sale::book::start_tasks(ctx, &sale, shutdown);
     }
     let mut tasks = Vec::new();
+    let delivering = delivery.is_some();
     if let Some(settings) = delivery {
         tasks.push(tokio::spawn(crate::delivery::run(
             ctx.clone(),
@@ -44,21 +45,22 @@ pub(crate) fn start_sale_tasks(
     tasks.push(tokio::spawn(sync_stock(
         ctx.clone(),
         book.clone(),
-        ctx.stock_sync,
+        (ctx.stock_sync, delivering),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(sweep_limiters(ctx.clone(), shutdown.clone())));
     tasks
 }
 
-/// Reads each sale's stock back from the store every `every` (see [`SaleContext::stock_sync`]).
+/// Reads each sale's stock back from the store every `every` (see [`SaleContext::stock_sync`]),
+/// and, when this gateway delivers, each sale's outbox lag.
 ///
 /// Polling rather than pub/sub: a few GETs a second per sale cost nothing, and a missed
 /// message (a reconnect, a restart) cannot leave a flag wrong; the next read corrects it.
 async fn sync_stock(
     ctx: Arc<SaleContext>,
     book: Arc<SaleBook>,
-    every: Duration,
+    (every, delivering): (Duration, bool),
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -73,6 +75,9 @@ async fn sync_stock(
             warn_repeated!("cannot read the book of sales", error = %e);
         }
         ctx.sync_stock().await;
+        if delivering {
+            ctx.read_outbox_lags().await;
+        }
     }
 }
 

@@ -215,6 +215,13 @@ pub const DELIVERIES: Spec = Spec {
     labels: &["result"],
 };
 
+/// `flashgate_outbox_lag_seconds`.
+pub const OUTBOX_LAG: Spec = Spec {
+    name: "flashgate_outbox_lag_seconds",
+    help: "Age of the sale's oldest reserved order the backend has not taken yet (fleet-wide with a shared store); 0 when none",
+    labels: &["sku"],
+};
+
 /// `flashgate_delivery_limit`.
 pub const DELIVERY_LIMIT: Spec = Spec {
     name: "flashgate_delivery_limit",

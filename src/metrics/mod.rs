@@ -111,6 +111,8 @@ pub struct Metrics {
     pub ticket_relays: IntCounterVec,
     /// Orders the deliverer holds that are not settled yet.
     pub outbox_backlog: IntGauge,
+    /// Age of each sale's oldest order not delivered yet, seconds.
+    pub outbox_lag: GaugeVec,
     /// Proxied request latency to the response head, by status class.
     pub upstream_seconds: HistogramVec,
     /// Client connections open on the public listener.
@@ -261,6 +263,7 @@ impl Metrics {
             config_reloads: counter(&r, &catalogue::CONFIG_RELOADS),
             ticket_relays: counter(&r, &catalogue::TICKET_RELAYS),
             outbox_backlog: single_gauge(&r, &catalogue::OUTBOX_BACKLOG),
+            outbox_lag: float_gauge(&r, &catalogue::OUTBOX_LAG),
             upstream_seconds: histogram(&r, &catalogue::UPSTREAM_SECONDS),
             open_connections: single_gauge(&r, &catalogue::OPEN_CONNECTIONS),
             instances: single_gauge(&r, &catalogue::INSTANCES),

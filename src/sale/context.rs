@@ -199,6 +199,9 @@ impl SaleContext {
             m.prequeue_size
                 .with_label_values(&sku)
                 .set(s.prequeue.waiting() as i64);
+            m.outbox_lag
+                .with_label_values(&sku)
+                .set(s.outbox_lag().as_secs_f64());
         }
     }
 
@@ -356,6 +359,24 @@ impl SaleContext {
             self.apply_reading(sale, known, reading);
             if lost && sale.is_held() {
                 self.leave_tombstone(sale).await;
+            }
+        }
+    }
+}
+
+impl SaleContext {
+    /// Reads the age of each sale's oldest order not delivered yet: the outbox holds an
+    /// order until the gateway's deliverer settled it, oldest first (one store read a
+    /// sale). Not in stream mode, where the backend's consumers keep what they acknowledged.
+    /// A sale whose outbox the store did not show keeps its last figure.
+    pub async fn read_outbox_lags(&self) {
+        for sale in &self.sales.all() {
+            if let Ok(oldest) = self.store.outbox(&sale.sku, 1).await {
+                let now = crate::types::unix_millis(std::time::SystemTime::now());
+                let age = oldest
+                    .first()
+                    .map_or(0, |o| now.saturating_sub(o.reserved_at));
+                sale.set_outbox_lag(Duration::from_millis(age));
             }
         }
     }

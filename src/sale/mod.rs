@@ -150,6 +150,9 @@ pub struct Sale {
     pending: AtomicUsize,
     /// The other instances' pending requests, as the last stock sync read them.
     pending_elsewhere: AtomicUsize,
+    /// Age (ms) of its oldest reserved order the backend has not taken yet, as the last
+    /// stock sync read it (fleet-wide with a shared store).
+    outbox_lag_ms: AtomicU64,
     /// Its total drain rate across the instances sharing the store.
     rate: watch::Sender<u32>,
     /// What this instance's drain achieved while it had requests queued, per second (0
@@ -182,6 +185,7 @@ impl Sale {
             stopped: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             pending_elsewhere: AtomicUsize::new(0),
+            outbox_lag_ms: AtomicU64::new(0),
             rate: watch::Sender::new(q.drain_rate),
             share: AtomicU32::new(0),
             paused: watch::Sender::new(false),
@@ -331,6 +335,17 @@ impl Sale {
     /// Records the other instances' pending requests.
     pub fn set_pending_elsewhere(&self, n: usize) {
         self.pending_elsewhere.store(n, Ordering::Relaxed);
+    }
+
+    /// The age of its oldest reserved order the backend has not taken yet (zero: none).
+    pub fn outbox_lag(&self) -> Duration {
+        Duration::from_millis(self.outbox_lag_ms.load(Ordering::Relaxed))
+    }
+
+    /// Records the outbox lag as the store shows it.
+    pub fn set_outbox_lag(&self, lag: Duration) {
+        let ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
+        self.outbox_lag_ms.store(ms, Ordering::Relaxed);
     }
 
     /// How many requests stock-aware admission lets wait for the stock left: remaining ×

@@ -194,3 +194,61 @@ async fn the_limit_follows_a_backend_that_shrinks_and_recovers() {
     gw.shutdown();
     gw.wait().await.expect("stopped");
 }
+
+/// The outbox lag (the oldest reserved order the backend has not taken yet) grows while
+/// the backend refuses, and is 0 once it took everything: in `/metrics` and the admin API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_lag_is_the_age_of_the_oldest_order_not_delivered() {
+    let up = Upstream::start().await;
+    up.orders_status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
+    let gw = sale_gateway(
+        &up,
+        "[admin]\ntoken = \"adaptive-admin\"\n\
+         [delivery]\nretry_base = \"20ms\"\nretry_max = \"50ms\"\n\
+         [store]\nsync_interval = \"20ms\"\n[[sale]]\nsku = \"desk\"\nstock = 5\n",
+    )
+    .await;
+    let t = token_for(gw.public_addr, "desk", "ann").await;
+    let a = order(gw.public_addr, "desk", "ann", &t).await;
+    assert!(a.status.is_success(), "{:?}", a.json());
+    let lag = |gw: &flashgate::Gateway| {
+        let admin = gw.admin_addr;
+        async move {
+            let text = scrape(admin).await;
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix("flashgate_outbox_lag_seconds{sku=\"desk\"} ")?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .expect("the lag is exported")
+        }
+    };
+    until("the lag to show the order waiting", || async {
+        lag(&gw).await >= 0.1
+    })
+    .await;
+    let listed = admin_call(
+        gw.admin_addr,
+        "adaptive-admin",
+        "GET",
+        "/admin/sales",
+        None,
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
+    assert!(
+        listed["sales"][0]["outbox_lag_ms"].as_u64() >= Some(100),
+        "{listed}"
+    );
+    up.orders_status
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    until("the lag to come back to 0", || async {
+        lag(&gw).await == 0.0
+    })
+    .await;
+    gw.shutdown();
+    gw.wait().await.expect("stopped");
+}
