@@ -716,7 +716,7 @@ mod tests {
         let text = s.gateway_config(&owned, Some(SystemTime::UNIX_EPOCH));
         let c = flashgate::config::Config::from_toml(&text, "test", &[]).expect("valid config");
         assert_eq!(c.server.listen, owned.listen);
-        assert_eq!(c.queue.drain_rate, 7);
+        assert_eq!(c.queue.drain_rate, flashgate::config::DrainRate::Fixed(7));
         assert_eq!(c.upstream.url, "http://127.0.0.1:3");
         assert_eq!(c.admin.token, "secret");
         assert_eq!(c.store.url, "redis://127.0.0.1:4");

@@ -410,6 +410,12 @@ fn view(s: &Sale) -> Value {
         "drain_rate": s.drain_rate(),
         "drain_share": s.drain_share(),
         "outbox_lag_ms": s.outbox_lag().as_millis() as u64,
+        // Why the rate is what it is: set, or steered within bounds by the outbox lag.
+        "drain_auto": s.terms().settings.steered.map(|b| json!({
+            "min": b.min,
+            "max": b.max,
+            "last": s.steered().name(),
+        })),
         "paused": s.is_paused(),
         "draining": s.is_draining(),
         "held": s.is_held(),

@@ -129,3 +129,106 @@ mod tests {
         assert_eq!(q.drain_rate, c.queue.drain_rate);
     }
 }
+
+/// The checks of `validate`, through the loading every config goes through.
+#[cfg(test)]
+mod validation_tests {
+    use crate::config::{Config, ConfigError, Override};
+
+    fn key_of(text: &str, overrides: &[Override]) -> String {
+        match Config::from_toml(text, "t", overrides) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    const UP: &str = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n";
+
+    #[test]
+    fn an_auto_drain_rate_has_bounds_and_needs_the_gateways_deliveries() {
+        let sale = "[[sale]]\nsku = \"a\"\nstock = 1\n";
+        let auto = format!("{UP}[queue]\ndrain_rate = \"auto\"\ndrain_min = 5\n{sale}");
+        let c = Config::from_toml(&auto, "t", &[]).expect("valid");
+        assert_eq!(c.queue.start_rate(), 5);
+        let upside_down = auto.replace("drain_min = 5", "drain_min = 5\ndrain_max = 4");
+        assert_eq!(key_of(&upside_down, &[]), "queue.drain_max");
+        let redis = "[store]\nkind = \"redis\"\n[cluster]\nsecret = \"0123456789abcdef0\"\n";
+        let stream = format!("{auto}{redis}[delivery]\nmode = \"stream\"\n");
+        assert_eq!(key_of(&stream, &[]), "queue.drain_rate");
+        assert_eq!(
+            key_of(&format!("{UP}[queue]\ndrain_rate = \"fast\"\n"), &[]),
+            "queue.drain_rate"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(
+            key_of("[upstream]\nurl = \"ftp://x\"\n", &[]),
+            "upstream.url"
+        );
+        assert_eq!(key_of("[upstream]\n", &[]), "upstream.url");
+        assert_eq!(
+            key_of(&format!("{UP}[server]\nmaxconn = 3\n"), &[]),
+            "server.maxconn"
+        );
+        assert_eq!(key_of(&format!("bogus = 1\n{UP}"), &[]), "bogus");
+        for delivered in ["[200]", "[409]", "[99]", "[600]"] {
+            assert_eq!(
+                key_of(
+                    &format!("{UP}[delivery]\nretry_statuses = {delivered}\n"),
+                    &[]
+                ),
+                "delivery.retry_statuses"
+            );
+        }
+        assert_eq!(key_of(&format!("{UP}bogus = 1\n"), &[]), "upstream.bogus");
+        assert_eq!(
+            key_of(&format!("{UP}[queue]\ncapacity = 0\n"), &[]),
+            "queue.capacity"
+        );
+        assert_eq!(
+            key_of(&format!("{UP}[server]\nmax_connections = \"many\"\n"), &[]),
+            "server.max_connections"
+        );
+        let window = format!(
+            "{UP}[[sale]]\nsku = \"a\"\nstock = 1\nstarts_at = \"2026-01-02T00:00:00Z\"\nends_at = \"2026-01-01T00:00:00Z\"\n"
+        );
+        assert_eq!(key_of(&window, &[]), "sale.0.ends_at");
+        for path in ["/%6frders", "//orders", "/a/../orders", "/orders%2f"] {
+            assert_eq!(
+                key_of(&format!("{UP}[delivery]\npath = \"{path}\"\n"), &[]),
+                "delivery.path",
+                "{path}"
+            );
+        }
+        assert_eq!(
+            key_of(&format!("{UP}[delivery]\nmode = \"stream\"\n"), &[]),
+            "delivery.mode",
+            "stream delivery needs the Redis store"
+        );
+        let o = Override::from_flag("server.header_timeout=0s").expect("flag");
+        assert_eq!(key_of(UP, &[o]), "server.header_timeout");
+        assert_eq!(
+            key_of(
+                &format!("{UP}[[sale]]\nsku = \"a\"\nstock = 9007199254740992\n"),
+                &[]
+            ),
+            "sale.0.stock",
+            "stock above 2^53 - 1"
+        );
+        let redis = "[cluster]\nsecret = \"0123456789abcdef\"\n[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\ntimeout = \"1s\"\n";
+        for idle in ["0s", "3s", "6s"] {
+            assert_eq!(
+                key_of(
+                    &format!("{UP}timeout = \"5s\"\n{redis}[delivery]\nclaim_idle = \"{idle}\"\n"),
+                    &[]
+                ),
+                "delivery.claim_idle",
+                "claim_idle {idle} is not longer than a POST and a confirm"
+            );
+        }
+        let ok = format!("{UP}timeout = \"5s\"\n{redis}[delivery]\nclaim_idle = \"7s\"\n");
+        assert!(Config::from_toml(&ok, "t", &[]).is_ok());
+    }
+}

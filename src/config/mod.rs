@@ -5,6 +5,7 @@
 //! the file is parsed into a TOML table, overrides are written into that table, and
 //! the table is deserialised (with the failing key's path tracked) and validated.
 
+mod auto;
 mod error;
 mod load;
 mod overrides;
@@ -15,6 +16,7 @@ mod timestamp;
 mod validate;
 mod warnings;
 
+pub use auto::{AutoOr, DrainRate, InFlight};
 pub use error::ConfigError;
 pub use overrides::{env_overrides, Override};
 pub use redact::redact_url;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::redact::redacted;
 use super::store_delivery::{DeliveryConfig, StoreConfig};
-use super::Timestamp;
+use super::{DrainRate, Timestamp};
 
 /// Everything flashgate reads from its config file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -222,8 +222,14 @@ pub enum ResponseMode {
 pub struct QueueConfig {
     /// Most requests one sale's queue holds; overflow is refused, never buffered.
     pub capacity: usize,
-    /// Queued requests released to the order workers per second.
-    pub drain_rate: u32,
+    /// Queued requests released to the order workers per second (the total across the
+    /// instances sharing a store), or `"auto"`: steered between `drain_min` and `drain_max`
+    /// so that the outbox lag stays under `delivery.max_lag`.
+    pub drain_rate: DrainRate,
+    /// With `drain_rate = "auto"`: the least it goes down to (and starts at).
+    pub drain_min: u32,
+    /// With `drain_rate = "auto"`: the most it goes up to.
+    pub drain_max: u32,
     /// Concurrent order workers per sale.
     pub workers: usize,
     /// What a full queue answers.
@@ -248,7 +254,9 @@ impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             capacity: 10_000,
-            drain_rate: 500,
+            drain_rate: DrainRate::Fixed(500),
+            drain_min: 10,
+            drain_max: 1_000,
             workers: 16,
             overflow: Overflow::Reject,
             redirect_url: String::new(),
@@ -306,7 +314,7 @@ pub struct QueueOverrides {
     pub capacity: Option<usize>,
     /// Overrides `queue.drain_rate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain_rate: Option<u32>,
+    pub drain_rate: Option<DrainRate>,
     /// Overrides `queue.workers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
@@ -498,6 +506,11 @@ impl Config {
 }
 
 impl QueueConfig {
+    /// The drain rate a sale starts at: the fixed one, or `drain_min` for `"auto"`.
+    pub fn start_rate(&self) -> u32 {
+        self.drain_rate.or(self.drain_min)
+    }
+
     /// The queue settings of `sale`: its overrides over these defaults.
     pub fn for_sale(&self, sale: &SaleConfig) -> QueueConfig {
         let mut q = self.clone();

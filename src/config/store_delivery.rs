@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::auto::InFlight;
 use super::redact::{redacted, redacted_url, redacted_urls};
 
 /// Which store implementation holds the data.
@@ -95,65 +96,6 @@ pub enum DeliveryMode {
     Stream,
 }
 
-/// `delivery.max_in_flight`: a fixed bound on deliveries in flight, or one found live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InFlight {
-    /// Found from the backend's latency and refusals (see `delivery::limit`).
-    Auto,
-    /// At most this many, always.
-    Fixed(usize),
-}
-
-impl InFlight {
-    /// The most deliveries that can ever be in flight under it.
-    pub fn most(self, cap: usize) -> usize {
-        match self {
-            Self::Auto => cap,
-            Self::Fixed(n) => n,
-        }
-    }
-}
-
-impl Serialize for InFlight {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::Auto => s.serialize_str("auto"),
-            Self::Fixed(n) => s.serialize_u64(*n as u64),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for InFlight {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = InFlight;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a number of deliveries, or \"auto\"")
-            }
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<InFlight, E> {
-                usize::try_from(n)
-                    .map(InFlight::Fixed)
-                    .map_err(|_| E::custom("too large"))
-            }
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<InFlight, E> {
-                u64::try_from(n)
-                    .map_err(|_| E::custom("must be a positive number, or \"auto\""))
-                    .and_then(|n| self.visit_u64(n))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<InFlight, E> {
-                match v {
-                    "auto" => Ok(InFlight::Auto),
-                    other => Err(E::custom(format!(
-                        "`{other}`: a number of deliveries, or \"auto\""
-                    ))),
-                }
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
 /// `[delivery]`: how reserved orders reach the backend.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -171,6 +113,10 @@ pub struct DeliveryConfig {
     pub max_in_flight_cap: usize,
     /// Attempts per order before it counts as refused for good (0 = until the deadline).
     pub retries: u32,
+    /// With `queue.drain_rate = "auto"`: the outbox lag (the age of the oldest order the
+    /// backend has not taken yet) the drain is steered to stay under.
+    #[serde(with = "humantime_serde")]
+    pub max_lag: Duration,
     /// Backend answers that mean "not now": the order is tried again, with backoff. A 5xx
     /// other than 501, 503 and 505 is always tried again (the order may be applied: its
     /// fate is unknown), and so is no answer at all. Any other answer that is not 2xx or
@@ -209,6 +155,7 @@ impl Default for DeliveryConfig {
             min_in_flight: 1,
             max_in_flight_cap: 256,
             retries: 0,
+            max_lag: Duration::from_secs(2),
             retry_statuses: vec![408, 425, 429, 503],
             deadline: Duration::from_secs(600),
             retry_base: Duration::from_millis(200),

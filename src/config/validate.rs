@@ -185,7 +185,12 @@ fn between(key: &str, n: usize, lo: usize, hi: usize) -> Result<(), ConfigError>
 fn check_queue(c: &Config) -> Result<(), ConfigError> {
     let q = &c.queue;
     check_queue_size("queue.", Some(q.capacity), Some(q.workers))?;
-    positive("queue.drain_rate", q.drain_rate > 0)?;
+    positive("queue.drain_rate", q.drain_rate.or(1) > 0)?;
+    positive("queue.drain_min", q.drain_min > 0)?;
+    if q.drain_max < q.drain_min {
+        let why = "must be at least queue.drain_min";
+        return Err(ConfigError::invalid("queue.drain_max", why));
+    }
     positive("queue.max_wait", !q.max_wait.is_zero())?;
     if !(q.admit_factor.is_finite() && q.admit_factor >= 1.0) {
         return Err(ConfigError::invalid(
@@ -245,7 +250,7 @@ pub fn check_sale(sale: &SaleConfig, prefix: &str) -> Result<(), ConfigError> {
     }
     check_queue_size(&key("queue."), sale.queue.capacity, sale.queue.workers)?;
     if let Some(rate) = sale.queue.drain_rate {
-        positive(&key("queue.drain_rate"), rate > 0)?;
+        positive(&key("queue.drain_rate"), rate.or(1) > 0)?;
     }
     Ok(())
 }
@@ -354,7 +359,7 @@ fn check_store(c: &Config) -> Result<(), ConfigError> {
 /// with other instances' deliverers.
 fn check_delivery(c: &Config) -> Result<(), ConfigError> {
     let d = &c.delivery;
-    if let super::InFlight::Fixed(n) = d.max_in_flight {
+    if let super::AutoOr::Fixed(n) = d.max_in_flight {
         between("delivery.max_in_flight", n, 1, MAX_IN_FLIGHT)?;
     }
     between("delivery.min_in_flight", d.min_in_flight, 1, MAX_IN_FLIGHT)?;
@@ -365,13 +370,24 @@ fn check_delivery(c: &Config) -> Result<(), ConfigError> {
         d.min_in_flight,
         MAX_IN_FLIGHT,
     )?;
-    if c.delivery.mode == super::DeliveryMode::Stream && !c.store.kind.is_shared() {
+    let stream = c.delivery.mode == super::DeliveryMode::Stream;
+    if stream
+        && c.sales
+            .iter()
+            .any(|s| c.queue.for_sale(s).drain_rate.is_auto())
+    {
+        let why =
+            "\"auto\" is steered by the lag of the gateway's own deliveries: not in stream mode";
+        return Err(ConfigError::invalid("queue.drain_rate", why));
+    }
+    if stream && !c.store.kind.is_shared() {
         return Err(ConfigError::invalid(
             "delivery.mode",
             "\"stream\" needs a Redis store: the backend reads the Redis outbox stream",
         ));
     }
     positive("delivery.deadline", !c.delivery.deadline.is_zero())?;
+    positive("delivery.max_lag", !c.delivery.max_lag.is_zero())?;
     // Another deliverer may take an order over once it sat this long unsettled. A POST in
     // flight and its confirm must end before that, or two deliverers settle one order.
     let busy = c.upstream.timeout + c.store.timeout;
@@ -504,89 +520,4 @@ fn check_log(c: &Config) -> Result<(), ConfigError> {
         .parse(&c.log.level)
         .map(|_| ())
         .map_err(|e| ConfigError::invalid("log.level", format!("`{}`: {e}", c.log.level)))
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::config::{Config, ConfigError, Override};
-
-    fn key_of(text: &str, overrides: &[Override]) -> String {
-        match Config::from_toml(text, "t", overrides) {
-            Err(ConfigError::Invalid { key, .. }) => key,
-            other => panic!("expected an invalid key, got {other:?}"),
-        }
-    }
-
-    const UP: &str = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n";
-
-    #[test]
-    fn errors_name_the_key() {
-        assert_eq!(
-            key_of("[upstream]\nurl = \"ftp://x\"\n", &[]),
-            "upstream.url"
-        );
-        assert_eq!(key_of("[upstream]\n", &[]), "upstream.url");
-        assert_eq!(
-            key_of(&format!("{UP}[server]\nmaxconn = 3\n"), &[]),
-            "server.maxconn"
-        );
-        assert_eq!(key_of(&format!("bogus = 1\n{UP}"), &[]), "bogus");
-        for delivered in ["[200]", "[409]", "[99]", "[600]"] {
-            assert_eq!(
-                key_of(
-                    &format!("{UP}[delivery]\nretry_statuses = {delivered}\n"),
-                    &[]
-                ),
-                "delivery.retry_statuses"
-            );
-        }
-        assert_eq!(key_of(&format!("{UP}bogus = 1\n"), &[]), "upstream.bogus");
-        assert_eq!(
-            key_of(&format!("{UP}[queue]\ncapacity = 0\n"), &[]),
-            "queue.capacity"
-        );
-        assert_eq!(
-            key_of(&format!("{UP}[server]\nmax_connections = \"many\"\n"), &[]),
-            "server.max_connections"
-        );
-        let window = format!(
-            "{UP}[[sale]]\nsku = \"a\"\nstock = 1\nstarts_at = \"2026-01-02T00:00:00Z\"\nends_at = \"2026-01-01T00:00:00Z\"\n"
-        );
-        assert_eq!(key_of(&window, &[]), "sale.0.ends_at");
-        for path in ["/%6frders", "//orders", "/a/../orders", "/orders%2f"] {
-            assert_eq!(
-                key_of(&format!("{UP}[delivery]\npath = \"{path}\"\n"), &[]),
-                "delivery.path",
-                "{path}"
-            );
-        }
-        assert_eq!(
-            key_of(&format!("{UP}[delivery]\nmode = \"stream\"\n"), &[]),
-            "delivery.mode",
-            "stream delivery needs the Redis store"
-        );
-        let o = Override::from_flag("server.header_timeout=0s").expect("flag");
-        assert_eq!(key_of(UP, &[o]), "server.header_timeout");
-        assert_eq!(
-            key_of(
-                &format!("{UP}[[sale]]\nsku = \"a\"\nstock = 9007199254740992\n"),
-                &[]
-            ),
-            "sale.0.stock",
-            "stock above 2^53 - 1"
-        );
-        let redis = "[cluster]\nsecret = \"0123456789abcdef\"\n[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\ntimeout = \"1s\"\n";
-        for idle in ["0s", "3s", "6s"] {
-            assert_eq!(
-                key_of(
-                    &format!("{UP}timeout = \"5s\"\n{redis}[delivery]\nclaim_idle = \"{idle}\"\n"),
-                    &[]
-                ),
-                "delivery.claim_idle",
-                "claim_idle {idle} is not longer than a POST and a confirm"
-            );
-        }
-        let ok = format!("{UP}timeout = \"5s\"\n{redis}[delivery]\nclaim_idle = \"7s\"\n");
-        assert!(Config::from_toml(&ok, "t", &[]).is_ok());
-    }
 }

@@ -86,7 +86,7 @@ impl Settings {
         target: &UpstreamTarget,
         shutdown_timeout: Duration,
     ) -> Self {
-        let most = delivery.max_in_flight.most(delivery.max_in_flight_cap);
+        let most = delivery.max_in_flight.or(delivery.max_in_flight_cap);
         let pool = Pool::new(
             target.authority.clone(),
             most,
@@ -206,8 +206,8 @@ pub async fn run(
         taken,
         claiming: claiming.clone(),
         limiter: match settings.in_flight {
-            InFlight::Fixed(n) => limit::Limiter::fixed(n),
-            InFlight::Auto => limit::Limiter::adaptive(
+            crate::config::AutoOr::Fixed(n) => limit::Limiter::fixed(n),
+            crate::config::AutoOr::Auto => limit::Limiter::adaptive(
                 settings.min_in_flight,
                 settings.in_flight_cap,
                 Instant::now(),

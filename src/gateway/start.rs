@@ -269,8 +269,9 @@ fn background(
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
+    let max_lag = config.delivery.max_lag;
     tasks.extend(tasks::start_sale_tasks(
-        ctx, book, delivery, membership, shutdown,
+        ctx, book, delivery, max_lag, membership, shutdown,
     ));
     tasks.push(tokio::spawn(membership.clone().run(shutdown.clone())));
     tasks.extend(loading);

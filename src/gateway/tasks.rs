@@ -1,6 +1,6 @@
 //! The gateway's background tasks: each sale's drain, the deliverer, stock sync with a
-//! shared store, the rate limiters' sweep, stock loading once the store answers, and TLS
-//! reload on SIGHUP. Each stops on the shutdown token.
+//! shared store, the steering of "auto" drain rates, the rate limiters' sweep, stock
+//! loading once the store answers, and TLS reload on SIGHUP. Each stops on the shutdown token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,7 @@ pub(crate) fn start_sale_tasks(
     ctx: &Arc<SaleContext>,
     book: &Arc<SaleBook>,
     delivery: Option<crate::delivery::Settings>,
+    max_lag: Duration,
     membership: &Arc<crate::cluster::membership::Membership>,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
@@ -49,7 +50,43 @@ pub(crate) fn start_sale_tasks(
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(sweep_limiters(ctx.clone(), shutdown.clone())));
+    // The lag that steers an "auto" drain is read only where the gateway delivers.
+    if delivering {
+        tasks.push(tokio::spawn(steer_drains(
+            ctx.clone(),
+            membership.clone(),
+            max_lag,
+            shutdown.clone(),
+        )));
+    }
     tasks
+}
+
+/// Steers the "auto" drain rates once a second (see [`crate::sale::steer`]): with a shared
+/// store only on the instance whose name sorts first among the live ones, so the fleet's
+/// one rate moves once a second, not once per instance.
+async fn steer_drains(
+    ctx: Arc<SaleContext>,
+    membership: Arc<crate::cluster::membership::Membership>,
+    max_lag: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(crate::sale::steer::STEER_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let me = membership.me().consumer();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let steers = !ctx.shared
+            || membership
+                .live_consumers()
+                .is_some_and(|live| live.iter().min() == Some(&me));
+        if steers {
+            ctx.steer_drains(max_lag).await;
+        }
+    }
 }
 
 /// Reads each sale's stock back from the store every `every` (see [`SaleContext::stock_sync`]),

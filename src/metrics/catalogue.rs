@@ -215,6 +215,13 @@ pub const DELIVERIES: Spec = Spec {
     labels: &["result"],
 };
 
+/// `flashgate_drain_rate_min`.
+pub const DRAIN_RATE_MIN: Spec = Spec {
+    name: "flashgate_drain_rate_min",
+    help: "With drain_rate = \"auto\": the least the steered rate goes down to (queue.drain_min); 0 for a fixed rate",
+    labels: &["sku"],
+};
+
 /// `flashgate_outbox_lag_seconds`.
 pub const OUTBOX_LAG: Spec = Spec {
     name: "flashgate_outbox_lag_seconds",

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub outbox_backlog: IntGauge,
     /// Age of each sale's oldest order not delivered yet, seconds.
     pub outbox_lag: GaugeVec,
+    /// The least an "auto" drain rate goes down to, per sale (0: fixed).
+    pub drain_rate_min: IntGaugeVec,
     /// Proxied request latency to the response head, by status class.
     pub upstream_seconds: HistogramVec,
     /// Client connections open on the public listener.
@@ -264,6 +266,7 @@ impl Metrics {
             ticket_relays: counter(&r, &catalogue::TICKET_RELAYS),
             outbox_backlog: single_gauge(&r, &catalogue::OUTBOX_BACKLOG),
             outbox_lag: float_gauge(&r, &catalogue::OUTBOX_LAG),
+            drain_rate_min: gauge(&r, &catalogue::DRAIN_RATE_MIN),
             upstream_seconds: histogram(&r, &catalogue::UPSTREAM_SECONDS),
             open_connections: single_gauge(&r, &catalogue::OPEN_CONNECTIONS),
             instances: single_gauge(&r, &catalogue::INSTANCES),

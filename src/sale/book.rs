@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::change::{self, ChangeRefused, FileChanges};
 use super::context::SaleContext;
 use super::{Sale, Terms};
-use crate::config::{QueueConfig, SaleConfig};
+use crate::config::{DrainRate, QueueConfig, SaleConfig};
 use crate::store::{Definition, Expected, Origin, SaleControl, StoreError, Versioned, Written};
 use crate::types::Sku;
 
@@ -194,7 +194,11 @@ impl SaleBook {
         let (was, is) = (q.for_sale(before), q.for_sale(after));
         let owed = Owed {
             capacity: (was.capacity != is.capacity).then_some(is.capacity),
-            drain_rate: (was.drain_rate != is.drain_rate).then_some(is.drain_rate),
+            // An "auto" rate is the steering's to store, not the definition's.
+            drain_rate: match is.drain_rate {
+                DrainRate::Fixed(rate) if was.drain_rate != is.drain_rate => Some(rate),
+                _ => None,
+            },
         };
         let sku = Sku::new(&after.sku);
         if owed != Owed::default() {
@@ -518,9 +522,22 @@ fn redefine(sale: &Sale, cfg: &SaleConfig, q: &QueueConfig) {
         }
         sale.set_configured_capacity(q.capacity);
     }
-    if sale.configured_rate() != q.drain_rate {
-        sale.set_drain_rate(q.drain_rate);
-        sale.set_configured_rate(q.drain_rate);
+    let was_auto = sale.terms().settings.steered.is_some();
+    match q.drain_rate {
+        DrainRate::Fixed(rate) if was_auto || sale.configured_rate() != rate => {
+            sale.set_drain_rate(rate);
+            sale.set_configured_rate(rate);
+        }
+        DrainRate::Fixed(_) => {}
+        // Steered from where it is, within the new bounds.
+        DrainRate::Auto => {
+            let now = sale.drain_rate();
+            let within = now.clamp(q.drain_min, q.drain_max);
+            if within != now {
+                sale.set_drain_rate(within);
+            }
+            sale.set_configured_rate(within);
+        }
     }
     sale.redefine(Terms::of(cfg, q));
 }

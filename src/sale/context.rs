@@ -202,6 +202,10 @@ impl SaleContext {
             m.outbox_lag
                 .with_label_values(&sku)
                 .set(s.outbox_lag().as_secs_f64());
+            let floor = s.terms().settings.steered.map_or(0, |b| b.min);
+            m.drain_rate_min
+                .with_label_values(&sku)
+                .set(i64::from(floor));
         }
     }
 
@@ -377,6 +381,35 @@ impl SaleContext {
                     .first()
                     .map_or(0, |o| now.saturating_sub(o.reserved_at));
                 sale.set_outbox_lag(Duration::from_millis(age));
+            }
+        }
+    }
+}
+
+impl SaleContext {
+    /// Steers each "auto" drain rate by its outbox lag (see [`super::steer`]); the new rate
+    /// goes to the store first (for every instance), then here.
+    pub async fn steer_drains(&self, max_lag: Duration) {
+        for sale in &self.sales.all() {
+            let Some(bounds) = sale.terms().settings.steered else {
+                continue;
+            };
+            if sale.is_ended() || sale.is_paused() {
+                continue;
+            }
+            let backlog = !sale.queue.is_empty() || sale.pending_elsewhere() > 0;
+            let rate = sale.drain_rate();
+            let (next, why) =
+                super::steer::next_rate(rate, sale.outbox_lag(), max_lag, backlog, bounds);
+            sale.set_steered(why);
+            if next == rate {
+                continue;
+            }
+            match self.store.set_drain_rate(&sale.sku, next).await {
+                Ok(()) => sale.set_drain_rate(next),
+                Err(e) => {
+                    warn_repeated!("cannot store the steered drain rate", sku = %sale.sku, error = %e)
+                }
             }
         }
     }

@@ -14,10 +14,11 @@ pub mod order;
 pub mod outcome;
 pub mod prequeue;
 pub mod queue;
+pub mod steer;
 pub mod ticket;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -66,6 +67,17 @@ pub struct SaleSettings {
     pub admit_factor: f64,
     /// Concurrent order workers.
     pub workers: usize,
+    /// With `drain_rate = "auto"`: the bounds the drain rate is steered within.
+    pub steered: Option<DrainBounds>,
+}
+
+/// The bounds of a steered drain rate (`queue.drain_min`, `queue.drain_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainBounds {
+    /// The least it goes down to.
+    pub min: u32,
+    /// The most it goes up to.
+    pub max: u32,
 }
 
 /// What an operator defines of a sale and may change while it runs (the admin API, a
@@ -99,6 +111,10 @@ impl Terms {
                 max_wait: q.max_wait,
                 admit_factor: q.admit_factor,
                 workers: q.workers,
+                steered: q.drain_rate.is_auto().then_some(DrainBounds {
+                    min: q.drain_min,
+                    max: q.drain_max,
+                }),
             },
         }
     }
@@ -153,6 +169,8 @@ pub struct Sale {
     /// Age (ms) of its oldest reserved order the backend has not taken yet, as the last
     /// stock sync read it (fleet-wide with a shared store).
     outbox_lag_ms: AtomicU64,
+    /// What the last steering of an "auto" drain rate did ([`steer::Steer`]).
+    steered: AtomicU8,
     /// Its total drain rate across the instances sharing the store.
     rate: watch::Sender<u32>,
     /// What this instance's drain achieved while it had requests queued, per second (0
@@ -176,7 +194,7 @@ impl Sale {
             changed: watch::Sender::new(0),
             ended: AtomicBool::new(false),
             tasks: AtomicBool::new(false),
-            configured: (AtomicUsize::new(q.capacity), AtomicU32::new(q.drain_rate)),
+            configured: (AtomicUsize::new(q.capacity), AtomicU32::new(q.start_rate())),
             queue: SaleQueue::new(q.capacity),
             counters: metrics.for_sale(&cfg.sku),
             remaining: AtomicU64::new(cfg.stock),
@@ -186,7 +204,8 @@ impl Sale {
             pending: AtomicUsize::new(0),
             pending_elsewhere: AtomicUsize::new(0),
             outbox_lag_ms: AtomicU64::new(0),
-            rate: watch::Sender::new(q.drain_rate),
+            steered: AtomicU8::new(steer::Steer::Unsteered.code()),
+            rate: watch::Sender::new(q.start_rate()),
             share: AtomicU32::new(0),
             paused: watch::Sender::new(false),
             draining: watch::Sender::new(true),
@@ -340,6 +359,16 @@ impl Sale {
     /// The age of its oldest reserved order the backend has not taken yet (zero: none).
     pub fn outbox_lag(&self) -> Duration {
         Duration::from_millis(self.outbox_lag_ms.load(Ordering::Relaxed))
+    }
+
+    /// What the last steering of its drain rate did.
+    pub fn steered(&self) -> steer::Steer {
+        steer::Steer::from_code(self.steered.load(Ordering::Relaxed))
+    }
+
+    /// Records what a steering did.
+    pub fn set_steered(&self, s: steer::Steer) {
+        self.steered.store(s.code(), Ordering::Relaxed);
     }
 
     /// Records the outbox lag as the store shows it.

@@ -252,3 +252,74 @@ async fn the_outbox_lag_is_the_age_of_the_oldest_order_not_delivered() {
     gw.shutdown();
     gw.wait().await.expect("stopped");
 }
+
+/// The drain rate in force, and what its last steering did, as the admin API lists them.
+async fn drain_of(gw: &flashgate::Gateway) -> (u64, String) {
+    let all = admin_call(
+        gw.admin_addr,
+        "adaptive-admin",
+        "GET",
+        "/admin/sales",
+        None,
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
+    let sale = &all["sales"][0];
+    let last = sale["drain_auto"]["last"].as_str().unwrap_or("").to_owned();
+    (sale["drain_rate"].as_u64().unwrap_or(0), last)
+}
+
+/// `drain_rate = "auto"`: the rate climbs while the backend keeps up and buyers wait, is
+/// cut when the backend slows down and delivery lags, and climbs again once it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_drain_follows_the_backend_down_and_up() {
+    let backend =
+        CapacityBackend::start(4, 0, Duration::from_millis(10), Shedding::default()).await;
+    let text = format!(
+        "{}[admin]\ntoken = \"adaptive-admin\"\n\
+         [queue]\ndrain_rate = \"auto\"\ndrain_min = 20\ndrain_max = 1000\ncapacity = 5000\n\
+         workers = 8\nresponse = \"async\"\n[limits]\nper_user_rate = 0\n\
+         [store]\nsync_interval = \"50ms\"\n\
+         [delivery]\nmax_lag = \"500ms\"\nretry_base = \"20ms\"\nretry_max = \"200ms\"\n\
+         breaker_threshold = 1000\n[[sale]]\nsku = \"desk\"\nstock = 100000\n",
+        config_text(&backend.url(), "")
+    );
+    let gw = gateway(&text).await;
+    // A backlog that outlasts the test whatever the machine's speed: buyers queued first.
+    let buyers = (0..4).map(|k| {
+        let public = gw.public_addr;
+        tokio::spawn(async move {
+            for i in 0..400 {
+                let user = format!("buyer-{k}-{i}");
+                let t = token_for(public, "desk", &user).await;
+                let _ = order(public, "desk", &user, &t).await;
+            }
+        })
+    });
+    for b in buyers.collect::<Vec<_>>() {
+        b.await.expect("buyers");
+    }
+    assert!(
+        !drain_of(&gw).await.1.is_empty(),
+        "an auto rate says what steered it"
+    );
+    until("the rate to climb while the backend keeps up", || async {
+        drain_of(&gw).await.0 >= 60
+    })
+    .await;
+    backend.set_workers(1);
+    backend.set_service(Duration::from_millis(100));
+    until("the rate to be cut as delivery lags", || async {
+        drain_of(&gw).await.0 <= 30
+    })
+    .await;
+    backend.set_workers(4);
+    backend.set_service(Duration::from_millis(10));
+    until("the rate to climb again", || async {
+        drain_of(&gw).await.0 >= 50
+    })
+    .await;
+    gw.shutdown();
+    gw.wait().await.expect("stopped");
+}

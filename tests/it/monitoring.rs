@@ -17,6 +17,7 @@ const ALERTS: &[&str] = &[
     "FlashgateStoreUnavailable",
     "FlashgateBackendBreakerOpen",
     "FlashgateDeliveryBacklogGrowing",
+    "FlashgateDrainAtMinimum",
     "FlashgateDeliveryStuck",
     "FlashgateCompensating",
     "FlashgateOversellGuardTripped",
@@ -33,6 +34,8 @@ const SHARED_GAUGES: &[&str] = &[
     "flashgate_sale_held",
     "flashgate_instances",
     "flashgate_drain_rate_configured",
+    "flashgate_drain_rate_min",
+    "flashgate_outbox_lag_seconds",
 ];
 
 /// Metric name prefixes the alerts and the dashboard are checked for: the gateway's own

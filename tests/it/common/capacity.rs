@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,8 @@ struct Serving {
     /// Workers now, and the queue beside them.
     staff: Arc<AtomicUsize>,
     queue: usize,
-    service: Duration,
+    /// Each order's service time, µs.
+    service_us: Arc<AtomicU64>,
     shedding: Shedding,
     ledger: Arc<Mutex<Ledger>>,
 }
@@ -80,7 +81,7 @@ impl CapacityBackend {
             workers: Arc::new(Semaphore::new(workers)),
             staff: Arc::new(AtomicUsize::new(workers)),
             queue,
-            service,
+            service_us: Arc::new(AtomicU64::new(service.as_micros() as u64)),
             shedding,
             ledger: ledger.clone(),
         };
@@ -104,6 +105,12 @@ impl CapacityBackend {
             ledger,
             serving,
         }
+    }
+
+    /// Takes `service` an order from now on.
+    pub fn set_service(&self, service: Duration) {
+        let us = service.as_micros() as u64;
+        self.serving.service_us.store(us, Ordering::SeqCst);
     }
 
     /// Serves with `workers` from now on (the queue beside them stays): a backend that
@@ -171,7 +178,8 @@ async fn serve(s: Serving, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
     {
         let _worker = s.workers.acquire().await.expect("workers");
-        tokio::time::sleep(s.service).await;
+        let us = s.service_us.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_micros(us)).await;
     }
     let mut l = s.ledger.lock().unwrap_or_else(|e| e.into_inner());
     l.held -= 1;
