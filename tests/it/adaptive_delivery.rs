@@ -323,3 +323,37 @@ async fn an_auto_drain_follows_the_backend_down_and_up() {
     gw.shutdown();
     gw.wait().await.expect("stopped");
 }
+
+/// Two instances on one Redis with an "auto" drain: one steers for the fleet, and both
+/// drain by the rate it stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_drains_by_one_steered_rate() {
+    let redis = crate::redis_server::RedisServer::start();
+    let backend = CapacityBackend::start(8, 8, Duration::from_millis(5), Shedding::default()).await;
+    let text = format!(
+        "{}[admin]\ntoken = \"adaptive-admin\"\n\
+         [queue]\ndrain_rate = \"auto\"\ndrain_min = 20\ndrain_max = 1000\ncapacity = 5000\n\
+         workers = 8\nresponse = \"async\"\n[limits]\nper_user_rate = 0\n\
+         [store]\nkind = \"redis\"\nurl = \"{}\"\nsync_interval = \"50ms\"\n\
+         [cluster]\nsecret = \"adaptive-delivery-secret-0123\"\nheartbeat = \"100ms\"\n\
+         [delivery]\nmax_lag = \"500ms\"\n[[sale]]\nsku = \"desk\"\nstock = 100000\n",
+        config_text(&backend.url(), ""),
+        redis.url()
+    );
+    let a = gateway(&text).await;
+    let b = gateway(&text).await;
+    for i in 0..600 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let user = format!("buyer-{i}");
+        let t = token_for(gw.public_addr, "desk", &user).await;
+        let _ = order(gw.public_addr, "desk", &user, &t).await;
+    }
+    until("the fleet's rate to climb", || async {
+        drain_of(&a).await.0 >= 40 && drain_of(&b).await.0 >= 40
+    })
+    .await;
+    for gw in [a, b] {
+        gw.shutdown();
+        gw.wait().await.expect("stopped");
+    }
+}
