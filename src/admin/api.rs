@@ -410,6 +410,7 @@ fn view(s: &Sale) -> Value {
         "drain_rate": s.drain_rate(),
         "drain_share": s.drain_share(),
         "outbox_lag_ms": s.outbox_lag().as_millis() as u64,
+        "outbox_orders": s.outbox_orders(),
         // Why the rate is what it is: set, or steered within bounds by the outbox lag.
         "drain_auto": s.terms().settings.steered.map(|b| json!({
             "min": b.min,

@@ -74,6 +74,7 @@ async fn steer_drains(
     let mut tick = tokio::time::interval(crate::sale::steer::STEER_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = membership.me().consumer();
+    let mut lags = std::collections::HashMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -84,7 +85,7 @@ async fn steer_drains(
                 .live_consumers()
                 .is_some_and(|live| live.iter().min() == Some(&me));
         if steers {
-            ctx.steer_drains(max_lag).await;
+            ctx.steer_drains(max_lag, &mut lags).await;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! stock transitions they make on it (load, adopt, hold, sync). It starts nothing: the
 //! gateway composes it and runs the tasks that use it.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use crate::sale::{Sale, Sales};
 use crate::store::KEY_LAYOUT;
 use crate::store::{Replay, StockLoad, StockReading, Store, StoreError, Unspent};
 use crate::token::TokenSigner;
-use crate::types::{Epoch, OrderId, OwnerTag, TicketId, Token, UserId};
+use crate::types::{Epoch, OrderId, OwnerTag, Sku, TicketId, Token, UserId};
 
 /// Shared state of the sale path.
 pub struct SaleContext {
@@ -369,27 +370,33 @@ impl SaleContext {
 }
 
 impl SaleContext {
-    /// Reads the age of each sale's oldest order not delivered yet: the outbox holds an
-    /// order until the gateway's deliverer settled it, oldest first (one store read a
-    /// sale). Not in stream mode, where the backend's consumers keep what they acknowledged.
-    /// A sale whose outbox the store did not show keeps its last figure.
+    /// Reads how far each sale's delivery runs behind: the orders not delivered yet and the
+    /// age of the oldest (the outbox holds an order until the gateway's deliverer settled
+    /// it; one store round trip a sale). Not in stream mode, where the backend's consumers
+    /// keep what they acknowledged. A sale whose outbox the store did not show keeps its
+    /// last figures.
     pub async fn read_outbox_lags(&self) {
         for sale in &self.sales.all() {
-            if let Ok(oldest) = self.store.outbox(&sale.sku, 1).await {
+            if let Ok(depth) = self.store.outbox_depth(&sale.sku).await {
                 let now = crate::types::unix_millis(std::time::SystemTime::now());
-                let age = oldest
-                    .first()
-                    .map_or(0, |o| now.saturating_sub(o.reserved_at));
-                sale.set_outbox_lag(Duration::from_millis(age));
+                let age = depth
+                    .oldest_reserved_at
+                    .map_or(0, |at| now.saturating_sub(at));
+                sale.set_outbox(Duration::from_millis(age), depth.orders);
             }
         }
     }
 }
 
 impl SaleContext {
-    /// Steers each "auto" drain rate by its outbox lag (see [`super::steer`]); the new rate
-    /// goes to the store first (for every instance), then here.
-    pub async fn steer_drains(&self, max_lag: Duration) {
+    /// Steers each "auto" drain rate by its outbox (see [`super::steer`]), `before`
+    /// holding each sale's outbox size at the last steering, and when; the new rate goes to
+    /// the store first (for every instance), then here.
+    pub async fn steer_drains(
+        &self,
+        max_lag: Duration,
+        before: &mut HashMap<Sku, (u64, std::time::Instant)>,
+    ) {
         for sale in &self.sales.all() {
             let Some(bounds) = sale.terms().settings.steered else {
                 continue;
@@ -399,8 +406,19 @@ impl SaleContext {
             }
             let backlog = !sale.queue.is_empty() || sale.pending_elsewhere() > 0;
             let rate = sale.drain_rate();
-            let (next, why) =
-                super::steer::next_rate(rate, sale.outbox_lag(), max_lag, backlog, bounds);
+            let (lag, orders, now) = (
+                sale.outbox_lag(),
+                sale.outbox_orders(),
+                std::time::Instant::now(),
+            );
+            let growth = match before.insert(sale.sku.clone(), (orders, now)) {
+                Some((was, at)) if now > at => {
+                    (orders as f64 - was as f64) / now.duration_since(at).as_secs_f64()
+                }
+                _ => 0.0,
+            };
+            let sight = super::steer::Sight { lag, growth };
+            let (next, why) = super::steer::next_rate(rate, sight, max_lag, backlog, bounds);
             sale.set_steered(why);
             if next == rate {
                 continue;

@@ -166,9 +166,11 @@ pub struct Sale {
     pending: AtomicUsize,
     /// The other instances' pending requests, as the last stock sync read them.
     pending_elsewhere: AtomicUsize,
-    /// Age (ms) of its oldest reserved order the backend has not taken yet, as the last
-    /// stock sync read it (fleet-wide with a shared store).
+    /// Age (ms) of its oldest reserved order the backend has not taken yet, and how many
+    /// such orders there are, as the last stock sync read them (fleet-wide with a shared
+    /// store).
     outbox_lag_ms: AtomicU64,
+    outbox_orders: AtomicU64,
     /// What the last steering of an "auto" drain rate did ([`steer::Steer`]).
     steered: AtomicU8,
     /// Its total drain rate across the instances sharing the store.
@@ -204,6 +206,7 @@ impl Sale {
             pending: AtomicUsize::new(0),
             pending_elsewhere: AtomicUsize::new(0),
             outbox_lag_ms: AtomicU64::new(0),
+            outbox_orders: AtomicU64::new(0),
             steered: AtomicU8::new(steer::Steer::Unsteered.code()),
             rate: watch::Sender::new(q.start_rate()),
             share: AtomicU32::new(0),
@@ -371,10 +374,16 @@ impl Sale {
         self.steered.store(s.code(), Ordering::Relaxed);
     }
 
-    /// Records the outbox lag as the store shows it.
-    pub fn set_outbox_lag(&self, lag: Duration) {
+    /// Its reserved orders the backend has not taken yet.
+    pub fn outbox_orders(&self) -> u64 {
+        self.outbox_orders.load(Ordering::Relaxed)
+    }
+
+    /// Records the outbox as the store shows it: its lag and how many orders it holds.
+    pub fn set_outbox(&self, lag: Duration, orders: u64) {
         let ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
         self.outbox_lag_ms.store(ms, Ordering::Relaxed);
+        self.outbox_orders.store(orders, Ordering::Relaxed);
     }
 
     /// How many requests stock-aware admission lets wait for the stock left: remaining ×

@@ -1,9 +1,17 @@
 //! A drain rate that finds the backend's pace (`queue.drain_rate = "auto"`): steered once a
-//! second by the outbox lag, the age of the oldest reserved order the backend has not taken
-//! yet. Over `delivery.max_lag` the drain outruns the backend: the rate is cut in
-//! proportion. Under half of it, with requests still queued, the drain is what holds buyers
-//! back: the rate is raised by a quarter. In between it holds. Always within
-//! `queue.drain_min` and `queue.drain_max`.
+//! second by the outbox: its lag (the age of the oldest reserved order the backend has not
+//! taken yet) and how many orders it holds.
+//!
+//! - Lag over `delivery.max_lag` with the outbox growing: the drain outruns the backend.
+//!   The backend's pace is the rate less the outbox's growth a second; the rate goes to
+//!   nine tenths of that pace (at most halved at once), so the outbox shrinks.
+//! - Lag over it with the outbox shrinking: the backend works the backlog off at this rate;
+//!   it holds. (The lag is late news: the head of the outbox was reserved when the rate was
+//!   higher, and cutting on until it came back would overshoot far below the pace.)
+//! - Lag under half of it, with requests still queued: the drain is what holds buyers
+//!   back; the rate is raised, by a half while the lag is under a quarter of `max_lag`,
+//!   else by a quarter.
+//! - Otherwise it holds. Always within `queue.drain_min` and `queue.drain_max`.
 //!
 //! With a shared store one instance steers for the fleet (the live member whose name sorts
 //! first), and the rate goes to the store as an operator's would: every instance drains
@@ -56,21 +64,31 @@ impl Steer {
     }
 }
 
-/// The next rate from `rate`, given the outbox `lag`, its ceiling `max_lag` and whether
-/// requests wait in the queue (`backlog`).
+/// What the steering sees of the outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Sight {
+    /// The age of the oldest order not delivered yet.
+    pub lag: Duration,
+    /// How much the outbox grew a second since the last steering (negative: it shrank).
+    pub growth: f64,
+}
+
+/// The next rate from `rate`, given what the outbox shows, its lag's ceiling `max_lag`
+/// and whether requests wait in the queue (`backlog`).
 pub fn next_rate(
     rate: u32,
-    lag: Duration,
+    sight: Sight,
     max_lag: Duration,
     backlog: bool,
     bounds: DrainBounds,
 ) -> (u32, Steer) {
-    let (lag, max_lag) = (lag.as_secs_f64(), max_lag.as_secs_f64().max(1e-3));
-    let (next, why) = if lag > max_lag {
-        let by = (max_lag / lag).clamp(0.5, 0.9);
-        ((f64::from(rate) * by).floor() as u32, Steer::Cut)
-    } else if lag <= max_lag / 2.0 && backlog {
-        let up = (f64::from(rate) * 1.25).ceil() as u32;
+    let (lag, r) = (sight.lag, f64::from(rate));
+    let (next, why) = if lag > max_lag && sight.growth > 0.0 {
+        let pace = (r - sight.growth).max(0.0);
+        ((pace * 0.9).max(r * 0.5).floor() as u32, Steer::Cut)
+    } else if lag <= max_lag / 2 && backlog {
+        let by = if lag <= max_lag / 4 { 1.5 } else { 1.25 };
+        let up = (r * by).ceil() as u32;
         (up.max(rate.saturating_add(1)), Steer::Raised)
     } else {
         (rate, Steer::Held)
@@ -89,29 +107,57 @@ mod tests {
         Duration::from_secs_f64(secs)
     }
 
+    fn sight(lag: f64, growth: f64) -> Sight {
+        Sight {
+            lag: s(lag),
+            growth,
+        }
+    }
+
     #[test]
-    fn a_lag_over_the_ceiling_cuts_in_proportion() {
-        assert_eq!(next_rate(200, s(4.0), MAX_LAG, true, B), (100, Steer::Cut));
-        assert_eq!(next_rate(200, s(2.1), MAX_LAG, true, B), (180, Steer::Cut));
+    fn a_growing_outbox_past_the_lag_goes_below_the_backends_pace() {
+        // 100/s drained, the outbox growing 20/s: the backend takes 80/s.
         assert_eq!(
-            next_rate(200, s(60.0), MAX_LAG, false, B),
+            next_rate(100, sight(3.0, 20.0), MAX_LAG, true, B),
+            (72, Steer::Cut)
+        );
+        // Never more than halved at once, never below the floor.
+        assert_eq!(
+            next_rate(200, sight(9.0, 190.0), MAX_LAG, true, B),
             (100, Steer::Cut)
         );
-        assert_eq!(next_rate(12, s(9.0), MAX_LAG, true, B), (10, Steer::Cut));
+        assert_eq!(
+            next_rate(12, sight(9.0, 12.0), MAX_LAG, false, B),
+            (10, Steer::Cut)
+        );
+    }
+
+    #[test]
+    fn a_shrinking_outbox_holds_however_late_its_head() {
+        assert_eq!(
+            next_rate(100, sight(5.0, -4.0), MAX_LAG, true, B),
+            (100, Steer::Held)
+        );
+        assert_eq!(
+            next_rate(100, sight(5.0, 0.0), MAX_LAG, true, B),
+            (100, Steer::Held)
+        );
     }
 
     #[test]
     fn a_short_lag_with_buyers_waiting_raises_it() {
         assert_eq!(
-            next_rate(200, s(0.2), MAX_LAG, true, B),
+            next_rate(200, sight(0.8, 5.0), MAX_LAG, true, B),
             (250, Steer::Raised)
         );
         assert_eq!(
-            next_rate(1, s(0.0), MAX_LAG, true, DrainBounds { min: 1, max: 5 }).0,
-            2
+            next_rate(200, sight(0.2, 0.0), MAX_LAG, true, B),
+            (300, Steer::Raised)
         );
+        let tiny = DrainBounds { min: 1, max: 5 };
+        assert_eq!(next_rate(1, sight(0.0, 0.0), MAX_LAG, true, tiny).0, 2);
         assert_eq!(
-            next_rate(900, s(0.0), MAX_LAG, true, B),
+            next_rate(900, sight(0.0, 0.0), MAX_LAG, true, B),
             (1000, Steer::Raised)
         );
     }
@@ -119,14 +165,14 @@ mod tests {
     #[test]
     fn otherwise_it_holds() {
         assert_eq!(
-            next_rate(200, s(0.2), MAX_LAG, false, B),
+            next_rate(200, sight(0.2, 0.0), MAX_LAG, false, B),
             (200, Steer::Held)
         );
-        assert_eq!(next_rate(200, s(1.5), MAX_LAG, true, B), (200, Steer::Held));
         assert_eq!(
-            next_rate(5, s(1.5), MAX_LAG, true, B),
-            (10, Steer::Held),
-            "into bounds"
+            next_rate(200, sight(1.5, 9.0), MAX_LAG, true, B),
+            (200, Steer::Held)
         );
+        let held = next_rate(5, sight(1.5, 0.0), MAX_LAG, true, B);
+        assert_eq!(held, (10, Steer::Held), "into bounds");
     }
 }

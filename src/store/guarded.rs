@@ -13,9 +13,9 @@ use super::{
 };
 use super::{
     Cancellable, Cancellation, Claimed, Compensation, Confirmation, DrainLease, Entry, Member,
-    Opening, Order, OrderState, Replay, ReserveReply, ReserveRequest, SaleControl, SaleControls,
-    Spend, StockLoad, StockReading, Store, StoreError, StoreFuture, TicketRecord, TokenHold,
-    Unspent,
+    Opening, Order, OrderState, OutboxDepth, Replay, ReserveReply, ReserveRequest, SaleControl,
+    SaleControls, Spend, StockLoad, StockReading, Store, StoreError, StoreFuture, TicketRecord,
+    TokenHold, Unspent,
 };
 use crate::breaker::CircuitBreaker;
 use crate::metrics::Metrics;
@@ -253,6 +253,10 @@ impl TokenSteps for GuardedStore {
 impl OutboxSteps for GuardedStore {
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
         self.call_for(sku, "outbox", self.inner.outbox(sku, max))
+    }
+
+    fn outbox_depth(&self, sku: &Sku) -> StoreFuture<'_, OutboxDepth> {
+        self.call_for(sku, "outbox_depth", self.inner.outbox_depth(sku))
     }
 
     fn claim(

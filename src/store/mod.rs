@@ -232,6 +232,15 @@ pub struct StockReading {
     pub epoch: Option<Epoch>,
 }
 
+/// How far delivery runs behind: the orders not delivered yet, fleet-wide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxDepth {
+    /// How many.
+    pub orders: u64,
+    /// When the oldest was reserved (ms since the Unix epoch, the store's clock).
+    pub oldest_reserved_at: Option<u64>,
+}
+
 /// Orders for one deliverer, with the store's clock.
 #[derive(Debug, Clone, Default)]
 pub struct Claimed {

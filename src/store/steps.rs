@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{
     Book, Cancellable, Cancellation, Claimed, Compensation, Confirmation, Definition, DrainLease,
-    Entry, Expected, Line, Member, Opening, Order, OrderState, Replay, ReserveReply,
+    Entry, Expected, Line, Member, Opening, Order, OrderState, OutboxDepth, Replay, ReserveReply,
     ReserveRequest, SaleControl, SaleControls, Spend, StockLoad, StockReading, StoreFuture,
     TicketRecord, TokenHold, Unspent, Written,
 };
@@ -106,6 +106,10 @@ pub trait TokenSteps: Send + Sync + 'static {
 pub trait OutboxSteps: Send + Sync + 'static {
     /// Up to `max` reserved, undelivered orders of `sku`, oldest first.
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>>;
+
+    /// How many reserved orders of `sku` are not delivered yet, and when the oldest of
+    /// them was reserved (ms since the Unix epoch, on the store's clock).
+    fn outbox_depth(&self, sku: &Sku) -> StoreFuture<'_, OutboxDepth>;
 
     /// Up to `max` orders for deliverer `consumer` to deliver: those it already holds,
     /// new ones, and those another deliverer has held for longer than `claim_idle` (it

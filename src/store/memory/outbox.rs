@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, ready, MemoryStore};
 use crate::store::{
-    Cancellable, Cancellation, Claimed, Compensation, Confirmation, Order, OrderState, OutboxSteps,
-    StoreFuture,
+    Cancellable, Cancellation, Claimed, Compensation, Confirmation, Order, OrderState, OutboxDepth,
+    OutboxSteps, StoreFuture,
 };
 use crate::types::unix_millis;
 use crate::types::{OrderId, Sku};
@@ -20,6 +20,19 @@ impl OutboxSteps for MemoryStore {
                 .take(max)
                 .filter_map(|id| d.orders.get(id).map(|o| o.order.clone()))
                 .collect()
+        }))
+    }
+
+    fn outbox_depth(&self, sku: &Sku) -> StoreFuture<'_, OutboxDepth> {
+        ready(self.sale(sku).map(|sale| {
+            let d = lock(&sale);
+            OutboxDepth {
+                orders: d.outbox.len() as u64,
+                oldest_reserved_at: d
+                    .outbox
+                    .iter()
+                    .find_map(|id| d.orders.get(id).map(|o| o.order.reserved_at)),
+            }
         }))
     }
 

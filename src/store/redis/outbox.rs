@@ -10,15 +10,49 @@ use super::link::Conn;
 use super::reply::{entries_of, items, order_of, stock_figure, text};
 use super::{RedisStore, DELIVERERS, MAX_PAGES, TAKE_OVER_BATCH};
 use crate::store::{
-    Cancellable, Cancellation, Claimed, Compensation, Confirmation, Order, OutboxSteps, StoreError,
-    StoreFuture,
+    Cancellable, Cancellation, Claimed, Compensation, Confirmation, Order, OutboxDepth,
+    OutboxSteps, StoreError, StoreFuture,
 };
 use crate::types::{OrderId, Sku};
+
+/// One stream entry as XRANGE returns it: its id and fields.
+type StreamEntry = (String, HashMap<String, String>);
 
 impl OutboxSteps for RedisStore {
     fn outbox(&self, sku: &Sku, max: usize) -> StoreFuture<'_, Vec<Order>> {
         let sku = sku.clone();
         Box::pin(async move { self.outbox_now(&sku, max).await })
+    }
+
+    fn outbox_depth(&self, sku: &Sku) -> StoreFuture<'_, OutboxDepth> {
+        let sku = sku.clone();
+        Box::pin(async move {
+            let k = self.keys(&sku);
+            let mut c = self.conn().await?;
+            // Settled orders leave the stream: its length is what is not delivered yet,
+            // its first entry the oldest of them.
+            let (orders, first): (u64, Vec<StreamEntry>) = self
+                .exec(
+                    redis::pipe()
+                        .cmd("XLEN")
+                        .arg(k.outbox())
+                        .cmd("XRANGE")
+                        .arg(k.outbox())
+                        .arg("-")
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut c),
+                )
+                .await?;
+            Ok(OutboxDepth {
+                orders,
+                oldest_reserved_at: first
+                    .into_iter()
+                    .find_map(|(_, f)| order_of(&f))
+                    .map(|o| o.reserved_at),
+            })
+        })
     }
 
     fn claim(

@@ -229,14 +229,13 @@ pub async fn outbox_holds_orders_until_confirmed(store: Arc<dyn Store>) {
         let t = token_for(&sku, &u);
         ids.push(reserved(&*store, &req(&sku, &u, t, 1)).await);
     }
-    let out: Vec<OrderId> = store
-        .outbox(&sku, 10)
-        .await
-        .expect("outbox")
-        .into_iter()
-        .map(|o| o.order_id)
-        .collect();
+    let all = store.outbox(&sku, 10).await.expect("outbox");
+    let out: Vec<OrderId> = all.iter().map(|o| o.order_id).collect();
     assert_eq!(out, ids, "oldest first");
+    // How far delivery runs behind: three orders, the oldest the first reserved.
+    let depth = store.outbox_depth(&sku).await.expect("depth");
+    assert_eq!(depth.orders, 3);
+    assert_eq!(depth.oldest_reserved_at, Some(all[0].reserved_at));
     assert_eq!(store.outbox(&sku, 2).await.expect("outbox").len(), 2);
     assert_eq!(
         store.confirm(&sku, &ids[1], "").await.expect("confirm"),
@@ -251,6 +250,7 @@ pub async fn outbox_holds_orders_until_confirmed(store: Arc<dyn Store>) {
     );
     let out = store.outbox(&sku, 10).await.expect("outbox");
     assert_eq!(out.len(), 2);
+    assert_eq!(store.outbox_depth(&sku).await.expect("depth").orders, 2);
     assert!(out.iter().all(|o| o.order_id != ids[1]));
     assert_eq!(
         store.order_state(&sku, &ids[1]).await.expect("state"),
