@@ -472,6 +472,18 @@ async fn crowd(
     if !taken.is_empty() {
         checks.push(operator_check(&taken));
     }
+    if let Some(share) = scenario.expect.shed_max {
+        let applied: u64 = sales.iter().map(|s| s.orders.applied_at_backend).sum();
+        let shed = stack.demo.shed();
+        checks.push(check::check(
+            "the backend was not flooded (scenario)",
+            shed as f64 <= share * applied as f64,
+            format!(
+                "{shed} deliveries shed with 503 for {applied} orders applied (at most {:.0} %)",
+                share * 100.0
+            ),
+        ));
+    }
     let answers = tally.answers();
     Ok(Report {
         scenario: scenario.name.clone(),

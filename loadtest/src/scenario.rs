@@ -287,6 +287,11 @@ pub struct Expect {
     /// The store must have refused at least one request as unavailable (proves the fault hit).
     #[serde(default)]
     pub store_outage_seen: bool,
+    /// With a backend of limited `workers`: at most this share of the orders it applied
+    /// may have been shed with 503 (0.1: one delivery shed for ten orders), so that the
+    /// deliverer found the backend's pace instead of flooding it.
+    #[serde(default)]
+    pub shed_max: Option<f64>,
     /// How long delivery may take to settle after the crowd is done.
     #[serde(default = "Expect::default_settle", with = "humantime_serde")]
     pub settle: Duration,
@@ -321,6 +326,7 @@ impl Default for Expect {
             sold_out: false,
             resold: false,
             store_outage_seen: false,
+            shed_max: None,
             settle: Self::default_settle(),
             drain_tolerance: None,
             burst_limit: None,
@@ -399,6 +405,9 @@ impl Scenario {
         }
         if s.backend.workers == Some(0) {
             return Err("key `backend.workers`: must be at least 1".into());
+        }
+        if s.expect.shed_max.is_some_and(|m| !(0.0..=1.0).contains(&m)) {
+            return Err("key `expect.shed_max`: must be between 0 and 1".into());
         }
         if !(0.0..=1.0).contains(&s.backend.cancel_rate) {
             return Err("key `backend.cancel_rate`: must be between 0 and 1".into());

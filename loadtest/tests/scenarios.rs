@@ -221,6 +221,39 @@ fn a_sales_day_runs_live_sales_and_resells_cancelled_units() {
     );
 }
 
+/// A backend of known capacity behind a drain that outruns it: the deliverer finds its
+/// pace (few 503s) and every order arrives; with the old fixed 16 in flight the same run
+/// floods it and fails the check.
+#[test]
+fn a_busy_backend_is_not_flooded() {
+    // Scaled down: 300 buyers for 300 units.
+    let smaller = std::fs::read_to_string(scenario("busy-backend"))
+        .expect("busy-backend")
+        .replace("stock = 1_000", "stock = 300");
+    let path = scratch("busy.toml");
+    std::fs::write(&path, &smaller).expect("write");
+    let report = scratch("busy.json");
+    let (code, r, stdout) = run(path.to_str().expect("utf-8"), &["--users", "300"], &report);
+    assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
+    assert_eq!(r["orders"]["applied_at_backend"], 300);
+    let fixed = smaller.replace(
+        "[gateway.limits]",
+        "[gateway.delivery]\nmax_in_flight = 16\n\n[gateway.limits]",
+    );
+    let path = scratch("busy-fixed.toml");
+    std::fs::write(&path, fixed).expect("write");
+    let report = scratch("busy-fixed.json");
+    let (code, r, stdout) = run(path.to_str().expect("utf-8"), &["--users", "300"], &report);
+    assert_eq!(code, 1, "{stdout}");
+    let flooded = r["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "the backend was not flooded (scenario)")
+        .expect("the check");
+    assert_eq!(flooded["ok"], false, "{flooded}");
+}
+
 #[test]
 fn a_redis_restart_mid_sale_loses_and_doubles_nothing() {
     let report = scratch("redis.json");
