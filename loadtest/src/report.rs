@@ -354,6 +354,19 @@ impl SaleReport {
                 );
             }
         }
+        let lag = self.samples.iter().map(|s| s.lag).fold(0.0, f64::max);
+        let rates = self.samples.iter().map(|s| s.drain_rate);
+        let (low, high) = rates.fold((f64::MAX, 0.0_f64), |(l, h), r| (l.min(r), h.max(r)));
+        if low < high {
+            let _ = writeln!(
+                o,
+                "  the rate in force went between {low:.0}/s and {high:.0}/s"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  outbox lag at most {lag:.1} s (the oldest order the backend had not taken yet)"
+        );
         if let Some(f) = &self.fairness {
             let _ = writeln!(
                 o,

@@ -24,6 +24,9 @@ pub struct Sample {
     pub drained: f64,
     /// Configured drain rate (the total across instances).
     pub drain_rate: f64,
+    /// The outbox lag, seconds: the age of the oldest order the backend has not taken yet
+    /// (the most any instance read).
+    pub lag: f64,
 }
 
 /// Samples collected so far: every sale's, and their total at each look.
@@ -79,6 +82,7 @@ pub async fn run(
                     remaining: s.remaining + sample.remaining,
                     drained: s.drained + sample.drained,
                     drain_rate: s.drain_rate + sample.drain_rate,
+                    lag: s.lag.max(sample.lag),
                     ..s
                 },
             });
@@ -108,6 +112,7 @@ fn look_at(looks: &[(serde_json::Value, String)], sku: &str, t: f64) -> Option<S
             remaining: sale["remaining"].as_u64().unwrap_or(0),
             drained: metric(metrics, "flashgate_drained_total", &label).unwrap_or(0.0),
             drain_rate: metric(metrics, "flashgate_drain_rate_configured", &label).unwrap_or(0.0),
+            lag: sale["outbox_lag_ms"].as_f64().unwrap_or(0.0) / 1000.0,
         };
         sample = Some(match sample {
             None => look,
@@ -115,6 +120,7 @@ fn look_at(looks: &[(serde_json::Value, String)], sku: &str, t: f64) -> Option<S
                 queued: s.queued + look.queued,
                 remaining: s.remaining.min(look.remaining),
                 drained: s.drained + look.drained,
+                lag: s.lag.max(look.lag),
                 ..s
             },
         });
@@ -197,6 +203,7 @@ mod tests {
             remaining: 0,
             drained,
             drain_rate: 100.0,
+            lag: 0.0,
         };
         let samples = [
             s(0.0, 0, 0.0),
