@@ -22,12 +22,14 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(30);
 /// What one delivery attempt said about the backend's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Load {
-    /// Answered (any status but an overload's): its latency is the backend's.
+    /// Taken (2xx, 409): its latency is the backend's at this load.
     Answered,
     /// 429, 503, 504 or no answer in time: the backend takes too much already.
     Overloaded,
-    /// Never reached the backend (no connection): says nothing about its load.
-    Unreached,
+    /// Says nothing about its load: never reached it (no connection), or a refusal or an
+    /// error answered without the work an order takes (a 422 in a millisecond would pass
+    /// for the no-load latency).
+    Unmeasured,
 }
 
 /// One attempt of a batch.
@@ -253,6 +255,25 @@ mod tests {
             l.record(&batch(1, ms(10)), 1, now);
         }
         assert_eq!(l.limit(), 4);
+    }
+
+    #[test]
+    fn a_fast_refusal_is_no_latency_measure() {
+        // Adversarial review: 422s answered in a millisecond became the no-load latency,
+        // and every batch of 100 ms orders then looked queued: the limit sat at 4.
+        let now = Instant::now();
+        let mut l = Limiter::adaptive(1, 256, now);
+        for _ in 0..30 {
+            let n = l.allowed(now);
+            let mut b = batch(n, ms(100));
+            b.push(Sample {
+                latency: ms(1),
+                load: Load::Unmeasured,
+            });
+            l.record(&b, 1000, now);
+        }
+        assert_eq!(l.noload(), Some(ms(100)));
+        assert!(l.limit() > 32, "{}", l.limit());
     }
 
     #[test]

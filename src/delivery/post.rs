@@ -74,9 +74,9 @@ impl Attempt {
     pub(super) fn load(&self) -> Load {
         match &self.reply {
             Reply::Status(s) if matches!(s.as_u16(), 429 | 503 | 504) => Load::Overloaded,
-            Reply::Status(_) => Load::Answered,
+            Reply::Status(s) if s.is_success() || *s == StatusCode::CONFLICT => Load::Answered,
+            Reply::Status(_) | Reply::NotSent(_) => Load::Unmeasured,
             Reply::NoAnswer(_) => Load::Overloaded,
-            Reply::NotSent(_) => Load::Unreached,
         }
     }
 
@@ -216,6 +216,28 @@ pub(super) fn standing(verdict: Verdict, reply: &Reply, ambiguous: bool) -> Verd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_order_taken_measures_the_backends_latency() {
+        // Adversarial review: a 422 in a millisecond passed for the no-load latency.
+        let load = |s: u16| {
+            Attempt {
+                verdict: Verdict::Refused,
+                reply: Reply::Status(StatusCode::from_u16(s).expect("status")),
+                took: std::time::Duration::from_millis(1),
+                retry_after: None,
+            }
+            .load()
+        };
+        assert_eq!(load(201), Load::Answered);
+        assert_eq!(load(409), Load::Answered);
+        for unmeasured in [400, 410, 422, 500, 501] {
+            assert_eq!(load(unmeasured), Load::Unmeasured, "{unmeasured}");
+        }
+        for overloaded in [429, 503, 504] {
+            assert_eq!(load(overloaded), Load::Overloaded, "{overloaded}");
+        }
+    }
 
     #[test]
     fn retry_after_is_read_in_seconds() {
