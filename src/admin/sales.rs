@@ -50,6 +50,12 @@ pub async fn put(
     body: Value,
 ) -> Result<GatewayResponse, GatewayError> {
     let sale = definition_of(sku, body)?;
+    if !book.can_drain(&sale) {
+        return Err(GatewayError::InvalidSale {
+            key: "queue.drain_rate".into(),
+            reason: STREAM_AUTO.into(),
+        });
+    }
     let current = book.read(sku).await.map_err(unavailable)?;
     let definition = Definition {
         sale,
@@ -117,6 +123,10 @@ pub async fn delete(
         },
     ))
 }
+
+/// Why stream mode refuses an "auto" drain rate.
+const STREAM_AUTO: &str =
+    "\"auto\" is steered by the lag of the gateway's own deliveries: not in stream mode";
 
 /// The sale a body defines, under the path's sku (a body naming another is refused).
 fn definition_of(sku: &str, body: Value) -> Result<SaleConfig, GatewayError> {

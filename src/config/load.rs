@@ -155,6 +155,9 @@ mod validation_tests {
         let redis = "[store]\nkind = \"redis\"\n[cluster]\nsecret = \"0123456789abcdef0\"\n";
         let stream = format!("{auto}{redis}[delivery]\nmode = \"stream\"\n");
         assert_eq!(key_of(&stream, &[]), "queue.drain_rate");
+        // The default of sales created live later, too.
+        let no_sale = stream.replace(sale, "");
+        assert_eq!(key_of(&no_sale, &[]), "queue.drain_rate");
         assert_eq!(
             key_of(&format!("{UP}[queue]\ndrain_rate = \"fast\"\n"), &[]),
             "queue.drain_rate"

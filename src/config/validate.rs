@@ -371,11 +371,8 @@ fn check_delivery(c: &Config) -> Result<(), ConfigError> {
         MAX_IN_FLIGHT,
     )?;
     let stream = c.delivery.mode == super::DeliveryMode::Stream;
-    if stream
-        && c.sales
-            .iter()
-            .any(|s| c.queue.for_sale(s).drain_rate.is_auto())
-    {
+    let auto = |q: &super::QueueConfig| q.drain_rate.is_auto();
+    if stream && (auto(&c.queue) || c.sales.iter().any(|s| auto(&c.queue.for_sale(s)))) {
         let why =
             "\"auto\" is steered by the lag of the gateway's own deliveries: not in stream mode";
         return Err(ConfigError::invalid("queue.drain_rate", why));

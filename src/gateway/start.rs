@@ -49,7 +49,11 @@ impl Built {
         let (public, public_addr) = bind("server.listen", config.server.listen).await?;
         let (admin, admin_addr) = bind("server.admin_listen", config.server.admin_listen).await?;
         let (shutdown, stopping) = (CancellationToken::new(), CancellationToken::new());
-        let book = Arc::new(SaleBook::new(ctx.clone(), &config.queue, shutdown.clone()));
+        let mut book = SaleBook::new(ctx.clone(), &config.queue, shutdown.clone());
+        if config.delivery.mode == crate::config::DeliveryMode::Stream {
+            book = book.without_steering();
+        }
+        let book = Arc::new(book);
         let pages = Arc::new(ArcSwap::from_pointee(pages));
         let reloader = source.map(|source| {
             let parts = (book.clone(), ctx.clone(), pages.clone(), tls.clone());

@@ -95,6 +95,9 @@ pub struct SaleBook {
     file: Mutex<Vec<SaleConfig>>,
     /// One reading of the book at a time (the periodic one, an admin write's, a reload's).
     reading: tokio::sync::Mutex<()>,
+    /// Whether this gateway delivers orders itself, and so can steer an "auto" drain rate
+    /// (not in stream mode).
+    steers: bool,
 }
 
 impl SaleBook {
@@ -112,7 +115,20 @@ impl SaleBook {
             owed: Mutex::default(),
             file: Mutex::default(),
             reading: tokio::sync::Mutex::new(()),
+            steers: true,
         }
+    }
+
+    /// A book whose gateway does not deliver (stream mode): it refuses "auto" drain rates.
+    pub fn without_steering(mut self) -> Self {
+        self.steers = false;
+        self
+    }
+
+    /// Whether `sale`'s drain rate (under the `[queue]` defaults) is one this gateway can
+    /// run: an "auto" rate needs the gateway's own deliveries to steer by.
+    pub fn can_drain(&self, sale: &SaleConfig) -> bool {
+        self.steers || !self.queue.load().for_sale(sale).drain_rate.is_auto()
     }
 
     /// Seeds the book with the file's sales it does not hold yet (a first start), then

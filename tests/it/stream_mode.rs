@@ -87,3 +87,44 @@ async fn the_backend_consumes_orders_from_the_stream() {
         .iter()
         .all(|s| s.uri.path() != "/orders"));
 }
+
+/// Adversarial review: an "auto" drain rate was refused in a stream-mode file but taken
+/// through the API, where nothing steers it: it drained at its minimum for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_drain_rate_is_refused_in_stream_mode_through_the_api_too() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "{}[admin]\ntoken = \"stream-admin\"\n[cluster]\nsecret = \"test-token-secret-0123456789\"\n\
+         [store]\nkind = \"redis\"\nurl = \"{}\"\n[delivery]\nmode = \"stream\"\n",
+        config_text(&up.url(), ""),
+        redis.url()
+    );
+    let gw = gateway(&cfg).await;
+    let body = serde_json::json!({"stock": 5, "queue": {"drain_rate": "auto"}});
+    let a = admin_call(
+        gw.admin_addr,
+        "stream-admin",
+        "PUT",
+        "/admin/sales/lamp",
+        None,
+        body,
+    )
+    .await;
+    assert_eq!(a.status, http::StatusCode::BAD_REQUEST, "{:?}", a.json());
+    assert_eq!(a.json()["error"], "invalid_sale");
+    assert_eq!(a.json()["key"], "queue.drain_rate");
+    let fixed = serde_json::json!({"stock": 5, "queue": {"drain_rate": 50}});
+    let a = admin_call(
+        gw.admin_addr,
+        "stream-admin",
+        "PUT",
+        "/admin/sales/lamp",
+        None,
+        fixed,
+    )
+    .await;
+    assert_eq!(a.status, http::StatusCode::CREATED, "{:?}", a.json());
+    gw.shutdown();
+    gw.wait().await.expect("stopped");
+}
