@@ -406,18 +406,14 @@ impl SaleContext {
             }
             let backlog = !sale.queue.is_empty() || sale.pending_elsewhere() > 0;
             let rate = sale.drain_rate();
-            let (lag, orders, now) = (
-                sale.outbox_lag(),
-                sale.outbox_orders(),
-                std::time::Instant::now(),
-            );
+            let (orders, now) = (sale.outbox_orders(), std::time::Instant::now());
             let growth = match before.insert(sale.sku.clone(), (orders, now)) {
                 Some((was, at)) if now > at => {
                     (orders as f64 - was as f64) / now.duration_since(at).as_secs_f64()
                 }
                 _ => 0.0,
             };
-            let sight = super::steer::Sight { lag, growth };
+            let sight = super::steer::Sight { orders, growth };
             let (next, why) = super::steer::next_rate(rate, sight, max_lag, backlog, bounds);
             sale.set_steered(why);
             if next == rate {

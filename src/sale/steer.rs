@@ -1,15 +1,17 @@
 //! A drain rate that finds the backend's pace (`queue.drain_rate = "auto"`): steered once a
-//! second by the outbox: its lag (the age of the oldest reserved order the backend has not
-//! taken yet) and how many orders it holds.
+//! second by the outbox, the reserved orders the backend has not taken yet. The backend's
+//! pace is the rate less the outbox's growth a second; an order's wait in the outbox is
+//! the orders there over that pace (Little's law). Not the age of its oldest order: one
+//! order the backend never answers for sure is asked again and again and grows old, while
+//! the rest go through at once.
 //!
-//! - Lag over `delivery.max_lag` with the outbox growing: the drain outruns the backend.
-//!   The backend's pace is the rate less the outbox's growth a second; the rate goes to
-//!   nine tenths of that pace (at most halved at once), so the outbox shrinks.
-//! - Lag over it with the outbox shrinking: the backend works the backlog off at this rate;
-//!   it holds. (The lag is late news: the head of the outbox was reserved when the rate was
-//!   higher, and cutting on until it came back would overshoot far below the pace.)
-//! - Lag under half of it, with requests still queued: the drain is what holds buyers
-//!   back; the rate is raised, by a half while the lag is under a quarter of `max_lag`,
+//! - A wait over `delivery.max_lag` with the outbox growing: the drain outruns the backend;
+//!   the rate goes to nine tenths of its pace (at most halved at once), so the outbox
+//!   shrinks.
+//! - A wait over it with the outbox shrinking: the backend works the backlog off at this
+//!   rate; it holds (cutting on until the wait came back would overshoot below the pace).
+//! - A wait under half of it, with requests still queued: the drain is what holds buyers
+//!   back; the rate is raised, by a half while the wait is under a quarter of `max_lag`,
 //!   else by a quarter.
 //! - Otherwise it holds. Always within `queue.drain_min` and `queue.drain_max`.
 //!
@@ -67,10 +69,23 @@ impl Steer {
 /// What the steering sees of the outbox.
 #[derive(Debug, Clone, Copy)]
 pub struct Sight {
-    /// The age of the oldest order not delivered yet.
-    pub lag: Duration,
-    /// How much the outbox grew a second since the last steering (negative: it shrank).
+    /// Orders in it, not delivered yet.
+    pub orders: u64,
+    /// How much it grew a second since the last steering (negative: it shrank).
     pub growth: f64,
+}
+
+impl Sight {
+    /// The backend's pace at drain rate `rate`: what went in less what stayed.
+    pub fn pace(&self, rate: u32) -> f64 {
+        (f64::from(rate) - self.growth).max(0.0)
+    }
+
+    /// An order's wait in the outbox at that pace (a minute when nothing moves).
+    pub fn wait(&self, rate: u32) -> Duration {
+        let secs = self.orders as f64 / self.pace(rate).max(1.0 / 60.0);
+        Duration::from_secs_f64(secs.min(60.0))
+    }
 }
 
 /// The next rate from `rate`, given what the outbox shows, its lag's ceiling `max_lag`
@@ -82,12 +97,14 @@ pub fn next_rate(
     backlog: bool,
     bounds: DrainBounds,
 ) -> (u32, Steer) {
-    let (lag, r) = (sight.lag, f64::from(rate));
-    let (next, why) = if lag > max_lag && sight.growth > 0.0 {
-        let pace = (r - sight.growth).max(0.0);
-        ((pace * 0.9).max(r * 0.5).floor() as u32, Steer::Cut)
-    } else if lag <= max_lag / 2 && backlog {
-        let by = if lag <= max_lag / 4 { 1.5 } else { 1.25 };
+    let (wait, r) = (sight.wait(rate), f64::from(rate));
+    let (next, why) = if wait > max_lag && sight.growth > 0.0 {
+        (
+            (sight.pace(rate) * 0.9).max(r * 0.5).floor() as u32,
+            Steer::Cut,
+        )
+    } else if wait <= max_lag / 2 && backlog {
+        let by = if wait <= max_lag / 4 { 1.5 } else { 1.25 };
         let up = (r * by).ceil() as u32;
         (up.max(rate.saturating_add(1)), Steer::Raised)
     } else {
@@ -103,76 +120,81 @@ mod tests {
     const B: DrainBounds = DrainBounds { min: 10, max: 1000 };
     const MAX_LAG: Duration = Duration::from_secs(2);
 
-    fn s(secs: f64) -> Duration {
-        Duration::from_secs_f64(secs)
-    }
-
-    fn sight(lag: f64, growth: f64) -> Sight {
+    /// A sight whose wait at `rate` is `wait` seconds.
+    fn sight(rate: u32, wait: f64, growth: f64) -> Sight {
+        let pace = (f64::from(rate) - growth).max(1.0 / 60.0);
         Sight {
-            lag: s(lag),
+            orders: (wait * pace).round() as u64,
             growth,
         }
     }
 
     #[test]
-    fn a_growing_outbox_past_the_lag_goes_below_the_backends_pace() {
+    fn the_wait_is_the_outbox_over_the_backends_pace() {
+        let s = Sight {
+            orders: 160,
+            growth: 20.0,
+        };
+        assert_eq!(s.pace(100), 80.0);
+        assert_eq!(s.wait(100), Duration::from_secs(2));
+        let stalled = Sight {
+            orders: 5,
+            growth: 100.0,
+        };
+        assert_eq!(stalled.wait(100), Duration::from_secs(60), "nothing moves");
+    }
+
+    #[test]
+    fn a_growing_outbox_past_the_wait_goes_below_the_backends_pace() {
         // 100/s drained, the outbox growing 20/s: the backend takes 80/s.
         assert_eq!(
-            next_rate(100, sight(3.0, 20.0), MAX_LAG, true, B),
+            next_rate(100, sight(100, 3.0, 20.0), MAX_LAG, true, B),
             (72, Steer::Cut)
         );
         // Never more than halved at once, never below the floor.
+        let flooded = sight(200, 9.0, 190.0);
+        assert_eq!(next_rate(200, flooded, MAX_LAG, true, B), (100, Steer::Cut));
         assert_eq!(
-            next_rate(200, sight(9.0, 190.0), MAX_LAG, true, B),
-            (100, Steer::Cut)
-        );
-        assert_eq!(
-            next_rate(12, sight(9.0, 12.0), MAX_LAG, false, B),
+            next_rate(12, sight(12, 9.0, 11.0), MAX_LAG, false, B),
             (10, Steer::Cut)
         );
     }
 
     #[test]
-    fn a_shrinking_outbox_holds_however_late_its_head() {
+    fn a_shrinking_outbox_holds_however_long_its_wait() {
+        let held = (100, Steer::Held);
         assert_eq!(
-            next_rate(100, sight(5.0, -4.0), MAX_LAG, true, B),
-            (100, Steer::Held)
+            next_rate(100, sight(100, 5.0, -4.0), MAX_LAG, true, B),
+            held
         );
-        assert_eq!(
-            next_rate(100, sight(5.0, 0.0), MAX_LAG, true, B),
-            (100, Steer::Held)
-        );
+        assert_eq!(next_rate(100, sight(100, 5.0, 0.0), MAX_LAG, true, B), held);
     }
 
     #[test]
-    fn a_short_lag_with_buyers_waiting_raises_it() {
+    fn a_short_wait_with_buyers_waiting_raises_it() {
+        let raised = |r| (r, Steer::Raised);
         assert_eq!(
-            next_rate(200, sight(0.8, 5.0), MAX_LAG, true, B),
-            (250, Steer::Raised)
+            next_rate(200, sight(200, 0.8, 5.0), MAX_LAG, true, B),
+            raised(250)
         );
         assert_eq!(
-            next_rate(200, sight(0.2, 0.0), MAX_LAG, true, B),
-            (300, Steer::Raised)
+            next_rate(200, sight(200, 0.2, 0.0), MAX_LAG, true, B),
+            raised(300)
         );
         let tiny = DrainBounds { min: 1, max: 5 };
-        assert_eq!(next_rate(1, sight(0.0, 0.0), MAX_LAG, true, tiny).0, 2);
+        assert_eq!(next_rate(1, sight(1, 0.0, 0.0), MAX_LAG, true, tiny).0, 2);
         assert_eq!(
-            next_rate(900, sight(0.0, 0.0), MAX_LAG, true, B),
-            (1000, Steer::Raised)
+            next_rate(900, sight(900, 0.0, 0.0), MAX_LAG, true, B),
+            raised(1000)
         );
     }
 
     #[test]
     fn otherwise_it_holds() {
-        assert_eq!(
-            next_rate(200, sight(0.2, 0.0), MAX_LAG, false, B),
-            (200, Steer::Held)
-        );
-        assert_eq!(
-            next_rate(200, sight(1.5, 9.0), MAX_LAG, true, B),
-            (200, Steer::Held)
-        );
-        let held = next_rate(5, sight(1.5, 0.0), MAX_LAG, true, B);
-        assert_eq!(held, (10, Steer::Held), "into bounds");
+        let at = |r, wait, growth| next_rate(r, sight(r, wait, growth), MAX_LAG, true, B);
+        let idle = next_rate(200, sight(200, 0.2, 0.0), MAX_LAG, false, B);
+        assert_eq!(idle, (200, Steer::Held));
+        assert_eq!(at(200, 1.5, 9.0), (200, Steer::Held));
+        assert_eq!(at(5, 1.5, 0.0), (10, Steer::Held), "into bounds");
     }
 }

@@ -98,6 +98,7 @@ async fn a_retry_after_holds_every_delivery_for_its_duration() {
     let shedding = Shedding {
         shed_first: 1,
         retry_after: Some(1),
+        stuck: None,
     };
     let backend = CapacityBackend::start(8, 8, Duration::from_millis(1), shedding).await;
     let gw = gateway_for(&backend, orders, "max_in_flight = 1").await;
@@ -356,4 +357,54 @@ async fn a_fleet_drains_by_one_steered_rate() {
         gw.shutdown();
         gw.wait().await.expect("stopped");
     }
+}
+
+/// Adversarial review: one order the backend answers 500 forever (its fate unknown, asked
+/// again and again) made the outbox's oldest order ever older, and the "auto" drain sat
+/// at its minimum while the backend took every other order at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stuck_order_does_not_hold_an_auto_drain_down() {
+    let shedding = Shedding {
+        stuck: Some("stuck-buyer"),
+        ..Shedding::default()
+    };
+    let backend = CapacityBackend::start(16, 16, Duration::from_millis(2), shedding).await;
+    let text = format!(
+        "{}[admin]\ntoken = \"adaptive-admin\"\n\
+         [queue]\ndrain_rate = \"auto\"\ndrain_min = 10\ndrain_max = 1000\ncapacity = 5000\n\
+         workers = 8\nresponse = \"async\"\n[limits]\nper_user_rate = 0\n\
+         [store]\nsync_interval = \"50ms\"\n\
+         [delivery]\nmax_lag = \"500ms\"\nretry_base = \"20ms\"\nretry_max = \"100ms\"\n\
+         breaker_threshold = 1000\n[[sale]]\nsku = \"desk\"\nstock = 100000\n",
+        config_text(&backend.url(), "shutdown_timeout = \"1s\"")
+    );
+    let gw = gateway(&text).await;
+    let t = token_for(gw.public_addr, "desk", "stuck-buyer").await;
+    let a = order(gw.public_addr, "desk", "stuck-buyer", &t).await;
+    assert!(a.status.is_success(), "{:?}", a.json());
+    let buyers = (0..4).map(|k| {
+        let public = gw.public_addr;
+        tokio::spawn(async move {
+            for i in 0..300 {
+                let user = format!("buyer-{k}-{i}");
+                let t = token_for(public, "desk", &user).await;
+                let _ = order(public, "desk", &user, &t).await;
+            }
+        })
+    });
+    for b in buyers.collect::<Vec<_>>() {
+        b.await.expect("buyers");
+    }
+    until("the rate to climb past the stuck order", || async {
+        drain_of(&gw).await.0 >= 60
+    })
+    .await;
+    gw.shutdown();
+    // The memory store without a data directory cannot keep the order the backend never
+    // answered for sure: the stop says so.
+    let kept = gw
+        .wait()
+        .await
+        .expect_err("the stuck order is still undelivered");
+    assert!(kept.to_string().contains("1 reserved orders"), "{kept}");
 }

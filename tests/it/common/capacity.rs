@@ -35,13 +35,16 @@ pub struct Ledger {
 }
 
 /// How it sheds: the first `shed_first` POSTs are answered 503 whatever the load; every
-/// 503 carries `Retry-After: retry_after` when that is set.
+/// 503 carries `Retry-After: retry_after` when that is set. The orders of user `stuck`
+/// are answered 500 forever (their fate unknown: the gateway asks again and again).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Shedding {
     /// POSTs answered 503 from the start.
     pub shed_first: usize,
     /// Seconds of `Retry-After` on each 503.
     pub retry_after: Option<u64>,
+    /// A user whose orders are answered 500, always.
+    pub stuck: Option<&'static str>,
 }
 
 /// A backend of known capacity on a loopback port.
@@ -151,7 +154,20 @@ async fn serve(s: Serving, req: Request<Incoming>) -> Response<Full<Bytes>> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let _ = req.into_body().collect().await;
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if let Some(user) = s.shedding.stuck {
+        let order: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if order["user_id"] == user {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"unknown")));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return r;
+        }
+    }
     let admitted = {
         let mut l = s.ledger.lock().unwrap_or_else(|e| e.into_inner());
         l.arrivals.push(Instant::now());
