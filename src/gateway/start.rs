@@ -49,11 +49,7 @@ impl Built {
         let (public, public_addr) = bind("server.listen", config.server.listen).await?;
         let (admin, admin_addr) = bind("server.admin_listen", config.server.admin_listen).await?;
         let (shutdown, stopping) = (CancellationToken::new(), CancellationToken::new());
-        let mut book = SaleBook::new(ctx.clone(), &config.queue, shutdown.clone());
-        if config.delivery.mode == crate::config::DeliveryMode::Stream {
-            book = book.without_steering();
-        }
-        let book = Arc::new(book);
+        let book = Arc::new(book_for(&ctx, &config, &shutdown));
         let pages = Arc::new(ArcSwap::from_pointee(pages));
         let reloader = source.map(|source| {
             let parts = (book.clone(), ctx.clone(), pages.clone(), tls.clone());
@@ -254,6 +250,16 @@ fn edges(config: &Config, tls: &Option<Arc<TlsAcceptor>>, trusted: TrustedProxie
         ..Edge::default()
     };
     (public, admin)
+}
+
+/// The book of sales this instance runs; in stream mode it refuses "auto" drain rates
+/// (nothing here delivers, so nothing can steer them).
+fn book_for(ctx: &Arc<SaleContext>, config: &Config, shutdown: &CancellationToken) -> SaleBook {
+    let book = SaleBook::new(ctx.clone(), &config.queue, shutdown.clone());
+    match config.delivery.mode {
+        crate::config::DeliveryMode::Stream => book.without_steering(),
+        crate::config::DeliveryMode::Http => book,
+    }
 }
 
 /// Spawns the background tasks: each sale's drain, the deliverer and stock sync, the

@@ -419,8 +419,11 @@ impl SaleContext {
             if next == rate {
                 continue;
             }
-            match self.store.set_drain_rate(&sale.sku, next).await {
-                Ok(()) => sale.set_drain_rate(next),
+            // Only over the rate it steered from: one set meanwhile (an operator's, a new
+            // definition's) stands, and this instance takes it at its next sync.
+            match self.store.steer_drain_rate(&sale.sku, rate, next).await {
+                Ok(true) => sale.set_drain_rate(next),
+                Ok(false) => {}
                 Err(e) => {
                     warn_repeated!("cannot store the steered drain rate", sku = %sale.sku, error = %e)
                 }

@@ -373,6 +373,11 @@ impl DrainSteps for GuardedStore {
         self.call_for(sku, "set_drain_rate", self.inner.set_drain_rate(sku, rate))
     }
 
+    fn steer_drain_rate(&self, sku: &Sku, from: u32, to: u32) -> StoreFuture<'_, bool> {
+        let steered = self.inner.steer_drain_rate(sku, from, to);
+        self.call_for(sku, "steer_drain_rate", steered)
+    }
+
     fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()> {
         self.call_for(sku, "set_control", self.inner.set_control(sku, control))
     }

@@ -204,6 +204,11 @@ pub trait DrainSteps: Send + Sync + 'static {
     /// set again.
     fn set_drain_rate(&self, sku: &Sku, rate: u32) -> StoreFuture<'_, ()>;
 
+    /// Sets `sku`'s drain rate to `to` if the rate stored is still `from` (or none is):
+    /// an "auto" rate's steering, which must not overwrite a rate set meanwhile. True if
+    /// it was set.
+    fn steer_drain_rate(&self, sku: &Sku, from: u32, to: u32) -> StoreFuture<'_, bool>;
+
     /// Stores an operator's setting of `sku` for every instance; it replaces the
     /// configured one until set again.
     fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()>;

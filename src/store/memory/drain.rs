@@ -149,6 +149,16 @@ impl DrainSteps for MemoryStore {
         ready(Ok(()))
     }
 
+    fn steer_drain_rate(&self, sku: &Sku, from: u32, to: u32) -> StoreFuture<'_, bool> {
+        let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+        let d = drains.entry(sku.clone()).or_default();
+        let steered = d.rate.is_none_or(|now| now == from);
+        if steered {
+            d.rate = Some(to.max(1));
+        }
+        ready(Ok(steered))
+    }
+
     fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()> {
         let mut controls = self.controls.lock().unwrap_or_else(PoisonError::into_inner);
         controls.entry(sku.clone()).or_default().apply(control);

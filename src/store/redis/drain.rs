@@ -123,6 +123,24 @@ impl DrainSteps for RedisStore {
         })
     }
 
+    fn steer_drain_rate(&self, sku: &Sku, from: u32, to: u32) -> StoreFuture<'_, bool> {
+        let k = self.keys(sku);
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let set: u32 = self
+                .exec(
+                    self.scripts
+                        .steer_drain
+                        .key(k.drain_rate())
+                        .arg(from)
+                        .arg(to.max(1))
+                        .invoke_async(&mut c),
+                )
+                .await?;
+            Ok(set == 1)
+        })
+    }
+
     fn set_control(&self, sku: &Sku, control: SaleControl) -> StoreFuture<'_, ()> {
         let k = self.keys(sku);
         let (field, value) = match control {

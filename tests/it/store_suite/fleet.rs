@@ -303,6 +303,21 @@ pub async fn operator_settings_are_kept_with_the_sale(store: Arc<dyn Store>) {
         store.controls(&other).await.expect("read"),
         SaleControls::default()
     );
+    // A steering only over the rate it steered from: a rate set meanwhile stands.
+    assert!(store
+        .steer_drain_rate(&other, 5, 9)
+        .await
+        .expect("none stored yet"));
+    assert!(store.steer_drain_rate(&other, 9, 12).await.expect("from 9"));
+    store
+        .set_drain_rate(&other, 77)
+        .await
+        .expect("an operator's");
+    assert!(!store.steer_drain_rate(&other, 12, 15).await.expect("stale"));
+    assert_eq!(
+        store.controls(&other).await.expect("read").drain_rate,
+        Some(77)
+    );
 }
 
 /// A replay never spends a token a queued request holds, whatever it is asked: it names
