@@ -247,7 +247,7 @@ async fn deliver(
         m.delivery_answers
             .with_label_values(&[attempt.class()])
             .inc();
-        if let Some(wait) = attempt.retry_after {
+        if let Some(wait) = attempt.retry_after.filter(|w| !w.is_zero()) {
             hold(ctx, settings, state, wait);
         }
         let Attempt { verdict, reply, .. } = attempt;
