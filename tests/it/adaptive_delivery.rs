@@ -254,6 +254,38 @@ async fn the_outbox_lag_is_the_age_of_the_oldest_order_not_delivered() {
     gw.wait().await.expect("stopped");
 }
 
+/// A gateway config in front of `backend` with an "auto" drain from `drain_min`, a short
+/// `max_lag` and fast retries; `server` extra `[server]` keys.
+fn auto_drain(backend: &CapacityBackend, drain_min: u32, server: &str) -> String {
+    format!(
+        "{}[admin]\ntoken = \"adaptive-admin\"\n\
+         [queue]\ndrain_rate = \"auto\"\ndrain_min = {drain_min}\ndrain_max = 1000\n\
+         capacity = 5000\nworkers = 8\nresponse = \"async\"\n[limits]\nper_user_rate = 0\n\
+         [store]\nsync_interval = \"50ms\"\n\
+         [delivery]\nmax_lag = \"500ms\"\nretry_base = \"20ms\"\nretry_max = \"100ms\"\n\
+         breaker_threshold = 1000\n[[sale]]\nsku = \"desk\"\nstock = 100000\n",
+        config_text(&backend.url(), server)
+    )
+}
+
+/// `tasks` buyers side by side, `each` orders each, all sent before it returns: a
+/// backlog that outlasts a test whatever the machine's speed.
+async fn queue_buyers(gw: &flashgate::Gateway, tasks: usize, each: usize) {
+    let buyers = (0..tasks).map(|k| {
+        let public = gw.public_addr;
+        tokio::spawn(async move {
+            for i in 0..each {
+                let user = format!("buyer-{k}-{i}");
+                let t = token_for(public, "desk", &user).await;
+                let _ = order(public, "desk", &user, &t).await;
+            }
+        })
+    });
+    for b in buyers.collect::<Vec<_>>() {
+        b.await.expect("buyers");
+    }
+}
+
 /// The drain rate in force, and what its last steering did, as the admin API lists them.
 async fn drain_of(gw: &flashgate::Gateway) -> (u64, String) {
     let all = admin_call(
@@ -277,30 +309,8 @@ async fn drain_of(gw: &flashgate::Gateway) -> (u64, String) {
 async fn an_auto_drain_follows_the_backend_down_and_up() {
     let backend =
         CapacityBackend::start(4, 0, Duration::from_millis(10), Shedding::default()).await;
-    let text = format!(
-        "{}[admin]\ntoken = \"adaptive-admin\"\n\
-         [queue]\ndrain_rate = \"auto\"\ndrain_min = 20\ndrain_max = 1000\ncapacity = 5000\n\
-         workers = 8\nresponse = \"async\"\n[limits]\nper_user_rate = 0\n\
-         [store]\nsync_interval = \"50ms\"\n\
-         [delivery]\nmax_lag = \"500ms\"\nretry_base = \"20ms\"\nretry_max = \"200ms\"\n\
-         breaker_threshold = 1000\n[[sale]]\nsku = \"desk\"\nstock = 100000\n",
-        config_text(&backend.url(), "")
-    );
-    let gw = gateway(&text).await;
-    // A backlog that outlasts the test whatever the machine's speed: buyers queued first.
-    let buyers = (0..4).map(|k| {
-        let public = gw.public_addr;
-        tokio::spawn(async move {
-            for i in 0..400 {
-                let user = format!("buyer-{k}-{i}");
-                let t = token_for(public, "desk", &user).await;
-                let _ = order(public, "desk", &user, &t).await;
-            }
-        })
-    });
-    for b in buyers.collect::<Vec<_>>() {
-        b.await.expect("buyers");
-    }
+    let gw = gateway(&auto_drain(&backend, 20, "")).await;
+    queue_buyers(&gw, 4, 400).await;
     assert!(
         !drain_of(&gw).await.1.is_empty(),
         "an auto rate says what steered it"
@@ -369,32 +379,11 @@ async fn one_stuck_order_does_not_hold_an_auto_drain_down() {
         ..Shedding::default()
     };
     let backend = CapacityBackend::start(16, 16, Duration::from_millis(2), shedding).await;
-    let text = format!(
-        "{}[admin]\ntoken = \"adaptive-admin\"\n\
-         [queue]\ndrain_rate = \"auto\"\ndrain_min = 10\ndrain_max = 1000\ncapacity = 5000\n\
-         workers = 8\nresponse = \"async\"\n[limits]\nper_user_rate = 0\n\
-         [store]\nsync_interval = \"50ms\"\n\
-         [delivery]\nmax_lag = \"500ms\"\nretry_base = \"20ms\"\nretry_max = \"100ms\"\n\
-         breaker_threshold = 1000\n[[sale]]\nsku = \"desk\"\nstock = 100000\n",
-        config_text(&backend.url(), "shutdown_timeout = \"1s\"")
-    );
-    let gw = gateway(&text).await;
+    let gw = gateway(&auto_drain(&backend, 10, "shutdown_timeout = \"1s\"")).await;
     let t = token_for(gw.public_addr, "desk", "stuck-buyer").await;
     let a = order(gw.public_addr, "desk", "stuck-buyer", &t).await;
     assert!(a.status.is_success(), "{:?}", a.json());
-    let buyers = (0..4).map(|k| {
-        let public = gw.public_addr;
-        tokio::spawn(async move {
-            for i in 0..300 {
-                let user = format!("buyer-{k}-{i}");
-                let t = token_for(public, "desk", &user).await;
-                let _ = order(public, "desk", &user, &t).await;
-            }
-        })
-    });
-    for b in buyers.collect::<Vec<_>>() {
-        b.await.expect("buyers");
-    }
+    queue_buyers(&gw, 4, 300).await;
     until("the rate to climb past the stuck order", || async {
         drain_of(&gw).await.0 >= 60
     })

@@ -101,29 +101,22 @@ async fn an_auto_drain_rate_is_refused_in_stream_mode_through_the_api_too() {
         redis.url()
     );
     let gw = gateway(&cfg).await;
-    let body = serde_json::json!({"stock": 5, "queue": {"drain_rate": "auto"}});
-    let a = admin_call(
-        gw.admin_addr,
-        "stream-admin",
-        "PUT",
-        "/admin/sales/lamp",
-        None,
-        body,
-    )
-    .await;
+    let put = |rate: serde_json::Value| {
+        let body = serde_json::json!({"stock": 5, "queue": {"drain_rate": rate}});
+        admin_call(
+            gw.admin_addr,
+            "stream-admin",
+            "PUT",
+            "/admin/sales/lamp",
+            None,
+            body,
+        )
+    };
+    let a = put(serde_json::json!("auto")).await;
     assert_eq!(a.status, http::StatusCode::BAD_REQUEST, "{:?}", a.json());
     assert_eq!(a.json()["error"], "invalid_sale");
     assert_eq!(a.json()["key"], "queue.drain_rate");
-    let fixed = serde_json::json!({"stock": 5, "queue": {"drain_rate": 50}});
-    let a = admin_call(
-        gw.admin_addr,
-        "stream-admin",
-        "PUT",
-        "/admin/sales/lamp",
-        None,
-        fixed,
-    )
-    .await;
+    let a = put(serde_json::json!(50)).await;
     assert_eq!(a.status, http::StatusCode::CREATED, "{:?}", a.json());
     gw.shutdown();
     gw.wait().await.expect("stopped");
