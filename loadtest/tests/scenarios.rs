@@ -226,16 +226,16 @@ fn a_sales_day_runs_live_sales_and_resells_cancelled_units() {
 /// floods it and fails the check.
 #[test]
 fn a_busy_backend_is_not_flooded() {
-    // Scaled down: 300 buyers for 300 units.
+    // Scaled down: 150 buyers for 150 units.
     let smaller = std::fs::read_to_string(scenario("busy-backend"))
         .expect("busy-backend")
-        .replace("stock = 1_000", "stock = 300");
+        .replace("stock = 1_000", "stock = 150");
     let path = scratch("busy.toml");
     std::fs::write(&path, &smaller).expect("write");
     let report = scratch("busy.json");
-    let (code, r, stdout) = run(path.to_str().expect("utf-8"), &["--users", "300"], &report);
+    let (code, r, stdout) = run(path.to_str().expect("utf-8"), &["--users", "150"], &report);
     assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
-    assert_eq!(r["orders"]["applied_at_backend"], 300);
+    assert_eq!(r["orders"]["applied_at_backend"], 150);
     let fixed = smaller.replace(
         "[gateway.limits]",
         "[gateway.delivery]\nmax_in_flight = 16\n\n[gateway.limits]",
@@ -243,7 +243,7 @@ fn a_busy_backend_is_not_flooded() {
     let path = scratch("busy-fixed.toml");
     std::fs::write(&path, fixed).expect("write");
     let report = scratch("busy-fixed.json");
-    let (code, r, stdout) = run(path.to_str().expect("utf-8"), &["--users", "300"], &report);
+    let (code, r, stdout) = run(path.to_str().expect("utf-8"), &["--users", "150"], &report);
     assert_eq!(code, 1, "{stdout}");
     let flooded = r["checks"]
         .as_array()
