@@ -414,6 +414,14 @@ token_ttl = \"30m\"",
     assert_eq!(places, (1..=3).collect(), "{answers:?}");
     a.shutdown();
     b.signal(libc::SIGTERM);
+    // The gateway under faketime goes with its wrapper (it used to keep serving after the
+    // test, one more a run).
+    drop(b);
+    let config = cfg.display().to_string();
+    until("b's gateway to be gone", || async {
+        !running_with(&config)
+    })
+    .await;
     let _ = std::fs::remove_dir_all(dir);
 }
 

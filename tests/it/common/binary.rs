@@ -108,6 +108,8 @@ fn start(
             c
         }
     };
+    // Its own process group, so that a wrapper and the program it runs go together.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut process = Process(
         command
             .args(["serve", "--config"])
