@@ -7,7 +7,7 @@
 //! - L0 foundations: [`types`], [`error`], [`metrics`], [`ratelimit`], [`signal`], [`path`],
 //!   [`signature`], [`trusted_proxies`], [`breaker`], [`token`] (signed sale tokens),
 //!   [`log_throttle`] (warnings that fire in bursts, one line a minute), [`version`]
-//!   (version, commit)
+//!   (version, commit), [`system_limits`] (the listen backlog's cap, the open-files limit)
 //! - L1 config and HTTP plumbing that knows nothing of sales: [`config`], [`http`] (the
 //!   listeners, the upstream pool, bodies, the gateway's own answers)
 //! - L2 components: [`store`] (the atomic store steps), [`local_state`], [`identity`],
@@ -51,6 +51,7 @@ pub mod sale;
 pub mod sale_api;
 pub(crate) mod signal;
 pub(crate) mod signature;
+pub(crate) mod system_limits;
 pub mod store;
 pub mod token;
 pub(crate) mod trusted_proxies;

@@ -21,6 +21,8 @@ pub struct Repeats {
     quiet: AtomicU64,
     /// Listed for [`flush`] (a call site's, once it first stayed quiet).
     registered: AtomicBool,
+    /// How long it stays quiet after a line, in ms.
+    window_ms: u64,
 }
 
 /// Call sites whose warnings were counted and not written, with their message: [`flush`]
@@ -50,11 +52,17 @@ fn now_ms() -> u64 {
 impl Repeats {
     /// A warning not seen yet.
     pub const fn new() -> Self {
+        Self::every(REPEAT_WINDOW)
+    }
+
+    /// A warning not seen yet, written once per `window` at most.
+    pub const fn every(window: Duration) -> Self {
         Self {
             next_ms: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
             quiet: AtomicU64::new(0),
             registered: AtomicBool::new(false),
+            window_ms: window.as_millis() as u64,
         }
     }
 
@@ -78,7 +86,7 @@ impl Repeats {
         if (now < next && !before_the_end) || self.quiet.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let window = REPEAT_WINDOW.as_millis() as u64;
+        let window = self.window_ms;
         self.next_ms
             .compare_exchange(next, now + window, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
@@ -98,7 +106,7 @@ impl Repeats {
 
     fn admit_at(&self, now: u64) -> Option<Repeated> {
         let next = self.next_ms.load(Ordering::Acquire);
-        let window = REPEAT_WINDOW.as_millis() as u64;
+        let window = self.window_ms;
         if now >= next
             && self
                 .next_ms

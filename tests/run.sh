@@ -15,7 +15,7 @@ echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free here"
 # tests/browser/package-lock.json).
 # The fuzz targets link libFuzzer, which is C++ (built by libfuzzer-sys). One pre-queue test
 # runs an instance whose clock is behind the fleet's under libfaketime (faketime).
-ensure_packages redis-server:redis-server promtool:prometheus chromium:chromium node:nodejs npm:npm c++:g++ faketime:faketime
+ensure_packages redis-server:redis-server ss:iproute2 promtool:prometheus chromium:chromium node:nodejs npm:npm c++:g++ faketime:faketime
 echo "== npm ci (tests/browser)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 

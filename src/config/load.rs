@@ -11,6 +11,12 @@ impl Config {
         warnings::of(self)
     }
 
+    /// A warning when the connections this config allows do not fit under an open-files
+    /// `limit`.
+    pub fn open_files_warning(&self, limit: u64) -> Option<String> {
+        warnings::open_files(self, limit)
+    }
+
     /// Reads, overrides and validates the config file at `path`.
     pub fn load(path: &Path, overrides: &[Override]) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// Open client connections beyond this are closed at once instead of waiting.
     pub max_connections: usize,
+    /// Connections the kernel queues for each listener before they are accepted; beyond
+    /// it their SYNs are dropped. Default: the system's cap, `net.core.somaxconn`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u32>,
     /// A client must send a request's complete header within this time (slowloris guard);
     /// it also bounds how long an idle keep-alive connection is kept.
     #[serde(with = "humantime_serde")]
@@ -122,6 +126,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             max_connections: 10_000,
+            backlog: None,
             header_timeout: Duration::from_secs(10),
             body_limit: 1024 * 1024,
             body_timeout: Duration::from_secs(10),

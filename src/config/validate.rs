@@ -64,6 +64,7 @@ fn check_server(c: &Config) -> Result<(), ConfigError> {
     let s = &c.server;
     positive("server.max_connections", s.max_connections > 0)?;
     positive("admin.max_connections", c.admin.max_connections > 0)?;
+    positive("server.backlog", s.backlog != Some(0))?;
     positive("server.header_timeout", !s.header_timeout.is_zero())?;
     positive("server.body_timeout", !s.body_timeout.is_zero())?;
     positive("server.body_limit", s.body_limit > 0)?;

@@ -46,8 +46,7 @@ impl Built {
             demo_identities,
             source,
         } = self;
-        let (public, public_addr) = bind("server.listen", config.server.listen).await?;
-        let (admin, admin_addr) = bind("server.admin_listen", config.server.admin_listen).await?;
+        let [(public, public_addr), (admin, admin_addr)] = listeners(&config)?;
         let (shutdown, stopping) = (CancellationToken::new(), CancellationToken::new());
         let book = Arc::new(book_for(&ctx, &config, &shutdown));
         let pages = Arc::new(ArcSwap::from_pointee(pages));
@@ -158,13 +157,48 @@ fn admin_routes(
     )
 }
 
-/// Binds the listener for config key `key`; the address it got (the real port for `:0`).
-async fn bind(
+/// Both listeners, public then admin, under the open-files limit raised as far as it goes.
+fn listeners(config: &Config) -> Result<[(TcpListener, SocketAddr); 2], StartError> {
+    open_files(config);
+    let backlog = crate::http::listen::backlog(config.server.backlog);
+    let public = bind("server.listen", config.server.listen, backlog)?;
+    let admin = bind("server.admin_listen", config.server.admin_listen, backlog)?;
+    tracing::info!(
+        backlog,
+        somaxconn = crate::system_limits::somaxconn(),
+        "listening with this accept queue (server.backlog)"
+    );
+    Ok([public, admin])
+}
+
+/// Raises the open-files limit to the hard one (as nginx's `worker_rlimit_nofile`), logs
+/// it, and warns when the connections the config allows cannot all be open under it.
+fn open_files(config: &Config) {
+    let before = crate::system_limits::open_files();
+    match crate::system_limits::raise_open_files() {
+        Ok(now) => {
+            tracing::info!(
+                soft = now.soft,
+                hard = now.hard,
+                was = before.map_or(0, |b| b.soft),
+                "open-files limit (RLIMIT_NOFILE)"
+            );
+            if let Some(w) = config.open_files_warning(now.soft) {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+}
+
+/// Binds the listener for config key `key` with `backlog`; the address it got (the real
+/// port for `:0`).
+fn bind(
     key: &'static str,
     addr: SocketAddr,
+    backlog: u32,
 ) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = TcpListener::bind(addr)
-        .await
+    let listener = crate::http::listen::bind(addr, backlog)
         .map_err(|source| StartError::Bind { key, addr, source })?;
     let bound = listener
         .local_addr()

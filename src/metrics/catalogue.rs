@@ -60,6 +60,13 @@ pub const CONNECTIONS_REFUSED: Spec = Spec {
     labels: &["listener", "reason"],
 };
 
+/// `flashgate_accept_errors_total`.
+pub const ACCEPT_ERRORS: Spec = Spec {
+    name: "flashgate_accept_errors_total",
+    help: "Failed accept calls, by listener and reason (open_files: the open-files limit, after which accepting backs off briefly)",
+    labels: &["listener", "reason"],
+};
+
 /// `flashgate_h2_goaway_total`.
 pub const GOAWAY: Spec = Spec {
     name: "flashgate_h2_goaway_total",

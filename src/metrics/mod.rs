@@ -136,6 +136,8 @@ pub struct Metrics {
     /// Connections closed before any request, by listener and reason (`max_connections`,
     /// `per_ip`, `proxy_protocol`, `tls_handshake`).
     pub connections_refused: IntCounterVec,
+    /// `flashgate_accept_errors_total{listener, reason}`.
+    pub accept_errors: IntCounterVec,
     /// h2 connections sent GOAWAY by the gateway, by reason (`cancelled_streams`, `idle`).
     pub goaway: IntCounterVec,
 }
@@ -232,6 +234,7 @@ impl Metrics {
             .expect("unique metric");
         let m = Self {
             connections_refused: counter(&r, &catalogue::CONNECTIONS_REFUSED),
+            accept_errors: counter(&r, &catalogue::ACCEPT_ERRORS),
             goaway: counter(&r, &catalogue::GOAWAY),
             oversell_guard: single_counter(&r, &catalogue::OVERSELL_GUARD),
             delivery_conflicts: single_counter(&r, &catalogue::DELIVERY_CONFLICTS),

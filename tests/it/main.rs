@@ -32,6 +32,7 @@ mod live_sales;
 mod logs;
 mod metrics;
 mod monitoring;
+mod system_limits;
 mod pages;
 mod path_normalisation;
 mod prequeue;

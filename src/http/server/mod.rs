@@ -8,6 +8,8 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
+use std::pin::pin;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -22,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::error::GatewayError;
 use crate::http::response::GatewayResponse;
+use crate::log_throttle::Repeats;
 pub use crate::trusted_proxies::TrustedProxies;
 pub use tls::{TlsAcceptor, TlsError};
 
@@ -142,6 +145,34 @@ pub struct ListenerMetrics {
     refused: [prometheus::IntCounter; 4],
     goaway_cancelled: prometheus::IntCounter,
     goaway_idle: prometheus::IntCounter,
+    /// Accept failures: out of descriptors (EMFILE, ENFILE), out of memory, other.
+    accept_errors: [prometheus::IntCounter; 3],
+}
+
+/// How long accepting pauses once the process or the system is out of descriptors (or
+/// of memory for a socket): long enough not to spin, short enough that a crowd's next
+/// connections are taken soon after some close.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why an accept failed, for the metric and the back-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptError {
+    /// EMFILE or ENFILE: the open-files limit.
+    OpenFiles,
+    /// ENOBUFS or ENOMEM.
+    Memory,
+    /// Anything else: one connection's trouble (it was reset before it was taken).
+    Other,
+}
+
+impl AcceptError {
+    fn of(e: &io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => Self::OpenFiles,
+            Some(libc::ENOBUFS | libc::ENOMEM) => Self::Memory,
+            _ => Self::Other,
+        }
+    }
 }
 
 impl ListenerMetrics {
@@ -159,9 +190,12 @@ impl ListenerMetrics {
             "tls_handshake",
         ]
         .map(|reason| m.connections_refused.with_label_values(&[listener, reason]));
+        let accept_errors = ["open_files", "memory", "other"]
+            .map(|reason| m.accept_errors.with_label_values(&[listener, reason]));
         Self {
             open,
             refused,
+            accept_errors,
             goaway_cancelled: m.goaway.with_label_values(&["cancelled_streams"]),
             goaway_idle: m.goaway.with_label_values(&["idle"]),
         }
@@ -174,6 +208,24 @@ impl ListenerMetrics {
 
     pub(crate) fn refused(&self, why: Refused) {
         self.refused[why as usize].inc();
+    }
+
+    /// Counts a failed accept and logs it (one line a second at most, with a count); how
+    /// long to pause accepting, when the failure is one every connection would meet.
+    fn accept_failed(&self, e: &io::Error) -> Option<Duration> {
+        static REPEATS: Repeats = Repeats::every(Duration::from_secs(1));
+        let why = AcceptError::of(e);
+        self.accept_errors[why as usize].inc();
+        let pause = (why != AcceptError::Other).then_some(ACCEPT_BACKOFF);
+        if let Some(r) = REPEATS.admit_site("accept failed") {
+            tracing::warn!(
+                error = %e,
+                repeated = r.count,
+                paused_ms = pause.map_or(0, |p| p.as_millis() as u64),
+                "accept failed"
+            );
+        }
+        pause
     }
 }
 
@@ -281,19 +333,26 @@ pub async fn serve<H: Handler>(
         metrics,
     });
     let tracker = TaskTracker::new();
+    let mut stopping = pin!(shutdown.cancelled());
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning on the error.
-                    crate::log_throttle::warn_repeated!("accept failed", error = %e);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+            () = stopping.as_mut() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                if let Some(pause) = shared.metrics.accept_failed(&e) {
+                    // Out of descriptors: every retry would fail alike until a connection
+                    // closes, so wait instead of spinning (nginx waits 500 ms).
+                    tokio::select! {
+                        () = stopping.as_mut() => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
-            },
+                continue;
+            }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             // Refuse at once: a crowd must not pile up in accepted-but-unserved sockets.

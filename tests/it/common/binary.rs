@@ -59,8 +59,26 @@ pub fn spawn_logged(config: &std::path::Path) -> Binary {
 /// (under libfaketime, which the test command installs): an instance of a fleet whose
 /// clock lags.
 pub fn spawn_logged_behind(config: &std::path::Path, secs: u32) -> Binary {
-    let (process, lines, public, admin) = start(config, secs);
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    launch(config, Launch::Behind(secs))
+}
+
+/// Starts it as [`spawn_logged`] does, under an open-files limit (soft and hard) of
+/// `limit`, as `ulimit -n` sets it in the shell that starts it.
+pub fn spawn_logged_with_open_files(config: &std::path::Path, limit: u64) -> Binary {
+    launch(config, Launch::OpenFiles(limit))
+}
+
+/// How the binary is started.
+enum Launch {
+    /// Its clock this many seconds behind the machine's (0: the machine's).
+    Behind(u32),
+    /// Under this open-files limit.
+    OpenFiles(u64),
+}
+
+fn launch(config: &std::path::Path, how: Launch) -> Binary {
+    let (process, lines, public, admin, early) = start(config, how);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(early));
     let kept = log.clone();
     // Keep draining the log so the child never blocks on a full pipe.
     std::thread::spawn(move || {
@@ -79,7 +97,7 @@ pub fn spawn_logged_behind(config: &std::path::Path, secs: u32) -> Binary {
 /// Starts it as [`spawn_logged`] does, then closes its log pipe (a log reader that went
 /// away): every later line it writes fails.
 pub fn spawn_then_close_log(config: &std::path::Path) -> Binary {
-    let (process, lines, public, admin) = start(config, 0);
+    let (process, lines, public, admin, _) = start(config, Launch::Behind(0));
     drop(lines);
     Binary {
         process,
@@ -89,22 +107,29 @@ pub fn spawn_then_close_log(config: &std::path::Path) -> Binary {
     }
 }
 
-/// Spawns the binary (its clock `behind` seconds behind) and reads its log until it
-/// listens: the child, the rest of its log, the public and admin addresses.
+/// Spawns the binary as `how` says and reads its log until it listens: the child, the
+/// rest of its log, the public and admin addresses, and the lines written until then.
 fn start(
     config: &std::path::Path,
-    behind: u32,
+    how: Launch,
 ) -> (
     Process,
     std::io::Lines<BufReader<std::process::ChildStderr>>,
     SocketAddr,
     SocketAddr,
+    Vec<String>,
 ) {
-    let mut command = match behind {
-        0 => Command::new(env!("CARGO_BIN_EXE_flashgate")),
-        secs => {
+    let binary = env!("CARGO_BIN_EXE_flashgate");
+    let mut command = match how {
+        Launch::Behind(0) => Command::new(binary),
+        Launch::Behind(secs) => {
             let mut c = Command::new("faketime");
-            c.args(["-f", &format!("-{secs}s"), env!("CARGO_BIN_EXE_flashgate")]);
+            c.args(["-f", &format!("-{secs}s"), binary]);
+            c
+        }
+        Launch::OpenFiles(limit) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), binary]);
             c
         }
     };
@@ -122,6 +147,7 @@ fn start(
     );
     let stderr = process.0.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
+    let mut early = Vec::new();
     loop {
         let line = lines
             .next()
@@ -136,8 +162,10 @@ fn start(
                     .and_then(|a| a.parse().ok())
                     .expect("an address field")
             };
-            return (process, lines, addr("public_addr"), addr("admin_addr"));
+            early.push(line);
+            return (process, lines, addr("public_addr"), addr("admin_addr"), early);
         }
+        early.push(line);
     }
 }
 
