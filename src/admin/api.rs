@@ -21,9 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::http::RequestBody;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Method, Request, StatusCode};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -105,7 +105,7 @@ impl AdminApi {
     }
 
     /// Answers a request under `/admin/` from `peer`.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> GatewayResponse {
+    pub async fn handle(&self, req: Request<RequestBody>, peer: SocketAddr) -> GatewayResponse {
         match self.route(req, peer).await {
             Ok(r) => r,
             Err(GatewayError::Unauthorized) => {
@@ -185,7 +185,7 @@ impl AdminApi {
 
     async fn route(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
     ) -> Result<GatewayResponse, GatewayError> {
         if !self.authorized(req.headers()) {
@@ -257,7 +257,7 @@ impl AdminApi {
     /// Sets a sale's drain rate for every instance (`PUT …/drain_rate`).
     async fn set_drain_rate(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
         sku: &str,
     ) -> Result<GatewayResponse, GatewayError> {
@@ -281,7 +281,7 @@ impl AdminApi {
     /// Sets a sale's queue capacity for every instance (`PUT …/capacity`).
     async fn set_capacity(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
         sku: &str,
     ) -> Result<GatewayResponse, GatewayError> {
@@ -303,7 +303,7 @@ impl AdminApi {
     /// Replaces a sale's stock under a new epoch (`PUT …/stock`).
     async fn set_stock(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
         sku: &str,
     ) -> Result<GatewayResponse, GatewayError> {
@@ -328,7 +328,7 @@ impl AdminApi {
     /// Adds (or takes away) units of a sale's stock (`POST …/stock/add`).
     async fn add_stock(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
         sku: &str,
     ) -> Result<GatewayResponse, GatewayError> {
@@ -438,7 +438,7 @@ fn stock_error(e: StoreError) -> GatewayError {
 
 /// Reads a switch's body: empty, or `{}`; at most 4096 bytes like every command body.
 async fn read_switch(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     timeout: std::time::Duration,
 ) -> Result<(), GatewayError> {
     let (parts, body) = req.into_parts();
@@ -458,7 +458,7 @@ async fn read_switch(
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     timeout: std::time::Duration,
 ) -> Result<T, GatewayError> {
     let (parts, body) = req.into_parts();

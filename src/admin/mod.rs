@@ -10,8 +10,8 @@ pub(crate) mod sales;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::RequestBody;
 use http::{Method, Request, StatusCode};
-use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
@@ -118,7 +118,7 @@ impl Admin {
 
     /// Another instance asks about a ticket of this one (a poll that reached it): the
     /// answer this instance would give, from its own book only (never asked onwards).
-    async fn peer_ticket(&self, req: &Request<Incoming>, id: &str) -> GatewayResponse {
+    async fn peer_ticket(&self, req: &Request<RequestBody>, id: &str) -> GatewayResponse {
         let Some(expected) = &self.inner.peer_credential else {
             return GatewayError::NotFound.into_response();
         };
@@ -242,7 +242,7 @@ impl Admin {
 }
 
 impl Handler for Admin {
-    async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> GatewayResponse {
+    async fn handle(&self, req: Request<RequestBody>, peer: &Peer) -> GatewayResponse {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json(StatusCode::OK, &Health { status: "ok" })

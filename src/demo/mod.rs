@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::http::RequestBody;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -168,7 +168,7 @@ impl DemoBackend {
         at
     }
 
-    async fn record(&self, req: Request<Incoming>) -> GatewayResponse {
+    async fn record(&self, req: Request<RequestBody>) -> GatewayResponse {
         // Stamped before the body is read or the delay slept, so it is when the order
         // reached the backend, not how long the backend took with it.
         let arrived_ms = crate::types::unix_millis(std::time::SystemTime::now());
@@ -292,7 +292,7 @@ impl DemoBackend {
 }
 
 impl Handler for DemoBackend {
-    async fn handle(&self, req: Request<Incoming>, _peer: &Peer) -> GatewayResponse {
+    async fn handle(&self, req: Request<RequestBody>, _peer: &Peer) -> GatewayResponse {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/orders") => self.record(req).await,
             (&Method::GET, "/orders/stats") => self.stats(),

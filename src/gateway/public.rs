@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::http::RequestBody;
 use http::Request;
-use hyper::body::Incoming;
 use prometheus::{Histogram, IntCounter};
 
 use crate::demo::identity::DemoIdentity;
@@ -79,7 +79,7 @@ impl PublicRouter {
 }
 
 impl Handler for PublicRouter {
-    async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> GatewayResponse {
+    async fn handle(&self, req: Request<RequestBody>, peer: &Peer) -> GatewayResponse {
         // Cloning method and URI costs a little; only pay it when the line is logged.
         let logged = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));

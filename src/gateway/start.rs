@@ -198,8 +198,11 @@ fn bind(
     addr: SocketAddr,
     backlog: u32,
 ) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = crate::http::listen::bind(addr, backlog)
-        .map_err(|source| StartError::Bind { key, addr, source })?;
+    let listener = crate::http::listen::bind(addr, backlog).map_err(|source| StartError::Bind {
+        key,
+        addr,
+        source,
+    })?;
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { key, addr, source })?;

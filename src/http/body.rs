@@ -3,24 +3,24 @@
 
 use std::time::Duration;
 
+use crate::http::RequestBody;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::deadline::Deadline;
 use crate::error::GatewayError;
 
 /// Request body as sent upstream: the client's body, cut off at `server.body_limit` and
 /// after `server.body_timeout`.
-pub type UpstreamBody = Limited<Deadline<Incoming>>;
+pub type UpstreamBody = Limited<Deadline<RequestBody>>;
 
 /// Reads `body` whole: 413 `body_too_large` past `limit` bytes (declared or sent), 408
 /// `request_timeout` when it has not arrived within `timeout`, 400 `bad_request` when the
 /// client broke it off.
 pub async fn read(
     headers: &HeaderMap,
-    body: Incoming,
+    body: RequestBody,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, GatewayError> {

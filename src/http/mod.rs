@@ -13,4 +13,5 @@ pub mod upstream;
 
 pub use body::UpstreamBody;
 pub use pool::{Pool, PooledBody, UpstreamError};
+pub use server::RequestBody;
 pub use upstream::UpstreamTarget;

@@ -11,6 +11,13 @@ pub struct Spec {
     pub labels: &'static [&'static str],
 }
 
+/// `flashgate_connections_idle`.
+pub const CONNECTIONS_IDLE: Spec = Spec {
+    name: "flashgate_connections_idle",
+    help: "Open HTTP/1 client connections set aside between requests (a socket and a small task each, no buffers)",
+    labels: &[],
+};
+
 /// `flashgate_open_connections`.
 pub const OPEN_CONNECTIONS: Spec = Spec {
     name: "flashgate_open_connections",

@@ -119,6 +119,8 @@ pub struct Metrics {
     pub upstream_seconds: HistogramVec,
     /// Client connections open on the public listener.
     pub open_connections: IntGauge,
+    /// `flashgate_connections_idle`.
+    pub connections_idle: IntGauge,
     /// Gateway instances announced in the store, this one included.
     pub instances: IntGauge,
     /// 1, labelled with the version, the commit and the instance id.
@@ -272,6 +274,7 @@ impl Metrics {
             drain_rate_min: gauge(&r, &catalogue::DRAIN_RATE_MIN),
             upstream_seconds: histogram(&r, &catalogue::UPSTREAM_SECONDS),
             open_connections: single_gauge(&r, &catalogue::OPEN_CONNECTIONS),
+            connections_idle: single_gauge(&r, &catalogue::CONNECTIONS_IDLE),
             instances: single_gauge(&r, &catalogue::INSTANCES),
             breaker_open: gauge(&r, &catalogue::BREAKER_OPEN),
             admission_seconds,

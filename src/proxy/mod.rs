@@ -7,11 +7,11 @@ mod headers;
 use std::error::Error as StdError;
 use std::time::Duration;
 
+use crate::http::RequestBody;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Uri, Version};
 use http_body_util::{Either, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::error::GatewayError;
@@ -95,7 +95,7 @@ impl Proxy {
     /// Sends `req` upstream and streams the answer back, or answers the failure. Its path
     /// must be normalised already ([`crate::path::normalise_uri`]): the gateway does that
     /// once, before routing, and the guard reads that same path.
-    pub async fn forward(&self, req: Request<Incoming>, peer: &Peer) -> GatewayResponse {
+    pub async fn forward(&self, req: Request<RequestBody>, peer: &Peer) -> GatewayResponse {
         match self.try_forward(req, peer).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
@@ -104,7 +104,7 @@ impl Proxy {
 
     async fn try_forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: &Peer,
     ) -> Result<GatewayResponse, GatewayError> {
         let (mut parts, body) = req.into_parts();

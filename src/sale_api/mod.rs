@@ -13,9 +13,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::http::RequestBody;
 use http::header::HeaderValue;
 use http::{HeaderMap, Method, Request, StatusCode};
-use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::json;
 
@@ -127,7 +127,7 @@ impl SaleApi {
     pub async fn handle(
         &self,
         route: Route<'_>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: &Peer,
     ) -> GatewayResponse {
         let result = match (route, req.method()) {
@@ -203,7 +203,7 @@ impl SaleApi {
     async fn order(
         &self,
         sku: &str,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: &Peer,
     ) -> Result<GatewayResponse, GatewayError> {
         let user = self.ctx.identity.user(req.headers())?;
@@ -284,7 +284,7 @@ impl SaleApi {
 
 /// Reads the token (header `X-Sale-Token`, else JSON `{"token"}`) and the quantity.
 async fn read_order(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     per_user_limit: u32,
     body_timeout: std::time::Duration,
 ) -> Result<(Token, u32), GatewayError> {

@@ -55,7 +55,10 @@ async fn out_of_descriptors_accepting_backs_off_and_recovers() {
         .into_iter()
         .find(|l| l["message"] == "accept failed")
         .expect("logged");
-    assert_eq!(failed["paused_ms"], 100, "accepting pauses instead of spinning");
+    assert_eq!(
+        failed["paused_ms"], 100,
+        "accepting pauses instead of spinning"
+    );
 
     // Once they close, the queued ones are taken and new ones served.
     drop(held);
@@ -94,7 +97,11 @@ async fn the_listen_backlog_is_what_the_config_asks_and_by_default_the_systems_c
     let logged = gw
         .lines()
         .into_iter()
-        .find(|l| l["message"].as_str().is_some_and(|m| m.contains("server.backlog")))
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("server.backlog"))
+        })
         .expect("the backlog is logged at start");
     assert_eq!(logged["backlog"], 77);
     drop(gw);

@@ -93,7 +93,10 @@ async fn exchange(stream: &mut TcpStream, path: &str, close: bool) -> io::Result
     loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the answer"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before the answer",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -122,7 +125,11 @@ async fn hold(t: &Target) -> Result<(), String> {
     let gate = Arc::new(Semaphore::new(t.concurrency.max(1)));
     let mut tasks = Vec::with_capacity(t.count);
     for _ in 0..t.count {
-        let permit = gate.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let permit = gate
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
         let (addr, path) = (t.addr, t.path.clone());
         tasks.push(tokio::spawn(async move {
             let mut s = TcpStream::connect(addr).await?;
@@ -195,7 +202,10 @@ async fn burst(t: &Target) -> Result<(), String> {
         slowest.as_secs_f64()
     );
     if answered < t.count {
-        return Err(format!("{} connections were not answered", t.count - answered));
+        return Err(format!(
+            "{} connections were not answered",
+            t.count - answered
+        ));
     }
     Ok(())
 }

@@ -3,19 +3,22 @@
 //! idle timeouts, and graceful shutdown. [`conn`] serves one connection.
 
 mod conn;
+mod exchange;
+mod h1;
+mod idle;
 pub mod proxy_protocol;
+mod request_body;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::pin::pin;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{HeaderValue, Request};
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +29,7 @@ use crate::error::GatewayError;
 use crate::http::response::GatewayResponse;
 use crate::log_throttle::Repeats;
 pub use crate::trusted_proxies::TrustedProxies;
+pub use request_body::RequestBody;
 pub use tls::{TlsAcceptor, TlsError};
 
 /// Answers one request; implemented by the public gateway and the admin API.
@@ -33,7 +37,7 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// Produces the response to `req`, which arrived from `peer`.
     fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: &Peer,
     ) -> impl Future<Output = GatewayResponse> + Send;
 }
@@ -142,6 +146,7 @@ pub(crate) enum Refused {
 #[derive(Clone)]
 pub struct ListenerMetrics {
     open: Option<prometheus::IntGauge>,
+    idle: Option<prometheus::IntGauge>,
     refused: [prometheus::IntCounter; 4],
     goaway_cancelled: prometheus::IntCounter,
     goaway_idle: prometheus::IntCounter,
@@ -193,6 +198,7 @@ impl ListenerMetrics {
         let accept_errors = ["open_files", "memory", "other"]
             .map(|reason| m.accept_errors.with_label_values(&[listener, reason]));
         Self {
+            idle: open.as_ref().map(|_| m.connections_idle.clone()),
             open,
             refused,
             accept_errors,
@@ -208,6 +214,14 @@ impl ListenerMetrics {
 
     pub(crate) fn refused(&self, why: Refused) {
         self.refused[why as usize].inc();
+    }
+
+    /// Counts a connection set aside idle until the guard is dropped.
+    fn idle(&self) -> IdleGuard<'_> {
+        if let Some(g) = &self.idle {
+            g.inc();
+        }
+        IdleGuard(self.idle.as_ref())
     }
 
     /// Counts a failed accept and logs it (one line a second at most, with a count); how
@@ -226,6 +240,17 @@ impl ListenerMetrics {
             );
         }
         pause
+    }
+}
+
+/// A connection's place in `flashgate_connections_idle` while it is set aside.
+struct IdleGuard<'a>(Option<&'a prometheus::IntGauge>);
+
+impl Drop for IdleGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            g.dec();
+        }
     }
 }
 

@@ -129,7 +129,11 @@ fn start(
         }
         Launch::OpenFiles(limit) => {
             let mut c = Command::new("sh");
-            c.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), binary]);
+            c.args([
+                "-c",
+                &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                binary,
+            ]);
             c
         }
     };
@@ -163,7 +167,13 @@ fn start(
                     .expect("an address field")
             };
             early.push(line);
-            return (process, lines, addr("public_addr"), addr("admin_addr"), early);
+            return (
+                process,
+                lines,
+                addr("public_addr"),
+                addr("admin_addr"),
+                early,
+            );
         }
         early.push(line);
     }
