@@ -96,6 +96,9 @@ overflows() { awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "L
 
 hold() { # port pid -> "bytes-per-connection rss-before-kb rss-held-kb"
     local before fifo out
+    # Warmed up first (a burst of short connections), so that what is measured is what a
+    # held connection costs, not the first allocations a fresh process makes.
+    $PIN_LOAD "$CLIENT" burst --addr "127.0.0.1:$1" --count 1000 --path /sale/phone >/dev/null
     before=$(rss_kb "$2")
     fifo="$WORK/hold.fifo"; out="$WORK/hold.out"
     rm -f "$fifo"; mkfifo "$fifo"

@@ -54,18 +54,16 @@ pub(super) async fn serve<H: Handler>(shared: &Arc<Shared<H>>, stream: TcpStream
 /// the idle time to pass or the gateway to stop (false). Polled by hand rather than
 /// `select!`ed: this state is what each idle connection's task holds, so it is kept small.
 async fn woken<H: Handler>(shared: &Shared<H>, stream: &TcpStream) -> bool {
-    // As long as hyper would have kept it waiting for a request header.
-    let mut idle_time = pin!(tokio::time::sleep(shared.limits.header_timeout));
-    let mut stopping = pin!(shared.shutdown.cancelled());
+    // Cancelled once it idled as long as hyper would have waited for a request header,
+    // or at the stop.
+    let over = shared.idle_clock.token();
+    let mut over = pin!(over.cancelled());
     poll_fn(|cx| {
         // Data, or the client's close: the next session reads which.
         if let Poll::Ready(r) = stream.poll_read_ready(cx) {
             return Poll::Ready(r.is_ok());
         }
-        if idle_time.as_mut().poll(cx).is_ready() || stopping.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(false);
-        }
-        Poll::Pending
+        over.as_mut().poll(cx).map(|()| false)
     })
     .await
 }

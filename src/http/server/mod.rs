@@ -6,6 +6,7 @@ mod conn;
 mod exchange;
 mod h1;
 mod idle;
+mod idle_clock;
 pub mod proxy_protocol;
 mod request_body;
 pub mod tls;
@@ -325,6 +326,8 @@ struct Shared<H> {
     h2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
     refusal: Vec<u8>,
     shutdown: CancellationToken,
+    /// When set-aside connections have idled long enough.
+    idle_clock: Arc<idle_clock::IdleClock>,
     metrics: ListenerMetrics,
 }
 
@@ -355,6 +358,7 @@ pub async fn serve<H: Handler>(
         limits,
         edge,
         shutdown: shutdown.clone(),
+        idle_clock: idle_clock::start(limits.header_timeout, &shutdown),
         metrics,
     });
     let tracker = TaskTracker::new();
