@@ -51,17 +51,22 @@ pub(super) fn h2_builder(
 pub(super) async fn run<H: Handler>(shared: Arc<Shared<H>>, stream: TcpStream, tcp: SocketAddr) {
     // What comes before a plain HTTP/1 connection's requests (and the whole of any other)
     // is boxed apart, so that the task of an idle HTTP/1 connection stays small.
-    let Some(Plain { stream, peer, slot }) = Box::pin(open(&shared, stream, tcp)).await else {
+    let Some(Plain {
+        stream,
+        state,
+        slot,
+    }) = Box::pin(open(&shared, stream, tcp)).await
+    else {
         return;
     };
-    super::h1::serve(&shared, stream, peer).await;
+    super::h1::serve(&shared, stream, state).await;
     drop(slot);
 }
 
 /// A plain HTTP/1 connection ready for its requests.
 struct Plain {
     stream: TcpStream,
-    peer: Arc<Peer>,
+    state: Arc<ConnState>,
     slot: Option<IpSlot>,
 }
 
@@ -117,11 +122,12 @@ async fn open<H: Handler>(
         Some(tls) => serve_tls(shared, tls, stream, peer, deadline).await,
         None => match sniff(&stream, deadline).await {
             Ok(Some(Protocol::Http1)) => {
+                let state = conn_state(&Protocol::Http1, &limits, peer);
                 return Some(Plain {
                     stream,
-                    peer: Arc::new(peer),
+                    state,
                     slot,
-                })
+                });
             }
             Ok(Some(Protocol::Http2)) => serve_http(shared, stream, Protocol::Http2, peer).await,
             Ok(None) => {}
@@ -166,12 +172,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.limits;
-    let state = conn_state(&protocol, &limits);
     let addr = peer.addr;
-    let peer = Arc::new(peer);
+    let state = conn_state(&protocol, &limits, peer);
     let svc = {
         let (shared, state) = (shared.clone(), state.clone());
-        service_fn(move |req| answer(shared.clone(), state.clone(), peer.clone(), None, req))
+        service_fn(move |req| answer(shared.clone(), state.clone(), false, req))
     };
     let io = TokioIo::new(io);
     let result = match protocol {

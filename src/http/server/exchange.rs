@@ -17,7 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::idle::IdleWatch;
+use super::idle::{IdleWatch, Watching};
 use super::{ConnectionLimits, Handler, Peer, RequestBody, Shared};
 use crate::error::GatewayError;
 use crate::http::response::ResponseBody;
@@ -39,6 +39,16 @@ pub(super) struct ConnState {
     cancelled: AtomicU32,
     max_cancelled: u32,
     pub(super) goaway: Notify,
+    /// The client.
+    pub(super) peer: Peer,
+    /// What hyper does on an HTTP/1 connection that may be set aside.
+    pub(super) idle: IdleWatch,
+}
+
+impl Watching for ConnState {
+    fn watch(&self) -> &IdleWatch {
+        &self.idle
+    }
 }
 
 impl ConnState {
@@ -129,8 +139,14 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
 }
 
 /// A connection's [`ConnState`] for `protocol`.
-pub(super) fn conn_state(protocol: &Protocol, limits: &ConnectionLimits) -> Arc<ConnState> {
+pub(super) fn conn_state(
+    protocol: &Protocol,
+    limits: &ConnectionLimits,
+    peer: Peer,
+) -> Arc<ConnState> {
     Arc::new(ConnState {
+        peer,
+        idle: IdleWatch::new(),
         started: Instant::now(),
         active: AtomicUsize::new(0),
         idle_since_ms: AtomicU64::new(0),
@@ -148,22 +164,23 @@ pub(super) fn conn_state(protocol: &Protocol, limits: &ConnectionLimits) -> Arc<
 pub(super) type Answer = http::Response<Tracked<ResponseBody>>;
 
 /// Answers one request of a connection: the listener's request bound, the exact header
-/// limit, then the handler; `idle` watches the request's body on an HTTP/1 connection that
-/// may be set aside between requests.
+/// limit, then the handler; with `set_aside`, the request's body is watched (an HTTP/1
+/// connection that may be set aside between requests).
 pub(super) async fn answer<H: Handler>(
     shared: Arc<Shared<H>>,
     state: Arc<ConnState>,
-    peer: Arc<Peer>,
-    idle: Option<Arc<IdleWatch>>,
+    set_aside: bool,
     req: Request<Incoming>,
 ) -> Result<Answer, Infallible> {
-    let req = req.map(|body| match &idle {
-        Some(watch) => {
-            watch.request_arrived();
-            RequestBody::watched(body, watch)
+    let req = req.map(|body| {
+        if set_aside {
+            state.idle.request_arrived();
+            RequestBody::watched(body, state.clone())
+        } else {
+            RequestBody::unwatched(body)
         }
-        None => RequestBody::unwatched(body),
     });
+    let peer = &state.peer;
     // Made first, so that every request has its line: refused ones, and one whose client
     // went away before the answer (logged as 499 on drop).
     let access = shared
@@ -204,8 +221,8 @@ pub(super) async fn answer<H: Handler>(
             _guard: None,
         }));
     }
-    let guard = StreamGuard::new(state, permit);
-    let resp = shared.handler.handle(req, &peer).await;
+    let guard = StreamGuard::new(state.clone(), permit);
+    let resp = shared.handler.handle(req, &state.peer).await;
     if let Some(a) = access {
         a.answered(&resp);
     }

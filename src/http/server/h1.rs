@@ -16,9 +16,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::exchange::{answer, conn_state, ConnState, Protocol};
-use super::idle::{IdleWatch, Watched};
-use super::{Handler, Peer, Shared};
+use super::exchange::{answer, ConnState};
+use super::idle::Watched;
+use super::{Handler, Shared};
 
 /// How a session ended.
 enum Session {
@@ -29,12 +29,14 @@ enum Session {
 }
 
 /// Serves an HTTP/1.1 connection until it ends, set aside between requests.
-pub(super) async fn serve<H: Handler>(shared: &Arc<Shared<H>>, stream: TcpStream, peer: Arc<Peer>) {
-    let state = conn_state(&Protocol::Http1, &shared.limits);
-    let idle = IdleWatch::new();
+pub(super) async fn serve<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    stream: TcpStream,
+    state: Arc<ConnState>,
+) {
     let (mut stream, mut ahead) = (stream, Bytes::new());
     loop {
-        let ran = Box::pin(session(shared, stream, ahead, &state, &idle, peer.clone())).await;
+        let ran = Box::pin(session(shared, stream, ahead, &state)).await;
         match ran {
             Session::Ended => return,
             Session::SetAside(s, a) => (stream, ahead) = (s, a),
@@ -74,19 +76,15 @@ async fn session<H: Handler>(
     stream: TcpStream,
     ahead: Bytes,
     state: &Arc<ConnState>,
-    idle: &Arc<IdleWatch>,
-    peer: Arc<Peer>,
 ) -> Session {
+    let idle = &state.idle;
     idle.session_starts();
-    let addr = peer.addr;
+    let addr = state.peer.addr;
     let svc = {
-        let (shared, state, idle) = (shared.clone(), state.clone(), idle.clone());
-        service_fn(move |req| {
-            let idle = Some(idle.clone());
-            answer(shared.clone(), state.clone(), peer.clone(), idle, req)
-        })
+        let (shared, state) = (shared.clone(), state.clone());
+        service_fn(move |req| answer(shared.clone(), state.clone(), true, req))
     };
-    let io = TokioIo::new(Watched::new(stream, ahead, idle.clone()));
+    let io = TokioIo::new(Watched::new(stream, ahead, state.clone()));
     let mut conn = shared.h1.serve_connection(io, svc);
     let mut stopping = pin!(shared.shutdown.cancelled());
     let mut draining = false;

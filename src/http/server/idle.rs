@@ -39,14 +39,14 @@ pub(super) struct IdleWatch {
 
 impl IdleWatch {
     /// A watch for a connection whose first request is still to come.
-    pub(super) fn new() -> Arc<Self> {
-        Arc::new(Self {
+    pub(super) fn new() -> Self {
+        Self {
             read_blocked: AtomicBool::new(false),
             read_since_flush: AtomicBool::new(true),
             unflushed: AtomicBool::new(false),
             open_bodies: AtomicUsize::new(0),
             unfinished_body: AtomicBool::new(false),
-        })
+        }
     }
 
     /// A new hyper session starts on the connection: what it reads is a request's.
@@ -69,34 +69,47 @@ impl IdleWatch {
             && self.open_bodies.load(Ordering::Relaxed) == 0
             && !self.unfinished_body.load(Ordering::Relaxed)
     }
+}
 
-    /// Counts a request body until it is read to its end or dropped.
-    pub(super) fn body(self: &Arc<Self>) -> BodyWatch {
-        self.open_bodies.fetch_add(1, Ordering::Relaxed);
-        BodyWatch {
-            watch: Some(self.clone()),
-        }
-    }
+/// What holds a connection's [`IdleWatch`]: the connection's state, one allocation with
+/// everything else it shares with its requests.
+pub(super) trait Watching: Send + Sync {
+    /// The connection's watch.
+    fn watch(&self) -> &IdleWatch;
+}
+
+/// Counts a request body of the connection `conn` until it is read to its end or dropped.
+pub(super) fn body(conn: Arc<dyn Watching>) -> BodyWatch {
+    conn.watch().open_bodies.fetch_add(1, Ordering::Relaxed);
+    BodyWatch { conn: Some(conn) }
 }
 
 /// One request body's place in [`IdleWatch::open_bodies`].
-#[derive(Debug)]
 pub(crate) struct BodyWatch {
-    watch: Option<Arc<IdleWatch>>,
+    conn: Option<Arc<dyn Watching>>,
+}
+
+impl std::fmt::Debug for BodyWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyWatch")
+            .field("open", &self.conn.is_some())
+            .finish()
+    }
 }
 
 impl BodyWatch {
     /// The body was read to its end.
     pub(super) fn ended(&mut self) {
-        if let Some(w) = self.watch.take() {
-            w.open_bodies.fetch_sub(1, Ordering::Relaxed);
+        if let Some(c) = self.conn.take() {
+            c.watch().open_bodies.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for BodyWatch {
     fn drop(&mut self) {
-        if let Some(w) = self.watch.take() {
+        if let Some(c) = self.conn.take() {
+            let w = c.watch();
             w.unfinished_body.store(true, Ordering::Relaxed);
             w.open_bodies.fetch_sub(1, Ordering::Relaxed);
         }
@@ -108,12 +121,12 @@ impl Drop for BodyWatch {
 pub(super) struct Watched<I> {
     io: I,
     ahead: Bytes,
-    watch: Arc<IdleWatch>,
+    conn: Arc<dyn Watching>,
 }
 
 impl<I> Watched<I> {
-    pub(super) fn new(io: I, ahead: Bytes, watch: Arc<IdleWatch>) -> Self {
-        Self { io, ahead, watch }
+    pub(super) fn new(io: I, ahead: Bytes, conn: Arc<dyn Watching>) -> Self {
+        Self { io, ahead, conn }
     }
 
     /// The socket and the bytes read ahead that were not read through it.
@@ -133,18 +146,34 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
             let n = this.ahead.len().min(buf.remaining());
             buf.put_slice(&this.ahead[..n]);
             this.ahead.advance(n);
-            this.watch.read_since_flush.store(true, Ordering::Relaxed);
-            this.watch.read_blocked.store(false, Ordering::Relaxed);
+            this.conn
+                .watch()
+                .read_since_flush
+                .store(true, Ordering::Relaxed);
+            this.conn
+                .watch()
+                .read_blocked
+                .store(false, Ordering::Relaxed);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         match &polled {
-            Poll::Pending => this.watch.read_blocked.store(true, Ordering::Relaxed),
+            Poll::Pending => this
+                .conn
+                .watch()
+                .read_blocked
+                .store(true, Ordering::Relaxed),
             Poll::Ready(_) => {
-                this.watch.read_blocked.store(false, Ordering::Relaxed);
+                this.conn
+                    .watch()
+                    .read_blocked
+                    .store(false, Ordering::Relaxed);
                 if buf.filled().len() > before {
-                    this.watch.read_since_flush.store(true, Ordering::Relaxed);
+                    this.conn
+                        .watch()
+                        .read_since_flush
+                        .store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -158,7 +187,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.watch.unflushed.store(true, Ordering::Relaxed);
+        self.conn.watch().unflushed.store(true, Ordering::Relaxed);
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -167,7 +196,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.watch.unflushed.store(true, Ordering::Relaxed);
+        self.conn.watch().unflushed.store(true, Ordering::Relaxed);
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -180,15 +209,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         // hyper flushes on every turn, written or not: only a flush of something written
         // (a response) ends what was read before it.
         if let Poll::Ready(Ok(())) = polled {
-            if self.watch.unflushed.swap(false, Ordering::Relaxed) {
-                self.watch.read_since_flush.store(false, Ordering::Relaxed);
+            if self.conn.watch().unflushed.swap(false, Ordering::Relaxed) {
+                self.conn
+                    .watch()
+                    .read_since_flush
+                    .store(false, Ordering::Relaxed);
             }
         }
         polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.watch.unflushed.store(true, Ordering::Relaxed);
+        self.conn.watch().unflushed.store(true, Ordering::Relaxed);
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -198,19 +230,23 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A watched end of a pipe, the client's end, and the watch.
+    struct Conn(IdleWatch);
+
+    impl Watching for Conn {
+        fn watch(&self) -> &IdleWatch {
+            &self.0
+        }
+    }
+
+    /// A watched end of a pipe, the client's end, and the connection.
     fn pipe() -> (
         Watched<tokio::io::DuplexStream>,
         tokio::io::DuplexStream,
-        Arc<IdleWatch>,
+        Arc<Conn>,
     ) {
         let (ours, theirs) = tokio::io::duplex(1024);
-        let watch = IdleWatch::new();
-        (
-            Watched::new(ours, Bytes::new(), watch.clone()),
-            theirs,
-            watch,
-        )
+        let conn = Arc::new(Conn(IdleWatch::new()));
+        (Watched::new(ours, Bytes::new(), conn.clone()), theirs, conn)
     }
 
     /// Polls one read that finds nothing (as hyper does when it waits).
@@ -224,7 +260,8 @@ mod tests {
 
     #[tokio::test]
     async fn idle_once_a_request_was_answered_and_flushed_and_reading_waits() {
-        let (mut io, mut client, watch) = pipe();
+        let (mut io, mut client, conn) = pipe();
+        let watch = conn.watch();
         assert!(
             !watch.idle(),
             "a new connection's first request is still to come"
@@ -249,7 +286,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_arriving_in_pieces_is_never_idle_even_across_empty_flushes() {
-        let (mut io, mut client, watch) = pipe();
+        let (mut io, mut client, conn) = pipe();
+        let watch = conn.watch();
         io.write_all(b"HTTP/1.1 200 OK\r\n\r\n")
             .await
             .expect("write");
@@ -268,17 +306,18 @@ mod tests {
 
     #[tokio::test]
     async fn open_bodies_and_bodies_dropped_half_read_keep_it_busy() {
-        let (mut io, _client, watch) = pipe();
+        let (mut io, _client, conn) = pipe();
+        let watch = conn.watch();
         io.write_all(b"x").await.expect("write");
         io.flush().await.expect("flush");
         read_blocks(&mut io);
         assert!(watch.idle());
-        let mut read_whole = watch.body();
+        let mut read_whole = body(conn.clone());
         assert!(!watch.idle(), "a body still to read");
         read_whole.ended();
         drop(read_whole);
         assert!(watch.idle());
-        drop(watch.body());
+        drop(body(conn.clone()));
         assert!(
             !watch.idle(),
             "hyper drains or closes a body dropped half read"

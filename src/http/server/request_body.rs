@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::idle::{BodyWatch, IdleWatch};
+use super::idle::{self, BodyWatch, Watching};
 
 /// A request's body: hyper's [`Incoming`], counted by its connection until read whole.
 #[derive(Debug)]
@@ -19,9 +19,9 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    /// `inner`, counted by `watch` while it has more to read.
-    pub(super) fn watched(inner: Incoming, watch: &Arc<IdleWatch>) -> Self {
-        let watch = (!inner.is_end_stream()).then(|| watch.body());
+    /// `inner`, counted by its connection `conn` while it has more to read.
+    pub(super) fn watched(inner: Incoming, conn: Arc<dyn Watching>) -> Self {
+        let watch = (!inner.is_end_stream()).then(|| idle::body(conn));
         Self { inner, watch }
     }
 
