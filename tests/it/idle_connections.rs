@@ -155,6 +155,33 @@ async fn a_body_still_to_come_when_refused_is_never_read_as_a_request() {
 }
 
 #[tokio::test]
+async fn part_of_a_head_after_a_set_aside_does_not_hold_the_stop() {
+    let dead = dead_url().await;
+    let gw = gateway(&format!(
+        "{}{SALE}",
+        config_text(
+            &dead,
+            "shutdown_grace = \"0s\"\nheader_timeout = \"1h\"\nshutdown_timeout = \"1h\""
+        )
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.public_addr).await.expect("connect");
+    let mut buf = Vec::new();
+    s.write_all(GET_SALE).await.expect("write");
+    assert_eq!(response(&mut s, &mut buf).await.0, 200);
+    wait_idle(gw.admin_addr, 1.0).await;
+    // The client starts its next request, then the gateway stops: a head not yet whole is
+    // no request in flight, and the stop does not wait an hour for the rest of it.
+    s.write_all(b"GET /sa").await.expect("write");
+    wait_idle(gw.admin_addr, 0.0).await;
+    gw.shutdown();
+    guarded("the stop", gw.wait()).await.expect("stopped");
+    let mut rest = Vec::new();
+    let _ = guarded("the close", s.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}
+
+#[tokio::test]
 async fn set_aside_connections_close_at_the_stop() {
     let dead = dead_url().await;
     let gw = gateway(&format!(

@@ -10,6 +10,9 @@ use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
@@ -19,6 +22,12 @@ use tokio::net::TcpStream;
 use super::exchange::{answer, ConnState};
 use super::idle::Watched;
 use super::{Handler, Shared};
+
+/// How long a connection waits idle before it is set aside: a client that sends its next
+/// request at once (a script, a load balancer's pool) keeps its session, and only one that
+/// thinks (a phone) is taken apart, so that a busy connection does not pay for a new
+/// session each request.
+const SET_ASIDE_AFTER: Duration = Duration::from_millis(50);
 
 /// How a session ended.
 enum Session {
@@ -35,17 +44,22 @@ pub(super) async fn serve<H: Handler>(
     state: Arc<ConnState>,
 ) {
     let (mut stream, mut ahead) = (stream, Bytes::new());
+    // When the head of the request after a set-aside must be in: as hyper would have timed
+    // it from the last answer, not from when the client spoke again.
+    let mut head_by = None;
     loop {
-        let ran = Box::pin(session(shared, stream, ahead, &state)).await;
+        let ran = Box::pin(session(shared, stream, ahead, &state, head_by)).await;
         match ran {
             Session::Ended => return,
             Session::SetAside(s, a) => (stream, ahead) = (s, a),
         }
         // Part of a next request is here already: serve it at once.
         if !ahead.is_empty() {
+            head_by = None;
             continue;
         }
         let _set_aside = shared.metrics.idle();
+        head_by = Some(Instant::now() + shared.limits.header_timeout);
         if !woken(shared, &stream).await {
             return;
         }
@@ -76,6 +90,7 @@ async fn session<H: Handler>(
     stream: TcpStream,
     ahead: Bytes,
     state: &Arc<ConnState>,
+    head_by: Option<Instant>,
 ) -> Session {
     let idle = &state.idle;
     idle.session_starts();
@@ -88,7 +103,22 @@ async fn session<H: Handler>(
     let mut conn = shared.h1.serve_connection(io, svc);
     let mut stopping = pin!(shared.shutdown.cancelled());
     let mut draining = false;
+    // Idle since when it was last seen waiting: set aside once that lasted SET_ASIDE_AFTER.
+    let mut settle = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut settling = false;
+    let mut head_timer = pin!(head_by.map(tokio::time::sleep_until));
     let ended = poll_fn(|cx| {
+        if !idle.dispatched() {
+            // Nothing asked yet in this session: a stop, or the head's time running out,
+            // closes it now (as hyper closes a connection waiting for a request).
+            let late = head_timer
+                .as_mut()
+                .as_pin_mut()
+                .is_some_and(|t| t.poll(cx).is_ready());
+            if late || (!draining && stopping.as_mut().poll(cx).is_ready()) {
+                return Poll::Ready(Some(Ok(())));
+            }
+        }
         if !draining && stopping.as_mut().poll(cx).is_ready() {
             // Close after the current exchange; never set aside from here on.
             Pin::new(&mut conn).graceful_shutdown();
@@ -99,9 +129,16 @@ async fn session<H: Handler>(
             Poll::Pending
                 if !draining && state.active.load(Ordering::Acquire) == 0 && idle.idle() =>
             {
-                Poll::Ready(None)
+                if !settling {
+                    settle.as_mut().reset(Instant::now() + SET_ASIDE_AFTER);
+                    settling = true;
+                }
+                settle.as_mut().poll(cx).map(|()| None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                settling = false;
+                Poll::Pending
+            }
         }
     })
     .await;

@@ -35,6 +35,8 @@ pub(super) struct IdleWatch {
     open_bodies: AtomicUsize,
     /// A request body was dropped before its end: hyper drains it or closes.
     unfinished_body: AtomicBool,
+    /// A request arrived in this session.
+    dispatched: AtomicBool,
 }
 
 impl IdleWatch {
@@ -46,6 +48,7 @@ impl IdleWatch {
             unflushed: AtomicBool::new(false),
             open_bodies: AtomicUsize::new(0),
             unfinished_body: AtomicBool::new(false),
+            dispatched: AtomicBool::new(false),
         }
     }
 
@@ -53,11 +56,19 @@ impl IdleWatch {
     pub(super) fn session_starts(&self) {
         self.read_since_flush.store(true, Ordering::Relaxed);
         self.read_blocked.store(false, Ordering::Relaxed);
+        self.dispatched.store(false, Ordering::Relaxed);
     }
 
     /// A request arrived: hyper finished the one before, its body included.
     pub(super) fn request_arrived(&self) {
         self.unfinished_body.store(false, Ordering::Relaxed);
+        self.dispatched.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a request arrived in this session: until then, what hyper holds is at most
+    /// part of a head, which a stop or the idle time may cut off.
+    pub(super) fn dispatched(&self) -> bool {
+        self.dispatched.load(Ordering::Relaxed)
     }
 
     /// Whether hyper, with no response in flight, waits for a next request with nothing
