@@ -107,8 +107,6 @@ hold() { # port pid -> "bytes-per-connection rss-before-kb rss-held-kb"
     exec 7>"$fifo"
     for _ in $(seq 1 1200); do grep -q '^held' "$out" && break; sleep 0.1; done
     grep -q "^held $HOLD connections (0 failed)" "$out" || { cat "$out" >&2; echo "not every connection was answered" >&2; exit 1; }
-    # flashgate sets a connection aside once it has idled 50 ms.
-    sleep 1
     local held; held=$(rss_kb "$2")
     exec 7>&-
     wait "$client"

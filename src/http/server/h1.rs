@@ -10,7 +10,6 @@ use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -22,12 +21,6 @@ use tokio::net::TcpStream;
 use super::exchange::{answer, ConnState};
 use super::idle::Watched;
 use super::{Handler, Shared};
-
-/// How long a connection waits idle before it is set aside: a client that sends its next
-/// request at once (a script, a load balancer's pool) keeps its session, and only one that
-/// thinks (a phone) is taken apart, so that a busy connection does not pay for a new
-/// session each request.
-const SET_ASIDE_AFTER: Duration = Duration::from_millis(50);
 
 /// How a session ended.
 enum Session {
@@ -103,9 +96,6 @@ async fn session<H: Handler>(
     let mut conn = shared.h1.serve_connection(io, svc);
     let mut stopping = pin!(shared.shutdown.cancelled());
     let mut draining = false;
-    // Idle since when it was last seen waiting: set aside once that lasted SET_ASIDE_AFTER.
-    let mut settle = pin!(tokio::time::sleep(Duration::ZERO));
-    let mut settling = false;
     let mut head_timer = pin!(head_by.map(tokio::time::sleep_until));
     let ended = poll_fn(|cx| {
         if !idle.dispatched() {
@@ -129,16 +119,9 @@ async fn session<H: Handler>(
             Poll::Pending
                 if !draining && state.active.load(Ordering::Acquire) == 0 && idle.idle() =>
             {
-                if !settling {
-                    settle.as_mut().reset(Instant::now() + SET_ASIDE_AFTER);
-                    settling = true;
-                }
-                settle.as_mut().poll(cx).map(|()| None)
+                Poll::Ready(None)
             }
-            Poll::Pending => {
-                settling = false;
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
         }
     })
     .await;
