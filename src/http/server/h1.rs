@@ -98,6 +98,7 @@ async fn session<H: Handler>(
     let mut draining = false;
     let mut head_timer = pin!(head_by.map(tokio::time::sleep_until));
     let ended = poll_fn(|cx| {
+        let stop = !draining && stopping.as_mut().poll(cx).is_ready();
         if !idle.dispatched() {
             // Nothing asked yet in this session: a stop, or the head's time running out,
             // closes it now (as hyper closes a connection waiting for a request).
@@ -105,11 +106,11 @@ async fn session<H: Handler>(
                 .as_mut()
                 .as_pin_mut()
                 .is_some_and(|t| t.poll(cx).is_ready());
-            if late || (!draining && stopping.as_mut().poll(cx).is_ready()) {
+            if late || stop {
                 return Poll::Ready(Some(Ok(())));
             }
         }
-        if !draining && stopping.as_mut().poll(cx).is_ready() {
+        if stop {
             // Close after the current exchange; never set aside from here on.
             Pin::new(&mut conn).graceful_shutdown();
             draining = true;
