@@ -27,7 +27,7 @@ echo "== cargo test"
 cargo test --workspace --all-targets --locked
 # Every fuzz target, coverage-guided, for a short bounded time (stable toolchain).
 echo "== fuzz"
-SECONDS_PER_TARGET=${FUZZ_SECONDS:-10} bash fuzz/run.sh
+FUZZ_PROFILE=smoke SECONDS_PER_TARGET=${FUZZ_SECONDS:-10} bash fuzz/run.sh
 # The Debian package and its systemd unit (packaging/), from the debug binary cargo test
 # built: contents, a dpkg install into a scratch root, systemd-analyze verify.
 echo "== package"
