@@ -9,7 +9,9 @@ use crate::common::*;
 use crate::redis_server::RedisServer;
 use http::StatusCode;
 
-/// `target/<profile>/examples/stream_consumer`, built by `cargo test --all-targets`.
+/// `target/<profile>/examples/stream_consumer`. `cargo test --all-targets` builds examples
+/// as tests, so the runnable one is built here, with the workspace's features (the same
+/// dependency builds as the test run: alone, the example would rebuild TLS and Redis).
 fn example_consumer() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
@@ -19,7 +21,7 @@ fn example_consumer() -> PathBuf {
     let path = profile_dir.join("examples").join("stream_consumer");
     if !path.exists() {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "stream_consumer"])
+            .args(["build", "--workspace", "--example", "stream_consumer"])
             .status()
             .expect("cargo build");
         assert!(status.success());
