@@ -573,6 +573,11 @@ impl Scenario {
         server
             .entry("max_connections_per_ip")
             .or_insert_with(|| 0.into());
+        // No balancer watches /readyz here: the stop at the end need not wait out a grace
+        // for one (5 s by default, per instance, for every run).
+        server
+            .entry("shutdown_grace")
+            .or_insert_with(|| "0s".into());
         table.insert("server".into(), server.into());
         let mut delivery = section(&mut table, "delivery");
         delivery.insert(

@@ -461,11 +461,16 @@ impl Stack {
 
     /// Stops the gateway (SIGTERM, so it flushes what it holds), Redis and the backend.
     pub async fn stop(&mut self) {
+        // Every instance is told first, then waited for: they stop side by side.
+        let mut stopping = Vec::new();
         for inst in &self.instances {
             let child = inst.child.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let Some(mut g) = child else { continue };
+            let Some(g) = child else { continue };
             let _ = signal(g.0.id(), "-TERM");
-            let deadline = std::time::Instant::now() + STARTUP;
+            stopping.push(g);
+        }
+        let deadline = std::time::Instant::now() + STARTUP;
+        for mut g in stopping {
             while std::time::Instant::now() < deadline {
                 if let Ok(Some(_)) = g.0.try_wait() {
                     break;
