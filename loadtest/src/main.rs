@@ -19,6 +19,7 @@ mod operator;
 mod report;
 mod sampler;
 mod scenario;
+mod smoke;
 mod stack;
 mod tally;
 mod user;
@@ -76,6 +77,10 @@ struct Cli {
     /// Runs the scenario this many times, each with the next seed, and prints a table.
     #[arg(long, default_value_t = 1)]
     runs: u32,
+    /// A smoke run: the scenario cut down to a few seconds (at most 200 users, a short
+    /// opening and chaos window), every invariant checked, no figure judged.
+    #[arg(long)]
+    smoke: bool,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +92,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.smoke {
+        smoke::cut_down(&mut scenario);
+        scenario.name.push_str(" (smoke run: no figure judged)");
+    }
     if let Some(users) = cli.users {
         if users == 0 {
             eprintln!("error: --users must be at least 1");
@@ -349,8 +358,10 @@ async fn crowd(
     });
 
     let stop = CancellationToken::new();
-    // The whole schedule runs, however soon the crowd is done: delivery is tested too.
+    // The whole schedule (faults and events) runs, however soon the crowd is done: delivery
+    // is tested too, and the books are read once the last event is over.
     let chaos_done = CancellationToken::new();
+    let events_done = CancellationToken::new();
     let samples: sampler::Samples = Arc::default();
     let done = Arc::new(AtomicU64::new(0));
     let side = async {
@@ -363,7 +374,11 @@ async fn crowd(
             stop.clone(),
         );
         let progress = progress(cli.progress, users, &tally, &done, &samples, start, &stop);
-        let events = operator::perform(&scenario.events, stack, start, &stop);
+        let events = async {
+            let taken = operator::perform(&scenario.events, stack, start, &stop).await;
+            events_done.cancel();
+            taken
+        };
         let chaos = async {
             let injected = match faults {
                 Some(plan) => Some(chaos::inject(plan, stack, start, &stop).await),
@@ -402,17 +417,28 @@ async fn crowd(
         Ok::<_, String>(journeys)
     };
     let users_done = async {
+        // Whatever ends this (an error included), the side tasks end with it.
+        let _side_ends = stop.clone().drop_guard();
         // The backend's cancels end with the crowd, before delivery is waited for.
         let (cancels, journeys) = tokio::join!(cancelling, crowd);
         let journeys = journeys?;
         let crowd_seconds = start.elapsed().as_secs_f64();
         let settle = Instant::now();
         chaos_done.cancelled().await;
+        events_done.cancelled().await;
         let deadline = settle + scenario.expect.settle;
         let mut sales = Vec::with_capacity(waves.len());
         for w in &waves {
-            let terms =
-                judge::terms(stack, scenario, &w.sku, at_start.get(&w.sku).copied()).await?;
+            // The store may still be coming back from the schedule's last fault.
+            let terms = loop {
+                match judge::terms(stack, scenario, &w.sku, at_start.get(&w.sku).copied()).await {
+                    Ok(terms) => break terms,
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let within = deadline.saturating_duration_since(Instant::now());
             let settled = judge::settle_delivery(stack, &w.sku, terms.0, within).await;
             sales.push((terms, settled));

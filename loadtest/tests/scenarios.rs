@@ -104,6 +104,59 @@ fn every_shipped_scenario_is_valid() {
     );
 }
 
+/// Scenarios that another test here runs (scaled down, with its own figures checked).
+const RUN_BY_THEIR_OWN_TEST: [&str; 7] = [
+    "busy-backend",
+    "chaos-mixed",
+    "clicks-and-replays",
+    "cluster-3",
+    "redis-restart",
+    "sales-day",
+    "unpaid-orders",
+];
+
+/// Every other shipped scenario as a smoke run (`--smoke`: a few seconds, at most 200
+/// users): it runs through today's binaries and contract, and every invariant holds. No
+/// figure is judged; `loadtest/run.sh NAME` is the full run that judges them.
+#[test]
+fn every_other_shipped_scenario_passes_a_smoke_run() {
+    let dir = format!("{}/scenarios", env!("CARGO_MANIFEST_DIR"));
+    let mut smoked = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("scenarios dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .expect("a named scenario")
+            .to_owned();
+        if RUN_BY_THEIR_OWN_TEST.contains(&name.as_str()) {
+            continue;
+        }
+        let report = scratch(&format!("smoke-{name}.json"));
+        let (code, r, stdout) = run(path.to_str().expect("utf-8"), &["--smoke"], &report);
+        assert_eq!(code, 0, "{name}: {:?}\n{stdout}", failed_checks(&r));
+        assert!(
+            stdout.contains("smoke run: no figure judged"),
+            "{name}: {stdout}"
+        );
+        let users = r["users"].as_u64().expect("users");
+        assert!((1..=200).contains(&users), "{name}: {users} users");
+        let names = check_names(&r);
+        for invariant in [
+            "every request answered",
+            "every order delivered exactly once",
+        ] {
+            assert!(names.contains(&invariant), "{name}: {names:?}");
+        }
+        assert!(
+            !names.iter().any(|n| n.ends_with("(scenario)")),
+            "{name}: a figure was judged: {names:?}"
+        );
+        smoked.push(name);
+    }
+    assert!(smoked.len() >= 8, "smoked {smoked:?}");
+}
+
 #[test]
 fn a_broken_scenario_is_refused_naming_the_key() {
     let path = scratch("broken.toml");
@@ -382,4 +435,25 @@ fn a_broken_promise_fails_the_run() {
     assert_eq!(r["orders"]["stock_final"], 60);
     assert!(stdout.contains("[FAIL] sold out (scenario)"), "{stdout}");
     assert!(stdout.contains("result: FAIL"), "{stdout}");
+}
+
+/// A crowd done before the scenario's last event: the books are read once the event is over
+/// (here Redis is back), not while Redis is down. Reading them during the outage failed the
+/// run's settle step, and the run then waited forever for its side tasks.
+#[test]
+fn a_crowd_done_before_the_last_event_is_judged_after_it() {
+    let path = scratch("early-crowd.toml");
+    std::fs::write(
+        &path,
+        "name = \"early-crowd\"\nstore = \"redis\"\n[crowd]\nusers = 20\narrival_rate = 200\n\
+         [[event]]\nat = \"1s\"\naction = \"restart_redis\"\ndown_for = \"2s\"\n\
+         [gateway.queue]\ndrain_rate = 1000\nresponse = \"async\"\n[gateway.log]\nlevel = \"warn\"\n\
+         [[gateway.sale]]\nsku = \"a\"\nstock = 10\n",
+    )
+    .expect("write");
+    let report = scratch("early-crowd.json");
+    let (code, r, stdout) = run(path.to_str().expect("utf-8"), &[], &report);
+    assert_eq!(code, 0, "{:?}\n{stdout}", failed_checks(&r));
+    assert_eq!(r["orders"]["stock_final"], 0);
+    assert_eq!(r["orders"]["applied_at_backend"], 10);
 }
