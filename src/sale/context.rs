@@ -346,22 +346,23 @@ impl SaleContext {
         let hold = self.stock_sync.saturating_mul(4);
         for sale in &self.sales.all() {
             let mine = sale.pending() as u64;
-            match self
+            let others = match self
                 .store
                 .share_pending(&sale.sku, self.owner.as_str(), mine, hold)
                 .await
             {
-                Ok(others) => {
-                    sale.set_pending_elsewhere(usize::try_from(others).unwrap_or(usize::MAX))
-                }
+                Ok(others) => usize::try_from(others).unwrap_or(usize::MAX),
                 // Counted as none: the store's trouble must not refuse the crowd here.
-                Err(_) => sale.set_pending_elsewhere(0),
-            }
+                Err(_) => 0,
+            };
             self.sync_controls(sale).await;
             let known = self.local.epoch(&self.store_id, &sale.sku);
             let reading = self.store.stock(&sale.sku).await;
             let lost = matches!(reading, Err(StoreError::UnknownSale(_)));
             self.apply_reading(sale, known, reading);
+            // Recorded with the stock figure just read: what the others reserve from now on
+            // is taken off their count ([`super::elsewhere`]).
+            sale.set_pending_elsewhere(others);
             if lost && sale.is_held() {
                 self.leave_tombstone(sale).await;
             }

@@ -436,6 +436,7 @@ async fn work(
             if !reply.replayed {
                 match reply.outcome {
                     Reservation::Reserved { remaining, .. } => {
+                        sale.reserved_here(item.quantity);
                         sale.set_remaining(remaining);
                         ctx.outbox_ready.notify_one();
                     }

@@ -6,6 +6,7 @@ pub mod book;
 pub mod change;
 pub mod context;
 pub mod drain;
+pub mod elsewhere;
 pub(crate) mod hold;
 pub mod line;
 pub mod lookup;
@@ -165,7 +166,7 @@ pub struct Sale {
     /// Admitted requests not finished yet (queued or being processed).
     pending: AtomicUsize,
     /// The other instances' pending requests, as the last stock sync read them.
-    pending_elsewhere: AtomicUsize,
+    elsewhere: elsewhere::PendingElsewhere,
     /// Age (ms) of its oldest reserved order the backend has not taken yet, and how many
     /// such orders there are, as the last stock sync read them (fleet-wide with a shared
     /// store).
@@ -204,7 +205,7 @@ impl Sale {
             held: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
-            pending_elsewhere: AtomicUsize::new(0),
+            elsewhere: elsewhere::PendingElsewhere::default(),
             outbox_lag_ms: AtomicU64::new(0),
             outbox_orders: AtomicU64::new(0),
             steered: AtomicU8::new(steer::Steer::Unsteered.code()),
@@ -349,14 +350,20 @@ impl Sale {
         self.pending.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// The other instances' pending requests, as last read from the store.
+    /// The other instances' pending requests: as last read from the store, less what they
+    /// reserved since ([`elsewhere`]).
     pub fn pending_elsewhere(&self) -> usize {
-        self.pending_elsewhere.load(Ordering::Relaxed)
+        self.elsewhere.now(self.remaining())
     }
 
-    /// Records the other instances' pending requests.
+    /// Records the other instances' pending requests, read with the stock figure now held.
     pub fn set_pending_elsewhere(&self, n: usize) {
-        self.pending_elsewhere.store(n, Ordering::Relaxed);
+        self.elsewhere.record(n, self.remaining());
+    }
+
+    /// Counts `units` this instance's drain reserved.
+    pub fn reserved_here(&self, units: u32) {
+        self.elsewhere.reserved_here(units);
     }
 
     /// The age of its oldest reserved order the backend has not taken yet (zero: none).
