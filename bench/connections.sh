@@ -17,8 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
-cargo build --release --locked -q -p flashgate-loadtest --bin flashgate-connections
-CLIENT=./target/release/flashgate-connections
+CLIENT=$BIN_DIR/flashgate-connections
 
 HOLD=${HOLD:-10000}
 BURST=${BURST:-5000}
@@ -38,6 +37,7 @@ cat > "$WORK/flashgate.toml" <<CONF
 [server]
 listen = "127.0.0.1:$FG_PORT"
 admin_listen = "127.0.0.1:$FG_ADMIN_PORT"
+shutdown_grace = "0s"   # no balancer watches /readyz here: stop at once
 threads = 1
 max_connections = $((HOLD + BURST + 100))
 max_connections_per_ip = 0

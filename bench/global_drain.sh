@@ -11,4 +11,4 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-19380}
 source scripts/bench-redis.sh
 
-REDIS_URL="$REDIS_URL" cargo bench --locked -q --bench global_drain 2>/dev/null
+REDIS_URL="$REDIS_URL" cargo bench --locked -q --profile "${BENCH_PROFILE:-bench}" --bench global_drain 2>/dev/null

@@ -30,6 +30,7 @@ cat > "$WORK/flashgate.toml" <<CONF
 [server]
 listen = "127.0.0.1:$FG_PORT"
 admin_listen = "127.0.0.1:$FG_ADMIN_PORT"
+shutdown_grace = "0s"   # no balancer watches /readyz here: stop at once
 threads = 1
 [upstream]
 url = "http://127.0.0.1:$UP_PORT"
@@ -56,8 +57,8 @@ rps() { # port -> requests/s of one run
 }
 
 echo "passthrough: ${RUNS} runs × ${DURATION}s, ${CONNS} connections, proxies pinned to one core"
-wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null   # warm-up
-wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$FG_PORT/" >/dev/null
+[ "$WARMUP" = 0 ] || wrk -t1 -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$NGINX_PORT/" >/dev/null   # warm-up
+[ "$WARMUP" = 0 ] || wrk -t1 -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$FG_PORT/" >/dev/null
 NG=(); FG=()
 for i in $(seq 1 "$RUNS"); do
     n=$(rps "$NGINX_PORT"); f=$(rps "$FG_PORT")

@@ -13,7 +13,7 @@ PORT=${PORT:-19379}
 source scripts/bench-redis.sh
 
 fg=$(REDIS_URL="$REDIS_URL" CLIENTS=$CLIENTS STEPS=$STEPS \
-    cargo bench --locked -q --bench redis_reserve 2>/dev/null | tail -1)
+    cargo bench --locked -q --profile "${BENCH_PROFILE:-bench}" --bench redis_reserve 2>/dev/null | tail -1)
 echo "$fg"
 fg_rate=$(echo "$fg" | awk '{ print $(NF-1) }')
 

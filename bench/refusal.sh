@@ -62,6 +62,7 @@ cat > "$WORK/flashgate.toml" <<CONF
 [server]
 listen = "127.0.0.1:$FG_PORT"
 admin_listen = "127.0.0.1:$FG_ADMIN_PORT"
+shutdown_grace = "0s"   # no balancer watches /readyz here: stop at once
 threads = 1
 [upstream]
 url = "http://127.0.0.1:9"

@@ -36,6 +36,7 @@ cat > "$WORK/flashgate.toml" <<CONF
 [server]
 listen = "127.0.0.1:$FG_PORT"
 admin_listen = "127.0.0.1:$FG_ADMIN_PORT"
+shutdown_grace = "0s"   # no balancer watches /readyz here: stop at once
 threads = 1
 [server.tls]
 cert = "$WORK/cert.pem"
@@ -79,7 +80,7 @@ measure() { # label extra-wrk-args...
 }
 
 echo "tls: ${RUNS} runs × ${DURATION}s, ${CONNS} connections, servers pinned to one core, ECDSA P-256"
-wrk -t1 -c"$CONNS" -d2s "https://127.0.0.1:$NGINX_PORT/" >/dev/null   # warm-up
-wrk -t1 -c"$CONNS" -d2s "https://127.0.0.1:$FG_PORT/" >/dev/null
+[ "$WARMUP" = 0 ] || wrk -t1 -c"$CONNS" -d"${WARMUP}s" "https://127.0.0.1:$NGINX_PORT/" >/dev/null   # warm-up
+[ "$WARMUP" = 0 ] || wrk -t1 -c"$CONNS" -d"${WARMUP}s" "https://127.0.0.1:$FG_PORT/" >/dev/null
 measure handshakes -H "Connection: close"
 measure passthrough

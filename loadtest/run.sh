@@ -33,7 +33,8 @@ source scripts/ensure-packages.sh
 if grep -Eq '^store *= *"redis(-cluster)?"' "$file"; then
     ensure_packages redis-server:redis-server
 fi
-cargo build --release --locked -q -p flashgate -p flashgate-loadtest
+source scripts/bins.sh
+bins flashgate flashgate-loadtest
 
 # Every connection of the crowd and of the gateway is a file descriptor.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -41,4 +42,5 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 out=${OUT:-target/loadtest}
 mkdir -p "$out"
 echo "scenario $name: report in $out/$name.json, chart in $out/$name.svg" >&2
-exec ./target/release/flashgate-loadtest "$file" --json "$out/$name.json" --svg "$out/$name.svg" "$@"
+exec "$BIN_DIR/flashgate-loadtest" "$file" --flashgate "$BIN_DIR/flashgate" \
+    --json "$out/$name.json" --svg "$out/$name.svg" "$@"

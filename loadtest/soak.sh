@@ -18,6 +18,7 @@ CHURN=${CHURN:-64}
 UP_PORT=${UP_PORT:-19181}
 FG_PORT=${FG_PORT:-19183}
 FG_ADMIN_PORT=${FG_ADMIN_PORT:-19184}
+EVERY=${EVERY:-5}   # seconds between RSS samples
 
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes 1;
@@ -37,6 +38,7 @@ cat > "$WORK/flashgate.toml" <<CONF
 [server]
 listen = "127.0.0.1:$FG_PORT"
 admin_listen = "127.0.0.1:$FG_ADMIN_PORT"
+shutdown_grace = "0s"   # no balancer watches /readyz here: stop at once
 max_connections = $((KEEPALIVE + CHURN + 256))
 [upstream]
 url = "http://127.0.0.1:$UP_PORT"
@@ -55,7 +57,7 @@ wrk -t1 -c"$KEEPALIVE" -d"${DURATION}s" "http://127.0.0.1:$FG_PORT/ka" > "$WORK/
 wrk -t1 -c"$CHURN" -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$FG_PORT/churn" > "$WORK/churn.txt" & W2=$!
 peak=0; t=0
 while kill -0 "$W1" 2>/dev/null || kill -0 "$W2" 2>/dev/null; do
-    sleep 5; t=$((t + 5))
+    sleep "$EVERY"; t=$((t + EVERY))
     r=$(rss); [ "$r" -gt "$peak" ] && peak=$r
     echo "  t=${t}s rss ${r} KiB"
 done

@@ -5,10 +5,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/ensure-packages.sh"
 ensure_packages wrk:wrk nginx:nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-# Builds the release binary, makes $WORK, and stops everything in $PIDS on exit.
-# GATEWAY_BIN runs another build instead (a before/after comparison).
-cargo build --release --locked -q
-FLASHGATE=${GATEWAY_BIN:-./target/release/flashgate}
+# Builds the release binaries (or takes BIN_DIR's: scripts/bins.sh), makes $WORK, and stops
+# everything in $PIDS on exit. GATEWAY_BIN runs another gateway build (a before/after
+# comparison). WARMUP: seconds of load before the measured runs (0: none).
+source "$(dirname "${BASH_SOURCE[0]}")/bins.sh"
+bins flashgate flashgate-loadtest
+FLASHGATE=${GATEWAY_BIN:-$BIN_DIR/flashgate}
+WARMUP=${WARMUP:-2}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

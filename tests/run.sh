@@ -15,7 +15,10 @@ echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free here"
 # tests/browser/package-lock.json).
 # The fuzz targets link libFuzzer, which is C++ (built by libfuzzer-sys). One pre-queue test
 # runs an instance whose clock is behind the fleet's under libfaketime (faketime).
-ensure_packages redis-server:redis-server ss:iproute2 promtool:prometheus chromium:chromium node:nodejs npm:npm c++:g++ faketime:faketime
+# The smoke runs of the benchmark scripts (tests/smoke.sh) drive nginx with wrk and Redis
+# with redis-benchmark, and make a TLS certificate with openssl.
+ensure_packages redis-server:redis-server ss:iproute2 promtool:prometheus chromium:chromium node:nodejs npm:npm c++:g++ faketime:faketime \
+    wrk:wrk nginx:nginx-light redis-benchmark:redis-tools openssl:openssl
 echo "== npm ci (tests/browser)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
@@ -25,6 +28,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
+# Every benchmark and load-test script, for a second or two each on the debug build.
+bash tests/smoke.sh
 # Every fuzz target, coverage-guided, for a short bounded time (stable toolchain).
 echo "== fuzz"
 FUZZ_PROFILE=smoke SECONDS_PER_TARGET=${FUZZ_SECONDS:-10} bash fuzz/run.sh
