@@ -65,10 +65,13 @@ pub struct ServerConfig {
     /// it their SYNs are dropped. Default: the system's cap, `net.core.somaxconn`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u32>,
-    /// A client must send a request's complete header within this time (slowloris guard);
-    /// it also bounds how long an idle keep-alive connection is kept.
+    /// A client must send a request's complete header within this time once it started
+    /// one (slowloris guard), and start talking this soon on a new connection.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// How long a keep-alive connection may idle between requests before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
     /// Largest request body accepted, in bytes; larger ones get 413 `body_too_large`.
     pub body_limit: u64,
     /// A request's body must arrive within this time once its header has (slow-body
@@ -128,6 +131,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             backlog: None,
             header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
             body_limit: 1024 * 1024,
             body_timeout: Duration::from_secs(10),
             threads: 0,

@@ -66,6 +66,7 @@ fn check_server(c: &Config) -> Result<(), ConfigError> {
     positive("admin.max_connections", c.admin.max_connections > 0)?;
     positive("server.backlog", s.backlog != Some(0))?;
     positive("server.header_timeout", !s.header_timeout.is_zero())?;
+    positive("server.keepalive_timeout", !s.keepalive_timeout.is_zero())?;
     positive("server.body_timeout", !s.body_timeout.is_zero())?;
     positive("server.body_limit", s.body_limit > 0)?;
     positive("server.shutdown_timeout", !s.shutdown_timeout.is_zero())?;

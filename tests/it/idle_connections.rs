@@ -127,6 +127,33 @@ async fn a_set_aside_connection_serves_its_next_requests_as_before() {
     gw.shutdown();
 }
 
+/// A client that idles longer than `header_timeout` (within `keepalive_timeout`) and then
+/// asks again is answered: its next head is timed from when it started, as hyper times one.
+/// Timed from the set-aside, the head was late before it came, and the connection closed
+/// with the request unread (the load test's clients saw it as "no answer").
+#[tokio::test]
+async fn a_request_after_an_idle_longer_than_the_header_timeout_is_answered() {
+    let dead = dead_url().await;
+    let gw = gateway(&format!(
+        "{}{SALE}",
+        config_text(
+            &dead,
+            "header_timeout = \"200ms\"\nkeepalive_timeout = \"1h\""
+        )
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.public_addr).await.expect("connect");
+    let mut buf = Vec::new();
+    s.write_all(GET_SALE).await.expect("write");
+    assert_eq!(response(&mut s, &mut buf).await.0, 200);
+    wait_idle(gw.admin_addr, 1.0).await;
+    // Idle past the header timeout: no bound on how long, nothing races it.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    s.write_all(GET_SALE).await.expect("write");
+    assert_eq!(response(&mut s, &mut buf).await.0, 200);
+    gw.shutdown();
+}
+
 #[tokio::test]
 async fn a_body_still_to_come_when_refused_is_never_read_as_a_request() {
     let dead = dead_url().await;

@@ -186,7 +186,7 @@ where
         }
         Protocol::Http2 => {
             let conn = shared.h2.serve_connection(io, svc);
-            let idle = Some(limits.header_timeout);
+            let idle = Some(limits.keepalive_timeout);
             drive(conn, |c| c.graceful_shutdown(), shared, &state, idle).await
         }
     };

@@ -11,8 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
-use tokio::time::Instant;
-
 use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -37,22 +35,20 @@ pub(super) async fn serve<H: Handler>(
     state: Arc<ConnState>,
 ) {
     let (mut stream, mut ahead) = (stream, Bytes::new());
-    // When the head of the request after a set-aside must be in: as hyper would have timed
-    // it from the last answer, not from when the client spoke again.
-    let mut head_by = None;
     loop {
-        let ran = Box::pin(session(shared, stream, ahead, &state, head_by)).await;
+        // The next head is timed by hyper from the session's start (`header_timeout`), as
+        // nginx times one from when the client spoke again: timed from the set-aside, a
+        // client that idled past it was closed on with its request unread.
+        let ran = Box::pin(session(shared, stream, ahead, &state)).await;
         match ran {
             Session::Ended => return,
             Session::SetAside(s, a) => (stream, ahead) = (s, a),
         }
         // Part of a next request is here already: serve it at once.
         if !ahead.is_empty() {
-            head_by = None;
             continue;
         }
         let _set_aside = shared.metrics.idle();
-        head_by = Some(Instant::now() + shared.limits.header_timeout);
         if !woken(shared, &stream).await {
             return;
         }
@@ -63,8 +59,7 @@ pub(super) async fn serve<H: Handler>(
 /// the idle time to pass or the gateway to stop (false). Polled by hand rather than
 /// `select!`ed: this state is what each idle connection's task holds, so it is kept small.
 async fn woken<H: Handler>(shared: &Shared<H>, stream: &TcpStream) -> bool {
-    // Cancelled once it idled as long as hyper would have waited for a request header,
-    // or at the stop.
+    // Cancelled once it idled `keepalive_timeout`, or at the stop.
     let over = shared.idle_clock.token();
     let mut over = pin!(over.cancelled());
     poll_fn(|cx| {
@@ -83,7 +78,6 @@ async fn session<H: Handler>(
     stream: TcpStream,
     ahead: Bytes,
     state: &Arc<ConnState>,
-    head_by: Option<Instant>,
 ) -> Session {
     let idle = &state.idle;
     idle.session_starts();
@@ -96,19 +90,12 @@ async fn session<H: Handler>(
     let mut conn = shared.h1.serve_connection(io, svc);
     let mut stopping = pin!(shared.shutdown.cancelled());
     let mut draining = false;
-    let mut head_timer = pin!(head_by.map(tokio::time::sleep_until));
     let ended = poll_fn(|cx| {
         let stop = !draining && stopping.as_mut().poll(cx).is_ready();
-        if !idle.dispatched() {
-            // Nothing asked yet in this session: a stop, or the head's time running out,
-            // closes it now (as hyper closes a connection waiting for a request).
-            let late = head_timer
-                .as_mut()
-                .as_pin_mut()
-                .is_some_and(|t| t.poll(cx).is_ready());
-            if late || stop {
-                return Poll::Ready(Some(Ok(())));
-            }
+        if stop && !idle.dispatched() {
+            // Nothing asked yet in this session: the stop closes it now (as hyper closes a
+            // connection waiting for a request).
+            return Poll::Ready(Some(Ok(())));
         }
         if stop {
             // Close after the current exchange; never set aside from here on.

@@ -93,9 +93,10 @@ pub struct ConnectionLimits {
     /// Connections open at once from one source address (0 = no cap); trusted proxies are
     /// exempt.
     pub max_connections_per_ip: usize,
-    /// Time for a client to send a complete request header (and to start talking at all);
-    /// also how long an idle connection (no request, no h2 stream) is kept.
+    /// Time for a client to send a complete request header (and to start talking at all).
     pub header_timeout: Duration,
+    /// How long an idle connection (between requests, no h2 stream) is kept.
+    pub keepalive_timeout: Duration,
     /// After shutdown starts, in-flight requests get this long to finish.
     pub shutdown_timeout: Duration,
     /// Largest request header block, in bytes (HTTP/1 read buffer, h2 header list).
@@ -113,6 +114,7 @@ impl ConnectionLimits {
             max_connections: c.max_connections,
             max_connections_per_ip: c.max_connections_per_ip,
             header_timeout: c.header_timeout,
+            keepalive_timeout: c.keepalive_timeout,
             shutdown_timeout: c.shutdown_timeout,
             max_header_size: c.max_header_size,
             h2_max_streams: c.h2_max_streams,
@@ -358,7 +360,7 @@ pub async fn serve<H: Handler>(
         limits,
         edge,
         shutdown: shutdown.clone(),
-        idle_clock: idle_clock::start(limits.header_timeout, &shutdown),
+        idle_clock: idle_clock::start(limits.keepalive_timeout, &shutdown),
         metrics,
     });
     let tracker = TaskTracker::new();
