@@ -26,6 +26,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Built first with the same targets as the test run (so with the same features and no
+# rebuild): `cargo build` also makes the examples as programs, which the stream-mode test runs.
+echo "== cargo build"
+cargo build --workspace --all-targets --locked
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
 # Every benchmark and load-test script, for a second or two each on the debug build.

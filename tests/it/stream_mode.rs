@@ -10,8 +10,8 @@ use crate::redis_server::RedisServer;
 use http::StatusCode;
 
 /// `target/<profile>/examples/stream_consumer`. `cargo test --all-targets` builds examples
-/// as tests, so the runnable one is built here, with the workspace's features (the same
-/// dependency builds as the test run: alone, the example would rebuild TLS and Redis).
+/// as tests; tests/run.sh builds the program first (`cargo build --all-targets`), else it is
+/// built here, with the workspace's features.
 fn example_consumer() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
