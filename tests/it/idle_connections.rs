@@ -52,6 +52,19 @@ async fn wait_idle(admin: SocketAddr, n: f64) {
     .await;
 }
 
+/// A gateway with `server` lines of config, and a connection to it that asked once and was
+/// set aside (with its read buffer).
+async fn set_aside_once(server: &str) -> (flashgate::Gateway, TcpStream, Vec<u8>) {
+    let dead = dead_url().await;
+    let gw = gateway(&format!("{}{SALE}", config_text(&dead, server))).await;
+    let mut s = TcpStream::connect(gw.public_addr).await.expect("connect");
+    let mut buf = Vec::new();
+    s.write_all(GET_SALE).await.expect("write");
+    assert_eq!(response(&mut s, &mut buf).await.0, 200);
+    wait_idle(gw.admin_addr, 1.0).await;
+    (gw, s, buf)
+}
+
 #[tokio::test]
 async fn a_set_aside_connection_serves_its_next_requests_as_before() {
     let dead = dead_url().await;
@@ -133,20 +146,8 @@ async fn a_set_aside_connection_serves_its_next_requests_as_before() {
 /// with the request unread (the load test's clients saw it as "no answer").
 #[tokio::test]
 async fn a_request_after_an_idle_longer_than_the_header_timeout_is_answered() {
-    let dead = dead_url().await;
-    let gw = gateway(&format!(
-        "{}{SALE}",
-        config_text(
-            &dead,
-            "header_timeout = \"200ms\"\nkeepalive_timeout = \"1h\""
-        )
-    ))
-    .await;
-    let mut s = TcpStream::connect(gw.public_addr).await.expect("connect");
-    let mut buf = Vec::new();
-    s.write_all(GET_SALE).await.expect("write");
-    assert_eq!(response(&mut s, &mut buf).await.0, 200);
-    wait_idle(gw.admin_addr, 1.0).await;
+    let (gw, mut s, mut buf) =
+        set_aside_once("header_timeout = \"200ms\"\nkeepalive_timeout = \"1h\"").await;
     // Idle past the header timeout: no bound on how long, nothing races it.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     s.write_all(GET_SALE).await.expect("write");
@@ -183,20 +184,10 @@ async fn a_body_still_to_come_when_refused_is_never_read_as_a_request() {
 
 #[tokio::test]
 async fn part_of_a_head_after_a_set_aside_does_not_hold_the_stop() {
-    let dead = dead_url().await;
-    let gw = gateway(&format!(
-        "{}{SALE}",
-        config_text(
-            &dead,
-            "shutdown_grace = \"0s\"\nheader_timeout = \"1h\"\nshutdown_timeout = \"1h\""
-        )
-    ))
+    let (gw, mut s, _) = set_aside_once(
+        "shutdown_grace = \"0s\"\nheader_timeout = \"1h\"\nshutdown_timeout = \"1h\"",
+    )
     .await;
-    let mut s = TcpStream::connect(gw.public_addr).await.expect("connect");
-    let mut buf = Vec::new();
-    s.write_all(GET_SALE).await.expect("write");
-    assert_eq!(response(&mut s, &mut buf).await.0, 200);
-    wait_idle(gw.admin_addr, 1.0).await;
     // The client starts its next request, then the gateway stops: a head not yet whole is
     // no request in flight, and the stop does not wait an hour for the rest of it.
     s.write_all(b"GET /sa").await.expect("write");
