@@ -5,11 +5,16 @@
 # Usage: bins PACKAGE... ; then $BIN_DIR/<binary>.
 # shellcheck shell=bash
 
+# Cargo's target directory, as cargo metadata says.
+target_dir() {
+    cargo metadata --locked --format-version 1 --no-deps \
+        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
+
 bins() {
     if [ -n "${BIN_DIR:-}" ]; then return 0; fi
     local args=() p
     for p in "$@"; do args+=(-p "$p"); done
     cargo build --release --locked -q "${args[@]}"
-    BIN_DIR=$(cargo metadata --locked --format-version 1 --no-deps \
-        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
+    BIN_DIR=$(target_dir)/release
 }

@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=$(cargo metadata --locked --format-version 1 --no-deps \
-    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-export BIN_DIR=$TARGET/debug BENCH_PROFILE=dev
+source scripts/bins.sh
+BIN_DIR=$(target_dir)/debug
+export BIN_DIR BENCH_PROFILE=dev
 # Seconds, not minutes: one run of each, one second of load, a few connections.
 export DURATION=1 RUNS=1 WARMUP=0 CONNS=8 HOLD=200 BURST=200
 export CLIENTS=4 STEPS=2000 RATE=200 WINDOW=1 KEEPALIVE=16 CHURN=4 EVERY=1
