@@ -4,7 +4,8 @@
 #   refusal       flashgate sold_out vs nginx limit_req (one worker each, CPU 0) + latency
 #   reserve       RedisStore::reserve vs redis-benchmark EVALSHA of the equivalent script
 #   connections   idle keep-alive connections held (RSS per connection) and a burst of new
-#                 ones (connections answered per second), flashgate vs nginx
+#                 ones (connections answered per second), flashgate vs nginx; a crowd held
+#                 in wait mode (RSS per waiting request, every buyer answered)
 #
 #   bash bench/compare.sh                      # 3 runs × 10 s each, 64 connections
 #   RUNS=5 DURATION=20 CONNS=128 bash bench/compare.sh
@@ -51,3 +52,4 @@ printf '%-12s %-70s %s\n' "connections" "held idle: ${held%%, memory ratio*}" \
     "$(echo "$held" | grep -oE '[0-9.]+x \(' | tr -d ' (') (flashgate <= 1024 B)"
 printf '%-12s %-70s %s\n' "" "burst: ${burst%%, accept ratio*}" \
     "$(echo "$burst" | grep -oE '[0-9.]+x \(' | tr -d ' (') (>= 1.00x)"
+printf '%-12s %-70s %s\n' "" "$(line_of connections '^waiting:')" ""

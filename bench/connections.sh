@@ -6,6 +6,11 @@
 #   accepting  M connections opened at once by one client, one request each, closed after
 #              the answer: connections answered per second, and the SYNs the kernel dropped
 #              at the listen queue (TcpExt ListenOverflows) while it ran
+#   waiting    W buyers (default 15,000) take a token each, then order at once in wait mode
+#              on one sale, each holding its own connection until its outcome while the
+#              drain works (flashgate alone, once, on a fresh process): every buyer must get
+#              an outcome (201 reserved, 202 past max_wait, 410 sold out); the most waiting
+#              at once, and the RSS at the peak and per waiting request
 #
 # Both servers answer GET /sale/phone in process (flashgate: the sale's state; nginx: a
 # fixed JSON body of the same size), run one worker pinned to CPU 0; the client runs on
@@ -13,7 +18,7 @@
 #
 #   bash bench/connections.sh                        # 10,000 held, bursts of 5,000, 3 runs
 #   HOLD=20000 BURST=10000 RUNS=5 bash bench/connections.sh
-#   HOLD=200 BURST=200 RUNS=1 bash bench/connections.sh   # a smoke run (what the tests do)
+#   HOLD=200 BURST=200 WAITING=200 RUNS=1 bash bench/connections.sh   # a smoke run (what the tests do)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
@@ -22,14 +27,16 @@ CLIENT=$BIN_DIR/flashgate-connections
 HOLD=${HOLD:-10000}
 BURST=${BURST:-5000}
 RUNS=${RUNS:-3}
+WAITING=${WAITING:-15000}
 NGINX_PORT=${NGINX_PORT:-19282}
 FG_PORT=${FG_PORT:-19283}
 FG_ADMIN_PORT=${FG_ADMIN_PORT:-19284}
 
 # Held connections need descriptors on both sides; the hard limit is the most we may ask.
 ulimit -Sn "$(ulimit -Hn)"
-if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt $((HOLD + 100)) ]; then
-    echo "the open-files limit ($(ulimit -Sn)) is below HOLD=$HOLD; lower HOLD" >&2
+most=$(( HOLD > WAITING ? HOLD : WAITING ))
+if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt $((most + 100)) ]; then
+    echo "the open-files limit ($(ulimit -Sn)) is below HOLD=$HOLD or WAITING=$WAITING; lower them" >&2
     exit 2
 fi
 
@@ -39,15 +46,26 @@ listen = "127.0.0.1:$FG_PORT"
 admin_listen = "127.0.0.1:$FG_ADMIN_PORT"
 shutdown_grace = "0s"   # no balancer watches /readyz here: stop at once
 threads = 1
-max_connections = $((HOLD + BURST + 100))
+max_connections = $(( (HOLD + BURST > WAITING ? HOLD + BURST : WAITING) + 100 ))
 max_connections_per_ip = 0
 # Held idle for as long as nginx keeps them (its keepalive_timeout is 75 s).
 header_timeout = "75s"
+keepalive_timeout = "75s"
 [upstream]
-url = "http://127.0.0.1:9"
+# nginx takes the waiting crowd's orders (POST /orders).
+url = "http://127.0.0.1:$NGINX_PORT"
+[queue]
+# The waiting crowd: all admitted (stock × admit_factor covers them), drained at 500/s, each
+# held until its outcome.
+max_wait = "120s"
+admit_factor = 5.0
 [[sale]]
 sku = "phone"
 stock = 100
+[[sale]]
+sku = "crowd"
+stock = $(( WAITING / 4 > 0 ? WAITING / 4 : 1 ))
+queue = { capacity = $((WAITING + 100)), drain_rate = 500 }
 [log]
 level = "warn"
 CONF
@@ -87,6 +105,7 @@ http {
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location /sale/phone { default_type application/json; return 200 '$nbody'; }
+        location = /orders { default_type application/json; return 200 '{}'; }
     }
 }
 CONF
@@ -139,3 +158,11 @@ nh=$(printf '%s\n' "${NH[@]}" | median); fh=$(printf '%s\n' "${FH[@]}" | median)
 nb=$(printf '%s\n' "${NB[@]}" | median); fb=$(printf '%s\n' "${FB[@]}" | median)
 echo "median held idle: nginx ${nh} B, flashgate ${fh} B per connection, memory ratio $(awk -v n="$nh" -v f="$fh" 'BEGIN { printf "%.2f", (f > 0 ? n / f : 0) }')x (target: flashgate <= 1024 B)"
 echo "median burst: nginx ${nb} conn/s, flashgate ${fb} conn/s, accept ratio $(awk -v n="$nb" -v f="$fb" 'BEGIN { printf "%.2f", f / n }')x (target >= 1.00x)"
+
+# The waiting crowd, on a fresh gateway (nginx only takes its deliveries).
+start
+wait_out=$($PIN_LOAD "$CLIENT" orders --addr "127.0.0.1:$FG_PORT" --count "$WAITING" --sku crowd --pid "$FG_PID") \
+    || { echo "$wait_out" >&2; echo "not every waiting buyer got an outcome" >&2; exit 1; }
+stop
+echo "$wait_out" | sed 's/^/  /'
+echo "waiting: $(echo "$wait_out" | grep -oE '[0-9]+ B per waiting request') (most waiting at once: $(echo "$wait_out" | grep -oE 'most waiting at once: [0-9]+' | grep -oE '[0-9]+$'), every buyer answered with an outcome)"

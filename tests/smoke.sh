@@ -11,7 +11,7 @@ source scripts/bins.sh
 BIN_DIR=$(target_dir)/debug
 export BIN_DIR BENCH_PROFILE=dev
 # Seconds, not minutes: one run of each, one second of load, a few connections.
-export DURATION=1 RUNS=1 WARMUP=0 CONNS=8 HOLD=200 BURST=200
+export DURATION=1 RUNS=1 WARMUP=0 CONNS=8 HOLD=200 BURST=200 WAITING=200
 export CLIENTS=4 STEPS=2000 RATE=200 WINDOW=1 KEEPALIVE=16 CHURN=4 EVERY=1
 
 LOG=$(mktemp -d)

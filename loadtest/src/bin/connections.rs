@@ -3,7 +3,10 @@
 //! `hold`: opens N keep-alive connections, sends one request on each, reads its answer and
 //! then keeps every connection open and silent until stdin closes (the script measures the
 //! server's memory meanwhile). `burst`: opens N connections at once, each sending one request
-//! and closing after its answer, and reports how fast they were all answered. Loopback only.
+//! and closing after its answer, and reports how fast they were all answered. `orders`: N
+//! buyers take a token each, then all order at once in wait mode, each holding its own
+//! connection until its outcome; reports the answers, the most waiting at once and the
+//! server's RSS meanwhile (see `orders.rs`). Loopback only.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +18,9 @@ use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+
+#[path = "connections/orders.rs"]
+mod orders;
 
 /// Opens many connections to one server: held idle, or in a burst.
 #[derive(Debug, Parser)]
@@ -30,6 +36,9 @@ enum Mode {
     Hold(Target),
     /// N connections opened at once, one request each, closed after the answer.
     Burst(Target),
+    /// N buyers take a token each, then order at once in wait mode, each holding its own
+    /// connection until the outcome.
+    Orders(orders::Crowd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,14 +73,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (Mode::Hold(target) | Mode::Burst(target)) = &cli.mode;
-    if !target.addr.ip().is_loopback() {
-        eprintln!("{} is not a loopback address", target.addr);
+    let addr = match &cli.mode {
+        Mode::Hold(t) | Mode::Burst(t) => t.addr,
+        Mode::Orders(c) => c.addr,
+    };
+    if !addr.ip().is_loopback() {
+        eprintln!("{addr} is not a loopback address");
         return ExitCode::from(2);
     }
     let run = match &cli.mode {
         Mode::Hold(t) => rt.block_on(hold(t)),
         Mode::Burst(t) => rt.block_on(burst(t)),
+        Mode::Orders(c) => rt.block_on(orders::run(c)),
     };
     match run {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,6 +101,11 @@ async fn exchange(stream: &mut TcpStream, path: &str, close: bool) -> io::Result
     let connection = if close { "close" } else { "keep-alive" };
     let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: {connection}\r\n\r\n");
     stream.write_all(req.as_bytes()).await?;
+    Ok(read_answer(stream).await?.0)
+}
+
+/// Reads one whole answer (head and `content-length` body): its status and body.
+async fn read_answer(stream: &mut TcpStream) -> io::Result<(u16, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -114,7 +132,7 @@ async fn exchange(stream: &mut TcpStream, path: &str, close: bool) -> io::Result
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         if buf.len() >= end + 4 + length {
-            return Ok(status);
+            return Ok((status, buf[end + 4..end + 4 + length].to_vec()));
         }
     }
 }
