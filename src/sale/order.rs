@@ -85,7 +85,9 @@ pub async fn place(
         return Ok(answer);
     }
     if sale.state(SystemTime::now()) == SaleState::Prequeue {
-        return prequeue(ctx, peers, &sale, user, token, quantity, ip).await;
+        // Boxed, as are the other rare steps below: a future holds room for its largest
+        // step, and every order's future is moved and allocated whole.
+        return Box::pin(prequeue(ctx, peers, &sale, user, token, quantity, ip)).await;
     }
     // Declared before the slot, so dropped after it: a number given back is given back
     // before its hold is let go.
@@ -364,7 +366,7 @@ async fn refused(
                 count(sale, limited.label());
                 return Err(limited.into());
             }
-            match replay_unless_stale(ctx, peers, sale, token, user, unspent).await {
+            match Box::pin(replay_unless_stale(ctx, peers, sale, token, user, unspent)).await {
                 Ok(replayed) => replayed,
                 Err(e) => {
                     count(sale, refusal.label());
@@ -468,7 +470,16 @@ async fn answered_before(
         count(sale, limited.label());
         return Err(limited.into());
     }
-    match replay_unless_stale(ctx, peers, sale, token, user, Unspent::Leave).await? {
+    match Box::pin(replay_unless_stale(
+        ctx,
+        peers,
+        sale,
+        token,
+        user,
+        Unspent::Leave,
+    ))
+    .await?
+    {
         Replay::Spent(reply) => Ok(Some(remember(
             ctx,
             sale,

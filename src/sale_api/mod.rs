@@ -137,8 +137,9 @@ impl SaleApi {
                 let sku = sku.to_owned();
                 self.order(&sku, req, peer).await
             }
+            // Boxed: an order's future would otherwise hold room for a poll's too.
             (Route::Ticket(id), &Method::GET | &Method::HEAD) => {
-                self.ticket(id, peer.addr.ip()).await
+                Box::pin(self.ticket(id, peer.addr.ip())).await
             }
             (Route::Busy, &Method::GET | &Method::HEAD) => Ok(self.busy_page(req.uri().query())),
             (Route::Unnormalised, _) => Err(GatewayError::NotFound),
