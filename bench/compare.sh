@@ -28,7 +28,8 @@ part refusal bench/refusal.sh
 part reserve bench/redis_reserve.sh
 part connections bench/connections.sh
 
-ratio_of() { grep -oE 'ratio:? [0-9.]+x' "$LOG/$1.txt" | tail -1 | grep -oE '[0-9.]+x'; }
+# The part's verdict: its last ratio, leaving out the CPU efficiency line (shown apart).
+ratio_of() { grep -v 'efficiency ratio' "$LOG/$1.txt" | grep -oE 'ratio:? [0-9.]+x' | tail -1 | grep -oE '[0-9.]+x'; }
 line_of() { grep -E "$2" "$LOG/$1.txt" | tail -1; }
 
 pt=$(line_of passthrough '^median:')
