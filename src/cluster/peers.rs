@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER};
 use http::uri::Authority;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -114,7 +114,7 @@ impl Peers {
             let _turn = relay.turns.acquire().await.ok()?;
             let resp = relay.pool.send(req).await.ok()?;
             let status = resp.status();
-            let headers = [CONTENT_TYPE, LOCATION, RETRY_AFTER]
+            let headers = [CONTENT_TYPE, CACHE_CONTROL, LOCATION, RETRY_AFTER]
                 .into_iter()
                 .filter_map(|name| Some((name.clone(), resp.headers().get(&name)?.clone())))
                 .collect();

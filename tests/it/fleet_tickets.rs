@@ -48,9 +48,10 @@ async fn tickets_tokens_and_replays_work_through_any_instance() {
     assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.json());
     let ticket = queued.json()["ticket"].as_str().expect("ticket").to_owned();
 
-    // Polled through b: a answers it.
+    // Polled through b: a answers it, and b's answer is as uncacheable as a's own.
     let polled = poll(b.public_addr, &ticket).await;
     assert_eq!(polled.status, StatusCode::OK, "{:?}", polled.json());
+    assert_eq!(polled.headers["cache-control"], "no-store");
     assert_eq!(polled.json()["status"], "queued");
     assert_eq!(polled.json()["position"], 1);
     // The same token sent to b joins a's request.

@@ -194,6 +194,35 @@ async fn h2c_prior_knowledge_is_served_and_forwarded_as_http11() {
     assert_eq!(seen.body.as_ref(), b"over h2");
 }
 
+/// HTTP/2 forbids a body on a HEAD's answer (the client resets the stream): the gateway's
+/// own answers and proxied ones alike come with the GET's length and no DATA.
+#[tokio::test]
+async fn h2c_head_is_answered_without_a_body() {
+    let up = Upstream::start().await;
+    let sale = "[[sale]]\nsku = \"phone\"\nstock = 5\n";
+    let gw = gateway(&config_text(&up.url(), sale)).await;
+    let head = |path: &str| {
+        Request::head(format!("http://shop.example{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let got = send_h2(gw.public_addr, get("http://shop.example/sale/phone")).await;
+    assert_eq!(got.status, StatusCode::OK);
+    for (path, status, length) in [
+        ("/sale/phone", StatusCode::OK, Some(got.body.len())),
+        ("/sale/phone/", StatusCode::NOT_FOUND, None),
+        ("/sale/phone/token", StatusCode::METHOD_NOT_ALLOWED, None),
+        ("/anything", StatusCode::OK, None),
+    ] {
+        let a = send_h2(gw.public_addr, head(path)).await;
+        assert_eq!(a.status, status, "HEAD {path}");
+        assert!(a.body.is_empty(), "HEAD {path} came with a body");
+        if let Some(length) = length {
+            assert_eq!(a.headers["content-length"], length.to_string().as_str());
+        }
+    }
+}
+
 #[tokio::test]
 async fn upstream_down_is_502_upstream_unavailable() {
     let gw = gateway(&config_text(&dead_url().await, "")).await;

@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::idle::{IdleWatch, Watching};
 use super::{ConnectionLimits, Handler, Peer, RequestBody, Shared};
 use crate::error::GatewayError;
-use crate::http::response::ResponseBody;
+use crate::http::response::{GatewayResponse, ResponseBody};
 
 /// The HTTP version a connection speaks.
 pub(super) enum Protocol {
@@ -222,7 +223,11 @@ pub(super) async fn answer<H: Handler>(
         }));
     }
     let guard = StreamGuard::new(state.clone(), permit);
-    let resp = shared.handler.handle(req, &state.peer).await;
+    let h2_head = req.method() == http::Method::HEAD && req.version() == http::Version::HTTP_2;
+    let mut resp = shared.handler.handle(req, &state.peer).await;
+    if h2_head {
+        resp = without_body(resp);
+    }
     if let Some(a) = access {
         a.answered(&resp);
     }
@@ -230,6 +235,24 @@ pub(super) async fn answer<H: Handler>(
         inner,
         _guard: Some(guard),
     }))
+}
+
+/// A HEAD's answer over HTTP/2, which sends whatever body it is given (HTTP/1 drops it),
+/// and a client resets a stream whose HEAD answer has one: the body is left out, its
+/// length kept as the GET's.
+fn without_body(resp: GatewayResponse) -> GatewayResponse {
+    let (mut parts, body) = resp.into_parts();
+    match body.size_hint().exact() {
+        Some(0) => return http::Response::from_parts(parts, body),
+        Some(n) => {
+            parts
+                .headers
+                .entry(http::header::CONTENT_LENGTH)
+                .or_insert_with(|| http::HeaderValue::from(n));
+        }
+        None => {}
+    }
+    http::Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
 }
 
 /// What an access log line says of a request, taken before the handler consumes it. Its
