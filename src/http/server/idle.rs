@@ -10,8 +10,11 @@
 //!   (so a request that arrives in pieces is timed by hyper's header timeout, never
 //!   restarted by a set-aside);
 //! - everything it wrote was flushed;
-//! - every request body was read to its end (a body dropped half read leaves hyper
-//!   draining it, so not until the next request arrives).
+//! - every request body was read to its end, or hyper drained the rest of one dropped
+//!   half read. hyper tries once, from what it holds, and gives up and closes otherwise
+//!   (what is left may be anything, a request included). Drained, it reads for a next
+//!   request after its answer's flush; given up, it never reads again and ends once its
+//!   answer is out. So a read after both the drop and the last flush means drained.
 
 use std::io;
 use std::pin::Pin;
@@ -35,6 +38,8 @@ pub(super) struct IdleWatch {
     open_bodies: AtomicUsize,
     /// A request body was dropped before its end: hyper drains it or closes.
     unfinished_body: AtomicBool,
+    /// hyper read (or tried to) since the last such drop and the last flush after it.
+    read_after_drop: AtomicBool,
     /// A request arrived in this session.
     dispatched: AtomicBool,
 }
@@ -48,6 +53,7 @@ impl IdleWatch {
             unflushed: AtomicBool::new(false),
             open_bodies: AtomicUsize::new(0),
             unfinished_body: AtomicBool::new(false),
+            read_after_drop: AtomicBool::new(false),
             dispatched: AtomicBool::new(false),
         }
     }
@@ -78,7 +84,13 @@ impl IdleWatch {
             && !self.read_since_flush.load(Ordering::Relaxed)
             && !self.unflushed.load(Ordering::Relaxed)
             && self.open_bodies.load(Ordering::Relaxed) == 0
-            && !self.unfinished_body.load(Ordering::Relaxed)
+            && (!self.unfinished_body.load(Ordering::Relaxed)
+                || self.read_after_drop.load(Ordering::Relaxed))
+    }
+
+    /// hyper read from the connection, or tried to.
+    fn read_tried(&self) {
+        self.read_after_drop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -121,6 +133,7 @@ impl Drop for BodyWatch {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
             let w = c.watch();
+            w.read_after_drop.store(false, Ordering::Relaxed);
             w.unfinished_body.store(true, Ordering::Relaxed);
             w.open_bodies.fetch_sub(1, Ordering::Relaxed);
         }
@@ -153,6 +166,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.conn.watch().read_tried();
         if !this.ahead.is_empty() {
             let n = this.ahead.len().min(buf.remaining());
             buf.put_slice(&this.ahead[..n]);
@@ -221,10 +235,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         // (a response) ends what was read before it.
         if let Poll::Ready(Ok(())) = polled {
             if self.conn.watch().unflushed.swap(false, Ordering::Relaxed) {
-                self.conn
-                    .watch()
-                    .read_since_flush
-                    .store(false, Ordering::Relaxed);
+                let w = self.conn.watch();
+                w.read_since_flush.store(false, Ordering::Relaxed);
+                // A read before this flush may have been hyper's try at draining.
+                w.read_after_drop.store(false, Ordering::Relaxed);
             }
         }
         polled
