@@ -7,6 +7,7 @@
 //! mean it is between requests with nothing of its own left unwritten:
 //! - every response was sent whole (`ConnState::active` is 0, counted by the caller);
 //! - its last read found nothing, and it read nothing since its last write was flushed
+//!   (but the one read that drains a body dropped half read, which is the body's)
 //!   (so a request that arrives in pieces is timed by hyper's header timeout, never
 //!   restarted by a set-aside);
 //! - everything it wrote was flushed;
@@ -88,6 +89,12 @@ impl IdleWatch {
                 || self.read_after_drop.load(Ordering::Relaxed))
     }
 
+    /// Whether hyper's next read is its try at draining a body dropped half read.
+    fn draining(&self) -> bool {
+        self.unfinished_body.load(Ordering::Relaxed)
+            && !self.read_after_drop.load(Ordering::Relaxed)
+    }
+
     /// hyper read from the connection, or tried to.
     fn read_tried(&self) {
         self.read_after_drop.store(true, Ordering::Relaxed);
@@ -166,39 +173,30 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        this.conn.watch().read_tried();
+        let w = this.conn.watch();
+        // hyper's one try at draining a body dropped half read is its first read after the
+        // drop (and after the answer's flush): what that read brings is the body's end,
+        // not a next request's, and leaves hyper between requests if it drained.
+        let draining = w.draining();
+        w.read_tried();
         if !this.ahead.is_empty() {
             let n = this.ahead.len().min(buf.remaining());
             buf.put_slice(&this.ahead[..n]);
             this.ahead.advance(n);
-            this.conn
-                .watch()
-                .read_since_flush
-                .store(true, Ordering::Relaxed);
-            this.conn
-                .watch()
-                .read_blocked
-                .store(false, Ordering::Relaxed);
+            if !draining {
+                w.read_since_flush.store(true, Ordering::Relaxed);
+            }
+            w.read_blocked.store(false, Ordering::Relaxed);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         match &polled {
-            Poll::Pending => this
-                .conn
-                .watch()
-                .read_blocked
-                .store(true, Ordering::Relaxed),
+            Poll::Pending => w.read_blocked.store(true, Ordering::Relaxed),
             Poll::Ready(_) => {
-                this.conn
-                    .watch()
-                    .read_blocked
-                    .store(false, Ordering::Relaxed);
-                if buf.filled().len() > before {
-                    this.conn
-                        .watch()
-                        .read_since_flush
-                        .store(true, Ordering::Relaxed);
+                w.read_blocked.store(false, Ordering::Relaxed);
+                if buf.filled().len() > before && !draining {
+                    w.read_since_flush.store(true, Ordering::Relaxed);
                 }
             }
         }
