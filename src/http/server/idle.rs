@@ -6,10 +6,10 @@
 //! hyper may be taken apart (`into_parts`) only when all of these hold, which together
 //! mean it is between requests with nothing of its own left unwritten:
 //! - every response was sent whole (`ConnState::active` is 0, counted by the caller);
-//! - its last read found nothing, and it read nothing since its last write was flushed
-//!   (but the one read that drains a body dropped half read, which is the body's)
-//!   (so a request that arrives in pieces is timed by hyper's header timeout, never
-//!   restarted by a set-aside);
+//! - its last read found nothing, and it read nothing since its last write was flushed,
+//!   so that a request arriving in pieces is timed by hyper's header timeout, never
+//!   restarted by a set-aside (the one read that drains a body dropped half read does not
+//!   count: what it brings is the body's);
 //! - everything it wrote was flushed;
 //! - every request body was read to its end, or hyper drained the rest of one dropped
 //!   half read. hyper tries once, from what it holds, and gives up and closes otherwise
